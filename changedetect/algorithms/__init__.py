@@ -1,0 +1,1 @@
+"""Pure numerics on numpy / xarray / dask arrays: no I/O here."""

@@ -1,0 +1,262 @@
+"""Typed run configuration: YAML is validated once here, then passed on as objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .models import TimeWindow
+from .types import ANALYSIS_BANDS
+
+KNOWN_BANDS = (*ANALYSIS_BANDS, "SCL", "B01", "B05", "B06", "B07", "B8A", "B09", "B10", "SKIP")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Sensor presets: file band order (None = bands are named in the files) and DN -> reflectance.
+SENSOR_PRESETS: dict[str, dict[str, Any]] = {
+    "sentinel2_l2a": {"bands": None, "scale": 1e-4, "offset": 0.0},
+    "sentinel2_l2a_baseline04": {"bands": None, "scale": 1e-4, "offset": -0.1},
+    "sentinel2_l1c": {"bands": None, "scale": 1e-4, "offset": 0.0},
+    "landsat_tm_dn": {
+        "bands": ["B02", "B03", "B04", "B08", "B11", "B12"],
+        "scale": 1.0 / 255.0,
+        "offset": 0.0,
+    },
+    "reflectance": {"bands": None, "scale": 1.0, "offset": 0.0},
+}
+
+
+class SensorConfig(_Model):
+    """Which file bands are which, and how stored numbers scale to reflectance."""
+
+    preset: Literal[
+        "sentinel2_l2a", "sentinel2_l2a_baseline04", "sentinel2_l1c", "landsat_tm_dn", "reflectance"
+    ] = "sentinel2_l2a"
+    """Named sensor defaults; `bands`, `scale` and `offset` below override them."""
+    bands: list[str] | None = None
+    """Band names of a multi-band file in file order (e.g. [B02, B03, B04, B08, B11, B12]);
+    use SKIP for a band to ignore. Leave empty when the files name their bands."""
+    scale: float | None = Field(default=None, gt=0)
+    """Reflectance = stored value * scale + offset."""
+    offset: float | None = None
+    """Added after scaling (Sentinel-2 L2A from processing baseline 04.00 uses -0.1)."""
+    nodata: float | None = 0
+    """Stored value that marks missing pixels (None: every value is data)."""
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, bands: list[str] | None) -> list[str] | None:
+        if bands is None:
+            return None
+        unknown = [b for b in bands if b not in KNOWN_BANDS]
+        if unknown:
+            raise ValueError(f"unknown band name(s) {unknown}; allowed: {', '.join(KNOWN_BANDS)}")
+        named = [b for b in bands if b != "SKIP"]
+        if len(set(named)) != len(named):
+            raise ValueError(f"band names repeat in {bands}")
+        return bands
+
+    def resolved_bands(self) -> list[str] | None:
+        return self.bands if self.bands is not None else SENSOR_PRESETS[self.preset]["bands"]
+
+    def resolved_scale(self) -> float:
+        return self.scale if self.scale is not None else SENSOR_PRESETS[self.preset]["scale"]
+
+    def resolved_offset(self) -> float:
+        return self.offset if self.offset is not None else SENSOR_PRESETS[self.preset]["offset"]
+
+
+class SyntheticSourceConfig(_Model):
+    """A seeded synthetic scene with planted disturbances and its ground truth."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    seed: int = 42
+    """Same seed, same scene, same truth."""
+    revisit_days: int = Field(default=10, ge=1, le=60)
+    """Days between synthetic acquisitions."""
+    cloud_cover: float = Field(default=0.25, ge=0.0, le=1.0)
+    """Mean cloud fraction of an acquisition."""
+    noise: float = Field(default=0.01, ge=0.0, le=0.1)
+    """Sensor noise, reflectance standard deviation."""
+
+
+class LocalSourceConfig(_Model):
+    """Acquisitions on disk: multi-band GeoTIFFs or folders of single-band `*_<BAND>.tif` files."""
+
+    kind: Literal["local"] = "local"
+    path: Path
+    """Folder holding one entry per acquisition (a file, or a folder of band files)."""
+    date_pattern: str = r"(\d{8})"
+    """Regular expression whose first group is the acquisition date YYYYMMDD in the entry name."""
+
+
+SourceConfig = Annotated[SyntheticSourceConfig | LocalSourceConfig, Field(discriminator="kind")]
+
+
+class AoiConfig(_Model):
+    """An area of interest: a WGS84 bounding box, analysed on a projected grid."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Short identifier, used in clue ids and output folder names."""
+    bbox: tuple[float, float, float, float] | None = None
+    """[west, south, east, north] in degrees (WGS84). None: the extent of the imagery."""
+    crs: str | None = None
+    """Analysis CRS (e.g. EPSG:32649). None: the UTM zone of the AOI centre."""
+    resolution: float = Field(default=10.0, gt=0)
+    """Analysis pixel size in CRS units (metres)."""
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered(cls, bbox: tuple[float, float, float, float] | None) -> Any:
+        if bbox is None:
+            return None
+        west, south, east, north = bbox
+        if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+            raise ValueError(
+                f"bbox {list(bbox)} must be [west, south, east, north] in degrees, west < east, "
+                "south < north"
+            )
+        return bbox
+
+
+class WindowConfig(_Model):
+    """A date interval, both ends included."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowConfig:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+    def to_window(self) -> TimeWindow:
+        return TimeWindow(self.start, self.end)
+
+
+class DetectionConfig(_Model):
+    """Change decision, cleaning and mapping unit."""
+
+    chunk_size: int = Field(default=1024, ge=64, le=8192)
+    """Dask chunk edge in pixels: memory scales with it, not with the AOI."""
+    false_alarm_rate: float = Field(default=0.005, gt=0.0, lt=0.5)
+    """Share of unchanged pixels allowed past the per-pixel test (sets the robust z threshold)."""
+    min_area_m2: float = Field(default=1000.0, gt=0)
+    """Minimum mapping unit; smaller patches are dropped (0.1 ha by default)."""
+    median_size: int = Field(default=3, ge=1, le=9)
+    """Edge of the median filter applied to band differences (1 disables it)."""
+    cloud_classes: list[int] = [0, 1, 3, 8, 9, 10, 11]
+    """SCL classes treated as invalid: no data, saturated, shadow, cloud, cirrus, snow."""
+    min_valid_observations: int = Field(default=1, ge=1)
+    """A pixel needs this many valid observations in each window to be analysed."""
+
+
+class ZonesConfig(_Model):
+    """Protection zones (GeoJSON or GeoPackage) attached to every clue."""
+
+    path: Path
+    name_field: str = "name"
+    tier_field: str = "tier"
+    county_field: str = "county"
+    limit_to_zones: bool = False
+    """Only report clues that fall inside a zone."""
+
+
+class OutputConfig(_Model):
+    """Where and what to write."""
+
+    dir: Path = Path("out")
+    """Output root; each AOI gets a sub-folder."""
+    chips: bool = True
+    """Write before/after PNG chips per clue."""
+    chip_size: int = Field(default=128, ge=32, le=1024)
+    """Chip edge in pixels."""
+
+
+class RunConfig(_Model):
+    """Everything one run needs."""
+
+    name: str = "run"
+    source: SourceConfig = SyntheticSourceConfig()
+    sensor: SensorConfig = SensorConfig()
+    aois: list[AoiConfig] = Field(min_length=1)
+    before: WindowConfig
+    after: WindowConfig
+    detection: DetectionConfig = DetectionConfig()
+    zones: ZonesConfig | None = None
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _windows(self) -> RunConfig:
+        if self.after.start <= self.before.end:
+            raise ValueError(
+                f"after window starts {self.after.start}, not after the before window ends "
+                f"{self.before.end}"
+            )
+        names = [a.name for a in self.aois]
+        if len(set(names)) != len(names):
+            raise ValueError(f"AOI names repeat: {names}")
+        return self
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        value = err.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if err["type"] == "missing":
+            lines.append(f"{loc or '<root>'}: required key is missing")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (value {shown}); check the spelling")
+        else:
+            lines.append(f"{loc or '<root>'} = {shown}: {err['msg']}")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Validate a mapping as a RunConfig; relative paths resolve against `base_dir`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: top level must be a mapping of keys")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config
+
+
+def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    updates: dict[str, Any] = {}
+    if isinstance(config.source, LocalSourceConfig):
+        updates["source"] = config.source.model_copy(update={"path": resolve(config.source.path)})
+    if config.zones is not None:
+        updates["zones"] = config.zones.model_copy(update={"path": resolve(config.zones.path)})
+    return config.model_copy(update=updates)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config; relative paths in it are relative to the working directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    return parse_config(data, source=str(path), base_dir=Path.cwd())

@@ -1,0 +1,33 @@
+"""One error hierarchy: every message names the input, the problem and what to change."""
+
+
+class ChangeDetectError(Exception):
+    """Base class of every error changedetect raises on purpose."""
+
+
+class ConfigError(ChangeDetectError):
+    """A configuration file or option is malformed or names something invalid."""
+
+
+class SourceError(ChangeDetectError):
+    """An imagery source could not search or load what was asked of it."""
+
+
+class MissingBandError(SourceError):
+    """An acquisition lacks a band the analysis needs."""
+
+
+class CorruptInputError(SourceError):
+    """A raster file exists but cannot be decoded."""
+
+
+class GridMismatchError(ChangeDetectError):
+    """Two rasters that must share a footprint do not overlap or cannot be aligned."""
+
+
+class NoValidDataError(ChangeDetectError):
+    """Nothing usable is left after masking (for example, an all-cloud window)."""
+
+
+class SinkError(ChangeDetectError):
+    """An output could not be written."""

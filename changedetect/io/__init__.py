@@ -1,0 +1,1 @@
+"""I/O: imagery sources, output sinks and vector layers."""

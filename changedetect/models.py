@@ -1,0 +1,197 @@
+"""Result and metadata types that pass between the layers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from affine import Affine
+from pyproj import CRS
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A north-up raster grid: CRS, affine transform and shape (rows, cols)."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size along x, in CRS units."""
+        return abs(self.transform.a)
+
+    @property
+    def pixel_area_m2(self) -> float:
+        if not self.crs.is_projected:
+            raise ValueError("pixel area needs a projected CRS")
+        return abs(self.transform.a * self.transform.e)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        left, top = self.transform.c, self.transform.f
+        right = left + self.transform.a * self.width
+        bottom = top + self.transform.e * self.height
+        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Pixel-centre coordinates for the y and x dimensions."""
+        t = self.transform
+        x = t.c + t.a * (np.arange(self.width) + 0.5)
+        y = t.f + t.e * (np.arange(self.height) + 0.5)
+        return {"y": y, "x": x}
+
+    def window(self, row: int, col: int, height: int, width: int) -> GridSpec:
+        """The sub-grid starting at (row, col)."""
+        return GridSpec(self.crs, self.transform * Affine.translation(col, row), height, width)
+
+    def attach(self, obj: xr.Dataset | xr.DataArray) -> Any:
+        """Record this grid on an xarray object (attrs survive lazy operations we apply)."""
+        obj.attrs["crs"] = self.crs.to_wkt()
+        obj.attrs["transform"] = tuple(self.transform)[:6]
+        return obj
+
+    @classmethod
+    def of(cls, obj: xr.Dataset | xr.DataArray) -> GridSpec:
+        """The grid recorded on an xarray object by :meth:`attach`."""
+        try:
+            crs = CRS.from_wkt(obj.attrs["crs"])
+            transform = Affine(*obj.attrs["transform"])
+        except KeyError as exc:
+            raise ValueError(f"xarray object carries no grid attribute {exc}") from None
+        return cls(crs, transform, int(obj.sizes["y"]), int(obj.sizes["x"]))
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A closed date interval [start, end]."""
+
+    start: dt.date
+    end: dt.date
+
+    def contains(self, when: dt.datetime | dt.date) -> bool:
+        day = when.date() if isinstance(when, dt.datetime) else when
+        return self.start <= day <= self.end
+
+    def as_list(self) -> list[str]:
+        return [self.start.isoformat(), self.end.isoformat()]
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """One image in time, as metadata only (cheap to list)."""
+
+    id: str
+    datetime: dt.datetime
+    source: str
+    #: Where the bands live: band name -> (path, band index starting at 1).
+    assets: dict[str, tuple[str, int]] = field(default_factory=dict)
+    cloud_cover: float | None = None
+    grid: GridSpec | None = None
+
+
+@dataclass
+class Composite:
+    """Per-pixel median of the valid observations in one time window (lazy, dask-backed)."""
+
+    window: TimeWindow
+    bands: xr.Dataset
+    valid_count: xr.DataArray
+    acquisitions: list[str]
+    #: Robust temporal standard deviation per band (NaN where fewer than 3 valid observations).
+    spread: xr.Dataset | None = None
+
+
+@dataclass
+class Patch:
+    """A connected group of changed pixels, with its per-patch statistics (analysis CRS)."""
+
+    label: int
+    geometry: Any  # shapely geometry in the grid CRS
+    area_m2: float
+    n_pixels: int
+    stats: dict[str, float]
+    bbox_rc: tuple[int, int, int, int]  # row0, col0, row1, col1 (exclusive)
+
+
+@dataclass
+class PatchClue:
+    """A suspect change as sent to the county for field verification."""
+
+    clue_id: str
+    aoi: str
+    detected_at: str
+    before: list[str]
+    after: list[str]
+    geometry_wgs84: Any
+    area_m2: float
+    centroid: tuple[float, float]
+    change_type: str
+    confidence: float
+    confidence_level: str
+    d_ndvi: float
+    d_bsi: float
+    d_ndbi: float
+    zone: str | None = None
+    zone_tier: str | None = None
+    county: str | None = None
+    priority: str = "normal"
+    chip_before: str | None = None
+    chip_after: str | None = None
+    status: str = "new"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def properties(self) -> dict[str, Any]:
+        props = {
+            "clue_id": self.clue_id,
+            "aoi": self.aoi,
+            "detected_at": self.detected_at,
+            "before": self.before,
+            "after": self.after,
+            "area_m2": round(self.area_m2, 1),
+            "centroid": [round(self.centroid[0], 6), round(self.centroid[1], 6)],
+            "change_type": self.change_type,
+            "confidence": round(self.confidence, 3),
+            "confidence_level": self.confidence_level,
+            "d_ndvi": round(self.d_ndvi, 4),
+            "d_bsi": round(self.d_bsi, 4),
+            "d_ndbi": round(self.d_ndbi, 4),
+            "zone": self.zone,
+            "zone_tier": self.zone_tier,
+            "county": self.county,
+            "priority": self.priority,
+            "chip_before": self.chip_before,
+            "chip_after": self.chip_after,
+            "status": self.status,
+        }
+        props.update(self.extra)
+        return props
+
+
+@dataclass
+class AoiResult:
+    """What one AOI run produced."""
+
+    aoi: str
+    out_dir: Path
+    clues: list[PatchClue]
+    files: dict[str, Path]
+    grid: GridSpec
+    messages: list[str] = field(default_factory=list)
+
+    def counts_by_type(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for clue in self.clues:
+            counts[clue.change_type] = counts.get(clue.change_type, 0) + 1
+        return counts
