@@ -188,7 +188,7 @@ class AoiResult:
     clues: list[PatchClue]
     files: dict[str, Path]
     grid: GridSpec
-    messages: list[str] = field(default_factory=list)
+    patches: list[Patch] = field(default_factory=list)
 
     def counts_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}

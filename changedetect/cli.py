@@ -1,0 +1,220 @@
+"""Command line: `changedetect demo | compare | run`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ChangeDetectError, ConfigError
+
+log = logging.getLogger("changedetect")
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("changedetect")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def _progress_bar(enabled: bool):  # noqa: ANN202 - a context manager
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from dask.diagnostics import ProgressBar
+
+    return ProgressBar(minimum=2.0, out=sys.stderr)
+
+
+def _print_results(results: Sequence) -> None:
+    for result in results:
+        counts = result.counts_by_type()
+        by_type = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+        print(f"{result.aoi}: {len(result.clues)} clues ({by_type})")
+        for name, path in result.files.items():
+            print(f"  {name:7s} {path}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_config, score_against_truth, write_demo_zones
+    from .pipeline import run
+
+    out = Path(args.out)
+    config = demo_config(out)
+    zones = write_demo_zones(config, out / "demo_zones.geojson")
+    config = config.model_copy(update={"zones": zones})
+    start = time.perf_counter()
+    with _progress_bar(not args.quiet):
+        results = run(config, progress=log.info)
+    elapsed = time.perf_counter() - start
+    _print_results(results)
+    score = score_against_truth(config, results[0])
+    q = score.quality
+    print(
+        f"against the planted truth ({q.n_truth} changes >= {config.detection.min_area_m2:g} m²): "
+        f"recall {q.recall:.2f}, precision {q.precision:.2f} ({q.n_clues} clues), "
+        f"change type right {q.type_accuracy:.0%}"
+    )
+    print(f"  truth   {score.truth_path}")
+    print(f"done in {elapsed:.0f} s")
+    return 0
+
+
+def _sensor_from_args(args: argparse.Namespace):  # noqa: ANN202
+    from .config import SensorConfig
+
+    bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
+    data = {"preset": args.preset, "bands": bands}
+    if args.scale is not None:
+        data["scale"] = args.scale
+    try:
+        return SensorConfig.model_validate(data)
+    except Exception as exc:  # pydantic's message already names the option
+        raise ConfigError(f"invalid --preset/--bands/--scale: {exc}") from None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .io.sources.local import LocalSource, acquisition_from_path, check_overlap
+    from .models import TimeWindow
+    from .pipeline import AnalysisOptions, analyse
+
+    sensor = _sensor_from_args(args)
+    before = acquisition_from_path(Path(args.before), sensor)
+    after = acquisition_from_path(Path(args.after), sensor)
+    assert before.grid is not None
+    check_overlap(before.grid, after)
+    source = LocalSource(None, sensor, acquisitions=[before, after])
+    grid = before.grid
+    bands = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
+    before_stack = source.load([before], bands, grid, args.chunk_size)
+    after_stack = source.load([after], bands, grid, args.chunk_size)
+    day_b, day_a = before.datetime.date(), after.datetime.date()
+    options = AnalysisOptions(
+        aoi=args.name,
+        false_alarm_rate=args.false_alarm_rate,
+        min_area_m2=args.min_area,
+        median_size=3,
+        cloud_classes=(0, 1, 3, 8, 9, 10, 11),
+        min_valid=1,
+        chips=not args.no_chips,
+        chip_size=128,
+    )
+    with _progress_bar(not args.quiet):
+        result = analyse(
+            before_stack,
+            after_stack,
+            grid,
+            TimeWindow(day_b, day_b),
+            TimeWindow(day_a, day_a),
+            options,
+            Path(args.out),
+            progress=log.info,
+        )
+    _print_results([result])
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import run
+
+    config = load_config(args.config)
+    if args.out:
+        config = config.model_copy(
+            update={"output": config.output.model_copy(update={"dir": Path(args.out)})}
+        )
+    with _progress_bar(not args.quiet):
+        results = run(config, progress=log.info)
+    _print_results(results)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="changedetect",
+        description="Find new human disturbance in satellite imagery and write patch clues.",
+    )
+    parser.add_argument("--version", action="version", version=f"changedetect {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the embedded synthetic scene end to end and score it against its truth",
+    )
+    demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    demo.set_defaults(func=cmd_demo)
+
+    compare = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="compare two local acquisitions (GeoTIFF, folder of *_<BAND>.tif, or any GDAL raster)",
+    )
+    compare.add_argument("before", help="earlier acquisition: a raster file or a folder of band files")
+    compare.add_argument("after", help="later acquisition, aligned onto BEFORE's grid")
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.add_argument(
+        "--bands",
+        help="band names of the file's bands in order, e.g. B02,B03,B04,B08,B11,B12 (SKIP ignores one)",
+    )
+    compare.add_argument(
+        "--preset",
+        default="sentinel2_l2a",
+        help="sensor preset: sentinel2_l2a, sentinel2_l2a_baseline04, sentinel2_l1c, "
+        "landsat_tm_dn, reflectance (default: sentinel2_l2a)",
+    )
+    compare.add_argument("--scale", type=float, help="reflectance = value * scale (overrides preset)")
+    compare.add_argument("--name", default="compare", help="AOI name used in clue ids")
+    compare.add_argument("--min-area", type=float, default=1000.0, help="mapping unit in m²")
+    compare.add_argument(
+        "--false-alarm-rate", type=float, default=0.005, help="per-pixel false-alarm rate"
+    )
+    compare.add_argument("--chunk-size", type=int, default=1024, help="dask chunk edge in px")
+    compare.add_argument("--no-chips", action="store_true", help="skip the PNG chips")
+    compare.set_defaults(func=cmd_compare)
+
+    run = sub.add_parser("run", parents=[common], help="run what a YAML config says, for every AOI")
+    run.add_argument("--config", required=True, help="YAML run configuration")
+    run.add_argument("--out", help="override output.dir")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ChangeDetectError as exc:
+        if args.debug:
+            raise
+        print(f"changedetect: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("changedetect: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, details behind --debug
+        if args.debug:
+            raise
+        print(
+            f"changedetect: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Output sinks: GeoJSON clues, change rasters, image chips."""

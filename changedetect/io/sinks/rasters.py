@@ -1,0 +1,62 @@
+"""Change rasters as Cloud-Optimized GeoTIFFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.shutil import copy as rio_copy
+
+from ...models import GridSpec
+from ..atomic import atomic_path
+
+
+def scratch_profile(grid: GridSpec, count: int, dtype: str, nodata: float | None) -> dict:
+    """A tiled, compressed GeoTIFF profile for intermediate rasters written block by block."""
+    return {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": grid.crs.to_wkt(),
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+def write_cog(source: Path, target: Path) -> Path:
+    """Copy a tiled GeoTIFF into a COG (overviews, internal tiling) atomically."""
+    with atomic_path(target) as tmp:
+        rio_copy(
+            str(source),
+            str(tmp),
+            driver="COG",
+            COMPRESS="DEFLATE",
+            PREDICTOR="YES",
+            OVERVIEWS="AUTO",
+            RESAMPLING="NEAREST",
+            BLOCKSIZE=512,
+        )
+    return target
+
+
+def mask_score_to_patches(
+    score_path: Path, labels: np.ndarray, out_path: Path, *, block_rows: int = 1024
+) -> None:
+    """Rewrite a raw score raster so it is 0 outside kept patches (NaN stays nodata)."""
+    with rasterio.open(score_path) as src:
+        profile = src.profile.copy()
+        with rasterio.open(out_path, "w", **profile) as dst:
+            for row in range(0, src.height, block_rows):
+                window = rasterio.windows.Window(0, row, src.width, min(block_rows, src.height - row))
+                score = src.read(1, window=window)
+                inside = labels[row : row + window.height] > 0
+                score = np.where(np.isnan(score), np.nan, np.where(inside, score, 0.0))
+                dst.write(score.astype(np.float32), 1, window=window)

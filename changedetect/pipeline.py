@@ -1,0 +1,353 @@
+"""The whole pipeline, Prefect-free: plan -> load lazily -> composite -> detect -> patches -> clues
+-> sinks. Flows and the CLI call these functions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from pyproj.geod import Geod
+
+from .algorithms.classify import classify_patch
+from .algorithms.composite import composite
+from .algorithms.detect import ChangeLayers, detect_change
+from .algorithms.masking import valid_mask
+from .algorithms.patches import build_patches, clean_mask_lazy, label_patches, patch_statistics
+from .config import LocalSourceConfig, RunConfig, SyntheticSourceConfig
+from .errors import ConfigError, NoValidDataError, SourceError
+from .execute import run_pass
+from .grids import WGS84, grid_for_aoi, pixel_area_m2, reproject_geometry
+from .io.sinks.chips import reflectance_to_byte, write_chips
+from .io.sinks.geojson import write_clues_geojson
+from .io.sinks.rasters import mask_score_to_patches, write_cog
+from .io.sources.base import ImagerySource
+from .io.zones import ZoneIndex, load_zones
+from .models import AoiResult, Composite, GridSpec, Patch, PatchClue, TimeWindow
+from .types import ANALYSIS_BANDS
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+#: Morphological cleaning radius in pixels (a disk of 3x3): removes single-pixel speckle.
+CLEAN_RADIUS = 1
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What the analysis stage needs from the config, resolved."""
+
+    aoi: str
+    false_alarm_rate: float
+    min_area_m2: float
+    median_size: int
+    cloud_classes: tuple[int, ...]
+    min_valid: int
+    chips: bool
+    chip_size: int
+
+    @classmethod
+    def from_config(cls, config: RunConfig, aoi: str) -> AnalysisOptions:
+        det = config.detection
+        return cls(
+            aoi=aoi,
+            false_alarm_rate=det.false_alarm_rate,
+            min_area_m2=det.min_area_m2,
+            median_size=det.median_size,
+            cloud_classes=tuple(det.cloud_classes),
+            min_valid=det.min_valid_observations,
+            chips=config.output.chips,
+            chip_size=config.output.chip_size,
+        )
+
+
+def make_source(config: RunConfig) -> ImagerySource:
+    """The imagery source the config names."""
+    if isinstance(config.source, SyntheticSourceConfig):
+        from .io.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(config.source)
+    if isinstance(config.source, LocalSourceConfig):
+        from .io.sources.local import LocalSource
+
+        return LocalSource(config.source, config.sensor)
+    raise ConfigError(f"unsupported source kind {config.source!r}")  # pragma: no cover
+
+
+def plan_grid(config: RunConfig, aoi_index: int, source: ImagerySource) -> GridSpec:
+    """The AOI's analysis grid: its bbox on a UTM grid, or the first acquisition's native grid."""
+    aoi = config.aois[aoi_index]
+    if aoi.bbox is not None:
+        return grid_for_aoi(aoi)
+    acquisitions = getattr(source, "acquisitions", None)
+    if acquisitions:
+        grid = acquisitions[0].grid
+        if grid is not None:
+            return grid
+    raise ConfigError(
+        f"aois[{aoi_index}] ({aoi.name}): bbox is required for source {config.source.kind!r}"
+    )
+
+
+def run(config: RunConfig, *, progress: Progress | None = None) -> list[AoiResult]:
+    """Every AOI of the config, one after the other; the first failure stops the run."""
+    source = make_source(config)
+    zones = ZoneIndex(load_zones(config.zones)) if config.zones is not None else None
+    results = []
+    for index in range(len(config.aois)):
+        results.append(run_aoi(config, index, source, zones=zones, progress=progress))
+    return results
+
+
+def run_aoi(
+    config: RunConfig,
+    aoi_index: int,
+    source: ImagerySource,
+    *,
+    zones: ZoneIndex | None = None,
+    progress: Progress | None = None,
+) -> AoiResult:
+    """One AOI end to end: search, load, analyse, publish."""
+    say = progress or log.info
+    aoi = config.aois[aoi_index]
+    grid = plan_grid(config, aoi_index, source)
+    before_w, after_w = config.before.to_window(), config.after.to_window()
+    say(f"[{aoi.name}] grid {grid.width}x{grid.height} px at {grid.resolution:g} ({grid.crs.name})")
+    before_acq = source.search(grid, before_w)
+    after_acq = source.search(grid, after_w)
+    say(
+        f"[{aoi.name}] {len(before_acq)} acquisitions before "
+        f"({before_w.start}..{before_w.end}), {len(after_acq)} after ({after_w.start}..{after_w.end})"
+    )
+    for tag, acqs, window in (("before", before_acq, before_w), ("after", after_acq, after_w)):
+        if not acqs:
+            raise NoValidDataError(
+                f"AOI {aoi.name}: no acquisition in the {tag} window {window.start}..{window.end}"
+            )
+    bands = [*ANALYSIS_BANDS, "SCL"]
+    chunk = config.detection.chunk_size
+    before_stack = source.load(before_acq, bands, grid, chunk)
+    after_stack = source.load(after_acq, bands, grid, chunk)
+    out_dir = Path(config.output.dir) / aoi.name
+    return analyse(
+        before_stack,
+        after_stack,
+        grid,
+        before_w,
+        after_w,
+        AnalysisOptions.from_config(config, aoi.name),
+        out_dir,
+        zones=zones,
+        limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
+        progress=say,
+    )
+
+
+def composite_of(
+    stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions
+) -> Composite:
+    present = [b for b in ANALYSIS_BANDS if b in stack]
+    missing = sorted(set(ANALYSIS_BANDS) - set(present))
+    if missing:
+        raise SourceError(f"loaded imagery lacks band(s) {missing}")
+    valid = valid_mask(stack, ANALYSIS_BANDS, options.cloud_classes)
+    return composite(stack, valid, window, ANALYSIS_BANDS, min_valid=options.min_valid)
+
+
+def _rgb_bytes(before: Composite, after: Composite) -> da.Array:
+    layers = []
+    for comp in (before, after):
+        for band in ("B04", "B03", "B02"):
+            layers.append(comp.bands[band].data)
+    return da.map_blocks(reflectance_to_byte, da.stack(layers), dtype=np.uint8)
+
+
+def analyse(
+    before_stack: xr.Dataset,
+    after_stack: xr.Dataset,
+    grid: GridSpec,
+    before_window: TimeWindow,
+    after_window: TimeWindow,
+    options: AnalysisOptions,
+    out_dir: Path,
+    *,
+    zones: ZoneIndex | None = None,
+    limit_to_zones: bool = False,
+    progress: Progress | None = None,
+) -> AoiResult:
+    """Two lazy stacks on one grid -> patch clues and their outputs in `out_dir`."""
+    say = progress or log.info
+    before = composite_of(before_stack, before_window, options)
+    after = composite_of(after_stack, after_window, options)
+    layers: ChangeLayers = detect_change(
+        before, after, false_alarm_rate=options.false_alarm_rate
+    )
+    valid_both = (before.valid_count >= options.min_valid) & (after.valid_count >= options.min_valid)
+    cleaned = clean_mask_lazy(
+        (layers.disturbed & valid_both).data.astype(bool), radius=CLEAN_RADIUS
+    )
+    feature_arrays = {name: layers.features[name].data for name in layers.features.data_vars}
+    feature_arrays["score"] = layers.score.data
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
+    try:
+        say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
+        gathered = run_pass(
+            grid,
+            cleaned,
+            valid_both.data,
+            feature_arrays,
+            layers.score.data.astype(np.float32),
+            _rgb_bytes(before, after),
+            work / "score.tif",
+            work / "rgb.tif",
+        )
+        if gathered.n_valid == 0:
+            raise NoValidDataError(
+                f"AOI {options.aoi}: no pixel has valid data on both dates "
+                "(all cloud, all nodata, or the imagery does not cover the AOI)"
+            )
+        coverage = gathered.n_valid / gathered.n_pixels
+        say(f"[{options.aoi}] valid on both dates: {coverage:.1%} of the grid")
+        px_area = pixel_area_m2(grid)
+        min_pixels = max(1, int(np.ceil(options.min_area_m2 / px_area - 1e-9)))
+        mask = np.zeros(grid.height * grid.width, dtype=bool)
+        mask[gathered.flat_index] = True
+        labels, n = label_patches(mask.reshape(grid.shape), min_pixels=min_pixels)
+        stats = patch_statistics(labels, n, gathered.flat_index, gathered.values)
+        pixel_counts = np.bincount(labels.ravel(), minlength=n + 1)
+        patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)
+        clues = make_clues(
+            patches, grid, options.aoi, before_window, after_window, after_stack, zones
+        )
+        if limit_to_zones:
+            keep = {c.clue_id for c in clues if c.zone is not None}
+            patches = [p for p, c in zip(patches, clues, strict=True) if c.clue_id in keep]
+            clues = [c for c in clues if c.clue_id in keep]
+        say(f"[{options.aoi}] {len(clues)} patch clues")
+        files = publish(clues, patches, labels, work, out_dir, options)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches)
+
+
+def confidence_level(confidence: float) -> str:
+    if confidence >= 0.8:
+        return "high"
+    if confidence >= 0.5:
+        return "medium"
+    return "low"
+
+
+def priority_for(change_type: str, tier: str | None, in_zone: bool) -> str:
+    """Extraction and building inside a core zone come first; non-anthropogenic change last."""
+    severe = change_type in ("quarry", "construction")
+    if in_zone and tier is not None and "core" in tier.lower():
+        return "urgent" if severe else "high"
+    if in_zone:
+        return "high" if severe else "normal"
+    return "normal" if severe or change_type == "vegetation_loss" else "low"
+
+
+def _clue_id(aoi: str, after_window: TimeWindow, patch: Patch) -> str:
+    c = patch.geometry.centroid
+    key = f"{aoi}|{after_window.end.isoformat()}|{round(c.x, 1)}|{round(c.y, 1)}|{patch.n_pixels}"
+    return f"{aoi}-{after_window.end:%Y%m%d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def _detected_at(after_stack: xr.Dataset, after_window: TimeWindow) -> str:
+    times = after_stack["time"].values if "time" in after_stack.coords else []
+    if len(times):
+        return str(np.datetime_as_string(np.max(times), unit="D"))
+    return after_window.end.isoformat()
+
+
+def make_clues(
+    patches: Sequence[Patch],
+    grid: GridSpec,
+    aoi: str,
+    before_window: TimeWindow,
+    after_window: TimeWindow,
+    after_stack: xr.Dataset,
+    zones: ZoneIndex | None,
+) -> list[PatchClue]:
+    geod = Geod(ellps="WGS84")
+    detected_at = _detected_at(after_stack, after_window)
+    clues = []
+    for patch in patches:
+        geom = reproject_geometry(patch.geometry, grid.crs, WGS84)
+        area = patch.area_m2 if grid.crs.is_projected else abs(geod.geometry_area_perimeter(geom)[0])
+        change_type = classify_patch(patch.stats)
+        confidence = float(np.clip(np.nan_to_num(patch.stats.get("score", 0.0)), 0.0, 1.0))
+        zone = zones.lookup(geom) if zones is not None else None
+        centroid = geom.centroid
+        clues.append(
+            PatchClue(
+                clue_id=_clue_id(aoi, after_window, patch),
+                aoi=aoi,
+                detected_at=detected_at,
+                before=before_window.as_list(),
+                after=after_window.as_list(),
+                geometry_wgs84=geom,
+                area_m2=float(area),
+                centroid=(centroid.x, centroid.y),
+                change_type=change_type,
+                confidence=confidence,
+                confidence_level=confidence_level(confidence),
+                d_ndvi=float(patch.stats.get("d_ndvi", np.nan)),
+                d_bsi=float(patch.stats.get("d_bsi", np.nan)),
+                d_ndbi=float(patch.stats.get("d_ndbi", np.nan)),
+                zone=zone.name if zone else None,
+                zone_tier=zone.tier if zone else None,
+                county=zone.county if zone else None,
+                priority=priority_for(change_type, zone.tier if zone else None, zone is not None),
+            )
+        )
+    return clues
+
+
+def publish(
+    clues: list[PatchClue],
+    patches: list[Patch],
+    labels: np.ndarray,
+    work: Path,
+    out_dir: Path,
+    options: AnalysisOptions,
+) -> dict[str, Path]:
+    """Write every output into the work folder first, then move each into place."""
+    staged_chips = work / "chips"
+    if options.chips and patches:
+        written = write_chips(
+            work / "rgb.tif", labels, patches, staged_chips, size=options.chip_size
+        )
+        for clue, patch in zip(clues, patches, strict=True):
+            before_png, after_png = written[patch.label]
+            clue.chip_before = f"chips/{clue.clue_id}_before.png"
+            clue.chip_after = f"chips/{clue.clue_id}_after.png"
+            before_png.rename(staged_chips / f"{clue.clue_id}_before.png")
+            after_png.rename(staged_chips / f"{clue.clue_id}_after.png")
+    mask_score_to_patches(work / "score.tif", labels, work / "score_masked.tif")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "change": write_cog(work / "score_masked.tif", out_dir / "change.tif"),
+        "clues": write_clues_geojson(clues, out_dir / "clues.geojson"),
+    }
+    final_chips = out_dir / "chips"
+    if final_chips.exists():
+        old = out_dir / f".chips-old-{os.getpid()}"
+        os.replace(final_chips, old)
+        shutil.rmtree(old, ignore_errors=True)
+    if staged_chips.exists():
+        os.replace(staged_chips, final_chips)
+        files["chips"] = final_chips
+    return files
+

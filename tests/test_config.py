@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from changedetect.config import load_config, parse_config
+from changedetect.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "aois": [{"name": "a", "bbox": [108.0, 34.0, 108.1, 34.1]}],
+    "before": {"start": "2024-04-01", "end": "2024-06-30"},
+    "after": {"start": "2025-04-01", "end": "2025-06-30"},
+}
+
+
+def with_(**changes):
+    data = {**BASE, **changes}
+    return data
+
+
+def test_demo_config_is_valid_and_matches_embedded_copy():
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    assert config.source.kind == "synthetic"
+    assert config.aois[0].name == "qinling-demo"
+    embedded = (ROOT / "changedetect" / "data" / "demo.yaml").read_text()
+    assert (ROOT / "configs" / "demo.yaml").read_text() == embedded
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"detection\.min_aera_m2: unknown key"):
+        parse_config(with_(detection={"min_aera_m2": 5}))
+
+
+def test_wrong_type_names_key_value_and_rule():
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_(detection={"min_area_m2": "big"}))
+    msg = str(err.value)
+    assert "detection.min_area_m2" in msg and "'big'" in msg and "number" in msg
+
+
+def test_out_of_range_value():
+    with pytest.raises(ConfigError, match=r"false_alarm_rate = 0\.9.*less than 0\.5"):
+        parse_config(with_(detection={"false_alarm_rate": 0.9}))
+
+
+def test_unknown_source_kind_lists_allowed():
+    with pytest.raises(ConfigError, match="synthetic.*local"):
+        parse_config(with_(source={"kind": "ftp"}))
+
+
+def test_missing_required_key():
+    data = dict(BASE)
+    del data["before"]
+    with pytest.raises(ConfigError, match="before: required key is missing"):
+        parse_config(data)
+
+
+def test_windows_must_be_ordered():
+    with pytest.raises(ConfigError, match="after window starts"):
+        parse_config(with_(after={"start": "2024-05-01", "end": "2024-07-01"}))
+
+
+def test_bbox_must_be_ordered():
+    with pytest.raises(ConfigError, match="west < east"):
+        parse_config(with_(aois=[{"name": "a", "bbox": [108.2, 34.0, 108.1, 34.1]}]))
+
+
+def test_band_mapping_validated():
+    with pytest.raises(ConfigError, match="unknown band name"):
+        parse_config(with_(sensor={"preset": "landsat_tm_dn", "bands": ["B02", "RED"]}))
+
+
+def test_sensor_preset_resolves():
+    config = parse_config(with_(sensor={"preset": "landsat_tm_dn"}))
+    assert config.sensor.resolved_bands() == ["B02", "B03", "B04", "B08", "B11", "B12"]
+    assert config.sensor.resolved_scale() == pytest.approx(1 / 255)
+
+
+def test_yaml_syntax_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("aois: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")

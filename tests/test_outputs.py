@@ -1,0 +1,135 @@
+"""The analysis stage end to end on an in-memory scene: clues, GeoJSON, COG, chips."""
+
+import json
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from shapely.geometry import shape
+from shapely.geometry.polygon import LinearRing
+
+from changedetect.errors import NoValidDataError
+from changedetect.models import TimeWindow
+from changedetect.pipeline import AnalysisOptions, analyse
+from changedetect.testing.memory import MemorySource
+
+from .conftest import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
+
+BANDS = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
+WINDOWS = (TimeWindow(BEFORE_DAY, BEFORE_DAY), TimeWindow(AFTER_DAY, AFTER_DAY))
+
+
+def run_scene(tmp_path, before, after, grid, chunk=64, name="t"):
+    source = MemorySource(grid, {BEFORE_DAY: before, AFTER_DAY: after})
+    b = source.load(source.search(grid, WINDOWS[0]), BANDS, grid, chunk)
+    a = source.load(source.search(grid, WINDOWS[1]), BANDS, grid, chunk)
+    options = AnalysisOptions(name, 0.005, 1000.0, 3, (0, 1, 3, 8, 9, 10, 11), 1, True, 64)
+    return analyse(b, a, grid, *WINDOWS, options, tmp_path / name)
+
+
+@pytest.fixture
+def quarry_result(tmp_path):
+    grid = make_grid(200, 200)
+    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    yy, xx = np.mgrid[:200, :200]
+    quarry = ((yy - 70) ** 2 + (xx - 64) ** 2) < 20**2  # straddles chunk borders at 64
+    paint(after, quarry, ROCK)
+    # a cloud over another corner on the after date, flagged in SCL
+    for scene, scl_value in ((before, 4), (after, 4)):
+        scene["SCL"] = np.full(grid.shape, scl_value, np.uint8)
+    after["SCL"][150:190, 150:190] = 9
+    for b in ROCK:
+        after[b][150:190, 150:190] = 0.7
+    # no data at all in a strip
+    for b in ROCK:
+        after[b][:, :5] = np.nan
+    return run_scene(tmp_path, before, after, grid), quarry
+
+
+def test_one_clue_for_the_quarry_across_chunks(quarry_result):
+    result, quarry = quarry_result
+    assert len(result.clues) == 1
+    clue = result.clues[0]
+    assert clue.change_type == "quarry"
+    assert clue.area_m2 == pytest.approx(quarry.sum() * 100, rel=0.1)
+    assert clue.confidence_level == "high"
+    assert clue.d_ndvi < -0.3
+
+
+def test_geojson_is_rfc7946_and_readable(quarry_result):
+    result, _ = quarry_result
+    path = result.files["clues"]
+    doc = json.loads(path.read_text())
+    assert doc["type"] == "FeatureCollection"
+    assert "crs" not in doc  # RFC 7946: WGS84 only, no crs member
+    feature = doc["features"][0]
+    for key in ("clue_id", "aoi", "detected_at", "before", "after", "area_m2", "centroid",
+                "change_type", "confidence", "confidence_level", "d_ndvi", "d_bsi", "d_ndbi",
+                "zone", "zone_tier", "county", "priority", "chip_before", "chip_after", "status"):
+        assert key in feature["properties"], key
+    ring = feature["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1]
+    assert LinearRing(ring).is_ccw  # right-hand rule: exterior counter-clockwise
+    lon, lat = ring[0]
+    assert 108 < lon < 109 and 33 < lat < 34  # UTM 49N grid near (108.8E, 33.9N)
+    assert shape(feature["geometry"]).is_valid
+    info = pyogrio.read_info(path)
+    assert info["features"] == 1
+    assert "4326" in info["crs"]
+
+
+def test_change_raster_is_a_cog_with_zero_and_nodata(quarry_result):
+    result, quarry = quarry_result
+    with rasterio.open(result.files["change"]) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert src.crs.to_epsg() == 32649
+        score = src.read(1)
+    assert np.isnan(score[:, :5]).all()  # no data on the after date
+    assert np.isnan(score[152:188, 152:188]).all()  # masked cloud
+    assert (score[quarry & np.isfinite(score)] > 0.5).mean() > 0.9
+    outside = ~quarry & np.isfinite(score)
+    assert (score[outside] == 0).mean() > 0.99
+
+
+def test_chips_written(quarry_result):
+    result, _ = quarry_result
+    clue = result.clues[0]
+    from PIL import Image
+
+    for rel in (clue.chip_before, clue.chip_after):
+        img = Image.open(result.out_dir / rel)
+        assert img.size == (64, 64)
+    before = np.asarray(Image.open(result.out_dir / clue.chip_before)).astype(float)
+    after = np.asarray(Image.open(result.out_dir / clue.chip_after)).astype(float)
+    assert after.mean() > before.mean() + 20  # bright rock after, dark forest before
+
+
+def test_no_change_gives_no_clue(tmp_path):
+    grid = make_grid(128, 128)
+    result = run_scene(tmp_path, forest_scene(grid.shape, 5), forest_scene(grid.shape, 6), grid)
+    assert result.clues == []
+    assert json.loads(result.files["clues"].read_text())["features"] == []
+
+
+def test_all_cloud_scene_is_a_clear_error_and_writes_nothing(tmp_path):
+    grid = make_grid(96, 96)
+    before, after = forest_scene(grid.shape, 5), forest_scene(grid.shape, 6)
+    before["SCL"] = np.full(grid.shape, 4, np.uint8)
+    after["SCL"] = np.full(grid.shape, 9, np.uint8)
+    with pytest.raises(NoValidDataError, match="no pixel has valid data on both dates"):
+        run_scene(tmp_path, before, after, grid, name="cloudy")
+    assert not (tmp_path / "cloudy").exists()
+    assert not list(tmp_path.glob(".work-*"))
+
+
+def test_rerun_is_idempotent(tmp_path, quarry_result):
+    result, _ = quarry_result
+    first = result.files["clues"].read_bytes()
+    grid = result.grid
+    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    yy, xx = np.mgrid[:200, :200]
+    paint(after, ((yy - 70) ** 2 + (xx - 64) ** 2) < 20**2, ROCK)
+    again = run_scene(tmp_path, before, after, grid, chunk=100)
+    assert again.clues[0].clue_id == result.clues[0].clue_id
+    assert len(json.loads(first)["features"]) == 1
