@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="compare two local acquisitions (GeoTIFF, folder of *_<BAND>.tif, or any GDAL raster)",
     )
-    compare.add_argument("before", help="earlier acquisition: a raster file or a folder of band files")
+    compare.add_argument(
+        "before", help="earlier acquisition: a raster file or a folder of band files"
+    )
     compare.add_argument("after", help="later acquisition, aligned onto BEFORE's grid")
     compare.add_argument("--out", required=True, help="output folder")
     compare.add_argument(
@@ -175,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="sensor preset: sentinel2_l2a, sentinel2_l2a_baseline04, sentinel2_l1c, "
         "landsat_tm_dn, reflectance (default: sentinel2_l2a)",
     )
-    compare.add_argument("--scale", type=float, help="reflectance = value * scale (overrides preset)")
+    compare.add_argument(
+        "--scale", type=float, help="reflectance = value * scale (overrides preset)"
+    )
     compare.add_argument("--name", default="compare", help="AOI name used in clue ids")
     compare.add_argument("--min-area", type=float, default=1000.0, help="mapping unit in m²")
     compare.add_argument(

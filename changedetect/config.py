@@ -86,6 +86,22 @@ class SyntheticSourceConfig(_Model):
     """Mean cloud fraction of an acquisition."""
     noise: float = Field(default=0.01, ge=0.0, le=0.1)
     """Sensor noise, reflectance standard deviation."""
+    crop_rotation: float = Field(default=0.15, ge=0.0, le=1.0)
+    """Share of crop fields that grow a different crop from one year to the next (a false-alarm
+    source: a green wheat field one spring is bare maize ground the next)."""
+    changes_from: dt.date = dt.date(2024, 7, 1)
+    """Earliest start of the new planted disturbances; put it just after the before window."""
+    changes_until: dt.date = dt.date(2025, 3, 31)
+    """Latest start of the new planted disturbances; put it just before the after window (the
+    truth lists the changes that start between the two windows)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SyntheticSourceConfig:
+        if self.changes_until < self.changes_from:
+            raise ValueError(
+                f"changes_until {self.changes_until} is before changes_from {self.changes_from}"
+            )
+        return self
 
 
 class LocalSourceConfig(_Model):

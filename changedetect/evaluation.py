@@ -59,7 +59,9 @@ def evaluate_patches(
     tree = STRtree(list(clue_geoms)) if len(clue_geoms) else None
     hits = type_right = 0
     missed = []
-    for geom, ttype, tid, scored in zip(truth_geoms, truth_types, truth_ids, truth_scored, strict=True):
+    for geom, ttype, tid, scored in zip(
+        truth_geoms, truth_types, truth_ids, truth_scored, strict=True
+    ):
         if not scored:
             continue
         best, best_overlap = None, 0.0
@@ -77,7 +79,9 @@ def evaluate_patches(
     truth_tree = STRtree(list(truth_geoms)) if len(truth_geoms) else None
     false_clues = []
     for i, geom in enumerate(clue_geoms):
-        candidates = truth_tree.query(geom, predicate="intersects") if truth_tree is not None else []
+        candidates = (
+            truth_tree.query(geom, predicate="intersects") if truth_tree is not None else []
+        )
         if not any(_matches(geom, truth_geoms[int(j)]) for j in candidates):
             false_clues.append(i)
     n_scored = int(np.count_nonzero(truth_scored))

@@ -54,7 +54,7 @@ class GridSpec:
 
     def window(self, row: int, col: int, height: int, width: int) -> GridSpec:
         """The sub-grid starting at (row, col)."""
-        return GridSpec(self.crs, self.transform * Affine.translation(col, row), height, width)
+        return GridSpec(self.crs, self.transform @ Affine.translation(col, row), height, width)
 
     def attach(self, obj: xr.Dataset | xr.DataArray) -> Any:
         """Record this grid on an xarray object (attrs survive lazy operations we apply)."""

@@ -152,9 +152,7 @@ def run_aoi(
     )
 
 
-def composite_of(
-    stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions
-) -> Composite:
+def composite_of(stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions) -> Composite:
     present = [b for b in ANALYSIS_BANDS if b in stack]
     missing = sorted(set(ANALYSIS_BANDS) - set(present))
     if missing:
@@ -188,10 +186,10 @@ def analyse(
     say = progress or log.info
     before = composite_of(before_stack, before_window, options)
     after = composite_of(after_stack, after_window, options)
-    layers: ChangeLayers = detect_change(
-        before, after, false_alarm_rate=options.false_alarm_rate
+    layers: ChangeLayers = detect_change(before, after, false_alarm_rate=options.false_alarm_rate)
+    valid_both = (before.valid_count >= options.min_valid) & (
+        after.valid_count >= options.min_valid
     )
-    valid_both = (before.valid_count >= options.min_valid) & (after.valid_count >= options.min_valid)
     cleaned = clean_mask_lazy(
         (layers.disturbed & valid_both).data.astype(bool), radius=CLEAN_RADIUS
     )
@@ -285,7 +283,9 @@ def make_clues(
     clues = []
     for patch in patches:
         geom = reproject_geometry(patch.geometry, grid.crs, WGS84)
-        area = patch.area_m2 if grid.crs.is_projected else abs(geod.geometry_area_perimeter(geom)[0])
+        area = (
+            patch.area_m2 if grid.crs.is_projected else abs(geod.geometry_area_perimeter(geom)[0])
+        )
         change_type = classify_patch(patch.stats)
         confidence = float(np.clip(np.nan_to_num(patch.stats.get("score", 0.0)), 0.0, 1.0))
         zone = zones.lookup(geom) if zones is not None else None
@@ -350,4 +350,3 @@ def publish(
         os.replace(staged_chips, final_chips)
         files["chips"] = final_chips
     return files
-

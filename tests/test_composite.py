@@ -15,9 +15,15 @@ def stack_with_clouds():
     """Five dates; clouds (SCL 9, bright) over different pixels on each date."""
     rng = np.random.default_rng(3)
     n, h, w = 5, 40, 40
-    truth = {b: np.float32(v) for b, v in zip(BANDS, [0.03, 0.05, 0.04, 0.3, 0.15, 0.07], strict=True)}
+    truth = {
+        b: np.float32(v) for b, v in zip(BANDS, [0.03, 0.05, 0.04, 0.3, 0.15, 0.07], strict=True)
+    }
     scl = np.full((n, h, w), 4, np.uint8)
-    data = {b: np.full((n, h, w), truth[b], np.float32) + rng.normal(0, 0.002, (n, h, w)).astype(np.float32) for b in BANDS}
+    data = {
+        b: np.full((n, h, w), truth[b], np.float32)
+        + rng.normal(0, 0.002, (n, h, w)).astype(np.float32)
+        for b in BANDS
+    }
     for t in range(n):
         cloud = np.zeros((h, w), bool)
         cloud[t * 8 : t * 8 + 20, :] = True  # every pixel is cloudy on at most 3 of 5 dates

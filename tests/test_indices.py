@@ -14,7 +14,9 @@ def test_ndvi_hand_computed():
 def test_bsi_hand_computed():
     b02, b04, b08, b11 = 0.10, 0.20, 0.25, 0.35
     # ((0.35 + 0.20) - (0.25 + 0.10)) / ((0.35 + 0.20) + (0.25 + 0.10)) = 0.2 / 0.9
-    assert bsi(np.array(b02), np.array(b04), np.array(b08), np.array(b11)) == pytest.approx(0.2 / 0.9)
+    assert bsi(np.array(b02), np.array(b04), np.array(b08), np.array(b11)) == pytest.approx(
+        0.2 / 0.9
+    )
 
 
 def test_ndbi_and_mndwi_hand_computed():

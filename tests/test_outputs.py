@@ -64,9 +64,28 @@ def test_geojson_is_rfc7946_and_readable(quarry_result):
     assert doc["type"] == "FeatureCollection"
     assert "crs" not in doc  # RFC 7946: WGS84 only, no crs member
     feature = doc["features"][0]
-    for key in ("clue_id", "aoi", "detected_at", "before", "after", "area_m2", "centroid",
-                "change_type", "confidence", "confidence_level", "d_ndvi", "d_bsi", "d_ndbi",
-                "zone", "zone_tier", "county", "priority", "chip_before", "chip_after", "status"):
+    for key in (
+        "clue_id",
+        "aoi",
+        "detected_at",
+        "before",
+        "after",
+        "area_m2",
+        "centroid",
+        "change_type",
+        "confidence",
+        "confidence_level",
+        "d_ndvi",
+        "d_bsi",
+        "d_ndbi",
+        "zone",
+        "zone_tier",
+        "county",
+        "priority",
+        "chip_before",
+        "chip_after",
+        "status",
+    ):
         assert key in feature["properties"], key
     ring = feature["geometry"]["coordinates"][0]
     assert ring[0] == ring[-1]

@@ -44,7 +44,9 @@ def composite(
         spreads[band] = (mad * MAD_TO_SIGMA).where(count >= 3).astype("float32")
     bands_ds = xr.Dataset(medians, attrs=dict(stack.attrs))
     spread_ds = xr.Dataset(spreads, attrs=dict(stack.attrs))
-    return Composite(window=window, bands=bands_ds, valid_count=count, acquisitions=ids, spread=spread_ds)
+    return Composite(
+        window=window, bands=bands_ds, valid_count=count, acquisitions=ids, spread=spread_ds
+    )
 
 
 def _nan_median_mad(block: np.ndarray) -> np.ndarray:

@@ -21,8 +21,12 @@ class MemorySource:
         self.grid = grid
         self.scenes = dict(sorted(scenes.items()))
         self.acquisitions = [
-            Acquisition(id=f"MEM_{day:%Y%m%d}", datetime=dt.datetime.combine(day, dt.time()),
-                        source=self.name, grid=grid)
+            Acquisition(
+                id=f"MEM_{day:%Y%m%d}",
+                datetime=dt.datetime.combine(day, dt.time()),
+                source=self.name,
+                grid=grid,
+            )
             for day in self.scenes
         ]
 

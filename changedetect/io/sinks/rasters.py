@@ -55,7 +55,9 @@ def mask_score_to_patches(
         profile = src.profile.copy()
         with rasterio.open(out_path, "w", **profile) as dst:
             for row in range(0, src.height, block_rows):
-                window = rasterio.windows.Window(0, row, src.width, min(block_rows, src.height - row))
+                window = rasterio.windows.Window(
+                    0, row, src.width, min(block_rows, src.height - row)
+                )
                 score = src.read(1, window=window)
                 inside = labels[row : row + window.height] > 0
                 score = np.where(np.isnan(score), np.nan, np.where(inside, score, 0.0))

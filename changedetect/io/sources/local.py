@@ -1,0 +1,707 @@
+"""Imagery from disk: multi-band rasters or folders of single-band ``*_<BAND>.tif`` files.
+
+An *acquisition* on disk is one of
+
+* a multi-band raster whose band descriptions name the bands (``B02``, ``B04``, ...);
+* a folder of single-band rasters named ``..._<BAND>.tif`` (``T40QBM_20180328T065919_B08.tif``,
+  ``..._B8A.tif``, ``..._SCL.tif``), bands at any resolution;
+* any raster GDAL reads (e.g. ENVI) with an explicit band mapping, ``SensorConfig.bands`` or a
+  preset, naming the file's bands in order (``SKIP`` ignores one). A mapping wins over descriptions.
+
+:func:`acquisition_from_path` turns one path into an :class:`Acquisition` (metadata only; the file
+is opened and its last stored block decoded so that truncated files fail early). :class:`LocalSource`
+serves a folder of them, or a given list (``changedetect compare BEFORE AFTER``), behind the
+:class:`ImagerySource` protocol. Loading is lazy: one dask block per (acquisition, file, chunk)
+warps exactly that chunk of the target grid out of the file, so memory follows the chunk size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import rasterio
+import xarray as xr
+from affine import Affine
+from pyproj import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as warp_transform
+
+from ...config import LocalSourceConfig, SensorConfig
+from ...errors import (
+    ConfigError,
+    CorruptInputError,
+    GridMismatchError,
+    MissingBandError,
+    SourceError,
+)
+from ...models import Acquisition, GridSpec, TimeWindow
+from ...types import ANALYSIS_BANDS
+from ..raster import (
+    GDAL_READ_OPTIONS,
+    RASTER_ERRORS,
+    chunk_transform,
+    grid_of,
+    open_raster,
+    overlap_fraction,
+    verify_readable,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LocalSource", "acquisition_from_path", "check_overlap", "scan_folder"]
+
+#: File name suffixes read as rasters when scanning a folder (plus any file with an ENVI header).
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2", ".img", ".vrt"})
+
+#: Files that accompany rasters and are never acquisitions themselves.
+SIDECAR_SUFFIXES = frozenset(
+    {".hdr", ".aux", ".xml", ".ovr", ".msk", ".prj", ".tfw", ".wld", ".j2w", ".txt", ".md", ".json"}
+)
+
+#: ``<prefix>_<BAND>.tif``, optionally with a resolution suffix (``_B02_10m.jp2``).
+_BAND_FILE = re.compile(
+    r"^(?:(?P<prefix>.*)[_-])?(?P<band>B0?\d{1,2}|B8A|SCL)(?:_\d+m)?\.(?:tiff?|jp2)$", re.IGNORECASE
+)
+
+#: SCL value given to acquisitions without a scene classification in a stack where others have
+#: one: "unclassified", which no default cloud class rejects (0 where the reflectance is missing).
+SCL_FILL_UNCLASSIFIED = 7
+
+#: Warp transformer tolerance in pixels. GDAL's default (0.125) approximates the reprojection
+#: piecewise-linearly per request, so results would depend on the chunk layout; this is exact.
+_WARP_TOLERANCE = 1e-6
+_WARP_MEM_LIMIT_MB = 64
+
+
+# --------------------------------------------------------------------------------------------
+# Band names
+
+
+def normalize_band(text: str | None) -> str | None:
+    """The Sentinel-2 band name `text` denotes (``"b2"`` -> ``"B02"``, ``"B8A"``, ``"SCL"``), or None."""
+    if not text:
+        return None
+    name = text.strip().upper()
+    if name in ("B8A", "SCL"):
+        return name
+    match = re.fullmatch(r"B0?(\d{1,2})", name)
+    if match and 1 <= int(match.group(1)) <= 12:
+        return f"B{int(match.group(1)):02d}"
+    return None
+
+
+def _band_of_file(name: str) -> tuple[str, str] | None:
+    """(prefix, band) of a ``<prefix>_<BAND>.tif`` file name, or None."""
+    match = _BAND_FILE.match(name)
+    if match is None:
+        return None
+    band = normalize_band(match.group("band"))
+    return (match.group("prefix") or "", band) if band else None
+
+
+# --------------------------------------------------------------------------------------------
+# Dates
+
+
+def _compile_date_pattern(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(
+            f"date_pattern {pattern!r} is not a valid regular expression ({exc}); use e.g. "
+            r"'(\d{8})' whose first group is YYYYMMDD"
+        ) from None
+
+
+def parse_date(text: str, pattern: str = r"(\d{8})") -> dt.datetime | None:
+    r"""The first valid date matched by `pattern` in `text` (its first group, or the whole match).
+
+    The match's digits are read as YYYYMMDD (``2021-07-04`` works too), with the time of day if
+    ``THHMMSS`` follows; a pattern that captures only YYYYMM or YYYY gives the first of the month
+    or year (e.g. ``^(\d{4})`` for ``2000TM``). None if nothing matches.
+    """
+    rx = _compile_date_pattern(pattern)
+    for match in rx.finditer(text):
+        group = 1 if rx.groups else 0
+        digits = re.sub(r"\D", "", match.group(group) or "")
+        formats = {8: "%Y%m%d", 6: "%Y%m", 4: "%Y"}
+        size = 8 if len(digits) >= 8 else len(digits)
+        if size not in formats:
+            continue
+        try:
+            when = dt.datetime.strptime(digits[:size], formats[size])
+        except ValueError:
+            continue
+        if not 1950 <= when.year <= 2100:
+            continue
+        clock = re.match(r"T(\d{2})(\d{2})(\d{2})", text[match.end(group) :])
+        if clock and size == 8:
+            hh, mm, ss = (int(v) for v in clock.groups())
+            if hh < 24 and mm < 60 and ss < 60:
+                when = when.replace(hour=hh, minute=mm, second=ss)
+        return when
+    return None
+
+
+def _parse_tiff_datetime(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return dt.datetime.strptime(value.strip()[:19], fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _acquisition_datetime(
+    acq_id: str,
+    names: Sequence[str],
+    pattern: str,
+    tiff_datetime: str | None,
+    mtime_of: Path,
+) -> dt.datetime:
+    for name in names:
+        when = parse_date(name, pattern)
+        if when is not None:
+            return when
+    when = _parse_tiff_datetime(tiff_datetime)
+    if when is not None:
+        log.info(
+            "acquisition %s: no date in its name matching %r; using TIFFTAG_DATETIME %s",
+            acq_id,
+            pattern,
+            when.isoformat(),
+        )
+        return when
+    when = dt.datetime.fromtimestamp(os.path.getmtime(mtime_of), tz=dt.UTC).replace(tzinfo=None)
+    log.warning(
+        "acquisition %s: no date in its name matching %r and no TIFFTAG_DATETIME; using the file "
+        "modification time %s. Put the date (YYYYMMDD) in the name or set date_pattern.",
+        acq_id,
+        pattern,
+        when.isoformat(timespec="seconds"),
+    )
+    return when
+
+
+# --------------------------------------------------------------------------------------------
+# Acquisitions from paths
+
+
+def acquisition_from_path(
+    path: Path, sensor: SensorConfig, *, date_pattern: str = r"(\d{8})"
+) -> Acquisition:
+    """Describe the acquisition at `path` (a raster file or a folder of ``*_<BAND>.tif`` files).
+
+    Fills ``assets`` (band -> (file, band index)), ``datetime`` (from the name via `date_pattern`,
+    else TIFFTAG_DATETIME, else the file modification time, with a log note) and ``grid`` (the
+    native grid of the finest band). Every file used is opened and its last stored block decoded:
+    raises SourceError / CorruptInputError / MissingBandError with a one-line message otherwise.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"acquisition {path} does not exist; check the path")
+    if path.is_dir():
+        files = _band_files_in(path)
+        if not files:
+            raise SourceError(
+                f"folder {path} holds no band files named <name>_<BAND>.tif (e.g. "
+                "T40QBM_20180328T065919_B02.tif); name the files by band or give a multi-band raster"
+            )
+        by_band: dict[str, list[Path]] = {}
+        for (_prefix, band), file in sorted(files.items()):
+            by_band.setdefault(band, []).append(file)
+        repeated = {b: fs for b, fs in by_band.items() if len(fs) > 1}
+        if repeated:
+            band, fs = next(iter(sorted(repeated.items())))
+            raise SourceError(
+                f"folder {path} holds {len(fs)} files for band {band} ({', '.join(f.name for f in fs)}): "
+                "it mixes acquisitions; give each acquisition its own folder, or use the folder as a "
+                "local source (one acquisition per file-name prefix)"
+            )
+        return _from_band_files(
+            path.name, {b: fs[0] for b, fs in by_band.items()}, date_pattern, path
+        )
+    return _from_file(path, sensor, date_pattern)
+
+
+def _band_files_in(folder: Path) -> dict[tuple[str, str], Path]:
+    """(prefix, band) -> file for the band-named rasters directly inside `folder`."""
+    found: dict[tuple[str, str], Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file():
+            continue
+        key = _band_of_file(entry.name)
+        if key is not None:
+            found[key] = entry
+    return found
+
+
+def _from_band_files(
+    acq_id: str, files: dict[str, Path], date_pattern: str, where: Path
+) -> Acquisition:
+    assets: dict[str, tuple[str, int]] = {}
+    grids: dict[str, GridSpec] = {}
+    tiff_datetime: str | None = None
+    for band, file in sorted(files.items()):
+        with open_raster(file) as ds:
+            grids[band] = grid_of(ds, file)
+            if ds.count > 1:
+                log.warning("%s has %d bands; reading band 1 as %s", file, ds.count, band)
+            verify_readable(ds, [1], file)
+            tiff_datetime = tiff_datetime or ds.tags().get("TIFFTAG_DATETIME")
+        assets[band] = (str(file), 1)
+    grid = _finest(grids)
+    names = [where.name, *sorted(f.name for f in files.values())]
+    first_file = files[sorted(files)[0]]
+    when = _acquisition_datetime(acq_id, names, date_pattern, tiff_datetime, first_file)
+    return Acquisition(id=acq_id, datetime=when, source="local", assets=assets, grid=grid)
+
+
+def _finest(grids: dict[str, GridSpec]) -> GridSpec:
+    """The grid of the finest band; among equals the first analysis band (B02, B03, ...)."""
+    order = {b: i for i, b in enumerate(ANALYSIS_BANDS)}
+
+    def key(band: str) -> tuple[float, int, str]:
+        g = grids[band]
+        return (abs(g.transform.a * g.transform.e), order.get(band, len(order)), band)
+
+    return grids[min(grids, key=key)]
+
+
+def _from_file(path: Path, sensor: SensorConfig, date_pattern: str) -> Acquisition:
+    acq_id = _entry_id(path)
+    mapping = sensor.resolved_bands()
+    with open_raster(path) as ds:
+        grid = grid_of(ds, path)
+        if mapping is not None:
+            if len(mapping) != ds.count:
+                raise SourceError(
+                    f"raster {path} has {ds.count} band(s) but the band mapping names "
+                    f"{len(mapping)} ({', '.join(mapping)}); list one name per file band, in file "
+                    "order (SKIP to ignore one), with --bands or sensor.bands"
+                )
+            assets = {b: (str(path), i + 1) for i, b in enumerate(mapping) if b != "SKIP"}
+        else:
+            assets = _assets_from_descriptions(path, ds)
+        verify_readable(ds, [bidx for _, bidx in assets.values()], path)
+        tiff_datetime = ds.tags().get("TIFFTAG_DATETIME")
+    when = _acquisition_datetime(acq_id, [path.name], date_pattern, tiff_datetime, path)
+    return Acquisition(id=acq_id, datetime=when, source="local", assets=assets, grid=grid)
+
+
+def _assets_from_descriptions(path: Path, ds: Any) -> dict[str, tuple[str, int]]:
+    assets: dict[str, tuple[str, int]] = {}
+    for i, description in enumerate(ds.descriptions):
+        band = normalize_band(description)
+        if band is None:
+            continue
+        if band in assets:
+            raise SourceError(
+                f"raster {path} names band {band} twice (bands {assets[band][1]} and {i + 1}); "
+                "fix the band descriptions or give the band order with --bands or sensor.bands"
+            )
+        assets[band] = (str(path), i + 1)
+    if not assets and ds.count == 1:
+        named = _band_of_file(path.name)
+        if named is not None:
+            assets[named[1]] = (str(path), 1)
+    if not assets:
+        shown = ", ".join(repr(d) for d in ds.descriptions[:6]) + (", ..." if ds.count > 6 else "")
+        raise MissingBandError(
+            f"cannot tell which band of {path} is which: its {ds.count} band description(s) "
+            f"({shown}) name no band; give the band order with --bands or sensor.bands, e.g. "
+            "B02,B03,B04,B08,B11,B12"
+        )
+    return assets
+
+
+def _entry_id(path: Path) -> str:
+    name = path.name
+    for suffix in (".tif", ".tiff", ".TIF", ".TIFF", ".jp2", ".img", ".vrt"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _has_envi_header(path: Path) -> bool:
+    return any(
+        path.with_name(name).is_file()
+        for name in (f"{path.name}.hdr", f"{path.name}.HDR", f"{path.stem}.hdr", f"{path.stem}.HDR")
+        if name != path.name
+    )
+
+
+def scan_folder(
+    folder: Path, sensor: SensorConfig, *, date_pattern: str = r"(\d{8})"
+) -> list[Acquisition]:
+    """Every acquisition in `folder`, oldest first: each sub-folder of band files, each group of
+    band files sharing a name prefix, and each other raster file (``.tif``, ``.jp2``, ``.img``,
+    ``.vrt`` or a file with an ENVI ``.hdr``). Other files and folders are ignored."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise SourceError(f"local source folder {folder} does not exist; check source.path")
+    if folder.is_file():
+        return [acquisition_from_path(folder, sensor, date_pattern=date_pattern)]
+    _compile_date_pattern(date_pattern)
+    acquisitions: list[Acquisition] = []
+    groups: dict[str, dict[str, Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if _band_files_in(entry):
+                acquisitions.append(acquisition_from_path(entry, sensor, date_pattern=date_pattern))
+            else:
+                log.debug("skipping folder %s: no *_<BAND>.tif files", entry)
+            continue
+        named = _band_of_file(entry.name)
+        if entry.suffix.lower() in SIDECAR_SUFFIXES:
+            log.debug("skipping %s: a sidecar file", entry)
+        elif named is not None:
+            prefix, band = named
+            group = groups.setdefault(prefix or folder.name, {})
+            if band in group:
+                raise SourceError(
+                    f"folder {folder} holds two files for band {band} with the prefix {prefix!r} "
+                    f"({group[band].name}, {entry.name}); remove one"
+                )
+            group[band] = entry
+        elif entry.suffix.lower() in RASTER_SUFFIXES or _has_envi_header(entry):
+            acquisitions.append(acquisition_from_path(entry, sensor, date_pattern=date_pattern))
+        else:
+            log.debug("skipping %s: not a raster acquisition", entry)
+    for prefix, files in sorted(groups.items()):
+        acquisitions.append(_from_band_files(prefix, files, date_pattern, files[sorted(files)[0]]))
+    if not acquisitions:
+        raise SourceError(
+            f"no acquisitions found in {folder}: expected multi-band rasters (.tif with band "
+            "descriptions, or any raster plus sensor.bands) or folders of <name>_<BAND>.tif files"
+        )
+    _make_ids_unique(acquisitions)
+    acquisitions.sort(key=lambda a: (a.datetime, a.id))
+    return acquisitions
+
+
+def _make_ids_unique(acquisitions: list[Acquisition]) -> None:
+    seen: dict[str, int] = {}
+    for i, acq in enumerate(acquisitions):
+        n = seen.get(acq.id, 0)
+        seen[acq.id] = n + 1
+        if n:
+            acquisitions[i] = Acquisition(
+                id=f"{acq.id}#{n + 1}",
+                datetime=acq.datetime,
+                source=acq.source,
+                assets=acq.assets,
+                cloud_cover=acq.cloud_cover,
+                grid=acq.grid,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Overlap
+
+
+def check_overlap(grid_a: GridSpec, grid_b: GridSpec | Acquisition, *, what: str = "") -> float:
+    """Raise GridMismatchError unless `grid_b` (a grid or an acquisition's grid) overlaps `grid_a`;
+    return the share of `grid_a`'s extent that `grid_b` covers (0-1]."""
+    label = f"acquisition {grid_b.id}" if isinstance(grid_b, Acquisition) else (what or "the grid")
+    other = grid_b.grid if isinstance(grid_b, Acquisition) else grid_b
+    if other is None:
+        raise GridMismatchError(f"{label} has no grid; cannot check that it overlaps the target")
+    fraction = overlap_fraction(grid_a, other)
+    if fraction <= 0.0:
+        raise GridMismatchError(
+            f"{label} (bounds {_fmt_bounds(other)} in {_crs_name(other.crs)}) does not overlap the "
+            f"target grid (bounds {_fmt_bounds(grid_a)} in {_crs_name(grid_a.crs)}); check that both "
+            "images show the same place"
+        )
+    return fraction
+
+
+def _fmt_bounds(grid: GridSpec) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in grid.bounds) + "]"
+
+
+def _crs_name(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.name
+
+
+# --------------------------------------------------------------------------------------------
+# Lazy loading
+
+
+def _read_chunk(
+    template: np.ndarray,
+    *,
+    path: str,
+    indexes: tuple[int, ...],
+    categorical: bool,
+    crs_wkt: str,
+    transform: tuple[float, ...],
+    shape: tuple[int, int],
+    scale: float,
+    offset: float,
+    nodata: float | None,
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    """Warp one chunk of the target grid out of `path`: shape (len(indexes), rows, cols)."""
+    assert block_info is not None
+    (row0, row1), (col0, col1) = block_info[0]["array-location"]
+    height, width = row1 - row0, col1 - col0
+    dst_transform = chunk_transform(transform, row0, col0)
+    try:
+        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(path) as src:
+            file_nodata = src.nodatavals[indexes[0] - 1]
+            if categorical:
+                src_nodata = file_nodata if file_nodata is not None else 0
+                options: dict[str, Any] = {
+                    "resampling": Resampling.nearest,
+                    "nodata": 0,
+                    "dtype": "uint8",
+                }
+            else:
+                src_nodata = file_nodata if file_nodata is not None else nodata
+                options = {"resampling": Resampling.bilinear, "nodata": np.nan, "dtype": "float32"}
+            options.update(_resampling_scale(src, crs_wkt, transform, shape))
+            # Each band's no-data on its own (GDAL may otherwise need every band to be no-data).
+            options["UNIFIED_SRC_NODATA"] = "NO"
+            with WarpedVRT(
+                src,
+                crs=crs_wkt,
+                transform=dst_transform,
+                width=width,
+                height=height,
+                src_nodata=src_nodata,
+                tolerance=_WARP_TOLERANCE,
+                warp_mem_limit=_WARP_MEM_LIMIT_MB,
+                **options,
+            ) as vrt:
+                data = vrt.read(list(indexes))
+    except FileNotFoundError:
+        raise SourceError(f"raster {path} disappeared while loading; check the path") from None
+    except RASTER_ERRORS as exc:
+        if not os.path.exists(path):
+            raise SourceError(f"raster {path} disappeared while loading; check the path") from None
+        message = " ".join(str(exc).split())
+        raise CorruptInputError(
+            f"raster {path} band(s) {', '.join(map(str, indexes))} cannot be read ({message}); "
+            "the file is truncated or corrupt: re-download or re-export it"
+        ) from None
+    if categorical:
+        return data.astype(np.uint8, copy=False)
+    if scale != 1.0 or offset != 0.0:
+        data = data * np.float32(scale) + np.float32(offset)
+    return data.astype(np.float32, copy=False)
+
+
+def _resampling_scale(
+    src: Any, crs_wkt: str, transform: tuple[float, ...], shape: tuple[int, int]
+) -> dict[str, str]:
+    """GDAL warp options XSCALE / YSCALE (target pixels per source pixel), computed once for the
+    whole target grid. GDAL otherwise derives them per request from the window shapes, so the
+    resampling kernel (when downsampling) and hence the values would depend on the chunk layout."""
+    t = Affine(*transform[:6])
+    rows, cols = shape
+    probes = [t @ (cols / 2, rows / 2), t @ (cols / 2 + 1, rows / 2), t @ (cols / 2, rows / 2 + 1)]
+    try:
+        if CRS.from_wkt(crs_wkt) != CRS.from_user_input(src.crs.to_wkt()):
+            xs, ys = warp_transform(
+                crs_wkt, src.crs, [p[0] for p in probes], [p[1] for p in probes]
+            )
+            probes = list(zip(xs, ys, strict=True))
+    except RASTER_ERRORS:
+        return {}
+    inverse = ~src.transform
+    (c0, r0), (c1, r1), (c2, r2) = (inverse @ p for p in probes)
+    per_col = math.hypot(c1 - c0, r1 - r0)  # source pixels per target column
+    per_row = math.hypot(c2 - c0, r2 - r0)
+    if not (math.isfinite(per_col) and math.isfinite(per_row)) or per_col <= 0 or per_row <= 0:
+        return {}
+    return {"XSCALE": repr(1.0 / per_col), "YSCALE": repr(1.0 / per_row)}
+
+
+def _to_datetime64(when: dt.datetime) -> np.datetime64:
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return np.datetime64(when, "ns")
+
+
+class LocalSource:
+    """Acquisitions on disk behind the :class:`ImagerySource` protocol.
+
+    Either scans ``config.path`` (one entry per acquisition: files, band-file prefixes and
+    sub-folders) or serves the given `acquisitions` (``changedetect compare``), in their order.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        config: LocalSourceConfig | None,
+        sensor: SensorConfig,
+        acquisitions: list[Acquisition] | None = None,
+    ) -> None:
+        self.config = config
+        self.sensor = sensor
+        if acquisitions is not None:
+            self._acquisitions = list(acquisitions)
+        elif config is not None:
+            self._acquisitions = scan_folder(config.path, sensor, date_pattern=config.date_pattern)
+        else:
+            raise ValueError("LocalSource needs a LocalSourceConfig or a list of acquisitions")
+        self._told_no_scl: set[str] = set()
+
+    @property
+    def acquisitions(self) -> list[Acquisition]:
+        """Every acquisition this source knows, in its order."""
+        return list(self._acquisitions)
+
+    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+        """Acquisitions dated inside `window` whose footprint intersects `grid`, oldest first."""
+        found = [
+            acq
+            for acq in self._acquisitions
+            if window.contains(acq.datetime)
+            and (acq.grid is None or overlap_fraction(grid, acq.grid) > 0.0)
+        ]
+        return sorted(found, key=lambda a: (a.datetime, a.id))
+
+    def load(
+        self,
+        acquisitions: Sequence[Acquisition],
+        bands: Sequence[str],
+        grid: GridSpec,
+        chunk_size: int,
+    ) -> xr.Dataset:
+        """Lazily load `bands` of `acquisitions` (kept in the given order) onto `grid`.
+
+        Reflectance bands come out float32 (stored * scale + offset, no data -> NaN), bilinear
+        resampled; ``SCL`` uint8 (0 = no data), nearest. Without SCL for any acquisition the
+        variable is left out; where only some lack it they get SCL 7 (unclassified) over data.
+        """
+        acquisitions = list(acquisitions)
+        bands = list(dict.fromkeys(bands))
+        if not acquisitions:
+            raise SourceError(
+                "no acquisitions to load; widen the time window or check the local source folder"
+            )
+        if not bands:
+            raise ValueError("load needs at least one band")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self._check_bands(acquisitions, bands)
+        for acq in acquisitions:
+            if acq.grid is not None:
+                check_overlap(grid, acq)
+
+        template = da.zeros(grid.shape, chunks=(chunk_size, chunk_size), dtype=np.uint8)
+        reflectance = [b for b in bands if b != "SCL"]
+        want_scl = "SCL" in bands
+        any_scl = want_scl and any("SCL" in a.assets for a in acquisitions)
+        per_band: dict[str, list[da.Array]] = {b: [] for b in bands}
+        for acq in acquisitions:
+            arrays = self._acquisition_arrays(acq, bands, grid, template)
+            for band in reflectance:
+                per_band[band].append(arrays[band])
+            if not want_scl:
+                continue
+            if "SCL" in arrays:
+                per_band["SCL"].append(arrays["SCL"])
+                continue
+            self._tell_no_scl(acq)
+            if any_scl:
+                per_band["SCL"].append(_scl_fill(arrays, reflectance, template))
+
+        data_vars = {
+            band: (("time", "y", "x"), da.stack(arrays, axis=0))
+            for band, arrays in per_band.items()
+            if arrays
+        }
+        coords = grid.coords()
+        ds = xr.Dataset(
+            data_vars,
+            coords={
+                "time": np.array([_to_datetime64(a.datetime) for a in acquisitions]),
+                "y": coords["y"],
+                "x": coords["x"],
+                "acquisition": ("time", [a.id for a in acquisitions]),
+            },
+        )
+        return grid.attach(ds)
+
+    def _check_bands(self, acquisitions: list[Acquisition], bands: list[str]) -> None:
+        for acq in acquisitions:
+            missing = [b for b in bands if b != "SCL" and b not in acq.assets]
+            if missing:
+                found = ", ".join(sorted(acq.assets)) or "none"
+                raise MissingBandError(
+                    f"acquisition {acq.id} has no band {missing[0]} (found: {found}); name the "
+                    "bands with --bands or sensor.bands"
+                )
+
+    def _acquisition_arrays(
+        self, acq: Acquisition, bands: list[str], grid: GridSpec, template: da.Array
+    ) -> dict[str, da.Array]:
+        """band -> lazy 2-D array; bands stored in one file share one read per chunk."""
+        groups: dict[tuple[str, bool], list[tuple[str, int]]] = {}
+        for band in bands:
+            if band not in acq.assets:
+                continue
+            path, bidx = acq.assets[band]
+            groups.setdefault((path, band == "SCL"), []).append((band, bidx))
+        out: dict[str, da.Array] = {}
+        for (path, categorical), members in groups.items():
+            dtype = np.dtype(np.uint8 if categorical else np.float32)
+            stack = da.map_blocks(
+                _read_chunk,
+                template,
+                new_axis=0,
+                chunks=((len(members),), *template.chunks),
+                dtype=dtype,
+                meta=np.empty((0, 0, 0), dtype=dtype),
+                token="local-read",
+                path=path,
+                indexes=tuple(bidx for _, bidx in members),
+                categorical=categorical,
+                crs_wkt=grid.crs.to_wkt(),
+                transform=tuple(grid.transform)[:6],
+                shape=grid.shape,
+                scale=float(self.sensor.resolved_scale()),
+                offset=float(self.sensor.resolved_offset()),
+                nodata=self.sensor.nodata,
+            )
+            for i, (band, _) in enumerate(members):
+                out[band] = stack[i]
+        return out
+
+    def _tell_no_scl(self, acq: Acquisition) -> None:
+        if acq.id in self._told_no_scl:
+            return
+        self._told_no_scl.add(acq.id)
+        log.info(
+            "acquisition %s has no SCL band: no cloud mask is available for it, only pixels "
+            "without data are masked",
+            acq.id,
+        )
+
+
+def _scl_fill(arrays: dict[str, da.Array], reflectance: list[str], template: da.Array) -> da.Array:
+    """SCL stand-in for an acquisition without one: 7 (unclassified) where it has data, else 0."""
+    if not reflectance:
+        return da.zeros_like(template, dtype=np.uint8)
+    has_data = da.isfinite(arrays[reflectance[0]])
+    return da.where(has_data, np.uint8(SCL_FILL_UNCLASSIFIED), np.uint8(0)).astype(np.uint8)

@@ -1,0 +1,1 @@
+"""Test beds built in code: synthetic scenes with known truth, shared by tests, demo and benchmarks."""
