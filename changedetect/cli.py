@@ -27,7 +27,7 @@ def _setup_logging(verbose: bool) -> None:
 def _progress_bar(enabled: bool):  # noqa: ANN202 - a context manager
     import contextlib
 
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():  # a bar is noise in logs and pipes
         return contextlib.nullcontext()
     from dask.diagnostics import ProgressBar
 

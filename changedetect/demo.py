@@ -67,8 +67,9 @@ def score_against_truth(config: RunConfig, result: AoiResult) -> DemoScore:
     from .io.sources.synthetic import SyntheticSource
     from .testing.synthetic import truth_geojson
 
-    source = SyntheticSource(config.source)  # type: ignore[arg-type]
-    truth = source.truth(result.grid, config.before.to_window(), config.after.to_window())
+    before, after = config.before.to_window(), config.after.to_window()
+    source = SyntheticSource.for_windows(before, after, config.source)  # type: ignore[arg-type]
+    truth = source.truth(result.grid, before, after)
     quality = evaluate_patches(
         [p.geometry for p in result.patches],
         [c.change_type for c in result.clues],

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-#: Morphological cleaning radius in pixels (a disk of 3x3): removes single-pixel speckle.
+#: Morphological cleaning radius in pixels (a 3x3 disk): bridges one-pixel gaps, and a patch must
+#: hold at least one pixel whose whole disk is changed (drops lines and speckle).
 CLEAN_RADIUS = 1
+CORE = "_core"
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,9 @@ def make_source(config: RunConfig) -> ImagerySource:
     if isinstance(config.source, SyntheticSourceConfig):
         from .io.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(config.source)
+        return SyntheticSource.for_windows(
+            config.before.to_window(), config.after.to_window(), config.source
+        )
     if isinstance(config.source, LocalSourceConfig):
         from .io.sources.local import LocalSource
 
@@ -190,11 +194,12 @@ def analyse(
     valid_both = (before.valid_count >= options.min_valid) & (
         after.valid_count >= options.min_valid
     )
-    cleaned = clean_mask_lazy(
+    cleaned, core = clean_mask_lazy(
         (layers.disturbed & valid_both).data.astype(bool), radius=CLEAN_RADIUS
     )
     feature_arrays = {name: layers.features[name].data for name in layers.features.data_vars}
     feature_arrays["score"] = layers.score.data
+    feature_arrays[CORE] = core.astype(np.float32)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -220,7 +225,12 @@ def analyse(
         min_pixels = max(1, int(np.ceil(options.min_area_m2 / px_area - 1e-9)))
         mask = np.zeros(grid.height * grid.width, dtype=bool)
         mask[gathered.flat_index] = True
-        labels, n = label_patches(mask.reshape(grid.shape), min_pixels=min_pixels)
+        seeds = np.zeros(grid.height * grid.width, dtype=bool)
+        seeds[gathered.flat_index[gathered.values.pop(CORE) > 0]] = True
+        labels, n = label_patches(
+            mask.reshape(grid.shape), min_pixels=min_pixels, seeds=seeds.reshape(grid.shape)
+        )
+        del mask, seeds
         stats = patch_statistics(labels, n, gathered.flat_index, gathered.values)
         pixel_counts = np.bincount(labels.ravel(), minlength=n + 1)
         patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)

@@ -9,6 +9,7 @@ from changedetect.algorithms.patches import (
     build_patches,
     clean_mask,
     clean_mask_lazy,
+    core_mask,
     label_patches,
     patch_statistics,
 )
@@ -28,14 +29,15 @@ def test_lazy_cleaning_matches_whole_array(chunk, seed):
     rng = np.random.default_rng(seed)
     mask = rng.random((90, 90)) > 0.6
     expected = clean_mask(mask)
-    got = clean_mask_lazy(da.from_array(mask, chunks=chunk)).compute()
-    np.testing.assert_array_equal(got, expected)
+    closed, core = clean_mask_lazy(da.from_array(mask, chunks=chunk))
+    np.testing.assert_array_equal(closed.compute(), expected)
+    np.testing.assert_array_equal(core.compute(), core_mask(expected))
 
 
 def test_patch_crossing_chunk_borders_is_one_patch():
     mask = blob_mask()
-    cleaned = clean_mask_lazy(da.from_array(mask, chunks=25)).compute()  # chunk < patch
-    labels, n = label_patches(cleaned, min_pixels=10)
+    closed, core = clean_mask_lazy(da.from_array(mask, chunks=25))  # chunk < patch
+    labels, n = label_patches(closed.compute(), min_pixels=10, seeds=core.compute())
     assert n == 1
     area = np.count_nonzero(labels == 1)
     assert area == pytest.approx(np.pi * 30**2, rel=0.03)
@@ -73,3 +75,16 @@ def test_polygons_statistics_and_bbox():
 def test_no_change_in_no_patch_out():
     labels, n = label_patches(np.zeros((30, 30), bool), min_pixels=1)
     assert n == 0 and not labels.any()
+
+
+def test_thin_lines_dropped_small_compact_patches_kept_whole():
+    mask = np.zeros((40, 40), bool)
+    mask[5, 2:38] = True  # a one-pixel line, e.g. an edge left by misregistration
+    blob = np.zeros_like(mask)
+    blob[20:24, 20:23] = True  # 12 px, compact
+    blob[24, 21] = True
+    mask |= blob
+    closed = clean_mask(mask)
+    labels, n = label_patches(closed, min_pixels=10, seeds=core_mask(closed))
+    assert n == 1
+    assert (labels > 0).sum() == blob.sum()  # kept whole, rim included

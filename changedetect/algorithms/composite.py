@@ -49,16 +49,25 @@ def composite(
     )
 
 
+def nan_median(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Median over `axis` ignoring NaN (NaN where all are NaN), without numpy's slow masked path.
+
+    Sorting pushes NaN to the end, so the median of the n valid values sits at (n-1)//2 and n//2.
+    """
+    ordered = np.sort(values, axis=axis)
+    n = np.sum(~np.isnan(ordered), axis=axis, keepdims=True)
+    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0), axis=axis)
+    hi = np.take_along_axis(ordered, np.maximum(n // 2, 0), axis=axis)
+    med = np.where(n > 0, (lo + hi) / 2, np.nan)
+    return np.squeeze(med, axis=axis)
+
+
 def _nan_median_mad(block: np.ndarray) -> np.ndarray:
-    # all-NaN pixels (cloud on every date) are expected; filling them first avoids numpy's
-    # warning, which cannot be silenced thread-safely under dask
-    empty = np.isnan(block).all(axis=0)
-    filled = np.where(empty[None], 0.0, block)
-    med = np.nanmedian(filled, axis=0)
-    mad = np.nanmedian(np.abs(filled - med), axis=0)
-    out = np.stack([med, mad]).astype(np.float32)
-    out[:, empty] = np.nan
-    return out
+    if block.shape[0] == 1:  # one observation: itself, no spread
+        return np.stack([block[0], np.where(np.isnan(block[0]), np.nan, 0)]).astype(np.float32)
+    med = nan_median(block, axis=0)
+    mad = nan_median(np.abs(block - med), axis=0)
+    return np.stack([med, mad]).astype(np.float32)
 
 
 def _median_and_mad(masked: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:

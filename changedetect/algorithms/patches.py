@@ -22,27 +22,44 @@ from ..models import Patch
 
 
 def clean_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
-    """Morphological opening then closing with a disk: drops speckle, bridges one-pixel gaps."""
+    """Morphological closing with a disk: bridges gaps of about `radius` pixels inside patches."""
     if radius < 1:
         return mask.astype(bool)
-    footprint = morphology.disk(radius)
-    opened = ndimage.binary_opening(mask, structure=footprint)
-    return ndimage.binary_closing(opened, structure=footprint, border_value=0)
+    return ndimage.binary_closing(mask, structure=morphology.disk(radius), border_value=0)
 
 
-def clean_mask_lazy(mask: da.Array, *, radius: int = 1) -> da.Array:
-    """:func:`clean_mask` per chunk with an overlap wide enough to match the whole-array result."""
+def core_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
+    """Pixels whose whole disk neighbourhood is in `mask`: the seeds of opening by reconstruction.
+
+    A component without a single core pixel is a thin line or speckle (typically an edge left by
+    misregistration) and is dropped whole; every other component is kept whole, so small compact
+    patches do not lose their rim as they would under a plain opening.
+    """
     if radius < 1:
         return mask.astype(bool)
-    # opening then closing chains four erosions/dilations of `radius`, plus the closing's border
-    depth = 4 * radius + 2
-    return da.map_overlap(
-        clean_mask, mask.astype(bool), depth=depth, boundary="none", dtype=bool, radius=radius
+    return ndimage.binary_erosion(mask, structure=morphology.disk(radius), border_value=0)
+
+
+def clean_mask_lazy(mask: da.Array, *, radius: int = 1) -> tuple[da.Array, da.Array]:
+    """(closed mask, core seeds) per chunk with enough overlap to match the whole-array result."""
+    mask = mask.astype(bool)
+    if radius < 1:
+        return mask, mask
+    # a closing chains a dilation and an erosion of `radius`; one pixel of margin on top
+    closed = da.map_overlap(
+        clean_mask, mask, depth=2 * radius + 1, boundary="none", dtype=bool, radius=radius
     )
+    core = da.map_overlap(
+        core_mask, closed, depth=radius + 1, boundary="none", dtype=bool, radius=radius
+    )
+    return closed, core
 
 
-def label_patches(mask: np.ndarray, *, min_pixels: int) -> tuple[np.ndarray, int]:
-    """8-connected labels of `mask` with holes filled and components below `min_pixels` removed.
+def label_patches(
+    mask: np.ndarray, *, min_pixels: int, seeds: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """8-connected labels of `mask` with holes filled; components below `min_pixels`, or without
+    any of the `seeds` (see :func:`core_mask`), removed.
 
     Labels are renumbered 1..n in raster order so that the same mask always gives the same labels.
     """
@@ -51,6 +68,8 @@ def label_patches(mask: np.ndarray, *, min_pixels: int) -> tuple[np.ndarray, int
         return labels.astype(np.int32), 0
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= min_pixels
+    if seeds is not None:
+        keep &= np.bincount(labels[seeds & mask], minlength=n + 1) > 0
     keep[0] = False
     remap = np.zeros(n + 1, dtype=np.int32)
     remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
