@@ -137,3 +137,47 @@ def test_help_everywhere(capsys):
             main(argv)
         assert exc.value.code == 0
     assert "--bands" in capsys.readouterr().out
+
+
+def test_run_with_local_folder_config(tmp_path, capsys):
+    grid = make_grid("EPSG:32649", shape=(96, 112))
+    folder = tmp_path / "imagery"
+    folder.mkdir()
+    for day, seed, quarry in (
+        ("20240503", 1, False),
+        ("20240513", 4, False),
+        ("20250508", 2, True),
+    ):
+        write_multiband(
+            folder / f"S2_{day}.tif", scene_dn(grid.shape, seed, quarry), grid, nodata=0
+        )
+    config = tmp_path / "local.yaml"
+    config.write_text(
+        f"source: {{kind: local, path: {folder}}}\n"
+        "aois: [{name: valley}]\n"
+        "before: {start: 2024-04-01, end: 2024-06-30}\n"
+        "after: {start: 2025-04-01, end: 2025-06-30}\n"
+        f"output: {{dir: {tmp_path / 'out'}}}\n"
+    )
+    assert main(["run", "--config", str(config), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "out" / "valley" / "clues.geojson").read_text())
+    assert [f["properties"]["change_type"] for f in doc["features"]] == ["quarry"]
+    assert doc["features"][0]["properties"]["before"] == ["2024-04-01", "2024-06-30"]
+    assert "valley: 1 clues" in capsys.readouterr().out
+
+
+def test_run_window_without_imagery_is_a_clear_error(tmp_path, capsys):
+    grid = make_grid("EPSG:32649", shape=(32, 32))
+    folder = tmp_path / "imagery"
+    folder.mkdir()
+    write_multiband(folder / "S2_20240503.tif", scene_dn(grid.shape, 1), grid, nodata=0)
+    config = tmp_path / "local.yaml"
+    config.write_text(
+        f"source: {{kind: local, path: {folder}}}\n"
+        "aois: [{name: valley}]\n"
+        "before: {start: 2024-04-01, end: 2024-06-30}\n"
+        "after: {start: 2025-04-01, end: 2025-06-30}\n"
+        f"output: {{dir: {tmp_path / 'out'}}}\n"
+    )
+    expect_error(capsys, ["run", "--config", str(config)], "no acquisition in the after window")
+    assert not (tmp_path / "out" / "valley").exists()
