@@ -81,12 +81,25 @@ def _sensor_from_args(args: argparse.Namespace):  # noqa: ANN202
         raise ConfigError(f"invalid --preset/--bands/--scale: {exc}") from None
 
 
+def _detection_from_args(args: argparse.Namespace):  # noqa: ANN202
+    from .config import DetectionConfig
+
+    data = {"min_area_m2": args.min_area, "chunk_size": args.chunk_size}
+    if args.false_alarm_rate is not None:
+        data["false_alarm_rate"] = args.false_alarm_rate
+    try:
+        return DetectionConfig.model_validate(data)
+    except Exception as exc:  # pydantic's message already names the option
+        raise ConfigError(f"invalid --min-area/--chunk-size/--false-alarm-rate: {exc}") from None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .io.sources.local import LocalSource, acquisition_from_path, check_overlap
     from .models import TimeWindow
     from .pipeline import AnalysisOptions, analyse
 
     sensor = _sensor_from_args(args)
+    detection = _detection_from_args(args)
     before = acquisition_from_path(Path(args.before), sensor)
     after = acquisition_from_path(Path(args.after), sensor)
     assert before.grid is not None
@@ -94,19 +107,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     source = LocalSource(None, sensor, acquisitions=[before, after])
     grid = before.grid
     bands = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
-    before_stack = source.load([before], bands, grid, args.chunk_size)
-    after_stack = source.load([after], bands, grid, args.chunk_size)
+    before_stack = source.load([before], bands, grid, detection.chunk_size)
+    after_stack = source.load([after], bands, grid, detection.chunk_size)
     day_b, day_a = before.datetime.date(), after.datetime.date()
-    options = AnalysisOptions(
-        aoi=args.name,
-        false_alarm_rate=args.false_alarm_rate,
-        min_area_m2=args.min_area,
-        median_size=3,
-        cloud_classes=(0, 1, 3, 8, 9, 10, 11),
-        min_valid=1,
-        chips=not args.no_chips,
-        chip_size=128,
-    )
+    options = AnalysisOptions(aoi=args.name, detection=detection, chips=not args.no_chips)
     with _progress_bar(not args.quiet):
         result = analyse(
             before_stack,
@@ -183,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--name", default="compare", help="AOI name used in clue ids")
     compare.add_argument("--min-area", type=float, default=1000.0, help="mapping unit in m²")
     compare.add_argument(
-        "--false-alarm-rate", type=float, default=0.005, help="per-pixel false-alarm rate"
+        "--false-alarm-rate",
+        type=float,
+        help="per-pixel false-alarm rate of an isolated pixel (default: detection.false_alarm_rate)",
     )
     compare.add_argument("--chunk-size", type=int, default=1024, help="dask chunk edge in px")
     compare.add_argument("--no-chips", action="store_true", help="skip the PNG chips")

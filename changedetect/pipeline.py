@@ -22,7 +22,7 @@ from .algorithms.composite import composite
 from .algorithms.detect import ChangeLayers, detect_change
 from .algorithms.masking import valid_mask
 from .algorithms.patches import build_patches, clean_mask_lazy, label_patches, patch_statistics
-from .config import LocalSourceConfig, RunConfig, SyntheticSourceConfig
+from .config import DetectionConfig, LocalSourceConfig, RunConfig, SyntheticSourceConfig
 from .errors import ConfigError, NoValidDataError, SourceError
 from .execute import run_pass
 from .grids import WGS84, grid_for_aoi, pixel_area_m2, reproject_geometry
@@ -46,30 +46,16 @@ CORE = "_core"
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """What the analysis stage needs from the config, resolved."""
+    """What the analysis stage needs: the AOI name, the detection settings and the chip options."""
 
     aoi: str
-    false_alarm_rate: float
-    min_area_m2: float
-    median_size: int
-    cloud_classes: tuple[int, ...]
-    min_valid: int
-    chips: bool
-    chip_size: int
+    detection: DetectionConfig = DetectionConfig()
+    chips: bool = True
+    chip_size: int = 128
 
     @classmethod
     def from_config(cls, config: RunConfig, aoi: str) -> AnalysisOptions:
-        det = config.detection
-        return cls(
-            aoi=aoi,
-            false_alarm_rate=det.false_alarm_rate,
-            min_area_m2=det.min_area_m2,
-            median_size=det.median_size,
-            cloud_classes=tuple(det.cloud_classes),
-            min_valid=det.min_valid_observations,
-            chips=config.output.chips,
-            chip_size=config.output.chip_size,
-        )
+        return cls(aoi, config.detection, config.output.chips, config.output.chip_size)
 
 
 def make_source(config: RunConfig) -> ImagerySource:
@@ -161,8 +147,9 @@ def composite_of(stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions
     missing = sorted(set(ANALYSIS_BANDS) - set(present))
     if missing:
         raise SourceError(f"loaded imagery lacks band(s) {missing}")
-    valid = valid_mask(stack, ANALYSIS_BANDS, options.cloud_classes)
-    return composite(stack, valid, window, ANALYSIS_BANDS, min_valid=options.min_valid)
+    det = options.detection
+    valid = valid_mask(stack, ANALYSIS_BANDS, det.cloud_classes)
+    return composite(stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations)
 
 
 def _rgb_bytes(before: Composite, after: Composite) -> da.Array:
@@ -190,9 +177,17 @@ def analyse(
     say = progress or log.info
     before = composite_of(before_stack, before_window, options)
     after = composite_of(after_stack, after_window, options)
-    layers: ChangeLayers = detect_change(before, after, false_alarm_rate=options.false_alarm_rate)
-    valid_both = (before.valid_count >= options.min_valid) & (
-        after.valid_count >= options.min_valid
+    det = options.detection
+    layers: ChangeLayers = detect_change(
+        before,
+        after,
+        false_alarm_rate=det.false_alarm_rate,
+        support_level=det.support_level,
+        support_size=det.support_size,
+        median_size=det.median_size,
+    )
+    valid_both = (before.valid_count >= det.min_valid_observations) & (
+        after.valid_count >= det.min_valid_observations
     )
     cleaned, core = clean_mask_lazy(
         (layers.disturbed & valid_both).data.astype(bool), radius=CLEAN_RADIUS
@@ -222,7 +217,7 @@ def analyse(
         coverage = gathered.n_valid / gathered.n_pixels
         say(f"[{options.aoi}] valid on both dates: {coverage:.1%} of the grid")
         px_area = pixel_area_m2(grid)
-        min_pixels = max(1, int(np.ceil(options.min_area_m2 / px_area - 1e-9)))
+        min_pixels = max(1, int(np.ceil(det.min_area_m2 / px_area - 1e-9)))
         mask = np.zeros(grid.height * grid.width, dtype=bool)
         mask[gathered.flat_index] = True
         seeds = np.zeros(grid.height * grid.width, dtype=bool)

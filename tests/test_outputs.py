@@ -24,7 +24,7 @@ def run_scene(tmp_path, before, after, grid, chunk=64, name="t"):
     source = MemorySource(grid, {BEFORE_DAY: before, AFTER_DAY: after})
     b = source.load(source.search(grid, WINDOWS[0]), BANDS, grid, chunk)
     a = source.load(source.search(grid, WINDOWS[1]), BANDS, grid, chunk)
-    options = AnalysisOptions(name, 0.005, 1000.0, 3, (0, 1, 3, 8, 9, 10, 11), 1, True, 64)
+    options = AnalysisOptions(name, chips=True, chip_size=64)
     return analyse(b, a, grid, *WINDOWS, options, tmp_path / name)
 
 

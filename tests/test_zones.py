@@ -113,7 +113,7 @@ def test_clues_carry_zone_and_limit_to_zones(tmp_path):
     windows = TimeWindow(BEFORE_DAY, BEFORE_DAY), TimeWindow(AFTER_DAY, AFTER_DAY)
     b = source.load(source.search(grid, windows[0]), BANDS, grid, 64)
     a = source.load(source.search(grid, windows[1]), BANDS, grid, 64)
-    options = AnalysisOptions("z", 0.005, 1000.0, 3, (), 1, False, 64)
+    options = AnalysisOptions("z", chips=False, chip_size=64)
     result = analyse(b, a, grid, *windows, options, tmp_path / "all", zones=zones)
     by_zone = {c.zone: c for c in result.clues}
     assert set(by_zone) == {"Qinling core", None}

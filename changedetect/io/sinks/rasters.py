@@ -13,7 +13,7 @@ from ..atomic import atomic_path
 
 
 def scratch_profile(grid: GridSpec, count: int, dtype: str, nodata: float | None) -> dict:
-    """A tiled, compressed GeoTIFF profile for intermediate rasters written block by block."""
+    """A tiled, uncompressed GeoTIFF profile for intermediate rasters written block by block."""
     return {
         "driver": "GTiff",
         "width": grid.width,
@@ -26,7 +26,8 @@ def scratch_profile(grid: GridSpec, count: int, dtype: str, nodata: float | None
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
-        "compress": "deflate",
+        # scratch files live minutes: compressing them would cost more than the disk they save
+        "compress": "none",
         "BIGTIFF": "IF_SAFER",
     }
 
