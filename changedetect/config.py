@@ -164,8 +164,16 @@ class DetectionConfig(_Model):
 
     chunk_size: int = Field(default=1024, ge=64, le=8192)
     """Dask chunk edge in pixels: memory scales with it, not with the AOI."""
-    false_alarm_rate: float = Field(default=0.005, gt=0.0, lt=0.5)
-    """Share of unchanged pixels allowed past the per-pixel test (sets the robust z threshold)."""
+    false_alarm_rate: float = Field(default=1e-6, gt=0.0, lt=0.5)
+    """Per-pixel false-alarm rate of a pixel that stands alone, under a Gaussian model of unchanged
+    ground calibrated on the scene. Real imagery has heavier tails (misregistration, shadows,
+    phenology), hence the small default; raise it to find weaker change, lower it for fewer clues."""
+    support_level: float = Field(default=0.03, gt=0.0, lt=0.5)
+    """Looser per-pixel level for a pixel whose neighbourhood mostly passes it too: a coherent
+    patch is believed on weaker evidence than a lone pixel. Set it <= false_alarm_rate to turn
+    the neighbourhood test off."""
+    support_size: int = Field(default=9, ge=1, le=31)
+    """Edge in pixels of that neighbourhood (1 turns the neighbourhood test off)."""
     min_area_m2: float = Field(default=1000.0, gt=0)
     """Minimum mapping unit; smaller patches are dropped (0.1 ha by default)."""
     median_size: int = Field(default=3, ge=1, le=9)

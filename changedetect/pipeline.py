@@ -236,6 +236,7 @@ def analyse(
             keep = {c.clue_id for c in clues if c.zone is not None}
             patches = [p for p, c in zip(patches, clues, strict=True) if c.clue_id in keep]
             clues = [c for c in clues if c.clue_id in keep]
+            labels[~np.isin(labels, [p.label for p in patches])] = 0
         say(f"[{options.aoi}] {len(clues)} patch clues")
         files = publish(clues, patches, labels, work, out_dir, options)
     finally:
@@ -340,7 +341,10 @@ def publish(
             clue.chip_after = f"chips/{clue.clue_id}_after.png"
             before_png.rename(staged_chips / f"{clue.clue_id}_before.png")
             after_png.rename(staged_chips / f"{clue.clue_id}_after.png")
-    mask_score_to_patches(work / "score.tif", labels, work / "score_masked.tif")
+    patch_score = np.zeros(int(labels.max()) + 1, dtype=np.float32)
+    for clue, patch in zip(clues, patches, strict=True):
+        patch_score[patch.label] = max(clue.confidence, np.float32(1e-3))
+    mask_score_to_patches(work / "score.tif", labels, patch_score, work / "score_masked.tif")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "change": write_cog(work / "score_masked.tif", out_dir / "change.tif"),

@@ -126,3 +126,9 @@ def test_clues_carry_zone_and_limit_to_zones(tmp_path):
     assert [c.zone for c in limited.clues] == ["Qinling core"]
     doc = json.loads((tmp_path / "limited" / "clues.geojson").read_text())
     assert len(doc["features"]) == 1
+    import rasterio
+
+    with rasterio.open(tmp_path / "limited" / "change.tif") as src:
+        score = src.read(1)
+    assert (score[35:55, 35:55] > 0).all()
+    assert (score[145:165, 145:165] == 0).all()  # the clue outside the zones is not published

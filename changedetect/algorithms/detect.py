@@ -1,17 +1,96 @@
-"""Per-pixel change decision: robust, data-adaptive statistics on before/after composites."""
+"""Per-pixel change decision: robust, data-adaptive statistics on before/after composites.
+
+The test, in order. The constants are physics or conventional statistical levels; none is fitted
+to a scene, and the scene-dependent quantities (gains, scales, correlations, noise floors, dark
+offsets) are estimated from the data every run.
+
+1. **Relative radiometric normalisation.** The after composite is mapped onto the before one, band
+   by band, with an orthogonal (total least squares) line fitted on likely-unchanged pixels (the
+   half with the smallest initial change): a uniform gain or offset between dates (sun angle,
+   calibration, haze, processing baseline) is not change.
+2. **Band differences**, a ``median_size`` median filter on each (drops misregistration edges and
+   speckle without blurring object borders), robust standardisation per band (median, MAD). Where
+   the composites carry a temporal spread (>= 3 observations), each pixel is also judged against
+   its own natural variability: the within-window spread in excess of the scene's sensor-noise
+   floor (the median composite averages the noise away, so only the excess is real variability:
+   crops, phenology). Fields that move inside a window need a larger difference to count.
+3. **Change magnitude as a p-value.** The sum of the squared band z-scores of an unchanged pixel
+   follows a scaled chi-square (Welch-Satterthwaite) whose scale and degrees of freedom come from
+   the robust correlation between bands; the evidence is ``-log10 p``. ``false_alarm_rate`` so
+   means what it says for Gaussian noise, whatever the band correlation.
+4. **Two-scale decision.** A pixel is changed on its own evidence at ``false_alarm_rate``, or at
+   the looser ``support_level`` when at least half of its ``support_size`` neighbourhood passes that
+   level too: a coherent object is believed on weaker per-pixel evidence than an isolated pixel,
+   which is how scattered misregistration and shadow edges are told from compact disturbances.
+5. **Plausibility of a human disturbance.** Not reported: pixels densely vegetated after (greening,
+   crops, regrowth); open water on either date (water level, turbidity, glint); and vegetation that
+   gave way to ground that did not get brighter (harvest, senescence, drought). Clearing a canopy
+   exposes ground far brighter in the visible and SWIR, where leaves absorb, than it is darker in
+   the NIR; a bright green crop that is cut loses as much in the NIR as it gains elsewhere. These
+   rules read indices after a dark-object subtraction whose offsets may not increase with
+   wavelength (path radiance does not), so hazy top-of-atmosphere or raw-count imagery does not
+   look like water or bare ground everywhere.
+
+Global statistics come from a bounded sample: the whole grid when it is small, else 9 windows on
+a fixed lattice, computed eagerly in one pass. The sample depends only on the grid shape and every
+neighbourhood operation runs with a full overlap, so the result does not depend on the chunking.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy.stats import norm
+from scipy import ndimage
+from scipy.stats import chi2, norm
 
 from ..models import Composite
 from ..types import ANALYSIS_BANDS
 from .composite import MAD_TO_SIGMA
 from .indices import bsi, mndwi, ndbi, ndvi
+
+#: Default per-pixel false-alarm rate of the stand-alone test (Gaussian no-change model). Real
+#: imagery has heavier tails than Gaussian noise, so the realised rate on unchanged ground is higher.
+DEFAULT_FALSE_ALARM_RATE = 1e-6
+#: Default per-pixel level of the neighbourhood-supported test.
+DEFAULT_SUPPORT_LEVEL = 0.03
+#: Default edge (pixels) of the neighbourhood whose majority must agree for the supported test.
+DEFAULT_SUPPORT_SIZE = 9
+#: Default edge of the median filter on the band differences.
+DEFAULT_MEDIAN_SIZE = 3
+#: Share of the neighbourhood that must pass the supported test.
+SUPPORT_SHARE = 0.5
+#: NDVI above which ground counts as densely vegetated (after dark-object subtraction).
+VEGETATED_NDVI = 0.5
+#: MNDWI above which a pixel counts as open water (after dark-object subtraction).
+WATER_MNDWI = 0.0
+#: Percentile of a band taken as its dark-object value.
+DARK_PERCENTILE = 0.1
+#: Percentile of the temporal spread taken as the sensor-noise floor (the quietest pixels).
+NOISE_PERCENTILE = 15.0
+#: Edge of the box over which brightness is averaged for the brightening rule (mixed pixels).
+BRIGHTNESS_BOX = 3
+#: A grid up to this many pixels is sampled whole; larger grids through a lattice of windows.
+FULL_SAMPLE_PIXELS = 768 * 768
+#: Lattice of sample windows (per axis) and their edge in pixels.
+SAMPLE_LATTICE = 3
+SAMPLE_WINDOW = 256
+#: Fewer valid sample pixels than this: sample more densely; none at all: nothing to test.
+MIN_SAMPLE_PIXELS = 500
+#: The denser fallback lattice when clouds hide most of the first sample.
+FALLBACK_LATTICE, FALLBACK_WINDOW = 8, 96
+#: Evidence (-log10 p) is capped here: beyond it, numbers only say "certain".
+MAX_EVIDENCE = 300.0
+
+_K = len(ANALYSIS_BANDS)
+_B03, _B04, _B08, _B11 = (ANALYSIS_BANDS.index(b) for b in ("B03", "B04", "B08", "B11"))
+#: Bands where leaves absorb (chlorophyll in the visible, water in the SWIR).
+_ABSORBING = [ANALYSIS_BANDS.index(b) for b in ("B02", "B03", "B04", "B11", "B12")]
 
 
 @dataclass
@@ -19,17 +98,28 @@ class ChangeLayers:
     """Lazy per-pixel outputs of the change test on one grid (dims y, x)."""
 
     score: xr.DataArray
-    """Confidence 0-1 that the pixel changed; NaN where either date has no valid data."""
+    """Confidence 0-1 that the pixel is a disturbance (0.5 at the decision boundary, rising with
+    the evidence); 0 where the change is implausible as a disturbance, NaN where either date has
+    no valid data."""
     disturbed: xr.DataArray
     """Boolean decision before spatial cleaning."""
     features: xr.Dataset
-    """Per-pixel quantities averaged per patch later (d_ndvi, d_bsi, d_ndbi, after-state ...)."""
+    """Per-pixel quantities averaged per patch later: indices on both dates and their changes
+    (d_ndvi, d_bsi, d_ndbi, d_brightness), the after-state colour (redness_after and its square),
+    the change evidence (-log10 p) and the brightening of the ground (log ratio, > 0 brighter)."""
     threshold: float
-    """Robust z threshold used for the decision."""
+    """Gaussian-equivalent z of the stand-alone per-pixel test (norm.isf(false_alarm_rate))."""
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    """Global statistics estimated from the sample (gains, scales, chi-square fit, offsets)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Features
+# ----------------------------------------------------------------------------------------------
 
 
 def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
-    """Indices on both dates and their differences."""
+    """Indices on both dates, their differences and the after-state colour the classifier uses."""
     feats = {}
     for tag, ds in (("before", before), ("after", after)):
         feats[f"ndvi_{tag}"] = ndvi(ds["B04"], ds["B08"])
@@ -40,7 +130,19 @@ def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
     feats["d_ndvi"] = feats["ndvi_after"] - feats["ndvi_before"]
     feats["d_bsi"] = feats["bsi_after"] - feats["bsi_before"]
     feats["d_ndbi"] = feats["ndbi_after"] - feats["ndbi_before"]
+    feats["d_brightness"] = feats["brightness_after"] - feats["brightness_before"]
+    # visible colour of the after state: soil and rock are red (B04 > B02), concrete is grey
+    visible = (after["B02"] + after["B03"] + after["B04"]) / 3.0
+    feats["redness_after"] = (after["B04"] - after["B02"]) / visible.where(visible > 0)
+    # its square: with the patch mean of both, the patch's colour variety (a mosaic of roofs is
+    # varied, rock or soil is not)
+    feats["redness_after_sq"] = feats["redness_after"] ** 2
     return xr.Dataset({k: v.astype("float32") for k, v in feats.items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# Small robust statistics
+# ----------------------------------------------------------------------------------------------
 
 
 def robust_location_scale(sample: np.ndarray) -> tuple[float, float]:
@@ -53,21 +155,462 @@ def robust_location_scale(sample: np.ndarray) -> tuple[float, float]:
     return med, max(sigma, 1e-6)
 
 
-def detect_change(before: Composite, after: Composite, *, false_alarm_rate: float) -> ChangeLayers:
-    """Change-vector magnitude standardised by robust global statistics."""
-    diffs = {b: (after.bands[b] - before.bands[b]) for b in ANALYSIS_BANDS}
-    z2 = None
-    for band, d in diffs.items():
-        med, sigma = robust_location_scale(np.asarray(d.data[::7, ::7]))
-        term = ((d - med) / sigma) ** 2
-        z2 = term if z2 is None else z2 + term
-    magnitude = np.sqrt(z2)
-    med, sigma = robust_location_scale(np.asarray(magnitude.data[::7, ::7]))
-    z = (magnitude - med) / sigma
-    threshold = float(norm.isf(false_alarm_rate))
-    feats = index_features(before.bands, after.bands)
-    stable_veg = (feats["ndvi_before"] > 0.5) & (feats["ndvi_after"] > 0.5)
-    stable_water = (feats["mndwi_before"] > 0) & (feats["mndwi_after"] > 0)
-    disturbed = (z > threshold) & ~stable_veg & ~stable_water
-    score = (1.0 / (1.0 + np.exp(-(z - threshold)))).astype("float32")
-    return ChangeLayers(score=score, disturbed=disturbed, features=feats, threshold=threshold)
+def robust_correlation(z: np.ndarray) -> np.ndarray:
+    """Gnanadesikan-Kettenring correlation of the rows of `z` (k, n), robust through the MAD."""
+    k = z.shape[0]
+    corr = np.eye(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            s_plus = robust_location_scale(z[i] + z[j])[1] ** 2
+            s_minus = robust_location_scale(z[i] - z[j])[1] ** 2
+            corr[i, j] = corr[j, i] = (s_plus - s_minus) / (s_plus + s_minus)
+    return corr
+
+
+def satterthwaite(corr: np.ndarray) -> tuple[float, float]:
+    """Scale c and degrees of freedom nu with sum(z_i^2) ~ c * chi2(nu) for correlated N(0, 1)."""
+    lam = np.clip(np.linalg.eigvalsh(corr), 0.0, None)
+    total, squares = float(lam.sum()), float((lam**2).sum())
+    if squares <= 0:
+        return 1.0, float(corr.shape[0])
+    return squares / total, total**2 / squares
+
+
+def _tls_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Gain of the orthogonal regression y ~ x through the medians, and the medians."""
+    mx, my = float(np.median(x)), float(np.median(y))
+    cov = np.cov(x - mx, y - my)
+    if not np.all(np.isfinite(cov)) or cov[0, 0] <= 0 or cov[1, 1] <= 0:
+        return 1.0, mx, my
+    _, vecs = np.linalg.eigh(cov)
+    vx, vy = vecs[:, 1]
+    gain = vy / vx if abs(vx) > 1e-12 else 1.0
+    # a gain far from 1 is a failed fit (too little unchanged ground), not a calibration change
+    return (float(gain) if 0.5 <= gain <= 2.0 else 1.0), mx, my
+
+
+def _dark_offsets(flat: np.ndarray) -> np.ndarray:
+    """Dark-object value per band of (band, n) reflectance, not increasing with wavelength."""
+    ok = np.all(np.isfinite(flat), axis=0)
+    if not ok.any():
+        return np.zeros(flat.shape[0])
+    dark = np.percentile(flat[:, ok], DARK_PERCENTILE, axis=1)
+    return np.maximum(np.minimum.accumulate(dark), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-block kernels (numpy); the lazy graph maps them over chunks with enough overlap
+# ----------------------------------------------------------------------------------------------
+
+
+def _median_bands(diff: np.ndarray, size: int) -> np.ndarray:
+    """Median filter of each band of (band, y, x) differences; missing pixels count as 0."""
+    if size <= 1:
+        return diff
+    filled = np.where(np.isfinite(diff), diff, 0.0).astype(np.float32)
+    out = np.empty_like(filled)
+    for i in range(filled.shape[0]):
+        out[i] = ndimage.median_filter(filled[i], size=size, mode="reflect")
+    return np.where(np.isfinite(diff), out, np.nan).astype(np.float32)
+
+
+def _natural_var(sb: np.ndarray, sa: np.ndarray, nb: Any, na: Any) -> np.ndarray:
+    """Within-window variance above the sensor-noise floor, both windows summed (NaN -> 0)."""
+    vb = np.clip(np.nan_to_num(sb) ** 2 - nb**2, 0.0, None)
+    va = np.clip(np.nan_to_num(sa) ** 2 - na**2, 0.0, None)
+    return vb + va
+
+
+def _evidence(q: np.ndarray, scale: float, dof: float) -> np.ndarray:
+    """-log10 of the chi-square tail probability of q / scale."""
+    with np.errstate(invalid="ignore"):
+        ev = -chi2.logsf(q.astype(np.float64) / scale, dof) / np.log(10.0)
+    return np.clip(ev, 0.0, MAX_EVIDENCE).astype(np.float32)
+
+
+def _support_share(passing: np.ndarray, size: int) -> np.ndarray:
+    """Share of the size x size neighbourhood that passes (outside the grid counts as not)."""
+    return ndimage.uniform_filter(passing.astype(np.float32), size=size, mode="constant", cval=0.0)
+
+
+def _surface_state(
+    b: np.ndarray, a: np.ndarray, dark_b: np.ndarray, dark_a: np.ndarray
+) -> np.ndarray:
+    """NDVI, MNDWI, absorbing-band and NIR brightness per date, dark-object corrected (8, y, x)."""
+    bc = np.maximum(b - dark_b[:, None, None], 0.0)
+    ac = np.maximum(a - dark_a[:, None, None], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        layers = [
+            ndvi(bc[_B04], bc[_B08]),
+            ndvi(ac[_B04], ac[_B08]),
+            mndwi(bc[_B03], bc[_B11]),
+            mndwi(ac[_B03], ac[_B11]),
+            bc[_ABSORBING].mean(axis=0),
+            ac[_ABSORBING].mean(axis=0),
+            bc[_B08],
+            ac[_B08],
+        ]
+    return np.stack(layers).astype(np.float32)
+
+
+def _box_brightness(state: np.ndarray, size: int) -> np.ndarray:
+    """Box mean of the brightness layers of `_surface_state` (NaN-aware); indices untouched."""
+    out = state.copy()
+    for i in range(4, state.shape[0]):
+        ok = np.isfinite(state[i])
+        num = ndimage.uniform_filter(np.where(ok, state[i], 0.0), size, mode="nearest")
+        den = ndimage.uniform_filter(ok.astype(np.float32), size, mode="nearest")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i] = np.where(ok, num / den, np.nan)
+    return out
+
+
+def _brightening(state: np.ndarray) -> np.ndarray:
+    """log of the after / before ratio of the geometric mean of absorbing-band and NIR
+    brightness (> 0: the ground got brighter, as when a canopy is removed)."""
+    _, _, _, _, abs_b, abs_a, nir_b, nir_a = state
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = (abs_a * nir_a) / (abs_b * nir_b)
+        return (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
+
+
+def _plausible(state: np.ndarray) -> np.ndarray:
+    """Could a change here be a human disturbance? (see rule 5 of the module doc)
+
+    "Brighter" compares the geometric mean of absorbing-band and NIR brightness, so each side of
+    the red edge weighs the same whatever its absolute level.
+    """
+    ndvi_b, ndvi_a, mndwi_b, mndwi_a, abs_b, abs_a, nir_b, nir_a = state
+    with np.errstate(invalid="ignore"):
+        vegetated_after = ndvi_a > VEGETATED_NDVI
+        water = (mndwi_b > WATER_MNDWI) | (mndwi_a > WATER_MNDWI)
+        not_brighter = abs_a * nir_a <= abs_b * nir_b
+        faded = (ndvi_b > VEGETATED_NDVI) & not_brighter
+    return ~(vegetated_after | water | faded)
+
+
+# ----------------------------------------------------------------------------------------------
+# Global statistics from a bounded sample
+# ----------------------------------------------------------------------------------------------
+
+
+def sample_windows(
+    shape: tuple[int, int], lattice: int | None = None, window: int | None = None
+) -> list[tuple[slice, slice]]:
+    """Windows the global statistics are estimated on: they depend on the grid shape only.
+
+    The whole grid when it is small, else a `lattice` x `lattice` grid of `window`-pixel windows
+    centred on the cells of an even partition of the grid.
+    """
+    height, width = shape
+    lattice = lattice or SAMPLE_LATTICE
+    window = window or SAMPLE_WINDOW
+    if height * width <= FULL_SAMPLE_PIXELS:
+        return [(slice(0, height), slice(0, width))]
+    h, w = min(window, height), min(window, width)
+    out = []
+    for i in range(lattice):
+        for j in range(lattice):
+            r0 = int(round((i + 0.5) * height / lattice - h / 2))
+            c0 = int(round((j + 0.5) * width / lattice - w / 2))
+            r0, c0 = min(max(r0, 0), height - h), min(max(c0, 0), width - w)
+            out.append((slice(r0, r0 + h), slice(c0, c0 + w)))
+    return out
+
+
+@dataclass
+class _Globals:
+    """What the lazy per-pixel test needs from the sample."""
+
+    gain: np.ndarray  # per band: after = my + gain * (before - mx) on unchanged ground
+    mx: np.ndarray
+    my: np.ndarray
+    dark_before: np.ndarray  # dark-object offsets per band
+    dark_after: np.ndarray
+    loc: np.ndarray = field(default_factory=lambda: np.zeros(_K))  # of the filtered difference
+    sigma: np.ndarray = field(default_factory=lambda: np.ones(_K))  # its robust scale
+    noise_before: np.ndarray = field(default_factory=lambda: np.zeros(_K))  # spread noise floor
+    noise_after: np.ndarray = field(default_factory=lambda: np.zeros(_K))
+    use_spread: bool = False
+    chi_scale: float = 1.0
+    chi_dof: float = float(_K)
+
+    def normalised_diff(self, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """The after composite on the before radiometry, minus before (band, ...)."""
+        shape = (-1,) + (1,) * (b.ndim - 1)
+        gain, mx, my = (v.reshape(shape) for v in (self.gain, self.mx, self.my))
+        return (a - my) / gain + mx - b
+
+    def z_scores(
+        self, filtered: np.ndarray, sb: np.ndarray | None, sa: np.ndarray | None
+    ) -> np.ndarray:
+        """Band z-scores of the filtered differences against scene and own variability."""
+        shape = (-1,) + (1,) * (filtered.ndim - 1)
+        centred = filtered - self.loc.reshape(shape)
+        var = self.sigma.reshape(shape) ** 2
+        if self.use_spread and sb is not None and sa is not None:
+            var = var + _natural_var(
+                sb, sa, self.noise_before.reshape(shape), self.noise_after.reshape(shape)
+            )
+        return centred / np.sqrt(var)
+
+    def as_dict(self) -> dict[str, Any]:
+        def per_band(values: np.ndarray, digits: int) -> dict[str, float]:
+            return dict(zip(ANALYSIS_BANDS, np.round(values, digits).tolist(), strict=True))
+
+        return {
+            "gain": per_band(self.gain, 4),
+            "difference_sigma": per_band(self.sigma, 5),
+            "uses_temporal_spread": self.use_spread,
+            "spread_noise_before": per_band(self.noise_before, 5),
+            "spread_noise_after": per_band(self.noise_after, 5),
+            "chi2_scale": round(self.chi_scale, 3),
+            "chi2_dof": round(self.chi_dof, 3),
+            "dark_before": per_band(self.dark_before, 4),
+            "dark_after": per_band(self.dark_after, 4),
+        }
+
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | None:
+    """Normalisation, scales, noise floors, chi-square law and dark offsets from sample windows.
+
+    Each sample is (before, after, spread_before, spread_after) as (band, y, x) arrays. None when
+    the sample holds too few pixels valid on both dates (clouds, no data).
+    """
+
+    def flat(arrs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([x.reshape(_K, -1) for x in arrs], axis=1)
+
+    before = flat([s[0] for s in samples])
+    after = flat([s[1] for s in samples])
+    valid = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
+    b, a = before[:, valid], after[:, valid]
+    if b.shape[1] < MIN_SAMPLE_PIXELS:
+        return None
+
+    # 1. likely-unchanged pixels from the differences, then an orthogonal fit per band, refined
+    gain, mx, my = np.ones(_K), np.zeros(_K), np.zeros(_K)
+    diff = a - b
+    for _ in range(3):
+        z2 = np.zeros(diff.shape[1])
+        for i in range(_K):
+            loc, sig = robust_location_scale(diff[i])
+            z2 += ((diff[i] - loc) / sig) ** 2
+        calm = z2 <= np.median(z2)
+        for i in range(_K):
+            gain[i], mx[i], my[i] = _tls_line(b[i, calm], a[i, calm])
+        diff = (a - my[:, None]) / gain[:, None] + mx[:, None] - b
+    g = _Globals(gain, mx, my, _dark_offsets(before), _dark_offsets(after))
+
+    # 2. the filtered differences as the lazy pass sees them (the filter runs inside each window)
+    filtered = flat([_median_bands(g.normalised_diff(s[0], s[1]), median_size) for s in samples])
+    ok = np.all(np.isfinite(filtered), axis=0)
+    for i in range(_K):
+        g.loc[i], g.sigma[i] = robust_location_scale(filtered[i, ok])
+
+    # 3. own temporal variability, where the composites have it
+    sb = sa = None
+    if all(s[2] is not None and s[3] is not None for s in samples):
+        sb, sa = flat([s[2] for s in samples]), flat([s[3] for s in samples])  # type: ignore[misc]
+        has = np.all(np.isfinite(sb) & np.isfinite(sa), axis=0)
+        if has[ok].mean() > 0.01:
+            g.use_spread = True
+            g.noise_before = np.percentile(sb[:, has], NOISE_PERCENTILE, axis=1)
+            g.noise_after = np.percentile(sa[:, has], NOISE_PERCENTILE, axis=1)
+            sb, sa = sb[:, ok], sa[:, ok]
+
+    # 4. chi-square law of the sum of squares of the correlated z-scores
+    z = g.z_scores(filtered[:, ok], sb, sa)
+    g.chi_scale, g.chi_dof = satterthwaite(robust_correlation(z))
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# The lazy test
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_dask(arr: Any, chunks: Any | None = None) -> da.Array:
+    if isinstance(arr, da.Array):
+        return arr if chunks is None else arr.rechunk(chunks)
+    return da.from_array(np.asarray(arr), chunks=chunks if chunks is not None else 1024)
+
+
+def _cube(ds: xr.Dataset, chunks: Any | None = None) -> da.Array:
+    """(band, y, x) float32 dask array of the analysis bands."""
+    layers = [_as_dask(ds[b].data, chunks).astype(np.float32) for b in ANALYSIS_BANDS]
+    return da.stack(layers).rechunk({0: _K})
+
+
+def _spread_cube(comp: Composite, chunks: Any) -> da.Array | None:
+    if comp.spread is None or any(b not in comp.spread for b in ANALYSIS_BANDS):
+        return None
+    return _cube(comp.spread, chunks)
+
+
+def _sample(
+    cubes: Sequence[da.Array | None], windows: Sequence[tuple[slice, slice]]
+) -> list[Sample]:
+    """The sample windows of each cube, computed in one pass (shared upstream work done once)."""
+    lazy = [[c[:, ys, xs] if c is not None else None for c in cubes] for ys, xs in windows]
+    (computed,) = dask.compute(lazy)
+    return [tuple(part) for part in computed]  # type: ignore[misc]
+
+
+def _globals_for(cubes: Sequence[da.Array | None], median_size: int) -> _Globals:
+    """Global statistics from the sample windows, a denser lattice if clouds hide them, or
+    neutral values when there is no valid pixel to learn from (then every pixel is NaN anyway)."""
+    shape = cubes[0].shape[1:]  # type: ignore[union-attr]
+    for lattice, window in ((SAMPLE_LATTICE, SAMPLE_WINDOW), (FALLBACK_LATTICE, FALLBACK_WINDOW)):
+        g = estimate_globals(_sample(cubes, sample_windows(shape, lattice, window)), median_size)
+        if g is not None:
+            return g
+        if shape[0] * shape[1] <= FULL_SAMPLE_PIXELS:
+            break  # the sample was the whole grid already
+    zeros = np.zeros(_K)
+    return _Globals(np.ones(_K), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy())
+
+
+def _decision(
+    evidence: da.Array,
+    plausible: da.Array,
+    ev_strict: float,
+    ev_loose: float,
+    support_size: int,
+) -> tuple[da.Array, da.Array]:
+    """Two-scale decision and its 0-1 score (0.5 where a pixel just passes)."""
+    strict = (evidence > ev_strict) & plausible
+    ratio = evidence / ev_strict
+    if support_size > 1 and ev_loose < ev_strict:
+        loose = (evidence > ev_loose) & plausible
+        share = da.map_overlap(
+            _support_share,
+            loose,
+            depth=support_size // 2,
+            boundary="none",
+            dtype=np.float32,
+            size=support_size,
+        )
+        disturbed = strict | (loose & (share >= SUPPORT_SHARE))
+        ratio = da.maximum(ratio, da.minimum(evidence / ev_loose, share / SUPPORT_SHARE))
+    else:
+        disturbed = strict
+    score = da.where(plausible, ratio / (1.0 + ratio), 0.0)
+    score = da.where(da.isfinite(evidence), score, np.nan).astype(np.float32)
+    return disturbed & da.isfinite(evidence), score
+
+
+def detect_change(
+    before: Composite,
+    after: Composite,
+    *,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+    support_level: float = DEFAULT_SUPPORT_LEVEL,
+    support_size: int = DEFAULT_SUPPORT_SIZE,
+    median_size: int = DEFAULT_MEDIAN_SIZE,
+    use_spread: bool = True,
+) -> ChangeLayers:
+    """Test every pixel for a disturbance between two composites (lazy; see the module doc).
+
+    `false_alarm_rate` is the per-pixel level for a pixel standing alone; `support_level` the level
+    for a pixel whose `support_size` x `support_size` neighbourhood mostly passes it too (a size of
+    1, or a level not looser than `false_alarm_rate`, turns the supported test off).
+    `use_spread=False` ignores the composites' temporal spread.
+    """
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    if not 0.0 < support_level < 1.0:
+        raise ValueError(f"support_level must be in (0, 1), got {support_level}")
+    median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
+    support_size = max(1, int(support_size)) | 1
+    b_cube = _cube(before.bands)
+    chunks = b_cube.chunks[1:]
+    a_cube = _cube(after.bands, chunks)
+    sb = _spread_cube(before, chunks) if use_spread else None
+    sa = _spread_cube(after, chunks) if use_spread else None
+    if sb is None or sa is None:
+        sb = sa = None
+
+    g = _globals_for([b_cube, a_cube, sb, sa], median_size)
+
+    def block_diff(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return g.normalised_diff(b, a).astype(np.float32)
+
+    def block_evidence(diff: np.ndarray, *spreads: np.ndarray) -> np.ndarray:
+        z = g.z_scores(diff, *spreads) if spreads else g.z_scores(diff, None, None)
+        return _evidence(np.sum(z * z, axis=0), g.chi_scale, g.chi_dof)  # NaN if a band is missing
+
+    diff = da.map_blocks(block_diff, b_cube, a_cube, dtype=np.float32)
+    if median_size > 1:
+        r = median_size // 2
+        diff = da.map_overlap(
+            _median_bands,
+            diff,
+            depth={0: 0, 1: r, 2: r},
+            boundary="none",
+            dtype=np.float32,
+            size=median_size,
+        )
+    spreads = [sb, sa] if g.use_spread and sb is not None and sa is not None else []
+    evidence = da.map_blocks(
+        block_evidence,
+        diff,
+        *spreads,
+        drop_axis=0,
+        dtype=np.float32,
+        meta=np.empty((0, 0), np.float32),
+    )
+
+    state = da.map_blocks(
+        _surface_state,
+        b_cube,
+        a_cube,
+        dtype=np.float32,
+        chunks=((8,), *chunks),
+        dark_b=g.dark_before,
+        dark_a=g.dark_after,
+    )
+    r = BRIGHTNESS_BOX // 2
+    state = da.map_overlap(
+        _box_brightness,
+        state,
+        depth={0: 0, 1: r, 2: r},
+        boundary="none",
+        dtype=np.float32,
+        size=BRIGHTNESS_BOX,
+    )
+    plausible = da.map_blocks(
+        _plausible, state, drop_axis=0, dtype=bool, meta=np.empty((0, 0), bool)
+    )
+
+    ev_strict = float(-np.log10(false_alarm_rate))
+    ev_loose = float(-np.log10(support_level))
+    disturbed, score = _decision(evidence, plausible, ev_strict, ev_loose, support_size)
+
+    coords = {d: before.bands.coords[d] for d in ("y", "x") if d in before.bands.coords}
+    attrs = dict(before.bands.attrs)
+
+    def wrap(arr: da.Array, name: str) -> xr.DataArray:
+        return xr.DataArray(arr, dims=("y", "x"), coords=coords, name=name, attrs=attrs)
+
+    def as_dataset(cube: da.Array) -> xr.Dataset:
+        return xr.Dataset({b: wrap(cube[i], b) for i, b in enumerate(ANALYSIS_BANDS)})
+
+    features = index_features(as_dataset(b_cube), as_dataset(a_cube))
+    features["evidence"] = wrap(evidence, "evidence")
+    features["brightening"] = wrap(
+        da.map_blocks(
+            _brightening, state, drop_axis=0, dtype=np.float32, meta=np.empty((0, 0), np.float32)
+        ),
+        "brightening",
+    )
+    return ChangeLayers(
+        score=wrap(score, "score"),
+        disturbed=wrap(disturbed, "disturbed"),
+        features=features,
+        threshold=float(norm.isf(false_alarm_rate)),
+        diagnostics=g.as_dict() | {"evidence_strict": ev_strict, "evidence_loose": ev_loose},
+    )

@@ -21,7 +21,9 @@ SCL_CIRRUS = 10
 SCL_SNOW = 11
 
 
-def valid_mask(stack: xr.Dataset, bands: Sequence[str], cloud_classes: Sequence[int]) -> xr.DataArray:
+def valid_mask(
+    stack: xr.Dataset, bands: Sequence[str], cloud_classes: Sequence[int]
+) -> xr.DataArray:
     """True where every band has data and, if an SCL band exists, its class is not invalid."""
     valid = None
     for band in bands:

@@ -9,7 +9,6 @@ ground. The painted blobs are the truth.
 from __future__ import annotations
 
 import heapq
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 

@@ -49,9 +49,18 @@ def write_cog(source: Path, target: Path) -> Path:
 
 
 def mask_score_to_patches(
-    score_path: Path, labels: np.ndarray, out_path: Path, *, block_rows: int = 1024
+    score_path: Path,
+    labels: np.ndarray,
+    patch_score: np.ndarray,
+    out_path: Path,
+    *,
+    block_rows: int = 1024,
 ) -> None:
-    """Rewrite a raw score raster so it is 0 outside kept patches (NaN stays nodata)."""
+    """Rewrite a raw score raster for publication: 0 outside kept patches, NaN stays nodata.
+
+    Inside a patch every pixel is change: where its own score is 0 or missing (a filled hole, a
+    closed gap) it takes its patch's score, `patch_score[label]`.
+    """
     with rasterio.open(score_path) as src:
         profile = src.profile.copy()
         with rasterio.open(out_path, "w", **profile) as dst:
@@ -60,6 +69,9 @@ def mask_score_to_patches(
                     0, row, src.width, min(block_rows, src.height - row)
                 )
                 score = src.read(1, window=window)
-                inside = labels[row : row + window.height] > 0
-                score = np.where(np.isnan(score), np.nan, np.where(inside, score, 0.0))
-                dst.write(score.astype(np.float32), 1, window=window)
+                lab = labels[row : row + window.height]
+                inside = lab > 0
+                weak = inside & ~(score > 0)
+                out = np.where(inside, score, np.where(np.isnan(score), np.nan, 0.0))
+                out[weak] = patch_score[lab[weak]]
+                dst.write(out.astype(np.float32), 1, window=window)

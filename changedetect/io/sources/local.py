@@ -34,8 +34,8 @@ from affine import Affine
 from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
 
 from ...config import LocalSourceConfig, SensorConfig
 from ...errors import (

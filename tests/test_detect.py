@@ -1,0 +1,302 @@
+"""The change decision and the patch classifier on small constructed scenes.
+
+Scenes are flat spectra of typical surfaces plus Gaussian sensor noise, wrapped as dask-backed
+composites; each test changes one thing between the dates and checks what the detector makes of
+it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from changedetect.algorithms.classify import classify_patch
+from changedetect.algorithms.detect import (
+    ChangeLayers,
+    detect_change,
+    index_features,
+    sample_windows,
+)
+from changedetect.models import Composite, TimeWindow
+from changedetect.types import ANALYSIS_BANDS, CHANGE_TYPES
+
+# Surface reflectance B02 B03 B04 B08 B11 B12
+FOREST = (0.020, 0.035, 0.020, 0.220, 0.100, 0.045)
+CROP_GREEN = (0.030, 0.070, 0.035, 0.460, 0.210, 0.090)
+SOIL = (0.060, 0.080, 0.110, 0.170, 0.260, 0.210)
+SLASH = (0.060, 0.080, 0.100, 0.170, 0.260, 0.190)
+ROCK = (0.200, 0.240, 0.290, 0.330, 0.400, 0.350)
+BARE = (0.120, 0.150, 0.190, 0.250, 0.330, 0.280)
+WATER = (0.045, 0.055, 0.040, 0.025, 0.008, 0.005)
+TURBID = (0.070, 0.095, 0.090, 0.050, 0.015, 0.010)
+
+SHAPE = (192, 192)
+
+
+def scene(
+    base: tuple[float, ...],
+    shape: tuple[int, int] = SHAPE,
+    patches: list[tuple[np.ndarray, tuple[float, ...]]] | None = None,
+    *,
+    noise: float = 0.006,
+    seed: int = 0,
+) -> np.ndarray:
+    """(band, y, x) reflectance: `base` everywhere, each (mask, spectrum) painted on, plus noise."""
+    cube = np.empty((len(ANALYSIS_BANDS), *shape), dtype=np.float32)
+    cube[:] = np.asarray(base, dtype=np.float32)[:, None, None]
+    for mask, spectrum in patches or []:
+        cube[:, mask] = np.asarray(spectrum, dtype=np.float32)[:, None]
+    rng = np.random.default_rng(seed)
+    return (cube + rng.normal(0.0, noise, cube.shape)).astype(np.float32)
+
+
+def composite(cube: np.ndarray, *, chunks: int = 64, spread: np.ndarray | None = None) -> Composite:
+    """A dask-backed Composite from a (band, y, x) array (spread all NaN unless given)."""
+
+    def dataset(arr: np.ndarray) -> xr.Dataset:
+        return xr.Dataset(
+            {
+                b: (("y", "x"), da.from_array(arr[i], chunks=chunks))
+                for i, b in enumerate(ANALYSIS_BANDS)
+            }
+        )
+
+    if spread is None:
+        spread = np.full(cube.shape, np.nan, dtype=np.float32)
+    count = xr.DataArray(da.ones(cube.shape[1:], dtype="int16", chunks=chunks), dims=("y", "x"))
+    day = dt.date(2024, 5, 1)
+    return Composite(TimeWindow(day, day), dataset(cube), count, [], dataset(spread))
+
+
+def disk(center: tuple[int, int], radius: float, shape: tuple[int, int] = SHAPE) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+def run(before: np.ndarray, after: np.ndarray, **kwargs) -> tuple[ChangeLayers, np.ndarray]:
+    layers = detect_change(composite(before), composite(after), **kwargs)
+    return layers, np.asarray(layers.disturbed.values, dtype=bool)
+
+
+def test_bright_rock_blob_in_forest_is_detected():
+    blob = disk((96, 100), 6)
+    before = scene(FOREST, seed=1)
+    after = scene(FOREST, patches=[(blob, ROCK)], seed=2)
+    layers, disturbed = run(before, after)
+    assert disturbed[blob].mean() > 0.95
+    far_away = ~disk((96, 100), 9)
+    assert disturbed[far_away].sum() == 0
+    score = layers.score.values
+    assert np.all((score >= 0) & (score <= 1))
+    assert np.all(score[disturbed] >= 0.5)  # the decision boundary is score 0.5
+    assert np.mean(score[blob] > 0.9) > 0.8 and np.nanmax(score[far_away]) < 0.5
+
+
+def test_pure_noise_gives_about_the_false_alarm_rate():
+    shape = (384, 384)
+    rates = []
+    for seed in (3, 4):
+        before = scene(BARE, shape, noise=0.01, seed=seed)
+        after = scene(BARE, shape, noise=0.01, seed=seed + 100)
+        _, disturbed = run(before, after, false_alarm_rate=1e-3)
+        rates.append(disturbed.mean())
+    # the 3x3 median makes the tail a little heavier than Gaussian: within a factor of 2.5
+    assert 0.4e-3 < np.mean(rates) < 2.5e-3, rates
+
+
+def test_uniform_gain_and_offset_between_dates_is_not_change():
+    rng = np.random.default_rng(5)
+    patches = [
+        (disk(tuple(rng.integers(20, 172, 2)), rng.uniform(5, 20)), spectrum)
+        for spectrum in (SOIL, ROCK, CROP_GREEN, BARE, SOIL, ROCK)
+    ]
+    before = scene(FOREST, patches=patches, seed=6)
+    after = scene(FOREST, patches=patches, seed=7) * 1.12 + 0.015
+    layers, disturbed = run(before, after)
+    assert disturbed.mean() < 1e-4
+    gains = layers.diagnostics["gain"]
+    assert all(1.05 < g < 1.2 for g in gains.values()), gains
+
+
+def test_greening_of_stable_vegetation_is_not_change():
+    field = np.zeros(SHAPE, bool)
+    field[20:170, 20:90] = True
+    soil = np.zeros(SHAPE, bool)
+    soil[:, 120:] = True
+    before = scene(FOREST, patches=[(soil, BARE)], seed=8)
+    after = scene(FOREST, patches=[(soil, BARE), (field, CROP_GREEN)], seed=9)
+    layers, disturbed = run(before, after)
+    evidence = layers.features["evidence"].values
+    assert np.median(evidence[field]) > -np.log10(1e-6)  # a strong change ...
+    assert not disturbed[field].any()  # ... that is not a disturbance
+
+
+def test_water_to_water_is_not_change():
+    water = np.zeros(SHAPE, bool)
+    water[60:130, :] = True
+    before = scene(FOREST, patches=[(water, WATER)], seed=10)
+    after = scene(FOREST, patches=[(water, TURBID)], seed=11)
+    layers, disturbed = run(before, after)
+    assert np.median(layers.features["evidence"].values[water]) > -np.log10(1e-6)
+    assert not disturbed.any()
+
+
+def test_clearing_is_a_disturbance_but_crop_harvest_is_not():
+    field = np.zeros(SHAPE, bool)
+    field[20:90, 20:170] = True
+    clearing = disk((140, 96), 12)
+    before = scene(FOREST, patches=[(field, CROP_GREEN)], seed=12)
+    after = scene(FOREST, patches=[(field, SOIL), (clearing, SLASH)], seed=13)
+    _, disturbed = run(before, after)
+    assert disturbed[clearing].mean() > 0.95
+    assert disturbed[field].mean() < 0.01
+
+
+def test_own_temporal_spread_absorbs_changes_of_variable_pixels():
+    left, right = disk((96, 50), 15), disk((96, 142), 15)
+    shifted = tuple(v * 1.25 for v in BARE)
+    before = scene(FOREST, patches=[(left, BARE), (right, BARE)], seed=14)
+    after = scene(FOREST, patches=[(left, shifted), (right, shifted)], seed=15)
+    spread = np.full(before.shape, 0.006, dtype=np.float32)  # sensor noise everywhere
+    spread[:, left] = 0.08  # the left field varies a lot inside each window
+    layers = detect_change(composite(before, spread=spread), composite(after, spread=spread))
+    disturbed = layers.disturbed.values
+    assert layers.diagnostics["uses_temporal_spread"]
+    assert disturbed[right].mean() > 0.9
+    assert disturbed[left].mean() < 0.05
+
+
+def test_missing_data_gives_nan_score_and_no_decision():
+    blob = disk((96, 96), 8)
+    before = scene(FOREST, seed=16)
+    after = scene(FOREST, patches=[(blob, ROCK)], seed=17)
+    after[:, :, :30] = np.nan
+    layers, disturbed = run(before, after)
+    score = layers.score.values
+    assert np.isnan(score[:, :30]).all() and not disturbed[:, :30].any()
+    assert np.isfinite(score[:, 40:]).all()
+    assert disturbed[blob].mean() > 0.95
+
+
+def test_no_valid_data_at_all_is_all_nan_not_an_error():
+    before = scene(FOREST, seed=23)
+    after = np.full_like(before, np.nan)
+    layers, disturbed = run(before, after)
+    assert np.isnan(layers.score.values).all() and not disturbed.any()
+
+
+def test_result_does_not_depend_on_chunk_size():
+    shape = (300, 280)
+    rng = np.random.default_rng(18)
+    patches = [
+        (disk(tuple(rng.integers(10, 270, 2)), rng.uniform(3, 12), shape), spectrum)
+        for spectrum in (ROCK, SOIL, SLASH, BARE, ROCK, WATER)
+    ]
+    before = scene(FOREST, shape, seed=19)
+    after = scene(FOREST, shape, patches=patches, seed=20)
+    out = []
+    for chunks in (64, 256):
+        layers = detect_change(composite(before, chunks=chunks), composite(after, chunks=chunks))
+        assert layers.disturbed.data.chunks[0][0] == min(chunks, shape[0])
+        out.append((layers.disturbed.values, layers.score.values, layers.features.compute()))
+    (d64, s64, f64), (d256, s256, f256) = out
+    assert d64.any()
+    np.testing.assert_array_equal(d64, d256)
+    np.testing.assert_allclose(s64, s256, rtol=1e-5, atol=1e-6)
+    for name in f64.data_vars:
+        np.testing.assert_allclose(f64[name].values, f256[name].values, rtol=1e-5, atol=1e-6)
+
+
+def test_only_a_bounded_sample_is_computed_eagerly():
+    shape, chunk = (2048, 2048), 256
+    computed: set[tuple[int, int, int]] = set()
+    lock = threading.Lock()
+
+    def block(seed: int, block_info=None) -> np.ndarray:  # noqa: ANN001 - dask's block_info
+        (r0, r1), (c0, c1) = block_info[None]["array-location"][1:]
+        with lock:
+            computed.add((seed, r0, c0))
+        rng = np.random.default_rng([seed, r0, c0])
+        base = np.asarray(FOREST, dtype=np.float32)[:, None, None]
+        return (base + rng.normal(0, 0.006, (6, r1 - r0, c1 - c0))).astype(np.float32)
+
+    def lazy(seed: int) -> Composite:
+        cube = da.map_blocks(
+            block, seed, dtype=np.float32, chunks=((6,), (chunk,) * 8, (chunk,) * 8)
+        )
+        ds = xr.Dataset({b: (("y", "x"), cube[i]) for i, b in enumerate(ANALYSIS_BANDS)})
+        day = dt.date(2024, 5, 1)
+        return Composite(TimeWindow(day, day), ds, None, [], None)
+
+    layers = detect_change(lazy(1), lazy(2))
+    windows = sample_windows(shape)
+    assert sum((ys.stop - ys.start) * (xs.stop - xs.start) for ys, xs in windows) < 0.2 * 2048**2
+    sampled = {(r0, c0) for _, r0, c0 in computed}
+    # only the blocks under the sample windows were computed (each window spans <= 2 x 2 blocks)
+    assert 0 < len(sampled) <= 4 * len(windows) < 64
+    computed.clear()
+    corner = layers.disturbed[:chunk, :chunk].values
+    assert corner.shape == (chunk, chunk) and not corner.any()
+    # chained neighbourhood filters reach into neighbouring blocks, and no further
+    assert max(max(r0, c0) for _, r0, c0 in computed) <= 2 * chunk
+
+
+def test_index_features_include_what_the_classifier_reads():
+    before = composite(scene(FOREST, seed=21)).bands
+    after = composite(scene(ROCK, seed=22)).bands
+    feats = index_features(before, after)
+    for name in ("d_ndvi", "d_bsi", "d_ndbi", "ndvi_before", "ndvi_after", "redness_after"):
+        assert name in feats
+    assert float(feats["d_ndvi"].mean()) < -0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifier on typical per-patch means
+# ----------------------------------------------------------------------------------------------
+
+
+def _means(ndvi_b: float, ndvi_a: float, redness: float, redness_std: float, **extra: float):
+    stats = {
+        "ndvi_before": ndvi_b,
+        "ndvi_after": ndvi_a,
+        "d_ndvi": ndvi_a - ndvi_b,
+        "redness_after": redness,
+        "redness_after_sq": redness**2 + redness_std**2,
+        "mndwi_after": -0.3,
+        "brightening": 0.3,
+    }
+    stats.update(extra)
+    return stats
+
+
+@pytest.mark.parametrize(
+    ("stats", "expected"),
+    [
+        # forest -> fresh limestone / reddish spoil: bare, reddish, uniform hue
+        (_means(0.78, 0.10, 0.30, 0.04), "quarry"),
+        (_means(0.75, 0.12, 0.65, 0.05), "quarry"),
+        # meadow -> concrete and grey roofs: bare, grey
+        (_means(0.75, 0.12, 0.10, 0.30), "construction"),
+        # building site with red roofs and spoil among concrete: reddish on average, varied hue
+        (_means(0.73, 0.13, 0.30, 0.36), "construction"),
+        # bare field -> built: no canopy before, grey now
+        (_means(0.28, 0.08, 0.13, 0.25), "construction"),
+        # forest -> slash and soil: some NDVI left, ground got brighter
+        (_means(0.79, 0.34, 0.41, 0.05, brightening=0.35), "vegetation_loss"),
+        # bright green crop -> stubble or ploughed soil: NDVI lost, ground not brighter
+        (_means(0.78, 0.25, 0.50, 0.05, brightening=-0.25), "other"),
+        # cropland greening up
+        (_means(0.30, 0.70, 0.05, 0.05), "other"),
+        (_means(0.30, 0.45, 0.48, 0.05), "other"),
+        # nothing usable
+        ({"ndvi_before": float("nan"), "ndvi_after": 0.1}, "other"),
+    ],
+)
+def test_classify_patch_types(stats, expected):
+    assert classify_patch(stats) == expected
+    assert classify_patch(stats) in CHANGE_TYPES
