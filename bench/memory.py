@@ -128,7 +128,16 @@ def step_pipeline(before: Path, after: Path, out: Path) -> None:
     from changedetect.cli import main
 
     code = main(
-        ["compare", str(before), str(after), "--out", str(out), "--quiet", "--chunk-size", "2048"]
+        [
+            "compare",
+            str(before),
+            str(after),
+            "--out",
+            str(out),
+            "--quiet",
+            "--chunk-size",
+            os.environ.get("BENCH_CHUNK", "1024"),
+        ]
     )
     if code != 0:
         raise SystemExit(code)

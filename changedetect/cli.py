@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -202,7 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: GDAL's block cache defaults to 5 % of RAM per process and is fixed on first use; memory should
+#: depend on the chunk size instead, so the command line caps it before any raster is opened.
+GDAL_CACHEMAX_MB = "256"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHEMAX_MB)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)

@@ -21,7 +21,13 @@ from .algorithms.classify import classify_patch
 from .algorithms.composite import composite
 from .algorithms.detect import ChangeLayers, detect_change
 from .algorithms.masking import valid_mask
-from .algorithms.patches import build_patches, clean_mask_lazy, label_patches, patch_statistics
+from .algorithms.patches import (
+    build_patches,
+    clean_mask,
+    core_mask,
+    label_patches,
+    patch_statistics,
+)
 from .config import DetectionConfig, LocalSourceConfig, RunConfig, SyntheticSourceConfig
 from .errors import ConfigError, NoValidDataError, SourceError
 from .execute import run_pass
@@ -41,7 +47,6 @@ Progress = Callable[[str], None]
 #: Morphological cleaning radius in pixels (a 3x3 disk): bridges one-pixel gaps, and a patch must
 #: hold at least one pixel whose whole disk is changed (drops lines and speckle).
 CLEAN_RADIUS = 1
-CORE = "_core"
 
 
 @dataclass(frozen=True)
@@ -189,19 +194,19 @@ def analyse(
     valid_both = (before.valid_count >= det.min_valid_observations) & (
         after.valid_count >= det.min_valid_observations
     )
-    cleaned, core = clean_mask_lazy(
-        (layers.disturbed & valid_both).data.astype(bool), radius=CLEAN_RADIUS
-    )
+    # the gather stays chunk-local (decision and features of one chunk), so dask can release each
+    # chunk's features as soon as it is gathered; cleaning needs neighbours and runs afterwards on
+    # the gathered one-byte mask
+    decision = (layers.disturbed & valid_both).data.astype(bool)
     feature_arrays = {name: layers.features[name].data for name in layers.features.data_vars}
     feature_arrays["score"] = layers.score.data
-    feature_arrays[CORE] = core.astype(np.float32)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
         gathered = run_pass(
             grid,
-            cleaned,
+            decision,
             valid_both.data,
             feature_arrays,
             layers.score.data.astype(np.float32),
@@ -220,12 +225,12 @@ def analyse(
         min_pixels = max(1, int(np.ceil(det.min_area_m2 / px_area - 1e-9)))
         mask = np.zeros(grid.height * grid.width, dtype=bool)
         mask[gathered.flat_index] = True
-        seeds = np.zeros(grid.height * grid.width, dtype=bool)
-        seeds[gathered.flat_index[gathered.values.pop(CORE) > 0]] = True
+        closed = clean_mask(mask.reshape(grid.shape), radius=CLEAN_RADIUS)
+        del mask
         labels, n = label_patches(
-            mask.reshape(grid.shape), min_pixels=min_pixels, seeds=seeds.reshape(grid.shape)
+            closed, min_pixels=min_pixels, seeds=core_mask(closed, radius=CLEAN_RADIUS)
         )
-        del mask, seeds
+        del closed
         stats = patch_statistics(labels, n, gathered.flat_index, gathered.values)
         pixel_counts = np.bincount(labels.ravel(), minlength=n + 1)
         patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)

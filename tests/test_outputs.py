@@ -151,4 +151,5 @@ def test_rerun_is_idempotent(tmp_path, quarry_result):
     paint(after, ((yy - 70) ** 2 + (xx - 64) ** 2) < 20**2, ROCK)
     again = run_scene(tmp_path, before, after, grid, chunk=100)
     assert again.clues[0].clue_id == result.clues[0].clue_id
+    assert again.clues[0].area_m2 == result.clues[0].area_m2  # same patch whatever the chunking
     assert len(json.loads(first)["features"]) == 1

@@ -1,14 +1,10 @@
-import dask.array as da
 import numpy as np
 import pytest
 from affine import Affine
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from changedetect.algorithms.patches import (
     build_patches,
     clean_mask,
-    clean_mask_lazy,
     core_mask,
     label_patches,
     patch_statistics,
@@ -23,21 +19,10 @@ def blob_mask(shape=(120, 120)):
     return mask
 
 
-@settings(max_examples=25, deadline=None)
-@given(chunk=st.integers(min_value=7, max_value=64), seed=st.integers(0, 10_000))
-def test_lazy_cleaning_matches_whole_array(chunk, seed):
-    rng = np.random.default_rng(seed)
-    mask = rng.random((90, 90)) > 0.6
-    expected = clean_mask(mask)
-    closed, core = clean_mask_lazy(da.from_array(mask, chunks=chunk))
-    np.testing.assert_array_equal(closed.compute(), expected)
-    np.testing.assert_array_equal(core.compute(), core_mask(expected))
-
-
-def test_patch_crossing_chunk_borders_is_one_patch():
+def test_one_disk_is_one_patch_speckle_and_small_dropped():
     mask = blob_mask()
-    closed, core = clean_mask_lazy(da.from_array(mask, chunks=25))  # chunk < patch
-    labels, n = label_patches(closed.compute(), min_pixels=10, seeds=core.compute())
+    closed = clean_mask(mask)
+    labels, n = label_patches(closed, min_pixels=10, seeds=core_mask(closed))
     assert n == 1
     area = np.count_nonzero(labels == 1)
     assert area == pytest.approx(np.pi * 30**2, rel=0.03)

@@ -38,6 +38,7 @@ neighbourhood operation runs with a full overlap, so the result does not depend 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,8 +211,29 @@ def _median_bands(diff: np.ndarray, size: int) -> np.ndarray:
     filled = np.where(np.isfinite(diff), diff, 0.0).astype(np.float32)
     out = np.empty_like(filled)
     for i in range(filled.shape[0]):
-        out[i] = ndimage.median_filter(filled[i], size=size, mode="reflect")
+        if size == 3:
+            out[i] = median3x3(filled[i])
+        else:
+            out[i] = ndimage.median_filter(filled[i], size=size, mode="reflect")
     return np.where(np.isfinite(diff), out, np.nan).astype(np.float32)
+
+
+def median3x3(image: np.ndarray) -> np.ndarray:
+    """3x3 median with mirrored edges (as scipy's mode="reflect"), by a 19-exchange sorting
+    network on shifted views: several times faster than a general rank filter."""
+    padded = np.pad(image, 1, mode="symmetric")
+    h, w = image.shape
+    p = [padded[r : r + h, c : c + w] for r in range(3) for c in range(3)]
+
+    def op(i: int, j: int) -> None:
+        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
+
+    for i, j in (
+        (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+        (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+    ):  # fmt: skip
+        op(i, j)
+    return p[4]
 
 
 def _natural_var(sb: np.ndarray, sa: np.ndarray, nb: Any, na: Any) -> np.ndarray:
@@ -222,10 +244,22 @@ def _natural_var(sb: np.ndarray, sa: np.ndarray, nb: Any, na: Any) -> np.ndarray
 
 
 def _evidence(q: np.ndarray, scale: float, dof: float) -> np.ndarray:
-    """-log10 of the chi-square tail probability of q / scale."""
+    """-log10 of the chi-square tail probability of q / scale.
+
+    Interpolated in a table of the exact function (smooth and monotone; the table is dense where it
+    bends), since evaluating the incomplete gamma function per pixel dominates the run time."""
+    grid, table = _evidence_table(round(dof, 6))
     with np.errstate(invalid="ignore"):
-        ev = -chi2.logsf(q.astype(np.float64) / scale, dof) / np.log(10.0)
-    return np.clip(ev, 0.0, MAX_EVIDENCE).astype(np.float32)
+        ev = np.interp(q / np.float32(scale), grid, table, right=MAX_EVIDENCE)
+    return np.where(np.isfinite(q), ev, np.nan).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _evidence_table(dof: float) -> tuple[np.ndarray, np.ndarray]:
+    q_max = float(chi2.isf(10.0**-MAX_EVIDENCE, dof))
+    grid = np.linspace(0.0, np.sqrt(q_max), 8192) ** 2
+    table = np.clip(-chi2.logsf(grid, dof) / np.log(10.0), 0.0, MAX_EVIDENCE)
+    return grid, table
 
 
 def _support_share(passing: np.ndarray, size: int) -> np.ndarray:

@@ -1,15 +1,13 @@
 """From a per-pixel change decision to patches: clean, label, size filter, polygonise, measure.
 
-The decision arrives lazily in chunks; cleaning is a neighbourhood operation done per chunk with
-enough overlap to be exact, and labelling is done on the gathered (one byte per pixel) mask so a
-patch that crosses chunk borders comes out whole.
+The decision is computed lazily in chunks and gathered into a one-byte-per-pixel mask; cleaning
+and labelling run on that whole mask, so a patch that crosses chunk borders comes out whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import dask.array as da
 import numpy as np
 from affine import Affine
 from rasterio import features as rio_features
@@ -38,21 +36,6 @@ def core_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
     if radius < 1:
         return mask.astype(bool)
     return ndimage.binary_erosion(mask, structure=morphology.disk(radius), border_value=0)
-
-
-def clean_mask_lazy(mask: da.Array, *, radius: int = 1) -> tuple[da.Array, da.Array]:
-    """(closed mask, core seeds) per chunk with enough overlap to match the whole-array result."""
-    mask = mask.astype(bool)
-    if radius < 1:
-        return mask, mask
-    # a closing chains a dilation and an erosion of `radius`; one pixel of margin on top
-    closed = da.map_overlap(
-        clean_mask, mask, depth=2 * radius + 1, boundary="none", dtype=bool, radius=radius
-    )
-    core = da.map_overlap(
-        core_mask, closed, depth=radius + 1, boundary="none", dtype=bool, radius=radius
-    )
-    return closed, core
 
 
 def label_patches(
