@@ -38,7 +38,7 @@ from .io.sinks.rasters import mask_score_to_patches, write_cog
 from .io.sources.base import ImagerySource
 from .io.zones import ZoneIndex, load_zones
 from .models import AoiResult, Composite, GridSpec, Patch, PatchClue, TimeWindow
-from .types import ANALYSIS_BANDS
+from .types import ANALYSIS_BANDS, ConfidenceLevel, Priority
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def analyse(
     return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches)
 
 
-def confidence_level(confidence: float) -> str:
+def confidence_level(confidence: float) -> ConfidenceLevel:
     if confidence >= 0.8:
         return "high"
     if confidence >= 0.5:
@@ -257,7 +257,7 @@ def confidence_level(confidence: float) -> str:
     return "low"
 
 
-def priority_for(change_type: str, tier: str | None, in_zone: bool) -> str:
+def priority_for(change_type: str, tier: str | None, in_zone: bool) -> Priority:
     """Extraction and building inside a core zone come first; non-anthropogenic change last."""
     severe = change_type in ("quarry", "construction")
     if in_zone and tier is not None and "core" in tier.lower():

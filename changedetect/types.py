@@ -2,8 +2,6 @@
 
 from typing import Literal
 
-BandName = Literal["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
-
 #: Reflectance bands the analysis uses, in Sentinel-2 naming.
 ANALYSIS_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B11", "B12")
 
@@ -11,7 +9,5 @@ ChangeType = Literal["quarry", "construction", "vegetation_loss", "other"]
 CHANGE_TYPES: tuple[str, ...] = ("quarry", "construction", "vegetation_loss", "other")
 
 ConfidenceLevel = Literal["low", "medium", "high"]
-
-SourceKind = Literal["synthetic", "local"]
 
 Priority = Literal["low", "normal", "high", "urgent"]

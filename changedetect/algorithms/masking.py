@@ -34,8 +34,3 @@ def valid_mask(
     if "SCL" in stack:
         valid = valid & ~stack["SCL"].isin(list(cloud_classes))
     return valid.rename("valid")
-
-
-def water_mask_scl(scl: xr.DataArray) -> xr.DataArray:
-    """True where SCL says water."""
-    return scl == SCL_WATER
