@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -114,7 +115,92 @@ class LocalSourceConfig(_Model):
     """Regular expression whose first group is the acquisition date YYYYMMDD in the entry name."""
 
 
-SourceConfig = Annotated[SyntheticSourceConfig | LocalSourceConfig, Field(discriminator="kind")]
+class RemoteSourceConfig(_Model):
+    """What every networked source shares: the download cache and how hard to push the service."""
+
+    cache_dir: Path = Path("cache")
+    """Fetched imagery is kept here as COGs; a second run over the same window reads it from here."""
+    max_cloud_cover: float = Field(default=60.0, ge=0.0, le=100.0)
+    """Acquisitions whose scene cloud cover (percent) is above this are not fetched."""
+    max_concurrent_requests: int = Field(default=4, ge=1, le=32)
+    """Requests in flight at once."""
+    requests_per_second: float = Field(default=5.0, gt=0.0)
+    """Upper bound on the request rate, whatever the concurrency."""
+    max_retries: int = Field(default=5, ge=0, le=20)
+    """Retries of a request that got HTTP 429, a 5xx, a timeout or a broken body."""
+    timeout_s: float = Field(default=120.0, gt=0.0)
+    """Timeout of every HTTP call, in seconds."""
+
+
+class SentinelHubSourceConfig(RemoteSourceConfig):
+    """Sentinel-2 through the Sentinel Hub Catalog and Process APIs (sentinel-hub.com or CDSE).
+
+    Credentials never go here: they come from SH_CLIENT_ID / SH_CLIENT_SECRET in the environment or
+    from the Prefect secret blocks named below."""
+
+    kind: Literal["sentinelhub"] = "sentinelhub"
+    base_url: str = "https://services.sentinel-hub.com"
+    """Service root; https://sh.dataspace.copernicus.eu for the Copernicus Data Space Ecosystem.
+    The SH_BASE_URL environment variable overrides it."""
+    token_url: str | None = None
+    """OAuth token endpoint; None: the one that belongs to `base_url`. SH_TOKEN_URL overrides it."""
+    collection: Literal["sentinel-2-l2a", "sentinel-2-l1c"] = "sentinel-2-l2a"
+    """Data collection to search and fetch."""
+    sample_type: Literal["UINT16", "FLOAT32"] = "UINT16"
+    """Pixel type requested from the Process API (UINT16 is half the bytes)."""
+    max_tile_px: int = Field(default=2500, ge=64, le=2500)
+    """Largest request edge in pixels (the Process API allows 2500)."""
+    client_id_block: str | None = None
+    """Name of a Prefect Secret block holding the client id (used when SH_CLIENT_ID is unset)."""
+    client_secret_block: str | None = None
+    """Name of a Prefect Secret block holding the client secret (when SH_CLIENT_SECRET is unset)."""
+
+
+class StacSourceConfig(RemoteSourceConfig):
+    """Any STAC API (Earth Search, Planetary Computer, a private catalog) via pystac-client and
+    odc-stac."""
+
+    kind: Literal["stac"] = "stac"
+    url: str
+    """STAC API root, e.g. https://earth-search.aws.element84.com/v1."""
+    collection: str = "sentinel-2-l2a"
+    """Collection id in that catalog."""
+    assets: dict[str, str] = {
+        "B02": "blue",
+        "B03": "green",
+        "B04": "red",
+        "B08": "nir",
+        "B11": "swir16",
+        "B12": "swir22",
+        "SCL": "scl",
+    }
+    """Band name -> asset key in this catalog (the default is Earth Search's sentinel-2-l2a)."""
+    cloud_cover_property: str = "eo:cloud_cover"
+    """Item property holding the scene cloud cover in percent."""
+    signer: str | None = None
+    """Request signing hook as `module:function` taking and returning a pystac Item (e.g.
+    `planetary_computer:sign`); None: assets are read as they are."""
+
+    @field_validator("assets")
+    @classmethod
+    def _known_asset_bands(cls, assets: dict[str, str]) -> dict[str, str]:
+        unknown = [b for b in assets if b not in KNOWN_BANDS or b == "SKIP"]
+        if unknown:
+            raise ValueError(f"unknown band name(s) {unknown}; allowed: {', '.join(KNOWN_BANDS)}")
+        return assets
+
+    @field_validator("signer")
+    @classmethod
+    def _signer_form(cls, signer: str | None) -> str | None:
+        if signer is not None and not re.fullmatch(r"[\w.]+:[\w.]+", signer):
+            raise ValueError(f"signer {signer!r} must look like module:function")
+        return signer
+
+
+SourceConfig = Annotated[
+    SyntheticSourceConfig | LocalSourceConfig | SentinelHubSourceConfig | StacSourceConfig,
+    Field(discriminator="kind"),
+]
 
 
 class AoiConfig(_Model):
@@ -267,6 +353,10 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     updates: dict[str, Any] = {}
     if isinstance(config.source, LocalSourceConfig):
         updates["source"] = config.source.model_copy(update={"path": resolve(config.source.path)})
+    if isinstance(config.source, RemoteSourceConfig):
+        updates["source"] = config.source.model_copy(
+            update={"cache_dir": resolve(config.source.cache_dir)}
+        )
     if config.zones is not None:
         updates["zones"] = config.zones.model_copy(update={"path": resolve(config.zones.path)})
     return config.model_copy(update=updates)

@@ -31,3 +31,11 @@ class NoValidDataError(ChangeDetectError):
 
 class SinkError(ChangeDetectError):
     """An output could not be written."""
+
+
+class CredentialsError(SourceError):
+    """A networked source has no credentials, or the service rejected them."""
+
+
+class RemoteServiceError(SourceError):
+    """An imagery service kept failing (HTTP errors, timeouts, broken replies) after its retries."""
