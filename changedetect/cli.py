@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
@@ -37,6 +38,9 @@ def _progress_bar(enabled: bool):  # noqa: ANN202 - a context manager
 
 def _print_results(results: Sequence) -> None:
     for result in results:
+        if result.note is not None:
+            print(f"{result.aoi}: {result.note}")
+            continue
         counts = result.counts_by_type()
         by_type = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
         print(f"{result.aoi}: {len(result.clues)} clues ({by_type})")
@@ -54,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = config.model_copy(update={"zones": zones})
     start = time.perf_counter()
     with _progress_bar(not args.quiet):
-        results = run(config, progress=log.info)
+        results = run(config, progress=log.info, incremental=False)
     elapsed = time.perf_counter() - start
     _print_results(results)
     score = score_against_truth(config, results[0])
@@ -137,9 +141,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"output": config.output.model_copy(update={"dir": Path(args.out)})}
         )
     with _progress_bar(not args.quiet):
-        results = run(config, progress=log.info)
+        results = run(
+            config,
+            progress=log.info,
+            since=args.since,
+            until=args.until,
+            incremental=not args.full,
+        )
     _print_results(results)
     return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run what a YAML config says, for every AOI")
     run.add_argument("--config", required=True, help="YAML run configuration")
     run.add_argument("--out", help="override output.dir")
+    run.add_argument(
+        "--since",
+        type=_date,
+        help="start of the after window (YYYY-MM-DD); analyses from there whatever ran before",
+    )
+    run.add_argument("--until", type=_date, help="end of the after window (YYYY-MM-DD)")
+    run.add_argument(
+        "--full",
+        action="store_true",
+        help="analyse the whole after window, not only acquisitions newer than the last run",
+    )
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -290,6 +290,12 @@ class OutputConfig(_Model):
     """Write before/after PNG chips per clue."""
     chip_size: int = Field(default=128, ge=32, le=1024)
     """Chip edge in pixels."""
+    state_file: Path | None = None
+    """Run state (newest acquisition analysed per AOI) for incremental runs; None: state.json in
+    `dir`."""
+
+    def state_path(self) -> Path:
+        return self.state_file if self.state_file is not None else self.dir / "state.json"
 
 
 class RunConfig(_Model):
@@ -356,6 +362,10 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     if isinstance(config.source, RemoteSourceConfig):
         updates["source"] = config.source.model_copy(
             update={"cache_dir": resolve(config.source.cache_dir)}
+        )
+    if config.output.state_file is not None:
+        updates["output"] = config.output.model_copy(
+            update={"state_file": resolve(config.output.state_file)}
         )
     if config.zones is not None:
         updates["zones"] = config.zones.model_copy(update={"path": resolve(config.zones.path)})

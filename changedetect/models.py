@@ -189,6 +189,8 @@ class AoiResult:
     files: dict[str, Path]
     grid: GridSpec
     patches: list[Patch] = field(default_factory=list)
+    note: str | None = None
+    """Why the AOI produced nothing this time (e.g. no new acquisition), None when it ran."""
 
     def counts_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}

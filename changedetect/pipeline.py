@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -12,32 +13,41 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from pyproj.geod import Geod
 
 from .algorithms.classify import classify_patch
 from .algorithms.composite import composite
-from .algorithms.detect import ChangeLayers, detect_change
+from .algorithms.detect import prepare_change_test
 from .algorithms.masking import valid_mask
 from .algorithms.patches import (
     build_patches,
     clean_mask,
     core_mask,
+    label_counts,
     label_patches,
     patch_statistics,
+    relabel,
 )
-from .config import DetectionConfig, LocalSourceConfig, RunConfig, SyntheticSourceConfig
+from .config import (
+    DetectionConfig,
+    LocalSourceConfig,
+    RunConfig,
+    SentinelHubSourceConfig,
+    StacSourceConfig,
+    SyntheticSourceConfig,
+)
 from .errors import ConfigError, NoValidDataError, SourceError
 from .execute import run_pass
 from .grids import WGS84, grid_for_aoi, pixel_area_m2, reproject_geometry
-from .io.sinks.chips import reflectance_to_byte, write_chips
+from .io.sinks.chips import write_chips
 from .io.sinks.geojson import write_clues_geojson
 from .io.sinks.rasters import mask_score_to_patches, write_cog
 from .io.sources.base import ImagerySource
 from .io.zones import ZoneIndex, load_zones
 from .models import AoiResult, Composite, GridSpec, Patch, PatchClue, TimeWindow
+from .state import AoiState, RunState
 from .types import ANALYSIS_BANDS, ConfidenceLevel, Priority
 
 log = logging.getLogger(__name__)
@@ -75,6 +85,14 @@ def make_source(config: RunConfig) -> ImagerySource:
         from .io.sources.local import LocalSource
 
         return LocalSource(config.source, config.sensor)
+    if isinstance(config.source, StacSourceConfig):
+        from .io.sources.stac import StacSource
+
+        return StacSource(config.source, config.sensor)
+    if isinstance(config.source, SentinelHubSourceConfig):
+        from .io.sources.sentinelhub import SentinelHubSource
+
+        return SentinelHubSource(config.source, config.sensor)
     raise ConfigError(f"unsupported source kind {config.source!r}")  # pragma: no cover
 
 
@@ -93,14 +111,40 @@ def plan_grid(config: RunConfig, aoi_index: int, source: ImagerySource) -> GridS
     )
 
 
-def run(config: RunConfig, *, progress: Progress | None = None) -> list[AoiResult]:
-    """Every AOI of the config, one after the other; the first failure stops the run."""
+def run(
+    config: RunConfig,
+    *,
+    progress: Progress | None = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    incremental: bool = True,
+) -> list[AoiResult]:
+    """Every AOI of the config, one after the other; the first failure stops the run.
+
+    `since` / `until` replace the after window's start / end. Unless `since` is given or
+    `incremental` is off, an AOI analyses only after-window acquisitions newer than the newest one
+    its last successful run analysed (kept in the run state file), and is skipped when there is none.
+    """
     source = make_source(config)
     zones = ZoneIndex(load_zones(config.zones)) if config.zones is not None else None
+    after = config.after.to_window()
+    after = TimeWindow(since or after.start, until or after.end)
+    if after.end < after.start:
+        raise ConfigError(f"--since {after.start} is after --until {after.end}")
+    state = RunState(config.output.state_path()) if incremental and since is None else None
     results = []
     for index in range(len(config.aois)):
-        results.append(run_aoi(config, index, source, zones=zones, progress=progress))
+        results.append(
+            run_aoi(config, index, source, zones=zones, progress=progress, after=after, state=state)
+        )
     return results
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """Naive UTC, so acquisition times from any source compare."""
+    if when.tzinfo is not None:
+        return when.astimezone(dt.UTC).replace(tzinfo=None)
+    return when
 
 
 def run_aoi(
@@ -110,18 +154,32 @@ def run_aoi(
     *,
     zones: ZoneIndex | None = None,
     progress: Progress | None = None,
+    after: TimeWindow | None = None,
+    state: RunState | None = None,
 ) -> AoiResult:
-    """One AOI end to end: search, load, analyse, publish."""
+    """One AOI end to end: search, load, analyse, publish; then record it in `state`."""
     say = progress or log.info
     aoi = config.aois[aoi_index]
     grid = plan_grid(config, aoi_index, source)
-    before_w, after_w = config.before.to_window(), config.after.to_window()
+    before_w, after_w = config.before.to_window(), after or config.after.to_window()
     say(f"[{aoi.name}] grid {grid.width}x{grid.height} px at {grid.resolution:g} ({grid.crs.name})")
-    before_acq = source.search(grid, before_w)
     after_acq = source.search(grid, after_w)
+    previous = state.get(aoi.name) if state is not None else None
+    if previous is not None:
+        seen = _utc(previous.last_acquisition)
+        after_acq = [a for a in after_acq if _utc(a.datetime) > seen]
+        if not after_acq:
+            note = (
+                f"no new acquisition after {seen:%Y-%m-%d %H:%M} (last analysed) in the after "
+                f"window {after_w.start}..{after_w.end}; nothing to do"
+            )
+            say(f"[{aoi.name}] {note}")
+            return AoiResult(aoi.name, Path(previous.out_dir), [], {}, grid, note=note)
+    before_acq = source.search(grid, before_w)
     say(
         f"[{aoi.name}] {len(before_acq)} acquisitions before "
         f"({before_w.start}..{before_w.end}), {len(after_acq)} after ({after_w.start}..{after_w.end})"
+        + (" not analysed before" if previous is not None else "")
     )
     for tag, acqs, window in (("before", before_acq, before_w), ("after", after_acq, after_w)):
         if not acqs:
@@ -132,8 +190,10 @@ def run_aoi(
     chunk = config.detection.chunk_size
     before_stack = source.load(before_acq, bands, grid, chunk)
     after_stack = source.load(after_acq, bands, grid, chunk)
-    out_dir = Path(config.output.dir) / aoi.name
-    return analyse(
+    newest = max(_utc(a.datetime) for a in after_acq)
+    # one folder per newest acquisition: a night's clues are never overwritten by the next night's
+    out_dir = Path(config.output.dir) / aoi.name / f"{newest:%Y%m%d}"
+    result = analyse(
         before_stack,
         after_stack,
         grid,
@@ -145,6 +205,10 @@ def run_aoi(
         limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
         progress=say,
     )
+    if state is not None:
+        finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        state.record(aoi.name, AoiState(newest, finished, len(result.clues), str(out_dir)))
+    return result
 
 
 def composite_of(stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions) -> Composite:
@@ -155,14 +219,6 @@ def composite_of(stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions
     det = options.detection
     valid = valid_mask(stack, ANALYSIS_BANDS, det.cloud_classes)
     return composite(stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations)
-
-
-def _rgb_bytes(before: Composite, after: Composite) -> da.Array:
-    layers = []
-    for comp in (before, after):
-        for band in ("B04", "B03", "B02"):
-            layers.append(comp.bands[band].data)
-    return da.map_blocks(reflectance_to_byte, da.stack(layers), dtype=np.uint8)
 
 
 def analyse(
@@ -183,7 +239,7 @@ def analyse(
     before = composite_of(before_stack, before_window, options)
     after = composite_of(after_stack, after_window, options)
     det = options.detection
-    layers: ChangeLayers = detect_change(
+    test, inputs = prepare_change_test(
         before,
         after,
         false_alarm_rate=det.false_alarm_rate,
@@ -191,26 +247,16 @@ def analyse(
         support_size=det.support_size,
         median_size=det.median_size,
     )
-    valid_both = (before.valid_count >= det.min_valid_observations) & (
-        after.valid_count >= det.min_valid_observations
-    )
-    # the gather stays chunk-local (decision and features of one chunk), so dask can release each
-    # chunk's features as soon as it is gathered; cleaning needs neighbours and runs afterwards on
-    # the gathered one-byte mask
-    decision = (layers.disturbed & valid_both).data.astype(bool)
-    feature_arrays = {name: layers.features[name].data for name in layers.features.data_vars}
-    feature_arrays["score"] = layers.score.data
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
         gathered = run_pass(
             grid,
-            decision,
-            valid_both.data,
-            feature_arrays,
-            layers.score.data.astype(np.float32),
-            _rgb_bytes(before, after),
+            test,
+            inputs,
+            (before.valid_count.data, after.valid_count.data),
+            det.min_valid_observations,
             work / "score.tif",
             work / "rgb.tif",
         )
@@ -232,7 +278,7 @@ def analyse(
         )
         del closed
         stats = patch_statistics(labels, n, gathered.flat_index, gathered.values)
-        pixel_counts = np.bincount(labels.ravel(), minlength=n + 1)
+        pixel_counts = label_counts(labels, n)
         patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)
         clues = make_clues(
             patches, grid, options.aoi, before_window, after_window, after_stack, zones
@@ -241,7 +287,10 @@ def analyse(
             keep = {c.clue_id for c in clues if c.zone is not None}
             patches = [p for p, c in zip(patches, clues, strict=True) if c.clue_id in keep]
             clues = [c for c in clues if c.clue_id in keep]
-            labels[~np.isin(labels, [p.label for p in patches])] = 0
+            kept = np.zeros(n + 1, dtype=np.int32)
+            for p in patches:
+                kept[p.label] = p.label
+            relabel(labels, kept)
         say(f"[{options.aoi}] {len(clues)} patch clues")
         files = publish(clues, patches, labels, work, out_dir, options)
     finally:

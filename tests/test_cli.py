@@ -160,7 +160,8 @@ def test_run_with_local_folder_config(tmp_path, capsys):
         f"output: {{dir: {tmp_path / 'out'}}}\n"
     )
     assert main(["run", "--config", str(config), "--quiet"]) == 0
-    doc = json.loads((tmp_path / "out" / "valley" / "clues.geojson").read_text())
+    (folder,) = (tmp_path / "out" / "valley").iterdir()
+    doc = json.loads((folder / "clues.geojson").read_text())
     assert [f["properties"]["change_type"] for f in doc["features"]] == ["quarry"]
     assert doc["features"][0]["properties"]["before"] == ["2024-04-01", "2024-06-30"]
     assert "valley: 1 clues" in capsys.readouterr().out

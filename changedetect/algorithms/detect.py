@@ -39,9 +39,9 @@ neighbourhood operation runs with a full overlap, so the result does not depend 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
@@ -119,9 +119,10 @@ class ChangeLayers:
 # ----------------------------------------------------------------------------------------------
 
 
-def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
-    """Indices on both dates, their differences and the after-state colour the classifier uses."""
-    feats = {}
+def index_feature_values(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """Indices on both dates, their differences and the after-state colour the classifier uses,
+    from band arrays (numpy, dask or xarray alike)."""
+    feats: dict[str, Any] = {}
     for tag, ds in (("before", before), ("after", after)):
         feats[f"ndvi_{tag}"] = ndvi(ds["B04"], ds["B08"])
         feats[f"bsi_{tag}"] = bsi(ds["B02"], ds["B04"], ds["B08"], ds["B11"])
@@ -132,12 +133,28 @@ def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
     feats["d_bsi"] = feats["bsi_after"] - feats["bsi_before"]
     feats["d_ndbi"] = feats["ndbi_after"] - feats["ndbi_before"]
     feats["d_brightness"] = feats["brightness_after"] - feats["brightness_before"]
-    # visible colour of the after state: soil and rock are red (B04 > B02), concrete is grey
+    # visible colour of the after state: soil and rock are red (B04 > B02), concrete is grey;
     visible = (after["B02"] + after["B03"] + after["B04"]) / 3.0
-    feats["redness_after"] = (after["B04"] - after["B02"]) / visible.where(visible > 0)
+    feats["redness_after"] = (after["B04"] - after["B02"]) / _positive(visible)
     # its square: with the patch mean of both, the patch's colour variety (a mosaic of roofs is
     # varied, rock or soil is not)
     feats["redness_after_sq"] = feats["redness_after"] ** 2
+    return feats
+
+
+def _positive(x: Any) -> Any:
+    """`x` where it is > 0, NaN elsewhere (a safe denominator)."""
+    if isinstance(x, xr.DataArray):
+        return x.where(x > 0)
+    if isinstance(x, da.Array):
+        return da.where(x > 0, x, np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.where(x > 0, x, np.nan)
+
+
+def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
+    """:func:`index_feature_values` of two composites as a float32 dataset."""
+    feats = index_feature_values(before, after)
     return xr.Dataset({k: v.astype("float32") for k, v in feats.items()})
 
 
@@ -388,6 +405,18 @@ class _Globals:
             )
         return centred / np.sqrt(var)
 
+    def as_float32(self) -> _Globals:
+        """The same statistics as float32, so block kernels do not promote pixels to float64."""
+
+        def f32(v: np.ndarray) -> np.ndarray:
+            return np.asarray(v, dtype=np.float32)
+
+        return _Globals(
+            f32(self.gain), f32(self.mx), f32(self.my), f32(self.dark_before),
+            f32(self.dark_after), f32(self.loc), f32(self.sigma), f32(self.noise_before),
+            f32(self.noise_after), self.use_spread, self.chi_scale, self.chi_dof,
+        )  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         def per_band(values: np.ndarray, digits: int) -> dict[str, float]:
             return dict(zip(ANALYSIS_BANDS, np.round(values, digits).tolist(), strict=True))
@@ -508,33 +537,138 @@ def _globals_for(cubes: Sequence[da.Array | None], median_size: int) -> _Globals
     return _Globals(np.ones(_K), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy())
 
 
-def _decision(
-    evidence: da.Array,
-    plausible: da.Array,
-    ev_strict: float,
-    ev_loose: float,
-    support_size: int,
-) -> tuple[da.Array, da.Array]:
-    """Two-scale decision and its 0-1 score (0.5 where a pixel just passes)."""
-    strict = (evidence > ev_strict) & plausible
-    ratio = evidence / ev_strict
-    if support_size > 1 and ev_loose < ev_strict:
-        loose = (evidence > ev_loose) & plausible
-        share = da.map_overlap(
-            _support_share,
-            loose,
-            depth=support_size // 2,
-            boundary="none",
-            dtype=np.float32,
-            size=support_size,
-        )
-        disturbed = strict | (loose & (share >= SUPPORT_SHARE))
-        ratio = da.maximum(ratio, da.minimum(evidence / ev_loose, share / SUPPORT_SHARE))
-    else:
-        disturbed = strict
-    score = da.where(plausible, ratio / (1.0 + ratio), 0.0)
-    score = da.where(da.isfinite(evidence), score, np.nan).astype(np.float32)
-    return disturbed & da.isfinite(evidence), score
+class BlockChange(NamedTuple):
+    """The test's per-pixel outputs on one block (y, x)."""
+
+    score: np.ndarray
+    disturbed: np.ndarray
+    evidence: np.ndarray
+    brightening: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChangeTest:
+    """The per-pixel test with the statistics of its scene: a pure function of a block of the
+    composites and its neighbourhood (``halo`` pixels on each side)."""
+
+    g: _Globals
+    ev_strict: float
+    ev_loose: float
+    support_size: int
+    median_size: int
+
+    @property
+    def uses_support(self) -> bool:
+        return self.support_size > 1 and self.ev_loose < self.ev_strict
+
+    @property
+    def halo(self) -> int:
+        """Pixels of neighbourhood a block needs for its result to be exact: the neighbourhood
+        support is taken over pixels that each need their median and brightness boxes."""
+        support = self.support_size // 2 if self.uses_support else 0
+        return support + max(self.median_size // 2, BRIGHTNESS_BOX // 2)
+
+    def evaluate(
+        self,
+        b: np.ndarray,
+        a: np.ndarray,
+        sb: np.ndarray | None = None,
+        sa: np.ndarray | None = None,
+    ) -> BlockChange:
+        """The test on (band, y, x) composites (and spreads); results are exact `halo` pixels
+        away from a block edge that is not the grid's edge."""
+        g = self.g
+        diff = _median_bands(g.normalised_diff(b, a), self.median_size)
+        spreads = (sb, sa) if g.use_spread else (None, None)
+        z = g.z_scores(diff, *spreads)
+        del diff
+        evidence = _evidence(np.sum(z * z, axis=0), g.chi_scale, g.chi_dof)
+        del z
+        state = _box_brightness(_surface_state(b, a, g.dark_before, g.dark_after), BRIGHTNESS_BOX)
+        plausible = _plausible(state)
+        brightening = _brightening(state)
+        del state
+        finite = np.isfinite(evidence)
+        with np.errstate(invalid="ignore"):
+            disturbed = (evidence > self.ev_strict) & plausible
+            ratio = evidence / np.float32(self.ev_strict)
+            if self.uses_support:
+                loose = (evidence > self.ev_loose) & plausible
+                share = _support_share(loose, self.support_size)
+                disturbed |= loose & (share >= SUPPORT_SHARE)
+                ratio = np.maximum(
+                    ratio,
+                    np.minimum(
+                        evidence / np.float32(self.ev_loose), share / np.float32(SUPPORT_SHARE)
+                    ),
+                )
+            score = np.where(plausible, ratio / (1.0 + ratio), 0.0)
+        score = np.where(finite, score, np.nan).astype(np.float32)
+        return BlockChange(score, disturbed & finite, evidence, brightening)
+
+
+@dataclass
+class ChangeInputs:
+    """The lazy composites the test reads, stacked (layer, y, x): before bands, after bands and,
+    when the test uses them, the before and after spreads."""
+
+    cube: da.Array
+    has_spread: bool
+
+
+def split_inputs(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A block of a :class:`ChangeInputs` cube as (before, after, spread_before, spread_after)."""
+    b, a = block[:_K], block[_K : 2 * _K]
+    if block.shape[0] >= 4 * _K:
+        return b, a, block[2 * _K : 3 * _K], block[3 * _K : 4 * _K]
+    return b, a, None, None  # type: ignore[return-value]
+
+
+def prepare_change_test(
+    before: Composite,
+    after: Composite,
+    *,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+    support_level: float = DEFAULT_SUPPORT_LEVEL,
+    support_size: int = DEFAULT_SUPPORT_SIZE,
+    median_size: int = DEFAULT_MEDIAN_SIZE,
+    use_spread: bool = True,
+) -> tuple[ChangeTest, ChangeInputs]:
+    """Estimate the scene statistics (one eager pass over a bounded sample) and stack the lazy
+    inputs of the test. See :func:`detect_change` for the parameters."""
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    if not 0.0 < support_level < 1.0:
+        raise ValueError(f"support_level must be in (0, 1), got {support_level}")
+    median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
+    support_size = max(1, int(support_size)) | 1
+    b_cube = _cube(before.bands)
+    chunks = b_cube.chunks[1:]
+    a_cube = _cube(after.bands, chunks)
+    sb = _spread_cube(before, chunks) if use_spread else None
+    sa = _spread_cube(after, chunks) if use_spread else None
+    if sb is None or sa is None:
+        sb = sa = None
+    g = _globals_for([b_cube, a_cube, sb, sa], median_size)
+    test = ChangeTest(
+        g.as_float32(),
+        float(-np.log10(false_alarm_rate)),
+        float(-np.log10(support_level)),
+        support_size,
+        median_size,
+    )
+    layers = [b_cube, a_cube]
+    if g.use_spread and sb is not None and sa is not None:
+        layers += [sb, sa]
+    cube = da.concatenate(layers, axis=0).rechunk({0: -1})
+    return test, ChangeInputs(cube, len(layers) == 4)
+
+
+def _evaluate_stacked(block: np.ndarray, test: ChangeTest) -> np.ndarray:
+    result = test.evaluate(*split_inputs(block))
+    return np.stack(
+        [result.score, result.disturbed.astype(np.float32), result.evidence, result.brightening]
+    )
 
 
 def detect_change(
@@ -554,97 +688,44 @@ def detect_change(
     1, or a level not looser than `false_alarm_rate`, turns the supported test off).
     `use_spread=False` ignores the composites' temporal spread.
     """
-    if not 0.0 < false_alarm_rate < 1.0:
-        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
-    if not 0.0 < support_level < 1.0:
-        raise ValueError(f"support_level must be in (0, 1), got {support_level}")
-    median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
-    support_size = max(1, int(support_size)) | 1
-    b_cube = _cube(before.bands)
-    chunks = b_cube.chunks[1:]
-    a_cube = _cube(after.bands, chunks)
-    sb = _spread_cube(before, chunks) if use_spread else None
-    sa = _spread_cube(after, chunks) if use_spread else None
-    if sb is None or sa is None:
-        sb = sa = None
-
-    g = _globals_for([b_cube, a_cube, sb, sa], median_size)
-
-    def block_diff(b: np.ndarray, a: np.ndarray) -> np.ndarray:
-        return g.normalised_diff(b, a).astype(np.float32)
-
-    def block_evidence(diff: np.ndarray, *spreads: np.ndarray) -> np.ndarray:
-        z = g.z_scores(diff, *spreads) if spreads else g.z_scores(diff, None, None)
-        return _evidence(np.sum(z * z, axis=0), g.chi_scale, g.chi_dof)  # NaN if a band is missing
-
-    diff = da.map_blocks(block_diff, b_cube, a_cube, dtype=np.float32)
-    if median_size > 1:
-        r = median_size // 2
-        diff = da.map_overlap(
-            _median_bands,
-            diff,
-            depth={0: 0, 1: r, 2: r},
-            boundary="none",
-            dtype=np.float32,
-            size=median_size,
-        )
-    spreads = [sb, sa] if g.use_spread and sb is not None and sa is not None else []
-    evidence = da.map_blocks(
-        block_evidence,
-        diff,
-        *spreads,
-        drop_axis=0,
+    test, inputs = prepare_change_test(
+        before,
+        after,
+        false_alarm_rate=false_alarm_rate,
+        support_level=support_level,
+        support_size=support_size,
+        median_size=median_size,
+        use_spread=use_spread,
+    )
+    cube = inputs.cube
+    depth = {0: 0, 1: test.halo, 2: test.halo}
+    expanded = da.overlap.overlap(cube, depth=depth, boundary="none")
+    out = da.map_blocks(
+        _evaluate_stacked,
+        expanded,
         dtype=np.float32,
-        meta=np.empty((0, 0), np.float32),
+        chunks=((4,), *expanded.chunks[1:]),
+        meta=np.empty((0, 0, 0), np.float32),
+        test=test,
     )
-
-    state = da.map_blocks(
-        _surface_state,
-        b_cube,
-        a_cube,
-        dtype=np.float32,
-        chunks=((8,), *chunks),
-        dark_b=g.dark_before,
-        dark_a=g.dark_after,
-    )
-    r = BRIGHTNESS_BOX // 2
-    state = da.map_overlap(
-        _box_brightness,
-        state,
-        depth={0: 0, 1: r, 2: r},
-        boundary="none",
-        dtype=np.float32,
-        size=BRIGHTNESS_BOX,
-    )
-    plausible = da.map_blocks(
-        _plausible, state, drop_axis=0, dtype=bool, meta=np.empty((0, 0), bool)
-    )
-
-    ev_strict = float(-np.log10(false_alarm_rate))
-    ev_loose = float(-np.log10(support_level))
-    disturbed, score = _decision(evidence, plausible, ev_strict, ev_loose, support_size)
-
+    out = da.overlap.trim_internal(out, depth, boundary="none")
     coords = {d: before.bands.coords[d] for d in ("y", "x") if d in before.bands.coords}
     attrs = dict(before.bands.attrs)
 
     def wrap(arr: da.Array, name: str) -> xr.DataArray:
         return xr.DataArray(arr, dims=("y", "x"), coords=coords, name=name, attrs=attrs)
 
-    def as_dataset(cube: da.Array) -> xr.Dataset:
-        return xr.Dataset({b: wrap(cube[i], b) for i, b in enumerate(ANALYSIS_BANDS)})
+    def as_dataset(bands: da.Array) -> xr.Dataset:
+        return xr.Dataset({b: wrap(bands[i], b) for i, b in enumerate(ANALYSIS_BANDS)})
 
-    features = index_features(as_dataset(b_cube), as_dataset(a_cube))
-    features["evidence"] = wrap(evidence, "evidence")
-    features["brightening"] = wrap(
-        da.map_blocks(
-            _brightening, state, drop_axis=0, dtype=np.float32, meta=np.empty((0, 0), np.float32)
-        ),
-        "brightening",
-    )
+    features = index_features(as_dataset(cube[:_K]), as_dataset(cube[_K : 2 * _K]))
+    features["evidence"] = wrap(out[2], "evidence")
+    features["brightening"] = wrap(out[3], "brightening")
     return ChangeLayers(
-        score=wrap(score, "score"),
-        disturbed=wrap(disturbed, "disturbed"),
+        score=wrap(out[0], "score"),
+        disturbed=wrap(out[1] > 0.5, "disturbed"),
         features=features,
         threshold=float(norm.isf(false_alarm_rate)),
-        diagnostics=g.as_dict() | {"evidence_strict": ev_strict, "evidence_loose": ev_loose},
+        diagnostics=test.g.as_dict()
+        | {"evidence_strict": test.ev_strict, "evidence_loose": test.ev_loose},
     )

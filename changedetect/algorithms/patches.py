@@ -46,17 +46,21 @@ def label_patches(
 
     Labels are renumbered 1..n in raster order so that the same mask always gives the same labels.
     """
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    labels = np.empty(mask.shape, dtype=np.int32)
+    n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=labels)
     if n == 0:
-        return labels.astype(np.int32), 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        return labels, 0
+    sizes = label_counts(labels, n)
     keep = sizes >= min_pixels
     if seeds is not None:
-        keep &= np.bincount(labels[seeds & mask], minlength=n + 1) > 0
+        seeded = np.zeros(n + 1, dtype=bool)
+        for rows in _strips(labels.shape[0]):
+            seeded[labels[rows][seeds[rows] & mask[rows]]] = True
+        keep &= seeded
     keep[0] = False
     remap = np.zeros(n + 1, dtype=np.int32)
     remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    labels = remap[labels]
+    relabel(labels, remap)
     n_kept = int(keep.sum())
     # fill holes patch by patch (inside its bounding box only, to stay cheap)
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):
@@ -69,14 +73,46 @@ def label_patches(
     return labels, n_kept
 
 
+#: Rows per strip of the whole-grid passes over labels: bounds their temporary arrays.
+STRIP_ROWS = 512
+
+
+def _strips(height: int) -> list[slice]:
+    return [slice(r, min(r + STRIP_ROWS, height)) for r in range(0, height, STRIP_ROWS)]
+
+
+def label_counts(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Pixels per label 0..n_labels (np.bincount on the whole grid would copy it as int64)."""
+    counts = np.zeros(n_labels + 1, dtype=np.int64)
+    for rows in _strips(labels.shape[0]):
+        counts += np.bincount(labels[rows].ravel(), minlength=n_labels + 1)
+    return counts
+
+
+def relabel(labels: np.ndarray, remap: np.ndarray) -> None:
+    """labels := remap[labels], in place, strip by strip (no second whole-grid array)."""
+    for rows in _strips(labels.shape[0]):
+        labels[rows] = remap[labels[rows]]
+
+
 def polygonise(labels: np.ndarray, transform: Affine) -> dict[int, object]:
-    """Shapely geometry (grid CRS) per label, via rasterio.features.shapes."""
-    parts: dict[int, list] = {}
-    for geom, value in rio_features.shapes(
-        labels, mask=labels > 0, transform=transform, connectivity=8
-    ):
-        parts.setdefault(int(value), []).append(shape(geom))
-    return {k: (v[0] if len(v) == 1 else unary_union(v)) for k, v in parts.items()}
+    """Shapely geometry (grid CRS) per label, via rasterio.features.shapes.
+
+    Each label is traced inside its own bounding box: a whole-grid trace would copy the grid."""
+    geoms: dict[int, object] = {}
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        own = labels[sl] == index
+        box_transform = transform * Affine.translation(sl[1].start, sl[0].start)
+        parts = [
+            shape(geom)
+            for geom, _ in rio_features.shapes(
+                own.astype(np.uint8), mask=own, transform=box_transform, connectivity=8
+            )
+        ]
+        geoms[index] = parts[0] if len(parts) == 1 else unary_union(parts)
+    return geoms
 
 
 def patch_statistics(
@@ -110,7 +146,7 @@ def build_patches(
 ) -> list[Patch]:
     """Patch objects for labels 1..n: geometry, area, pixel count, bbox and mean statistics."""
     geoms = polygonise(labels, transform)
-    counts = np.bincount(labels.ravel(), minlength=n_labels + 1)
+    counts = label_counts(labels, n_labels)
     patches = []
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None or index not in geoms:

@@ -1,0 +1,705 @@
+"""Imagery from any STAC API (Earth Search, Planetary Computer, a private catalog).
+
+``search`` asks the API (``pystac_client``) for the items of one collection over the grid's WGS84
+bounds, inside the time window and under the cloud-cover limit (STAC ``query`` or CQL2 ``filter``,
+whichever the API conforms to, and checked again here); the items of one solar day, e.g.
+neighbouring MGRS tiles, make one :class:`Acquisition`.
+
+``load`` fetches, for each acquisition and each piece of the analysis grid (at most ``tile_px``
+pixels a side, so memory does not grow with the area), the mapped assets with ``odc.stac.load``
+onto exactly those pixels (an ``odc.geo`` GeoBox built from the grid, no snapping), keeps the stored
+numbers (e.g. uint16 DN) and writes them as a COG into the :class:`DownloadCache` before moving on.
+Pieces already in the cache are not fetched again: a second load makes no request. The cached files
+are then read lazily by :class:`LocalSource`, which applies the sensor's scale and offset.
+
+HTTP: API calls go through a ``requests`` session with a urllib3 ``Retry`` (exponential backoff,
+429 and 5xx retried, ``Retry-After`` honoured), ``timeout_s`` and a request-rate limit; asset reads
+get GDAL's timeout and retry options and ``max_concurrent_requests`` reader threads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from xml.sax.saxutils import escape
+
+import numpy as np
+import odc.stac
+import pystac
+import rasterio
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
+from pystac_client import Client
+from pystac_client.conformance import ConformanceClasses
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from requests import Request
+from urllib3 import Retry
+
+from ...config import KNOWN_BANDS, SensorConfig, StacSourceConfig
+from ...errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
+from ...models import Acquisition, GridSpec, TimeWindow
+from ..atomic import atomic_path
+from ..cache import CacheKey, DownloadCache
+from ..raster import RASTER_ERRORS
+from .local import LocalSource
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StacSource", "grid_id", "resolve_signer", "solar_day", "wgs84_bounds"]
+
+#: Largest edge, in pixels, of the grid pieces fetched and cached one at a time: a piece of all
+#: bands is held in memory while it is fetched (2048 px x 7 uint16 bands: 59 MB).
+TILE_PX = 2048
+
+#: urllib3 backoff factor in seconds: retries wait 0, 2x, 4x, ... this (capped at 120 s).
+RETRY_BACKOFF_S = 1.0
+
+#: HTTP statuses worth retrying: rate limited, or a server/gateway failure.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+Signer = Callable[[pystac.Item], "pystac.Item | None"]
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def resolve_signer(spec: str) -> Signer:
+    """The callable named by ``module:function`` (e.g. ``planetary_computer:sign``).
+
+    Raises ConfigError when the module cannot be imported or has no such callable."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"source.signer {spec!r}: cannot import module {module_name!r} ({exc}); install it "
+            "(e.g. pip install planetary-computer) or fix the name"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if not callable(obj):
+        raise ConfigError(
+            f"source.signer {spec!r}: module {module_name!r} has no function {attr!r}; give "
+            "module:function of a callable taking and returning a pystac Item"
+        )
+    return obj  # type: ignore[no-any-return]
+
+
+def _num(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def grid_id(grid: GridSpec) -> str:
+    """A stable, readable id of a grid: CRS, origin, pixel size and shape
+    (``epsg32631_453023_5411753_10x10_300x300``)."""
+    epsg = grid.crs.to_epsg()
+    crs = (
+        f"epsg{epsg}" if epsg else "crs" + hashlib.sha1(grid.crs.to_wkt().encode()).hexdigest()[:10]
+    )
+    t = grid.transform
+    return f"{crs}_{_num(t.c)}_{_num(t.f)}_{_num(abs(t.a))}x{_num(abs(t.e))}_{grid.width}x{grid.height}"
+
+
+def wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
+    """(west, south, east, north) in degrees of the grid's extent."""
+    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    west, south, east, north = tr.transform_bounds(*grid.bounds, densify_pts=21)
+    return (west, south, east, north)
+
+
+def _centre_lon(grid: GridSpec) -> float:
+    west, _, east, _ = wgs84_bounds(grid)
+    return (west + east) / 2
+
+
+def solar_day(when: dt.datetime, lon: float) -> dt.date:
+    """Local solar date at longitude `lon` (the rule ``odc.stac.load(groupby="solar_day")`` uses)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return (when + dt.timedelta(seconds=int(lon * 24 * 3600 / 360))).date()
+
+
+def _tiles(grid: GridSpec, size: int) -> list[GridSpec]:
+    """`grid` cut into pieces of at most `size` x `size` pixels, row by row."""
+    return [
+        grid.window(row, col, min(size, grid.height - row), min(size, grid.width - col))
+        for row in range(0, grid.height, size)
+        for col in range(0, grid.width, size)
+    ]
+
+
+def _band_order(bands: Sequence[str]) -> list[str]:
+    order = {b: i for i, b in enumerate(KNOWN_BANDS)}
+    return sorted(dict.fromkeys(bands), key=lambda b: (order.get(b, len(order)), b))
+
+
+_QUERY_STRING = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
+def _redact(text: str) -> str:
+    """`text` without URL query strings (signed hrefs carry access tokens there)."""
+    return _QUERY_STRING.sub(r"\1?...", " ".join(text.split()))
+
+
+class _RateLimiter:
+    """A pystac-client ``request_modifier`` that spaces requests to at most `rate` a second."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> None:
+        with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if wait > 0:
+            time.sleep(wait)
+
+
+class _FailedReads(logging.Handler):
+    """Collects the URIs odc-stac logs when a read fails (its exceptions do not always name them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.uris: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple):
+            self.uris.append(str(record.args[0]))
+
+
+@contextmanager
+def _failed_reads() -> Iterator[_FailedReads]:
+    handler = _FailedReads()
+    logger = logging.getLogger("odc.loader._rio")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------------------------
+# The source
+
+
+class StacSource:
+    """A STAC API collection behind the :class:`ImagerySource` protocol, with a download cache.
+
+    `tile_px` is the largest piece of the grid fetched at once (memory), `retry_backoff_s` the
+    urllib3 backoff factor of API retries.
+    """
+
+    name = "stac"
+
+    def __init__(
+        self,
+        config: StacSourceConfig,
+        sensor: SensorConfig,
+        *,
+        tile_px: int = TILE_PX,
+        retry_backoff_s: float = RETRY_BACKOFF_S,
+    ) -> None:
+        if tile_px < 16:
+            raise ValueError(f"tile_px must be at least 16, got {tile_px}")
+        self.config = config
+        self.sensor = sensor
+        self.cache = DownloadCache(config.cache_dir)
+        self.tile_px = tile_px
+        self.retry_backoff_s = retry_backoff_s
+        # Resolved now so that a bad hook fails before any request.
+        self._signer = resolve_signer(config.signer) if config.signer else None
+        self._client: Client | None = None
+        self._collection_checked = False
+        self._limiter = _RateLimiter(config.requests_per_second)
+        self._items: dict[str, list[pystac.Item]] = {}
+        self._warned_scaling = False
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+        """Acquisitions (one per solar day) of the collection over `grid` inside `window` whose
+        cloud cover is at most ``max_cloud_cover``, oldest first."""
+        client = self._open()
+        self._check_collection(client)
+        bbox = wgs84_bounds(grid)
+        params: dict[str, Any] = {
+            "collections": [self.config.collection],
+            "bbox": list(bbox),
+            "datetime": f"{window.start.isoformat()}/{window.end.isoformat()}",
+        }
+        params.update(self._cloud_params(client))
+        method, url = self._search_endpoint(client)
+        what = f"search of {self.config.collection} ({window.start} to {window.end})"
+        try:
+            items = list(client.search(method=method, **params).items())
+        except APIError as exc:
+            raise self._api_error(f"{method} {url}", what, exc) from None
+        except pystac.STACError as exc:
+            raise SourceError(
+                f"STAC API {self.config.url}: malformed reply to the {what}: {exc}"
+            ) from None
+        kept = [item for item in items if self._cloud_ok(item)]
+        self._check_scaling(kept)
+        acquisitions = self._group(kept, _centre_lon(grid))
+        log.info(
+            "STAC %s: %d item(s), %d under %g%% cloud, %d acquisition(s)",
+            what,
+            len(items),
+            len(kept),
+            self.config.max_cloud_cover,
+            len(acquisitions),
+        )
+        return acquisitions
+
+    def _open(self) -> Client:
+        if self._client is not None:
+            return self._client
+        retry = Retry(
+            total=self.config.max_retries,
+            backoff_factor=self.retry_backoff_s,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,  # search is a POST, and it is idempotent
+            respect_retry_after_header=True,
+            # Hand the last error response to pystac-client, whose APIError keeps status and body.
+            raise_on_status=False,
+        )
+        try:
+            # timeout and request_modifier go to open(): it re-applies them onto the StacApiIO.
+            self._client = Client.open(
+                self.config.url,
+                stac_io=StacApiIO(max_retries=retry),
+                timeout=self.config.timeout_s,
+                request_modifier=self._limiter,
+            )
+        except APIError as exc:
+            raise self._api_error(f"GET {self.config.url}", "landing page", exc) from None
+        except (pystac.STACError, ValueError) as exc:
+            raise SourceError(
+                f"{self.config.url} is not a STAC API landing page ({exc}); check source.url"
+            ) from None
+        if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+            raise SourceError(
+                f"{self.config.url} does not offer STAC item search (no item-search conformance "
+                "class); give the root of a STAC API: a static catalog cannot be searched"
+            )
+        return self._client
+
+    def _search_endpoint(self, client: Client) -> tuple[str, str]:
+        """(method, URL) of the search: POST (bodies carry filters best) unless only GET is
+        advertised."""
+        links = [link for link in client.links if link.rel == "search"]
+        methods = {str(link.extra_fields.get("method") or "GET").upper() for link in links}
+        method = "GET" if methods == {"GET"} else "POST"
+        href = links[0].href if links else f"{self.config.url.rstrip('/')}/search"
+        return method, href
+
+    def _check_collection(self, client: Client) -> None:
+        if self._collection_checked:
+            return
+        cid = self.config.collection
+        try:
+            found = client.get_collection(cid)
+        except APIError as exc:
+            raise self._api_error(f"GET collection {cid}", "collection lookup", exc) from None
+        if found is None:
+            try:
+                known = sorted(c.id for c in client.get_collections())
+            except APIError:
+                known = []
+            listed = ", ".join(known[:20]) if known else "none listed"
+            raise SourceError(
+                f"STAC API {self.config.url} has no collection {cid!r} (it has: {listed}); fix "
+                "source.collection"
+            )
+        self._collection_checked = True
+
+    def _cloud_params(self, client: Client) -> dict[str, Any]:
+        """The server-side cloud-cover limit, in the dialect the API conforms to."""
+        limit, prop = self.config.max_cloud_cover, self.config.cloud_cover_property
+        if limit >= 100.0:
+            return {}
+        if client.conforms_to(ConformanceClasses.QUERY):
+            return {"query": {prop: {"lte": limit}}}
+        if client.conforms_to(ConformanceClasses.FILTER):
+            return {
+                "filter": {"op": "<=", "args": [{"property": prop}, limit]},
+                "filter_lang": "cql2-json",
+            }
+        log.info(
+            "STAC API %s offers neither query nor filter: cloud cover is checked here",
+            self.config.url,
+        )
+        return {}
+
+    def _cloud_cover(self, item: pystac.Item) -> float | None:
+        value = item.properties.get(self.config.cloud_cover_property)
+        return float(value) if isinstance(value, int | float) else None
+
+    def _cloud_ok(self, item: pystac.Item) -> bool:
+        # Checked here too: an API may ignore a query it does not understand.
+        cover = self._cloud_cover(item)
+        return cover is None or cover <= self.config.max_cloud_cover
+
+    def _group(self, items: list[pystac.Item], lon: float) -> list[Acquisition]:
+        by_day: dict[dt.date, list[pystac.Item]] = {}
+        for item in items:
+            if item.datetime is None:
+                log.warning("STAC item %s has no datetime; skipped", item.id)
+                continue
+            by_day.setdefault(solar_day(item.datetime, lon), []).append(item)
+        acquisitions = []
+        for _, members in sorted(by_day.items()):
+            members.sort(key=lambda it: (it.datetime, it.id))
+            first = members[0].datetime
+            assert first is not None
+            covers = [c for c in (self._cloud_cover(it) for it in members) if c is not None]
+            if first.tzinfo is not None:
+                first = first.astimezone(dt.UTC).replace(tzinfo=None)
+            acq = Acquisition(
+                id="+".join(it.id for it in members),
+                datetime=first,
+                source=self.name,
+                cloud_cover=round(sum(covers) / len(covers), 2) if covers else None,
+            )
+            self._items[acq.id] = members
+            acquisitions.append(acq)
+        return acquisitions
+
+    def _check_scaling(self, items: list[pystac.Item]) -> None:
+        """Warn once when the items publish a scale/offset other than the sensor config's."""
+        if self._warned_scaling:
+            return
+        scale, offset = self.sensor.resolved_scale(), self.sensor.resolved_offset()
+        for item in items:
+            for band, key in self.config.assets.items():
+                asset = item.assets.get(key)
+                info = (asset.extra_fields.get("raster:bands") or [{}])[0] if asset else {}
+                if band == "SCL" or not isinstance(info, dict):
+                    continue
+                s, o = info.get("scale"), info.get("offset")
+                if (s is not None and not math.isclose(s, scale)) or (
+                    o is not None and not math.isclose(o, offset, abs_tol=1e-9)
+                ):
+                    log.warning(
+                        "STAC item %s asset %s publishes scale %s offset %s, but the sensor config "
+                        "uses scale %s offset %s; set sensor.preset (e.g. sentinel2_l2a_baseline04) "
+                        "or sensor.scale / sensor.offset to match",
+                        item.id,
+                        key,
+                        s,
+                        o,
+                        scale,
+                        offset,
+                    )
+                    self._warned_scaling = True
+                    return
+
+    def _api_error(self, request: str, what: str, exc: APIError) -> RemoteServiceError:
+        status = getattr(exc, "status_code", None)
+        reply = _redact(str(exc))[:300] or "no reply"
+        if status is not None and status not in RETRY_STATUSES:
+            # Not retried: the request itself was refused (bad parameters, no access).
+            return RemoteServiceError(
+                f"STAC API {self.config.url}: {request} ({what}) was refused (HTTP {status}: "
+                f"{reply}); check source.url, source.collection and source.cloud_cover_property"
+            )
+        code = f"HTTP {status}: " if status else ""
+        return RemoteServiceError(
+            f"STAC API {self.config.url}: {request} ({what}) failed after "
+            f"{self.config.max_retries} retries ({code}{reply}); try again later, or raise "
+            "source.max_retries / source.timeout_s"
+        )
+
+    # -- load --------------------------------------------------------------------------------
+
+    def load(
+        self,
+        acquisitions: Sequence[Acquisition],
+        bands: Sequence[str],
+        grid: GridSpec,
+        chunk_size: int,
+    ) -> xr.Dataset:
+        """Fetch what the cache lacks, then lazily load `bands` of `acquisitions` onto `grid`."""
+        acquisitions = list(acquisitions)
+        if not acquisitions:
+            raise SourceError(
+                f"no acquisitions to load from {self.config.collection}; widen the time window or "
+                "raise source.max_cloud_cover"
+            )
+        stored = self._stored_bands(bands)
+        cached = [self._ensure_cached(acq, stored, grid) for acq in acquisitions]
+        return LocalSource(None, self.sensor, acquisitions=cached).load(
+            cached, bands, grid, chunk_size
+        )
+
+    def _stored_bands(self, bands: Sequence[str]) -> list[str]:
+        """The requested bands this catalog maps, in canonical order (SCL may be unmapped)."""
+        unmapped = [b for b in dict.fromkeys(bands) if b not in self.config.assets and b != "SCL"]
+        if unmapped:
+            mapped = ", ".join(f"{b}: {k}" for b, k in self.config.assets.items())
+            raise ConfigError(
+                f"source.assets maps no asset key for band(s) {', '.join(unmapped)} (it maps "
+                f"{mapped}); add the asset key of each band in collection {self.config.collection}"
+            )
+        stored = _band_order([b for b in bands if b in self.config.assets])
+        if not stored:
+            raise ValueError("load needs at least one band")
+        return stored
+
+    def _collection_key(self) -> str:
+        # The same collection id can hold different data in two catalogs: the API is in the key.
+        parsed = urlparse(self.config.url)
+        return f"{self.config.collection}_{parsed.netloc}{parsed.path}"
+
+    def _key(self, day: dt.date, stored: list[str], grid: GridSpec) -> CacheKey:
+        return CacheKey(
+            self.name, self._collection_key(), grid_id(grid), day.strftime("%Y%m%d"), tuple(stored)
+        )
+
+    def _ensure_cached(self, acq: Acquisition, stored: list[str], grid: GridSpec) -> Acquisition:
+        """The acquisition as a local file (fetching the grid pieces the cache lacks)."""
+        # The solar day the search grouped the items by (the same for every piece of the grid).
+        day = solar_day(acq.datetime, _centre_lon(grid))
+        signed: list[pystac.Item] | None = None
+        files: list[tuple[GridSpec, Path]] = []
+        for tile in _tiles(grid, self.tile_px):
+            key = self._key(day, stored, tile)
+            path = self.cache.get(key)
+            if path is None:
+                if signed is None:
+                    signed = self._signed_items(acq, stored)
+                path = self._fetch(acq, signed, stored, tile, key)
+            files.append((tile, path))
+        if len(files) == 1:
+            file = files[0][1]
+        else:
+            file = self._mosaic(self._key(day, stored, grid), grid, files)
+        return Acquisition(
+            id=acq.id,
+            datetime=acq.datetime,
+            source=self.name,
+            assets={band: (str(file), i + 1) for i, band in enumerate(stored)},
+            cloud_cover=acq.cloud_cover,
+            grid=grid,
+        )
+
+    def _signed_items(self, acq: Acquisition, stored: list[str]) -> list[pystac.Item]:
+        items = self._items.get(acq.id)
+        if items is None:
+            raise SourceError(
+                f"acquisition {acq.id} is neither in the download cache {self.cache.root} nor "
+                f"from a search of this {self.config.collection} source; search before loading"
+            )
+        for item in items:
+            for band in stored:
+                key = self.config.assets[band]
+                if key not in item.assets:
+                    raise MissingBandError(
+                        f"STAC item {item.id} ({self.config.collection}) has no asset {key!r} for "
+                        f"band {band} (its assets: {', '.join(sorted(item.assets))}); map {band} "
+                        "to one of them in source.assets"
+                    )
+        return [self._sign(item) for item in items]
+
+    def _sign(self, item: pystac.Item) -> pystac.Item:
+        if self._signer is None:
+            return item
+        # A copy: in-place signers (planetary_computer.sign_inplace) must not touch the searched
+        # item, whose signature would expire while it is remembered.
+        copy = item.clone()
+        try:
+            result = self._signer(copy)
+        except Exception as exc:  # a user hook: any failure is reported with its item
+            raise SourceError(
+                f"source.signer {self.config.signer} failed on STAC item {item.id}: "
+                f"{_redact(str(exc))}"
+            ) from exc
+        if result is None:
+            return copy
+        if not isinstance(result, pystac.Item):
+            raise ConfigError(
+                f"source.signer {self.config.signer} returned {type(result).__name__} for STAC "
+                f"item {item.id}; it must return a pystac Item (or None after signing in place)"
+            )
+        return result
+
+    def _stac_cfg(self) -> dict[str, Any]:
+        """Pixel type and no-data for items whose assets do not say (Planetary Computer)."""
+        reflectance = "float32" if self.sensor.resolved_scale() == 1.0 else "uint16"
+        assets: dict[str, Any] = {"*": {"data_type": reflectance, "nodata": self.sensor.nodata}}
+        if "SCL" in self.config.assets:
+            assets[self.config.assets["SCL"]] = {"data_type": "uint8", "nodata": 0}
+        # A single-collection config: applies whatever collection id the items carry (or none).
+        return {"assets": assets}
+
+    def _gdal_options(self) -> dict[str, Any]:
+        seconds = str(max(1, math.ceil(self.config.timeout_s)))
+        return {
+            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # COGs have no side-car files
+            "GDAL_HTTP_TIMEOUT": seconds,
+            "GDAL_HTTP_CONNECTTIMEOUT": seconds,
+            "GDAL_HTTP_MAX_RETRY": str(self.config.max_retries),
+            "GDAL_HTTP_RETRY_DELAY": str(max(self.retry_backoff_s, 0.1)),
+        }
+
+    def _fetch(
+        self,
+        acq: Acquisition,
+        items: list[pystac.Item],
+        stored: list[str],
+        tile: GridSpec,
+        key: CacheKey,
+    ) -> Path:
+        """Read `stored` bands of `items` onto `tile` and put them into the cache."""
+        keys = [self.config.assets[b] for b in stored]
+        resampling = {"*": "bilinear"}
+        if "SCL" in stored:
+            resampling[self.config.assets["SCL"]] = "nearest"
+        geobox = GeoBox(tile.shape, tile.transform, tile.crs.to_wkt())
+        try:
+            # odc-stac captures this GDAL environment and applies it in its reader threads.
+            with rasterio.Env(**self._gdal_options()), _failed_reads() as failed:
+                ds = odc.stac.load(
+                    items,
+                    bands=keys,
+                    geobox=geobox,
+                    groupby="solar_day",
+                    resampling=resampling,
+                    pool=self.config.max_concurrent_requests,
+                    stac_cfg=self._stac_cfg(),
+                    fail_on_error=True,
+                )
+        except (*RASTER_ERRORS, OSError) as exc:
+            raise RemoteServiceError(self._read_error(acq, items, keys, exc, failed.uris)) from None
+        data, nodata = _stack(ds, stored, keys)
+        log.debug("fetched %s %s onto %s", acq.id, ",".join(stored), grid_id(tile))
+        return self.cache.put(
+            key, data, crs=tile.crs.to_wkt(), transform=tile.transform, nodata=nodata
+        )
+
+    def _read_error(
+        self,
+        acq: Acquisition,
+        items: list[pystac.Item],
+        keys: list[str],
+        exc: Exception,
+        failed_uris: list[str],
+    ) -> str:
+        message = " ".join(str(exc).split())
+        culprits = []
+        for item in items:
+            for key in keys:
+                href = item.assets[key].href
+                if href in failed_uris or href in message:
+                    culprits.append(f"asset {key!r} of STAC item {item.id} ({_redact(href)})")
+        if not culprits:
+            names = ", ".join(it.id for it in items)
+            culprits = [f"asset(s) {', '.join(repr(k) for k in keys)} of STAC item(s) {names}"]
+        return (
+            f"reading {'; '.join(culprits)} failed ({_redact(message)}); this part of acquisition "
+            f"{acq.id} was not cached: run again to retry, or raise source.max_retries / "
+            "source.timeout_s"
+        )
+
+    def _mosaic(self, key: CacheKey, grid: GridSpec, files: list[tuple[GridSpec, Path]]) -> Path:
+        """A VRT over the cached pieces of one acquisition (written once, atomically)."""
+        target = self.cache.path(key).with_suffix(".vrt")
+        if target.is_file():
+            return target
+        with rasterio.open(files[0][1]) as first:
+            dtype, nodata, count = first.dtypes[0], first.nodata, first.count
+        t = grid.transform
+        lines = [
+            f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
+            f"  <SRS>{escape(grid.crs.to_wkt())}</SRS>",
+            f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>",
+        ]
+        for band in range(1, count + 1):
+            lines.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">')
+            lines.append(f"    <Description>{escape(key.bands[band - 1])}</Description>")
+            if nodata is not None:
+                lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
+            for tile, path in files:
+                row = round((tile.transform.f - t.f) / t.e)
+                col = round((tile.transform.c - t.c) / t.a)
+                rel = Path("..") / path.parent.name / path.name
+                size = f'xSize="{tile.width}" ySize="{tile.height}"'
+                lines += [
+                    "    <SimpleSource>",
+                    f'      <SourceFilename relativeToVRT="1">{escape(rel.as_posix())}</SourceFilename>',
+                    f"      <SourceBand>{band}</SourceBand>",
+                    f'      <SrcRect xOff="0" yOff="0" {size}/>',
+                    f'      <DstRect xOff="{col}" yOff="{row}" {size}/>',
+                    "    </SimpleSource>",
+                ]
+            lines.append("  </VRTRasterBand>")
+        lines.append("</VRTDataset>")
+        with atomic_path(target) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return target
+
+
+def _fuse_planes(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """One (y, x) plane from odc-stac's (time, y, x): the first valid value wins.
+
+    The items of one acquisition share a solar day, so odc-stac gives one plane; only a piece whose
+    centre falls on the other side of solar midnight could split them."""
+    plane = values[0].copy()
+    for other in values[1:]:
+        if nodata is None or np.isnan(nodata):
+            if not np.issubdtype(plane.dtype, np.floating):
+                break  # integers without a no-data value: every value is data
+            empty = np.isnan(plane)
+        else:
+            empty = plane == nodata
+        np.copyto(plane, other, where=empty)
+    return plane
+
+
+def _stack(ds: xr.Dataset, stored: list[str], keys: list[str]) -> tuple[np.ndarray, float | None]:
+    """(band, y, x) array of the stored numbers in one dtype, and its no-data value.
+
+    Reflectance bands keep their type and no-data; SCL (0 = no data) is stored in the same type,
+    which it fits."""
+    reflectance = [k for b, k in zip(stored, keys, strict=True) if b != "SCL"]
+    dtype = np.result_type(*(ds[k].dtype for k in reflectance)) if reflectance else np.uint8
+    nodata = ds[reflectance[0]].attrs.get("nodata") if reflectance else 0
+    if nodata is None and np.issubdtype(dtype, np.floating):
+        nodata = float("nan")
+    planes = []
+    for band, key in zip(stored, keys, strict=True):
+        own = ds[key].attrs.get("nodata")
+        plane = _fuse_planes(ds[key].values, own)
+        if band != "SCL" and own is not None and nodata is not None and own != nodata:
+            plane = np.where(plane == own, nodata, plane)
+        planes.append(plane.astype(dtype, copy=False))
+    return np.stack(planes), (None if nodata is None else float(nodata))

@@ -1,0 +1,541 @@
+"""STAC source: search through a fake STAC API, load real imagery (OSCD Bercy) through odc-stac into
+the download cache, signing, retries and clear errors. No network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import CRS, Transformer
+
+from changedetect.config import SensorConfig, StacSourceConfig
+from changedetect.errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
+from changedetect.io.sources.base import ImagerySource
+from changedetect.io.sources.stac import StacSource, grid_id, solar_day
+from changedetect.models import Acquisition, GridSpec, TimeWindow
+
+from .conftest import DATA
+from .stac_fake import (
+    PC_KEYS,
+    REFLECTANCE_BANDS,
+    FakeStacApi,
+    city_grid,
+    cut_assets,
+    make_item,
+    read_band,
+    write_city_assets,
+)
+
+CITY = DATA / "oscd" / "bercy"
+COLLECTION = "sentinel-2-l2a"
+BANDS = [*REFLECTANCE_BANDS, "SCL"]
+L2A = SensorConfig()  # scale 1e-4, offset 0, nodata 0
+
+DAY1 = dt.datetime(2016, 11, 30, 10, 57, 12)
+DAY2 = dt.datetime(2017, 8, 29, 10, 50, 31)
+CLOUDY = dt.datetime(2017, 3, 15, 10, 55, 0)
+
+WINDOW_ALL = TimeWindow(dt.date(2016, 1, 1), dt.date(2017, 12, 31))
+WINDOW_1 = TimeWindow(dt.date(2016, 11, 1), dt.date(2016, 12, 31))
+WINDOW_2 = TimeWindow(dt.date(2017, 1, 1), dt.date(2017, 12, 31))
+
+ID_WEST = "S2A_31UDQ_20161130_0_L2A"
+ID_EAST = "S2A_31UEQ_20161130_0_L2A"
+ID_DAY2 = "S2B_31UDQ_20170829_0_L2A"
+ID_CLOUDY = "S2A_31UDQ_20170315_0_L2A"
+
+
+@dataclass
+class Scene:
+    """The fake catalog's assets: the grid they share and band -> file for each date."""
+
+    grid: GridSpec
+    day1: dict[str, Path]
+    day2: dict[str, Path]
+    root: Path
+
+    def expected(self, files: dict[str, Path], band: str) -> np.ndarray:
+        """What the source must return for `band`: scaled DN, NaN where DN is 0 (SCL as is)."""
+        dn = read_band(files[band])
+        if band == "SCL":
+            return dn
+        return np.where(dn == 0, np.nan, dn * np.float32(1e-4)).astype(np.float32)
+
+
+def _items(scene: Scene, collection: str, **kw: Any) -> list[dict[str, Any]]:
+    """Day 1 as two overlapping tiles (west and east halves), day 2 whole, one cloudy day."""
+    west, west_grid = cut_assets(scene.day1, scene.grid, (0, 0, 300, 170), scene.root / "west")
+    east, east_grid = cut_assets(scene.day1, scene.grid, (0, 130, 300, 170), scene.root / "east")
+    return [
+        make_item(ID_WEST, DAY1, collection, west, west_grid, cloud_cover=10.0, **kw),
+        make_item(ID_EAST, DAY1 + dt.timedelta(seconds=3), collection, east, east_grid,
+                  cloud_cover=20.0, **kw),
+        make_item(ID_DAY2, DAY2, collection, scene.day2, scene.grid, cloud_cover=5.0, **kw),
+        make_item(ID_CLOUDY, CLOUDY, collection, scene.day2, scene.grid, cloud_cover=95.0, **kw),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
+    if not CITY.exists():
+        pytest.skip(f"OSCD imagery not found at {CITY}")
+    root = tmp_path_factory.mktemp("stac-assets")
+    grid = city_grid(CITY, size=300)
+    day1 = write_city_assets(CITY, "imgs_1", grid, root / "day1")
+    day2 = write_city_assets(CITY, "imgs_2", grid, root / "day2")
+    return Scene(grid, day1, day2, root)
+
+
+@pytest.fixture(scope="module")
+def server(scene: Scene) -> Iterator[FakeStacApi]:
+    with FakeStacApi(page_size=2) as api:
+        api.add_collection(COLLECTION, _items(scene, COLLECTION))
+        # Planetary Computer style: asset keys B02..SCL and no raster:bands metadata.
+        api.add_collection(
+            "sentinel-2-l2a-pc",
+            _items(scene, "sentinel-2-l2a-pc", keys=PC_KEYS, raster_bands=False),
+        )
+        # A private catalog whose hrefs only work once signed (see rewrite_hrefs below).
+        api.add_collection("private", _items(scene, "private", href=lambda p: f"{UNSIGNED}{p}"))
+        yield api
+
+
+@pytest.fixture
+def api(server: FakeStacApi) -> FakeStacApi:
+    server.reset()
+    return server
+
+
+def make_source(
+    api: FakeStacApi, cache: Path, *, sensor: SensorConfig = L2A, **kw: Any
+) -> StacSource:
+    options: dict[str, Any] = {
+        "url": api.url,
+        "collection": COLLECTION,
+        "cache_dir": cache,
+        "max_retries": 2,
+        "timeout_s": 10.0,
+        "requests_per_second": 1000.0,
+    }
+    options.update(kw)
+    tile_px = options.pop("tile_px", 2048)
+    return StacSource(StacSourceConfig(**options), sensor, tile_px=tile_px, retry_backoff_s=0.01)
+
+
+def cache_files(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+
+
+# --- signers used through `source.signer` ------------------------------------------------------
+
+UNSIGNED = "/unsigned-by-test"
+#: (item id, whether the signer got it unsigned) for every call of the signers below.
+SIGNED_ITEMS: list[tuple[str, bool]] = []
+
+
+def _record(item: pystac.Item) -> None:
+    unsigned = all(a.href.startswith(UNSIGNED) for a in item.assets.values())
+    SIGNED_ITEMS.append((item.id, unsigned))
+
+
+def rewrite_hrefs(item: pystac.Item) -> pystac.Item:
+    """Like planetary_computer.sign: returns a signed copy (here: hrefs made readable)."""
+    _record(item)
+    signed = item.clone()
+    for asset in signed.assets.values():
+        asset.href = asset.href.removeprefix(UNSIGNED)
+    return signed
+
+
+def rewrite_hrefs_inplace(item: pystac.Item) -> None:
+    """Like planetary_computer.sign_inplace: signs the item given and returns None."""
+    _record(item)
+    for asset in item.assets.values():
+        asset.href = asset.href.removeprefix(UNSIGNED)
+
+
+def not_an_item(item: pystac.Item) -> str:
+    return item.id
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def test_search_groups_days_filters_cloud_and_pages(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    source = make_source(api, tmp_path)
+    assert isinstance(source, ImagerySource)
+    assert source.name == "stac"
+
+    found = source.search(scene.grid, WINDOW_ALL)
+
+    # Two same-day tiles are one acquisition; the 95 % cloudy day is left out; oldest first.
+    assert [a.id for a in found] == [f"{ID_WEST}+{ID_EAST}", ID_DAY2]
+    assert [a.datetime for a in found] == [DAY1, DAY2]
+    assert [a.cloud_cover for a in found] == [15.0, 5.0]
+    assert all(a.source == "stac" for a in found)
+
+    searches = [r for r in api.requests if r.path == "/search"]
+    assert len(searches) == 2  # 3 matches at 2 a page: the next link was followed
+    first = searches[0].body
+    assert first is not None and searches[0].method == "POST"
+    assert first["collections"] == [COLLECTION]
+    assert first["query"] == {"eo:cloud_cover": {"lte": 60.0}}
+    assert first["datetime"] == "2016-01-01T00:00:00Z/2017-12-31T23:59:59Z"
+    # The bbox is the grid's extent in WGS84: it holds the grid corners, with no margin.
+    left, bottom, right, top = scene.grid.bounds
+    lons, lats = Transformer.from_crs(scene.grid.crs, 4326, always_xy=True).transform(
+        [left, right, left, right], [bottom, bottom, top, top]
+    )
+    west, south, east, north = first["bbox"]
+    assert west == pytest.approx(min(lons), abs=1e-4) and west <= min(lons)
+    assert east == pytest.approx(max(lons), abs=1e-4) and east >= max(lons)
+    assert south == pytest.approx(min(lats), abs=1e-4) and south <= min(lats)
+    assert north == pytest.approx(max(lats), abs=1e-4) and north >= max(lats)
+    assert searches[1].body is not None and searches[1].body["token"] == "offset:2"
+
+
+def test_search_by_window_and_cloud_limit(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    assert [a.id for a in make_source(api, tmp_path).search(scene.grid, WINDOW_1)] == [
+        f"{ID_WEST}+{ID_EAST}"
+    ]
+    assert [a.id for a in make_source(api, tmp_path).search(scene.grid, WINDOW_2)] == [ID_DAY2]
+    lax = make_source(api, tmp_path, max_cloud_cover=100.0).search(scene.grid, WINDOW_2)
+    assert [a.id for a in lax] == [ID_CLOUDY, ID_DAY2]
+    strict = make_source(api, tmp_path, max_cloud_cover=7.0).search(scene.grid, WINDOW_ALL)
+    assert [a.id for a in strict] == [ID_DAY2]  # day 1 tiles have 10 % and 20 %
+
+
+def test_get_only_api_is_searched_and_paged_by_get(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    api.search_methods = ["GET"]
+    found = make_source(api, tmp_path).search(scene.grid, WINDOW_ALL)
+    assert [a.id for a in found] == [f"{ID_WEST}+{ID_EAST}", ID_DAY2]
+    searches = [r for r in api.requests if r.path == "/search"]
+    assert [r.method for r in searches] == ["GET", "GET"]
+    assert searches[0].args["collections"] == COLLECTION
+    assert searches[1].args["token"] == "offset:2"
+
+
+@pytest.mark.parametrize("dialect", ["filter", "none"])
+def test_cloud_limit_in_each_api_dialect(
+    scene: Scene, api: FakeStacApi, tmp_path: Path, dialect: str
+) -> None:
+    api.conformance = [c for c in api.conformance if not c.endswith("#query")]
+    if dialect == "none":
+        api.conformance = [c for c in api.conformance if not c.endswith("#filter")]
+    found = make_source(api, tmp_path).search(scene.grid, WINDOW_2)
+    assert [a.id for a in found] == [ID_DAY2]  # the cloudy item is dropped either way
+    body = next(r.body for r in api.requests if r.path == "/search")
+    assert body is not None and "query" not in body
+    if dialect == "filter":
+        assert body["filter"] == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 60.0]}
+    else:
+        assert "filter" not in body  # the server sent it, the source filtered it out
+
+
+def test_unknown_collection_is_named(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    source = make_source(api, tmp_path, collection="sentinel-2-l2x")
+    with pytest.raises(SourceError, match=r"no collection 'sentinel-2-l2x'.*sentinel-2-l2a"):
+        source.search(scene.grid, WINDOW_ALL)
+
+
+def test_static_catalog_is_refused(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    api.conformance = [c for c in api.conformance if "item-search" not in c]
+    with pytest.raises(SourceError, match=r"does not offer STAC item search"):
+        make_source(api, tmp_path).search(scene.grid, WINDOW_ALL)
+    assert api.count() == 1  # the landing page only
+
+
+def test_requests_per_second_spaces_api_calls(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    source = make_source(api, tmp_path, requests_per_second=20.0)
+    start = time.monotonic()
+    source.search(scene.grid, WINDOW_ALL)
+    elapsed = time.monotonic() - start
+    assert api.count() == 4  # landing page, collection, two search pages
+    assert elapsed >= 3 / 20.0 - 0.01
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+def test_load_equals_source_pixels_on_asset_grid(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    source = make_source(api, tmp_path)
+    found = source.search(scene.grid, WINDOW_ALL)
+    ds = source.load(found, BANDS, scene.grid, chunk_size=128)
+
+    assert ds["B02"].dims == ("time", "y", "x")
+    assert isinstance(ds["B02"].data, da.Array)
+    assert ds["B02"].data.chunks[1:] == ((128, 128, 44), (128, 128, 44))
+    assert GridSpec.of(ds) == scene.grid
+    assert list(ds["acquisition"].values) == [a.id for a in found]
+    assert ds["SCL"].dtype == np.uint8
+    for band in REFLECTANCE_BANDS:
+        assert ds[band].dtype == np.float32
+        # Day 1 is fused from two tiles; no resampling anywhere: exact equality.
+        np.testing.assert_array_equal(ds[band].values[0], scene.expected(scene.day1, band))
+        np.testing.assert_array_equal(ds[band].values[1], scene.expected(scene.day2, band))
+    np.testing.assert_array_equal(ds["SCL"].values[0], scene.expected(scene.day1, "SCL"))
+    np.testing.assert_array_equal(ds["SCL"].values[1], scene.expected(scene.day2, "SCL"))
+    assert 0.0 < float(ds["B04"].mean()) < 0.5  # scaled reflectance, not DN
+
+    # The cache holds the stored numbers, one COG per acquisition, named by its key.
+    files = cache_files(tmp_path)
+    assert [p.name for p in files] == [
+        "20161130_B02-B03-B04-B08-B11-B12-SCL.tif",
+        "20170829_B02-B03-B04-B08-B11-B12-SCL.tif",
+    ]
+    assert files[0].parent.name == grid_id(scene.grid)
+    with rasterio.open(files[0]) as cog:
+        assert cog.dtypes[0] == "uint16" and cog.nodata == 0
+        assert list(cog.descriptions) == BANDS
+        np.testing.assert_array_equal(cog.read(3), read_band(scene.day1["B04"]))
+
+
+def test_load_sub_window_of_assets(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    sub = scene.grid.window(40, 60, 150, 170)
+    source = make_source(api, tmp_path)
+    found = source.search(sub, WINDOW_1)
+    ds = source.load(found, ["B04", "B08", "SCL"], sub, chunk_size=64)
+    assert ds.sizes == {"time": 1, "y": 150, "x": 170}
+    for band in ("B04", "B08", "SCL"):
+        np.testing.assert_array_equal(
+            ds[band].values[0], scene.expected(scene.day1, band)[40:190, 60:230]
+        )
+
+
+def test_large_grid_is_fetched_in_pieces(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    source = make_source(api, tmp_path, tile_px=128)
+    found = source.search(scene.grid, WINDOW_1)
+    ds = source.load(found, ["B02", "B11", "SCL"], scene.grid, chunk_size=100)
+    for band in ("B02", "B11", "SCL"):
+        np.testing.assert_array_equal(ds[band].values[0], scene.expected(scene.day1, band))
+    files = cache_files(tmp_path)
+    assert sum(p.suffix == ".tif" for p in files) == 9  # 3 x 3 pieces of at most 128 px
+    assert [p.name for p in files if p.suffix == ".vrt"] == ["20161130_B02-B11-SCL.vrt"]
+
+
+def test_other_asset_keys_through_config(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    # Planetary Computer names; its items carry no raster:bands, so types come from the defaults.
+    source = make_source(api, tmp_path, collection="sentinel-2-l2a-pc", assets=dict(PC_KEYS))
+    found = source.search(scene.grid, WINDOW_2)
+    ds = source.load(found, BANDS, scene.grid, chunk_size=150)
+    assert ds["SCL"].dtype == np.uint8
+    for band in BANDS:
+        np.testing.assert_array_equal(ds[band].values[0], scene.expected(scene.day2, band))
+
+
+def test_unmapped_band_is_a_config_error(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    assets = {"B02": "blue", "B04": "red", "SCL": "scl"}
+    source = make_source(api, tmp_path, assets=assets)
+    found = source.search(scene.grid, WINDOW_2)
+    with pytest.raises(ConfigError, match=r"no asset key for band\(s\) B08"):
+        source.load(found, ["B02", "B04", "B08"], scene.grid, chunk_size=128)
+    # SCL is optional: without a mapping it is left out, as for local files without one.
+    source = make_source(api, tmp_path, assets={"B04": "red"})
+    ds = source.load(source.search(scene.grid, WINDOW_2), ["B04", "SCL"], scene.grid, 128)
+    assert list(ds.data_vars) == ["B04"]
+
+
+def test_missing_asset_names_item_and_key(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    item = make_item("S2A_NO_SWIR22", DAY2, "incomplete", scene.day2, scene.grid)
+    del item["assets"]["swir22"]
+    api.add_collection("incomplete", [item])
+    source = make_source(api, tmp_path, collection="incomplete")
+    found = source.search(scene.grid, WINDOW_2)
+    with pytest.raises(MissingBandError, match=r"S2A_NO_SWIR22.*no asset 'swir22' for band B12"):
+        source.load(found, BANDS, scene.grid, chunk_size=128)
+    assert cache_files(tmp_path) == []
+
+
+# --- signing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signer", ["rewrite_hrefs", "rewrite_hrefs_inplace"])
+def test_signer_is_applied_to_each_item(
+    scene: Scene, api: FakeStacApi, tmp_path: Path, signer: str
+) -> None:
+    SIGNED_ITEMS.clear()
+    source = make_source(
+        api, tmp_path, collection="private", signer=f"tests.test_source_stac:{signer}"
+    )
+    found = source.search(scene.grid, WINDOW_ALL)
+    assert SIGNED_ITEMS == []  # signed when read, not when found (signatures expire)
+    ds = source.load(found, ["B03", "SCL"], scene.grid, chunk_size=128)
+    assert sorted(SIGNED_ITEMS) == sorted([(ID_WEST, True), (ID_EAST, True), (ID_DAY2, True)])
+    np.testing.assert_array_equal(ds["B03"].values[0], scene.expected(scene.day1, "B03"))
+    np.testing.assert_array_equal(ds["B03"].values[1], scene.expected(scene.day2, "B03"))
+    np.testing.assert_array_equal(ds["SCL"].values[1], scene.expected(scene.day2, "SCL"))
+    # The remembered items stay unsigned (signatures expire): a later fetch signs them afresh.
+    SIGNED_ITEMS.clear()
+    source.load(found[1:], ["B02"], scene.grid, chunk_size=128)
+    assert SIGNED_ITEMS == [(ID_DAY2, True)]
+
+
+def test_unsigned_private_assets_fail_clearly(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    source = make_source(api, tmp_path, collection="private")
+    found = source.search(scene.grid, WINDOW_2)
+    with pytest.raises(RemoteServiceError, match=rf"asset 'red' of STAC item {ID_DAY2}"):
+        source.load(found, ["B04"], scene.grid, chunk_size=128)
+    assert cache_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("signer", "message"),
+    [
+        ("no_such_module_for_stac:sign", "cannot import module 'no_such_module_for_stac'"),
+        ("changedetect.errors:no_such_function", "has no function 'no_such_function'"),
+        ("changedetect.errors:__doc__", "has no function '__doc__'"),
+    ],
+)
+def test_bad_signer_is_a_config_error(tmp_path: Path, signer: str, message: str) -> None:
+    config = StacSourceConfig(url="http://127.0.0.1:9/", cache_dir=tmp_path, signer=signer)
+    with pytest.raises(ConfigError, match=message):
+        StacSource(config, L2A)
+
+
+def test_signer_must_return_an_item(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    source = make_source(api, tmp_path, signer="tests.test_source_stac:not_an_item")
+    found = source.search(scene.grid, WINDOW_2)
+    with pytest.raises(ConfigError, match=r"returned str for STAC item"):
+        source.load(found, ["B04"], scene.grid, chunk_size=128)
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+
+def test_second_load_reads_only_the_cache(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    copies = tmp_path / "assets"
+    shutil.copytree(scene.root / "day2", copies / "day2")
+    files = {b: copies / "day2" / f"{b}.tif" for b in BANDS}
+    api.add_collection("copied", [make_item("S2B_COPY", DAY2, "copied", files, scene.grid)])
+    cache = tmp_path / "cache"
+    source = make_source(api, cache, collection="copied")
+    found = source.search(scene.grid, WINDOW_2)
+    first = source.load(found, BANDS, scene.grid, chunk_size=128).compute()
+
+    shutil.rmtree(copies)  # nothing remote is left to read
+    api.reset()
+    again = source.load(found, BANDS, scene.grid, chunk_size=128).compute()
+    # A new source (the next night's run) given the same acquisitions needs no search either.
+    fresh = make_source(api, cache, collection="copied").load(
+        found, BANDS, scene.grid, chunk_size=64
+    )
+    assert api.count() == 0
+    for band in BANDS:
+        np.testing.assert_array_equal(again[band].values, first[band].values)
+        np.testing.assert_array_equal(fresh[band].values, first[band].values)
+    np.testing.assert_array_equal(first["B08"].values[0], scene.expected(scene.day2, "B08"))
+
+
+def test_uncached_acquisition_from_elsewhere_is_refused(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    stranger = Acquisition(id="S2X_UNKNOWN", datetime=DAY2, source="stac")
+    with pytest.raises(SourceError, match=r"S2X_UNKNOWN is neither in the download cache"):
+        make_source(api, tmp_path).load([stranger], ["B04"], scene.grid, chunk_size=128)
+    assert api.count() == 0
+
+
+def test_failed_read_leaves_nothing_in_cache(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    files = dict(scene.day2)
+    red = scene.day2["B04"].read_bytes()
+    (broken / "B04.tif").write_bytes(red[: len(red) // 2])  # a truncated download
+    files["B04"] = broken / "B04.tif"
+    api.add_collection("broken", [make_item("S2B_BROKEN", DAY2, "broken", files, scene.grid)])
+    cache = tmp_path / "cache"
+    source = make_source(api, cache, collection="broken")
+    found = source.search(scene.grid, WINDOW_2)
+    with pytest.raises(RemoteServiceError, match=r"asset 'red' of STAC item S2B_BROKEN") as err:
+        source.load(found, BANDS, scene.grid, chunk_size=128)
+    assert "was not cached" in str(err.value)
+    assert cache_files(cache) == []  # no partial COG, no temporary file
+
+
+# --- HTTP failures --------------------------------------------------------------------------
+
+
+def test_server_error_then_success_is_retried(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    api.fail("/search", 500, times=1)
+    api.fail("/", 429, times=1, headers={"Retry-After": "0"})
+    found = make_source(api, tmp_path).search(scene.grid, WINDOW_ALL)
+    assert [a.id for a in found] == [f"{ID_WEST}+{ID_EAST}", ID_DAY2]
+    assert api.count("/") == 2
+    assert api.count("/search") == 3  # first page twice, then the second page
+
+
+def test_persistent_server_error_names_the_request(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    api.fail("/search", 503, times=100)
+    source = make_source(api, tmp_path, max_retries=2)
+    with pytest.raises(RemoteServiceError) as err:
+        source.search(scene.grid, WINDOW_ALL)
+    message = str(err.value)
+    assert f"POST {api.url}search" in message
+    assert "HTTP 503" in message and "after 2 retries" in message
+    assert api.count("/search") == 3  # one try and two retries
+
+
+def test_refused_request_is_not_retried(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
+    api.fail("/search", 400, times=100)
+    with pytest.raises(RemoteServiceError, match=r"/search \(search of .* was refused \(HTTP 400"):
+        make_source(api, tmp_path).search(scene.grid, WINDOW_ALL)
+    assert api.count("/search") == 1
+
+
+def test_unreachable_api_is_a_remote_service_error(tmp_path: Path) -> None:
+    config = StacSourceConfig(url="http://127.0.0.1:9/", cache_dir=tmp_path, max_retries=0)
+    with pytest.raises(RemoteServiceError, match=r"GET http://127.0.0.1:9/"):
+        StacSource(config, L2A).search(
+            GridSpec(CRS.from_epsg(32631), Affine(10, 0, 450000, 0, -10, 5410000), 10, 10),
+            WINDOW_ALL,
+        )
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def test_grid_id_is_stable_and_distinct(scene: Scene) -> None:
+    grid = scene.grid
+    assert grid_id(grid) == grid_id(GridSpec(grid.crs, grid.transform, 300, 300))
+    ids = {
+        grid_id(grid),
+        grid_id(grid.window(0, 1, 300, 300)),
+        grid_id(grid.window(0, 0, 300, 299)),
+        grid_id(GridSpec(grid.crs, grid.transform @ Affine.scale(2), 150, 150)),
+    }
+    assert len(ids) == 4
+    assert grid_id(grid) == "epsg32631_453023_5411753_10x10_300x300"
+
+
+def test_solar_day_follows_longitude() -> None:
+    late = dt.datetime(2024, 5, 1, 20, 0)
+    assert solar_day(late, 0.0) == dt.date(2024, 5, 1)
+    assert solar_day(late, 120.0) == dt.date(2024, 5, 2)  # 04:00 local solar time
+    assert solar_day(dt.datetime(2024, 5, 1, 3, 0, tzinfo=dt.UTC), -90.0) == dt.date(2024, 4, 30)
