@@ -14,6 +14,6 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY configs /app/configs
 WORKDIR /work
-USER changedetect
+USER 10001
 ENTRYPOINT ["changedetect"]
 CMD ["--help"]

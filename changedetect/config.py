@@ -324,12 +324,17 @@ class RunConfig(_Model):
         return self
 
 
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|api_?key|credential", re.IGNORECASE)
+
+
 def _format_error(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
         value = err.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if _SECRET_KEY.search(loc):
+            shown = "<hidden>"  # an error message is logged: never echo what may be a credential
         if err["type"] == "missing":
             lines.append(f"{loc or '<root>'}: required key is missing")
         elif err["type"] == "extra_forbidden":

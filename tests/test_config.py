@@ -27,6 +27,36 @@ def test_demo_config_is_valid_and_matches_embedded_copy():
     assert (ROOT / "configs" / "demo.yaml").read_text() == embedded
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("sentinelhub.yaml", "sentinelhub"),
+        ("stac-earth-search.yaml", "stac"),
+        ("local-folder.yaml", "local"),
+    ],
+)
+def test_example_configs_are_valid(name, kind):
+    config = load_config(ROOT / "configs" / name)
+    assert config.source.kind == kind
+
+
+def test_remote_source_settings_are_validated():
+    with pytest.raises(ConfigError, match=r"source\.sentinelhub\.max_cloud_cover = 140"):
+        parse_config(with_(source={"kind": "sentinelhub", "max_cloud_cover": 140}))
+    with pytest.raises(ConfigError, match=r"source\.stac\.url: required key is missing"):
+        parse_config(with_(source={"kind": "stac"}))
+    with pytest.raises(ConfigError, match=r"unknown band name\(s\) \['B99'\]"):
+        parse_config(with_(source={"kind": "stac", "url": "http://x", "assets": {"B99": "x"}}))
+    # credentials come from the environment or secret blocks, never from a config file
+    with pytest.raises(
+        ConfigError, match=r"source\.sentinelhub\.client_secret: unknown key"
+    ) as err:
+        parse_config(with_(source={"kind": "sentinelhub", "client_secret": "s3cr3t"}))
+    assert "s3cr3t" not in str(err.value)
+    with pytest.raises(ConfigError, match="module:function"):
+        parse_config(with_(source={"kind": "stac", "url": "http://x", "signer": "not a hook"}))
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match=r"detection\.min_aera_m2: unknown key"):
         parse_config(with_(detection={"min_aera_m2": 5}))
