@@ -1,12 +1,11 @@
 """The one pass over the imagery: write scratch rasters and gather the changed pixels.
 
-Bands are decoded once: the score and RGB scratch rasters are stored block by block while the
-(small) set of changed pixels and their features is gathered from the same dask graph.
+Bands are decoded once: each chunk's task returns its score and RGB blocks, written to scratch
+rasters as they come back, with the (small) set of its changed pixels and their features.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,30 +40,17 @@ class Gathered:
     n_pixels: int
 
 
-class _BlockWriter:
-    """Writes blocks into open GeoTIFFs from dask worker threads (GDAL handles are not
-    thread-safe, hence the lock)."""
+@dataclass
+class BlockResult:
+    """What one chunk's task hands back: its place, its scratch blocks and its changed pixels."""
 
-    def __init__(
-        self,
-        score: rasterio.io.DatasetWriter,
-        rgb: rasterio.io.DatasetWriter,
-        chunks: tuple[tuple[int, ...], tuple[int, ...]],
-    ) -> None:
-        self.score = score
-        self.rgb = rgb
-        self.lock = threading.Lock()
-        self.row_starts = np.cumsum((0, *chunks[0][:-1]))
-        self.col_starts = np.cumsum((0, *chunks[1][:-1]))
-
-    def origin(self, i: int, j: int) -> tuple[int, int]:
-        return int(self.row_starts[i]), int(self.col_starts[j])
-
-    def write(self, row0: int, col0: int, score: np.ndarray, rgb: np.ndarray) -> None:
-        window = rasterio.windows.Window(col0, row0, score.shape[1], score.shape[0])
-        with self.lock:
-            self.score.write(score.astype(np.float32), 1, window=window)
-            self.rgb.write(rgb, window=window)
+    row0: int
+    col0: int
+    score: np.ndarray
+    rgb: np.ndarray
+    flat_index: np.ndarray
+    values: dict[str, np.ndarray]
+    n_valid: int
 
 
 def _trim(depth: int, index: int, count: int, size: int) -> slice:
@@ -75,14 +61,15 @@ def _trim(depth: int, index: int, count: int, size: int) -> slice:
 
 
 def _finish_block(
-    writer: _BlockWriter,
     test: ChangeTest,
+    origin: tuple[int, int],
     place: tuple[int, int, int, int, int],
     min_valid: int,
     expanded: np.ndarray,
-) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
-    # the whole per-chunk work in one task: test, trim, write, gather. Dask then holds nothing of a
-    # chunk but its composites until its neighbours have taken their halo strips.
+) -> BlockResult:
+    # the whole per-chunk work in one task (test, trim, gather), so dask holds nothing of a chunk
+    # but its composites until its neighbours have taken their halo strips; the task is pure and
+    # picklable, so it runs on a distributed cluster's worker processes as well as on threads
     (i, n_rows, j, n_cols, width), halo = place, test.halo
     ys = _trim(halo, i, n_rows, expanded.shape[1])
     xs = _trim(halo, j, n_cols, expanded.shape[2])
@@ -92,10 +79,8 @@ def _finish_block(
     b, a = b[:, ys, xs], a[:, ys, xs]
     valid = (counts[0] >= min_valid) & (counts[1] >= min_valid)
     decision = result.disturbed[ys, xs] & valid
-    score = result.score[ys, xs]
-    row0, col0 = writer.origin(i, j)
-    rgb = reflectance_to_byte(np.concatenate([b[RGB], a[RGB]]))
-    writer.write(row0, col0, score, rgb)
+    score = np.ascontiguousarray(result.score[ys, xs])
+    row0, col0 = origin
     rows, cols = np.nonzero(decision)
     flat = (rows.astype(np.int64) + row0) * width + (cols + col0)
     values = index_feature_values(
@@ -105,8 +90,15 @@ def _finish_block(
     values["evidence"] = result.evidence[ys, xs][rows, cols]
     values["brightening"] = result.brightening[ys, xs][rows, cols]
     values["score"] = score[rows, cols]
-    gathered = {name: np.asarray(v, dtype=np.float32) for name, v in values.items()}
-    return flat, gathered, int(np.count_nonzero(valid))
+    return BlockResult(
+        row0,
+        col0,
+        score,
+        reflectance_to_byte(np.concatenate([b[RGB], a[RGB]])),
+        flat,
+        {name: np.asarray(v, dtype=np.float32) for name, v in values.items()},
+        int(np.count_nonzero(valid)),
+    )
 
 
 def run_pass(
@@ -118,8 +110,9 @@ def run_pass(
     score_path: Path,
     rgb_path: Path,
 ) -> Gathered:
-    """Test every pixel in one dask computation; scratch rasters land on disk and the changed
-    pixels' features come back."""
+    """Test every pixel, batch by batch on dask's current scheduler (threads, or a distributed
+    cluster when a client is active); scratch rasters land on disk and the changed pixels'
+    features come back."""
     cube = inputs.cube
     chunks = cube.chunks[1:]
     counts = [c.astype(np.float32).rechunk(chunks)[None] for c in valid_counts]
@@ -127,24 +120,39 @@ def run_pass(
     halo = test.halo
     expanded = da.overlap.overlap(stacked, depth={0: 0, 1: halo, 2: halo}, boundary="none")
     blocks = expanded.to_delayed(optimize_graph=False)
+    row_starts = np.cumsum((0, *chunks[0][:-1]))
+    col_starts = np.cumsum((0, *chunks[1][:-1]))
     n_rows, n_cols = len(chunks[0]), len(chunks[1])
+    flat_parts: list[np.ndarray] = []
+    value_parts: list[dict[str, np.ndarray]] = []
+    n_valid = 0
     with (
         rasterio.open(score_path, "w", **scratch_profile(grid, 1, "float32", np.nan)) as sdst,
         rasterio.open(rgb_path, "w", **scratch_profile(grid, 6, "uint8", None)) as rdst,
     ):
-        writer = _BlockWriter(sdst, rdst, chunks)
-        results: list[tuple[np.ndarray, dict[str, np.ndarray], int]] = []
         rows_per_batch = max(1, BATCH_CHUNKS // n_cols)
         for first in range(0, n_rows, rows_per_batch):
             tasks = [
-                dask.delayed(_finish_block)(
-                    writer, test, (i, n_rows, j, n_cols, grid.width), min_valid, blocks[0, i, j]
+                dask.delayed(_finish_block, pure=True)(
+                    test,
+                    (int(row_starts[i]), int(col_starts[j])),
+                    (i, n_rows, j, n_cols, grid.width),
+                    min_valid,
+                    blocks[0, i, j],
                 )
                 for i in range(first, min(first + rows_per_batch, n_rows))
                 for j in range(n_cols)
             ]
-            results.extend(dask.compute(*tasks))
-    names = tuple(results[0][1]) if results else ()
-    flat_index = np.concatenate([r[0] for r in results]) if results else np.empty(0, np.int64)
-    values = {n: np.concatenate([r[1][n] for r in results]) for n in names}
-    return Gathered(flat_index, values, sum(r[2] for r in results), grid.width * grid.height)
+            for block in dask.compute(*tasks):
+                window = rasterio.windows.Window(
+                    block.col0, block.row0, block.score.shape[1], block.score.shape[0]
+                )
+                sdst.write(block.score, 1, window=window)
+                rdst.write(block.rgb, window=window)
+                flat_parts.append(block.flat_index)
+                value_parts.append(block.values)
+                n_valid += block.n_valid
+    names = tuple(value_parts[0]) if value_parts else ()
+    flat_index = np.concatenate(flat_parts) if flat_parts else np.empty(0, np.int64)
+    values = {n: np.concatenate([v[n] for v in value_parts]) for n in names}
+    return Gathered(flat_index, values, n_valid, grid.width * grid.height)

@@ -1,0 +1,1097 @@
+"""Sentinel-2 from Sentinel Hub (sentinel-hub.com or the Copernicus Data Space Ecosystem).
+
+:class:`SentinelHubSource` searches with the Catalog API and fetches pixels with the Process API,
+through the ``sentinelhub`` package (its request building, OAuth session and TIFF decoding):
+
+* ``search``: one Catalog API search over the grid's WGS84 bounds and the window, filtered on
+  ``eo:cloud_cover``; the granules of one UTC day become one :class:`Acquisition` (the Process API
+  mosaics them). Searches of windows that ended more than :data:`SEARCH_CACHE_AFTER_DAYS` days ago
+  are kept as JSON in the cache folder, so re-running a past window asks nothing.
+* ``load``: the grid is cut into request tiles of at most ``max_tile_px`` a side on the grid's own
+  pixels (:func:`request_tiles`); every (day, tile) not yet in the :class:`DownloadCache` is fetched
+  as one Process API request (a few at a time, never faster than ``requests_per_second``) and put
+  into the cache as soon as it arrives. A GDAL VRT per day then stitches the cached tiles back into
+  the grid, and :class:`LocalSource` loads those lazily, so the result is the service's pixels,
+  exactly, scaled to reflectance.
+
+Every HTTP call has a timeout and bounded retries: HTTP 429 and 5xx, timeouts, broken
+connections, truncated bodies and replies of the wrong content type are retried up to
+``max_retries`` times with exponential backoff that honours ``Retry-After`` (seconds or an HTTP
+date, capped); then a :class:`RemoteServiceError` names the request (date, tile and URL path,
+never a token). Credentials (``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` or Prefect Secret blocks) are
+looked up only when a request is needed, so a fully cached run needs none, and they are kept out
+of logs and error messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import functools
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
+
+import numpy as np
+import requests
+import tifffile
+import xarray as xr
+from oauthlib.oauth2 import BackendApplicationClient
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from requests_oauthlib import OAuth2Session
+from sentinelhub import (
+    CRS,
+    BBox,
+    DataCollection,
+    MimeType,
+    MosaickingOrder,
+    SentinelHubCatalog,
+    SentinelHubDownloadClient,
+    SentinelHubRequest,
+    SentinelHubSession,
+    SHConfig,
+)
+from sentinelhub.constants import SHConstants
+from sentinelhub.decoding import decode_sentinelhub_err_msg
+from sentinelhub.download.models import DownloadRequest, DownloadResponse
+from sentinelhub.evalscript import parse_data_collection_bands
+from sentinelhub.exceptions import ImageDecodingError, MissingDataInRequestException
+
+from ...config import SensorConfig, SentinelHubSourceConfig
+from ...errors import CredentialsError, MissingBandError, RemoteServiceError, SourceError
+from ...models import Acquisition, GridSpec, TimeWindow
+from ...types import ANALYSIS_BANDS
+from ..atomic import atomic_path
+from ..cache import CacheKey, DownloadCache
+from .local import LocalSource
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CDSE_TOKEN_URL",
+    "RequestTile",
+    "SentinelHubSource",
+    "build_evalscript",
+    "default_token_url",
+    "request_tiles",
+    "retry_after_seconds",
+]
+
+ENV_CLIENT_ID = "SH_CLIENT_ID"
+ENV_CLIENT_SECRET = "SH_CLIENT_SECRET"
+ENV_BASE_URL = "SH_BASE_URL"
+ENV_TOKEN_URL = "SH_TOKEN_URL"
+
+#: OAuth token endpoint of the Copernicus Data Space Ecosystem (base URL sh.dataspace.copernicus.eu).
+CDSE_TOKEN_URL = (
+    "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+)
+
+#: Searches of windows that ended more than this many days ago are cached: by then the archive
+#: holds every granule of the window (late processing and reprocessing settle within days).
+SEARCH_CACHE_AFTER_DAYS = 3
+
+#: Bands every request fetches (plus any other band a load asks for), so one cached tile serves
+#: every analysis; SCL only where the collection has it.
+FETCH_BANDS = (*ANALYSIS_BANDS, "SCL")
+
+#: The Catalog API returns at most this many items a page.
+CATALOG_PAGE_LIMIT = 100
+
+_COLLECTIONS = {
+    "sentinel-2-l2a": DataCollection.SENTINEL2_L2A,
+    "sentinel-2-l1c": DataCollection.SENTINEL2_L1C,
+}
+
+#: DownloadRequest.extra_params key holding a human label of the request for logs and errors.
+_LABEL = "changedetect_label"
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def default_token_url(base_url: str) -> str:
+    """The OAuth token endpoint that belongs to a service root: CDSE's identity service for
+    ``sh.dataspace.copernicus.eu``, else ``<base_url>/oauth/token`` (sentinel-hub.com)."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == "sh.dataspace.copernicus.eu":
+        return CDSE_TOKEN_URL
+    return base_url.rstrip("/") + "/oauth/token"
+
+
+def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110: a number of seconds or an HTTP
+    date), never negative; None when absent or unreadable. Decimal seconds are accepted too."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True)
+class RequestTile:
+    """One Process API request footprint: a pixel window of the analysis grid."""
+
+    row: int
+    col: int
+    grid: GridSpec
+
+    @property
+    def id(self) -> str:
+        """Names the tile by CRS, pixel origin, size and resolution (stable across runs)."""
+        return grid_id(self.grid)
+
+
+def grid_id(grid: GridSpec) -> str:
+    """``epsg32610_x585570_y4135590_300x240_r10``: CRS, top-left corner, size, pixel size."""
+    epsg = grid.crs.to_epsg()
+    crs = (
+        f"epsg{epsg}" if epsg else "crs" + hashlib.sha1(grid.crs.to_wkt().encode()).hexdigest()[:10]
+    )
+    t = grid.transform
+    res = _num(t.a) if math.isclose(t.a, -t.e) else f"{_num(t.a)}x{_num(-t.e)}"
+    return f"{crs}_x{_num(t.c)}_y{_num(t.f)}_{grid.width}x{grid.height}_r{res}"
+
+
+def _num(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def _split(size: int, max_px: int) -> list[tuple[int, int]]:
+    """(start, length) pieces of `size` pixels, at most `max_px` each, as equal as possible (no
+    sliver at the end)."""
+    count = -(-size // max_px)
+    base, extra = divmod(size, count)
+    pieces, start = [], 0
+    for i in range(count):
+        length = base + (1 if i < extra else 0)
+        pieces.append((start, length))
+        start += length
+    return pieces
+
+
+def request_tiles(grid: GridSpec, max_tile_px: int) -> list[RequestTile]:
+    """Cut `grid` into request tiles of at most `max_tile_px` pixels a side, row by row.
+
+    The grid's pixel lattice is split directly (not with sentinelhub's BBoxSplitter, whose equal
+    parts of the bbox fall between pixels unless the size divides evenly), so every tile edge is a
+    grid pixel edge and the tiles stitch back into the grid pixel for pixel."""
+    t = grid.transform
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+        raise SourceError(
+            f"grid transform {tuple(t)[:6]} is not north-up; the Process API serves north-up "
+            "grids only: use an analysis grid without rotation"
+        )
+    if max_tile_px < 1:
+        raise ValueError(f"max_tile_px must be positive, got {max_tile_px}")
+    return [
+        RequestTile(row, col, grid.window(row, col, height, width))
+        for row, height in _split(grid.height, max_tile_px)
+        for col, width in _split(grid.width, max_tile_px)
+    ]
+
+
+def build_evalscript(bands: Sequence[str], sample_type: str) -> str:
+    """A V3 evalscript returning `bands` in order as `sample_type` (0 where there is no data).
+
+    UINT16 returns digital numbers (reflectance x 10000, harmonised to one scale across processing
+    baselines by the service); FLOAT32 returns reflectance. SCL is always its class number."""
+    units = ["DN" if (b == "SCL" or sample_type == "UINT16") else "REFLECTANCE" for b in bands]
+    names = ", ".join(f'"{b}"' for b in [*bands, "dataMask"])
+    unit_list = ", ".join(f'"{u}"' for u in [*units, "DN"])
+    values = ", ".join(f"sample.{b}" for b in bands)
+    zeros = ", ".join("0" for _ in bands)
+    return (
+        "//VERSION=3\n"
+        "function setup() {\n"
+        "  return {\n"
+        f"    input: [{{bands: [{names}], units: [{unit_list}]}}],\n"
+        f'    output: {{bands: {len(bands)}, sampleType: "{sample_type}"}}\n'
+        "  };\n"
+        "}\n"
+        "function evaluatePixel(sample) {\n"
+        f"  if (sample.dataMask === 0) return [{zeros}];\n"
+        f"  return [{values}];\n"
+        "}\n"
+    )
+
+
+def _path_of(url: str | None) -> str:
+    return urlsplit(url or "").path or "/"
+
+
+def _utc_day(when: dt.datetime) -> dt.date:
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    return when.date()
+
+
+def _utc_naive(when: dt.datetime) -> dt.datetime:
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return when
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets stay out of logs
+
+
+class _RedactSecrets(logging.Filter):
+    """Masks client secrets and access tokens in records of the loggers it guards.
+
+    requests-oauthlib logs the whole token request body (client secret included) and the token
+    reply at DEBUG level; this filter rewrites those records before any handler sees them."""
+
+    _TOKEN_PATTERNS = (
+        re.compile(r"""(['"]access_token['"]\s*:\s*['"])[^'"]+"""),
+        re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+"),
+        re.compile(r"(client_secret=)[^&\s'\"]+"),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, secret: str) -> None:
+        if not secret:
+            return
+        with self._lock:
+            self._secrets |= {secret, quote_plus(secret), quote(secret, safe="")}
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            known = sorted(self._secrets, key=len, reverse=True)
+        for secret in known:
+            text = text.replace(secret, "***")
+        for pattern in self._TOKEN_PATTERNS:
+            text = pattern.sub(r"\1***", text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is the logging module's business, not ours
+            return True
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTOR = _RedactSecrets()
+for _name in ("requests_oauthlib", "requests_oauthlib.oauth2_session", "oauthlib"):
+    logging.getLogger(_name).addFilter(_REDACTOR)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP: pacing, bounded retries, a session with a timeout
+
+
+class _RateLimiter:
+    """Spaces request starts at least 1 / `per_second` apart, across all threads."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+@dataclass(frozen=True)
+class _RetryPolicy:
+    """How hard to try one HTTP request (shared by every client and session of a source)."""
+
+    attempts: int
+    backoff_s: float
+    max_wait_s: float
+    timeout_s: float
+    sleep: Callable[[float], None]
+    limiter: _RateLimiter
+    session_lock: threading.Lock
+
+    def wait_s(self, failures: int, retry_after: float | None) -> float:
+        """Wait before the next attempt: the server's Retry-After, else exponential backoff;
+        capped at max_wait_s either way."""
+        wait = retry_after if retry_after is not None else self.backoff_s * 2 ** (failures - 1)
+        return min(wait, self.max_wait_s)
+
+
+class _RequestFailed(Exception):
+    """A request that failed for good (inside the client; the source turns it into its errors)."""
+
+    def __init__(self, reason: str, attempts: int, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+        self.status = status
+
+
+def _tiff_problem(content: bytes) -> str | None:
+    """Why `content` is not a complete TIFF, or None. Parses the header and checks that every
+    strip or tile lies inside the body (a truncated reply fails here, not in the decoder)."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(content)) as tif:
+            page = tif.pages.first
+            end = max(
+                (o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)),
+                default=0,
+            )
+    except Exception as exc:  # tifffile raises many types on garbage
+        return f"the reply is not a readable TIFF ({type(exc).__name__}, {len(content)} bytes)"
+    if end > len(content):
+        return f"the reply is truncated ({len(content)} of at least {end} bytes)"
+    return None
+
+
+def _body_problem(request: DownloadRequest, response: requests.Response) -> str | None:
+    """Why a 2xx reply is unusable (wrong content type, truncated or broken body), or None."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if request.data_type is MimeType.TIFF:
+        if content_type not in ("image/tiff", "image/tif"):
+            return f"the reply is {content_type or 'untyped'}, not image/tiff"
+        return _tiff_problem(response.content)
+    if request.data_type is MimeType.JSON:
+        if "json" not in content_type:
+            return f"the reply is {content_type or 'untyped'}, not JSON"
+        try:
+            json.loads(response.content)
+        except ValueError:
+            return f"the reply is not complete JSON ({len(response.content)} bytes)"
+    return None
+
+
+class _BoundedDownloadClient(SentinelHubDownloadClient):
+    """The package's download client with bounded, Retry-After-aware retries.
+
+    Only ``_execute_download`` is replaced: the package's own loop retries HTTP 429 forever unless
+    ``max_retries`` is set, reads Retry-After as milliseconds (and fails on a fractional value),
+    and retries 5xx apart from 429 on a different schedule. Everything else (request building,
+    session headers, ``_do_download`` with the configured timeout, decoding) is the package's.
+    """
+
+    def __init__(self, *, policy: _RetryPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+
+    def _get_session_headers(self) -> dict[str, str]:
+        # One session is shared by the clients of all threads: refresh its token under one lock.
+        with self._policy.session_lock:
+            return self.get_session().session_headers
+
+    def _execute_download(self, request: DownloadRequest) -> DownloadResponse:
+        policy = self._policy
+        label = (
+            request.extra_params.get(_LABEL)
+            or f"{request.request_type.value} {_path_of(request.url)}"
+        )
+        reason = "no attempt made"
+        for attempt in range(1, policy.attempts + 1):
+            policy.limiter.wait()
+            retry_after = None
+            try:
+                response = self._do_download(request)
+            except requests.Timeout:
+                reason = f"no reply within {policy.timeout_s:g} s"
+            except (
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                reason = f"the connection broke ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if status in (408, 429) or status >= 500:
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    reason = f"HTTP {status}"
+                elif status >= 400:
+                    message = " ".join(decode_sentinelhub_err_msg(response).split())[:300]
+                    raise _RequestFailed(
+                        f"HTTP {status}: {message or response.reason}", attempt, status
+                    )
+                else:
+                    problem = _body_problem(request, response)
+                    if problem is None:
+                        return DownloadResponse.from_response(response, request)
+                    reason = problem
+            if attempt < policy.attempts:
+                wait = policy.wait_s(attempt, retry_after)
+                log.warning(
+                    "%s: %s; retry %d of %d in %.3g s",
+                    label,
+                    reason,
+                    attempt,
+                    policy.attempts - 1,
+                    wait,
+                )
+                policy.sleep(wait)
+        raise _RequestFailed(reason, policy.attempts)
+
+
+class _TimedSession(SentinelHubSession):
+    """The package's OAuth session, with a timeout and the bounded retries on the token request
+    (the package calls ``fetch_token`` without a timeout)."""
+
+    def __init__(self, config: SHConfig, policy: _RetryPolicy) -> None:
+        self._policy = policy
+        super().__init__(config=config)
+
+    def _fetch_token(self, request: DownloadRequest) -> dict[str, Any]:
+        url = str(request.url)
+        policy = self._policy
+        reason = "no attempt made"
+        for attempt in range(1, policy.attempts + 1):
+            retry_after = None
+            try:
+                return self._token_once(url)
+            except InsecureTransportError:
+                raise CredentialsError(
+                    f"token URL {url} is not https; OAuth sends the client secret only over https "
+                    f"(set {ENV_TOKEN_URL} or source.token_url to an https URL)"
+                ) from None
+            except MissingTokenError:
+                reason = "the reply carries no access token"
+            except OAuth2Error as exc:
+                raise CredentialsError(
+                    f"the token endpoint {url} refused the client credentials ({exc.error}); "
+                    f"check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or the Prefect secret blocks) "
+                    "and that the client belongs to this service"
+                ) from None
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                if status != 429 and status < 500:
+                    raise CredentialsError(
+                        f"the token endpoint {url} answered HTTP {status}; check {ENV_TOKEN_URL} "
+                        f"or source.token_url and the client credentials"
+                    ) from None
+                reason = f"HTTP {status}"
+                if exc.response is not None:
+                    retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+            except requests.Timeout:
+                reason = f"no reply within {policy.timeout_s:g} s"
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                reason = f"the connection broke ({type(exc).__name__})"
+            except ValueError:
+                reason = "the reply is not an OAuth token"
+            if attempt < policy.attempts:
+                wait = policy.wait_s(attempt, retry_after)
+                log.warning(
+                    "token request to %s: %s; retry %d of %d in %.3g s",
+                    _path_of(url),
+                    reason,
+                    attempt,
+                    policy.attempts - 1,
+                    wait,
+                )
+                policy.sleep(wait)
+        raise RemoteServiceError(
+            f"cannot get a Sentinel Hub access token from {url}: {reason} after {policy.attempts} "
+            "attempt(s); check the service status and the token URL, then run again"
+        )
+
+    def _token_once(self, url: str) -> dict[str, Any]:
+        client = BackendApplicationClient(client_id=self.config.sh_client_id)
+        with OAuth2Session(client=client) as oauth:
+            oauth.register_compliance_hook("access_token_response", self._compliance_hook)
+            return oauth.fetch_token(
+                token_url=url,
+                client_id=self.config.sh_client_id,
+                client_secret=self.config.sh_client_secret,
+                headers={**self.DEFAULT_HEADERS, **SHConstants.HEADERS},
+                include_client_id=True,
+                timeout=self.config.download_timeout_seconds,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# The source
+
+
+@dataclass(frozen=True)
+class _TileJob:
+    day: dt.date
+    tile: RequestTile
+    key: CacheKey
+
+
+class SentinelHubSource:
+    """Sentinel-2 L2A/L1C through the Sentinel Hub Catalog and Process APIs, cached on disk.
+
+    `environ` replaces ``os.environ`` for credentials and URL overrides. `backoff_s` is the first
+    retry wait (doubled each retry), `max_wait_s` caps every wait, Retry-After included, and
+    `sleep` does the waiting (tests pass small values and a recorder).
+    """
+
+    name = "sentinelhub"
+
+    def __init__(
+        self,
+        config: SentinelHubSourceConfig,
+        sensor: SensorConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        backoff_s: float = 1.0,
+        max_wait_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if backoff_s < 0 or max_wait_s < 0:
+            raise ValueError("backoff_s and max_wait_s must not be negative")
+        self.config = config
+        self.sensor = sensor
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.cache = DownloadCache(config.cache_dir)
+        self.base_url = (self._env(ENV_BASE_URL) or config.base_url).rstrip("/")
+        self.token_url = (
+            self._env(ENV_TOKEN_URL) or config.token_url or default_token_url(self.base_url)
+        )
+        self._policy = _RetryPolicy(
+            attempts=config.max_retries + 1,
+            backoff_s=backoff_s,
+            max_wait_s=max_wait_s,
+            timeout_s=config.timeout_s,
+            sleep=sleep,
+            limiter=_RateLimiter(config.requests_per_second),
+            session_lock=threading.Lock(),
+        )
+        self._session_lock = threading.Lock()
+        self._session: SentinelHubSession | None = None
+        self._collection = self._define_collection()
+        self._told_offset = False
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _env(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def _define_collection(self) -> DataCollection:
+        """The collection bound to this service: the built-in definitions hard-code their host,
+        so requests for a CDSE or test deployment would otherwise go to sentinel-hub.com."""
+        base = _COLLECTIONS[self.config.collection]
+        digest = hashlib.sha1(self.base_url.encode()).hexdigest()[:12].upper()
+        name = f"CHANGEDETECT_{base.name}_{digest}"
+        try:
+            return base.define_from(name, service_url=self.base_url)
+        except ValueError:
+            # An equal definition exists already (the built-in one for its own host): use it.
+            return DataCollection(base.value.derive(service_url=self.base_url, _name=name))
+
+    @property
+    def _collection_key(self) -> str:
+        """Cache name of what a tile holds: the collection and the pixel type."""
+        return f"{self.config.collection}.{self.config.sample_type.lower()}"
+
+    def _credentials(self) -> tuple[str, str]:
+        client_id = self._env(ENV_CLIENT_ID)
+        client_secret = self._env(ENV_CLIENT_SECRET)
+        if client_id is None and self.config.client_id_block:
+            client_id = _prefect_secret(self.config.client_id_block, "client_id_block")
+        if client_secret is None and self.config.client_secret_block:
+            client_secret = _prefect_secret(self.config.client_secret_block, "client_secret_block")
+        missing = [
+            name
+            for name, value in ((ENV_CLIENT_ID, client_id), (ENV_CLIENT_SECRET, client_secret))
+            if not value
+        ]
+        if missing or client_id is None or client_secret is None:
+            raise CredentialsError(
+                f"Sentinel Hub credentials are missing ({' and '.join(missing)} not set): set "
+                f"{ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} in the environment to an OAuth client of "
+                f"{self.base_url}, or name Prefect Secret blocks in source.client_id_block and "
+                "source.client_secret_block"
+            )
+        _REDACTOR.add(client_secret)
+        return client_id, client_secret
+
+    def _get_session(self) -> SentinelHubSession:
+        """The OAuth session, created (credentials looked up, token fetched) on first need."""
+        with self._session_lock:
+            if self._session is None:
+                client_id, client_secret = self._credentials()
+                config = SHConfig(
+                    use_defaults=True,  # never read or write ~/.config/sentinelhub
+                    sh_client_id=client_id,
+                    sh_client_secret=client_secret,
+                    sh_base_url=self.base_url,
+                    sh_token_url=self.token_url,
+                    max_download_attempts=self._policy.attempts,
+                    download_sleep_time=self._policy.backoff_s,
+                    download_timeout_seconds=self.config.timeout_s,
+                    max_retries=self._policy.attempts,
+                )
+                self._session = _TimedSession(config, self._policy)
+            return self._session
+
+    def _client_factory(self, session: SentinelHubSession) -> Callable[..., _BoundedDownloadClient]:
+        return functools.partial(_BoundedDownloadClient, session=session, policy=self._policy)
+
+    # -- search --------------------------------------------------------------------------------
+
+    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+        """One acquisition per UTC day with granules over `grid` in `window` whose cloud cover is
+        at most ``max_cloud_cover``, oldest first."""
+        bounds = _wgs84_bounds(grid)
+        cache_file = self._search_cache_file(bounds, window)
+        cutoff = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=SEARCH_CACHE_AFTER_DAYS)
+        cacheable = window.end < cutoff
+        if cacheable and cache_file.is_file():
+            try:
+                acquisitions = _read_search_cache(cache_file)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable search cache %s (%s)", cache_file, exc)
+            else:
+                log.info(
+                    "%s: %d acquisition(s) from the search cache",
+                    window.as_list(),
+                    len(acquisitions),
+                )
+                return acquisitions
+        features = self._catalog_search(bounds, window)
+        try:
+            acquisitions = self._group_by_day(features)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RemoteServiceError(
+                f"Catalog API search of {self.config.collection} in {window.as_list()}: a "
+                f"feature has no readable properties.datetime / eo:cloud_cover ({exc!r}); check "
+                f"that {self.base_url} is a Sentinel Hub service"
+            ) from None
+        if cacheable:
+            _write_search_cache(cache_file, acquisitions)
+        log.info(
+            "catalog: %d granule(s) on %d day(s) in %s",
+            len(features),
+            len(acquisitions),
+            window.as_list(),
+        )
+        return acquisitions
+
+    def _catalog_search(
+        self, bounds: tuple[float, float, float, float], window: TimeWindow
+    ) -> list[dict[str, Any]]:
+        session = self._get_session()
+        catalog = SentinelHubCatalog(config=session.config)
+        # The catalog's requests go through the same bounded, paced client as the tiles.
+        catalog.client = self._client_factory(session)(config=session.config)
+        max_cc = self.config.max_cloud_cover
+        try:
+            return list(
+                catalog.search(
+                    self._collection,
+                    time=(window.start, window.end),
+                    bbox=BBox(bounds, crs=CRS.WGS84),
+                    filter=f"eo:cloud_cover <= {max_cc:g}",
+                    fields={
+                        "include": ["id", "properties.datetime", "properties.eo:cloud_cover"],
+                        "exclude": [],
+                    },
+                    limit=CATALOG_PAGE_LIMIT,
+                )
+            )
+        except _RequestFailed as exc:
+            what = f"Catalog API search of {self.config.collection} in {window.as_list()}"
+            raise _service_error(what, catalog.service_url + "/search", exc) from None
+        except (KeyError, TypeError, MissingDataInRequestException) as exc:
+            raise RemoteServiceError(
+                f"Catalog API search of {self.config.collection} in {window.as_list()} (POST "
+                f"{_path_of(catalog.service_url + '/search')}): unexpected reply (no {exc}); "
+                f"check that {self.base_url} is a Sentinel Hub service"
+            ) from None
+
+    def _group_by_day(self, features: Sequence[Mapping[str, Any]]) -> list[Acquisition]:
+        days: dict[dt.date, list[tuple[dt.datetime, float | None, str]]] = {}
+        for feature in features:
+            props = feature.get("properties", {})
+            when = _utc_naive(
+                dt.datetime.fromisoformat(str(props["datetime"]).replace("Z", "+00:00"))
+            )
+            cloud = props.get("eo:cloud_cover")
+            cloud = float(cloud) if cloud is not None else None
+            if cloud is not None and cloud > self.config.max_cloud_cover:
+                continue  # the filter is the service's; this guards against one that ignores it
+            days.setdefault(when.date(), []).append((when, cloud, str(feature.get("id", ""))))
+        acquisitions = []
+        for day, granules in sorted(days.items()):
+            clouds = [c for _, c, _ in granules if c is not None]
+            acquisitions.append(
+                Acquisition(
+                    id=f"{self.config.collection}_{day:%Y%m%d}",
+                    datetime=min(w for w, _, _ in granules),
+                    source=self.name,
+                    cloud_cover=float(np.mean(clouds)) if clouds else None,
+                )
+            )
+        return acquisitions
+
+    def _search_cache_file(self, bounds: Sequence[float], window: TimeWindow) -> Path:
+        query = {
+            "base_url": self.base_url,
+            "collection": self.config.collection,
+            "bbox": [round(v, 7) for v in bounds],
+            "window": window.as_list(),
+            "max_cloud_cover": self.config.max_cloud_cover,
+        }
+        digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:20]
+        return Path(self.config.cache_dir) / f"{self.name}-search" / f"{digest}.json"
+
+    # -- load ----------------------------------------------------------------------------------
+
+    def load(
+        self,
+        acquisitions: Sequence[Acquisition],
+        bands: Sequence[str],
+        grid: GridSpec,
+        chunk_size: int,
+    ) -> xr.Dataset:
+        """Fetch what the cache lacks, then lazily load `bands` of `acquisitions` on `grid`."""
+        acquisitions = list(acquisitions)
+        bands = list(dict.fromkeys(bands))
+        if not acquisitions:
+            raise SourceError(
+                "no acquisitions to load; widen the time window or raise source.max_cloud_cover"
+            )
+        if not bands:
+            raise ValueError("load needs at least one band")
+        fetch_bands = self._fetch_bands(bands)
+        tiles = request_tiles(grid, self.config.max_tile_px)
+        self._sh_crs(grid)  # fail before any request when the CRS cannot be sent
+        days = sorted({_utc_day(acq.datetime) for acq in acquisitions})
+        jobs: list[_TileJob] = []
+        for day in days:
+            for tile in tiles:
+                key = self._tile_key(tile, day, fetch_bands)
+                if self.cache.get(key) is None:
+                    jobs.append(_TileJob(day, tile, key))
+        if jobs:
+            log.info(
+                "sentinelhub: fetching %d of %d tile(s) (%d day(s) x %d tile(s)); the rest are cached",
+                len(jobs),
+                len(days) * len(tiles),
+                len(days),
+                len(tiles),
+            )
+            self._fetch(jobs, fetch_bands, grid)
+        mosaics = {day: self._write_mosaic(day, tiles, grid, fetch_bands) for day in days}
+        local = [
+            Acquisition(
+                id=acq.id,
+                datetime=acq.datetime,
+                source=self.name,
+                assets={
+                    b: (str(mosaics[_utc_day(acq.datetime)]), i + 1)
+                    for i, b in enumerate(fetch_bands)
+                },
+                cloud_cover=acq.cloud_cover,
+                grid=grid,
+            )
+            for acq in acquisitions
+        ]
+        return LocalSource(None, self._load_sensor(), acquisitions=local).load(
+            local, bands, grid, chunk_size
+        )
+
+    def _fetch_bands(self, bands: Sequence[str]) -> list[str]:
+        """The bands a request asks for: FETCH_BANDS (as the collection has them) and any other
+        band of `bands`, validated against the collection."""
+        # L1C has no scene classification: asked for, it is left out like LocalSource leaves out
+        # a missing SCL (the analysis then masks no data only).
+        has_scl = self.config.collection == "sentinel-2-l2a"
+        fetch = [b for b in FETCH_BANDS if b != "SCL" or has_scl]
+        fetch += [b for b in bands if b not in fetch and (b != "SCL" or has_scl)]
+        try:
+            parse_data_collection_bands(self._collection, fetch)
+        except ValueError:
+            known = [b.name for b in self._collection.bands]
+            unknown = [b for b in fetch if b not in known]
+            raise MissingBandError(
+                f"{self.config.collection} has no band {', '.join(unknown)} (it has "
+                f"{', '.join(known)}); drop it from the bands to load"
+            ) from None
+        return fetch
+
+    def _tile_key(self, tile: RequestTile, day: dt.date, bands: Sequence[str]) -> CacheKey:
+        return CacheKey(self.name, self._collection_key, tile.id, day.isoformat(), tuple(bands))
+
+    def _sh_crs(self, grid: GridSpec) -> CRS:
+        epsg = grid.crs.to_epsg()
+        if epsg is None:
+            raise SourceError(
+                f"the grid CRS ({grid.crs.name}) has no EPSG code, and the Process API takes EPSG "
+                "codes only; set the AOI crs to an EPSG code such as EPSG:32650"
+            )
+        try:
+            return CRS(epsg)
+        except ValueError:
+            raise SourceError(
+                f"the Process API does not support EPSG:{epsg}; use a UTM zone for the AOI crs"
+            ) from None
+
+    def _load_sensor(self) -> SensorConfig:
+        """The sensor settings the cached tiles need: the service defines their encoding (UINT16:
+        reflectance x 10000, FLOAT32: reflectance; harmonised, so no offset; 0 = no data)."""
+        scale = 1e-4 if self.config.sample_type == "UINT16" else 1.0
+        if self.sensor.resolved_offset() != 0.0 and not self._told_offset:
+            self._told_offset = True
+            log.warning(
+                "sensor offset %g ignored: Sentinel Hub harmonises Sentinel-2 values across "
+                "processing baselines, its %s replies need no offset",
+                self.sensor.resolved_offset(),
+                self.config.sample_type,
+            )
+        return self.sensor.model_copy(update={"scale": scale, "offset": 0.0, "nodata": 0})
+
+    def _fetch(self, jobs: Sequence[_TileJob], bands: Sequence[str], grid: GridSpec) -> None:
+        """Fetch `jobs` a few at a time; the first failure cancels what has not started and is
+        raised once the requests in flight are done (their tiles are cached: nothing is lost)."""
+        session = self._get_session()
+        evalscript = build_evalscript(bands, self.config.sample_type)
+        crs = self._sh_crs(grid)
+        workers = min(self.config.max_concurrent_requests, len(jobs))
+        failed = threading.Event()
+
+        def fetch(job: _TileJob) -> Path | None:
+            # A worker picks its next job before the main thread can cancel it: check first.
+            if failed.is_set():
+                return None
+            try:
+                return self._fetch_tile(job, session, evalscript, bands, crs)
+            except BaseException:
+                failed.set()
+                raise
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sentinelhub")
+        try:
+            futures = [pool.submit(fetch, job) for job in jobs]
+            for future in as_completed(futures):
+                future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_tile(
+        self,
+        job: _TileJob,
+        session: SentinelHubSession,
+        evalscript: str,
+        bands: Sequence[str],
+        crs: CRS,
+    ) -> Path:
+        tile = job.tile.grid
+        request = SentinelHubRequest(
+            evalscript=evalscript,
+            input_data=[
+                SentinelHubRequest.input_data(
+                    data_collection=self._collection,
+                    time_interval=(job.day, job.day),
+                    mosaicking_order=MosaickingOrder.LEAST_CC,
+                    other_args={
+                        # whole percent, rounded up so no granule the search kept is left out
+                        "dataFilter": {
+                            "maxCloudCoverage": int(math.ceil(self.config.max_cloud_cover))
+                        },
+                        # the service's default, stated because the DN scale depends on it
+                        "processing": {"harmonizeValues": True},
+                    },
+                )
+            ],
+            responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
+            bbox=BBox(tile.bounds, crs=crs),
+            size=(tile.width, tile.height),
+            config=session.config,
+        )
+        request.download_client_class = self._client_factory(session)
+        label = f"Process API request for {job.day} tile {job.tile.id}"
+        for download in request.download_list:
+            download.extra_params[_LABEL] = label
+        url = request.download_list[0].url
+        try:
+            data = request.get_data(max_threads=1)[0]
+        except _RequestFailed as exc:
+            raise _service_error(label, url, exc) from None
+        except (ImageDecodingError, tifffile.TiffFileError) as exc:
+            raise RemoteServiceError(
+                f"{label} (POST {_path_of(url)}): the reply cannot be decoded "
+                f"({type(exc).__name__}); run again, and report it if it persists"
+            ) from None
+        array = np.asarray(data)
+        if array.ndim == 2:
+            array = array[:, :, np.newaxis]
+        expected = (tile.height, tile.width, len(bands))
+        dtype = np.dtype(np.uint16 if self.config.sample_type == "UINT16" else np.float32)
+        if array.shape != expected or array.dtype != dtype:
+            raise RemoteServiceError(
+                f"{label} (POST {_path_of(url)}): the reply holds {array.shape} {array.dtype} "
+                f"pixels, expected {expected} {dtype}; the service did not run the evalscript as "
+                "written"
+            )
+        stack = np.ascontiguousarray(np.moveaxis(array, 2, 0))
+        # Atomic: a run killed here leaves the tiles it finished and no partial file.
+        return self.cache.put(
+            job.key, stack, crs=tile.crs.to_wkt(), transform=tile.transform, nodata=0
+        )
+
+    def _write_mosaic(
+        self, day: dt.date, tiles: Sequence[RequestTile], grid: GridSpec, bands: Sequence[str]
+    ) -> Path:
+        """A GDAL VRT stitching the day's cached tiles into `grid` (a few hundred bytes, no pixel
+        copied), written atomically beside them."""
+        key = CacheKey(
+            self.name,
+            self._collection_key,
+            "mosaic-" + grid_id(grid),
+            day.isoformat(),
+            tuple(bands),
+        )
+        target = self.cache.path(key).with_suffix(".vrt")
+        sources = []
+        for tile in tiles:
+            path = self.cache.get(self._tile_key(tile, day, bands))
+            if path is None:
+                raise SourceError(
+                    f"cached tile {tile.id} of {day} disappeared from {self.cache.root} while "
+                    "loading; run again"
+                )
+            sources.append((tile, os.path.relpath(path, target.parent)))
+        dtype = "UInt16" if self.config.sample_type == "UINT16" else "Float32"
+        text = _vrt_xml(grid, sources, bands, dtype)
+        if not (target.is_file() and target.read_text(encoding="utf-8") == text):
+            with atomic_path(target) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        return target
+
+
+# --------------------------------------------------------------------------------------------
+# Module helpers
+
+
+def _service_error(what: str, url: str | None, exc: _RequestFailed) -> Exception:
+    """The error a failed request becomes: CredentialsError for 401/403, else RemoteServiceError."""
+    where = f"{what} (POST {_path_of(url)})"
+    if exc.status in (401, 403):
+        return CredentialsError(
+            f"{where} was refused with HTTP {exc.status}: the access token is not valid for it; "
+            f"check that {ENV_CLIENT_ID} belongs to this service and may use the collection"
+        )
+    if exc.status is not None:
+        return RemoteServiceError(f"{where} failed: {exc.reason}; check the request parameters")
+    return RemoteServiceError(
+        f"{where} failed after {exc.attempts} attempt(s): {exc.reason}; the service is busy or "
+        "unreachable: run again later (tiles fetched so far are cached), or lower "
+        "source.max_concurrent_requests / source.requests_per_second"
+    )
+
+
+def _prefect_secret(block: str, field_name: str) -> str:
+    """The value of a Prefect Secret block (Prefect is imported only here, only when configured)."""
+    try:
+        from prefect.blocks.system import Secret
+    except ImportError:
+        raise CredentialsError(
+            f"source.{field_name} names the Prefect Secret block {block!r} but Prefect is not "
+            f"installed; install prefect, or set {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} instead"
+        ) from None
+    try:
+        value = Secret.load(block).get()
+    except Exception as exc:  # Prefect raises many types (missing block, no API server)
+        raise CredentialsError(
+            f"cannot read the Prefect Secret block {block!r} (source.{field_name}): "
+            f"{type(exc).__name__}; check that the block exists and Prefect can reach its API"
+        ) from None
+    if not isinstance(value, str) or not value.strip():
+        raise CredentialsError(
+            f"the Prefect Secret block {block!r} (source.{field_name}) holds no text value"
+        )
+    _REDACTOR.add(value.strip())
+    return value.strip()
+
+
+def _wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
+    left, bottom, right, top = grid.bounds
+    if grid.crs.equals(ProjCRS.from_epsg(4326)):
+        return (left, bottom, right, top)
+    tr = Transformer.from_crs(grid.crs, ProjCRS.from_epsg(4326), always_xy=True)
+    west, south, east, north = tr.transform_bounds(left, bottom, right, top, densify_pts=21)
+    return (west, south, east, north)
+
+
+def _read_search_cache(path: Path) -> list[Acquisition]:
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        Acquisition(
+            id=str(item["id"]),
+            datetime=dt.datetime.fromisoformat(item["datetime"]),
+            source=SentinelHubSource.name,
+            cloud_cover=item["cloud_cover"],
+        )
+        for item in payload["acquisitions"]
+    ]
+
+
+def _write_search_cache(path: Path, acquisitions: Sequence[Acquisition]) -> None:
+    payload = {
+        "format": 1,
+        "acquisitions": [
+            {"id": a.id, "datetime": a.datetime.isoformat(), "cloud_cover": a.cloud_cover}
+            for a in acquisitions
+        ],
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+
+def _vrt_xml(
+    grid: GridSpec, sources: Sequence[tuple[RequestTile, str]], bands: Sequence[str], dtype: str
+) -> str:
+    """A VRT of `grid` whose band i is band i of every tile file, each placed at its window."""
+    root = ET.Element("VRTDataset", rasterXSize=str(grid.width), rasterYSize=str(grid.height))
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = grid.crs.to_wkt()
+    t = grid.transform
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)
+    )
+    for index, band in enumerate(bands, start=1):
+        element = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(index))
+        ET.SubElement(element, "Description").text = band
+        ET.SubElement(element, "NoDataValue").text = "0"
+        for tile, relpath in sources:
+            source = ET.SubElement(element, "SimpleSource")
+            ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = relpath
+            ET.SubElement(source, "SourceBand").text = str(index)
+            size = {"xSize": str(tile.grid.width), "ySize": str(tile.grid.height)}
+            ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
+            ET.SubElement(source, "DstRect", xOff=str(tile.col), yOff=str(tile.row), **size)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"

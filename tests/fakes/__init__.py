@@ -1,0 +1,1 @@
+"""Fakes of remote services for tests: they speak HTTP on localhost, so the real clients run."""
