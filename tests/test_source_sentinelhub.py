@@ -777,3 +777,57 @@ def test_real_service_small_area(tmp_path: Path) -> None:
     assert np.isfinite(nir).mean() > 0.9
     assert 0.0 < float(np.nanmedian(nir)) < 1.0
     assert set(np.unique(ds["SCL"].values)) <= set(range(12))
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: `changedetect run` on a Sentinel Hub config
+
+
+def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
+    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path, monkeypatch
+) -> None:
+    from changedetect.config import parse_config
+    from changedetect.pipeline import run
+
+    monkeypatch.setenv("SH_CLIENT_ID", fake.client_id)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.client_secret)
+    west, south, east, north = Transformer.from_crs(
+        aoi.crs, "EPSG:4326", always_xy=True
+    ).transform_bounds(*aoi.bounds)
+    # a little inside the AOI, so the UTM grid planned from the bbox stays inside the truth
+    pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
+    config = parse_config(
+        {
+            "source": {
+                "kind": "sentinelhub",
+                "base_url": fake.base_url,
+                "cache_dir": str(tmp_path / "cache"),
+                "max_tile_px": 128,
+                "requests_per_second": 1000,
+                "timeout_s": 5,
+            },
+            "aois": [
+                {
+                    "name": "cupertino",
+                    "bbox": [west + pad_x, south + pad_y, east - pad_x, north - pad_y],
+                }
+            ],
+            "before": {"start": "2018-03-01", "end": "2018-03-15"},
+            "after": {"start": "2018-03-16", "end": "2018-04-30"},
+            "output": {"dir": str(tmp_path / "out"), "chips": False},
+        }
+    )
+    (first,) = run(config)
+    assert first.note is None and (first.out_dir / "clues.geojson").exists()
+    assert first.out_dir.name == "20180405"  # newest after acquisition (03-16 is too cloudy)
+    process_requests = fake.count("process")
+    assert process_requests > 0
+
+    (second,) = run(config)  # the next night: nothing newer than 2018-04-05
+    assert second.note is not None and "no new acquisition" in second.note
+    assert fake.count("process") == process_requests
+
+    before = fake.count()
+    (third,) = run(config, incremental=False)  # the same window again: all from the cache
+    assert third.note is None and fake.count() == before
+    assert [c.clue_id for c in third.clues] == [c.clue_id for c in first.clues]

@@ -22,7 +22,7 @@ from pyproj import CRS, Transformer
 from changedetect.config import SensorConfig, StacSourceConfig
 from changedetect.errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
 from changedetect.io.sources.base import ImagerySource
-from changedetect.io.sources.stac import StacSource, grid_id, solar_day
+from changedetect.io.sources.stac import StacSource, grid_id, solar_day, wgs84_bounds
 from changedetect.models import Acquisition, GridSpec, TimeWindow
 
 from .conftest import DATA
@@ -539,3 +539,55 @@ def test_solar_day_follows_longitude() -> None:
     assert solar_day(late, 0.0) == dt.date(2024, 5, 1)
     assert solar_day(late, 120.0) == dt.date(2024, 5, 2)  # 04:00 local solar time
     assert solar_day(dt.datetime(2024, 5, 1, 3, 0, tzinfo=dt.UTC), -90.0) == dt.date(2024, 4, 30)
+
+
+# --- end to end: `changedetect run` on a STAC config ---------------------------------------------
+
+
+def test_run_config_end_to_end_then_nothing_new_then_from_cache(
+    api: FakeStacApi, scene: Scene, tmp_path: Path
+) -> None:
+    from changedetect.config import parse_config
+    from changedetect.pipeline import run
+
+    west, south, east, north = wgs84_bounds(scene.grid)
+    pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
+    config = parse_config(
+        {
+            "source": {
+                "kind": "stac",
+                "url": api.url,
+                "collection": COLLECTION,
+                "cache_dir": str(tmp_path / "cache"),
+                "requests_per_second": 1000,
+                "max_cloud_cover": 50,
+            },
+            "aois": [
+                {
+                    "name": "bercy",
+                    "bbox": [west + pad_x, south + pad_y, east - pad_x, north - pad_y],
+                }
+            ],
+            "before": {"start": str(WINDOW_1.start), "end": str(WINDOW_1.end)},
+            "after": {"start": str(WINDOW_2.start), "end": str(WINDOW_2.end)},
+            "output": {"dir": str(tmp_path / "out"), "chips": False},
+        }
+    )
+    (first,) = run(config)
+    assert first.note is None and (first.out_dir / "clues.geojson").exists()
+    assert first.out_dir.name == "20170829"  # the cloudy 2017-03-15 item is not used
+    cached = cache_files(tmp_path / "cache")
+    assert cached
+
+    api.reset()
+    (second,) = run(config)  # the next night: nothing newer than 2017-08-29
+    assert second.note is not None and "no new acquisition" in second.note
+    assert api.count("/search") >= 1 and cache_files(tmp_path / "cache") == cached
+
+    hidden = scene.root.with_name(scene.root.name + "-hidden")
+    scene.root.rename(hidden)  # every asset is gone: only the cache can serve the run
+    try:
+        (third,) = run(config, incremental=False)
+    finally:
+        hidden.rename(scene.root)
+    assert [c.clue_id for c in third.clues] == [c.clue_id for c in first.clues]
