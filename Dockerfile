@@ -5,7 +5,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY changedetect ./changedetect
 COPY flows ./flows
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# the flows extra: the image runs a Prefect worker as well as one-off `changedetect run`s
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[flows]"
 
 # Runtime stage: no build tools, non-root user.
 FROM python:3.11.10-slim-bookworm
@@ -13,6 +14,7 @@ RUN useradd --create-home --uid 10001 changedetect
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY configs /app/configs
+COPY prefect.yaml /app/prefect.yaml
 WORKDIR /work
 USER 10001
 ENTRYPOINT ["changedetect"]

@@ -298,6 +298,28 @@ class OutputConfig(_Model):
         return self.state_file if self.state_file is not None else self.dir / "state.json"
 
 
+class DaskConfig(_Model):
+    """Where the heavy array work runs when the Prefect flow (`flows/nightly.py`) runs it."""
+
+    scheduler_address: str | None = None
+    """Address of a running dask distributed scheduler (e.g. `tcp://10.0.0.5:8786`) the flow
+    computes each AOI's analysis on; None: dask's threaded scheduler in the flow's own process
+    (on one machine, threads beat processes here). The CHANGEDETECT_DASK_SCHEDULER environment
+    variable overrides it. `changedetect run` always computes in its own process."""
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds to wait for that scheduler before the AOI fails (a cluster that is down fails the
+    AOI with a clear error instead of hanging the night)."""
+
+    @field_validator("scheduler_address")
+    @classmethod
+    def _address_form(cls, address: str | None) -> str | None:
+        if address is not None and not re.fullmatch(r"([a-z0-9]+://)?[^\s/]+", address):
+            raise ValueError(
+                f"{address!r} is not a dask scheduler address like tcp://10.0.0.5:8786"
+            )
+        return address
+
+
 class RunConfig(_Model):
     """Everything one run needs."""
 
@@ -310,6 +332,7 @@ class RunConfig(_Model):
     detection: DetectionConfig = DetectionConfig()
     zones: ZonesConfig | None = None
     output: OutputConfig = OutputConfig()
+    dask: DaskConfig = DaskConfig()
 
     @model_validator(mode="after")
     def _windows(self) -> RunConfig:

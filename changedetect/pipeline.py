@@ -44,9 +44,18 @@ from .grids import WGS84, grid_for_aoi, pixel_area_m2, reproject_geometry
 from .io.sinks.chips import write_chips
 from .io.sinks.geojson import write_clues_geojson
 from .io.sinks.rasters import mask_score_to_patches, write_cog
+from .io.sinks.report import write_report
 from .io.sources.base import ImagerySource
 from .io.zones import ZoneIndex, load_zones
-from .models import AoiResult, Composite, GridSpec, Patch, PatchClue, TimeWindow
+from .models import (
+    Acquisition,
+    AoiResult,
+    Composite,
+    GridSpec,
+    Patch,
+    PatchClue,
+    TimeWindow,
+)
 from .state import AoiState, RunState
 from .types import ANALYSIS_BANDS, ConfidenceLevel, Priority
 
@@ -126,18 +135,39 @@ def run(
     its last successful run analysed (kept in the run state file), and is skipped when there is none.
     """
     source = make_source(config)
-    zones = ZoneIndex(load_zones(config.zones)) if config.zones is not None else None
-    after = config.after.to_window()
-    after = TimeWindow(since or after.start, until or after.end)
-    if after.end < after.start:
-        raise ConfigError(f"--since {after.start} is after --until {after.end}")
-    state = RunState(config.output.state_path()) if incremental and since is None else None
+    zones = zone_index(config)
+    after = after_window(config, since=since, until=until)
+    state = run_state(config, since=since, incremental=incremental)
     results = []
     for index in range(len(config.aois)):
         results.append(
             run_aoi(config, index, source, zones=zones, progress=progress, after=after, state=state)
         )
     return results
+
+
+def zone_index(config: RunConfig) -> ZoneIndex | None:
+    """The config's protection zones, indexed for lookups (None without a zone layer)."""
+    return ZoneIndex(load_zones(config.zones)) if config.zones is not None else None
+
+
+def after_window(
+    config: RunConfig, *, since: dt.date | None = None, until: dt.date | None = None
+) -> TimeWindow:
+    """The config's after window with `since` / `until` replacing its start / end."""
+    after = config.after.to_window()
+    after = TimeWindow(since or after.start, until or after.end)
+    if after.end < after.start:
+        raise ConfigError(f"--since {after.start} is after --until {after.end}")
+    return after
+
+
+def run_state(
+    config: RunConfig, *, since: dt.date | None = None, incremental: bool = True
+) -> RunState | None:
+    """The run state an incremental run reads and advances; None when `since` is given or
+    `incremental` is off (the state is then neither read nor written)."""
+    return RunState(config.output.state_path()) if incremental and since is None else None
 
 
 def _utc(when: dt.datetime) -> dt.datetime:
@@ -147,17 +177,52 @@ def _utc(when: dt.datetime) -> dt.datetime:
     return when
 
 
-def run_aoi(
+@dataclass(frozen=True)
+class AoiPlan:
+    """What one AOI's run analyses, decided from metadata alone (:func:`plan_aoi`)."""
+
+    aoi: str
+    grid: GridSpec
+    before_window: TimeWindow
+    after_window: TimeWindow
+    before: list[Acquisition]
+    after: list[Acquisition]
+    """After-window acquisitions to analyse: those newer than the last successful run's."""
+    out_dir: Path
+    """Where the outputs go: ``output.dir/<aoi>/<YYYYMMDD of the newest after acquisition>``, or
+    the last run's folder when there is nothing new."""
+    note: str | None = None
+    """Why there is nothing to analyse (no acquisition newer than the last run's), else None."""
+
+    @property
+    def nothing_new(self) -> bool:
+        return self.note is not None
+
+    @property
+    def newest(self) -> dt.datetime:
+        """The newest after-window acquisition analysed (naive UTC)."""
+        if not self.after:
+            raise ValueError(f"AOI {self.aoi}: the plan has no after-window acquisition")
+        return max(_utc(a.datetime) for a in self.after)
+
+    def skipped(self) -> AoiResult:
+        """The result of an AOI with nothing new to analyse."""
+        return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=self.note)
+
+
+def plan_aoi(
     config: RunConfig,
     aoi_index: int,
     source: ImagerySource,
     *,
-    zones: ZoneIndex | None = None,
-    progress: Progress | None = None,
     after: TimeWindow | None = None,
     state: RunState | None = None,
-) -> AoiResult:
-    """One AOI end to end: search, load, analyse, publish; then record it in `state`."""
+    progress: Progress | None = None,
+) -> AoiPlan:
+    """Search both windows of one AOI and keep the after acquisitions `state` has not seen.
+
+    Raises NoValidDataError when a window holds no acquisition; a plan with nothing new carries
+    a `note` instead."""
     say = progress or log.info
     aoi = config.aois[aoi_index]
     grid = plan_grid(config, aoi_index, source)
@@ -174,7 +239,9 @@ def run_aoi(
                 f"window {after_w.start}..{after_w.end}; nothing to do"
             )
             say(f"[{aoi.name}] {note}")
-            return AoiResult(aoi.name, Path(previous.out_dir), [], {}, grid, note=note)
+            return AoiPlan(
+                aoi.name, grid, before_w, after_w, [], [], Path(previous.out_dir), note=note
+            )
     before_acq = source.search(grid, before_w)
     say(
         f"[{aoi.name}] {len(before_acq)} acquisitions before "
@@ -186,28 +253,73 @@ def run_aoi(
             raise NoValidDataError(
                 f"AOI {aoi.name}: no acquisition in the {tag} window {window.start}..{window.end}"
             )
-    bands = [*ANALYSIS_BANDS, "SCL"]
-    chunk = config.detection.chunk_size
-    before_stack = source.load(before_acq, bands, grid, chunk)
-    after_stack = source.load(after_acq, bands, grid, chunk)
     newest = max(_utc(a.datetime) for a in after_acq)
     # one folder per newest acquisition: a night's clues are never overwritten by the next night's
     out_dir = Path(config.output.dir) / aoi.name / f"{newest:%Y%m%d}"
-    result = analyse(
+    return AoiPlan(aoi.name, grid, before_w, after_w, before_acq, after_acq, out_dir)
+
+
+def load_aoi(
+    config: RunConfig, plan: AoiPlan, source: ImagerySource
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """The plan's before and after stacks, lazily (networked sources fetch what their cache
+    lacks first)."""
+    bands = [*ANALYSIS_BANDS, "SCL"]
+    chunk = config.detection.chunk_size
+    before_stack = source.load(plan.before, bands, plan.grid, chunk)
+    after_stack = source.load(plan.after, bands, plan.grid, chunk)
+    return before_stack, after_stack
+
+
+def analyse_aoi(
+    config: RunConfig,
+    plan: AoiPlan,
+    before_stack: xr.Dataset,
+    after_stack: xr.Dataset,
+    *,
+    zones: ZoneIndex | None = None,
+    progress: Progress | None = None,
+) -> AoiResult:
+    """Detect change between the plan's stacks and publish the outputs in `plan.out_dir`."""
+    return analyse(
         before_stack,
         after_stack,
-        grid,
-        before_w,
-        after_w,
-        AnalysisOptions.from_config(config, aoi.name),
-        out_dir,
+        plan.grid,
+        plan.before_window,
+        plan.after_window,
+        AnalysisOptions.from_config(config, plan.aoi),
+        plan.out_dir,
         zones=zones,
         limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
-        progress=say,
+        progress=progress or log.info,
     )
+
+
+def record_aoi(state: RunState, plan: AoiPlan, result: AoiResult) -> None:
+    """Advance `state` past the plan's acquisitions; call once every output is in place."""
+    finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    state.record(plan.aoi, AoiState(plan.newest, finished, len(result.clues), str(plan.out_dir)))
+
+
+def run_aoi(
+    config: RunConfig,
+    aoi_index: int,
+    source: ImagerySource,
+    *,
+    zones: ZoneIndex | None = None,
+    progress: Progress | None = None,
+    after: TimeWindow | None = None,
+    state: RunState | None = None,
+) -> AoiResult:
+    """One AOI end to end: search, load, analyse, publish; then record it in `state`."""
+    say = progress or log.info
+    plan = plan_aoi(config, aoi_index, source, after=after, state=state, progress=say)
+    if plan.nothing_new:
+        return plan.skipped()
+    before_stack, after_stack = load_aoi(config, plan, source)
+    result = analyse_aoi(config, plan, before_stack, after_stack, zones=zones, progress=say)
     if state is not None:
-        finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-        state.record(aoi.name, AoiState(newest, finished, len(result.clues), str(out_dir)))
+        record_aoi(state, plan, result)
     return result
 
 
@@ -292,7 +404,16 @@ def analyse(
                 kept[p.label] = p.label
             relabel(labels, kept)
         say(f"[{options.aoi}] {len(clues)} patch clues")
-        files = publish(clues, patches, labels, work, out_dir, options)
+        files = publish(
+            clues,
+            patches,
+            labels,
+            work,
+            out_dir,
+            options,
+            grid=grid,
+            windows=(before_window, after_window),
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches)
@@ -382,6 +503,9 @@ def publish(
     work: Path,
     out_dir: Path,
     options: AnalysisOptions,
+    *,
+    grid: GridSpec,
+    windows: tuple[TimeWindow, TimeWindow],
 ) -> dict[str, Path]:
     """Write every output into the work folder first, then move each into place."""
     staged_chips = work / "chips"
@@ -403,6 +527,18 @@ def publish(
     files = {
         "change": write_cog(work / "score_masked.tif", out_dir / "change.tif"),
         "clues": write_clues_geojson(clues, out_dir / "clues.geojson"),
+        "report": write_report(
+            out_dir / "report.html",
+            aoi=options.aoi,
+            clues=clues,
+            patches=patches,
+            grid=grid,
+            rgb_path=work / "rgb.tif",
+            chip_dir=staged_chips if staged_chips.exists() else None,
+            before=windows[0],
+            after=windows[1],
+            detected_at=clues[0].detected_at if clues else None,
+        ),
     }
     final_chips = out_dir / "chips"
     if final_chips.exists():

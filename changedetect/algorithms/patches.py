@@ -104,7 +104,7 @@ def polygonise(labels: np.ndarray, transform: Affine) -> dict[int, object]:
         if sl is None:
             continue
         own = labels[sl] == index
-        box_transform = transform * Affine.translation(sl[1].start, sl[0].start)
+        box_transform = transform @ Affine.translation(sl[1].start, sl[0].start)
         parts = [
             shape(geom)
             for geom, _ in rio_features.shapes(

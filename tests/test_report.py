@@ -1,0 +1,607 @@
+"""report.html: right content and counts, escaped text, self-contained, and offline in a browser."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import socket
+import subprocess
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from shapely.geometry import MultiPolygon, box
+
+from changedetect.errors import GridMismatchError, SinkError
+from changedetect.io.sinks.chips import OUTLINE_RGB, chip_window
+from changedetect.io.sinks.report import render_overview, write_report
+from changedetect.models import GridSpec, Patch, PatchClue, TimeWindow
+from changedetect.pipeline import AnalysisOptions, analyse
+from changedetect.testing.memory import MemorySource
+from changedetect.testing.rasters import write_multiband
+
+from .conftest import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
+
+BEFORE = ["2024-04-01", "2024-06-30"]
+AFTER = ["2025-04-01", "2025-06-30"]
+#: Clue text that must come out as text, never as markup or as a request.
+NASTY_ZONE = "Zone <b>\"A\"</b> & 'core' <script>alert(1)</script>"
+NASTY_COUNTY = '<img src="https://evil.example/x.png"> Hu&yi'
+
+#: (pixel box row0, col0, row1, col1, change type, zone, tier, county, priority)
+SPECS = [
+    (10, 10, 22, 30, "quarry", NASTY_ZONE, "core", NASTY_COUNTY, "urgent"),
+    (40, 60, 52, 70, "construction", "Qinling general", "general", "Zhouzhi", "high"),
+    (80, 100, 95, 130, "quarry", "Qinling general", "general", "Zhouzhi", "high"),
+    (100, 20, 110, 28, "vegetation_loss", None, None, None, "normal"),
+]
+
+
+def _rgb(grid: GridSpec, path: Path, seed: int = 0) -> Path:
+    """A 6-band uint8 before/after true-colour raster like the pipeline's rgb.tif."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: grid.height, : grid.width]
+    base = (60 + 40 * np.sin(xx / 17.0) * np.cos(yy / 23.0)).astype(np.int16)
+    bands = {}
+    for i, offset in enumerate((0, 30, -10, 5, 35, -5)):
+        noise = rng.integers(0, 12, grid.shape)
+        bands[f"b{i + 1}"] = np.clip(base + offset + noise, 1, 255).astype(np.uint8)
+    return write_multiband(path, bands, grid)
+
+
+def _patch(grid: GridSpec, label: int, r0: int, c0: int, r1: int, c1: int) -> Patch:
+    t = grid.transform
+    geom = box(t.c + c0 * t.a, t.f + r1 * t.e, t.c + c1 * t.a, t.f + r0 * t.e)
+    n = (r1 - r0) * (c1 - c0)
+    return Patch(label, geom, n * grid.pixel_area_m2, n, {}, (r0, c0, r1, c1))
+
+
+def _clue(i: int, spec: tuple, patch: Patch) -> PatchClue:
+    _, _, _, _, kind, zone, tier, county, priority = spec
+    return PatchClue(
+        clue_id=f"t-20250630-{i:08x}",
+        aoi="t",
+        detected_at="2025-06-23",
+        before=BEFORE,
+        after=AFTER,
+        geometry_wgs84=None,
+        area_m2=patch.area_m2,
+        centroid=(108.123456789, 34.987654321),
+        change_type=kind,
+        confidence=0.91,
+        confidence_level="high",
+        d_ndvi=-0.41,
+        d_bsi=0.22,
+        d_ndbi=float("nan"),
+        zone=zone,
+        zone_tier=tier,
+        county=county,
+        priority=priority,
+    )
+
+
+def _scene(tmp_path: Path, specs: list[tuple] = SPECS, shape: tuple[int, int] = (120, 160)):
+    grid = make_grid(*shape)
+    rgb = _rgb(grid, tmp_path / "rgb.tif")
+    patches = [_patch(grid, i + 1, *s[:4]) for i, s in enumerate(specs)]
+    clues = [_clue(i, s, p) for i, (s, p) in enumerate(zip(specs, patches, strict=True))]
+    return grid, rgb, patches, clues
+
+
+class _Page(HTMLParser):
+    """What a test needs from the page: tags, text, tables by id, cards, image sources."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.cards: list[str] = []  # text of each element with class "clue"
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._card_depth = 0
+        self._depth = 0
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag in ("img", "meta", "link", "br", "hr", "input"):
+            return  # void elements have no end tag
+        self._depth += 1
+        if tag == "table" and a.get("id"):
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        if "clue" in a.get("class", "").split():
+            self.cards.append("")
+            self._card_depth = self._depth
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        if self._depth == self._card_depth:
+            self._card_depth = 0
+        self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._card_depth:
+            self.cards[-1] += data + " "  # a gap between elements, as a reader sees it
+
+    def srcs(self) -> list[str]:
+        return [a["src"] for t, a in self.tags if t == "img"]
+
+    def table_rows(self, table_id: str) -> dict[tuple[str, ...], tuple[int, str]]:
+        """Body rows of a summary table: label cells -> (count, area ha)."""
+        rows = self.tables[table_id][1:-1]  # header and total rows off
+        return {tuple(r[:-2]): (int(r[-2]), r[-1]) for r in rows}
+
+
+def _image(uri: str) -> Image.Image:
+    assert uri.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1], validate=True)))
+
+
+def _write(tmp_path: Path, **kwargs) -> tuple[str, _Page]:
+    grid, rgb, patches, clues = _scene(tmp_path)
+    args = {"aoi": "t", "clues": clues, "patches": patches, "grid": grid, "rgb_path": rgb}
+    path = write_report(tmp_path / "out" / "report.html", **(args | kwargs))
+    text = path.read_text(encoding="utf-8")
+    return text, _Page(text)
+
+
+# ------------------------------------------------------------------------------------ content
+
+
+def test_every_clue_has_a_card_in_order_with_its_facts(tmp_path):
+    _, page = _write(tmp_path, run_info={"source": "synthetic", "analysis s": 12.3456})
+    assert len(page.cards) == len(SPECS)
+    for number, card in enumerate(page.cards, start=1):
+        assert card.split()[:2] == [str(number), f"t-20250630-{number - 1:08x}"]
+    first = page.cards[0]
+    assert "quarry" in first and "urgent" in first and "0.91 (high)" in first
+    assert "24,000 m²" in first and "(2.40 ha)" in first  # 12 x 20 px of 100 m²
+    assert "34.98765, 108.12346" in first  # lat, lon to 5 decimals
+    assert "NDVI -0.410" in first and "BSI +0.220" in first and "NDBI —" in first  # NaN -> dash
+    assert NASTY_ZONE in first and "(core)" in first and NASTY_COUNTY in first
+    assert "outside protected zones" in page.cards[3]
+    body = "".join(page.text)
+    for window in ("2024-04-01 – 2024-06-30", "2025-04-01 – 2025-06-30", "2025-06-23"):
+        assert window in body
+    assert "synthetic" in body and "12.35" in body
+    # the overview links every clue to its card
+    hits = [a["href"] for t, a in page.tags if t == "a" and "hit" in a.get("class", "")]
+    assert hits == [f"#clue-{n}" for n in range(1, len(SPECS) + 1)]
+    ids = {a.get("id") for _, a in page.tags}
+    assert {f"clue-{n}" for n in range(1, len(SPECS) + 1)} <= ids
+
+
+def test_summary_tables_count_and_sum_by_type_zone_county(tmp_path):
+    _, page = _write(tmp_path)
+    area = {i: (s[2] - s[0]) * (s[3] - s[1]) * 100 / 1e4 for i, s in enumerate(SPECS)}
+    assert page.table_rows("by-type") == {
+        ("quarry",): (2, f"{area[0] + area[2]:.2f}"),
+        ("construction",): (1, f"{area[1]:.2f}"),
+        ("vegetation_loss",): (1, f"{area[3]:.2f}"),
+        ("other",): (0, "0.00"),
+    }
+    assert page.table_rows("by-zone") == {
+        ("Qinling general", "general"): (2, f"{area[1] + area[2]:.2f}"),
+        (NASTY_ZONE, "core"): (1, f"{area[0]:.2f}"),
+        ("outside protected zones", "—"): (1, f"{area[3]:.2f}"),
+    }
+    assert page.table_rows("by-county") == {
+        ("Zhouzhi",): (2, f"{area[1] + area[2]:.2f}"),
+        (NASTY_COUNTY,): (1, f"{area[0]:.2f}"),
+        ("unknown county",): (1, f"{area[3]:.2f}"),
+    }
+    priority = page.table_rows("by-priority")
+    assert list(priority) == [("urgent",), ("high",), ("normal",), ("low",)]
+    assert [n for n, _ in priority.values()] == [1, 2, 1, 0]
+    total = page.tables["by-zone"][-1]
+    assert total[-2:] == [str(len(SPECS)), f"{sum(area.values()):.2f}"]
+
+
+def test_clue_text_is_escaped_never_markup(tmp_path):
+    text, page = _write(tmp_path, title="<i>night</i> & day")
+    assert NASTY_ZONE not in text and NASTY_COUNTY not in text
+    assert html.escape(NASTY_ZONE) in text and html.escape(NASTY_COUNTY) in text
+    tags = {t for t, _ in page.tags}
+    assert not tags & {"script", "b", "i", "iframe", "object", "embed"}
+    assert not any("evil.example" in a.get("src", "") for _, a in page.tags)
+    assert "<i>night</i> & day" in page.text  # the title round-trips, as text
+
+
+def test_page_is_self_contained(tmp_path):
+    text, page = _write(tmp_path)
+    srcs = page.srcs()
+    assert len(srcs) == 1 + 2 * len(SPECS)  # overview + before/after per clue
+    for src in srcs:
+        image = _image(src)
+        image.load()  # decodes: a truncated or mangled data URI would fail here
+    for tag, attrs in page.tags:
+        for key in ("src", "href", "action", "data", "poster", "srcset"):
+            value = attrs.get(key)
+            if value is not None:
+                assert value.startswith(("data:", "#")), (tag, key, value[:60])
+        assert tag not in ("script", "iframe", "object", "embed", "base")
+        if tag == "link":
+            assert attrs["href"].startswith("data:")  # the empty favicon only
+    style = "".join(t for t in page.text if "{" in t)
+    assert "@import" not in style and "@font-face" not in style
+    assert "url(" not in text
+    # nothing in the markup (outside escaped clue text, which holds "https://evil") is a URL
+    assert "http://" not in text and "https://" not in text.replace(html.escape(NASTY_COUNTY), "")
+    csp = next(
+        a["content"] for t, a in page.tags if a.get("http-equiv") == "Content-Security-Policy"
+    )
+    assert "default-src 'none'" in csp and "img-src data:" in csp
+
+
+def test_no_clues_says_no_change_found(tmp_path):
+    grid, rgb, _, _ = _scene(tmp_path)
+    path = write_report(
+        tmp_path / "report.html",
+        aoi="quiet",
+        clues=[],
+        patches=[],
+        grid=grid,
+        rgb_path=rgb,
+        chip_dir=None,
+        before=TimeWindow(BEFORE_DAY, BEFORE_DAY),
+        after=TimeWindow(AFTER_DAY, AFTER_DAY),
+        detected_at="2025-05-01",
+    )
+    page = _Page(path.read_text(encoding="utf-8"))
+    body = " ".join(page.text)
+    assert "No change found" in body
+    assert "2024-05-01 – 2024-05-01" in body and "2025-05-01 – 2025-05-01" in body
+    assert page.cards == [] and len(page.srcs()) == 1  # the overview alone
+    assert "by-type" not in page.tables
+    text = path.read_text(encoding="utf-8")
+    assert "<strong id='n-clues'>0</strong>" in text
+    assert text.index("id='no-change'") < text.index("<img")  # said before anything else
+
+
+# ------------------------------------------------------------------------------------- images
+
+
+def _yellow(image: Image.Image) -> np.ndarray:
+    return np.all(np.asarray(image.convert("RGB")) == OUTLINE_RGB, axis=-1)
+
+
+def test_overview_outlines_sit_on_their_patches(tmp_path):
+    grid, rgb, patches, _ = _scene(tmp_path)
+    overview = render_overview(rgb, grid, patches, max_px=1600)
+    # a small AOI is enlarged by a whole factor so numbers fit: 160 px -> 800 px
+    assert overview.image.size == (800, 600)
+    yellow = _yellow(overview.image)
+    for patch, (x0, y0, x1, y1) in zip(patches, overview.boxes, strict=True):
+        r0, c0, r1, c1 = patch.bbox_rc
+        assert (x0, y0, x1, y1) == pytest.approx((c0 * 5, r0 * 5, c1 * 5, r1 * 5), abs=0.01)
+        # outline along the box edges, imagery (no outline) well inside it
+        for row in (r0 * 5, r1 * 5):
+            assert max(yellow[row + d, c0 * 5 + 3 : c1 * 5 - 3].mean() for d in (-1, 0, 1)) > 0.9
+        for col in (c0 * 5, c1 * 5):
+            assert max(yellow[r0 * 5 + 3 : r1 * 5 - 3, col + d].mean() for d in (-1, 0, 1)) > 0.9
+        assert not yellow[r0 * 5 + 8 : r1 * 5 - 8, c0 * 5 + 8 : c1 * 5 - 8].any()
+    assert not yellow[:, 700:].any()  # no clue there
+
+
+def test_overview_of_a_large_aoi_is_decimated_to_max_px(tmp_path):
+    grid = make_grid(600, 1000)
+    rgb = _rgb(grid, tmp_path / "rgb.tif")
+    tiny = _patch(grid, 1, 300, 500, 302, 502)  # 2 px -> 0.4 px: gets a ring to be findable
+    overview = render_overview(rgb, grid, [tiny], max_px=200)
+    assert overview.image.size == (200, 120)
+    x0, y0, x1, y1 = overview.boxes[0]
+    assert x1 - x0 >= 16 and (x0 + x1) / 2 == pytest.approx(100.2, abs=0.5)
+    assert _yellow(overview.image).sum() > 20
+
+
+def test_chips_come_from_chip_dir_else_are_cut_from_rgb(tmp_path):
+    grid, rgb, patches, clues = _scene(tmp_path)
+    chip_dir = tmp_path / "chips"
+    chip_dir.mkdir()
+    magenta = Image.new("RGB", (128, 128), (255, 0, 255))
+    clues[0].chip_before = f"chips/{clues[0].clue_id}_before.png"
+    clues[0].chip_after = f"chips/{clues[0].clue_id}_after.png"
+    magenta.save(chip_dir / f"{clues[0].clue_id}_before.png")
+    magenta.save(chip_dir / f"{clues[0].clue_id}_after.png")
+    # a recorded path may not lead out of chip_dir
+    magenta.save(tmp_path / "secret.png")
+    clues[1].chip_before = clues[1].chip_after = "chips/../../secret.png"
+    path = write_report(
+        tmp_path / "report.html",
+        aoi="t",
+        clues=clues,
+        patches=patches,
+        grid=grid,
+        rgb_path=rgb,
+        chip_dir=chip_dir,
+    )
+    srcs = _Page(path.read_text(encoding="utf-8")).srcs()[1:]
+    chips = [np.asarray(_image(s).convert("RGB")) for s in srcs]
+    assert (chips[0] == (255, 0, 255)).all() and (chips[1] == (255, 0, 255)).all()
+    for i, chip in enumerate(chips[2:]):
+        assert chip.shape == (128, 128, 3)
+        assert not (chip == (255, 0, 255)).all(axis=-1).any()
+        yellow = np.all(chip == OUTLINE_RGB, axis=-1)
+        assert yellow.sum() > 30  # the outline (~40 px), kept exact through the palette
+        # where the patch is in the chips.py frame around it
+        r0, c0, r1, c1 = patches[1 + i // 2].bbox_rc
+        window = chip_window(patches[1 + i // 2], 128, grid.height, grid.width)
+        zoom = 128 / window.width
+        rows, cols = np.nonzero(yellow)
+        assert rows.mean() == pytest.approx(((r0 + r1) / 2 - window.row_off) * zoom, abs=2)
+        assert cols.mean() == pytest.approx(((c0 + c1) / 2 - window.col_off) * zoom, abs=2)
+    # before and after differ (bands 1-3 vs 4-6)
+    assert not np.array_equal(chips[2], chips[3])
+
+
+def test_hundreds_of_clues_stay_small(tmp_path):
+    rng = np.random.default_rng(3)
+    specs = []
+    for _ in range(150):
+        r, c = (int(v) for v in rng.integers(0, 380, 2))
+        kind = ("quarry", "construction", "vegetation_loss", "other")[len(specs) % 4]
+        specs.append((r, c, r + 6, c + 9, kind, "Z", "core", "C", "high"))
+    _, page = _write_specs(tmp_path, specs, (400, 400))
+    assert len(page.cards) == 150
+    assert page.table_rows("by-type")[("other",)][0] == 150 // 4
+    size = (tmp_path / "out" / "report.html").stat().st_size
+    # noisy 128 px chips are ~35 kB as true-colour PNG; the palette keeps them near 10 kB
+    assert size < 150 * 40_000
+
+
+def _write_specs(tmp_path: Path, specs: list[tuple], shape: tuple[int, int]) -> tuple[str, _Page]:
+    grid, rgb, patches, clues = _scene(tmp_path, specs, shape)
+    path = write_report(
+        tmp_path / "out" / "report.html",
+        aoi="t",
+        clues=clues,
+        patches=patches,
+        grid=grid,
+        rgb_path=rgb,
+    )
+    text = path.read_text(encoding="utf-8")
+    return text, _Page(text)
+
+
+# ----------------------------------------------------------------------------- errors, atomic
+
+
+def test_mismatched_inputs_are_refused(tmp_path):
+    grid, rgb, patches, clues = _scene(tmp_path)
+    with pytest.raises(ValueError, match="parallel"):
+        write_report(
+            tmp_path / "r.html", aoi="t", clues=clues, patches=patches[:-1], grid=grid, rgb_path=rgb
+        )
+    with pytest.raises(GridMismatchError, match="120"):
+        write_report(
+            tmp_path / "r.html",
+            aoi="t",
+            clues=clues,
+            patches=patches,
+            grid=make_grid(100, 100),
+            rgb_path=rgb,
+        )
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_failed_write_keeps_the_previous_report(tmp_path):
+    grid, rgb, patches, clues = _scene(tmp_path)
+    target = tmp_path / "out" / "report.html"
+    target.parent.mkdir()
+    target.write_text("previous night")
+    with pytest.raises(SinkError, match="missing.tif"):
+        write_report(
+            target,
+            aoi="t",
+            clues=clues,
+            patches=patches,
+            grid=grid,
+            rgb_path=tmp_path / "missing.tif",
+        )
+    assert target.read_text() == "previous night"
+    write_report(target, aoi="t", clues=clues, patches=patches, grid=grid, rgb_path=rgb)
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.html"]  # no .part left
+
+
+def test_report_from_a_real_pipeline_run(tmp_path):
+    """The pipeline writes report.html beside clues.geojson, with its own chips embedded."""
+    grid = make_grid(160, 160)
+    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    yy, xx = np.mgrid[:160, :160]
+    paint(after, ((yy - 60) ** 2 + (xx - 70) ** 2) < 15**2, ROCK)
+    paint(after, (abs(yy - 120) < 8) & (abs(xx - 30) < 12), ROCK)
+    for scene in (before, after):
+        scene["SCL"] = np.full(grid.shape, 4, np.uint8)
+    source = MemorySource(grid, {BEFORE_DAY: before, AFTER_DAY: after})
+    bands = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
+    windows = (TimeWindow(BEFORE_DAY, BEFORE_DAY), TimeWindow(AFTER_DAY, AFTER_DAY))
+    stacks = [source.load(source.search(grid, w), bands, grid, 64) for w in windows]
+    options = AnalysisOptions("real", chips=True, chip_size=64)
+    result = analyse(*stacks, grid, *windows, options, tmp_path / "real")
+    assert result.clues  # two rock patches planted
+    assert result.files["report"] == result.out_dir / "report.html"
+    page = _Page(result.files["report"].read_text(encoding="utf-8"))
+    assert len(page.cards) == len(result.clues)
+    for card, clue in zip(page.cards, result.clues, strict=True):
+        assert clue.clue_id in card
+    # the chips are the pipeline's own (64 px), not cut again (128 px)
+    for src, clue in zip(page.srcs()[1::2], result.clues, strict=True):
+        written = Image.open(result.out_dir / clue.chip_before)
+        assert _image(src).size == written.size == (64, 64)
+        shown = np.asarray(_image(src).convert("RGB"), dtype=float)
+        assert np.abs(shown - np.asarray(written, dtype=float)).mean() < 6  # palette, same chip
+
+
+def test_geometry_may_be_multipart(tmp_path):
+    grid, rgb, patches, clues = _scene(tmp_path)
+    a, b = patches[0].geometry, patches[1].geometry
+    patches[0].geometry = MultiPolygon([a, b])
+    overview = render_overview(rgb, grid, patches[:1])
+    x0, y0, x1, y1 = overview.boxes[0]
+    assert (x0, y0) == pytest.approx((50, 50)) and (x1, y1) == pytest.approx((350, 260))
+
+
+# ------------------------------------------------------------------------------------ browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--disable-features=NetworkTimeServiceQuerying,Translate,MediaRouter,OptimizationHints",
+    "--force-color-profile=srgb",
+    "--hide-scrollbars",
+]
+#: Chromium's own background endpoints, which it contacts with any page (even with the flags
+#: above, Debian's build checks for updates and sign-in). Exact host names: a page asking for
+#: anything else, fonts.googleapis.com included, still fails the test.
+BROWSER_SERVICE_HOSTS = {"update.googleapis.com", "accounts.google.com", "clients2.google.com"}
+
+
+class _ProxyTrap:
+    """A local 'proxy' Chromium must send every request to; it records and drops them all."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.requests: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        # after stop, keep accepting until the backlog is empty: nothing is missed at exit
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                if self._stop.is_set():
+                    return
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    head = conn.recv(4096).decode("latin-1")
+                except OSError:
+                    head = ""
+            self.requests.append(head.split("\r\n", 1)[0] or "<connection without request>")
+
+    def close(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.server.close()
+        return self.requests
+
+    @staticmethod
+    def host(request_line: str) -> str:
+        parts = request_line.split()
+        if len(parts) < 2:
+            return request_line
+        target = parts[1]
+        if "://" in target:  # GET http://host:port/path
+            target = target.split("://", 1)[1].split("/", 1)[0]
+        return target.rsplit(":", 1)[0]  # CONNECT host:443
+
+
+def _chromium(
+    url: str, tmp_path: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run headless Chromium on `url` with every connection sent to a trap; returns what the page
+    asked for (request lines), Chromium's own service endpoints left out."""
+    trap = _ProxyTrap()
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    args = [
+        str(CHROMIUM),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        f"--proxy-server=http://127.0.0.1:{trap.port}",
+        # loopback is never proxied by default; "<-loopback>" removes that exception
+        "--proxy-bypass-list=<-loopback>",
+        # no DNS either; the trap's own address must stay reachable or nothing would connect
+        # to it and the check would pass whatever the page does
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        *extra,
+        url,
+    ]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=90, env=env, check=False)
+    finally:
+        requests = trap.close()
+    page = [r for r in requests if _ProxyTrap.host(r) not in BROWSER_SERVICE_HOSTS]
+    return done, page
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install -y chromium)")
+    return CHROMIUM
+
+
+def test_trap_sees_a_page_that_makes_requests(chromium, tmp_path):
+    """The control: without it, a trap that never fires would pass the offline test below."""
+    page = tmp_path / "leaky.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head>"
+        "<link rel='stylesheet' href='https://fonts.googleapis.com/css?family=Roboto'></head>"
+        "<body><img src='http://tiles.example.com/1/2/3.png'></body></html>"
+    )
+    done, requests = _chromium(page.as_uri(), tmp_path, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    hosts = {_ProxyTrap.host(r) for r in requests}
+    assert {"fonts.googleapis.com", "tiles.example.com"} <= hosts, requests
+
+
+def test_report_renders_offline_in_chromium(chromium, tmp_path):
+    _, page = _write(tmp_path)
+    report = tmp_path / "out" / "report.html"
+    shot = tmp_path / "shot.png"
+    done, requests = _chromium(
+        report.as_uri(), tmp_path, "--dump-dom", f"--screenshot={shot}", "--window-size=1280,2000"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert requests == [], f"the report made network requests: {requests}"
+    rendered = _Page(done.stdout.decode("utf-8"))
+    assert len(rendered.cards) == len(page.cards) == len(SPECS)
+    assert NASTY_ZONE in rendered.cards[0]  # still text after the browser parsed it
+    assert not any(t == "script" for t, _ in rendered.tags)
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape == (2000, 1280, 3)
+    assert image.std() > 20  # not blank
+    # the overview decoded and drew: its yellow outlines are on screen
+    yellow = (image[..., 0] > 220) & (image[..., 1] > 190) & (image[..., 2] < 60)
+    assert yellow.sum() > 200
