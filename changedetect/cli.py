@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse the whole after window, not only acquisitions newer than the last run",
     )
     run.set_defaults(func=cmd_run)
+
+    from .tracker.cli import add_tracker_commands
+
+    add_tracker_commands(sub, parents=[common])
     return parser
 
 

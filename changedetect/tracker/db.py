@@ -1,0 +1,246 @@
+"""The store: engines, sessions and write transactions that are safe under concurrency.
+
+Two engines are supported:
+
+- **SQLite** (the embedded default, ``sqlite:///changedetect-tracker.db``): WAL journal so readers
+  never wait for a writer, and every write transaction starts with ``BEGIN IMMEDIATE``: it takes
+  the database's single write lock *before* reading, so two ingests cannot both read "no case
+  here" and both open one. A writer that finds the lock taken waits (``busy_timeout``).
+- **PostgreSQL** (multi-user): writes that open cases take a transaction-scoped advisory lock
+  (:func:`lock_for_case_writes`); transitions lock their case row (``SELECT ... FOR UPDATE``).
+
+Under both, :meth:`TrackerDB.run_write` re-runs a unit of work in a fresh transaction when it
+hits a transient conflict (unique violation from a concurrent insert, serialization failure,
+deadlock, "database is locked"), and the unique key on ``detections.clue_id`` is the last line:
+whatever happens, one clue is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from .errors import ConcurrencyError, TrackerDatabaseError
+from .settings import DB_ENV_VAR, DEFAULT_DB_URL
+
+log = logging.getLogger("changedetect.tracker")
+
+T = TypeVar("T")
+
+#: How long a SQLite writer waits for the write lock before failing (seconds).
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: Key of the PostgreSQL advisory lock held by every write that may open cases: one key for the
+#: whole ledger, because AOIs may overlap and a per-AOI key could not stop two AOIs' ingests from
+#: opening two cases on the same ground. Ingests are short batches, so serialising them is cheap.
+CASE_WRITE_LOCK_KEY = zlib.crc32(b"changedetect.tracker.case-writes")
+#: PostgreSQL SQLSTATEs worth a retry: unique_violation, serialization_failure, deadlock_detected.
+_RETRY_SQLSTATES = {"23505", "40001", "40P01"}
+
+
+def resolve_db_url(url: str | None = None) -> str:
+    """The database URL: ``url``, else ``$CHANGEDETECT_DB``, else the SQLite default."""
+    return url or os.environ.get(DB_ENV_VAR) or DEFAULT_DB_URL
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine for the tracker, with the per-engine settings concurrency relies on."""
+    url = resolve_db_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise TrackerDatabaseError(
+            f"database URL {url!r} is not a URL: use e.g. sqlite:///tracker.db or "
+            "postgresql+psycopg://user:password@host/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise TrackerDatabaseError(
+                f"no driver for {redact(url)}: pip install 'psycopg[binary]' ({exc})"
+            ) from None
+    raise TrackerDatabaseError(
+        f"database URL {redact(url)} uses {backend!r}: the tracker supports sqlite and postgresql"
+    )
+
+
+def _sqlite_engine(url: Any) -> Engine:
+    database = url.database
+    in_memory = not database or database == ":memory:"
+    if not in_memory:
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise TrackerDatabaseError(
+                f"SQLite database {database}: folder {parent} does not exist; create it first"
+            )
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if in_memory:
+        # one shared connection, or every checkout would see its own empty database
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control away from the sqlite3 module, so that "begin" below decides
+        # how each transaction starts (the SQLAlchemy-documented recipe)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("tracker_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a conflict with a concurrent writer that a fresh attempt may clear."""
+    if isinstance(exc, IntegrityError):
+        code = getattr(exc.orig, "sqlstate", None)
+        if code is not None:
+            return code == "23505"
+        return "UNIQUE" in str(exc.orig).upper()  # sqlite3 has no SQLSTATE
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None)
+        if code in _RETRY_SQLSTATES:
+            return True
+        if isinstance(exc, OperationalError):
+            message = str(exc.orig).lower()
+            return "database is locked" in message or "database table is locked" in message
+    return False
+
+
+def lock_for_case_writes(session: Session) -> None:
+    """Serialise the writes that may open cases (ingest, look-back) for this transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback. SQLite: the
+    write transactions of :class:`TrackerDB` already hold the database write lock from their
+    first statement (``BEGIN IMMEDIATE``), so there is nothing more to take.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CASE_WRITE_LOCK_KEY})
+
+
+class TrackerDB:
+    """A tracker database: an engine, read sessions and retried write transactions."""
+
+    def __init__(self, url: str | None = None, *, engine: Engine | None = None) -> None:
+        self.url = resolve_db_url(url) if engine is None else engine.url.render_as_string(False)
+        self.engine = engine if engine is not None else make_engine(self.url)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        # the execution option reaches the SQLite "begin" hook: write transactions BEGIN IMMEDIATE
+        self._write = sessionmaker(
+            self.engine.execution_options(tracker_write=True), expire_on_commit=False
+        )
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate: bool = False) -> TrackerDB:
+        """Open the database and check it is at this version's schema.
+
+        ``migrate=True`` upgrades it first (what the embedded SQLite default wants); otherwise
+        a database behind the migrations raises :class:`SchemaOutdatedError` naming the command.
+        """
+        from .migrate import ensure_schema
+
+        db = cls(url)
+        try:
+            ensure_schema(db.engine, migrate=migrate)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def session(self) -> Session:
+        """A session for reading (no locks taken). To write in a transaction of your own, use
+        :meth:`write`: on SQLite it takes the write lock up front."""
+        return self._read()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on error. Not retried."""
+        with self._write() as session:
+            try:
+                with session.begin():
+                    yield session
+            except OperationalError as exc:
+                raise _database_error(self.url, exc) from exc
+
+    def run_write(self, work: Callable[[Session], T], *, attempts: int = 8) -> T:
+        """Run ``work(session)`` in a write transaction, re-running it on transient conflicts.
+
+        ``work`` must do all its reads inside the session it is given (so a retry sees what the
+        concurrent writer committed) and must not commit itself.
+        """
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._write() as session, session.begin():
+                    return work(session)
+            except DBAPIError as exc:
+                if not is_retryable(exc):
+                    if isinstance(exc, OperationalError):
+                        raise _database_error(self.url, exc) from exc
+                    raise
+                if attempt == attempts:
+                    raise ConcurrencyError(
+                        f"{redact(self.url)}: a write still conflicted with concurrent writers "
+                        f"after {attempts} attempts ({type(exc.orig).__name__}); try again"
+                    ) from exc
+                log.debug("write conflict (%s), retry %d", exc.orig, attempt)
+                time.sleep(delay * (1 + random.random()))  # jitter: contenders drift apart
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> TrackerDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _database_error(url: str, exc: OperationalError) -> TrackerDatabaseError:
+    """A one-line error for what the database refused (unreachable, locked, read-only ...)."""
+    detail = str(exc.orig).strip()
+    first = detail.splitlines()[0] if detail else type(exc.orig).__name__
+    return TrackerDatabaseError(f"database {redact(url)}: {first}")

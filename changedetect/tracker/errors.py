@@ -1,0 +1,37 @@
+"""Tracker errors: every one a :class:`~changedetect.errors.ChangeDetectError`, one line each."""
+
+from __future__ import annotations
+
+from ..errors import ChangeDetectError
+
+
+class TrackerError(ChangeDetectError):
+    """Base class of the errors the case tracker raises on purpose."""
+
+
+class InvalidTransitionError(TrackerError):
+    """A case was asked to move to a state its lifecycle does not allow from where it is."""
+
+
+class CaseNotFoundError(TrackerError):
+    """No case has the id that was asked for."""
+
+
+class ClueFormatError(TrackerError):
+    """A clue Feature (or clues file) lacks a field, or a field has the wrong form."""
+
+
+class SiteRegistryError(TrackerError):
+    """A known-sites registry (permits, restoration sites) cannot be read or is malformed."""
+
+
+class TrackerDatabaseError(TrackerError):
+    """The tracker database cannot be reached, or is not in the shape this version needs."""
+
+
+class SchemaOutdatedError(TrackerDatabaseError):
+    """The database schema is behind (or ahead of) this version's migrations."""
+
+
+class ConcurrencyError(TrackerDatabaseError):
+    """A write kept conflicting with concurrent writers after all its retries."""

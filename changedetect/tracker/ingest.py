@@ -1,0 +1,368 @@
+"""Ingest: a night's clues into cases, deduplicated against the ledger.
+
+For each clue not seen before (its ``clue_id`` is the key), in detection-date order:
+
+1. cases whose footprint overlaps it — intersection ≥ ``min_overlap`` (30 %) of the smaller of
+   the two, measured in the clue's UTM zone — are its matches;
+2. an **open** match (largest overlap first) is **updated**: a new detection row, the footprint
+   grows to the union, the latest geometry becomes the clue's;
+3. else a match closed as ``false_alarm`` / ``compliant`` **suppresses** the clue (kept as a
+   suppressed detection of that case, so history shows it) — unless the patch has grown
+   materially (area ≥ ``regrowth_factor`` × and ≥ ``regrowth_min_added_m2`` more than the old
+   footprint), which opens a new case linked to the old one (``regrowth``);
+4. else a match ``closed`` after rectification means the site was disturbed again: a new case
+   linked to it (``relapse``, priority at least high);
+5. else a new case is **created**.
+
+The whole batch is one transaction holding the ledger's case-write lock (see :mod:`.db`), and
+``detections.clue_id`` is unique, so re-ingesting a night, or two processes ingesting it at
+once, gives one case per site and one detection per clue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .clock import utc_now
+from .clues import Clue, ClueInput, load_clues
+from .db import TrackerDB, lock_for_case_writes
+from .geometry import area_m2, bbox, from_wkb, local_epsg, overlap_share, to_wkb, union
+from .models import Case, CaseEvent, Detection
+from .settings import TrackerSettings
+from .sites import apply_site_tags
+from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
+
+ClueAction = Literal["created", "updated", "suppressed", "unchanged"]
+
+
+@dataclass(frozen=True)
+class ClueOutcome:
+    """What happened to one clue."""
+
+    clue_id: str
+    action: ClueAction
+    case_id: int | None
+    linked_case_id: int | None = None
+    note: str = ""
+
+
+@dataclass
+class IngestReport:
+    """Per-clue outcomes of one :func:`ingest`, with counts."""
+
+    source: str | None
+    outcomes: list[ClueOutcome] = field(default_factory=list)
+
+    def _count(self, action: str) -> int:
+        return sum(1 for o in self.outcomes if o.action == action)
+
+    @property
+    def created(self) -> int:
+        """Clues that opened a new case."""
+        return self._count("created")
+
+    @property
+    def updated(self) -> int:
+        """Clues that added a detection to an open case."""
+        return self._count("updated")
+
+    @property
+    def suppressed(self) -> int:
+        """Clues over a case closed as false alarm / compliant that did not grow enough."""
+        return self._count("suppressed")
+
+    @property
+    def unchanged(self) -> int:
+        """Clues already in the ledger (re-ingested)."""
+        return self._count("unchanged")
+
+    def summary(self) -> str:
+        """One line for people."""
+        return (
+            f"{len(self.outcomes)} clues: {self.created} created, {self.updated} updated, "
+            f"{self.suppressed} suppressed, {self.unchanged} unchanged"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "source": self.source,
+            "created": self.created,
+            "updated": self.updated,
+            "suppressed": self.suppressed,
+            "unchanged": self.unchanged,
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+
+def ingest(
+    target: TrackerDB | Session,
+    clues: ClueInput,
+    *,
+    source: str | Path | None = None,
+    now: dt.datetime | None = None,
+    settings: TrackerSettings | None = None,
+    actor: str = "ingest",
+) -> IngestReport:
+    """Ingest clues (a ``clues.geojson`` path, a FeatureCollection, Features or PatchClues).
+
+    With a :class:`TrackerDB`, the batch runs in its own write transaction, retried on
+    conflicts with concurrent writers. With a :class:`Session`, it runs inside the caller's
+    transaction (the caller commits, and owns retries).
+
+    ``source`` labels where the clues came from (the GeoJSON path: relative chip paths are
+    resolved against its folder); for a path argument it is the path itself.
+    """
+    parsed, label = load_clues(clues, source=source)
+    now = utc_now(now)
+    settings = settings or TrackerSettings()
+
+    def work(session: Session) -> IngestReport:
+        return _ingest_in(session, parsed, source=label, now=now, settings=settings, actor=actor)
+
+    if isinstance(target, TrackerDB):
+        return target.run_write(work)
+    return work(target)
+
+
+def _ingest_in(
+    session: Session,
+    clues: list[Clue],
+    *,
+    source: str | None,
+    now: dt.datetime,
+    settings: TrackerSettings,
+    actor: str,
+) -> IngestReport:
+    lock_for_case_writes(session)
+    report = IngestReport(source)
+    seen = _known_clue_ids(session, [c.clue_id for c in clues])
+    # oldest night first, so a case's first/latest geometry follow time even in a backfill
+    for clue in sorted(clues, key=lambda c: (c.detected_on, c.clue_id)):
+        if clue.clue_id in seen:
+            report.outcomes.append(ClueOutcome(clue.clue_id, "unchanged", seen[clue.clue_id]))
+            continue
+        outcome = _ingest_one(session, clue, now=now, settings=settings, actor=actor)
+        seen[clue.clue_id] = outcome.case_id
+        report.outcomes.append(outcome)
+    return report
+
+
+def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | None]:
+    known: dict[str, int | None] = {}
+    for start in range(0, len(clue_ids), 500):  # stay under bound-parameter limits
+        chunk = clue_ids[start : start + 500]
+        rows = session.execute(
+            select(Detection.clue_id, Detection.case_id).where(Detection.clue_id.in_(chunk))
+        )
+        known.update({clue_id: case_id for clue_id, case_id in rows})
+    return known
+
+
+def overlapping_cases(
+    session: Session, geom: BaseGeometry, settings: TrackerSettings
+) -> list[tuple[float, Case]]:
+    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first."""
+    minx, miny, maxx, maxy = geom.bounds
+    candidates = session.scalars(
+        select(Case)
+        .where(
+            Case.max_lon >= minx,
+            Case.min_lon <= maxx,
+            Case.max_lat >= miny,
+            Case.min_lat <= maxy,
+        )
+        # PostgreSQL: a transition racing this ingest finishes first and we read its state
+        .with_for_update()
+    ).all()
+    epsg = local_epsg(geom)
+    matches = []
+    for case in candidates:
+        share = overlap_share(geom, from_wkb(case.geom_union), epsg)
+        if share >= settings.min_overlap:
+            matches.append((share, case))
+    # largest overlap first; the newer case wins a tie (it is the one people work on)
+    matches.sort(key=lambda m: (-m[0], -m[1].id))
+    return matches
+
+
+def _ingest_one(
+    session: Session,
+    clue: Clue,
+    *,
+    now: dt.datetime,
+    settings: TrackerSettings,
+    actor: str,
+) -> ClueOutcome:
+    epsg = local_epsg(clue.geometry)
+    clue_area = area_m2(clue.geometry, epsg)
+    matches = overlapping_cases(session, clue.geometry, settings)
+
+    for _, case in matches:
+        if case.state in OPEN_STATES:
+            _grow(case, clue, clue_area, now=now)
+            apply_site_tags(session, case, now=now, settings=settings, actor=actor)
+            return ClueOutcome(clue.clue_id, "updated", case.id)
+
+    for _, old in matches:
+        if old.state in SUPPRESSING_STATES:
+            old_area = area_m2(from_wkb(old.geom_union), epsg)
+            grown = (
+                clue_area >= settings.regrowth_factor * old_area
+                and clue_area - old_area >= settings.regrowth_min_added_m2
+            )
+            if not grown:
+                old.detections.append(_detection(clue, clue_area, now, suppressed=True))
+                session.flush()
+                note = f"over case {old.id} closed as {old.state}"
+                return ClueOutcome(clue.clue_id, "suppressed", old.id, note=note)
+            new = open_case(
+                session,
+                clue,
+                clue_area,
+                now=now,
+                settings=settings,
+                actor=actor,
+                linked=old,
+                reason="regrowth",
+            )
+            note = (
+                f"grew from {old_area:.0f} to {clue_area:.0f} m² over case {old.id} ({old.state})"
+            )
+            return ClueOutcome(clue.clue_id, "created", new.id, old.id, note)
+
+    for _, old in matches:
+        if old.state == "closed":
+            new = open_case(
+                session,
+                clue,
+                clue_area,
+                now=now,
+                settings=settings,
+                actor=actor,
+                linked=old,
+                reason="relapse",
+            )
+            note = f"disturbed again after case {old.id} was rectified and closed"
+            return ClueOutcome(clue.clue_id, "created", new.id, old.id, note)
+
+    new = open_case(session, clue, clue_area, now=now, settings=settings, actor=actor)
+    return ClueOutcome(clue.clue_id, "created", new.id)
+
+
+def _jsonable(value: Any) -> Any:
+    """Clue properties as plain JSON (PatchClue properties may hold numpy scalars)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, dt.date | Path):
+            return str(obj)
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bool) -> Detection:
+    return Detection(
+        clue_id=clue.clue_id,
+        detected_on=clue.detected_on,
+        area_m2=clue_area,
+        confidence=clue.confidence,
+        change_type=clue.change_type,
+        geometry=to_wkb(clue.geometry),
+        properties=_jsonable(clue.properties),
+        source=clue.source,
+        chip_before=clue.chip_before,
+        chip_after=clue.chip_after,
+        suppressed=suppressed,
+        ingested_at=now,
+    )
+
+
+def _set_footprint(case: Case, geom: BaseGeometry) -> None:
+    case.geom_union = to_wkb(geom)
+    case.area_m2 = area_m2(geom)
+    case.min_lon, case.min_lat, case.max_lon, case.max_lat = bbox(geom)
+
+
+def open_case(
+    session: Session,
+    clue: Clue,
+    clue_area: float,
+    *,
+    now: dt.datetime,
+    settings: TrackerSettings,
+    actor: str,
+    linked: Case | None = None,
+    reason: str | None = None,
+) -> Case:
+    # a site disturbed again after rectification is an enforcement matter however small
+    clue_priority = at_least(clue.priority, "high") if reason == "relapse" else clue.priority
+    wkb = to_wkb(clue.geometry)
+    case = Case(
+        aoi=clue.aoi,
+        state="issued",
+        change_type=clue.change_type,
+        confidence=clue.confidence,
+        confidence_level=clue.confidence_level,
+        clue_priority=clue_priority,
+        priority=clue_priority,
+        priority_rank=priority_rank(clue_priority),
+        zone=clue.zone,
+        zone_tier=clue.zone_tier,
+        county=clue.county,
+        assigned_county=clue.county,
+        escalated=False,
+        linked_case=linked,
+        link_reason=reason,
+        geom_first=wkb,
+        geom_latest=wkb,
+        first_detected_on=clue.detected_on,
+        last_detected_on=clue.detected_on,
+        deadline=now + dt.timedelta(days=settings.deadline_days),
+        created_at=now,
+        updated_at=now,
+    )
+    _set_footprint(case, clue.geometry)
+    session.add(case)
+    case.detections.append(_detection(clue, clue_area, now, suppressed=False))
+    comment = f"opened from clue {clue.clue_id}"
+    if linked is not None:
+        comment += f"; {reason} of case {linked.id} ({linked.state})"
+    case.events.append(
+        CaseEvent(at=now, actor=actor, kind="created", to_state="issued", comment=comment)
+    )
+    session.flush()  # the id, for the outcome and for the next clue's overlap query
+    apply_site_tags(session, case, now=now, settings=settings, actor=actor)
+    return case
+
+
+def _grow(case: Case, clue: Clue, clue_area: float, *, now: dt.datetime) -> None:
+    case.detections.append(_detection(clue, clue_area, now, suppressed=False))
+    _set_footprint(case, union(from_wkb(case.geom_union), clue.geometry))
+    if clue.detected_on >= case.last_detected_on:
+        case.geom_latest = to_wkb(clue.geometry)
+        case.last_detected_on = clue.detected_on
+        case.change_type = clue.change_type  # the newest look at the site says what it is now
+    if clue.detected_on < case.first_detected_on:
+        case.geom_first = to_wkb(clue.geometry)
+        case.first_detected_on = clue.detected_on
+    if clue.confidence > case.confidence:
+        case.confidence, case.confidence_level = clue.confidence, clue.confidence_level
+    case.clue_priority = at_least(case.clue_priority, clue.priority)
+    for attr in ("zone", "zone_tier", "county", "aoi"):
+        if getattr(case, attr) is None:
+            setattr(case, attr, getattr(clue, attr))
+    if case.assigned_county is None:
+        case.assigned_county = clue.county
+    case.updated_at = now

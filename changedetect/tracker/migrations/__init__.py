@@ -1,0 +1,1 @@
+"""Alembic migrations of the tracker schema, run programmatically by :mod:`..migrate`."""

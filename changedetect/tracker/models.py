@@ -1,0 +1,254 @@
+"""The case ledger's tables, as typed SQLAlchemy 2 declarative models.
+
+Geometries are stored as WKB (WGS84) next to their bounding box in plain float columns, so the
+ledger runs on SQLite and on PostgreSQL without PostGIS: the box narrows candidates in SQL and
+shapely decides exactly. The schema itself is created only by the Alembic migrations in
+``migrations/``; these models must match them (a test compares the two).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from .states import CASE_STATES, TAGS
+
+UTC = dt.UTC
+
+#: Stable constraint names, so migrations can name what they drop on every engine.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every engine (SQLite keeps no zone: store UTC, re-tag)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # a naive time is ambiguous; refusing it keeps deadlines from drifting by hours
+            raise ValueError(f"naive datetime {value.isoformat()} given: use an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the tracker tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), bytes: LargeBinary()}
+
+
+class BBoxMixin:
+    """WGS84 bounding box of the row's geometry: a cheap SQL pre-filter for spatial matching."""
+
+    min_lon: Mapped[float] = mapped_column(Float)
+    min_lat: Mapped[float] = mapped_column(Float)
+    max_lon: Mapped[float] = mapped_column(Float)
+    max_lat: Mapped[float] = mapped_column(Float)
+
+
+_STATE_LIST = ", ".join(f"'{s}'" for s in CASE_STATES)
+_TAG_LIST = ", ".join(f"'{t}'" for t in TAGS)
+
+
+class Case(BBoxMixin, Base):
+    """One suspected disturbance followed from issue to verdict (and rectification)."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_STATE_LIST})", name="state"),
+        CheckConstraint("link_reason IN ('relapse', 'regrowth')", name="link_reason"),
+        Index("ix_cases_state_bbox", "state", "min_lon", "max_lon"),
+        Index("ix_cases_order", "escalated", "priority_rank", "deadline"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    aoi: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), default="issued")
+    change_type: Mapped[str] = mapped_column(String(40))
+    confidence: Mapped[float] = mapped_column(Float)
+    confidence_level: Mapped[str | None] = mapped_column(String(20))
+    #: The most urgent priority the pipeline gave any of the case's clues, before site rules.
+    clue_priority: Mapped[str] = mapped_column(String(10))
+    #: The effective priority, after known-site rules (permitted → low, breach → at least high).
+    priority: Mapped[str] = mapped_column(String(10))
+    priority_rank: Mapped[int] = mapped_column(Integer)
+    zone: Mapped[str | None] = mapped_column(String(200))
+    zone_tier: Mapped[str | None] = mapped_column(String(100))
+    county: Mapped[str | None] = mapped_column(String(200))
+    #: The county responsible for verification (the clue's county unless reassigned).
+    assigned_county: Mapped[str | None] = mapped_column(String(200), index=True)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    linked_case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="SET NULL"), index=True
+    )
+    link_reason: Mapped[str | None] = mapped_column(String(20))
+    site_id: Mapped[int | None] = mapped_column(
+        ForeignKey("known_sites.id", ondelete="SET NULL"), index=True
+    )
+    geom_first: Mapped[bytes] = mapped_column(LargeBinary)
+    geom_latest: Mapped[bytes] = mapped_column(LargeBinary)
+    #: Everything any detection of the case covered: the footprint matched against new clues.
+    geom_union: Mapped[bytes] = mapped_column(LargeBinary)
+    area_m2: Mapped[float] = mapped_column(Float)
+    first_detected_on: Mapped[dt.date] = mapped_column(Date)
+    last_detected_on: Mapped[dt.date] = mapped_column(Date, index=True)
+    deadline: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    detections: Mapped[list[Detection]] = relationship(
+        back_populates="case", order_by="Detection.detected_on, Detection.id"
+    )
+    events: Mapped[list[CaseEvent]] = relationship(
+        back_populates="case", order_by="CaseEvent.at, CaseEvent.id"
+    )
+    tags: Mapped[list[CaseTag]] = relationship(
+        back_populates="case", cascade="all, delete-orphan", order_by="CaseTag.tag"
+    )
+    linked_case: Mapped[Case | None] = relationship(remote_side=[id])
+
+    @property
+    def tag_names(self) -> list[str]:
+        """The case's tags, sorted."""
+        return sorted(t.tag for t in self.tags)
+
+
+class Detection(Base):
+    """One night's clue attached to a case (``suppressed`` when it only re-saw a closed one)."""
+
+    __tablename__ = "detections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    #: Unique across the ledger: the database, not the caller, makes re-ingesting a no-op and
+    #: makes two concurrent ingests of one clue collide instead of both inserting it.
+    clue_id: Mapped[str] = mapped_column(String(200), unique=True)
+    detected_on: Mapped[dt.date] = mapped_column(Date)
+    area_m2: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    change_type: Mapped[str] = mapped_column(String(40))
+    geometry: Mapped[bytes] = mapped_column(LargeBinary)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(Text)
+    chip_before: Mapped[str | None] = mapped_column(Text)
+    chip_after: Mapped[str | None] = mapped_column(Text)
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    ingested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    case: Mapped[Case] = relationship(back_populates="detections")
+
+
+class CaseEvent(Base):
+    """Something that happened to a case: creation, a transition, an escalation, a tag change."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    case: Mapped[Case] = relationship(back_populates="events")
+
+
+class CaseTag(Base):
+    """A known-site tag of a case, with the site that caused it."""
+
+    __tablename__ = "case_tags"
+    __table_args__ = (CheckConstraint(f"tag IN ({_TAG_LIST})", name="tag"),)
+
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(30), primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("known_sites.id", ondelete="SET NULL"))
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    case: Mapped[Case] = relationship(back_populates="tags")
+
+
+class KnownSite(BBoxMixin, Base):
+    """A registered permit (mine, quarry) or a site under ecological restoration."""
+
+    __tablename__ = "known_sites"
+    __table_args__ = (
+        UniqueConstraint("kind", "name", name="uq_known_sites_kind_name"),
+        CheckConstraint("kind IN ('permit', 'restoration')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(20))
+    valid_from: Mapped[dt.date | None] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)
+    geometry: Mapped[bytes] = mapped_column(LargeBinary)
+    area_m2: Mapped[float] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    def valid_on(self, day: dt.date) -> bool:
+        """Whether the registration covers ``day`` (open ends are unbounded)."""
+        return (self.valid_from is None or self.valid_from <= day) and (
+            self.valid_to is None or day <= self.valid_to
+        )
+
+
+class SiteObservation(Base):
+    """What one night's look-back measured on a footprint (a closed case or a restoration site)."""
+
+    __tablename__ = "site_observations"
+    __table_args__ = (
+        UniqueConstraint("target", "observed_on", name="uq_site_observations_target_day"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: ``case:<id>`` or ``site:<id>``.
+    target: Mapped[str] = mapped_column(String(40), index=True)
+    observed_on: Mapped[dt.date] = mapped_column(Date)
+    bare_fraction: Mapped[float] = mapped_column(Float)
+    built_fraction: Mapped[float] = mapped_column(Float)
+    ndvi_change: Mapped[float | None] = mapped_column(Float)
+    disturbed: Mapped[float] = mapped_column(Float)
+    relapse_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))

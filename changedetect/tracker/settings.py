@@ -1,0 +1,66 @@
+"""Tunable rules of the tracker (deadlines, overlap and growth thresholds), resolved once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+#: Environment variable naming the database URL.
+DB_ENV_VAR = "CHANGEDETECT_DB"
+#: The embedded default: a SQLite file in the working directory.
+DEFAULT_DB_URL = "sqlite:///changedetect-tracker.db"
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Thresholds that decide deduplication, site matching, look-back and deadlines."""
+
+    deadline_days: int = 30
+    """Days from a case's issue to its verification deadline."""
+
+    min_overlap: float = 0.30
+    """A clue belongs to a case when their intersection covers at least this share of the
+    smaller of the two (areas measured in the local UTM zone)."""
+
+    regrowth_factor: float = 1.5
+    """A clue over a case closed as false alarm / compliant opens a new (linked) case only if
+    its area is at least this multiple of the old case's area ..."""
+
+    regrowth_min_added_m2: float = 1000.0
+    """... and at least this many m² larger (0.1 ha: the pipeline's mapping unit)."""
+
+    site_overlap_min: float = 0.01
+    """Share of a clue's area that must fall on a known site for the clue to touch it; keeps
+    shared borders and rounding from tagging neighbours."""
+
+    permit_inside_min: float = 0.99
+    """Share of a clue's area that must lie inside valid permits for it to count as inside."""
+
+    relapse_min_growth: float = 0.10
+    """Look-back: rise of the bare/built fraction over the lowest level seen since closure (or
+    since the last case at a restoration site) that counts as a relapse ..."""
+
+    relapse_min_area_m2: float = 1000.0
+    """... provided the added bare/built area is at least this many m²."""
+
+    fresh_disturbance_fraction: float = 0.25
+    """Look-back without an earlier observation: bare/built share that, together with ..."""
+
+    fresh_ndvi_drop: float = -0.10
+    """... a vegetation change at or below this (the night's before→after NDVI change), counts
+    as a new disturbance."""
+
+    def __post_init__(self) -> None:
+        if self.deadline_days < 1:
+            raise ConfigError(f"deadline_days must be at least 1, got {self.deadline_days}")
+        for name in ("min_overlap", "site_overlap_min", "permit_inside_min"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {value}")
+        if self.regrowth_factor < 1.0:
+            raise ConfigError(f"regrowth_factor must be at least 1, got {self.regrowth_factor}")
+        if not 0.0 < self.relapse_min_growth <= 1.0:
+            raise ConfigError(
+                f"relapse_min_growth must be in (0, 1], got {self.relapse_min_growth}"
+            )

@@ -1,0 +1,104 @@
+"""Clues built in code: rectangles placed in metres, Features as the pipeline writes them.
+
+Also the worker functions the multi-process tests spawn (they must be importable by module).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import shapely
+from pyproj import Transformer
+from shapely.geometry import box, mapping
+
+#: Every test site sits near this point (Qinling north slope, UTM zone 49N).
+ORIGIN_LONLAT = (108.25, 34.0)
+UTM = 32649
+NOW = dt.datetime(2025, 7, 1, 12, 0, tzinfo=dt.UTC)
+
+_to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
+_to_wgs = Transformer.from_crs(UTM, 4326, always_xy=True)
+_X0, _Y0 = _to_utm.transform(*ORIGIN_LONLAT)
+
+
+def rect(x: float, y: float, w: float, h: float | None = None) -> Any:
+    """A w×h metre rectangle whose south-west corner is (x, y) metres from the origin (WGS84)."""
+    h = w if h is None else h
+    geom = box(_X0 + x, _Y0 + y, _X0 + x + w, _Y0 + y + h)
+    return shapely.transform(geom, lambda xy: _stack(_to_wgs.transform(xy[:, 0], xy[:, 1])))
+
+
+def _stack(xy: tuple[Any, Any]) -> Any:
+    return np.column_stack(xy)
+
+
+def area_m2(geom: Any) -> float:
+    """Area in metres² in the test UTM zone."""
+    return shapely.transform(geom, lambda xy: _stack(_to_utm.transform(xy[:, 0], xy[:, 1]))).area
+
+
+def feature(
+    clue_id: str,
+    geom: Any,
+    day: str = "2025-06-23",
+    **props: Any,
+) -> dict[str, Any]:
+    """A clue Feature with the pipeline's properties (overridable)."""
+    c = geom.centroid
+    properties = {
+        "clue_id": clue_id,
+        "aoi": "test-aoi",
+        "detected_at": day,
+        "before": ["2024-04-01", "2024-06-30"],
+        "after": ["2025-04-01", day],
+        "area_m2": round(area_m2(geom), 1),
+        "centroid": [round(c.x, 6), round(c.y, 6)],
+        "change_type": "quarry",
+        "confidence": 0.8,
+        "confidence_level": "high",
+        "d_ndvi": -0.3,
+        "d_bsi": 0.2,
+        "d_ndbi": 0.1,
+        "zone": "Qinling red line core",
+        "zone_tier": "red_line_core",
+        "county": "Zhouzhi",
+        "priority": "high",
+        "chip_before": f"chips/{clue_id}_before.png",
+        "chip_after": f"chips/{clue_id}_after.png",
+        "status": "new",
+    }
+    properties.update(props)
+    return {"type": "Feature", "id": clue_id, "geometry": mapping(geom), "properties": properties}
+
+
+def collection(features: list[dict[str, Any]]) -> dict[str, Any]:
+    """A FeatureCollection."""
+    return {"type": "FeatureCollection", "features": features}
+
+
+def two_nights(n_sites: int = 12) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Night 1: n_sites patches 500 m apart; night 2: each shifted by 15 m, new clue ids."""
+    night1, night2 = [], []
+    for i in range(n_sites):
+        x = (i % 4) * 500.0
+        y = (i // 4) * 500.0
+        night1.append(feature(f"n1-site{i}", rect(x, y, 80), "2025-06-23"))
+        night2.append(feature(f"n2-site{i}", rect(x + 15, y + 10, 85), "2025-07-03"))
+    return collection(night1), collection(night2)
+
+
+def ingest_worker(url: str, clues: dict[str, Any], barrier: Any, results: Any) -> None:
+    """One process of the concurrency tests: open the db, wait for the others, ingest."""
+    from changedetect.tracker import TrackerDB, ingest
+
+    db = TrackerDB(url)
+    try:
+        barrier.wait(timeout=60)
+        report = ingest(db, clues, now=NOW)
+        results.put(("ok", report.created, report.updated, report.unchanged))
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        results.put(("error", f"{type(exc).__name__}: {exc}", 0, 0))
+    finally:
+        db.close()

@@ -1,0 +1,168 @@
+"""Alembic migrations: upgrade and downgrade on both engines; the models match the head."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from changedetect.tracker import (
+    SchemaOutdatedError,
+    TrackerDatabaseError,
+    TrackerDB,
+    current_revision,
+    downgrade,
+    head_revision,
+    ingest,
+    list_cases,
+    upgrade,
+)
+from changedetect.tracker.db import make_engine
+from changedetect.tracker.models import Base
+
+from .helpers import NOW, collection, feature, rect
+
+TABLES = {"cases", "detections", "case_events", "case_tags", "known_sites", "site_observations"}
+PACKAGE = Path(__file__).resolve().parents[2] / "changedetect" / "tracker"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path) -> Iterator[str]:
+    """An empty database on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server = request.getfixturevalue("pg_server")
+    if server.fixed_url is None:
+        yield server.create_database("migrations")
+        return
+    # one fixed database: empty it for the test, leave it migrated for the others
+    url = request.getfixturevalue("pg_session_url")
+    downgrade(url, "base")
+    yield url
+    upgrade(url)
+
+
+def tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_and_downgrade(empty_url):
+    assert current_revision(empty_url) is None
+    upgrade(empty_url, "0001")
+    assert current_revision(empty_url) == "0001"
+    assert tables(empty_url) == TABLES
+    with TrackerDB(empty_url) as db:
+        ingest(db, collection([feature("m1", rect(0, 0, 60))]), now=NOW)
+    upgrade(empty_url)  # the rest of the chain, over existing data
+    assert current_revision(empty_url) == head_revision()
+    assert tables(empty_url) >= TABLES
+    with TrackerDB.open(empty_url) as db, db.session() as s:
+        assert list_cases(s, now=NOW).total == 1
+    upgrade(empty_url)  # at head already: a no-op
+    downgrade(empty_url, "0001")  # later revisions come off, the ledger stays
+    assert (current_revision(empty_url), tables(empty_url)) == ("0001", TABLES)
+    with TrackerDB(empty_url) as db, db.session() as s:
+        assert list_cases(s, now=NOW).total == 1
+    downgrade(empty_url, "base")
+    assert current_revision(empty_url) is None
+    assert tables(empty_url) == set()
+    upgrade(empty_url)  # and back up again, from nothing
+    assert current_revision(empty_url) == head_revision()
+
+
+def _import_every_model_module() -> None:
+    """Models of later features live beside ours on the same Base: load them all."""
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem not in ("__init__", "__main__"):
+            importlib.import_module(f"changedetect.tracker.{path.stem}")
+
+
+def test_models_match_the_migrated_schema(db_url):
+    _import_every_model_module()
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_open_refuses_an_unmigrated_database_and_names_the_command(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(SchemaOutdatedError, match="run `changedetect tracker migrate`"):
+        TrackerDB.open(url)
+    with TrackerDB.open(url, migrate=True) as db:  # what the embedded default does
+        assert current_revision(db.engine) == head_revision()
+
+
+def test_open_refuses_a_database_from_a_newer_version(sqlite_url):
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    engine.dispose()
+    with pytest.raises(SchemaOutdatedError, match="newer than this changedetect knows"):
+        TrackerDB.open(sqlite_url, migrate=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:secret@h/db", "supports sqlite and postgresql"),
+        ("not a url", "is not a URL"),
+        ("sqlite:////nonexistent-folder/x.db", "does not exist; create it first"),
+    ],
+)
+def test_bad_urls_are_clear_errors(url, message):
+    with pytest.raises(TrackerDatabaseError, match=message) as info:
+        TrackerDB.open(url)
+    assert "secret" not in str(info.value)
+
+
+def test_unreachable_server_is_a_clear_error_without_the_password():
+    url = "postgresql://someone:hunter2@127.0.0.1:9/tracker"
+    with pytest.raises(TrackerDatabaseError, match="cannot open tracker database") as info:
+        TrackerDB.open(url)
+    assert "hunter2" not in str(info.value)
+
+
+def test_migrations_ship_inside_the_package_and_nothing_calls_create_all():
+    versions = resources.files("changedetect.tracker.migrations.versions")
+    assert any(p.name.startswith("0001_") for p in versions.iterdir())
+    assert resources.files("changedetect.tracker.migrations").joinpath("env.py").is_file()
+    for path in PACKAGE.rglob("*.py"):
+        assert "create_all(" not in path.read_text(), path
+
+
+def test_concurrent_first_use_migrates_once(empty_url):
+    """Several clients opening a brand-new database at once: one migrates, none fails."""
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def first_use():
+        try:
+            barrier.wait(timeout=30)
+            TrackerDB.open(empty_url, migrate=True).close()
+        except BaseException as exc:  # collected: a failing thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert current_revision(empty_url) == head_revision()

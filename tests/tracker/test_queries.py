@@ -1,0 +1,188 @@
+"""Queries for the API: filters, ordering, paging, a case's history, GeoJSON, monthly report."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+import shapely
+from shapely.geometry import shape
+
+from changedetect.tracker import (
+    CaseNotFoundError,
+    CaseQuery,
+    TrackerError,
+    cases_geojson,
+    get_case,
+    ingest,
+    list_cases,
+    monthly_report,
+    reassign,
+    transition,
+)
+
+from .helpers import NOW, collection, feature, rect
+
+
+def day(n: int) -> dt.datetime:
+    return NOW + dt.timedelta(days=n)
+
+
+@pytest.fixture
+def ledger(db):
+    """Six cases in two counties, of several types, tiers, priorities and nights."""
+    specs = [
+        # clue, x, night, county, type, tier, priority
+        ("a", 0, "2025-06-03", "Zhouzhi", "quarry", "red_line_core", "urgent"),
+        ("b", 500, "2025-06-13", "Zhouzhi", "construction", "red_line_core", "high"),
+        ("c", 1000, "2025-06-23", "Huyi", "vegetation_loss", "general_control", "normal"),
+        ("d", 1500, "2025-06-23", "Huyi", "quarry", "general_control", "low"),
+        ("e", 2000, "2025-07-03", "Huyi", "construction", "general_control", "normal"),
+        ("f", 20000, "2025-07-03", None, "other", None, "normal"),
+    ]
+    ids = {}
+    for clue, x, night, county, kind, tier, priority in specs:
+        f = feature(
+            clue,
+            rect(x, 0, 60),
+            night,
+            county=county,
+            change_type=kind,
+            zone_tier=tier,
+            priority=priority,
+        )
+        ids[clue] = ingest(db, collection([f]), now=NOW).outcomes[0].case_id
+    return ids
+
+
+def ids_of(page):
+    return [c.id for c in page.items]
+
+
+def test_filters(db, ledger):
+    with db.session() as s:
+
+        def q(**kw):
+            return {c.id for c in list_cases(s, CaseQuery(**kw), now=NOW).items}
+
+        assert q(counties=["Zhouzhi"]) == {ledger["a"], ledger["b"]}
+        assert q(change_types=["quarry"]) == {ledger["a"], ledger["d"]}
+        assert q(tiers=["general_control"]) == {ledger["c"], ledger["d"], ledger["e"]}
+        assert q(detected_from=dt.date(2025, 6, 13), detected_to=dt.date(2025, 6, 23)) == {
+            ledger["b"],
+            ledger["c"],
+            ledger["d"],
+        }
+        assert q(detected_from=dt.date(2025, 7, 1)) == {ledger["e"], ledger["f"]}
+        west, south, east, north = rect(900, -10, 700, 80).bounds  # covers c and d only
+        assert q(bbox=(west, south, east, north)) == {ledger["c"], ledger["d"]}
+        assert q(states=["issued"]) == set(ledger.values())
+        assert q(states=["verifying"]) == set()
+        assert q(aoi="test-aoi", counties=["Huyi"], change_types=["quarry"]) == {ledger["d"]}
+
+
+def test_state_filter_and_bad_queries(db, ledger):
+    transition(db, ledger["c"], "verifying", actor="x", now=NOW)
+    with db.session() as s:
+        page = list_cases(s, CaseQuery(states=["verifying", "violation"]), now=NOW)
+    assert ids_of(page) == [ledger["c"]]
+    with pytest.raises(TrackerError, match="unknown state filter done"):
+        CaseQuery(states=["done"])
+    with pytest.raises(TrackerError, match="not \\(west, south, east, north\\)"):
+        CaseQuery(bbox=(10, 0, 0, 1))
+    with db.session() as s, pytest.raises(TrackerError, match="limit 0"):
+        list_cases(s, limit=0)
+
+
+def test_order_and_pagination(db, ledger):
+    with db.session() as s:
+        everything = list_cases(s, now=NOW)
+        pages = [list_cases(s, limit=2, offset=o, now=NOW) for o in (0, 2, 4)]
+    # nothing overdue yet: by priority, then deadline (all equal), then id
+    expected = [ledger[k] for k in ("a", "b", "c", "e", "f", "d")]
+    assert ids_of(everything) == expected
+    assert [i for p in pages for i in ids_of(p)] == expected
+    assert {p.total for p in pages} == {6}
+    assert [len(p.items) for p in pages] == [2, 2, 2]
+
+
+def test_case_detail_and_reassignment(db, ledger):
+    ingest(db, collection([feature("a2", rect(10, 5, 60), "2025-06-13")]), now=day(1))
+    reassign(db, ledger["a"], "Huyi", actor="province", comment="border site", now=day(2))
+    with db.session() as s:
+        detail = get_case(s, ledger["a"], now=day(2))
+        with pytest.raises(CaseNotFoundError):
+            get_case(s, 999)
+    data = detail.to_dict()
+    assert data["assigned_county"] == "Huyi" and data["county"] == "Zhouzhi"
+    assert [d["clue_id"] for d in data["detection_history"]] == ["a", "a2"]
+    assert [e["kind"] for e in data["events"]] == ["created", "assigned"]
+    assert data["events"][1]["comment"] == "assigned Zhouzhi → Huyi: border site"
+    assert shape(data["geometry_union"]).area > shape(data["geometry_first"]).area
+    assert data["detections"] == 2
+
+
+def test_geojson_export(db, ledger):
+    transition(db, ledger["b"], "verifying", actor="x", now=NOW)
+    with db.session() as s:
+        fc = cases_geojson(s, CaseQuery(counties=["Zhouzhi"]), now=NOW)
+        latest = cases_geojson(s, now=NOW, geometry="latest")
+        with pytest.raises(TrackerError, match="geometry 'box'"):
+            cases_geojson(s, geometry="box")
+    assert fc["type"] == "FeatureCollection"
+    assert [f["id"] for f in fc["features"]] == [ledger["a"], ledger["b"]]
+    props = fc["features"][1]["properties"]
+    assert (props["state"], props["assigned_county"], props["tags"]) == ("verifying", "Zhouzhi", "")
+    geom = shape(fc["features"][0]["geometry"])
+    assert geom.equals_exact(rect(0, 0, 60), 1e-6)
+    # RFC 7946: exterior rings counter-clockwise, lon/lat order
+    assert shapely.Polygon(fc["features"][0]["geometry"]["coordinates"][0]).exterior.is_ccw
+    assert 108 < geom.centroid.x < 109 and 33 < geom.centroid.y < 35
+    assert len(latest["features"]) == 6
+
+
+def test_monthly_report_and_timeliness_ranking(db, ledger):
+    # Zhouzhi verifies both its cases on time (3 and 5 days); Huyi one in time (10 days),
+    # one late (40 days), and leaves one unverified past its deadline
+    transition(db, ledger["a"], "verifying", actor="z", now=day(1))
+    transition(db, ledger["a"], "false_alarm", actor="z", now=day(3))
+    transition(db, ledger["b"], "verifying", actor="z", now=day(1))
+    transition(db, ledger["b"], "violation", actor="z", now=day(5))
+    transition(db, ledger["c"], "verifying", actor="h", now=day(2))
+    transition(db, ledger["c"], "compliant", actor="h", now=day(10))
+    transition(db, ledger["d"], "verifying", actor="h", now=day(2))
+    with db.session() as s:
+        july = monthly_report(s, "2025-07", now=day(45))
+    rows = {r.county: r for r in july.rows}
+    z, h, u = rows["Zhouzhi"], rows["Huyi"], rows["(unassigned)"]
+    assert (z.issued, z.verified, z.verified_on_time, z.closed, z.overdue) == (2, 2, 2, 1, 0)
+    assert (z.on_time_share, z.median_days_to_verify, z.rank) == (1.0, 4.0, 1)
+    # July ends on day 30.5: d and e are still waiting then, past their deadline of day 30
+    assert (h.issued, h.verified, h.verified_on_time, h.closed, h.overdue) == (3, 1, 1, 1, 2)
+    assert (h.on_time_share, h.median_days_to_verify, h.rank) == (1.0, 10.0, 2)
+    assert (u.verified, u.rank, u.overdue) == (0, None, 1)
+    assert [r.county for r in july.rows] == ["Zhouzhi", "Huyi", "(unassigned)"]
+
+    transition(db, ledger["d"], "violation", actor="h", now=day(40))
+    with db.session() as s:
+        august = monthly_report(s, dt.date(2025, 8, 15), now=day(45))
+    h = {r.county: r for r in august.rows}["Huyi"]
+    assert (h.issued, h.verified, h.verified_on_time, h.on_time_share) == (0, 1, 0, 0.0)
+    assert h.median_days_to_verify == 40.0
+    table = list(csv.DictReader(io.StringIO(august.to_csv())))
+    assert table[0].keys() >= {"county", "issued", "verified", "overdue", "closed", "rank"}
+    huyi = next(r for r in table if r["county"] == "Huyi")
+    assert (huyi["month"], huyi["verified"], huyi["on_time_share"], huyi["rank"]) == (
+        "2025-08",
+        "1",
+        "0.000",
+        "1",
+    )
+
+
+@pytest.mark.parametrize("month", ["2025-13", "2025/07", "July"])
+def test_bad_month_is_a_clear_error(sqlite_db, month):
+    with sqlite_db.session() as s, pytest.raises(TrackerError, match="is not YYYY-MM"):
+        monthly_report(s, month)
