@@ -320,6 +320,22 @@ class DaskConfig(_Model):
         return address
 
 
+class TrackerConfig(_Model):
+    """Where nightly runs hand their clues on."""
+
+    db: str | None = None
+    """Case tracker database URL (sqlite:///file.db, postgresql+psycopg://...); None: the
+    CHANGEDETECT_DB environment variable, else a JSONL ledger in output.dir. Put no password
+    here: use CHANGEDETECT_DB from a secret for PostgreSQL."""
+
+    @field_validator("db")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url is not None and re.search(r"://[^/@]*:[^/@]*@", url):
+            raise ValueError("the URL carries a password; set CHANGEDETECT_DB in the environment")
+        return url
+
+
 class RunConfig(_Model):
     """Everything one run needs."""
 
@@ -332,6 +348,7 @@ class RunConfig(_Model):
     detection: DetectionConfig = DetectionConfig()
     zones: ZonesConfig | None = None
     output: OutputConfig = OutputConfig()
+    tracker: TrackerConfig = TrackerConfig()
     dask: DaskConfig = DaskConfig()
 
     @model_validator(mode="after")
@@ -347,6 +364,7 @@ class RunConfig(_Model):
         return self
 
 
+_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|api_?key|credential", re.IGNORECASE)
 
 
@@ -356,6 +374,7 @@ def _format_error(source: str, exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
         value = err.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
+        shown = _URL_PASSWORD.sub(r"\1***@", shown)
         if _SECRET_KEY.search(loc):
             shown = "<hidden>"  # an error message is logged: never echo what may be a credential
         if err["type"] == "missing":

@@ -1,8 +1,10 @@
 """Handing patch clues on to the case tracker.
 
-Until the tracker (``changedetect/tracker``) exists, clues go to a :class:`ClueSink`. The default
-sink, :class:`JsonlLedger`, appends one JSON line per clue to a ledger file and hands every clue id
-on once only: running the same night again hands on nothing new.
+Clues go to a :class:`ClueSink`. With a tracker database configured (``tracker.db`` or
+``CHANGEDETECT_DB``), :class:`TrackerSink` ingests the published ``clues.geojson`` through the same
+code path as ``changedetect tracker ingest``; without one, :class:`JsonlLedger` appends one JSON
+line per clue to a ledger file. Either hands every clue id on once only: running the same night
+again hands on nothing new.
 """
 
 from __future__ import annotations
@@ -120,6 +122,36 @@ class JsonlLedger:
             yield entry
 
 
+class TrackerSink:
+    """Ingests each AOI's published ``clues.geojson`` into the case tracker (deduplicated there:
+    a clue already ingested changes nothing)."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+
+    def hand_on(self, clues: Sequence[PatchClue], *, out_dir: Path) -> list[str]:
+        from .tracker import TrackerDB, ingest
+
+        if not clues:
+            return []
+        # the published file, so the cases' evidence paths point at the outputs that stay
+        geojson = Path(out_dir) / "clues.geojson"
+        db = TrackerDB.open(self.db_url, migrate=db_url_is_sqlite(self.db_url))
+        try:
+            report = ingest(db, geojson, actor="nightly")
+        finally:
+            db.close()
+        return [o.clue_id for o in report.outcomes if o.action != "unchanged"]
+
+
+def db_url_is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
 def default_sink(config: RunConfig) -> ClueSink:
-    """The sink a run hands its clues to: the JSONL ledger under ``output.dir``."""
+    """The tracker when a database is configured (``tracker.db``, else ``CHANGEDETECT_DB``),
+    else the JSONL ledger under ``output.dir``."""
+    url = config.tracker.db or os.environ.get("CHANGEDETECT_DB")
+    if url:
+        return TrackerSink(url)
     return JsonlLedger(Path(config.output.dir) / LEDGER_NAME)
