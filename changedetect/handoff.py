@@ -13,7 +13,7 @@ import datetime as dt
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
@@ -142,6 +142,30 @@ class TrackerSink:
         finally:
             db.close()
         return [o.clue_id for o in report.outcomes if o.action != "unchanged"]
+
+    def look_back(self, measure: Callable[[Any], Any]) -> dict[str, int]:
+        """The tracker's look-back with a `measure(footprint) -> FootprintSignal | None` from the
+        night's imagery; returns its counts."""
+        from .tracker import TrackerDB
+        from .tracker.lookback import SiteSignal, look_back
+
+        def tracker_measure(footprint: Any) -> SiteSignal | None:
+            signal = measure(footprint)
+            if signal is None:
+                return None
+            return SiteSignal(signal.bare_fraction, signal.built_fraction, signal.ndvi_change)
+
+        db = TrackerDB.open(self.db_url, migrate=db_url_is_sqlite(self.db_url))
+        try:
+            report = look_back(db, tracker_measure, actor="nightly")
+        finally:
+            db.close()
+        return {
+            "examined": report.examined,
+            "no_signal": report.no_signal,
+            "relapses": len(report.relapses),
+            "escalated": len(report.escalated),
+        }
 
 
 def db_url_is_sqlite(url: str) -> bool:

@@ -13,9 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import numpy as np
+import rasterio
+import rasterio.features
+import rasterio.windows
 import xarray as xr
 from pyproj.geod import Geod
+from shapely.geometry.base import BaseGeometry
 
 from .algorithms.classify import classify_patch
 from .algorithms.composite import composite
@@ -30,6 +35,7 @@ from .algorithms.patches import (
     patch_statistics,
     relabel,
 )
+from .algorithms.site_signal import FootprintSignal, footprint_signal
 from .config import (
     DetectionConfig,
     LocalSourceConfig,
@@ -269,6 +275,44 @@ def load_aoi(
     before_stack = source.load(plan.before, bands, plan.grid, chunk)
     after_stack = source.load(plan.after, bands, plan.grid, chunk)
     return before_stack, after_stack
+
+
+def footprint_measure(
+    config: RunConfig, plan: AoiPlan, before_stack: xr.Dataset, after_stack: xr.Dataset
+) -> Callable[[BaseGeometry], FootprintSignal | None]:
+    """``measure(footprint_wgs84)`` for the case tracker's look-back: the plan's composites read
+    over the footprint's window only. None outside this AOI's grid or under clouds."""
+    options = AnalysisOptions.from_config(config, plan.aoi)
+    grid = plan.grid
+    composites = [
+        composite_of(before_stack, plan.before_window, options),
+        composite_of(after_stack, plan.after_window, options),
+    ]
+
+    def measure(footprint: BaseGeometry) -> FootprintSignal | None:
+        local = reproject_geometry(footprint, WGS84, grid.crs)
+        window = rasterio.windows.from_bounds(*local.bounds, transform=grid.transform)
+        row0 = max(int(np.floor(window.row_off)), 0)
+        col0 = max(int(np.floor(window.col_off)), 0)
+        row1 = min(int(np.ceil(window.row_off + window.height)), grid.height)
+        col1 = min(int(np.ceil(window.col_off + window.width)), grid.width)
+        if row1 <= row0 or col1 <= col0:
+            return None
+        rows, cols = slice(row0, row1), slice(col0, col1)
+        window = rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
+        inside = rasterio.features.geometry_mask(
+            [local],
+            out_shape=(int(window.height), int(window.width)),
+            transform=rasterio.windows.transform(window, grid.transform),
+            invert=True,
+            all_touched=False,
+        )
+        before, after = dask.compute(
+            *[{b: comp.bands[b].data[rows, cols] for b in ANALYSIS_BANDS} for comp in composites]
+        )
+        return footprint_signal(before, after, inside)
+
+    return measure
 
 
 def analyse_aoi(

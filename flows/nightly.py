@@ -40,7 +40,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from changedetect.config import RunConfig, load_config
-from changedetect.handoff import ClueSink, default_sink
+from changedetect.handoff import ClueSink, TrackerSink, default_sink
 from changedetect.io.sources.base import ImagerySource
 from changedetect.io.zones import ZoneIndex
 from changedetect.models import TimeWindow
@@ -49,7 +49,7 @@ from changedetect.state import RunState
 
 from .cluster import scheduler_address
 from .report import AoiRecord, RunRecord, markdown_report, write_run_records
-from .tasks import RETRIES, RETRY_DELAY_S, detect, hand_on, load, search
+from .tasks import RETRIES, RETRY_DELAY_S, detect, hand_on, load, look_back, search
 
 #: When the nightly deployment runs, and in which time zone.
 NIGHTLY_CRON = "0 2 * * *"
@@ -68,6 +68,7 @@ class _Steps:
     load: Task
     detect: Task
     hand_on: Task
+    look_back: Task
 
     @classmethod
     def configured(cls, *, retries: int, retry_delay_s: float, refresh: bool) -> _Steps:
@@ -77,6 +78,7 @@ class _Steps:
             load.with_options(**network),
             detect.with_options(refresh_cache=True) if refresh else detect,
             hand_on.with_options(**network),
+            look_back,
         )
 
 
@@ -131,6 +133,10 @@ def _run_aoi(ctx: _Context, aoi: str) -> AoiRecord:
                     cached = False
             with _timed(record, "hand_on"):
                 handed = steps.hand_on(ctx.sink, detected.result)
+            if isinstance(ctx.sink, TrackerSink):
+                with _timed(record, "look_back"):
+                    looked = steps.look_back(ctx.sink, ctx.config, plan, quote(stacks))
+                logger.info(f"[{aoi}] look-back: {looked}")
             if ctx.state is not None:
                 record_aoi(ctx.state, plan, detected.result)
             record.published(detected.result, handed, cached=cached)

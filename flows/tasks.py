@@ -33,11 +33,11 @@ from changedetect.errors import (
     MissingBandError,
     SourceError,
 )
-from changedetect.handoff import ClueSink
+from changedetect.handoff import ClueSink, TrackerSink
 from changedetect.io.sources.base import ImagerySource
 from changedetect.io.zones import ZoneIndex
 from changedetect.models import Acquisition, AoiResult, TimeWindow
-from changedetect.pipeline import AoiPlan, analyse_aoi, load_aoi, plan_aoi
+from changedetect.pipeline import AoiPlan, analyse_aoi, footprint_measure, load_aoi, plan_aoi
 from changedetect.state import RunState
 
 from .cluster import dask_scheduler
@@ -104,6 +104,19 @@ def load(config: RunConfig, plan: AoiPlan, source: ImagerySource) -> tuple[xr.Da
 def hand_on(sink: ClueSink, result: AoiResult) -> list[str]:
     """Pass the AOI's clues to the tracker sink; returns the ids it had not seen before."""
     return sink.hand_on(result.clues, out_dir=result.out_dir)
+
+
+@task(name="look-back", task_run_name="look-back-{plan.aoi}", cache_policy=NO_CACHE)
+def look_back(
+    sink: TrackerSink,
+    config: RunConfig,
+    plan: AoiPlan,
+    stacks: tuple[xr.Dataset, xr.Dataset],
+) -> dict[str, int]:
+    """Re-examine rectified cases and restoration sites with this AOI's composites."""
+    with dask_scheduler(config.dask):
+        report = sink.look_back(footprint_measure(config, plan, *stacks))
+    return report
 
 
 def _file_stamp(path: Path) -> list[int] | None:

@@ -398,3 +398,26 @@ def test_the_markdown_report_lists_clues_by_type_and_zone_and_failures():
     assert record.failure_message() == (
         "1 of 2 AOI(s) failed: ridge (CorruptInputError: S2_20250508.tif is truncated)"
     )
+
+
+def test_with_a_tracker_the_flow_ingests_into_it_and_looks_back(prefect_harness, tmp_path):
+    from changedetect.tracker import CaseQuery, TrackerDB, list_cases
+
+    config = write_region(tmp_path, aois=("valley", "ridge"))
+    doc = yaml.safe_load(config.read_text())
+    doc["tracker"] = {"db": f"sqlite:///{tmp_path / 'cases.db'}"}
+    config.write_text(yaml.safe_dump(doc))
+    run = nightly(config=config)
+    assert [a.status for a in run.aois] == ["published", "published"]
+    assert [a.handed_on for a in run.aois] == [1, 1]
+    assert all("look_back" in a.timings_s for a in run.aois)
+    db = TrackerDB.open(doc["tracker"]["db"])
+    try:
+        with db.session() as session:
+            cases = list_cases(session, CaseQuery()).items
+    finally:
+        db.close()
+    assert sorted(c.aoi for c in cases) == ["ridge", "valley"]
+    assert not (tmp_path / "out" / "handoff.jsonl").exists()  # the tracker, not the ledger
+    again = nightly(config=config, full=True)
+    assert [a.handed_on for a in again.aois] == [0, 0]

@@ -69,3 +69,86 @@ def test_a_password_in_the_tracker_url_is_refused_without_echoing_it():
     with pytest.raises(ConfigError, match="CHANGEDETECT_DB") as err:
         parse_config({**BASE, "tracker": {"db": "postgresql+psycopg://ops:hunter2@db/cases"}})
     assert "hunter2" not in str(err.value)
+
+
+def _local_config(tmp_path, quarry_after=True):
+    folder = tmp_path / "imagery"
+    folder.mkdir(exist_ok=True)
+    write_multiband(folder / "S2_20240503.tif", scene_dn(GRID.shape, 1), GRID, nodata=0)
+    write_multiband(
+        folder / "S2_20250508.tif", scene_dn(GRID.shape, 2, quarry_after), GRID, nodata=0
+    )
+    return parse_config(
+        {
+            **BASE,
+            "source": {"kind": "local", "path": str(folder)},
+            "output": {"dir": str(tmp_path / "out")},
+            "tracker": {"db": f"sqlite:///{tmp_path / 'cases.db'}"},
+        }
+    )
+
+
+def _measure(config):
+    from changedetect.pipeline import footprint_measure, load_aoi, make_source, plan_aoi
+
+    source = make_source(config)
+    plan = plan_aoi(config, 0, source)
+    return footprint_measure(config, plan, *load_aoi(config, plan, source)), plan
+
+
+def _wgs84_box(rows, cols):
+    from shapely.geometry import box
+
+    from changedetect.grids import WGS84, reproject_geometry
+
+    t = GRID.transform
+    x0, y0 = t * (cols[0], rows[0])
+    x1, y1 = t * (cols[1], rows[1])
+    return reproject_geometry(
+        box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), GRID.crs, WGS84
+    )
+
+
+def test_footprint_measure_reads_the_nights_composites(tmp_path):
+    measure, _ = _measure(_local_config(tmp_path))
+    quarry = measure(_wgs84_box((32, 58), (42, 73)))  # painted rock (test_cli.scene_dn)
+    forest = measure(_wgs84_box((70, 90), (5, 30)))
+    assert quarry is not None and forest is not None
+    assert quarry.bare_fraction + quarry.built_fraction > 0.9 and quarry.ndvi_change < -0.4
+    assert forest.bare_fraction + forest.built_fraction < 0.05 and abs(forest.ndvi_change) < 0.1
+    from shapely.geometry import box
+
+    assert measure(box(10.0, 10.0, 10.01, 10.01)) is None  # far outside the AOI
+
+
+def test_a_rectified_case_disturbed_again_relapses_in_the_nightly_look_back(tmp_path):
+    from changedetect.tracker import TrackerDB, transition
+    from changedetect.tracker.queries import CaseQuery, get_case, list_cases
+
+    config = _local_config(tmp_path)
+    sink = default_sink(config)
+    (result,) = run(config)
+    sink.hand_on(result.clues, out_dir=result.out_dir)
+    db = TrackerDB.open(config.tracker.db)
+    try:
+        with db.session() as session:
+            (case,) = list_cases(session, CaseQuery()).items
+        for state in ("verifying", "violation", "rectifying", "closed"):
+            transition(db, case.id, state, actor="officer-a", comment="field visit")
+    finally:
+        db.close()
+    measure, _ = _measure(config)
+    counts = sink.look_back(measure)  # the site is still bare rock: a relapse
+    assert counts["relapses"] == 1
+    assert sink.look_back(measure)["relapses"] == 0  # the same night again opens nothing new
+    db = TrackerDB.open(config.tracker.db)
+    try:
+        with db.session() as session:
+            page = list_cases(session, CaseQuery())
+            assert page.total == 2
+            new = next(c for c in page.items if c.id != case.id)
+            detail = get_case(session, new.id)
+    finally:
+        db.close()
+    assert detail.case.state == "issued"
+    assert detail.case.to_dict().get("linked_case_id") == case.id
