@@ -130,7 +130,8 @@ class TrackerSink:
         self.db_url = db_url
 
     def hand_on(self, clues: Sequence[PatchClue], *, out_dir: Path) -> list[str]:
-        from .tracker import TrackerDB, ingest
+        from .tracker import TrackerDB
+        from .tracker.webhook import WebhookConfig, ingest_and_hand_off
 
         if not clues:
             return []
@@ -138,7 +139,11 @@ class TrackerSink:
         geojson = Path(out_dir) / "clues.geojson"
         db = TrackerDB.open(self.db_url, migrate=db_url_is_sqlite(self.db_url))
         try:
-            report = ingest(db, geojson, actor="nightly")
+            # new and changed cases also go to the webhook of $CHANGEDETECT_WEBHOOK_URL (bounded:
+            # a dead receiver keeps them queued and never fails the night)
+            report, _ = ingest_and_hand_off(
+                db, geojson, webhook=WebhookConfig.from_env(), actor="nightly"
+            )
         finally:
             db.close()
         return [o.clue_id for o in report.outcomes if o.action != "unchanged"]

@@ -152,3 +152,27 @@ def test_a_rectified_case_disturbed_again_relapses_in_the_nightly_look_back(tmp_
         db.close()
     assert detail.case.state == "issued"
     assert detail.case.to_dict().get("linked_case_id") == case.id
+
+
+def test_the_nightly_hand_on_posts_signed_cases_to_the_webhook(tmp_path, monkeypatch, httpserver):
+    from changedetect.tracker.webhook import SIGNATURE_HEADER, verify_signature
+
+    secret = "a-shared-secret-of-some-length"
+    received = []
+
+    def handler(request):  # noqa: ANN001, ANN202
+        from werkzeug import Response
+
+        received.append((request.get_data(), request.headers.get(SIGNATURE_HEADER)))
+        return Response("ok")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(handler)
+    monkeypatch.setenv("CHANGEDETECT_WEBHOOK_URL", httpserver.url_for("/hook"))
+    monkeypatch.setenv("CHANGEDETECT_WEBHOOK_SECRET", secret)
+    config = _local_config(tmp_path)
+    (result,) = run(config)
+    assert default_sink(config).hand_on(result.clues, out_dir=result.out_dir)
+    assert received, "no case was posted"
+    body, signature = received[0]
+    assert verify_signature(body, signature, secret)
+    assert result.clues[0].clue_id in body.decode()

@@ -67,21 +67,24 @@ def _csv_list(text: str) -> list[str]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest clues files, then flag overdue cases."""
     from .clues import read_clues_file
-    from .ingest import ingest
-    from .lifecycle import escalate_overdue
+    from .webhook import WebhookConfig, escalate_and_hand_off, ingest_and_hand_off
 
     settings = TrackerSettings(deadline_days=args.deadline_days)
+    # new and changed cases go to the webhook of $CHANGEDETECT_WEBHOOK_URL, when there is one
+    webhook = WebhookConfig.from_env()
     # read every file before touching the database: a bad file leaves nothing behind
     batches = [(path, read_clues_file(path)) for path in args.clues]
     with _open(args) as db:
         for path, clues in batches:
             source = str(Path(path).resolve())
-            report = ingest(db, clues, source=source, settings=settings, actor=args.actor)
+            report, _ = ingest_and_hand_off(
+                db, clues, webhook=webhook, source=source, settings=settings, actor=args.actor
+            )
             if args.json:
                 _out(json.dumps(report.to_dict(), ensure_ascii=False))
             else:
                 _out(f"{path}: {report.summary()}")
-        escalated = escalate_overdue(db)
+        escalated = escalate_and_hand_off(db, webhook=webhook)
         if escalated and not args.json:
             _out(f"{len(escalated)} overdue cases escalated: {', '.join(map(str, escalated))}")
     return 0
@@ -409,6 +412,10 @@ def build_tracker_parser(
     p.add_argument("--revision", default="head", help="target revision (default: head)")
     p.add_argument("--downgrade", metavar="REV", help="downgrade to REV instead ('base' drops all)")
     p.set_defaults(func=cmd_migrate)
+
+    from .api.cli import add_api_commands
+
+    add_api_commands(sub, db_parent=db)
 
 
 def add_tracker_commands(

@@ -1,0 +1,15 @@
+"""The tracker's HTTP API (FastAPI) and its review page.
+
+``create_app(db_url | TrackerDB, *, now=...)`` builds the app; serve it with
+``changedetect tracker serve`` (uvicorn) or any ASGI server. Endpoints: ``/cases`` (filters,
+paging), ``/cases.geojson``, ``/cases/{id}`` (history), ``/cases/{id}/transitions``,
+``/cases/{id}/assign``, ``/cases/{id}/chips/{before|after}``, ``/reports/monthly`` (JSON) and
+``/reports/monthly.csv``, ``/health``, ``/me``, ``/login``, ``/logout``, ``/review`` (the page).
+Who may do what: :mod:`changedetect.tracker.auth`.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+
+__all__ = ["create_app"]

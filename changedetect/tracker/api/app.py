@@ -1,0 +1,207 @@
+"""The application factory: :func:`create_app` wires the routes, errors and lifecycle."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..clock import utc_now
+from ..db import TrackerDB
+from ..errors import (
+    CaseNotFoundError,
+    InvalidTransitionError,
+    TrackerDatabaseError,
+    TrackerError,
+)
+from ..webhook import WebhookConfig, WebhookSender
+from .deps import ApiState
+from .review import router as review_router
+from .routes import router as api_router
+from .schemas import PATTERN_MESSAGES, ValidationErrorOut
+
+DESCRIPTION = """
+The changedetect case ledger over HTTP: patch clues become cases that counties verify in the
+field (`issued → verifying → compliant | false_alarm | violation`, `violation → rectifying →
+closed`).
+
+**Authentication**: `Authorization: Bearer <token>` (tokens come from
+`changedetect tracker token create NAME`). Roles: `analyst` (every county, every transition,
+reassignment), `officer` (its own county only: field verdicts and rectification progress),
+`viewer` (read-only). A case outside an officer's county answers 404, as if it did not exist.
+
+**Errors** are JSON `{"detail": "one line"}`; malformed requests answer 422 with `detail`
+summarising and `errors` locating each problem.
+"""
+
+
+#: FastAPI's 400 detail for a body it cannot decode at all (fastapi/routing.py).
+BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+def _location(loc: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    issues = []
+    for err in errors:
+        loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "json_invalid":
+            msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', msg)})"
+        elif err.get("type") == "missing" and loc == ["body"]:
+            msg = "a JSON body is required"
+        elif err.get("type") == "string_pattern_mismatch":
+            pattern = err.get("ctx", {}).get("pattern")
+            msg = PATTERN_MESSAGES.get(pattern, msg)
+        issues.append({"loc": loc, "msg": msg, "type": str(err.get("type", "value_error"))})
+    summary = "; ".join(
+        f"{_location(i['loc'])}: {i['msg']}" if i["loc"] else i["msg"] for i in issues
+    )
+    return ValidationErrorOut.model_validate(
+        {"detail": summary or "invalid request", "errors": issues}
+    ).model_dump()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """One error shape everywhere: ``{"detail": "..."}`` (422 adds ``errors``)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(_validation_body(list(exc.errors())), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # FastAPI's answer to a body that is not even text (bad UTF-8 ...): it is a
+            # malformed body like any other, so the same 422 and a message that says what
+            issue = {
+                "loc": ["body"],
+                "msg": "the body is not valid UTF-8 JSON",
+                "type": "json_invalid",
+            }
+            return JSONResponse({"detail": f"body: {issue['msg']}", "errors": [issue]}, 422)
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(CaseNotFoundError)
+    async def on_not_found(_: Request, exc: CaseNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": "case not found"}, status_code=404)
+
+    @app.exception_handler(InvalidTransitionError)
+    async def on_transition(_: Request, exc: InvalidTransitionError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(TrackerDatabaseError)
+    async def on_database(_: Request, exc: TrackerDatabaseError) -> JSONResponse:
+        # the message is already redacted by the store; still, say little to the client
+        return JSONResponse(
+            {"detail": "the tracker database is unavailable, try again"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    @app.exception_handler(TrackerError)
+    async def on_tracker(_: Request, exc: TrackerError) -> JSONResponse:
+        # what the service layer refuses that request validation let through is bad input
+        body = {"detail": str(exc), "errors": [{"loc": [], "msg": str(exc), "type": "value_error"}]}
+        return JSONResponse(body, status_code=422)
+
+
+def _document_media_types(app: FastAPI) -> None:
+    """Move the documented 200 body of operations marked ``x-media-type`` to that media type.
+
+    FastAPI documents a route's every response under its ``response_class`` media type, which
+    would claim the JSON error answers of ``/cases.geojson`` are GeoJSON; so the route keeps
+    the JSON default and its success body is relabelled here.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            for item in spec.get("paths", {}).values():
+                for operation in item.values():
+                    media_type = operation.pop("x-media-type", None)
+                    content = operation.get("responses", {}).get("200", {}).get("content", {})
+                    if media_type and "application/json" in content:
+                        content[media_type] = content.pop("application/json")
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    db: str | TrackerDB | None = None,
+    *,
+    now: Callable[[], dt.datetime] | dt.datetime | None = None,
+    evidence_roots: Iterable[str | Path] | None = None,
+    webhook: WebhookConfig | None = None,
+    webhook_interval_s: float = 30.0,
+    cookie_secure: bool = False,
+    migrate: bool = False,
+) -> FastAPI:
+    """The tracker's HTTP API and review page.
+
+    ``db`` is a URL (opened and checked to be at the current schema; ``migrate=True`` upgrades
+    it first; None means ``$CHANGEDETECT_DB`` or the SQLite default) or an open
+    :class:`TrackerDB`, which stays the caller's to close. ``now`` fixes the clock (a datetime,
+    or a function returning one) for tests and replays. ``evidence_roots`` are the folders
+    chips may be served from (default: each detection's clues-file folder). With ``webhook``,
+    transitions and assignments are queued for it and a background sender delivers them while
+    the app runs. ``cookie_secure`` marks the session cookie Secure (set it behind HTTPS).
+    """
+    owns_db = not isinstance(db, TrackerDB)
+    tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
+    if isinstance(now, dt.datetime):
+        fixed = utc_now(now)
+        clock: Callable[[], dt.datetime] = lambda: fixed  # noqa: E731 - a constant clock
+    elif now is None:
+        clock = utc_now
+    else:
+        clock = now
+    roots = None if evidence_roots is None else tuple(Path(r) for r in evidence_roots)
+    sender = WebhookSender(tracker, webhook, interval_s=webhook_interval_s) if webhook else None
+    state = ApiState(
+        db=tracker,
+        now=clock,
+        evidence_roots=roots,
+        webhook=webhook,
+        sender=sender,
+        cookie_secure=cookie_secure,
+        owns_db=owns_db,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if state.sender is not None:
+            state.sender.start()
+        try:
+            yield
+        finally:
+            if state.sender is not None:
+                state.sender.stop()
+            if state.owns_db:
+                state.db.close()
+
+    app = FastAPI(
+        title="changedetect case tracker",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={422: {"model": ValidationErrorOut, "description": "Malformed request"}},
+    )
+    app.state.tracker = state
+    _install_error_handlers(app)
+    _document_media_types(app)
+    app.include_router(api_router)
+    app.include_router(review_router)
+    return app

@@ -1,0 +1,200 @@
+"""``changedetect tracker serve | user | token | webhook``: the API's commands.
+
+Wired into the tracker CLI by :func:`add_api_commands` (see its docstring for the two lines the
+tracker's parser needs). Every command takes the same ``--db`` as the other tracker commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+#: Where serve listens by default: this machine only. Exposing the API is a deliberate act
+#: (``--host 0.0.0.0``), best behind a TLS-terminating proxy (then add ``--cookie-secure``).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from ..db import TrackerDB, resolve_db_url
+
+    url = resolve_db_url(args.db)
+    return TrackerDB.open(url, migrate=url.startswith("sqlite"))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API and review page with uvicorn until interrupted."""
+    import uvicorn
+
+    from ..webhook import WebhookConfig
+    from .app import create_app
+
+    webhook = WebhookConfig.from_env()
+    db = _open(args)
+    app = create_app(
+        db,
+        evidence_roots=args.evidence_root or None,
+        webhook=webhook,
+        cookie_secure=args.cookie_secure,
+    )
+    _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """Create a user."""
+    from ..auth import add_user
+
+    with _open(args) as db:
+        user = add_user(db, args.name, args.role, county=args.county)
+    scope = f" (county {user.county})" if user.role == "officer" else ""
+    _out(f"user {user.name}: {user.role}{scope}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    """List users."""
+    from ..auth import list_users
+
+    with _open(args) as db, db.session() as session:
+        for user, active, tokens in list_users(session):
+            flag = "" if active else "  [disabled]"
+            _out(f"{user.name:<24} {user.role:<8} {user.county or '-':<16} {tokens} token(s){flag}")
+    return 0
+
+
+def cmd_user_active(args: argparse.Namespace) -> int:
+    """Disable or re-enable a user."""
+    from ..auth import set_user_active
+
+    with _open(args) as db:
+        set_user_active(db, args.name, args.user_command == "enable")
+    _out(f"user {args.name} {args.user_command}d")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    """Create a token and print it, once: only its hash is kept."""
+    from ..auth import create_token
+
+    with _open(args) as db:
+        token = create_token(db, args.name, label=args.label)
+    sys.stderr.write(
+        f"token for {args.name} (shown once; keep it secret, revoke with `token revoke`):\n"
+    )
+    _out(token)
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke a user's tokens."""
+    from ..auth import revoke_tokens
+
+    with _open(args) as db:
+        count = revoke_tokens(db, args.name, prefix=args.prefix)
+    _out(f"{count} token(s) of {args.name} revoked")
+    return 0
+
+
+def cmd_webhook_deliver(args: argparse.Namespace) -> int:
+    """One bounded delivery pass over the outbox."""
+    from ...errors import ConfigError
+    from ..webhook import URL_ENV_VAR, WebhookConfig, deliver_pending
+
+    config = WebhookConfig.from_env(budget_s=args.budget)
+    if config is None:
+        raise ConfigError(f"no webhook configured: set ${URL_ENV_VAR} (and its secret)")
+    with _open(args) as db:
+        report = deliver_pending(db, config)
+    _out(report.summary())
+    return 0
+
+
+def cmd_webhook_requeue(args: argparse.Namespace) -> int:
+    """Re-arm events parked as dead."""
+    from ..webhook import requeue_dead
+
+    with _open(args) as db:
+        _out(f"{requeue_dead(db)} event(s) re-queued")
+    return 0
+
+
+def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> None:
+    """Add ``serve``, ``user``, ``token`` and ``webhook`` to the tracker's subparsers.
+
+    In :func:`changedetect.tracker.cli.build_tracker_parser`, after the other commands::
+
+        from .api.cli import add_api_commands
+        add_api_commands(sub, db_parent=db)
+
+    (``sub`` is the tracker's subparsers, ``db`` the parent parser holding ``--db``.) Nothing
+    heavy is imported until a command runs.
+    """
+    p = subparsers.add_parser(
+        "serve",
+        parents=[db_parent],
+        help="run the HTTP API and review page",
+        description="Serve the API and /review with uvicorn. A webhook is used when "
+        "$CHANGEDETECT_WEBHOOK_URL and $CHANGEDETECT_WEBHOOK_SECRET are set.",
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
+    p.add_argument(
+        "--evidence-root",
+        action="append",
+        metavar="DIR",
+        help="folder chips may be served from (repeatable; default: each clues file's folder)",
+    )
+    p.add_argument(
+        "--cookie-secure", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    users = subparsers.add_parser("user", help="API users and their roles")
+    users_sub = users.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    p = users_sub.add_parser("add", parents=[db_parent], help="create a user")
+    p.add_argument("name", help="user name (recorded as the actor of its changes)")
+    p.add_argument("--role", required=True, choices=("analyst", "officer", "viewer"))
+    p.add_argument("--county", help="the officer's county (required for officers)")
+    p.set_defaults(func=cmd_user_add)
+    p = users_sub.add_parser("list", parents=[db_parent], help="list users")
+    p.set_defaults(func=cmd_user_list)
+    for action in ("disable", "enable"):
+        p = users_sub.add_parser(action, parents=[db_parent], help=f"{action} a user")
+        p.add_argument("name")
+        p.set_defaults(func=cmd_user_active)
+
+    tokens = subparsers.add_parser("token", help="API tokens")
+    tokens_sub = tokens.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    p = tokens_sub.add_parser(
+        "create", parents=[db_parent], help="create a token and print it once"
+    )
+    p.add_argument("name", help="the user the token acts as")
+    p.add_argument("--label", help="what the token is for (shown in listings)")
+    p.set_defaults(func=cmd_token_create)
+    p = tokens_sub.add_parser("revoke", parents=[db_parent], help="revoke a user's tokens")
+    p.add_argument("name")
+    p.add_argument("--prefix", help="only the token starting with this (e.g. cdt_AbC123)")
+    p.set_defaults(func=cmd_token_revoke)
+
+    hooks = subparsers.add_parser("webhook", help="the webhook outbox")
+    hooks_sub = hooks.add_subparsers(dest="webhook_command", required=True, metavar="COMMAND")
+    p = hooks_sub.add_parser(
+        "deliver", parents=[db_parent], help="deliver queued events now (bounded)"
+    )
+    p.add_argument("--budget", type=float, default=60.0, help="seconds at most (default: 60)")
+    p.set_defaults(func=cmd_webhook_deliver)
+    p = hooks_sub.add_parser("requeue", parents=[db_parent], help="retry events parked as dead")
+    p.set_defaults(func=cmd_webhook_requeue)
+
+
+__all__ = ["add_api_commands"]

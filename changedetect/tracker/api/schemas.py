@@ -1,0 +1,281 @@
+"""Request and response models of the HTTP API (what the OpenAPI document describes).
+
+Responses are built from the service layer's ``to_dict()`` forms and validated through these
+models, so the documented schema is what is actually sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..states import CaseState
+
+Role = Literal["analyst", "officer", "viewer"]
+
+
+#: Free text without NUL: PostgreSQL text cannot hold NUL, so it is refused as input (422)
+#: instead of failing in the driver (500). A pattern, so the OpenAPI document says so too.
+NO_NUL = r"^[^\x00]*$"
+#: ... and with something besides blanks.
+NO_NUL_NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"
+_NUMBER = r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*"
+#: ``west,south,east,north``: the form; the ranges and order are checked after parsing.
+BBOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$"
+#: ``YYYY-MM`` (years 1900-2999: the ledger's dates are all in that range).
+MONTH_PATTERN = r"^(19|2\d)\d{2}-(0[1-9]|1[0-2])$"
+
+#: What a failed pattern means, for 422 messages people can act on.
+PATTERN_MESSAGES = {
+    NO_NUL: "must not contain NUL characters",
+    NO_NUL_NOT_BLANK: "must not be blank nor contain NUL characters",
+    BBOX_PATTERN: "must be west,south,east,north: four numbers in degrees",
+    MONTH_PATTERN: "must be a month YYYY-MM, e.g. 2025-06",
+}
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: one human-readable line."""
+
+    detail: str = Field(examples=["case 42 is issued and cannot move to closed"])
+
+
+class ValidationIssue(BaseModel):
+    """One problem with the request, located."""
+
+    loc: list[str | int] = Field(examples=[["body", "to"]])
+    msg: str = Field(examples=["Input should be 'verifying', 'compliant' or ..."])
+    type: str = Field(examples=["literal_error"])
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422 answer: a one-line summary, then each problem located."""
+
+    detail: str = Field(examples=["body.to: Input should be 'issued', 'verifying', ..."])
+    errors: list[ValidationIssue]
+
+
+class Health(BaseModel):
+    """Liveness and database reachability."""
+
+    status: Literal["ok", "error"]
+    database: Literal["ok", "unreachable"]
+    schema_revision: str | None = Field(default=None, examples=["0002"])
+
+
+class Me(BaseModel):
+    """The authenticated user and what its role allows."""
+
+    name: str = Field(examples=["li.wei"])
+    role: Role
+    county: str | None = Field(
+        default=None, description="The only county an officer sees", examples=["Zhouzhi"]
+    )
+    transitions: dict[str, list[CaseState]] = Field(
+        description="For each state, the states this user may move a case to",
+        examples=[{"verifying": ["compliant", "false_alarm", "violation"]}],
+    )
+    can_assign: bool
+
+
+class LoginIn(BaseModel):
+    """A token to exchange for a session cookie (the review page's login form)."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200, examples=["cdt_..."])
+
+
+GEOMETRY_EXAMPLE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[108.25, 34.0], [108.2509, 34.0], [108.2509, 34.0007], [108.25, 34.0007], [108.25, 34.0]]
+    ],
+}
+
+
+class FeatureOut(BaseModel):
+    """One case as a GeoJSON Feature (flat properties: what QGIS reads best)."""
+
+    type: Literal["Feature"]
+    id: int
+    geometry: dict[str, Any] = Field(examples=[GEOMETRY_EXAMPLE])
+    properties: dict[str, Any] = Field(
+        examples=[{"id": 42, "state": "issued", "priority": "high", "tags": "outside_permit"}]
+    )
+
+
+class FeatureCollectionOut(BaseModel):
+    """RFC 7946 FeatureCollection in WGS84."""
+
+    type: Literal["FeatureCollection"]
+    features: list[FeatureOut]
+
+
+class CaseOut(BaseModel):
+    """A case as a list row."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 42,
+                    "state": "verifying",
+                    "aoi": "qinling-north",
+                    "county": "Zhouzhi",
+                    "assigned_county": "Zhouzhi",
+                    "zone": "Qinling red line core",
+                    "zone_tier": "red_line_core",
+                    "change_type": "quarry",
+                    "confidence": 0.82,
+                    "confidence_level": "high",
+                    "priority": "high",
+                    "escalated": False,
+                    "overdue": False,
+                    "tags": [],
+                    "linked_case_id": None,
+                    "link_reason": None,
+                    "relapse": False,
+                    "site_id": None,
+                    "area_m2": 6400.0,
+                    "centroid": [108.25045, 34.00036],
+                    "first_detected_on": "2025-06-23",
+                    "last_detected_on": "2025-07-03",
+                    "detections": 2,
+                    "deadline": "2025-07-31T12:00:00+00:00",
+                    "created_at": "2025-07-01T12:00:00+00:00",
+                    "updated_at": "2025-07-04T08:10:00+00:00",
+                    "verified_at": None,
+                    "closed_at": None,
+                    "allowed_transitions": ["compliant", "false_alarm", "violation"],
+                }
+            ]
+        }
+    )
+
+    id: int
+    state: CaseState
+    aoi: str | None
+    county: str | None = Field(description="County the clue fell in")
+    assigned_county: str | None = Field(description="County responsible for verification")
+    zone: str | None
+    zone_tier: str | None
+    change_type: str
+    confidence: float
+    confidence_level: str | None
+    priority: str
+    escalated: bool
+    overdue: bool
+    tags: list[str]
+    linked_case_id: int | None
+    link_reason: str | None
+    relapse: bool
+    site_id: int | None
+    area_m2: float
+    centroid: list[float] = Field(description="(lon, lat) WGS84", min_length=2, max_length=2)
+    first_detected_on: dt.date
+    last_detected_on: dt.date
+    detections: int = Field(description="Detections that saw the case (suppressed excluded)")
+    deadline: dt.datetime
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    verified_at: dt.datetime | None
+    closed_at: dt.datetime | None
+    allowed_transitions: list[CaseState] = Field(
+        description="States the requesting user may move this case to now"
+    )
+
+
+class CasePageOut(BaseModel):
+    """One page of cases, most pressing first, with the total number that match."""
+
+    total: int = Field(examples=[137])
+    limit: int = Field(examples=[50])
+    offset: int = Field(examples=[0])
+    items: list[CaseOut]
+
+
+class DetectionOut(BaseModel):
+    """One night's clue attached to the case."""
+
+    clue_id: str = Field(examples=["qinling-north-20250703-0007"])
+    detected_on: dt.date
+    area_m2: float
+    confidence: float
+    change_type: str
+    suppressed: bool = Field(description="Only re-saw a case closed as false alarm / compliant")
+    ingested_at: dt.datetime
+    geometry: dict[str, Any] = Field(examples=[GEOMETRY_EXAMPLE])
+    chip_before_url: str | None = Field(
+        description="API URL of the before chip", examples=["/cases/42/chips/before?clue_id=..."]
+    )
+    chip_after_url: str | None = Field(description="API URL of the after chip")
+
+
+class EventOut(BaseModel):
+    """Something that happened to the case (who, when, why)."""
+
+    at: dt.datetime
+    actor: str = Field(examples=["li.wei"])
+    kind: str = Field(examples=["transition"])
+    from_state: str | None = Field(examples=["issued"])
+    to_state: str | None = Field(examples=["verifying"])
+    comment: str | None = Field(examples=["field team sent"])
+
+
+class CaseDetailOut(CaseOut):
+    """A case with its footprints and its whole history."""
+
+    geometry_first: dict[str, Any] = Field(examples=[GEOMETRY_EXAMPLE])
+    geometry_latest: dict[str, Any] = Field(examples=[GEOMETRY_EXAMPLE])
+    geometry_union: dict[str, Any] = Field(examples=[GEOMETRY_EXAMPLE])
+    detection_history: list[DetectionOut]
+    events: list[EventOut]
+
+
+class TransitionIn(BaseModel):
+    """Move a case to another lifecycle state."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"to": "violation", "comment": "quarry face confirmed"}]},
+    )
+    to: CaseState = Field(description="The new state")
+    comment: str | None = Field(
+        default=None, max_length=4000, pattern=NO_NUL, description="Why (recorded)"
+    )
+
+
+class AssignIn(BaseModel):
+    """Hand a case to another county for verification."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"county": "Huyi", "comment": "site is across the line"}]},
+    )
+    county: str = Field(min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK)
+    comment: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
+
+
+class CountyMonthOut(BaseModel):
+    """One county's line of the monthly report."""
+
+    county: str = Field(examples=["Zhouzhi"])
+    issued: int
+    verified: int
+    verified_on_time: int
+    overdue: int
+    closed: int
+    on_time_share: float | None = Field(examples=[0.8])
+    median_days_to_verify: float | None = Field(examples=[6.5])
+    rank: int | None = Field(description="Timeliness rank across all counties (1 = best)")
+
+
+class MonthlyReportOut(BaseModel):
+    """Per-county figures for one calendar month (UTC)."""
+
+    month: str = Field(examples=["2025-06"])
+    start: dt.datetime
+    end: dt.datetime
+    counties: list[CountyMonthOut]

@@ -1,0 +1,159 @@
+"""API fixtures: a ledger seeded through the core's ingest from a real clues.geojson with chips,
+users of every role with real tokens, and the app built by ``create_app``.
+
+Seeding (migrate, write chips, ingest, create users) happens once per session into a template
+SQLite file; each test gets its own copy, so tests may change cases freely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from changedetect.tracker import TrackerDB, ingest, upgrade
+from changedetect.tracker.api import create_app
+from changedetect.tracker.auth import add_user, create_token, revoke_tokens
+from tests.tracker.helpers import NOW, collection, feature, rect
+
+#: The API's clock: the day after the clues were ingested.
+API_NOW = NOW + dt.timedelta(days=1)
+
+#: (key, x metres east of the origin, night, county, change type, tier, priority)
+SITES = [
+    ("z1", 0, "2025-06-03", "Zhouzhi", "quarry", "red_line_core", "urgent"),
+    ("z2", 500, "2025-06-13", "Zhouzhi", "construction", "red_line_core", "high"),
+    ("z3", 1000, "2025-06-23", "Zhouzhi", "vegetation_loss", "general_control", "normal"),
+    ("z4", 1500, "2025-06-23", "Zhouzhi", "quarry", "general_control", "low"),
+    ("z5", 2000, "2025-06-28", "Zhouzhi", "construction", "general_control", "normal"),
+    ("h1", 5000, "2025-06-23", "Huyi", "quarry", "red_line_core", "high"),
+    ("h2", 5500, "2025-06-28", "Huyi", "vegetation_loss", "general_control", "normal"),
+]
+COUNTIES = {key: county for key, _, _, county, *_ in SITES}
+
+USERS = {
+    # token key: (user name, role, county)
+    "analyst": ("ana.lyst", "analyst", None),
+    "officer": ("zhou.officer", "officer", "Zhouzhi"),
+    "huyi": ("hu.officer", "officer", "Huyi"),
+    "viewer": ("vi.ewer", "viewer", None),
+    "revoked": ("old.analyst", "analyst", None),
+}
+
+
+def write_chip(path: Path, colour: tuple[int, int, int]) -> None:
+    """A 64×64 chip with a yellow patch outline, as the pipeline draws it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", (64, 64), colour)
+    ImageDraw.Draw(img).rectangle((20, 20, 43, 43), outline=(255, 230, 0), width=2)
+    img.save(path)
+
+
+def write_night(folder: Path, features: list[dict]) -> Path:
+    """A run's output folder: clues.geojson plus chips/<clue>_{before,after}.png."""
+    for f in features:
+        clue = f["properties"]["clue_id"]
+        if f["properties"].get("chip_before", "").startswith("chips/"):
+            write_chip(folder / f"chips/{clue}_before.png", (34, 90, 40))
+            write_chip(folder / f"chips/{clue}_after.png", (170, 120, 90))
+    path = folder / "clues.geojson"
+    path.write_text(json.dumps(collection(features)), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Seeded:
+    """The template ledger: where it is, its case ids by site key, and the tokens by role."""
+
+    template: Path
+    data_dir: Path
+    case_ids: dict[str, int]
+    tokens: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    """Migrate, ingest one night of seven clues (two counties) with chips, add users."""
+    root = tmp_path_factory.mktemp("tracker-api")
+    template = root / "template.db"
+    url = f"sqlite:///{template}"
+    upgrade(url)
+    features = [
+        feature(
+            f"clue-{key}",
+            rect(x, 0, 80),
+            night,
+            county=county,
+            change_type=kind,
+            zone_tier=tier,
+            priority=priority,
+        )
+        for key, x, night, county, kind, tier, priority in SITES
+    ]
+    # evidence that tries to leave its folder: must never be served
+    features.append(
+        feature(
+            "clue-evil",
+            rect(9000, 0, 80),
+            "2025-06-23",
+            county="Zhouzhi",
+            chip_before="../../../../../../etc/passwd",
+            chip_after="chips/link_after.png",
+        )
+    )
+    night = write_night(root / "night1", features)
+    secret = root / "outside.png"
+    write_chip(secret, (255, 0, 0))
+    (root / "night1/chips/link_after.png").symlink_to(secret)
+
+    tokens: dict[str, str] = {}
+    with TrackerDB.open(url) as db:
+        report = ingest(db, night, now=NOW)
+        ids = {o.clue_id.removeprefix("clue-"): o.case_id for o in report.outcomes}
+        for key, (name, role, county) in USERS.items():
+            add_user(db, name, role, county=county, now=NOW)
+            tokens[key] = create_token(db, name, label="tests", now=NOW)
+        revoke_tokens(db, "old.analyst", now=NOW)
+    return Seeded(template, root, ids, tokens)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def db_url(seeded: Seeded, tmp_path: Path) -> str:
+    """A private copy of the seeded ledger."""
+    path = tmp_path / "tracker.db"
+    shutil.copyfile(seeded.template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[TrackerDB]:
+    """The test's ledger, open (for asserting what the API stored)."""
+    tracker = TrackerDB.open(db_url)
+    yield tracker
+    tracker.close()
+
+
+@pytest.fixture
+def client(db: TrackerDB) -> Iterator[TestClient]:
+    """The real app over the test's ledger, with the clock fixed at ``API_NOW``."""
+    with TestClient(create_app(db, now=API_NOW)) as c:
+        yield c
+
+
+@pytest.fixture
+def auth(seeded: Seeded) -> dict[str, dict[str, str]]:
+    """Authorization headers by role key."""
+    return {k: {"Authorization": f"Bearer {t}"} for k, t in seeded.tokens.items()}
+
+
+@pytest.fixture
+def ids(seeded: Seeded) -> dict[str, int]:
+    """Case ids by site key."""
+    return seeded.case_ids

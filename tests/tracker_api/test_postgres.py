@@ -1,0 +1,110 @@
+"""The API, its tables and the webhook outbox on PostgreSQL (the multi-user engine).
+
+Uses the core tests' PostgreSQL server fixture (``tests/tracker/conftest.py``): the local
+cluster, started if needed, or skipped with the reason when none can be had.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg")
+
+from alembic.autogenerate import compare_metadata  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import inspect  # noqa: E402
+
+from changedetect.tracker import TrackerDB, downgrade, upgrade  # noqa: E402
+from changedetect.tracker.api import create_app  # noqa: E402
+from changedetect.tracker.auth import add_user, create_token  # noqa: E402
+from changedetect.tracker.db import make_engine  # noqa: E402
+from changedetect.tracker.models import Base  # noqa: E402
+from changedetect.tracker.webhook import (  # noqa: E402
+    WebhookConfig,
+    deliver_pending,
+    ingest_and_hand_off,
+    outbox_events,
+)
+from tests.tracker.conftest import pg_server  # noqa: E402,F401 - the core's server fixture
+from tests.tracker.helpers import NOW, collection, feature, rect  # noqa: E402
+
+from .conftest import API_NOW  # noqa: E402
+
+SECRET = "postgres-test-secret-0123456789"
+
+
+@pytest.fixture
+def pg_api_url(pg_server):  # noqa: F811 - the imported fixture
+    """A database of our own on the server, migrated to head."""
+    if pg_server.fixed_url is not None:
+        pytest.skip("the API's PostgreSQL test needs a server it may create a database on")
+    url = pg_server.create_database("api")
+    upgrade(url)
+    return url
+
+
+def test_api_and_outbox_on_postgresql(pg_api_url, httpserver):
+    engine = make_engine(pg_api_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+    received = []
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(
+        lambda request: received.append(request.get_data()) or "ok"
+    )
+    hook = WebhookConfig(
+        url=httpserver.url_for("/hook"), secret=SECRET, budget_s=5, backoff_base_s=0.2
+    )
+    with TrackerDB.open(pg_api_url) as db:
+        night = collection(
+            [
+                feature("pg-z", rect(0, 0, 80), county="Zhouzhi"),
+                feature("pg-h", rect(900, 0, 80), county="Huyi"),
+            ]
+        )
+        report, delivery = ingest_and_hand_off(db, night, webhook=hook, now=NOW)
+        assert report.created == 2 and delivery.delivered == 2 and len(received) == 2
+        ids = {o.clue_id: o.case_id for o in report.outcomes}
+        add_user(db, "pg.analyst", "analyst", now=NOW)
+        add_user(db, "pg.officer", "officer", county="Zhouzhi", now=NOW)
+        analyst = {"Authorization": f"Bearer {create_token(db, 'pg.analyst')}"}
+        officer = {"Authorization": f"Bearer {create_token(db, 'pg.officer')}"}
+
+        with TestClient(create_app(db, now=API_NOW, webhook=hook)) as client:
+            page = client.get("/cases", headers=officer).json()
+            assert [c["id"] for c in page["items"]] == [ids["pg-z"]]
+            assert client.get(f"/cases/{ids['pg-h']}", headers=officer).status_code == 404
+            r = client.post(
+                f"/cases/{ids['pg-z']}/transitions", json={"to": "verifying"}, headers=analyst
+            )
+            assert r.status_code == 200
+            r = client.post(
+                f"/cases/{ids['pg-z']}/transitions", json={"to": "violation"}, headers=officer
+            )
+            assert r.status_code == 200 and r.json()["state"] == "violation"
+            r = client.post(
+                f"/cases/{ids['pg-z']}/transitions", json={"to": "closed"}, headers=analyst
+            )
+            assert r.status_code == 409
+            r = client.post(
+                f"/cases/{ids['pg-z']}/assign", json={"county": "a\u0000"}, headers=analyst
+            )
+            assert r.status_code == 422  # NUL refused before PostgreSQL sees it
+            report_rows = client.get("/reports/monthly?month=2025-07", headers=analyst).json()
+            assert {r["county"] for r in report_rows["counties"]} == {"Zhouzhi", "Huyi"}
+        deliver_pending(db, hook)
+        kinds = [e.kind for e in outbox_events(db) if e.delivered_at is not None]
+        assert kinds == ["case.created", "case.created", "case.transitioned", "case.transitioned"]
+
+    downgrade(pg_api_url, "0001")
+    engine = make_engine(pg_api_url)
+    try:
+        assert "users" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    upgrade(pg_api_url)

@@ -1,0 +1,158 @@
+"""The review page in a real headless Chromium, against the app served by uvicorn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from changedetect.tracker import transition
+from changedetect.tracker.api import create_app
+from changedetect.tracker.models import Case, CaseEvent
+
+from .conftest import API_NOW, COUNTIES
+
+CHROMIUM = os.environ.get("CHANGEDETECT_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason=f"the review-page test needs Chromium at {CHROMIUM} (apt-get install chromium)",
+)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the review-page test needs playwright (pip install playwright)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(db) -> Iterator[str]:
+    """The app on a real socket (uvicorn in a thread); its base URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(db, now=API_NOW), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start within 15 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(served) -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": 1200, "height": 900})
+            tab = context.new_page()
+            tab.set_default_timeout(10_000)
+            yield tab
+        finally:
+            browser.close()
+
+
+def test_officer_reviews_its_county_and_records_a_verdict(page, served, db, ids, seeded, tmp_path):
+    # the analyst has sent z1 for verification: the officer's verdict buttons appear on it
+    transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
+    requests_seen: list[str] = []
+    page.on("request", lambda r: requests_seen.append(r.url))
+
+    page.goto(f"{served}/review")
+    page.wait_for_selector("#login-form")
+    page.fill("#token", seeded.tokens["officer"])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("article.case")
+    assert page.inner_text("#who") == "zhou.officer · officer · Zhouzhi"
+    # the token lives in an HttpOnly cookie: page scripts cannot read it
+    assert seeded.tokens["officer"] not in page.evaluate("document.cookie")
+
+    listed = {
+        int(x)
+        for x in page.eval_on_selector_all("article.case", "els => els.map(e => e.dataset.caseId)")
+    }
+    zhouzhi = {ids[k] for k, c in COUNTIES.items() if c == "Zhouzhi"} | {ids["evil"]}
+    assert listed == zhouzhi
+    assert not listed & {ids["h1"], ids["h2"]}  # another county's cases are not listed
+    assert page.inner_text("#count") == f"1–{len(zhouzhi)} of {len(zhouzhi)}"
+
+    # both chips of every real clue are shown, loaded, side by side
+    for key in ("z1", "z2", "z3", "z4", "z5"):
+        card = f"article.case[data-case-id='{ids[key]}']"
+        for which in ("before", "after"):
+            page.wait_for_function(
+                "sel => { const i = document.querySelector(sel); return i && i.complete; }",
+                arg=f"{card} img.chip-{which}",
+            )
+            width = page.eval_on_selector(f"{card} img.chip-{which}", "i => i.naturalWidth")
+            assert width == 64, (key, which)
+        before = page.locator(f"{card} img.chip-before").bounding_box()
+        after = page.locator(f"{card} img.chip-after").bounding_box()
+        assert after["x"] > before["x"] + before["width"] - 1 and after["y"] == before["y"]
+    # the clue whose chips point outside its folder gets placeholders, not the files
+    evil = f"article.case[data-case-id='{ids['evil']}']"
+    assert page.locator(f"{evil} .nochip").count() == 2
+
+    # exactly the transitions an officer may make, per state
+    z1 = f"article.case[data-case-id='{ids['z1']}']"
+    buttons = page.eval_on_selector_all(f"{z1} button.act", "bs => bs.map(b => b.dataset.to)")
+    assert buttons == ["compliant", "false_alarm", "violation"]
+    z2 = f"article.case[data-case-id='{ids['z2']}']"
+    assert page.locator(f"{z2} button.act").count() == 0  # issued: the analyst's move
+    assert page.locator("button[data-action=assign]").count() == 0
+
+    page.fill(f"{z1} input.comment", "quarry face confirmed")
+    page.click(f"{z1} button[data-to=violation]")
+    page.wait_for_selector(f"{z1}[data-state=violation]")
+    assert "Saved: case" in page.inner_text(f"{z1} .msg")
+    buttons = page.eval_on_selector_all(f"{z1} button.act", "bs => bs.map(b => b.dataset.to)")
+    assert buttons == ["rectifying"]
+    page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+
+    with db.session() as s:
+        assert s.scalar(select(Case.state).where(Case.id == ids["z1"])) == "violation"
+        event = s.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == ids["z1"]).order_by(CaseEvent.id.desc())
+        ).first()
+    assert (event.actor, event.from_state, event.to_state, event.comment) == (
+        "zhou.officer",
+        "verifying",
+        "violation",
+        "quarry face confirmed",
+    )
+    # everything the page loaded came from the app itself
+    assert requests_seen and all(u.startswith(served) for u in requests_seen)
+
+    # reload: the state persists, and the cookie still logs the officer in
+    page.reload()
+    page.wait_for_selector(f"{z1}[data-state=violation]")
+    page.click("#logout")
+    page.wait_for_selector("#login-form", state="visible")
