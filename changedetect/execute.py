@@ -73,8 +73,8 @@ def _finish_block(
     (i, n_rows, j, n_cols, width), halo = place, test.halo
     ys = _trim(halo, i, n_rows, expanded.shape[1])
     xs = _trim(halo, j, n_cols, expanded.shape[2])
-    counts = expanded[-2:, ys, xs]
-    b, a, sb, sa = split_inputs(expanded[:-2])
+    b, a, sb, sa, counts = split_inputs(expanded)
+    counts = counts[:, ys, xs]
     result = test.evaluate(b, a, sb, sa)
     b, a = b[:, ys, xs], a[:, ys, xs]
     valid = (counts[0] >= min_valid) & (counts[1] >= min_valid)
@@ -105,7 +105,6 @@ def run_pass(
     grid: GridSpec,
     test: ChangeTest,
     inputs: ChangeInputs,
-    valid_counts: tuple[da.Array, da.Array],
     min_valid: int,
     score_path: Path,
     rgb_path: Path,
@@ -115,10 +114,8 @@ def run_pass(
     features come back."""
     cube = inputs.cube
     chunks = cube.chunks[1:]
-    counts = [c.astype(np.float32).rechunk(chunks)[None] for c in valid_counts]
-    stacked = da.concatenate([cube, *counts], axis=0).rechunk({0: -1})
     halo = test.halo
-    expanded = da.overlap.overlap(stacked, depth={0: 0, 1: halo, 2: halo}, boundary="none")
+    expanded = da.overlap.overlap(cube, depth={0: 0, 1: halo, 2: halo}, boundary="none")
     blocks = expanded.to_delayed(optimize_graph=False)
     row_starts = np.cumsum((0, *chunks[0][:-1]))
     col_starts = np.cumsum((0, *chunks[1][:-1]))

@@ -411,7 +411,6 @@ def analyse(
             grid,
             test,
             inputs,
-            (before.valid_count.data, after.valid_count.data),
             det.min_valid_observations,
             work / "score.tif",
             work / "rgb.tif",

@@ -77,3 +77,15 @@ def test_spread_only_with_three_observations():
     assert np.isnan(spread[count < 3]).all()
     assert np.isfinite(spread[count >= 3]).all()
     assert float(np.nanmedian(spread)) < 0.01
+
+
+def test_one_observation_is_its_own_composite_without_spread():
+    ds, _ = stack_with_clouds()
+    valid = valid_mask(ds, BANDS, [8, 9, 10])
+    comp = composite(ds, valid, TimeWindow(dt.date(2024, 5, 1), dt.date(2024, 5, 1)), BANDS)
+    first = ds["B08"].values[0]
+    cloudy = ds["SCL"].values[0] == 9
+    np.testing.assert_array_equal(comp.bands["B08"].values[~cloudy], first[~cloudy])
+    assert np.isnan(comp.bands["B08"].values[cloudy]).all()
+    assert (comp.valid_count.values == (~cloudy).astype(int)).all()
+    assert comp.spread is None

@@ -39,11 +39,16 @@ def composite(
     spreads = {}
     for band in bands:
         masked = sel[band].where(sel_valid)
+        if sel.sizes["time"] == 1:
+            # one observation is its own median and has no spread: no reduction to compute
+            medians[band] = masked.isel(time=0, drop=True).where(enough).astype("float32")
+            continue
         med, mad = _median_and_mad(masked)
         medians[band] = med.where(enough).astype("float32")
         spreads[band] = (mad * MAD_TO_SIGMA).where(count >= 3).astype("float32")
     bands_ds = xr.Dataset(medians, attrs=dict(stack.attrs))
-    spread_ds = xr.Dataset(spreads, attrs=dict(stack.attrs))
+    # fewer than three observations anywhere: no pixel has a spread
+    spread_ds = xr.Dataset(spreads, attrs=dict(stack.attrs)) if spreads else None
     return Composite(
         window=window, bands=bands_ds, valid_count=count, acquisitions=ids, spread=spread_ds
     )

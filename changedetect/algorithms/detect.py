@@ -609,19 +609,32 @@ class ChangeTest:
 
 @dataclass
 class ChangeInputs:
-    """The lazy composites the test reads, stacked (layer, y, x): before bands, after bands and,
-    when the test uses them, the before and after spreads."""
+    """The lazy composites the test reads, stacked (layer, y, x): before bands, after bands, when
+    the test uses them the before and after spreads, and last the before and after valid-
+    observation counts."""
 
     cube: da.Array
     has_spread: bool
 
 
 def split_inputs(block: np.ndarray) -> tuple[np.ndarray, ...]:
-    """A block of a :class:`ChangeInputs` cube as (before, after, spread_before, spread_after)."""
-    b, a = block[:_K], block[_K : 2 * _K]
-    if block.shape[0] >= 4 * _K:
-        return b, a, block[2 * _K : 3 * _K], block[3 * _K : 4 * _K]
-    return b, a, None, None  # type: ignore[return-value]
+    """A block of a :class:`ChangeInputs` cube as (before, after, spread_before, spread_after,
+    valid counts (2, y, x))."""
+    b, a, counts = block[:_K], block[_K : 2 * _K], block[-2:]
+    if block.shape[0] >= 4 * _K + 2:
+        return b, a, block[2 * _K : 3 * _K], block[3 * _K : 4 * _K], counts
+    return b, a, None, None, counts  # type: ignore[return-value]
+
+
+def _valid_count(comp: Composite, chunks: Any) -> da.Array:
+    if comp.valid_count is not None:
+        return _as_dask(comp.valid_count.data, chunks)
+    # a composite without counts: one observation wherever it has data
+    return da.isfinite(_as_dask(comp.bands[ANALYSIS_BANDS[0]].data, chunks)).astype(np.int16)
+
+
+def _stack_layers(*layers: np.ndarray) -> np.ndarray:
+    return np.stack(layers).astype(np.float32, copy=False)
 
 
 def prepare_change_test(
@@ -657,15 +670,26 @@ def prepare_change_test(
         support_size,
         median_size,
     )
-    layers = [b_cube, a_cube]
+    # every layer of a chunk stacked by one copy (a stack-then-concatenate graph copies each
+    # chunk three or four times, which costs as much as the test itself)
+    composites = [before.bands, after.bands]
     if g.use_spread and sb is not None and sa is not None:
-        layers += [sb, sa]
-    cube = da.concatenate(layers, axis=0).rechunk({0: -1})
-    return test, ChangeInputs(cube, len(layers) == 4)
+        composites += [before.spread, after.spread]  # type: ignore[list-item]
+    layers = [_as_dask(ds[b].data, chunks) for ds in composites for b in ANALYSIS_BANDS]
+    layers += [_valid_count(c, chunks) for c in (before, after)]
+    cube = da.map_blocks(
+        _stack_layers,
+        *layers,
+        new_axis=0,
+        chunks=((len(layers),), *chunks),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
+    return test, ChangeInputs(cube, len(composites) == 4)
 
 
 def _evaluate_stacked(block: np.ndarray, test: ChangeTest) -> np.ndarray:
-    result = test.evaluate(*split_inputs(block))
+    result = test.evaluate(*split_inputs(block)[:4])
     return np.stack(
         [result.score, result.disturbed.astype(np.float32), result.evidence, result.brightening]
     )
