@@ -531,7 +531,7 @@ def test_grid_id_is_stable_and_distinct(scene: Scene) -> None:
         grid_id(GridSpec(grid.crs, grid.transform @ Affine.scale(2), 150, 150)),
     }
     assert len(ids) == 4
-    assert grid_id(grid) == "epsg32631_453023_5411753_10x10_300x300"
+    assert grid_id(grid) == "epsg32631_x453023_y5411753_300x300_r10"
 
 
 def test_solar_day_follows_longitude() -> None:

@@ -51,8 +51,6 @@ import tifffile
 import xarray as xr
 from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
-from pyproj import CRS as ProjCRS
-from pyproj import Transformer
 from requests_oauthlib import OAuth2Session
 from sentinelhub import (
     CRS,
@@ -79,6 +77,7 @@ from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from .local import LocalSource
+from .remote import RateLimiter, grid_id, wgs84_bounds
 
 log = logging.getLogger(__name__)
 
@@ -168,21 +167,6 @@ class RequestTile:
     def id(self) -> str:
         """Names the tile by CRS, pixel origin, size and resolution (stable across runs)."""
         return grid_id(self.grid)
-
-
-def grid_id(grid: GridSpec) -> str:
-    """``epsg32610_x585570_y4135590_300x240_r10``: CRS, top-left corner, size, pixel size."""
-    epsg = grid.crs.to_epsg()
-    crs = (
-        f"epsg{epsg}" if epsg else "crs" + hashlib.sha1(grid.crs.to_wkt().encode()).hexdigest()[:10]
-    )
-    t = grid.transform
-    res = _num(t.a) if math.isclose(t.a, -t.e) else f"{_num(t.a)}x{_num(-t.e)}"
-    return f"{crs}_x{_num(t.c)}_y{_num(t.f)}_{grid.width}x{grid.height}_r{res}"
-
-
-def _num(value: float) -> str:
-    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def _split(size: int, max_px: int) -> list[tuple[int, int]]:
@@ -316,23 +300,6 @@ for _name in ("requests_oauthlib", "requests_oauthlib.oauth2_session", "oauthlib
 # HTTP: pacing, bounded retries, a session with a timeout
 
 
-class _RateLimiter:
-    """Spaces request starts at least 1 / `per_second` apart, across all threads."""
-
-    def __init__(self, per_second: float) -> None:
-        self._interval = 1.0 / per_second
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        if start > now:
-            time.sleep(start - now)
-
-
 @dataclass(frozen=True)
 class _RetryPolicy:
     """How hard to try one HTTP request (shared by every client and session of a source)."""
@@ -342,7 +309,7 @@ class _RetryPolicy:
     max_wait_s: float
     timeout_s: float
     sleep: Callable[[float], None]
-    limiter: _RateLimiter
+    limiter: RateLimiter
     session_lock: threading.Lock
 
     def wait_s(self, failures: int, retry_after: float | None) -> float:
@@ -585,7 +552,7 @@ class SentinelHubSource:
             max_wait_s=max_wait_s,
             timeout_s=config.timeout_s,
             sleep=sleep,
-            limiter=_RateLimiter(config.requests_per_second),
+            limiter=RateLimiter(config.requests_per_second),
             session_lock=threading.Lock(),
         )
         self._session_lock = threading.Lock()
@@ -665,7 +632,7 @@ class SentinelHubSource:
     def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
         """One acquisition per UTC day with granules over `grid` in `window` whose cloud cover is
         at most ``max_cloud_cover``, oldest first."""
-        bounds = _wgs84_bounds(grid)
+        bounds = wgs84_bounds(grid)
         cache_file = self._search_cache_file(bounds, window)
         cutoff = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=SEARCH_CACHE_AFTER_DAYS)
         cacheable = window.end < cutoff
@@ -1036,15 +1003,6 @@ def _prefect_secret(block: str, field_name: str) -> str:
         )
     _REDACTOR.add(value.strip())
     return value.strip()
-
-
-def _wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
-    left, bottom, right, top = grid.bounds
-    if grid.crs.equals(ProjCRS.from_epsg(4326)):
-        return (left, bottom, right, top)
-    tr = Transformer.from_crs(grid.crs, ProjCRS.from_epsg(4326), always_xy=True)
-    west, south, east, north = tr.transform_bounds(left, bottom, right, top, densify_pts=21)
-    return (west, south, east, north)
 
 
 def _read_search_cache(path: Path) -> list[Acquisition]:

@@ -20,13 +20,10 @@ get GDAL's timeout and retry options and ``max_concurrent_requests`` reader thre
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib
 import logging
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,12 +37,10 @@ import pystac
 import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
-from pyproj import Transformer
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
-from requests import Request
 from urllib3 import Retry
 
 from ...config import KNOWN_BANDS, SensorConfig, StacSourceConfig
@@ -55,6 +50,7 @@ from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from ..raster import RASTER_ERRORS
 from .local import LocalSource
+from .remote import RateLimiter, grid_id, wgs84_bounds
 
 log = logging.getLogger(__name__)
 
@@ -111,28 +107,6 @@ def resolve_signer(spec: str) -> Signer:
     return obj  # type: ignore[no-any-return]
 
 
-def _num(value: float) -> str:
-    return f"{value:.4f}".rstrip("0").rstrip(".")
-
-
-def grid_id(grid: GridSpec) -> str:
-    """A stable, readable id of a grid: CRS, origin, pixel size and shape
-    (``epsg32631_453023_5411753_10x10_300x300``)."""
-    epsg = grid.crs.to_epsg()
-    crs = (
-        f"epsg{epsg}" if epsg else "crs" + hashlib.sha1(grid.crs.to_wkt().encode()).hexdigest()[:10]
-    )
-    t = grid.transform
-    return f"{crs}_{_num(t.c)}_{_num(t.f)}_{_num(abs(t.a))}x{_num(abs(t.e))}_{grid.width}x{grid.height}"
-
-
-def wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
-    """(west, south, east, north) in degrees of the grid's extent."""
-    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    west, south, east, north = tr.transform_bounds(*grid.bounds, densify_pts=21)
-    return (west, south, east, north)
-
-
 def _centre_lon(grid: GridSpec) -> float:
     west, _, east, _ = wgs84_bounds(grid)
     return (west + east) / 2
@@ -165,23 +139,6 @@ _QUERY_STRING = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
 def _redact(text: str) -> str:
     """`text` without URL query strings (signed hrefs carry access tokens there)."""
     return _QUERY_STRING.sub(r"\1?...", " ".join(text.split()))
-
-
-class _RateLimiter:
-    """A pystac-client ``request_modifier`` that spaces requests to at most `rate` a second."""
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Request) -> None:
-        with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(now, self._next) + self._interval
-        if wait > 0:
-            time.sleep(wait)
 
 
 class _FailedReads(logging.Handler):
@@ -239,7 +196,7 @@ class StacSource:
         self._signer = resolve_signer(config.signer) if config.signer else None
         self._client: Client | None = None
         self._collection_checked = False
-        self._limiter = _RateLimiter(config.requests_per_second)
+        self._limiter = RateLimiter(config.requests_per_second)
         self._items: dict[str, list[pystac.Item]] = {}
         self._warned_scaling = False
 
