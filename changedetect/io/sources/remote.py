@@ -1,5 +1,6 @@
-"""What the networked sources share: stable grid ids for cache keys, WGS84 search bounds and a
-request-rate limit across threads."""
+"""What the networked sources share: stable grid ids for cache keys, WGS84 search bounds, a
+request-rate limit across threads, and cutting a grid into fetchable pieces that a VRT stitches
+back together."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import hashlib
 import math
 import threading
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from typing import Any
 
 from pyproj import CRS, Transformer
@@ -61,3 +64,61 @@ class RateLimiter:
 
     def __call__(self, request: Any = None) -> None:
         self.wait()
+
+
+def split_lengths(size: int, max_px: int) -> list[tuple[int, int]]:
+    """(start, length) pieces of `size` pixels, at most `max_px` each, as equal as possible (no
+    sliver at the end)."""
+    if max_px < 1:
+        raise ValueError(f"the largest piece must be at least 1 px, got {max_px}")
+    count = -(-size // max_px)
+    base, extra = divmod(size, count)
+    pieces, start = [], 0
+    for i in range(count):
+        length = base + (1 if i < extra else 0)
+        pieces.append((start, length))
+        start += length
+    return pieces
+
+
+def split_grid(grid: GridSpec, max_px: int) -> list[tuple[int, int, GridSpec]]:
+    """(row, col, window) pieces of `grid`, at most `max_px` pixels a side, row by row; their
+    edges are the grid's pixel edges, so they stitch back pixel for pixel."""
+    return [
+        (row, col, grid.window(row, col, height, width))
+        for row, height in split_lengths(grid.height, max_px)
+        for col, width in split_lengths(grid.width, max_px)
+    ]
+
+
+def vrt_mosaic(
+    grid: GridSpec,
+    pieces: Sequence[tuple[GridSpec, str]],
+    bands: Sequence[str],
+    dtype: str,
+    nodata: float | None,
+) -> str:
+    """A GDAL VRT of `grid` whose band i is band i of every piece file (path relative to the VRT),
+    each placed at its own window of the grid; `dtype` is GDAL's name (e.g. UInt16)."""
+    t = grid.transform
+    root = ET.Element("VRTDataset", rasterXSize=str(grid.width), rasterYSize=str(grid.height))
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = grid.crs.to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)
+    )
+    for index, band in enumerate(bands, start=1):
+        element = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(index))
+        ET.SubElement(element, "Description").text = band
+        if nodata is not None:
+            ET.SubElement(element, "NoDataValue").text = repr(nodata)
+        for piece, relpath in pieces:
+            row = round((piece.transform.f - t.f) / t.e)
+            col = round((piece.transform.c - t.c) / t.a)
+            source = ET.SubElement(element, "SimpleSource")
+            ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = relpath
+            ET.SubElement(source, "SourceBand").text = str(index)
+            size = {"xSize": str(piece.width), "ySize": str(piece.height)}
+            ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
+            ET.SubElement(source, "DstRect", xOff=str(col), yOff=str(row), **size)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"

@@ -37,7 +37,6 @@ import os
 import re
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from .local import LocalSource
-from .remote import RateLimiter, grid_id, wgs84_bounds
+from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic, wgs84_bounds
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +168,6 @@ class RequestTile:
         return grid_id(self.grid)
 
 
-def _split(size: int, max_px: int) -> list[tuple[int, int]]:
-    """(start, length) pieces of `size` pixels, at most `max_px` each, as equal as possible (no
-    sliver at the end)."""
-    count = -(-size // max_px)
-    base, extra = divmod(size, count)
-    pieces, start = [], 0
-    for i in range(count):
-        length = base + (1 if i < extra else 0)
-        pieces.append((start, length))
-        start += length
-    return pieces
-
-
 def request_tiles(grid: GridSpec, max_tile_px: int) -> list[RequestTile]:
     """Cut `grid` into request tiles of at most `max_tile_px` pixels a side, row by row.
 
@@ -196,11 +182,7 @@ def request_tiles(grid: GridSpec, max_tile_px: int) -> list[RequestTile]:
         )
     if max_tile_px < 1:
         raise ValueError(f"max_tile_px must be positive, got {max_tile_px}")
-    return [
-        RequestTile(row, col, grid.window(row, col, height, width))
-        for row, height in _split(grid.height, max_tile_px)
-        for col, width in _split(grid.width, max_tile_px)
-    ]
+    return [RequestTile(row, col, window) for row, col, window in split_grid(grid, max_tile_px)]
 
 
 def build_evalscript(bands: Sequence[str], sample_type: str) -> str:
@@ -951,9 +933,9 @@ class SentinelHubSource:
                     f"cached tile {tile.id} of {day} disappeared from {self.cache.root} while "
                     "loading; run again"
                 )
-            sources.append((tile, os.path.relpath(path, target.parent)))
+            sources.append((tile.grid, os.path.relpath(path, target.parent)))
         dtype = "UInt16" if self.config.sample_type == "UINT16" else "Float32"
-        text = _vrt_xml(grid, sources, bands, dtype)
+        text = vrt_mosaic(grid, sources, bands, dtype, nodata=0)
         if not (target.is_file() and target.read_text(encoding="utf-8") == text):
             with atomic_path(target) as tmp:
                 tmp.write_text(text, encoding="utf-8")
@@ -1028,28 +1010,3 @@ def _write_search_cache(path: Path, acquisitions: Sequence[Acquisition]) -> None
     }
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-
-
-def _vrt_xml(
-    grid: GridSpec, sources: Sequence[tuple[RequestTile, str]], bands: Sequence[str], dtype: str
-) -> str:
-    """A VRT of `grid` whose band i is band i of every tile file, each placed at its window."""
-    root = ET.Element("VRTDataset", rasterXSize=str(grid.width), rasterYSize=str(grid.height))
-    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = grid.crs.to_wkt()
-    t = grid.transform
-    ET.SubElement(root, "GeoTransform").text = ", ".join(
-        repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)
-    )
-    for index, band in enumerate(bands, start=1):
-        element = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(index))
-        ET.SubElement(element, "Description").text = band
-        ET.SubElement(element, "NoDataValue").text = "0"
-        for tile, relpath in sources:
-            source = ET.SubElement(element, "SimpleSource")
-            ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = relpath
-            ET.SubElement(source, "SourceBand").text = str(index)
-            size = {"xSize": str(tile.grid.width), "ySize": str(tile.grid.height)}
-            ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
-            ET.SubElement(source, "DstRect", xOff=str(tile.col), yOff=str(tile.row), **size)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode") + "\n"

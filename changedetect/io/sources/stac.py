@@ -23,13 +23,13 @@ import datetime as dt
 import importlib
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-from xml.sax.saxutils import escape
 
 import numpy as np
 import odc.stac
@@ -50,7 +50,7 @@ from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from ..raster import RASTER_ERRORS
 from .local import LocalSource
-from .remote import RateLimiter, grid_id, wgs84_bounds
+from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic, wgs84_bounds
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,6 @@ def solar_day(when: dt.datetime, lon: float) -> dt.date:
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC).replace(tzinfo=None)
     return (when + dt.timedelta(seconds=int(lon * 24 * 3600 / 360))).date()
-
-
-def _tiles(grid: GridSpec, size: int) -> list[GridSpec]:
-    """`grid` cut into pieces of at most `size` x `size` pixels, row by row."""
-    return [
-        grid.window(row, col, min(size, grid.height - row), min(size, grid.width - col))
-        for row in range(0, grid.height, size)
-        for col in range(0, grid.width, size)
-    ]
 
 
 def _band_order(bands: Sequence[str]) -> list[str]:
@@ -448,7 +439,7 @@ class StacSource:
         day = solar_day(acq.datetime, _centre_lon(grid))
         signed: list[pystac.Item] | None = None
         files: list[tuple[GridSpec, Path]] = []
-        for tile in _tiles(grid, self.tile_px):
+        for _, _, tile in split_grid(grid, self.tile_px):
             key = self._key(day, stored, tile)
             path = self.cache.get(key)
             if path is None:
@@ -593,35 +584,11 @@ class StacSource:
         if target.is_file():
             return target
         with rasterio.open(files[0][1]) as first:
-            dtype, nodata, count = first.dtypes[0], first.nodata, first.count
-        t = grid.transform
-        lines = [
-            f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
-            f"  <SRS>{escape(grid.crs.to_wkt())}</SRS>",
-            f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>",
-        ]
-        for band in range(1, count + 1):
-            lines.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{band}">')
-            lines.append(f"    <Description>{escape(key.bands[band - 1])}</Description>")
-            if nodata is not None:
-                lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
-            for tile, path in files:
-                row = round((tile.transform.f - t.f) / t.e)
-                col = round((tile.transform.c - t.c) / t.a)
-                rel = Path("..") / path.parent.name / path.name
-                size = f'xSize="{tile.width}" ySize="{tile.height}"'
-                lines += [
-                    "    <SimpleSource>",
-                    f'      <SourceFilename relativeToVRT="1">{escape(rel.as_posix())}</SourceFilename>',
-                    f"      <SourceBand>{band}</SourceBand>",
-                    f'      <SrcRect xOff="0" yOff="0" {size}/>',
-                    f'      <DstRect xOff="{col}" yOff="{row}" {size}/>',
-                    "    </SimpleSource>",
-                ]
-            lines.append("  </VRTRasterBand>")
-        lines.append("</VRTDataset>")
+            dtype, nodata = first.dtypes[0], first.nodata
+        pieces = [(tile, os.path.relpath(path, target.parent)) for tile, path in files]
+        text = vrt_mosaic(grid, pieces, key.bands, _GDAL_TYPES[dtype], nodata)
         with atomic_path(target) as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
         return target
 
 
