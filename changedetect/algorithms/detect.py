@@ -611,10 +611,9 @@ class ChangeTest:
 class ChangeInputs:
     """The lazy composites the test reads, stacked (layer, y, x): before bands, after bands, when
     the test uses them the before and after spreads, and last the before and after valid-
-    observation counts."""
+    observation counts (:func:`split_inputs` tells them apart by the number of layers)."""
 
     cube: da.Array
-    has_spread: bool
 
 
 def split_inputs(block: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -685,7 +684,7 @@ def prepare_change_test(
         dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
     )
-    return test, ChangeInputs(cube, len(composites) == 4)
+    return test, ChangeInputs(cube)
 
 
 def _evaluate_stacked(block: np.ndarray, test: ChangeTest) -> np.ndarray:
