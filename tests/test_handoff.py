@@ -116,7 +116,19 @@ def test_footprint_measure_reads_the_nights_composites(tmp_path):
     assert quarry is not None and forest is not None
     assert quarry.bare_fraction + quarry.built_fraction > 0.9 and quarry.ndvi_change < -0.4
     assert forest.bare_fraction + forest.built_fraction < 0.05 and abs(forest.ndvi_change) < 0.1
-    from shapely.geometry import box
+    # a triangle whose bounding box holds quarry and forest: only the pixels inside it count
+    from shapely.affinity import affine_transform
+    from shapely.geometry import Polygon, box
+
+    from changedetect.grids import WGS84, reproject_geometry
+
+    triangle_px = Polygon([(45, 35), (72, 35), (45, 90)])  # (col, row)
+    in_quarry = triangle_px.intersection(box(40, 30, 75, 60)).area / triangle_px.area
+    t = GRID.transform
+    triangle = affine_transform(triangle_px, [t.a, t.b, t.d, t.e, t.c, t.f])
+    mixed = measure(reproject_geometry(triangle, GRID.crs, WGS84))
+    assert mixed is not None
+    assert abs(mixed.bare_fraction + mixed.built_fraction - in_quarry) < 0.05
 
     assert measure(box(10.0, 10.0, 10.01, 10.01)) is None  # far outside the AOI
 
