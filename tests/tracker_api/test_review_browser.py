@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
@@ -16,27 +14,8 @@ from changedetect.tracker import transition
 from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Case, CaseEvent
 
+from ..browser import PageRequests, browser_page
 from .conftest import API_NOW, COUNTIES
-
-CHROMIUM = os.environ.get("CHANGEDETECT_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None,
-    reason=f"the review-page test needs Chromium at {CHROMIUM} (apt-get install chromium)",
-)
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="the review-page test needs playwright (pip install playwright)"
-)
 
 
 def free_port() -> int:
@@ -68,23 +47,18 @@ def served(db) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(served) -> Iterator[object]:
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            context = browser.new_context(viewport={"width": 1200, "height": 900})
-            tab = context.new_page()
-            tab.set_default_timeout(10_000)
-            yield tab
-        finally:
-            browser.close()
+def browser(served) -> Iterator[tuple[object, PageRequests]]:
+    """A Chromium tab that may reach the app and nothing else; (page, its requests)."""
+    with browser_page(lambda url: url.startswith(f"{served}/"), width=1200, height=900) as opened:
+        yield opened
 
 
-def test_officer_reviews_its_county_and_records_a_verdict(page, served, db, ids, seeded, tmp_path):
+def test_officer_reviews_its_county_and_records_a_verdict(
+    browser, served, db, ids, seeded, tmp_path
+):
     # the analyst has sent z1 for verification: the officer's verdict buttons appear on it
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
-    requests_seen: list[str] = []
-    page.on("request", lambda r: requests_seen.append(r.url))
+    page, requests = browser
 
     page.goto(f"{served}/review")
     page.wait_for_selector("#login-form")
@@ -149,7 +123,7 @@ def test_officer_reviews_its_county_and_records_a_verdict(page, served, db, ids,
         "quarry face confirmed",
     )
     # everything the page loaded came from the app itself
-    assert requests_seen and all(u.startswith(served) for u in requests_seen)
+    assert requests.seen and requests.refused == [], requests.refused
 
     # reload: the state persists, and the cookie still logs the officer in
     page.reload()
