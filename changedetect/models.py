@@ -150,6 +150,8 @@ class PatchClue:
     chip_before: str | None = None
     chip_after: str | None = None
     status: str = "new"
+    model: str | None = None
+    """The model that gave `confidence` (name@version)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def properties(self) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class PatchClue:
             "chip_before": self.chip_before,
             "chip_after": self.chip_after,
             "status": self.status,
+            "model": self.model,
         }
         props.update(self.extra)
         return props

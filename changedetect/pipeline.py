@@ -23,6 +23,7 @@ from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
 from .algorithms.classify import classify_patch
+from .algorithms.clues import confidence_level, load_clue_model, object_features, priority_for
 from .algorithms.composite import composite
 from .algorithms.detect import prepare_change_test
 from .algorithms.masking import valid_mask
@@ -63,7 +64,7 @@ from .models import (
     TimeWindow,
 )
 from .state import AoiState, RunState
-from .types import ANALYSIS_BANDS, ConfidenceLevel, Priority
+from .types import ANALYSIS_BANDS
 
 log = logging.getLogger(__name__)
 
@@ -462,24 +463,6 @@ def analyse(
     return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches)
 
 
-def confidence_level(confidence: float) -> ConfidenceLevel:
-    if confidence >= 0.8:
-        return "high"
-    if confidence >= 0.5:
-        return "medium"
-    return "low"
-
-
-def priority_for(change_type: str, tier: str | None, in_zone: bool) -> Priority:
-    """Extraction and building inside a core zone come first; non-anthropogenic change last."""
-    severe = change_type in ("quarry", "construction")
-    if in_zone and tier is not None and "core" in tier.lower():
-        return "urgent" if severe else "high"
-    if in_zone:
-        return "high" if severe else "normal"
-    return "normal" if severe or change_type == "vegetation_loss" else "low"
-
-
 def _clue_id(aoi: str, after_window: TimeWindow, patch: Patch) -> str:
     c = patch.geometry.centroid
     key = f"{aoi}|{after_window.end.isoformat()}|{round(c.x, 1)}|{round(c.y, 1)}|{patch.n_pixels}"
@@ -503,6 +486,7 @@ def make_clues(
     zones: ZoneIndex | None,
 ) -> list[PatchClue]:
     geod = Geod(ellps="WGS84")
+    model = load_clue_model()
     detected_at = _detected_at(after_stack, after_window)
     clues = []
     for patch in patches:
@@ -511,7 +495,7 @@ def make_clues(
             patch.area_m2 if grid.crs.is_projected else abs(geod.geometry_area_perimeter(geom)[0])
         )
         change_type = classify_patch(patch.stats)
-        confidence = float(np.clip(np.nan_to_num(patch.stats.get("score", 0.0)), 0.0, 1.0))
+        confidence = float(model.probability(object_features(patch))[0])
         zone = zones.lookup(geom) if zones is not None else None
         centroid = geom.centroid
         clues.append(
@@ -533,7 +517,10 @@ def make_clues(
                 zone=zone.name if zone else None,
                 zone_tier=zone.tier if zone else None,
                 county=zone.county if zone else None,
-                priority=priority_for(change_type, zone.tier if zone else None, zone is not None),
+                priority=priority_for(
+                    change_type, zone.tier if zone else None, zone is not None, confidence
+                ),
+                model=model.tag,
             )
         )
     return clues

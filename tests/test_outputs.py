@@ -9,6 +9,7 @@ import rasterio
 from shapely.geometry import shape
 from shapely.geometry.polygon import LinearRing
 
+from changedetect.algorithms.clues import load_clue_model, object_features
 from changedetect.errors import NoValidDataError
 from changedetect.models import TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
@@ -57,6 +58,14 @@ def test_one_clue_for_the_quarry_across_chunks(quarry_result):
     assert clue.d_ndvi < -0.3
 
 
+def test_confidence_is_the_clue_models_probability(quarry_result):
+    result, _ = quarry_result
+    model = load_clue_model()
+    (clue,), (patch,) = result.clues, result.patches
+    assert clue.model == model.tag
+    assert clue.confidence == pytest.approx(float(model.probability(object_features(patch))[0]))
+
+
 def test_geojson_is_rfc7946_and_readable(quarry_result):
     result, _ = quarry_result
     path = result.files["clues"]
@@ -85,6 +94,7 @@ def test_geojson_is_rfc7946_and_readable(quarry_result):
         "chip_before",
         "chip_after",
         "status",
+        "model",
     ):
         assert key in feature["properties"], key
     ring = feature["geometry"]["coordinates"][0]
