@@ -68,6 +68,9 @@ DEFAULT_MEDIAN_SIZE = 3
 SUPPORT_SHARE = 0.5
 #: NDVI above which ground counts as densely vegetated (after dark-object subtraction).
 VEGETATED_NDVI = 0.5
+#: NDVI below which a pixel's spectrum counts as bare or built ground for the surface-material
+#: features (the classifier's BARE_NDVI, 0.22, plus a margin for haze, which lowers NDVI).
+BARE_FEATURE_NDVI = 0.3
 #: MNDWI above which a pixel counts as open water (after dark-object subtraction).
 WATER_MNDWI = 0.0
 #: Percentile of a band taken as its dark-object value.
@@ -139,7 +142,31 @@ def index_feature_values(before: Mapping[str, Any], after: Mapping[str, Any]) ->
     # its square: with the patch mean of both, the patch's colour variety (a mosaic of roofs is
     # varied, rock or soil is not)
     feats["redness_after_sq"] = feats["redness_after"] ** 2
+    # on bare or built pixels only (NDVI after below BARE_FEATURE_NDVI; NaN elsewhere, which the
+    # patch means skip, so vegetated pixels at a patch's rim do not count):
+    bare = feats["ndvi_after"] < BARE_FEATURE_NDVI
+    # the after spectrum as a unit vector: its patch means give the spread of spectral angles over
+    # the new surface, 1 - |mean unit vector|^2, blind to brightness (shading, slope, sun)
+    norm = _positive(sum(after[b] ** 2 for b in ANALYSIS_BANDS) ** 0.5)
+    for b in ANALYSIS_BANDS:
+        feats[f"unit_{b}_bare"] = _where_or_nan(bare, after[b] / norm)
+    # log SWIR-1 brightness (the band least touched by haze) and its square: their patch means
+    # give the spread of brightness over the surface (benches and faces of a rock cut; a slab or
+    # a roof is smooth)
+    log_swir = _where_or_nan(bare, np.log(_positive(after["B11"])))
+    feats["log_swir_bare"] = log_swir
+    feats["log_swir_bare_sq"] = log_swir**2
     return feats
+
+
+def _where_or_nan(cond: Any, x: Any) -> Any:
+    """`x` where `cond`, NaN elsewhere (numpy, dask or xarray alike)."""
+    if isinstance(x, xr.DataArray):
+        return x.where(cond)
+    if isinstance(x, da.Array) or isinstance(cond, da.Array):
+        return da.where(cond, x, np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.where(cond, x, np.nan)
 
 
 def _positive(x: Any) -> Any:
