@@ -6,7 +6,10 @@ their figures are honest on every scene. Bands are ANALYSIS_BANDS: B02, B03, B04
 - **CVA + Otsu**: the magnitude of the band-difference vector, thresholded by Otsu.
 - **Robust-z CVA**: each band difference standardised by its median and MAD, 3x3 median filtered,
   magnitude of the z vector thresholded by Otsu, with open water on either date (MNDWI > 0) and
-  vegetation after (NDVI > 0.5) suppressed.
+  vegetation after (NDVI > 0.5) suppressed. The two indices are read after a dark-object
+  subtraction (each band's 1st percentile, Chavez 1988): on top-of-atmosphere or raw-count imagery
+  (the Landsat pair is 8-bit counts) they are meaningless without it, and a baseline that
+  suppressed half the scene as "water" would flatter whatever is compared with it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a - b) / (a + b)
 
 
+def _dark_object_corrected(cube: np.ndarray) -> np.ndarray:
+    dark = np.nanpercentile(cube.reshape(cube.shape[0], -1), 1.0, axis=1)
+    return np.maximum(cube - dark[:, None, None], 0.0)
+
+
 def cva_otsu(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Plain change vector analysis: |after - before| > Otsu threshold."""
     return _otsu(np.sqrt(np.sum((after - before) ** 2, axis=0)))
@@ -44,6 +52,7 @@ def robust_cva(before: np.ndarray, after: np.ndarray) -> np.ndarray:
         sigma = max(float(np.nanmedian(np.abs(d - med))) * MAD_TO_SIGMA, 1e-6)
         z[i] = ndimage.median_filter(np.nan_to_num((d - med) / sigma), size=3)
     changed = _otsu(np.sqrt(np.sum(z**2, axis=0)))
-    water = (_nd(before[1], before[4]) > 0) | (_nd(after[1], after[4]) > 0)
-    vegetated = _nd(after[3], after[2]) > 0.5
+    b, a = _dark_object_corrected(before), _dark_object_corrected(after)
+    water = (_nd(b[1], b[4]) > 0) | (_nd(a[1], a[4]) > 0)
+    vegetated = _nd(a[3], a[2]) > 0.5
     return changed & ~water & ~vegetated
