@@ -439,14 +439,21 @@ def analyse(
         clues = make_clues(
             patches, grid, options.aoi, before_window, after_window, after_stack, zones
         )
-        if limit_to_zones:
-            keep = {c.clue_id for c in clues if c.zone is not None}
-            patches = [p for p, c in zip(patches, clues, strict=True) if c.clue_id in keep]
-            clues = [c for c in clues if c.clue_id in keep]
+        reported = [
+            (not limit_to_zones or c.zone is not None) and c.confidence >= det.min_confidence
+            for c in clues
+        ]
+        if not all(reported):
+            patches = [p for p, keep in zip(patches, reported, strict=True) if keep]
+            clues = [c for c, keep in zip(clues, reported, strict=True) if keep]
             kept = np.zeros(n + 1, dtype=np.int32)
             for p in patches:
                 kept[p.label] = p.label
             relabel(labels, kept)
+            say(
+                f"[{options.aoi}] {len(reported) - len(clues)} patches not reported "
+                "(outside the zones or below detection.min_confidence)"
+            )
         say(f"[{options.aoi}] {len(clues)} patch clues")
         files = publish(
             clues,

@@ -10,6 +10,7 @@ from shapely.geometry import shape
 from shapely.geometry.polygon import LinearRing
 
 from changedetect.algorithms.clues import load_clue_model, object_features
+from changedetect.config import DetectionConfig
 from changedetect.errors import NoValidDataError
 from changedetect.models import TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
@@ -21,11 +22,11 @@ BANDS = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
 WINDOWS = (TimeWindow(BEFORE_DAY, BEFORE_DAY), TimeWindow(AFTER_DAY, AFTER_DAY))
 
 
-def run_scene(tmp_path, before, after, grid, chunk=64, name="t"):
+def run_scene(tmp_path, before, after, grid, chunk=64, name="t", detection=None):
     source = MemorySource(grid, {BEFORE_DAY: before, AFTER_DAY: after})
     b = source.load(source.search(grid, WINDOWS[0]), BANDS, grid, chunk)
     a = source.load(source.search(grid, WINDOWS[1]), BANDS, grid, chunk)
-    options = AnalysisOptions(name, chips=True, chip_size=64)
+    options = AnalysisOptions(name, detection or DetectionConfig(), chips=True, chip_size=64)
     return analyse(b, a, grid, *WINDOWS, options, tmp_path / name)
 
 
@@ -64,6 +65,29 @@ def test_confidence_is_the_clue_models_probability(quarry_result):
     (clue,), (patch,) = result.clues, result.patches
     assert clue.model == model.tag
     assert clue.confidence == pytest.approx(float(model.probability(object_features(patch))[0]))
+
+
+def test_min_confidence_drops_the_less_likely_clues_and_their_pixels(tmp_path):
+    grid = make_grid(200, 200)
+    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    yy, xx = np.mgrid[:200, :200]
+    big = ((yy - 60) ** 2 + (xx - 60) ** 2) < 18**2
+    small = (np.abs(yy - 150) < 3) & (np.abs(xx - 150) < 4)  # 5 x 7 px: a small, weak-looking site
+    paint(after, big | small, ROCK)
+    everything = run_scene(tmp_path, before, after, grid, name="all")
+    assert len(everything.clues) == 2
+    low, high = sorted(c.confidence for c in everything.clues)
+    assert low < high
+    cut = (low + high) / 2
+    kept = run_scene(
+        tmp_path, before, after, grid, name="cut", detection=DetectionConfig(min_confidence=cut)
+    )
+    assert [c.confidence for c in kept.clues] == [pytest.approx(high)]
+    with rasterio.open(kept.files["change"]) as src:
+        score = np.nan_to_num(src.read(1))
+    assert (score[big] > 0).mean() > 0.9 and not (score[small] > 0).any()
+    doc = json.loads(kept.files["clues"].read_text())
+    assert len(doc["features"]) == 1
 
 
 def test_geojson_is_rfc7946_and_readable(quarry_result):
