@@ -258,8 +258,20 @@ class DetectionConfig(_Model):
     """Looser per-pixel level for a pixel whose neighbourhood mostly passes it too: a coherent
     patch is believed on weaker evidence than a lone pixel. Set it <= false_alarm_rate to turn
     the neighbourhood test off."""
-    support_size: int = Field(default=9, ge=1, le=31)
-    """Edge in pixels of that neighbourhood (1 turns the neighbourhood test off)."""
+    support_m: float = Field(default=90.0, gt=0.0, le=1000.0)
+    """Ground edge in metres of that neighbourhood, rounded to an odd number of pixels (at most
+    31): 9 px at 10 m, 3 px at 30 m. A neighbourhood is a piece of ground, not a count of pixels:
+    at 30 m a 9-pixel window would ask a small site for support from 270 m around it."""
+    support_size: int | None = Field(default=None, ge=1, le=31)
+    """Edge in pixels of that neighbourhood, overriding `support_m` (1 turns the neighbourhood
+    test off)."""
+
+    def support_pixels(self, pixel_m: float) -> int:
+        """The neighbourhood's edge in pixels on a grid of `pixel_m` metre pixels."""
+        if self.support_size is not None:
+            return self.support_size
+        return min(max(1, round(self.support_m / pixel_m)) | 1, 31)
+
     min_area_m2: float = Field(default=1000.0, gt=0)
     """Minimum mapping unit; smaller patches are dropped (0.1 ha by default)."""
     median_size: int = Field(default=3, ge=1, le=9)
@@ -271,8 +283,8 @@ class DetectionConfig(_Model):
     min_confidence: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Patches whose confidence (the calibrated probability that the ground really changed) is
     below this are not reported; 0 reports every patch. Fewer false alarms for fewer real sites:
-    on the labelled scenes, leave-one-scene-out, a threshold of 0.2-0.3 raised precision in every
-    OSCD city (by 5-30 %) for 1-11 % of its recall, and cost Taizhou 5 % of its recall (README,
+    on the labelled scenes, leave-one-scene-out, a threshold of 0.2-0.25 raised precision in every
+    OSCD city (by 4-22 %) for 1-21 % of its recall, and cost Taizhou 4 % of its recall (README,
     bench/quality_cv.py, column "+ scorer")."""
 
 

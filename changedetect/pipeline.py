@@ -401,7 +401,7 @@ def analyse(
         after,
         false_alarm_rate=det.false_alarm_rate,
         support_level=det.support_level,
-        support_size=det.support_size,
+        support_size=det.support_pixels(float(np.sqrt(pixel_area_m2(grid)))),
         median_size=det.median_size,
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from changedetect.config import load_config, parse_config
+from changedetect.config import DetectionConfig, load_config, parse_config
 from changedetect.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +118,14 @@ def test_yaml_syntax_error(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_support_neighbourhood_is_a_piece_of_ground():
+    det = DetectionConfig()
+    assert det.support_pixels(10.0) == 9  # Sentinel-2
+    assert det.support_pixels(30.0) == 3  # Landsat
+    assert det.support_pixels(20.0) == 5  # 4.5 px, rounded to an odd edge
+    assert det.support_pixels(1.0) == 31  # capped
+    assert DetectionConfig(support_size=1).support_pixels(30.0) == 1  # pixels override
+    with pytest.raises(ValidationError):
+        DetectionConfig(support_m=0)
