@@ -21,7 +21,6 @@ shows the value picked for each held-out scene.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import pickle
 import tempfile
 from dataclasses import dataclass, field
@@ -32,18 +31,15 @@ import numpy as np
 
 from changedetect.algorithms import classify
 from changedetect.algorithms.patches import polygonise
-from changedetect.config import SensorConfig
 from changedetect.evaluation import _matches, evaluate_patches
-from changedetect.io.sources.local import LocalSource, acquisition_from_path
-from changedetect.models import TimeWindow
-from changedetect.pipeline import AnalysisOptions, analyse
-from changedetect.testing.memory import MemorySource
 from changedetect.testing.planting import plant_disturbances
+from changedetect.testing.scenes import analyse_pair, oscd_before
 
-CITIES = ("abudhabi", "aguasclaras", "bercy", "bordeaux", "cupertino", "hongkong", "mumbai")
-BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
-BEFORE, AFTER = dt.date(2017, 5, 1), dt.date(2018, 5, 1)
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+try:  # run as `python bench/type_accuracy.py` or imported as bench.type_accuracy
+    from scenes import CITIES, DEFAULT_DATA
+except ImportError:  # pragma: no cover
+    from bench.scenes import CITIES, DEFAULT_DATA
+
 #: Vegetated ground to plant into; scenes with little of it (desert, dense city) plant into their
 #: greenest 20 % instead, so every city is scored.
 MIN_NDVI = 0.45
@@ -103,26 +99,18 @@ def score(name, patches, clues, truth_geoms, truth_types, truth_ids, scored, mat
 
 
 def oscd_scene(data: Path, city: str, seed: int, materials: str, work: Path) -> SceneScore:
-    sensor = SensorConfig(preset="sentinel2_l1c")
-    acq = acquisition_from_path(data / "oscd" / city / "imgs_1", sensor)
-    ds = LocalSource(None, sensor, [acq]).load([acq], BANDS, acq.grid, 512).compute()
-    grid, before = acq.grid, {b: ds[b].values[0] for b in BANDS}
+    grid, before = oscd_before(data, city)
     with np.errstate(invalid="ignore", divide="ignore"):
         nd = (before["B08"] - before["B04"]) / (before["B08"] + before["B04"])
     min_ndvi = min(MIN_NDVI, float(np.nanquantile(nd, 0.8)))
     after, blobs = plant_disturbances(
         before, seed=seed, n_blobs=24, materials=materials, min_ndvi=min_ndvi
     )
-    source = MemorySource(grid, {BEFORE: before, AFTER: after})
-    windows = TimeWindow(BEFORE, BEFORE), TimeWindow(AFTER, AFTER)
-    b = source.load(source.search(grid, windows[0]), BANDS, grid, 256)
-    a = source.load(source.search(grid, windows[1]), BANDS, grid, 256)
-    options = AnalysisOptions(city, chips=False, chip_size=64)
-    result = analyse(b, a, grid, *windows, options, work / city)
-    truth = []
-    for blob in blobs:
-        (geom,) = polygonise(blob.mask.astype(np.int32), grid.transform).values()
-        truth.append(geom)
+    result = analyse_pair(grid, before, after, work, city)
+    truth = [
+        next(iter(polygonise(blob.mask.astype(np.int32), grid.transform).values()))
+        for blob in blobs
+    ]
     return score(
         city,
         result.patches,
