@@ -59,3 +59,22 @@ def test_change_type_with_varied_materials(shared_data, tmp_path):
         assert q.type_accuracy >= 0.80, summary
         hits, right = hits + q.hits, right + q.type_right
     assert right / hits >= 0.85, f"type right for {right} of {hits} hits"
+
+
+@pytest.mark.slow
+def test_a_second_overpass_with_nothing_changed_gives_almost_no_clue(shared_data, tmp_path):
+    """The planting helper with nothing planted, in all seven cities: the after image is the
+    before image with a calibration gain, an offset and fresh sensor noise, as a second overpass
+    over unchanged ground looks. Every clue is a false alarm sent into the field.
+
+    One small clue is tolerated: in hazy Mumbai the blue band's contrast is so low that the added
+    noise (on top of the noise the before image already has, unlike a real pair) biases the gain
+    fit to 1.064 instead of 1.03, and a bright 13-pixel roof cluster passes."""
+    false_clues = []
+    for city in ("abudhabi", "aguasclaras", "bercy", "bordeaux", "cupertino", "hongkong", "mumbai"):
+        grid, before = oscd_before(shared_data, city)
+        after, blobs = plant_disturbances(before, seed=1, n_blobs=0)
+        assert blobs == []
+        result = analyse_pair(grid, before, after, tmp_path, city)
+        false_clues += [(city, round(c.area_m2)) for c in result.clues]
+    assert len(false_clues) <= 1 and all(area < 2000 for _, area in false_clues), false_clues

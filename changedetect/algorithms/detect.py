@@ -58,16 +58,23 @@ from .indices import bsi, mndwi, ndbi, ndvi
 
 #: Default per-pixel false-alarm rate of the stand-alone test (Gaussian no-change model). Real
 #: imagery has heavier tails than Gaussian noise, so the realised rate on unchanged ground is higher.
+#: Origin: a conventional "5 sigma"-class level (z = 4.75) for a test applied to 10^6-10^8 pixels,
+#: so that pure noise yields about one pixel per Mpx (tests/test_detect.py checks the rate).
 DEFAULT_FALSE_ALARM_RATE = 1e-6
-#: Default per-pixel level of the neighbourhood-supported test.
+#: Default per-pixel level of the neighbourhood-supported test. Origin: a weak per-pixel level
+#: (z = 1.9) made strict by the majority rule below: under independent noise the chance that 41
+#: of 81 pixels pass it together is below 1e-30.
 DEFAULT_SUPPORT_LEVEL = 0.03
-#: Default edge (pixels) of the neighbourhood whose majority must agree for the supported test.
+#: Default edge (pixels) of the neighbourhood whose majority must agree for the supported test
+#: (the pipeline derives it from `detection.support_m`, 90 m of ground: 9 px at 10 m).
 DEFAULT_SUPPORT_SIZE = 9
-#: Default edge of the median filter on the band differences.
+#: Default edge of the median filter on the band differences: the smallest odd window, which
+#: removes one-pixel misregistration edges and speckle without moving object borders.
 DEFAULT_MEDIAN_SIZE = 3
-#: Share of the neighbourhood that must pass the supported test.
+#: Share of the neighbourhood that must pass the supported test: a majority.
 SUPPORT_SHARE = 0.5
-#: NDVI above which ground counts as densely vegetated (after dark-object subtraction).
+#: NDVI above which ground counts as densely vegetated (after dark-object subtraction): closed
+#: canopy and green crops lie above 0.5, sparse cover and grass below (the usual NDVI classes).
 VEGETATED_NDVI = 0.5
 #: NDVI below which a pixel's spectrum counts as bare or built ground for the surface-material
 #: features (the classifier's BARE_NDVI, 0.22, plus a margin for haze, which lowers NDVI).
@@ -81,13 +88,17 @@ BARE_FEATURE_NDVI = 0.3
 #: Taizhou F1 0.836 / 0.837 / 0.841, dark spoil quarries missed 6 / 3 / 1 of 15 on the planted
 #: bench, but at 0.2 sensor noise lets bare harvested soil through (tests/test_detect.py).
 BARE_AFTER_NDVI = 0.17
-#: MNDWI above which a pixel counts as open water (after dark-object subtraction).
+#: MNDWI above which a pixel counts as open water (after dark-object subtraction): Xu (2006)'s
+#: threshold of the modified normalised difference water index.
 WATER_MNDWI = 0.0
-#: Percentile of a band taken as its dark-object value.
+#: Percentile of a band taken as its dark-object value (dark-object subtraction, Chavez 1988; a
+#: low percentile rather than the minimum, which is one noisy or defective pixel).
 DARK_PERCENTILE = 0.1
-#: Percentile of the temporal spread taken as the sensor-noise floor (the quietest pixels).
+#: Percentile of the temporal spread taken as the sensor-noise floor: the quietest pixels (deep
+#: water, dense shadow, stable rooftops) vary by sensor noise alone.
 NOISE_PERCENTILE = 15.0
-#: Edge of the box over which brightness is averaged for the brightening rule (mixed pixels).
+#: Edge of the box over which brightness is averaged for the brightening rule: the smallest
+#: window that evens out mixed pixels at a patch's rim.
 BRIGHTNESS_BOX = 3
 #: A grid up to this many pixels is sampled whole; larger grids through a lattice of windows.
 FULL_SAMPLE_PIXELS = 768 * 768
