@@ -20,6 +20,7 @@ from changedetect.algorithms.clues import (
     object_features,
     priority_for,
 )
+from changedetect.errors import ChangeDetectError
 from changedetect.models import Patch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,19 @@ def test_model_round_trips_and_refuses_other_features():
     other = model.to_json() | {"features": ["ndvi", *OBJECT_FEATURES[1:]]}
     with pytest.raises(ValueError, match="rebuild it with bench/train_clue_model.py"):
         ClueModel.from_json(other)
+
+
+def test_an_unreadable_model_is_a_clear_error(tmp_path):
+    broken = tmp_path / "model.json"
+    broken.write_text('{"name": "m", "version": "1", "features": ')
+    with pytest.raises(ChangeDetectError, match="model.json cannot be read.*train_clue_model"):
+        load_clue_model(broken)
+    with pytest.raises(ChangeDetectError, match="cannot be read"):
+        load_clue_model(tmp_path / "absent.json")
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(load_clue_model().to_json() | {"features": ["ndvi"]}))
+    with pytest.raises(ChangeDetectError, match="rebuild it with bench/train_clue_model.py"):
+        load_clue_model(stale)
 
 
 def test_a_missing_feature_counts_as_its_mean():

@@ -34,3 +34,18 @@ def test_dockerfile_copies_the_package_and_runs_as_non_root():
         assert f"COPY {needed}" in text or f" {needed} " in text
     user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert user and user[-1] not in ("root", "0")
+
+
+def test_the_wheel_carries_the_package_data(tmp_path):
+    """The clue model and the demo config are read from the installed package, offline."""
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         str(ROOT), "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("changedetect-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"changedetect/data/clue_model.json", "changedetect/data/demo.yaml"} <= names

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ChangeDetectError
 from ..models import Patch
 from ..types import ConfidenceLevel, Priority
 
@@ -168,11 +169,18 @@ def fit_logistic(
 @functools.lru_cache(maxsize=4)
 def load_clue_model(path: str | Path | None = None) -> ClueModel:
     """The shipped clue model (no network), or the one at `path`."""
-    if path is None:
-        text = resources.files("changedetect").joinpath("data", MODEL_FILE).read_text("utf-8")
-    else:
-        text = Path(path).read_text("utf-8")
-    return ClueModel.from_json(json.loads(text))
+    where = path or f"changedetect/data/{MODEL_FILE}"
+    try:
+        if path is None:
+            text = resources.files("changedetect").joinpath("data", MODEL_FILE).read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        return ClueModel.from_json(json.loads(text))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ChangeDetectError(
+            f"clue model {where} cannot be read ({exc}); reinstall the package or rebuild the "
+            "model with bench/train_clue_model.py"
+        ) from exc
 
 
 def confidence_level(confidence: float) -> ConfidenceLevel:
