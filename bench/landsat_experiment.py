@@ -24,6 +24,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from changedetect.algorithms.detect import detect_change
+from changedetect.config import DetectionConfig
 
 try:  # run as `python bench/landsat_experiment.py` or imported as bench.landsat_experiment
     from oscd_experiment import as_composite, predicted_mask, scores
@@ -58,6 +59,8 @@ def main() -> None:
     kwargs = json.loads(args.kw)
     start = time.perf_counter()
     before, after, changed, unchanged = load(args.data)
+    # the pipeline's neighbourhood: detection.support_m of ground at this pixel size
+    kwargs.setdefault("support_size", DetectionConfig().support_pixels(PIXEL_M))
     layers = detect_change(
         as_composite(before, dt.date(2000, 3, 17), chunk=128),
         as_composite(after, dt.date(2003, 3, 17), chunk=128),
