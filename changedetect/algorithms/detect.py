@@ -79,14 +79,14 @@ VEGETATED_NDVI = 0.5
 #: NDVI below which a pixel's spectrum counts as bare or built ground for the surface-material
 #: features (the classifier's BARE_NDVI, 0.22, plus a margin for haze, which lowers NDVI).
 BARE_FEATURE_NDVI = 0.3
-#: NDVI (after dark-object subtraction, from 3x3 means of red and NIR) below which the ground
-#: after is bare: rock, spoil and dark soil lie at about 0.05-0.15, a harvested field keeps
-#: stubble and litter (0.2 and more) and a drying crop its leaves. Vegetation that gave way to
-#: bare ground is a disturbance even when the ground is dark (coal spoil, shale, asphalt); the
-#: "faded without brightening" rule is for harvests. 0.17 sits between the two ranges, nearer
-#: the residue side. Also run: 0.1 / 0.15 / 0.2 (per-pixel NDVI): the demo does not move,
-#: Taizhou F1 0.836 / 0.837 / 0.841, dark spoil quarries missed 6 / 3 / 1 of 15 on the planted
-#: bench, but at 0.2 sensor noise lets bare harvested soil through (tests/test_detect.py).
+#: NDVI (after dark-object subtraction, on its 3x3 median) below which the ground after is bare:
+#: rock, spoil and dark soil lie at about 0.05-0.15, a harvested field keeps stubble and litter
+#: (0.2 and more) and a drying crop its leaves. Vegetation that gave way to bare ground is a
+#: disturbance even when the ground is dark (coal spoil, shale, asphalt); the "faded without
+#: brightening" rule is for harvests. 0.17 sits between the two ranges, nearer the residue side.
+#: The median, not the pixel's own NDVI (mostly noise on a dark surface: bare harvested soil
+#: slipped through, tests/test_detect.py) nor a box mean (it blends a small site into the forest
+#: around it: 6 of 15 small dark-spoil quarries were missed on the planted bench, 2 now).
 BARE_AFTER_NDVI = 0.17
 #: MNDWI above which a pixel counts as open water (after dark-object subtraction): Xu (2006)'s
 #: threshold of the modified normalised difference water index.
@@ -335,8 +335,7 @@ def _support_share(passing: np.ndarray, size: int) -> np.ndarray:
 def _surface_state(
     b: np.ndarray, a: np.ndarray, dark_b: np.ndarray, dark_a: np.ndarray
 ) -> np.ndarray:
-    """NDVI, MNDWI, absorbing-band and NIR brightness per date, and the red after, dark-object
-    corrected (9, y, x)."""
+    """NDVI, MNDWI, absorbing-band and NIR brightness per date, dark-object corrected (8, y, x)."""
     bc = np.maximum(b - dark_b[:, None, None], 0.0)
     ac = np.maximum(a - dark_a[:, None, None], 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -349,7 +348,6 @@ def _surface_state(
             ac[_ABSORBING].mean(axis=0),
             bc[_B08],
             ac[_B08],
-            ac[_B04],
         ]
     return np.stack(layers).astype(np.float32)
 
@@ -369,7 +367,7 @@ def _box_brightness(state: np.ndarray, size: int) -> np.ndarray:
 def _brightening(state: np.ndarray) -> np.ndarray:
     """log of the after / before ratio of the geometric mean of absorbing-band and NIR
     brightness (> 0: the ground got brighter, as when a canopy is removed)."""
-    abs_b, abs_a, nir_b, nir_a = state[4:8]
+    _, _, _, _, abs_b, abs_a, nir_b, nir_a = state
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = (abs_a * nir_a) / (abs_b * nir_b)
         return (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
@@ -381,13 +379,14 @@ def _plausible(state: np.ndarray) -> np.ndarray:
     "Brighter" compares the geometric mean of absorbing-band and NIR brightness, so each side of
     the red edge weighs the same whatever its absolute level.
     """
-    ndvi_b, ndvi_a, mndwi_b, mndwi_a, abs_b, abs_a, nir_b, nir_a, red_a = state
+    ndvi_b, ndvi_a, mndwi_b, mndwi_a, abs_b, abs_a, nir_b, nir_a = state
     with np.errstate(invalid="ignore", divide="ignore"):
         vegetated_after = ndvi_a > VEGETATED_NDVI
         water = (mndwi_b > WATER_MNDWI) | (mndwi_a > WATER_MNDWI)
         not_brighter = abs_a * nir_a <= abs_b * nir_b
-        # from the box means of red and NIR: a dark surface's per-pixel NDVI is mostly noise
-        bare_after = ndvi(red_a, nir_a) < BARE_AFTER_NDVI
+        # on the 3x3 median of NDVI: a dark surface's own NDVI is mostly noise, and a box mean
+        # would blend a small site into the vegetation around it
+        bare_after = median3x3(np.nan_to_num(ndvi_a, nan=1.0)) < BARE_AFTER_NDVI
         faded = (ndvi_b > VEGETATED_NDVI) & not_brighter & ~bare_after
     return ~(vegetated_after | water | faded)
 
