@@ -34,7 +34,8 @@ from ..types import ConfidenceLevel, Priority
 OBJECT_FEATURES = ("log_evidence", "score", "log_pixels", "compactness", "solidity")
 #: The shipped model (package data).
 MODEL_FILE = "clue_model.json"
-#: Confidence levels: at or above "high" most such clues are real; below "medium" most are not.
+#: Confidence levels, read as probabilities: "medium" from 0.5 (more likely real than not),
+#: "high" from 0.8 (four in five such clues are real); below 0.5, "low".
 HIGH_CONFIDENCE, MEDIUM_CONFIDENCE = 0.8, 0.5
 
 
