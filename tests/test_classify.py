@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from changedetect.algorithms.classify import (
     MOSAIC_ANGLE_DEG,
@@ -148,3 +150,19 @@ def test_statistics_without_surface_features_fall_back_to_colour():
     assert np.isnan(spectral_angle_spread(red))
     assert classify_patch(red) == "quarry"
     assert classify_patch(grey) == "construction"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(QUARRY_ROCKS + ["concrete", "asphalt", "metal_roof"]),
+    mosaic_of=st.sampled_from(
+        [None, ("concrete", "blue_roof", "site_soil"), ("asphalt", "metal_roof", "site_soil")]
+    ),
+    light=st.floats(0.6, 1.5),
+    seed=st.integers(0, 1000),
+)
+def test_the_type_of_bare_ground_does_not_depend_on_illumination(name, mosaic_of, light, seed):
+    """Sun angle, slope and a sensor's gain scale every band alike: the type of bare or built
+    ground must not change with them (ratios, angles and log spreads are blind to a scale)."""
+    pixels = mosaic(list(mosaic_of), seed=seed) if mosaic_of else rock_face(name, seed=seed)
+    assert classify_patch(patch_stats(pixels * light)) == classify_patch(patch_stats(pixels))
