@@ -315,6 +315,19 @@ class OutputConfig(_Model):
     def state_path(self) -> Path:
         return self.state_file if self.state_file is not None else self.dir / "state.json"
 
+    def alerts_path(self) -> Path:
+        """The alert state: ``alerts.json`` beside the run state."""
+        return self.state_path().parent / "alerts.json"
+
+
+class AlertsConfig(_Model):
+    """How a suspect change is followed across nights."""
+
+    confirm_after: int = Field(default=2, ge=1, le=20)
+    """Later clear observations that must show a change again before its alert is `confirmed`
+    (the first sighting makes it `probable`; a clear night showing the ground as before, while
+    it is still probable, makes it `dropped`)."""
+
 
 class DaskConfig(_Model):
     """Where the heavy array work runs when the Prefect flow (`flows/nightly.py`) runs it."""
@@ -366,6 +379,7 @@ class RunConfig(_Model):
     detection: DetectionConfig = DetectionConfig()
     zones: ZonesConfig | None = None
     output: OutputConfig = OutputConfig()
+    alerts: AlertsConfig = AlertsConfig()
     tracker: TrackerConfig = TrackerConfig()
     dask: DaskConfig = DaskConfig()
 

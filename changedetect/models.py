@@ -152,6 +152,14 @@ class PatchClue:
     status: str = "new"
     model: str | None = None
     """The model that gave `confidence` (name@version)."""
+    alert_id: str | None = None
+    """The alert this clue continues or opens (runs from a config; None for `compare`)."""
+    alert_status: str | None = None
+    """`probable` (first sighting) or `confirmed` (seen again on later clear nights)."""
+    first_detected: str | None = None
+    last_detected: str | None = None
+    supporting_observations: int | None = None
+    """Clear nights that showed the change, this one included."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def properties(self) -> dict[str, Any]:
@@ -177,6 +185,11 @@ class PatchClue:
             "chip_after": self.chip_after,
             "status": self.status,
             "model": self.model,
+            "alert_id": self.alert_id,
+            "alert_status": self.alert_status,
+            "first_detected": self.first_detected,
+            "last_detected": self.last_detected,
+            "supporting_observations": self.supporting_observations,
         }
         props.update(self.extra)
         return props
@@ -194,6 +207,9 @@ class AoiResult:
     patches: list[Patch] = field(default_factory=list)
     note: str | None = None
     """Why the AOI produced nothing this time (e.g. no new acquisition), None when it ran."""
+    alerts: list[Any] | None = None
+    """The AOI's alert state after this run (changedetect.algorithms.alerts.Alert), for
+    :func:`changedetect.pipeline.record_aoi`; None when the run does not follow alerts."""
 
     def counts_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}

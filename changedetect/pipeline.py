@@ -22,6 +22,7 @@ import xarray as xr
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
+from .algorithms.alerts import Alert, Observation, advance
 from .algorithms.classify import classify_patch
 from .algorithms.clues import confidence_level, load_clue_model, object_features, priority_for
 from .algorithms.composite import composite
@@ -63,7 +64,7 @@ from .models import (
     PatchClue,
     TimeWindow,
 )
-from .state import AoiState, RunState
+from .state import AlertBook, AoiState, RunState
 from .types import ANALYSIS_BANDS
 
 log = logging.getLogger(__name__)
@@ -325,23 +326,89 @@ def analyse_aoi(
     zones: ZoneIndex | None = None,
     progress: Progress | None = None,
 ) -> AoiResult:
-    """Detect change between the plan's stacks and publish the outputs in `plan.out_dir`."""
-    return analyse(
+    """Detect change between the plan's stacks, follow each clue's alert across nights
+    (:func:`follow_alerts`, from the config's alert state) and publish the outputs in
+    `plan.out_dir`."""
+    options = AnalysisOptions.from_config(config, plan.aoi)
+    result = analyse(
         before_stack,
         after_stack,
         plan.grid,
         plan.before_window,
         plan.after_window,
-        AnalysisOptions.from_config(config, plan.aoi),
+        options,
         plan.out_dir,
         zones=zones,
         limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
         progress=progress or log.info,
     )
+    book = AlertBook(config.output.alerts_path())
+    follow_alerts(book, plan, result, confirm_after=config.alerts.confirm_after)
+    return result
 
 
-def record_aoi(state: RunState, plan: AoiPlan, result: AoiResult) -> None:
-    """Advance `state` past the plan's acquisitions; call once every output is in place."""
+def night_of(plan: AoiPlan) -> str:
+    """The night an AOI's run stands for: the date of its newest after acquisition."""
+    return plan.newest.date().isoformat()
+
+
+#: A night sees an alert's site when at least this share of its footprint has valid data.
+SEEN_SHARE = 0.5
+
+
+def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:
+    """What the night's change raster shows over an alert's footprint (WGS84): "unobserved" when
+    clouds or no data hide most of it, "changed" when a clue covers part of it, else
+    "unchanged" (the change test ran there and found nothing)."""
+    local = reproject_geometry(footprint, WGS84, grid.crs)
+    with rasterio.open(change_path) as src:
+        full = rasterio.windows.Window(0, 0, src.width, src.height)
+        window = rasterio.windows.from_bounds(*local.bounds, transform=src.transform)
+        try:
+            window = window.round_offsets().round_lengths().intersection(full)
+        except rasterio.errors.WindowError:  # the site lies outside this grid
+            return "unobserved"
+        score = src.read(1, window=window, masked=True).filled(np.nan)
+        inside = rasterio.features.geometry_mask(
+            [local], out_shape=score.shape, transform=src.window_transform(window), invert=True,
+            all_touched=True,
+        )  # fmt: skip
+    values = score[inside]
+    if values.size == 0 or np.isfinite(values).mean() < SEEN_SHARE:
+        return "unobserved"
+    return "changed" if np.nanmax(values) > 0 else "unchanged"
+
+
+def follow_alerts(book: AlertBook, plan: AoiPlan, result: AoiResult, *, confirm_after: int) -> None:
+    """Continue or open an alert for each of the night's clues and see whether the night shows
+    the sites of the other alerts. The clues (and their GeoJSON) get their alert's state and
+    `result` the AOI's new alert state, which :func:`record_aoi` stores once every output is in
+    place. Re-running a night counts nothing twice."""
+    change = result.files.get("change")
+
+    def observe(alert: Alert) -> Observation:
+        return (
+            "unobserved" if change is None else site_observation(change, plan.grid, alert.footprint)
+        )
+
+    alerts, of_clue = advance(
+        book.get(plan.aoi), night_of(plan), result.clues, observe, confirm_after=confirm_after
+    )
+    for clue in result.clues:
+        alert = of_clue[clue.clue_id]
+        clue.alert_id, clue.alert_status = alert.alert_id, alert.status
+        clue.first_detected, clue.last_detected = alert.first_detected, alert.last_detected
+        clue.supporting_observations = alert.supporting
+    if "clues" in result.files:
+        write_clues_geojson(result.clues, result.files["clues"])
+    result.alerts = alerts
+
+
+def record_aoi(state: RunState, plan: AoiPlan, result: AoiResult, book: AlertBook) -> None:
+    """Store the AOI's alert state in `book` and advance `state` past the plan's acquisitions;
+    call once every output is in place (a run killed before leaves both as they were)."""
+    if result.alerts is not None:
+        book.record(plan.aoi, result.alerts)
     finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     state.record(plan.aoi, AoiState(plan.newest, finished, len(result.clues), str(plan.out_dir)))
 
@@ -364,7 +431,7 @@ def run_aoi(
     before_stack, after_stack = load_aoi(config, plan, source)
     result = analyse_aoi(config, plan, before_stack, after_stack, zones=zones, progress=say)
     if state is not None:
-        record_aoi(state, plan, result)
+        record_aoi(state, plan, result, AlertBook(config.output.alerts_path()))
     return result
 
 

@@ -1,4 +1,5 @@
-"""Durable run state: per AOI, the newest acquisition a successful run has analysed.
+"""Durable run state: per AOI, the newest acquisition a successful run has analysed, and the
+alert state of its suspect changes.
 
 Nightly runs read it to process only what is new, and write it only after every output of an AOI
 is in place, so a run that fails or is killed is simply redone the next night.
@@ -7,10 +8,14 @@ is in place, so a run that fails or is killed is simply redone the next night.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from shapely.geometry import mapping, shape
+
+from .algorithms.alerts import Alert
 from .errors import ConfigError
 from .io.atomic import atomic_path
 
@@ -29,6 +34,19 @@ class AoiState:
     out_dir: str
 
 
+def _read_per_aoi(path: Path, version: int, what: str, remedy: str) -> dict:
+    """The per-AOI entries of a versioned state file ({} when there is none yet)."""
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("version") != version:
+            raise ValueError(f"version {doc.get('version')!r}, expected {version}")
+        return dict(doc["aois"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{what} is unreadable ({exc}); {remedy}") from None
+
+
 class RunState:
     """The state file of a run configuration (JSON, rewritten atomically)."""
 
@@ -36,18 +54,12 @@ class RunState:
         self.path = Path(path)
 
     def _read(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-            if doc.get("version") != STATE_VERSION:
-                raise ValueError(f"version {doc.get('version')!r}, expected {STATE_VERSION}")
-            return dict(doc["aois"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"run state {self.path} is unreadable ({exc}); move it away to start afresh "
-                "(the next run then analyses the whole after window)"
-            ) from None
+        return _read_per_aoi(
+            self.path,
+            STATE_VERSION,
+            f"run state {self.path}",
+            "move it away to start afresh (the next run then analyses the whole after window)",
+        )
 
     def get(self, aoi: str) -> AoiState | None:
         entry = self._read().get(aoi)
@@ -70,3 +82,74 @@ class RunState:
         doc = {"version": STATE_VERSION, "aois": aois}
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+ALERTS_VERSION = 1
+
+
+class AlertBook:
+    """The alert state of every AOI (changedetect.algorithms.alerts), beside the run state: a
+    JSON file rewritten atomically, so a run killed before it records leaves it as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, list]:
+        return _read_per_aoi(
+            self.path,
+            ALERTS_VERSION,
+            f"alert state {self.path}",
+            "restore it from a backup, or move it away to start afresh (every alert is then new "
+            "again)",
+        )
+
+    def get(self, aoi: str) -> list[Alert]:
+        try:
+            return [_alert_from_json(e) for e in self._read().get(aoi, [])]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"alert state {self.path}, AOI {aoi}: bad entry ({exc})") from None
+
+    def history_before(self, aoi: str, night: str) -> str:
+        """A digest of `aoi`'s alert history before `night`: all the alert state of that night's
+        clues depends on (re-running a night counts nothing twice), so a cached analysis of the
+        night stays valid however often the night is recorded."""
+        history = sorted(
+            [
+                a.alert_id,
+                [n for n in a.nights if n < night],
+                a.dropped_on if a.dropped_on is not None and a.dropped_on < night else None,
+            ]
+            for a in self.get(aoi)
+            if a.first_detected < night
+        )
+        return hashlib.sha256(json.dumps(history).encode()).hexdigest()[:16]
+
+    def record(self, aoi: str, alerts: list[Alert]) -> None:
+        """Store `alerts` for `aoi`, keeping the other AOIs' entries."""
+        aois = self._read()
+        aois[aoi] = [_alert_to_json(a) for a in alerts]
+        doc = {"version": ALERTS_VERSION, "aois": aois}
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _alert_to_json(alert: Alert) -> dict:
+    entry = asdict(alert)
+    entry["footprint"] = mapping(alert.footprint)
+    entry["nights"] = list(alert.nights)
+    return entry
+
+
+def _alert_from_json(entry: dict) -> Alert:
+    return Alert(
+        alert_id=str(entry["alert_id"]),
+        footprint=shape(entry["footprint"]),
+        status=entry["status"],
+        first_detected=str(entry["first_detected"]),
+        last_detected=str(entry["last_detected"]),
+        supporting=int(entry["supporting"]),
+        nights=tuple(str(n) for n in entry["nights"]),
+        change_type=str(entry["change_type"]),
+        clue_id=str(entry["clue_id"]),
+        dropped_on=entry.get("dropped_on"),
+    )

@@ -45,7 +45,7 @@ from changedetect.io.sources.base import ImagerySource
 from changedetect.io.zones import ZoneIndex
 from changedetect.models import TimeWindow
 from changedetect.pipeline import after_window, make_source, record_aoi, run_state, zone_index
-from changedetect.state import RunState
+from changedetect.state import AlertBook, RunState
 
 from .cluster import scheduler_address
 from .report import AoiRecord, RunRecord, markdown_report, write_run_records
@@ -138,7 +138,8 @@ def _run_aoi(ctx: _Context, aoi: str) -> AoiRecord:
                     looked = steps.look_back(ctx.sink, ctx.config, plan, quote(stacks))
                 logger.info(f"[{aoi}] look-back: {looked}")
             if ctx.state is not None:
-                record_aoi(ctx.state, plan, detected.result)
+                book = AlertBook(ctx.config.output.alerts_path())
+                record_aoi(ctx.state, plan, detected.result, book)
             record.published(detected.result, handed, cached=cached)
             logger.info(
                 f"[{aoi}] published {record.clues} clue(s) in {plan.out_dir}, "

@@ -37,8 +37,15 @@ from changedetect.handoff import ClueSink, TrackerSink
 from changedetect.io.sources.base import ImagerySource
 from changedetect.io.zones import ZoneIndex
 from changedetect.models import Acquisition, AoiResult, TimeWindow
-from changedetect.pipeline import AoiPlan, analyse_aoi, footprint_measure, load_aoi, plan_aoi
-from changedetect.state import RunState
+from changedetect.pipeline import (
+    AoiPlan,
+    analyse_aoi,
+    footprint_measure,
+    load_aoi,
+    night_of,
+    plan_aoi,
+)
+from changedetect.state import AlertBook, RunState
 
 from .cluster import dask_scheduler
 
@@ -182,6 +189,9 @@ def detect_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         "out_dir": str(Path(plan.out_dir).absolute()),
         "before": [_acquisition_key(a) for a in plan.before],
         "after": [_acquisition_key(a) for a in plan.after],
+        # the clues carry their alerts' state, which depends on the nights before this one
+        "alerts": AlertBook(config.output.alerts_path()).history_before(plan.aoi, night_of(plan)),
+        "confirm_after": config.alerts.confirm_after,
     }
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     return f"changedetect-detect-{plan.aoi}-{digest[:32]}"

@@ -33,7 +33,7 @@ from changedetect.handoff import JsonlLedger
 from changedetect.io.sources.local import LocalSource
 from changedetect.models import PatchClue
 from changedetect.pipeline import run
-from changedetect.state import RunState
+from changedetect.state import AlertBook, RunState
 from changedetect.testing.rasters import make_grid, truncate_file, write_multiband
 from flows.cluster import SCHEDULER_ENV, dask_scheduler, scheduler_address
 from flows.nightly import build_deployment, main, nightly
@@ -268,6 +268,24 @@ def test_running_the_same_night_again_changes_nothing_and_hands_on_nothing(
         k: v[0] for k, v in published.items()
     }
     assert ledger_ids(out) == handed
+
+
+def test_the_flow_follows_a_site_across_nights(prefect_harness, tmp_path):
+    config = write_region(tmp_path)
+    first = nightly(config=config).aois[0]
+    assert first.status == "published"
+    grid = make_grid("EPSG:32649", left=500_000.0, shape=SHAPE)
+    for day, seed in (("20250602", 3), ("20250617", 5)):
+        arrays = scene_dn(SHAPE, seed, quarry=True)
+        write_multiband(tmp_path / "imagery" / f"valley_{day}.tif", arrays, grid, nodata=0)
+        record = nightly(config=config).aois[0]
+        assert record.status == "published" and not record.cached
+    doc = json.loads((tmp_path / "out" / "valley" / "20250617" / "clues.geojson").read_text())
+    (props,) = [f["properties"] for f in doc["features"]]
+    assert (props["alert_status"], props["supporting_observations"]) == ("confirmed", 3)
+    assert (props["first_detected"], props["last_detected"]) == ("2025-05-08", "2025-06-17")
+    (alert,) = AlertBook(tmp_path / "out" / "alerts.json").get("valley")
+    assert (alert.status, alert.supporting, alert.alert_id) == ("confirmed", 3, props["alert_id"])
 
 
 def test_the_analysis_runs_on_a_dask_cluster_with_the_same_clues(prefect_harness, tmp_path):

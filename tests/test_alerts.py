@@ -1,0 +1,279 @@
+"""Alert state across nights: probable, confirmed by later clear observations, or dropped."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from shapely.geometry import box
+
+from changedetect import pipeline
+from changedetect.algorithms.alerts import Alert, advance
+from changedetect.config import load_config
+from changedetect.errors import ConfigError
+from changedetect.pipeline import run
+from changedetect.state import AlertBook, RunState
+from changedetect.testing.rasters import make_grid, write_multiband
+
+from .conftest import ROCK
+from .test_cli import scene_dn
+
+QUARRY = box(108.80, 33.90, 108.81, 33.91)
+ELSEWHERE = box(108.90, 33.90, 108.91, 33.91)
+
+
+@dataclass(frozen=True)
+class Clue:
+    clue_id: str
+    geometry_wgs84: object
+    change_type: str
+
+
+def clue(cid: str, geom=QUARRY, change_type: str = "quarry") -> Clue:
+    return Clue(cid, geom, change_type)
+
+
+def never(_: Alert) -> str:
+    raise AssertionError("no alert should need observing here")
+
+
+def unchanged(_: Alert) -> str:
+    return "unchanged"
+
+
+def unobserved(_: Alert) -> str:
+    return "unobserved"
+
+
+def nights(*steps, confirm_after=2):
+    """Run `advance` over (night, clues, observe) steps; the alerts after each."""
+    alerts: list[Alert] = []
+    history = []
+    for night, clues, observe in steps:
+        alerts, of_clue = advance(alerts, night, clues, observe, confirm_after=confirm_after)
+        history.append((alerts, of_clue))
+    return history
+
+
+def test_first_seen_is_probable():
+    ((alerts, of_clue),) = nights(("2025-05-01", [clue("c1")], never))
+    (alert,) = alerts
+    assert (alert.status, alert.supporting, alert.first_detected, alert.last_detected) == (
+        "probable", 1, "2025-05-01", "2025-05-01",
+    )  # fmt: skip
+    assert of_clue["c1"] is alert
+
+
+def test_confirmed_after_two_later_clear_observations():
+    history = nights(
+        ("2025-05-01", [clue("c1")], never),
+        ("2025-05-06", [clue("c2")], never),
+        ("2025-05-11", [clue("c3")], never),
+    )
+    statuses = [h[0][0].status for h in history]
+    assert statuses == ["probable", "probable", "confirmed"]
+    alert = history[-1][0][0]
+    assert (alert.supporting, alert.first_detected, alert.last_detected, alert.clue_id) == (
+        3, "2025-05-01", "2025-05-11", "c3",
+    )  # fmt: skip
+    assert len(history[-1][0]) == 1  # one site, one alert
+
+
+def test_confirm_after_is_configurable():
+    history = nights(
+        ("2025-05-01", [clue("c1")], never), ("2025-05-06", [clue("c2")], never), confirm_after=1
+    )
+    assert history[-1][0][0].status == "confirmed"
+    with pytest.raises(ValueError, match="confirm_after"):
+        advance([], "2025-05-01", [], never, confirm_after=0)
+
+
+def test_a_clear_night_showing_the_ground_as_before_drops_a_probable_alert_and_keeps_it():
+    history = nights(
+        ("2025-05-01", [clue("cloud-edge")], never),
+        ("2025-05-06", [], unchanged),
+    )
+    (alert,) = history[-1][0]
+    assert (alert.status, alert.dropped_on, alert.supporting) == ("dropped", "2025-05-06", 1)
+    # and a later clue at the same place opens a new alert instead of reviving it
+    again, of_clue = advance(history[-1][0], "2025-05-11", [clue("c9")], never)
+    assert len(again) == 2 and of_clue["c9"].status == "probable"
+    assert of_clue["c9"].alert_id != alert.alert_id
+
+
+def test_a_night_that_does_not_see_the_site_changes_nothing():
+    history = nights(
+        ("2025-05-01", [clue("c1")], never),
+        ("2025-05-06", [], unobserved),
+        ("2025-05-11", [clue("c2")], never),
+        ("2025-05-16", [clue("c3")], never),
+    )
+    assert [h[0][0].status for h in history] == ["probable", "probable", "probable", "confirmed"]
+
+
+def test_a_confirmed_alert_is_not_dropped_by_a_quiet_night():
+    history = nights(
+        ("2025-05-01", [clue("c1")], never),
+        ("2025-05-06", [clue("c2")], never),
+        ("2025-05-11", [clue("c3")], never),
+        ("2025-05-16", [], unchanged),
+    )
+    assert history[-1][0][0].status == "confirmed"
+
+
+def test_re_running_a_night_counts_nothing_twice():
+    first, of_clue = advance([], "2025-05-01", [clue("c1"), clue("e1", ELSEWHERE)], never)
+    again, of_clue_again = advance(first, "2025-05-01", [clue("c1"), clue("e1", ELSEWHERE)], never)
+    assert again == first and of_clue_again == of_clue
+    second, _ = advance(first, "2025-05-06", [clue("c2")], unchanged)
+    twice, _ = advance(second, "2025-05-06", [clue("c2")], unchanged)
+    assert twice == second
+    by_site = {a.clue_id: a for a in twice}
+    assert by_site["c2"].supporting == 2
+    assert by_site["e1"].status == "dropped"  # probable and unseen on the second night
+
+
+def test_clues_that_barely_touch_an_alert_open_their_own():
+    sliver = box(108.8095, 33.90, 108.8195, 33.91)  # 5 % of the quarry's box
+    alerts, of_clue = advance(nights(("2025-05-01", [clue("c1")], never))[0][0],
+                              "2025-05-06", [clue("c2", sliver)], unobserved)  # fmt: skip
+    assert len(alerts) == 2 and of_clue["c2"].supporting == 1
+
+
+def test_two_clues_on_one_site_in_one_night_count_once():
+    halves = [box(108.80, 33.90, 108.805, 33.91), box(108.805, 33.90, 108.81, 33.91)]
+    first = nights(("2025-05-01", [clue("c1")], never))[0][0]
+    alerts, of_clue = advance(first, "2025-05-06", [clue("a", halves[0]), clue("b", halves[1])],
+                              never)  # fmt: skip
+    assert len(alerts) == 1 and alerts[0].supporting == 2
+    assert of_clue["a"] == of_clue["b"] == alerts[0]
+    # its footprint takes in both: a site that grew is followed whole
+    wider = box(108.80, 33.90, 108.815, 33.91)
+    grown, _ = advance(alerts, "2025-05-11", [clue("w", wider)], never)
+    assert grown[0].footprint.covers(wider) and grown[0].status == "confirmed"
+
+
+def test_the_alert_book_round_trips_per_aoi_and_refuses_a_corrupt_file(tmp_path):
+    history = nights(
+        ("2025-05-01", [clue("c1"), clue("e1", ELSEWHERE)], never),
+        ("2025-05-06", [clue("c2")], unchanged),
+    )
+    alerts = history[-1][0]
+    book = AlertBook(tmp_path / "alerts.json")
+    assert book.get("qinling") == []
+    book.record("qinling", alerts)
+    book.record("other", alerts[:1])
+    again = AlertBook(tmp_path / "alerts.json")
+    assert again.get("qinling") == alerts and again.get("other") == alerts[:1]
+    assert {a.status for a in again.get("qinling")} == {"probable", "dropped"}
+    (tmp_path / "alerts.json").write_text('{"version": 1, "aois": {"qinling": [{"alert_id": 1}]}}')
+    with pytest.raises(ConfigError, match="alerts.json, AOI qinling: bad entry"):
+        again.get("qinling")
+    (tmp_path / "alerts.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="alerts.json is unreadable.*move it away"):
+        again.get("qinling")
+
+
+# ------------------------------------------------------------------ across real runs (CLI path)
+
+GRID = make_grid("EPSG:32649", shape=(96, 112))
+
+
+def _night(folder, day, seed, transient=False):
+    bands = scene_dn(GRID.shape, seed, quarry=True)
+    if transient:  # a bright patch for one night only: a cloud edge, a tarp, wet ground
+        for b, value in ROCK.items():
+            bands[b][70:90, 5:30] = round(value * 1e4)
+    write_multiband(folder / f"S2_{day}.tif", bands, GRID, nodata=0)
+
+
+@pytest.fixture
+def region(tmp_path):
+    folder = tmp_path / "imagery"
+    folder.mkdir()
+    for day, seed in (("20240503", 1), ("20240513", 4)):
+        write_multiband(folder / f"S2_{day}.tif", scene_dn(GRID.shape, seed), GRID, nodata=0)
+    config = tmp_path / "nightly.yaml"
+    config.write_text(
+        f"source: {{kind: local, path: {folder}}}\n"
+        "aois: [{name: valley}]\n"
+        "before: {start: 2024-04-01, end: 2024-06-30}\n"
+        "after: {start: 2025-04-01, end: 2025-12-31}\n"
+        f"output: {{dir: {tmp_path / 'out'}, chips: false}}\n"
+    )
+    return folder, load_config(config), tmp_path / "out"
+
+
+def test_a_persisting_site_is_confirmed_and_a_one_night_change_dropped(region):
+    folder, config, out = region
+    book = AlertBook(out / "alerts.json")
+    _night(folder, "20250508", 2)
+    (first,) = run(config)
+    (quarry,) = first.clues
+    assert (quarry.alert_status, quarry.supporting_observations) == ("probable", 1)
+    assert quarry.first_detected == quarry.last_detected == "2025-05-08"
+
+    _night(folder, "20250602", 5, transient=True)
+    (second,) = run(config)
+    assert len(second.clues) == 2
+    by_status = {c.supporting_observations: c for c in second.clues}
+    assert by_status[2].alert_id == quarry.alert_id and by_status[2].alert_status == "probable"
+    assert by_status[1].alert_status == "probable"  # the transient, first seen tonight
+    transient_id = by_status[1].alert_id
+
+    _night(folder, "20250617", 6)
+    (third,) = run(config)
+    (quarry3,) = third.clues
+    assert (quarry3.alert_id, quarry3.alert_status, quarry3.supporting_observations) == (
+        quarry.alert_id, "confirmed", 3,
+    )  # fmt: skip
+    assert (quarry3.first_detected, quarry3.last_detected) == ("2025-05-08", "2025-06-17")
+    doc = json.loads(third.files["clues"].read_text())
+    props = doc["features"][0]["properties"]
+    assert (props["alert_status"], props["supporting_observations"]) == ("confirmed", 3)
+    # the one-night change: a clear night showed the ground as before; kept, not deleted
+    alerts = {a.alert_id: a for a in book.get("valley")}
+    assert alerts[transient_id].status == "dropped"
+    assert alerts[transient_id].dropped_on == "2025-06-17"
+    assert alerts[quarry.alert_id].status == "confirmed"
+
+
+def test_a_run_killed_before_it_records_leaves_the_alerts_as_they_were(region, monkeypatch):
+    folder, config, out = region
+    _night(folder, "20250508", 2)
+    run(config)
+    before = (out / "alerts.json").read_text()
+    _night(folder, "20250602", 5)
+
+    def killed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    # killed once the outputs are in place, before anything is recorded
+    monkeypatch.setattr(pipeline, "record_aoi", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    assert (out / "alerts.json").read_text() == before
+    monkeypatch.undo()
+    # killed between the alert state and the run state: the night is redone and counted once
+    monkeypatch.setattr(RunState, "record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    monkeypatch.undo()
+    (again,) = run(config)
+    assert again.clues[0].supporting_observations == 2
+    assert AlertBook(out / "alerts.json").get("valley")[0].supporting == 2
+
+
+def test_re_running_a_night_in_full_reads_the_alerts_and_counts_nothing_twice(region):
+    folder, config, out = region
+    _night(folder, "20250508", 2)
+    run(config)
+    _night(folder, "20250602", 5)
+    (second,) = run(config)
+    recorded = (out / "alerts.json").read_text()
+    (full,) = run(config, incremental=False)
+    assert [(c.alert_id, c.alert_status, c.supporting_observations) for c in full.clues] == [
+        (c.alert_id, c.alert_status, c.supporting_observations) for c in second.clues
+    ]
+    assert (out / "alerts.json").read_text() == recorded
