@@ -31,7 +31,7 @@ import numpy as np
 
 from changedetect.algorithms import classify
 from changedetect.algorithms.patches import polygonise
-from changedetect.evaluation import _matches, evaluate_patches
+from changedetect.evaluation import evaluate_patches, footprints_match
 from changedetect.testing.planting import plant_disturbances
 from changedetect.testing.scenes import analyse_pair, oscd_before
 
@@ -65,7 +65,7 @@ def matched_hits(clue_geoms, truth_geoms) -> list[int | None]:
     for geom in truth_geoms:
         best, best_overlap = None, 0.0
         for i, clue in enumerate(clue_geoms):
-            if _matches(geom, clue):
+            if footprints_match(geom, clue):
                 overlap = geom.intersection(clue).area
                 if overlap > best_overlap:
                     best, best_overlap = i, overlap

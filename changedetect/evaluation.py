@@ -38,7 +38,9 @@ class PatchQuality:
         return self.type_right / self.hits if self.hits else 1.0
 
 
-def _matches(a: Any, b: Any) -> bool:
+def footprints_match(a: Any, b: Any) -> bool:
+    """Whether two footprints (one CRS) are the same change: they overlap by at least
+    MIN_OVERLAP_SHARE of the smaller one."""
     inter = a.intersection(b).area
     return inter > 0 and inter >= MIN_OVERLAP_SHARE * min(a.area, b.area)
 
@@ -67,7 +69,7 @@ def evaluate_patches(
         best, best_overlap = None, 0.0
         candidates = tree.query(geom, predicate="intersects") if tree is not None else []
         for i in candidates:
-            if _matches(geom, clue_geoms[int(i)]):
+            if footprints_match(geom, clue_geoms[int(i)]):
                 overlap = geom.intersection(clue_geoms[int(i)]).area
                 if overlap > best_overlap:
                     best, best_overlap = int(i), overlap
@@ -82,7 +84,7 @@ def evaluate_patches(
         candidates = (
             truth_tree.query(geom, predicate="intersects") if truth_tree is not None else []
         )
-        if not any(_matches(geom, truth_geoms[int(j)]) for j in candidates):
+        if not any(footprints_match(geom, truth_geoms[int(j)]) for j in candidates):
             false_clues.append(i)
     n_scored = int(np.count_nonzero(truth_scored))
     return PatchQuality(

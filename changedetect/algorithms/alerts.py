@@ -20,12 +20,11 @@ from typing import Literal, Protocol
 from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 
+from ..evaluation import footprints_match
+
 AlertStatus = Literal["probable", "confirmed", "dropped"]
 Observation = Literal["changed", "unchanged", "unobserved"]
 
-#: A clue continues an alert when their overlap is at least this share of the smaller of the two
-#: (the rule changedetect.evaluation matches clues to changes with).
-MIN_OVERLAP_SHARE = 0.1
 #: Later clear observations that must show a change again before it is confirmed.
 DEFAULT_CONFIRM_AFTER = 2
 
@@ -68,11 +67,6 @@ class ClueLike(Protocol):
     def change_type(self) -> str: ...
 
 
-def _overlaps(a: BaseGeometry, b: BaseGeometry) -> bool:
-    inter = a.intersection(b).area
-    return inter > 0 and inter >= MIN_OVERLAP_SHARE * min(a.area, b.area)
-
-
 def _new_id(clue_id: str) -> str:
     return "alert-" + hashlib.sha1(clue_id.encode()).hexdigest()[:12]
 
@@ -104,7 +98,8 @@ def advance(
         if tree is not None:
             for k in tree.query(clue.geometry_wgs84):
                 i = active[int(k)]
-                if _overlaps(updated[i].footprint, clue.geometry_wgs84):
+                # the same overlap rule that matches clues to known changes in evaluation
+                if footprints_match(updated[i].footprint, clue.geometry_wgs84):
                     candidates.append(i)
         if not candidates:
             alert_id = _new_id(clue.clue_id)
