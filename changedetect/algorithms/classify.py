@@ -44,6 +44,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from ..types import ANALYSIS_BANDS
+
 #: NDVI of dense vegetation (a canopy before, or green cover now).
 VEGETATED_NDVI = 0.5
 #: NDVI rise beyond which the patch greened (growth, not disturbance).
@@ -75,8 +77,6 @@ FITTED_CONSTANTS: dict[str, tuple[float, ...]] = {
     "mosaic_angle_deg": (3.5, 4.0, 4.5, 5.0, 5.5),
     "rough_log_swir": (0.03, 0.04, 0.05, 0.06, 0.08, 0.1),
 }
-#: Bands of the unit-spectrum features (``unit_<band>_bare``).
-UNIT_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 #: Standard deviation of that redness within a patch above which the patch is a mosaic of
 #: materials (rock and soil vary in brightness, hardly in hue).
 MOSAIC_REDNESS_STD = 0.15
@@ -93,7 +93,7 @@ def _get(stats: Mapping[str, float], key: str, default: float = math.nan) -> flo
 def spectral_angle_spread(stats: Mapping[str, float]) -> float:
     """Spread (degrees) of the spectral angles of the patch's bare pixels around their mean
     direction, from the patch means of their unit spectra; NaN when the patch has none."""
-    means = [_get(stats, f"unit_{b}_bare") for b in UNIT_BANDS]
+    means = [_get(stats, f"unit_{b}_bare") for b in ANALYSIS_BANDS]
     if not all(math.isfinite(m) for m in means):
         return math.nan
     spread = min(max(1.0 - sum(m * m for m in means), 0.0), 1.0)
@@ -101,9 +101,10 @@ def spectral_angle_spread(stats: Mapping[str, float]) -> float:
 
 
 def _spread(stats: Mapping[str, float], key: str) -> float:
-    """Standard deviation over the patch from the means of a value and of its square."""
+    """Standard deviation over the patch from the means of a value and of its square (0 when only
+    the mean is known)."""
     mean = _get(stats, key)
-    return math.sqrt(max(_get(stats, f"{key}_sq") - mean**2, 0.0))
+    return math.sqrt(max(_get(stats, f"{key}_sq", mean**2) - mean**2, 0.0))
 
 
 def classify_patch(
@@ -132,7 +133,6 @@ def classify_patch(
             return "construction"
         rough = _spread(stats, "log_swir_bare")
         return "quarry" if math.isfinite(rough) and rough >= rough_log_swir else "construction"
-    variety = math.sqrt(max(_get(stats, "redness_after_sq", redness**2) - redness**2, 0.0))
-    if redness >= REDNESS_SOIL and variety < MOSAIC_REDNESS_STD:
+    if redness >= REDNESS_SOIL and _spread(stats, "redness_after") < MOSAIC_REDNESS_STD:
         return "quarry"
     return "construction"

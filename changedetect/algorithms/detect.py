@@ -192,12 +192,8 @@ def _where_or_nan(cond: Any, x: Any) -> Any:
 
 def _positive(x: Any) -> Any:
     """`x` where it is > 0, NaN elsewhere (a safe denominator)."""
-    if isinstance(x, xr.DataArray):
-        return x.where(x > 0)
-    if isinstance(x, da.Array):
-        return da.where(x > 0, x, np.nan)
     with np.errstate(invalid="ignore"):
-        return np.where(x > 0, x, np.nan)
+        return _where_or_nan(x > 0, x)
 
 
 def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
@@ -380,7 +376,7 @@ def _plausible(state: np.ndarray) -> np.ndarray:
     the red edge weighs the same whatever its absolute level.
     """
     ndvi_b, ndvi_a, mndwi_b, mndwi_a, abs_b, abs_a, nir_b, nir_a = state
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore"):
         vegetated_after = ndvi_a > VEGETATED_NDVI
         water = (mndwi_b > WATER_MNDWI) | (mndwi_a > WATER_MNDWI)
         not_brighter = abs_a * nir_a <= abs_b * nir_b
