@@ -213,6 +213,11 @@ class AoiPlan:
             raise ValueError(f"AOI {self.aoi}: the plan has no after-window acquisition")
         return max(_utc(a.datetime) for a in self.after)
 
+    @property
+    def night(self) -> str:
+        """The night the run stands for: the date of its newest after acquisition (ISO)."""
+        return self.newest.date().isoformat()
+
     def skipped(self) -> AoiResult:
         """The result of an AOI with nothing new to analyse."""
         return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=self.note)
@@ -329,14 +334,13 @@ def analyse_aoi(
     """Detect change between the plan's stacks, follow each clue's alert across nights
     (:func:`follow_alerts`, from the config's alert state) and publish the outputs in
     `plan.out_dir`."""
-    options = AnalysisOptions.from_config(config, plan.aoi)
     result = analyse(
         before_stack,
         after_stack,
         plan.grid,
         plan.before_window,
         plan.after_window,
-        options,
+        AnalysisOptions.from_config(config, plan.aoi),
         plan.out_dir,
         zones=zones,
         limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
@@ -345,11 +349,6 @@ def analyse_aoi(
     book = AlertBook(config.output.alerts_path())
     follow_alerts(book, plan, result, confirm_after=config.alerts.confirm_after)
     return result
-
-
-def night_of(plan: AoiPlan) -> str:
-    """The night an AOI's run stands for: the date of its newest after acquisition."""
-    return plan.newest.date().isoformat()
 
 
 #: A night sees an alert's site when at least this share of its footprint has valid data.
@@ -392,7 +391,7 @@ def follow_alerts(book: AlertBook, plan: AoiPlan, result: AoiResult, *, confirm_
         )
 
     alerts, of_clue = advance(
-        book.get(plan.aoi), night_of(plan), result.clues, observe, confirm_after=confirm_after
+        book.get(plan.aoi), plan.night, result.clues, observe, confirm_after=confirm_after
     )
     for clue in result.clues:
         alert = of_clue[clue.clue_id]

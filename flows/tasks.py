@@ -42,7 +42,6 @@ from changedetect.pipeline import (
     analyse_aoi,
     footprint_measure,
     load_aoi,
-    night_of,
     plan_aoi,
 )
 from changedetect.state import AlertBook, RunState
@@ -190,7 +189,7 @@ def detect_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         "before": [_acquisition_key(a) for a in plan.before],
         "after": [_acquisition_key(a) for a in plan.after],
         # the clues carry their alerts' state, which depends on the nights before this one
-        "alerts": AlertBook(config.output.alerts_path()).history_before(plan.aoi, night_of(plan)),
+        "alerts": AlertBook(config.output.alerts_path()).history_before(plan.aoi, plan.night),
         "confirm_after": config.alerts.confirm_after,
     }
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
