@@ -14,9 +14,10 @@ from changedetect.config import load_config
 from changedetect.errors import ConfigError
 from changedetect.pipeline import run
 from changedetect.state import AlertBook, RunState
-from changedetect.testing.rasters import make_grid, write_multiband
+from changedetect.testing.rasters import write_multiband
 
 from .conftest import ROCK
+from .regions import GRID, write_nightly_region
 from .test_cli import scene_dn
 
 QUARRY = box(108.80, 33.90, 108.81, 33.91)
@@ -177,8 +178,6 @@ def test_the_alert_book_round_trips_per_aoi_and_refuses_a_corrupt_file(tmp_path)
 
 # ------------------------------------------------------------------ across real runs (CLI path)
 
-GRID = make_grid("EPSG:32649", shape=(96, 112))
-
 
 def _night(folder, day, seed, transient=False):
     bands = scene_dn(GRID.shape, seed, quarry=True)
@@ -190,18 +189,7 @@ def _night(folder, day, seed, transient=False):
 
 @pytest.fixture
 def region(tmp_path):
-    folder = tmp_path / "imagery"
-    folder.mkdir()
-    for day, seed in (("20240503", 1), ("20240513", 4)):
-        write_multiband(folder / f"S2_{day}.tif", scene_dn(GRID.shape, seed), GRID, nodata=0)
-    config = tmp_path / "nightly.yaml"
-    config.write_text(
-        f"source: {{kind: local, path: {folder}}}\n"
-        "aois: [{name: valley}]\n"
-        "before: {start: 2024-04-01, end: 2024-06-30}\n"
-        "after: {start: 2025-04-01, end: 2025-12-31}\n"
-        f"output: {{dir: {tmp_path / 'out'}, chips: false}}\n"
-    )
+    folder, config = write_nightly_region(tmp_path, chips=False)
     return folder, load_config(config), tmp_path / "out"
 
 

@@ -12,29 +12,17 @@ from changedetect.errors import ConfigError
 from changedetect.io.sources.local import LocalSource
 from changedetect.pipeline import run
 from changedetect.state import RunState
-from changedetect.testing.rasters import make_grid, truncate_file, write_multiband
+from changedetect.testing.rasters import truncate_file, write_multiband
 
+from .regions import GRID, write_nightly_region
 from .test_cli import scene_dn
-
-GRID = make_grid("EPSG:32649", shape=(96, 112))
 
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    folder = tmp_path / "imagery"
-    folder.mkdir()
-    for day, seed in (("20240503", 1), ("20240513", 4)):
-        write_multiband(folder / f"S2_{day}.tif", scene_dn(GRID.shape, seed), GRID, nodata=0)
+    folder, config = write_nightly_region(tmp_path)
     write_multiband(
         folder / "S2_20250508.tif", scene_dn(GRID.shape, 2, quarry=True), GRID, nodata=0
-    )
-    config = tmp_path / "nightly.yaml"
-    config.write_text(
-        f"source: {{kind: local, path: {folder}}}\n"
-        "aois: [{name: valley}]\n"
-        "before: {start: 2024-04-01, end: 2024-06-30}\n"
-        "after: {start: 2025-04-01, end: 2025-12-31}\n"
-        f"output: {{dir: {tmp_path / 'out'}}}\n"
     )
     loaded: list[list[str]] = []
     original = LocalSource.load
