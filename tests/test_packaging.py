@@ -40,12 +40,20 @@ def test_the_wheel_carries_the_package_data(tmp_path):
     """The clue model and the demo config are read from the installed package, offline."""
     import zipfile
 
+    # built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project / name)
+    for package in ("changedetect", "flows"):
+        shutil.copytree(ROOT / package, project / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         str(ROOT), "-w", str(tmp_path)],
+         str(project), "-w", str(tmp_path / "dist")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    (wheel,) = tmp_path.glob("changedetect-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("changedetect-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"changedetect/data/clue_model.json", "changedetect/data/demo.yaml"} <= names
