@@ -63,17 +63,6 @@ def kept_quality(run: SceneRun, prob: np.ndarray, threshold: float) -> PixelQual
     return evaluate_pixels(np.isin(run.labels, keep), run.changed, run.scored)
 
 
-def choose_threshold(runs: Sequence[SceneRun], l2: float) -> float:
-    """The threshold with the best mean F1 over `runs`, each scored by a model trained on the
-    others (an inner leave-one-scene-out)."""
-    f1 = np.zeros((len(runs), len(THRESHOLDS)))
-    for i, run in enumerate(runs):
-        model = train([r for j, r in enumerate(runs) if j != i], l2)
-        prob = model.probability(run.features) if len(run.patches) else np.zeros(0)
-        f1[i] = [kept_quality(run, prob, t).f1 for t in THRESHOLDS]
-    return float(THRESHOLDS[int(np.argmax(f1.mean(axis=0)))])
-
-
 def held_out_probabilities(runs: Sequence[SceneRun], l2: float) -> list[np.ndarray]:
     """Each scene's clue probabilities from a model trained on the other scenes only."""
     out = []
@@ -81,6 +70,16 @@ def held_out_probabilities(runs: Sequence[SceneRun], l2: float) -> list[np.ndarr
         model = train([r for j, r in enumerate(runs) if j != i], l2)
         out.append(model.probability(run.features) if run.patches else np.zeros(0))
     return out
+
+
+def choose_threshold(runs: Sequence[SceneRun], l2: float) -> float:
+    """The threshold with the best mean F1 over `runs`, each scored by a model trained on the
+    others (an inner leave-one-scene-out)."""
+    probs = held_out_probabilities(runs, l2)
+    f1 = [
+        [kept_quality(run, p, t).f1 for t in THRESHOLDS] for run, p in zip(runs, probs, strict=True)
+    ]
+    return float(THRESHOLDS[int(np.argmax(np.mean(f1, axis=0)))])
 
 
 def pooled(qs: Sequence[PixelQuality]) -> PixelQuality:

@@ -20,6 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from changedetect.algorithms.clues import object_features
 from changedetect.config import DetectionConfig, SensorConfig
+from changedetect.evaluation import MIN_OVERLAP_SHARE
 from changedetect.io.sources.local import LocalSource, acquisition_from_path
 from changedetect.models import GridSpec, Patch, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
@@ -28,9 +29,9 @@ from changedetect.types import ANALYSIS_BANDS
 CITIES = ("abudhabi", "aguasclaras", "bercy", "bordeaux", "cupertino", "hongkong", "mumbai")
 SCENES = (*CITIES, "taizhou")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-#: A clue is a real change when at least this share of its labelled pixels changed (the overlap
-#: rule changedetect.evaluation uses to match a clue to a change).
-REAL_SHARE = 0.1
+#: A clue is a real change when at least this share of its labelled pixels changed (the share
+#: changedetect.evaluation matches a clue to a change with).
+REAL_SHARE = MIN_OVERLAP_SHARE
 
 
 @dataclass

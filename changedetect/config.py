@@ -283,7 +283,7 @@ class DetectionConfig(_Model):
     min_confidence: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Patches whose confidence (the calibrated probability that the ground really changed) is
     below this are not reported; 0 reports every patch. Fewer false alarms for fewer real sites:
-    on the labelled scenes, leave-one-scene-out, a threshold of 0.2-0.25 raised precision in every
+    on the labelled scenes, leave-one-scene-out, a threshold of 0.15-0.3 raised precision in every
     OSCD city (by 4-22 %) for 1-21 % of its recall, and cost Taizhou 4 % of its recall (README,
     bench/quality_cv.py, column "+ scorer")."""
 
