@@ -10,6 +10,12 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[flows]"
 
 # Runtime stage: no build tools, non-root user.
 FROM python:3.11.10-slim-bookworm
+# libgomp1: the OpenMP runtime of LightGBM, which runs the s2cloudless cloud mask. Not pinned:
+# a point release of bookworm replaces the version and a pinned one would stop the build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 changedetect
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

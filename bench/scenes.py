@@ -23,7 +23,7 @@ from changedetect.config import DetectionConfig, SensorConfig
 from changedetect.evaluation import MIN_OVERLAP_SHARE
 from changedetect.io.sources.local import LocalSource, acquisition_from_path
 from changedetect.models import GridSpec, Patch, TimeWindow
-from changedetect.pipeline import AnalysisOptions, analyse
+from changedetect.pipeline import AnalysisOptions, analyse, bands_to_load
 from changedetect.types import ANALYSIS_BANDS
 
 CITIES = ("abudhabi", "aguasclaras", "bercy", "bordeaux", "cupertino", "hongkong", "mumbai")
@@ -94,10 +94,12 @@ def run_scene(
     assert before.grid is not None
     grid = before.grid
     source = LocalSource(None, sensor, acquisitions=[before, after])
-    bands = [*ANALYSIS_BANDS, "SCL"]
-    stacks = [source.load([a], bands, grid, detection.chunk_size) for a in (before, after)]
+    stacks = [
+        source.load([a], bands_to_load(detection, sensor.preset, [a]), grid, detection.chunk_size)
+        for a in (before, after)
+    ]
     days = [TimeWindow(a.datetime.date(), a.datetime.date()) for a in (before, after)]
-    options = AnalysisOptions(aoi=name, detection=detection, chips=False)
+    options = AnalysisOptions(aoi=name, detection=detection, chips=False, preset=sensor.preset)
     with tempfile.TemporaryDirectory() as tmp:
         result = analyse(
             *stacks, grid, *days, options, out or Path(tmp) / name, progress=lambda _: None

@@ -101,7 +101,7 @@ def _detection_from_args(args: argparse.Namespace):  # noqa: ANN202
 def cmd_compare(args: argparse.Namespace) -> int:
     from .io.sources.local import LocalSource, acquisition_from_path, check_overlap
     from .models import TimeWindow
-    from .pipeline import AnalysisOptions, analyse
+    from .pipeline import AnalysisOptions, analyse, bands_to_load
 
     sensor = _sensor_from_args(args)
     detection = _detection_from_args(args)
@@ -111,11 +111,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_overlap(before.grid, after)
     source = LocalSource(None, sensor, acquisitions=[before, after])
     grid = before.grid
-    bands = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
-    before_stack = source.load([before], bands, grid, detection.chunk_size)
-    after_stack = source.load([after], bands, grid, detection.chunk_size)
+    before_stack, after_stack = (
+        source.load([a], bands_to_load(detection, sensor.preset, [a]), grid, detection.chunk_size)
+        for a in (before, after)
+    )
     day_b, day_a = before.datetime.date(), after.datetime.date()
-    options = AnalysisOptions(aoi=args.name, detection=detection, chips=not args.no_chips)
+    options = AnalysisOptions(
+        aoi=args.name, detection=detection, chips=not args.no_chips, preset=sensor.preset
+    )
     with _progress_bar(not args.quiet):
         result = analyse(
             before_stack,

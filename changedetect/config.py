@@ -95,6 +95,9 @@ class SyntheticSourceConfig(_Model):
     changes_until: dt.date = dt.date(2025, 3, 31)
     """Latest start of the new planted disturbances; put it just before the after window (the
     truth lists the changes that start between the two windows)."""
+    wet_days: tuple[dt.date, ...] = ()
+    """Acquisition days after rain: bare and cropped soil is darker, most in the SWIR (a
+    false-alarm source that passes with the next dry day)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> SyntheticSourceConfig:
@@ -276,6 +279,13 @@ class DetectionConfig(_Model):
     """Minimum mapping unit; smaller patches are dropped (0.1 ha by default)."""
     median_size: int = Field(default=3, ge=1, le=9)
     """Edge of the median filter applied to band differences (1 disables it)."""
+    cloud_mask: Literal["auto", "scl", "s2cloudless", "multitemporal", "none"] = "auto"
+    """How clouds and their shadows are found: `scl` (the L2A scene classification), `s2cloudless`
+    (the L1C classifier shipped in the s2cloudless package; needs the L1C bands B01, B02, B04,
+    B05, B08, B8A, B09, B10, B11, B12), `multitemporal` (each acquisition against its pixels' median
+    over the window; any sensor, 3 acquisitions or more), `none`. `auto`: SCL where the imagery
+    has it, s2cloudless for the sentinel2_l1c preset when its bands are there, else
+    multitemporal. Each clue records the mask it was found under (`cloud_mask`)."""
     cloud_classes: list[int] = [0, 1, 3, 8, 9, 10, 11]
     """SCL classes treated as invalid: no data, saturated, shadow, cloud, cirrus, snow."""
     min_valid_observations: int = Field(default=1, ge=1)
@@ -321,12 +331,15 @@ class OutputConfig(_Model):
 
 
 class AlertsConfig(_Model):
-    """How a suspect change is followed across nights."""
+    """How a suspect change is followed across acquisitions and handed to the case tracker."""
 
     confirm_after: int = Field(default=2, ge=1, le=20)
     """Later clear observations that must show a change again before its alert is `confirmed`
     (the first sighting makes it `probable`; a clear night showing the ground as before, while
     it is still probable, makes it `dropped`)."""
+    issue_probable: bool = False
+    """Let the case tracker open cases for clues whose alert is still `probable`; off, they are
+    held back until a later run confirms them (clues of `dropped` alerts never open a case)."""
 
 
 class DaskConfig(_Model):

@@ -29,6 +29,11 @@ class NoValidDataError(ChangeDetectError):
     """Nothing usable is left after masking (for example, an all-cloud window)."""
 
 
+class NoClearViewError(NoValidDataError):
+    """Every after-window acquisition is under cloud (or without data) over the whole AOI: the
+    night has nothing to compare and is skipped, not failed."""
+
+
 class SinkError(ChangeDetectError):
     """An output could not be written."""
 

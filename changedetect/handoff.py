@@ -126,11 +126,14 @@ class TrackerSink:
     """Ingests each AOI's published ``clues.geojson`` into the case tracker (deduplicated there:
     a clue already ingested changes nothing)."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, *, issue_probable: bool = False) -> None:
         self.db_url = db_url
+        self.issue_probable = issue_probable
+        """Open cases for clues of probable alerts too (``alerts.issue_probable``)."""
 
     def hand_on(self, clues: Sequence[PatchClue], *, out_dir: Path) -> list[str]:
         from .tracker import TrackerDB
+        from .tracker.settings import TrackerSettings
         from .tracker.webhook import WebhookConfig, ingest_and_hand_off
 
         if not clues:
@@ -142,11 +145,16 @@ class TrackerSink:
             # new and changed cases also go to the webhook of $CHANGEDETECT_WEBHOOK_URL (bounded:
             # a dead receiver keeps them queued and never fails the night)
             report, _ = ingest_and_hand_off(
-                db, geojson, webhook=WebhookConfig.from_env(), actor="nightly"
+                db,
+                geojson,
+                webhook=WebhookConfig.from_env(),
+                actor="nightly",
+                settings=TrackerSettings(issue_probable=self.issue_probable),
             )
         finally:
             db.close()
-        return [o.clue_id for o in report.outcomes if o.action != "unchanged"]
+        # a held clue (its alert still probable) is not handed on: its site comes back confirmed
+        return [o.clue_id for o in report.outcomes if o.action not in ("unchanged", "held")]
 
     def look_back(self, measure: Callable[[Any], Any]) -> dict[str, int]:
         """The tracker's look-back with a `measure(footprint) -> FootprintSignal | None` from the
@@ -182,5 +190,5 @@ def default_sink(config: RunConfig) -> ClueSink:
     else the JSONL ledger under ``output.dir``."""
     url = config.tracker.db or os.environ.get("CHANGEDETECT_DB")
     if url:
-        return TrackerSink(url)
+        return TrackerSink(url, issue_probable=config.alerts.issue_probable)
     return JsonlLedger(Path(config.output.dir) / LEDGER_NAME)

@@ -111,6 +111,8 @@ class Composite:
     acquisitions: list[str]
     #: Robust temporal standard deviation per band (NaN where fewer than 3 valid observations).
     spread: xr.Dataset | None = None
+    #: The cloud mask its observations were screened with (changedetect.algorithms.masking).
+    cloud_mask: str = "scl"
 
 
 @dataclass
@@ -152,14 +154,18 @@ class PatchClue:
     status: str = "new"
     model: str | None = None
     """The model that gave `confidence` (name@version)."""
+    cloud_mask: str | None = None
+    """The cloud mask the change was found under (`scl`, `s2cloudless`, `multitemporal`,
+    `none`; `before/after` when the two windows had different ones)."""
     alert_id: str | None = None
     """The alert this clue continues or opens (runs from a config; None for `compare`)."""
     alert_status: str | None = None
-    """`probable` (first sighting) or `confirmed` (seen again on later clear nights)."""
+    """`probable` (first sighting), `confirmed` (seen again on later clear acquisitions) or
+    `dropped` (the newest clear acquisition shows the ground as before)."""
     first_detected: str | None = None
     last_detected: str | None = None
     supporting_observations: int | None = None
-    """Clear nights that showed the change, this one included."""
+    """Clear acquisitions that showed the change, on this run and earlier ones."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def properties(self) -> dict[str, Any]:
@@ -185,6 +191,7 @@ class PatchClue:
             "chip_after": self.chip_after,
             "status": self.status,
             "model": self.model,
+            "cloud_mask": self.cloud_mask,
             "alert_id": self.alert_id,
             "alert_status": self.alert_status,
             "first_detected": self.first_detected,

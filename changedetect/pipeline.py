@@ -22,12 +22,13 @@ import xarray as xr
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
-from .algorithms.alerts import Alert, Observation, advance
+from .alerting import AlertFollowing, acquisition_sightings, follow_alerts
 from .algorithms.classify import classify_patch
+from .algorithms.clouds import MIN_OBSERVATIONS, S2CLOUDLESS_BANDS
 from .algorithms.clues import confidence_level, load_clue_model, object_features, priority_for
 from .algorithms.composite import composite
 from .algorithms.detect import prepare_change_test
-from .algorithms.masking import valid_mask
+from .algorithms.masking import CloudMask, choose_cloud_mask, valid_mask
 from .algorithms.patches import (
     build_patches,
     clean_mask,
@@ -46,7 +47,7 @@ from .config import (
     StacSourceConfig,
     SyntheticSourceConfig,
 )
-from .errors import ConfigError, NoValidDataError, SourceError
+from .errors import ConfigError, NoClearViewError, NoValidDataError, SourceError
 from .execute import run_pass
 from .grids import WGS84, grid_for_aoi, pixel_area_m2, reproject_geometry
 from .io.sinks.chips import write_chips
@@ -84,10 +85,18 @@ class AnalysisOptions:
     detection: DetectionConfig = DetectionConfig()
     chips: bool = True
     chip_size: int = 128
+    preset: str = "sentinel2_l2a"
+    """The sensor preset (what `detection.cloud_mask: auto` chooses by)."""
 
     @classmethod
     def from_config(cls, config: RunConfig, aoi: str) -> AnalysisOptions:
-        return cls(aoi, config.detection, config.output.chips, config.output.chip_size)
+        return cls(
+            aoi,
+            config.detection,
+            config.output.chips,
+            config.output.chip_size,
+            config.sensor.preset,
+        )
 
 
 def make_source(config: RunConfig) -> ImagerySource:
@@ -214,6 +223,14 @@ class AoiPlan:
         return max(_utc(a.datetime) for a in self.after)
 
     @property
+    def first_new(self) -> str:
+        """The date of the oldest after acquisition analysed (ISO): the alert history before it
+        is all this run's alert state depends on."""
+        if not self.after:
+            raise ValueError(f"AOI {self.aoi}: the plan has no after-window acquisition")
+        return min(_utc(a.datetime) for a in self.after).date().isoformat()
+
+    @property
     def night(self) -> str:
         """The night the run stands for: the date of its newest after acquisition (ISO)."""
         return self.newest.date().isoformat()
@@ -221,6 +238,10 @@ class AoiPlan:
     def skipped(self) -> AoiResult:
         """The result of an AOI with nothing new to analyse."""
         return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=self.note)
+
+    def clouded(self, why: str) -> AoiResult:
+        """The result of an AOI whose new acquisitions were all under cloud."""
+        return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=why)
 
 
 def plan_aoi(
@@ -277,11 +298,30 @@ def load_aoi(
 ) -> tuple[xr.Dataset, xr.Dataset]:
     """The plan's before and after stacks, lazily (networked sources fetch what their cache
     lacks first)."""
-    bands = [*ANALYSIS_BANDS, "SCL"]
-    chunk = config.detection.chunk_size
-    before_stack = source.load(plan.before, bands, plan.grid, chunk)
-    after_stack = source.load(plan.after, bands, plan.grid, chunk)
+    det, preset = config.detection, config.sensor.preset
+    before_stack = source.load(
+        plan.before, bands_to_load(det, preset, plan.before), plan.grid, det.chunk_size
+    )
+    after_stack = source.load(
+        plan.after, bands_to_load(det, preset, plan.after), plan.grid, det.chunk_size
+    )
     return before_stack, after_stack
+
+
+def bands_to_load(
+    detection: DetectionConfig, preset: str, acquisitions: Sequence[Acquisition]
+) -> list[str]:
+    """The analysis bands and SCL, and the L1C bands s2cloudless reads when it is asked for, or
+    when ``auto`` meets L1C imagery that has them all (acquisitions that list their bands must
+    list them; a service makes any band it offers)."""
+    bands = [*ANALYSIS_BANDS, "SCL"]
+    asked = detection.cloud_mask
+    offered = all(
+        not a.assets or all(b in a.assets for b in S2CLOUDLESS_BANDS) for a in acquisitions
+    )
+    if asked == "s2cloudless" or (asked == "auto" and preset == "sentinel2_l1c" and offered):
+        bands += [b for b in S2CLOUDLESS_BANDS if b not in bands]
+    return bands
 
 
 def footprint_measure(
@@ -292,8 +332,8 @@ def footprint_measure(
     options = AnalysisOptions.from_config(config, plan.aoi)
     grid = plan.grid
     composites = [
-        composite_of(before_stack, plan.before_window, options),
-        composite_of(after_stack, plan.after_window, options),
+        composite_of(before_stack, plan.before_window, options, grid),
+        composite_of(after_stack, plan.after_window, options, grid),
     ]
 
     def measure(footprint: BaseGeometry) -> FootprintSignal | None:
@@ -331,10 +371,11 @@ def analyse_aoi(
     zones: ZoneIndex | None = None,
     progress: Progress | None = None,
 ) -> AoiResult:
-    """Detect change between the plan's stacks, follow each clue's alert across nights
-    (:func:`follow_alerts`, from the config's alert state) and publish the outputs in
-    `plan.out_dir`."""
-    result = analyse(
+    """Detect change between the plan's stacks, follow each clue's alert across acquisitions
+    (from the config's alert state; :func:`record_aoi` stores the new state) and publish the
+    outputs in `plan.out_dir`."""
+    history = AlertBook(config.output.alerts_path()).get(plan.aoi)
+    return analyse(
         before_stack,
         after_stack,
         plan.grid,
@@ -344,63 +385,9 @@ def analyse_aoi(
         plan.out_dir,
         zones=zones,
         limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
+        following=AlertFollowing(history, plan.night, config.alerts.confirm_after),
         progress=progress or log.info,
     )
-    book = AlertBook(config.output.alerts_path())
-    follow_alerts(book, plan, result, confirm_after=config.alerts.confirm_after)
-    return result
-
-
-#: A night sees an alert's site when at least this share of its footprint has valid data.
-SEEN_SHARE = 0.5
-
-
-def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:
-    """What the night's change raster shows over an alert's footprint (WGS84): "unobserved" when
-    clouds or no data hide most of it, "changed" when a clue covers part of it, else
-    "unchanged" (the change test ran there and found nothing)."""
-    local = reproject_geometry(footprint, WGS84, grid.crs)
-    with rasterio.open(change_path) as src:
-        full = rasterio.windows.Window(0, 0, src.width, src.height)
-        window = rasterio.windows.from_bounds(*local.bounds, transform=src.transform)
-        try:
-            window = window.round_offsets().round_lengths().intersection(full)
-        except rasterio.errors.WindowError:  # the site lies outside this grid
-            return "unobserved"
-        score = src.read(1, window=window, masked=True).filled(np.nan)
-        inside = rasterio.features.geometry_mask(
-            [local], out_shape=score.shape, transform=src.window_transform(window), invert=True,
-            all_touched=True,
-        )  # fmt: skip
-    values = score[inside]
-    if values.size == 0 or np.isfinite(values).mean() < SEEN_SHARE:
-        return "unobserved"
-    return "changed" if np.nanmax(values) > 0 else "unchanged"
-
-
-def follow_alerts(book: AlertBook, plan: AoiPlan, result: AoiResult, *, confirm_after: int) -> None:
-    """Continue or open an alert for each of the night's clues and see whether the night shows
-    the sites of the other alerts. The clues (and their GeoJSON) get their alert's state and
-    `result` the AOI's new alert state, which :func:`record_aoi` stores once every output is in
-    place. Re-running a night counts nothing twice."""
-    change = result.files.get("change")
-
-    def observe(alert: Alert) -> Observation:
-        return (
-            "unobserved" if change is None else site_observation(change, plan.grid, alert.footprint)
-        )
-
-    alerts, of_clue = advance(
-        book.get(plan.aoi), plan.night, result.clues, observe, confirm_after=confirm_after
-    )
-    for clue in result.clues:
-        alert = of_clue[clue.clue_id]
-        clue.alert_id, clue.alert_status = alert.alert_id, alert.status
-        clue.first_detected, clue.last_detected = alert.first_detected, alert.last_detected
-        clue.supporting_observations = alert.supporting
-    if "clues" in result.files:
-        write_clues_geojson(result.clues, result.files["clues"])
-    result.alerts = alerts
 
 
 def record_aoi(state: RunState, plan: AoiPlan, result: AoiResult, book: AlertBook) -> None:
@@ -410,6 +397,15 @@ def record_aoi(state: RunState, plan: AoiPlan, result: AoiResult, book: AlertBoo
         book.record(plan.aoi, result.alerts)
     finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     state.record(plan.aoi, AoiState(plan.newest, finished, len(result.clues), str(plan.out_dir)))
+
+
+def record_clouded(state: RunState, plan: AoiPlan) -> None:
+    """Advance `state` past a night whose after acquisitions were all under cloud: they hold
+    nothing to analyse again, and the alert state is left as it was (nothing was seen)."""
+    previous = state.get(plan.aoi)
+    finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    out_dir = previous.out_dir if previous is not None else str(plan.out_dir)
+    state.record(plan.aoi, AoiState(plan.newest, finished, 0, out_dir))
 
 
 def run_aoi(
@@ -428,20 +424,51 @@ def run_aoi(
     if plan.nothing_new:
         return plan.skipped()
     before_stack, after_stack = load_aoi(config, plan, source)
-    result = analyse_aoi(config, plan, before_stack, after_stack, zones=zones, progress=say)
+    try:
+        result = analyse_aoi(config, plan, before_stack, after_stack, zones=zones, progress=say)
+    except NoClearViewError as exc:
+        say(f"[{plan.aoi}] skipped: {exc}")
+        if state is not None:
+            record_clouded(state, plan)
+        return plan.clouded(str(exc))
     if state is not None:
         record_aoi(state, plan, result, AlertBook(config.output.alerts_path()))
     return result
 
 
-def composite_of(stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions) -> Composite:
+def screened(
+    stack: xr.Dataset, options: AnalysisOptions, grid: GridSpec
+) -> tuple[xr.DataArray, CloudMask]:
+    """Where each acquisition of `stack` is valid (data, no cloud or shadow), and the cloud mask
+    that decided it (:func:`choose_cloud_mask` from ``detection.cloud_mask``)."""
     present = [b for b in ANALYSIS_BANDS if b in stack]
     missing = sorted(set(ANALYSIS_BANDS) - set(present))
     if missing:
         raise SourceError(f"loaded imagery lacks band(s) {missing}")
     det = options.detection
-    valid = valid_mask(stack, ANALYSIS_BANDS, det.cloud_classes)
-    return composite(stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations)
+    n_times = stack.sizes.get("time", 1)
+    method = choose_cloud_mask(det.cloud_mask, options.preset, set(stack.data_vars), n_times)
+    try:
+        valid = valid_mask(
+            stack,
+            ANALYSIS_BANDS,
+            det.cloud_classes,
+            cloud_mask=method,
+            pixel_m=float(np.sqrt(pixel_area_m2(grid))),
+        )
+    except ValueError as exc:
+        raise SourceError(f"cloud mask {method}: {exc}") from None
+    return valid, method
+
+
+def composite_of(
+    stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions, grid: GridSpec
+) -> Composite:
+    valid, method = screened(stack, options, grid)
+    det = options.detection
+    built = composite(stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations)
+    built.cloud_mask = method
+    return built
 
 
 def analyse(
@@ -455,12 +482,22 @@ def analyse(
     *,
     zones: ZoneIndex | None = None,
     limit_to_zones: bool = False,
+    following: AlertFollowing | None = None,
     progress: Progress | None = None,
 ) -> AoiResult:
-    """Two lazy stacks on one grid -> patch clues and their outputs in `out_dir`."""
+    """Two lazy stacks on one grid -> patch clues and their outputs in `out_dir`.
+
+    With `following`, each clue's alert is continued or opened from what every after-window
+    acquisition shows at its site, and the result carries the AOI's new alert state."""
     say = progress or log.info
-    before = composite_of(before_stack, before_window, options)
-    after = composite_of(after_stack, after_window, options)
+    before = composite_of(before_stack, before_window, options, grid)
+    after = composite_of(after_stack, after_window, options, grid)
+    for tag, comp in (("before", before), ("after", after)):
+        if comp.cloud_mask == "none" and options.detection.cloud_mask == "auto":
+            say(
+                f"[{options.aoi}] no cloud mask for the {tag} window: no SCL or L1C bands, and "
+                f"fewer than {MIN_OBSERVATIONS} acquisitions for the multitemporal test"
+            )
     det = options.detection
     test, inputs = prepare_change_test(
         before,
@@ -483,10 +520,7 @@ def analyse(
             work / "rgb.tif",
         )
         if gathered.n_valid == 0:
-            raise NoValidDataError(
-                f"AOI {options.aoi}: no pixel has valid data on both dates "
-                "(all cloud, all nodata, or the imagery does not cover the AOI)"
-            )
+            raise _nothing_to_compare(options.aoi, before, after)
         coverage = gathered.n_valid / gathered.n_pixels
         say(f"[{options.aoi}] valid on both dates: {coverage:.1%} of the grid")
         px_area = pixel_area_m2(grid)
@@ -505,6 +539,13 @@ def analyse(
         clues = make_clues(
             patches, grid, options.aoi, before_window, after_window, after_stack, zones
         )
+        screened_by = (
+            after.cloud_mask
+            if before.cloud_mask == after.cloud_mask
+            else f"{before.cloud_mask}/{after.cloud_mask}"
+        )
+        for clue in clues:
+            clue.cloud_mask = screened_by
         reported = [
             (not limit_to_zones or c.zone is not None) and c.confidence >= det.min_confidence
             for c in clues
@@ -521,6 +562,18 @@ def analyse(
                 "(outside the zones or below detection.min_confidence)"
             )
         say(f"[{options.aoi}] {len(clues)} patch clues")
+        patch_score = np.zeros(n + 1, dtype=np.float32)
+        for clue, patch in zip(clues, patches, strict=True):
+            patch_score[patch.label] = max(clue.confidence, np.float32(1e-3))
+        mask_score_to_patches(work / "score.tif", labels, patch_score, work / "score_masked.tif")
+        alerts = None
+        if following is not None:
+            valid, _ = screened(after_stack, options, grid)
+            by_label = acquisition_sightings(
+                patches, labels, before, after, after_stack, valid, after_window
+            )
+            sightings = {c.clue_id: by_label[p.label] for c, p in zip(clues, patches, strict=True)}
+            alerts = follow_alerts(following, clues, sightings, work / "score_masked.tif", grid)
         files = publish(
             clues,
             patches,
@@ -533,7 +586,25 @@ def analyse(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches)
+    return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches, alerts=alerts)
+
+
+def _nothing_to_compare(aoi: str, before: Composite, after: Composite) -> NoValidDataError:
+    """Why no pixel has valid data on both dates: a clouded-out after window (the night is
+    skipped), or anything else (the run fails)."""
+    seen_before, seen_after = dask.compute(
+        (before.valid_count > 0).any(), (after.valid_count > 0).any()
+    )
+    if seen_before and not seen_after:
+        return NoClearViewError(
+            f"AOI {aoi}: every after-window acquisition ({', '.join(after.acquisitions)}) is "
+            f"under cloud or without data over the whole AOI (cloud mask {after.cloud_mask}); "
+            "nothing to compare, no clue"
+        )
+    return NoValidDataError(
+        f"AOI {aoi}: no pixel has valid data on both dates (all cloud, all nodata, or the "
+        f"imagery does not cover the AOI; the before window has {'some' if seen_before else 'none'})"
+    )
 
 
 def _clue_id(aoi: str, after_window: TimeWindow, patch: Patch) -> str:
@@ -610,7 +681,8 @@ def publish(
     grid: GridSpec,
     windows: tuple[TimeWindow, TimeWindow],
 ) -> dict[str, Path]:
-    """Write every output into the work folder first, then move each into place."""
+    """Write every output into the work folder first (the change raster, masked to the patches,
+    is there already), then move each into place."""
     staged_chips = work / "chips"
     if options.chips and patches:
         written = write_chips(
@@ -622,10 +694,6 @@ def publish(
             clue.chip_after = f"chips/{clue.clue_id}_after.png"
             before_png.rename(staged_chips / f"{clue.clue_id}_before.png")
             after_png.rename(staged_chips / f"{clue.clue_id}_after.png")
-    patch_score = np.zeros(int(labels.max()) + 1, dtype=np.float32)
-    for clue, patch in zip(clues, patches, strict=True):
-        patch_score[patch.label] = max(clue.confidence, np.float32(1e-3))
-    mask_score_to_patches(work / "score.tif", labels, patch_score, work / "score_masked.tif")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "change": write_cog(work / "score_masked.tif", out_dir / "change.tif"),

@@ -84,7 +84,10 @@ class RunState:
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-ALERTS_VERSION = 1
+ALERTS_VERSION = 2
+#: Version 1 counted nights (``nights``); version 2 counts acquisitions (``observed``). A night of
+#: version 1 is the date of its newest acquisition, so its entries read as version 2 unchanged.
+READABLE_ALERTS_VERSIONS = (1, 2)
 
 
 class AlertBook:
@@ -95,13 +98,19 @@ class AlertBook:
         self.path = Path(path)
 
     def _read(self) -> dict[str, list]:
-        return _read_per_aoi(
-            self.path,
-            ALERTS_VERSION,
-            f"alert state {self.path}",
+        remedy = (
             "restore it from a backup, or move it away to start afresh (every alert is then new "
-            "again)",
+            "again)"
         )
+        what = f"alert state {self.path}"
+        if self.path.exists():
+            try:
+                version = json.loads(self.path.read_text(encoding="utf-8")).get("version")
+            except (ValueError, AttributeError) as exc:
+                raise ConfigError(f"{what} is unreadable ({exc}); {remedy}") from None
+            if version in READABLE_ALERTS_VERSIONS:
+                return _read_per_aoi(self.path, version, what, remedy)
+        return _read_per_aoi(self.path, ALERTS_VERSION, what, remedy)
 
     def get(self, aoi: str) -> list[Alert]:
         try:
@@ -109,18 +118,18 @@ class AlertBook:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"alert state {self.path}, AOI {aoi}: bad entry ({exc})") from None
 
-    def history_before(self, aoi: str, night: str) -> str:
-        """A digest of `aoi`'s alert history before `night`: all the alert state of that night's
-        clues depends on (re-running a night counts nothing twice), so a cached analysis of the
-        night stays valid however often the night is recorded."""
+    def history_before(self, aoi: str, day: str) -> str:
+        """A digest of `aoi`'s alert history before `day` (the first acquisition a run analyses):
+        all the alert state of that run's clues depends on (re-running it counts nothing twice),
+        so a cached analysis stays valid however often the run is recorded."""
         history = sorted(
             [
                 a.alert_id,
-                [n for n in a.nights if n < night],
-                a.dropped_on if a.dropped_on is not None and a.dropped_on < night else None,
+                [d for d in a.observed if d < day],
+                a.dropped_on if a.dropped_on is not None and a.dropped_on < day else None,
             ]
             for a in self.get(aoi)
-            if a.first_detected < night
+            if a.first_detected < day
         )
         return hashlib.sha256(json.dumps(history).encode()).hexdigest()[:16]
 
@@ -136,11 +145,12 @@ class AlertBook:
 def _alert_to_json(alert: Alert) -> dict:
     entry = asdict(alert)
     entry["footprint"] = mapping(alert.footprint)
-    entry["nights"] = list(alert.nights)
+    entry["observed"] = list(alert.observed)
     return entry
 
 
 def _alert_from_json(entry: dict) -> Alert:
+    observed = entry["observed"] if "observed" in entry else entry["nights"]
     return Alert(
         alert_id=str(entry["alert_id"]),
         footprint=shape(entry["footprint"]),
@@ -148,7 +158,7 @@ def _alert_from_json(entry: dict) -> Alert:
         first_detected=str(entry["first_detected"]),
         last_detected=str(entry["last_detected"]),
         supporting=int(entry["supporting"]),
-        nights=tuple(str(n) for n in entry["nights"]),
+        observed=tuple(str(n) for n in observed),
         change_type=str(entry["change_type"]),
         clue_id=str(entry["clue_id"]),
         dropped_on=entry.get("dropped_on"),

@@ -40,11 +40,19 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from changedetect.config import RunConfig, load_config
+from changedetect.errors import NoClearViewError
 from changedetect.handoff import ClueSink, TrackerSink, default_sink
 from changedetect.io.sources.base import ImagerySource
 from changedetect.io.zones import ZoneIndex
 from changedetect.models import TimeWindow
-from changedetect.pipeline import after_window, make_source, record_aoi, run_state, zone_index
+from changedetect.pipeline import (
+    after_window,
+    make_source,
+    record_aoi,
+    record_clouded,
+    run_state,
+    zone_index,
+)
 from changedetect.state import AlertBook, RunState
 
 from .cluster import scheduler_address
@@ -145,6 +153,12 @@ def _run_aoi(ctx: _Context, aoi: str) -> AoiRecord:
                 f"[{aoi}] published {record.clues} clue(s) in {plan.out_dir}, "
                 f"{len(handed)} new to the tracker"
             )
+    except NoClearViewError as exc:  # reported and skipped: nothing was seen, nothing is lost
+        record.status = "no_clear_view"
+        record.note = str(exc)
+        logger.warning(f"[{aoi}] skipped: {exc}")
+        if ctx.state is not None:
+            record_clouded(ctx.state, plan)
     except Exception as exc:  # one AOI failing must not stop the others
         record.status = "failed"
         record.error = f"{type(exc).__name__}: {exc}"

@@ -12,7 +12,7 @@ from changedetect.io.atomic import atomic_path
 from changedetect.models import AoiResult
 from changedetect.pipeline import AoiPlan
 
-AoiStatus = Literal["published", "nothing_new", "failed"]
+AoiStatus = Literal["published", "nothing_new", "no_clear_view", "failed"]
 
 #: File name of a run record: one under ``output.dir`` (the latest run, every AOI) and one beside
 #: each AOI's outputs (that AOI's analysis).

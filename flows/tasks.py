@@ -49,7 +49,7 @@ from changedetect.state import AlertBook, RunState
 from .cluster import dask_scheduler
 
 #: Bump to invalidate every cached analysis (e.g. when the outputs' format changes).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: How long a cached analysis is reused.
 CACHE_EXPIRATION = dt.timedelta(days=30)
 #: Default retries of the network steps, and the first delay (doubling each time).
@@ -188,8 +188,8 @@ def detect_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         "out_dir": str(Path(plan.out_dir).absolute()),
         "before": [_acquisition_key(a) for a in plan.before],
         "after": [_acquisition_key(a) for a in plan.after],
-        # the clues carry their alerts' state, which depends on the nights before this one
-        "alerts": AlertBook(config.output.alerts_path()).history_before(plan.aoi, plan.night),
+        # the clues carry their alerts' state, which depends on the acquisitions before these
+        "alerts": AlertBook(config.output.alerts_path()).history_before(plan.aoi, plan.first_new),
         "confirm_after": config.alerts.confirm_after,
     }
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

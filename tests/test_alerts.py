@@ -1,15 +1,16 @@
-"""Alert state across nights: probable, confirmed by later clear observations, or dropped."""
+"""Alert state across acquisitions: probable, confirmed by later clear observations, or dropped."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from shapely.geometry import box
 
 from changedetect import pipeline
-from changedetect.algorithms.alerts import Alert, advance
+from changedetect.algorithms.alerts import Alert, advance, site_sighting
 from changedetect.config import load_config
 from changedetect.errors import ConfigError
 from changedetect.pipeline import run
@@ -155,6 +156,71 @@ def test_two_clues_on_one_site_in_one_night_count_once():
     assert grown[0].footprint.covers(wider) and grown[0].status == "confirmed"
 
 
+# ------------------------------------------------------------------ one acquisition at a site
+
+FOREST = np.array([0.03, 0.06, 0.04, 0.35, 0.16, 0.08])[:, None]
+BARE = np.array([0.20, 0.24, 0.29, 0.33, 0.40, 0.35])[:, None]
+
+
+def pixels(spectrum, n=20, seed=0):
+    noise = np.random.default_rng(seed).normal(0, 0.01, (6, n))
+    return np.repeat(spectrum, n, axis=1) + noise
+
+
+def test_an_acquisition_nearer_the_after_state_shows_the_change():
+    before, after = pixels(FOREST, seed=1), pixels(BARE, seed=2)
+    clear = np.ones(20, dtype=bool)
+    assert site_sighting(before, after, pixels(BARE, seed=3), clear) == "changed"
+    assert site_sighting(before, after, pixels(FOREST, seed=4), clear) == "unchanged"
+    # a darker, hazier view of the bare site is still nearer bare than forest
+    assert site_sighting(before, after, pixels(BARE * 0.8 + 0.02, seed=5), clear) == "changed"
+    # mostly under cloud: not seen, whatever the few clear pixels say
+    some = np.zeros(20, dtype=bool)
+    some[:9] = True
+    assert site_sighting(before, after, pixels(BARE, seed=6), some) == "unobserved"
+    hidden = pixels(BARE, seed=7)
+    hidden[:, 5:] = np.nan
+    assert site_sighting(before, after, hidden, clear) == "unobserved"
+
+
+def test_each_clear_acquisition_of_one_night_counts():
+    sightings = {"c1": [("2025-05-08", "changed"), ("2025-05-18", "unobserved"),
+                        ("2025-05-28", "changed"), ("2025-06-07", "changed")]}  # fmt: skip
+    alerts, of_clue = advance([], "2025-06-07", [clue("c1")], never, sightings=sightings)
+    alert = of_clue["c1"]
+    assert (alert.status, alert.supporting, alert.first_detected, alert.last_detected) == (
+        "confirmed", 3, "2025-05-08", "2025-06-07",
+    )  # fmt: skip
+    assert alert.observed == ("2025-05-08", "2025-05-28", "2025-06-07")
+    # the next night brings one more acquisition: counted once, even when re-run
+    later = {"c2": [("2025-06-17", "changed")]}
+    again, _ = advance(alerts, "2025-06-17", [clue("c2")], never, sightings=later)
+    twice, _ = advance(again, "2025-06-17", [clue("c2")], never, sightings=later)
+    assert again == twice and twice[0].supporting == 4
+
+
+def test_a_change_the_newest_clear_acquisition_no_longer_shows_is_dropped_and_kept():
+    sightings = {"wet": [("2025-05-08", "changed"), ("2025-05-18", "unchanged"),
+                         ("2025-05-28", "unobserved")]}  # fmt: skip
+    alerts, of_clue = advance([], "2025-05-28", [clue("wet")], never, sightings=sightings)
+    assert (of_clue["wet"].status, of_clue["wet"].dropped_on) == ("dropped", "2025-05-18")
+    again, of_again = advance(alerts, "2025-05-28", [clue("wet")], never, sightings=sightings)
+    assert again == alerts and of_again == of_clue
+    # a probable alert from an earlier night, dropped by tonight's newest view, re-run
+    first, _ = advance([], "2025-05-01", [clue("c1")], never)
+    tonight = {"c2": [("2025-05-08", "changed"), ("2025-05-18", "unchanged")]}
+    dropped, of_c2 = advance(first, "2025-05-18", [clue("c2")], never, sightings=tonight)
+    assert len(dropped) == 1 and of_c2["c2"].status == "dropped"
+    assert of_c2["c2"].supporting == 2
+    rerun, of_rerun = advance(dropped, "2025-05-18", [clue("c2")], never, sightings=tonight)
+    assert rerun == dropped and of_rerun == of_c2
+    # but a confirmed alert is not dropped by one view: the tracker owns confirmed sites
+    confirmed = {"c3": [("2025-05-08", "changed"), ("2025-05-18", "changed"),
+                        ("2025-05-28", "changed"), ("2025-06-07", "unchanged")]}  # fmt: skip
+    _, of_c3 = advance([], "2025-06-07", [clue("c3")], never, sightings=confirmed)
+    assert of_c3["c3"].status == "confirmed"
+
+
 def test_the_alert_book_round_trips_per_aoi_and_refuses_a_corrupt_file(tmp_path):
     history = nights(
         ("2025-05-01", [clue("c1"), clue("e1", ELSEWHERE)], never),
@@ -168,6 +234,13 @@ def test_the_alert_book_round_trips_per_aoi_and_refuses_a_corrupt_file(tmp_path)
     again = AlertBook(tmp_path / "alerts.json")
     assert again.get("qinling") == alerts and again.get("other") == alerts[:1]
     assert {a.status for a in again.get("qinling")} == {"probable", "dropped"}
+    # a version-1 book (it counted nights) reads on: a night was its newest acquisition's date
+    doc = json.loads((tmp_path / "alerts.json").read_text())
+    entries = doc["aois"]["qinling"]
+    v1 = [{("nights" if k == "observed" else k): v for k, v in e.items()} for e in entries]
+    v1 = {"version": 1, "aois": {"qinling": v1}}
+    (tmp_path / "alerts.json").write_text(json.dumps(v1))
+    assert AlertBook(tmp_path / "alerts.json").get("qinling") == alerts
     (tmp_path / "alerts.json").write_text('{"version": 1, "aois": {"qinling": [{"alert_id": 1}]}}')
     with pytest.raises(ConfigError, match="alerts.json, AOI qinling: bad entry"):
         again.get("qinling")
@@ -265,3 +338,19 @@ def test_re_running_a_night_in_full_reads_the_alerts_and_counts_nothing_twice(re
         (c.alert_id, c.alert_status, c.supporting_observations) for c in second.clues
     ]
     assert (out / "alerts.json").read_text() == recorded
+
+
+def test_one_run_counts_every_clear_acquisition_of_its_window(region):
+    folder, config, out = region
+    for day, seed in (("20250508", 2), ("20250518", 3), ("20250528", 5)):
+        _night(folder, day, seed)
+    clouded = scene_dn(GRID.shape, 6, quarry=True)
+    for band in clouded.values():
+        band[20:70, 30:85] = 0  # no data over the quarry on this date
+    write_multiband(folder / "S2_20250523.tif", clouded, GRID, nodata=0)
+    (first,) = run(config)
+    (quarry,) = first.clues
+    assert (quarry.alert_status, quarry.supporting_observations) == ("confirmed", 3)
+    assert (quarry.first_detected, quarry.last_detected) == ("2025-05-08", "2025-05-28")
+    (alert,) = AlertBook(out / "alerts.json").get("valley")
+    assert alert.observed == ("2025-05-08", "2025-05-18", "2025-05-28")

@@ -3,9 +3,11 @@ retries, AOIs that fail alone, idempotent re-runs, the schedule, and a dask clus
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 import yaml
@@ -288,6 +290,24 @@ def test_the_flow_follows_a_site_across_nights(prefect_harness, tmp_path):
     assert (alert.status, alert.supporting, alert.alert_id) == ("confirmed", 3, props["alert_id"])
 
 
+def test_an_all_cloud_night_is_reported_and_skipped_not_failed(prefect_harness, tmp_path):
+    config = write_region(tmp_path)
+    assert nightly(config=config).aois[0].status == "published"
+    alerts_before = (tmp_path / "out" / "alerts.json").read_text()
+    grid = make_grid("EPSG:32649", left=500_000.0, shape=SHAPE)
+    clouded = scene_dn(SHAPE, 3, quarry=True)
+    clouded["SCL"] = np.full(SHAPE, 9, np.uint16)  # cloud, high probability, everywhere
+    write_multiband(tmp_path / "imagery" / "valley_20250602.tif", clouded, grid, nodata=0)
+    run = nightly(config=config)
+    (record,) = run.aois
+    assert run.status == "completed" and record.status == "no_clear_view"
+    assert "under cloud" in record.note and record.clues == 0
+    assert (tmp_path / "out" / "alerts.json").read_text() == alerts_before
+    state = RunState(tmp_path / "out" / "state.json").get("valley")
+    assert state.last_acquisition.date() == dt.date(2025, 6, 2)  # consumed, not retried
+    assert nightly(config=config).aois[0].status == "nothing_new"
+
+
 def test_the_analysis_runs_on_a_dask_cluster_with_the_same_clues(prefect_harness, tmp_path):
     distributed = pytest.importorskip("distributed")
     config = write_region(tmp_path / "threads", ("valley", "ridge"), chunk_size=64)
@@ -425,17 +445,52 @@ def test_with_a_tracker_the_flow_ingests_into_it_and_looks_back(prefect_harness,
     doc = yaml.safe_load(config.read_text())
     doc["tracker"] = {"db": f"sqlite:///{tmp_path / 'cases.db'}"}
     config.write_text(yaml.safe_dump(doc))
+
+    def cases():
+        db = TrackerDB.open(doc["tracker"]["db"])
+        try:
+            with db.session() as session:
+                return list(list_cases(session, CaseQuery()).items)
+        finally:
+            db.close()
+
+    # one clear acquisition: the quarries are probable, held back by the tracker
     run = nightly(config=config)
     assert [a.status for a in run.aois] == ["published", "published"]
-    assert [a.handed_on for a in run.aois] == [1, 1]
+    assert [a.handed_on for a in run.aois] == [0, 0]
     assert all("look_back" in a.timings_s for a in run.aois)
+    assert cases() == []
+    # the next night brings two more clear acquisitions of both: confirmed, so issued
+    for k, name in enumerate(("valley", "ridge")):
+        grid = make_grid("EPSG:32649", left=500_000.0 + 20_000.0 * k, shape=SHAPE)
+        for day, seed in (("20250602", 3), ("20250617", 5)):
+            arrays = scene_dn(SHAPE, seed + 10 * k, quarry=True)
+            write_multiband(tmp_path / "imagery" / f"{name}_{day}.tif", arrays, grid, nodata=0)
+    run = nightly(config=config)
+    assert [a.handed_on for a in run.aois] == [1, 1]
+    issued = cases()
+    assert sorted(c.aoi for c in issued) == ["ridge", "valley"]
+    assert {c.state for c in issued} == {"issued"}
+    assert not (tmp_path / "out" / "handoff.jsonl").exists()  # the tracker, not the ledger
+    # a full re-run analyses all three acquisitions again: it may refine a clue, never a new case
+    again = nightly(config=config, full=True)
+    assert [a.status for a in again.aois] == ["published", "published"]
+    assert sorted(c.aoi for c in cases()) == ["ridge", "valley"]
+
+
+def test_the_tracker_issues_probable_clues_when_the_config_says_so(prefect_harness, tmp_path):
+    from changedetect.tracker import CaseQuery, TrackerDB, list_cases
+
+    config = write_region(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["tracker"] = {"db": f"sqlite:///{tmp_path / 'cases.db'}"}
+    doc["alerts"] = {"issue_probable": True}
+    config.write_text(yaml.safe_dump(doc))
+    assert [a.handed_on for a in nightly(config=config).aois] == [1]
     db = TrackerDB.open(doc["tracker"]["db"])
     try:
         with db.session() as session:
-            cases = list_cases(session, CaseQuery()).items
+            (case,) = list_cases(session, CaseQuery()).items
     finally:
         db.close()
-    assert sorted(c.aoi for c in cases) == ["ridge", "valley"]
-    assert not (tmp_path / "out" / "handoff.jsonl").exists()  # the tracker, not the ledger
-    again = nightly(config=config, full=True)
-    assert [a.handed_on for a in again.aois] == [0, 0]
+    assert case.state == "issued"

@@ -21,19 +21,8 @@ BASE = {
 
 
 def test_tracker_sink_ingests_each_clue_once(tmp_path):
-    folder = tmp_path / "imagery"
-    folder.mkdir()
-    write_multiband(folder / "S2_20240503.tif", scene_dn(GRID.shape, 1), GRID, nodata=0)
-    write_multiband(folder / "S2_20250508.tif", scene_dn(GRID.shape, 2, True), GRID, nodata=0)
-    url = f"sqlite:///{tmp_path / 'cases.db'}"
-    config = parse_config(
-        {
-            **BASE,
-            "source": {"kind": "local", "path": str(folder)},
-            "output": {"dir": str(tmp_path / "out")},
-            "tracker": {"db": url},
-        }
-    )
+    config = _local_config(tmp_path)
+    url = config.tracker.db
     sink = default_sink(config)
     assert isinstance(sink, TrackerSink)
     (result,) = run(config)
@@ -75,9 +64,10 @@ def _local_config(tmp_path, quarry_after=True):
     folder = tmp_path / "imagery"
     folder.mkdir(exist_ok=True)
     write_multiband(folder / "S2_20240503.tif", scene_dn(GRID.shape, 1), GRID, nodata=0)
-    write_multiband(
-        folder / "S2_20250508.tif", scene_dn(GRID.shape, 2, quarry_after), GRID, nodata=0
-    )
+    # three clear acquisitions after: a quarry on them is confirmed, so the tracker issues it
+    for day, seed in (("20250508", 2), ("20250518", 3), ("20250528", 5)):
+        arrays = scene_dn(GRID.shape, seed, quarry_after)
+        write_multiband(folder / f"S2_{day}.tif", arrays, GRID, nodata=0)
     return parse_config(
         {
             **BASE,

@@ -11,7 +11,7 @@ from shapely.geometry.polygon import LinearRing
 
 from changedetect.algorithms.clues import load_clue_model, object_features
 from changedetect.config import DetectionConfig
-from changedetect.errors import NoValidDataError
+from changedetect.errors import NoClearViewError, NoValidDataError
 from changedetect.models import TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
@@ -170,10 +170,15 @@ def test_all_cloud_scene_is_a_clear_error_and_writes_nothing(tmp_path):
     before, after = forest_scene(grid.shape, 5), forest_scene(grid.shape, 6)
     before["SCL"] = np.full(grid.shape, 4, np.uint8)
     after["SCL"] = np.full(grid.shape, 9, np.uint8)
-    with pytest.raises(NoValidDataError, match="no pixel has valid data on both dates"):
+    with pytest.raises(NoClearViewError, match="every after-window acquisition .* under cloud"):
         run_scene(tmp_path, before, after, grid, name="cloudy")
     assert not (tmp_path / "cloudy").exists()
     assert not list(tmp_path.glob(".work-*"))
+    # a before window under cloud is not a night to skip: the config needs another window
+    before["SCL"], after["SCL"] = after["SCL"], before["SCL"]
+    with pytest.raises(NoValidDataError, match="no pixel has valid data on both dates") as err:
+        run_scene(tmp_path, before, after, grid, name="cloudy")
+    assert not isinstance(err.value, NoClearViewError)
 
 
 def test_rerun_is_idempotent(tmp_path, quarry_result):

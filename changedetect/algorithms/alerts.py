@@ -1,22 +1,27 @@
-"""Alert state of a suspect change across nights: probable, then confirmed or dropped.
+"""Alert state of a suspect change across acquisitions: probable, then confirmed or dropped.
 
 A change seen on one clear observation is *probable*: a cloud edge, a wet field or a shadow can
 look like one. It is *confirmed* once later clear observations show it again (``confirm_after``
 of them, 2 by default), as the operational alert systems do (GLAD-S2, RADD, OPERA DIST-ALERT), and
-*dropped* when the next clear observation shows the ground as it was. A dropped alert stays in the
-record. A night whose imagery does not see the site (cloud, no data) changes nothing.
+*dropped* when the newest clear observation shows the ground as it was while it is still
+probable. A dropped alert stays in the record. An acquisition that does not see the site (cloud,
+no data) changes nothing.
 
-Pure: the caller says, for each alert no clue of the night matched, what the night's imagery
-shows there (:data:`Observation`). Re-running a night changes nothing it has already counted.
+Observations are acquisitions, not nights: a night whose window holds three clear acquisitions of
+a site counts three (:func:`site_sighting` judges each one). Pure: the caller says what each of
+the night's acquisitions shows at each clue's site, and for each alert no clue of the night
+matched, what the night's imagery shows there. Re-running a night changes nothing it has already
+counted: each acquisition date counts once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+import numpy as np
 from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 
@@ -24,26 +29,31 @@ from ..evaluation import footprints_match
 
 AlertStatus = Literal["probable", "confirmed", "dropped"]
 Observation = Literal["changed", "unchanged", "unobserved"]
+#: What one acquisition showed at a site: (ISO date of the acquisition, what it showed).
+Sighting = tuple[str, Observation]
 
 #: Later clear observations that must show a change again before it is confirmed.
 DEFAULT_CONFIRM_AFTER = 2
+#: An acquisition sees a site when at least this share of its footprint has valid data: more of
+#: it seen than hidden.
+SEEN_SHARE = 0.5
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One suspect change followed across nights."""
+    """One suspect change followed across acquisitions."""
 
     alert_id: str
     footprint: BaseGeometry
     """Union of the footprints of the clues that showed it (WGS84)."""
     status: AlertStatus
     first_detected: str
-    """Night (ISO date of the newest acquisition analysed) it was first seen."""
+    """Date of the first clear acquisition that showed it (ISO)."""
     last_detected: str
     supporting: int
     """Clear observations that showed the change, the first one included."""
-    nights: tuple[str, ...]
-    """Every night that showed it: a night counts once, however often it is re-run."""
+    observed: tuple[str, ...]
+    """Dates of those observations: an acquisition counts once, however often it is re-run."""
     change_type: str
     clue_id: str
     """The latest clue that showed it."""
@@ -67,8 +77,72 @@ class ClueLike(Protocol):
     def change_type(self) -> str: ...
 
 
+def site_sighting(
+    before: np.ndarray, after: np.ndarray, observation: np.ndarray, valid: np.ndarray
+) -> Observation:
+    """What one acquisition shows at a site: nearer the after state than the before state?
+
+    `before` and `after` are the two composites' reflectance over the site's pixels, `observation`
+    the acquisition's (each bands x pixels), `valid` where the acquisition has clear data. Each
+    clear pixel votes for the state it is nearer to (Euclidean in reflectance); a majority for the
+    after state is "changed". "unobserved" when clouds or no data hide most of the site.
+    """
+    n = before.shape[-1]
+    seen = valid & np.isfinite(observation).all(0) & np.isfinite(before).all(0)
+    seen &= np.isfinite(after).all(0)
+    if n == 0 or np.count_nonzero(seen) < SEEN_SHARE * n:
+        return "unobserved"
+    x, b, a = observation[:, seen], before[:, seen], after[:, seen]
+    nearer_after = ((x - a) ** 2).sum(0) < ((x - b) ** 2).sum(0)
+    return "changed" if nearer_after.mean() > 0.5 else "unchanged"
+
+
 def _new_id(clue_id: str) -> str:
     return "alert-" + hashlib.sha1(clue_id.encode()).hexdigest()[:12]
+
+
+def _count(alert: Alert, sightings: Sequence[Sighting], confirm_after: int) -> Alert:
+    """`alert` after a clue's sightings (oldest first): each new clear acquisition that shows the
+    change supports it; a probable alert whose newest clear acquisition shows the ground as before
+    is dropped."""
+    observed = set(alert.observed)
+    for day, seen in sorted(sightings):
+        if seen == "changed" and day not in observed:
+            observed.add(day)
+    days = tuple(sorted(observed))
+    status = alert.status
+    if status == "probable" and len(days) - 1 >= confirm_after:
+        status = "confirmed"
+    alert = replace(
+        alert,
+        status=status,
+        first_detected=days[0],
+        last_detected=days[-1],
+        supporting=len(days),
+        observed=days,
+    )
+    clear = [(day, seen) for day, seen in sorted(sightings) if seen != "unobserved"]
+    if alert.status == "probable" and clear and clear[-1][1] == "unchanged":
+        alert = replace(alert, status="dropped", dropped_on=clear[-1][0])
+    return alert
+
+
+def _continued_by(
+    alerts: Sequence[Alert], tree: STRtree | None, footprint: BaseGeometry, tonight: set[str]
+) -> list[int]:
+    """Indices of the alerts a clue over `footprint` continues: active ones it overlaps, and one
+    dropped on a date of `tonight` (the night re-run)."""
+    if tree is None:
+        return []
+    found = []
+    for k in tree.query(footprint):
+        alert = alerts[int(k)]
+        if not (alert.active or alert.dropped_on in tonight):
+            continue
+        # the same overlap rule that matches clues to known changes in evaluation
+        if footprints_match(alert.footprint, footprint):
+            found.append(int(k))
+    return found
 
 
 def advance(
@@ -77,49 +151,53 @@ def advance(
     clues: Sequence[ClueLike],
     observe: Callable[[Alert], Observation],
     *,
+    sightings: Mapping[str, Sequence[Sighting]] | None = None,
     confirm_after: int = DEFAULT_CONFIRM_AFTER,
 ) -> tuple[list[Alert], dict[str, Alert]]:
     """The alerts after `night`, and the alert each of the night's clues belongs to (by clue id).
 
-    A clue that overlaps an active alert continues it (the oldest, when several do); any other
-    clue opens a probable alert. An active alert no clue continued is asked `observe`: a probable
-    one the night sees "unchanged" is dropped; a confirmed one stays confirmed (what happens to a
-    confirmed site is the case tracker's business).
+    `sightings` gives, per clue id, what each of the night's acquisitions showed at the clue
+    (:func:`site_sighting`); a clue without any sighting that shows it counts as seen once, on
+    `night` (the composite saw it). A clue that overlaps an active alert continues it (the oldest,
+    when several do); any other clue opens a probable alert. An active alert no clue continued is
+    asked `observe` what the night shows at its footprint: a probable one the night sees
+    "unchanged" is dropped; a confirmed one stays confirmed (what happens to a confirmed site is
+    the case tracker's business).
     """
     if confirm_after < 1:
         raise ValueError(f"confirm_after must be >= 1, got {confirm_after}")
+    sightings = sightings or {}
     updated = list(alerts)
     active = [i for i, a in enumerate(updated) if a.active]
-    tree = STRtree([updated[i].footprint for i in active]) if active else None
+    tree = STRtree([a.footprint for a in updated]) if updated else None
     continued: set[int] = set()
     index_of_clue: dict[str, int] = {}
     for clue in clues:
-        candidates = []
-        if tree is not None:
-            for k in tree.query(clue.geometry_wgs84):
-                i = active[int(k)]
-                # the same overlap rule that matches clues to known changes in evaluation
-                if footprints_match(updated[i].footprint, clue.geometry_wgs84):
-                    candidates.append(i)
+        seen = list(sightings.get(clue.clue_id, ()))
+        if not any(s == "changed" for _, s in seen):
+            seen.append((night, "changed"))
+        candidates = _continued_by(
+            updated, tree, clue.geometry_wgs84, {d for d, _ in seen} | {night}
+        )
         if not candidates:
             alert_id = _new_id(clue.clue_id)
             known = [j for j, a in enumerate(updated) if a.alert_id == alert_id]
             if known:  # the same night re-run: same clue ids, so the same new alerts
                 index_of_clue[clue.clue_id] = known[0]
                 continue
-            updated.append(
-                Alert(
-                    alert_id=alert_id,
-                    footprint=clue.geometry_wgs84,
-                    status="probable",
-                    first_detected=night,
-                    last_detected=night,
-                    supporting=1,
-                    nights=(night,),
-                    change_type=clue.change_type,
-                    clue_id=clue.clue_id,
-                )
+            first = min(day for day, s in seen if s == "changed")
+            opened = Alert(
+                alert_id=alert_id,
+                footprint=clue.geometry_wgs84,
+                status="probable",
+                first_detected=first,
+                last_detected=first,
+                supporting=0,
+                observed=(),
+                change_type=clue.change_type,
+                clue_id=clue.clue_id,
             )
+            updated.append(_count(opened, seen, confirm_after))
             index_of_clue[clue.clue_id] = len(updated) - 1
             continue
         i = min(candidates, key=lambda j: (updated[j].first_detected, updated[j].alert_id))
@@ -128,21 +206,13 @@ def advance(
         alert = updated[i]
         if not alert.footprint.covers(clue.geometry_wgs84):
             alert = replace(alert, footprint=alert.footprint.union(clue.geometry_wgs84))
-        if night not in alert.nights:
-            supporting = alert.supporting + 1
-            alert = replace(
-                alert,
-                status="confirmed" if supporting - 1 >= confirm_after else alert.status,
-                last_detected=max(alert.last_detected, night),
-                supporting=supporting,
-                nights=(*alert.nights, night),
-                change_type=clue.change_type,
-                clue_id=clue.clue_id,
-            )
-        updated[i] = alert
+        counted = _count(alert, seen, confirm_after)
+        if counted.observed != alert.observed:
+            counted = replace(counted, change_type=clue.change_type, clue_id=clue.clue_id)
+        updated[i] = counted
     for i in active:
         alert = updated[i]
-        if i in continued or night in alert.nights or alert.status != "probable":
+        if i in continued or alert.status != "probable" or alert.last_detected >= night:
             continue
         if observe(alert) == "unchanged":
             updated[i] = replace(alert, status="dropped", dropped_on=night)

@@ -1,10 +1,29 @@
-"""Validity masks from the scene classification layer and from the reflectance itself."""
+"""Validity masks: where each acquisition has data and is not under cloud or shadow.
+
+The cloud mask comes from the scene classification layer (SCL) of L2A products where there is
+one, else from s2cloudless on L1C bands, else from the multitemporal test
+(changedetect.algorithms.clouds); :func:`choose_cloud_mask` picks it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Literal
 
+import dask.array as da
+import numpy as np
 import xarray as xr
+
+from .clouds import (
+    MIN_OBSERVATIONS,
+    MULTITEMPORAL_DILATION_M,
+    S2CLOUDLESS_AVERAGE_OVER,
+    S2CLOUDLESS_BANDS,
+    S2CLOUDLESS_DILATION,
+    S2CLOUDLESS_RESOLUTION_M,
+    multitemporal_mask,
+    s2cloudless_mask,
+)
 
 #: Sentinel-2 L2A scene classification classes.
 SCL_NO_DATA = 0
@@ -20,17 +39,123 @@ SCL_CLOUD_HIGH = 9
 SCL_CIRRUS = 10
 SCL_SNOW = 11
 
+CloudMask = Literal["scl", "s2cloudless", "multitemporal", "none"]
+#: What ``detection.cloud_mask`` accepts: a method, or ``auto`` (:func:`choose_cloud_mask`).
+CLOUD_MASKS = ("auto", "scl", "s2cloudless", "multitemporal", "none")
+#: Bands the multitemporal test reads (green is used when present).
+MULTITEMPORAL_BANDS = ("B04", "B08", "B11")
+
+
+def choose_cloud_mask(
+    requested: str, preset: str, bands: Collection[str], n_acquisitions: int
+) -> CloudMask:
+    """The cloud mask a stack gets: `requested` unless it is ``auto``; then SCL where the stack
+    has it, s2cloudless for L1C with its ten bands, else the multitemporal test. The multitemporal
+    test needs 3 acquisitions in the window: with fewer there is no cloud mask (``none``)."""
+    if requested not in CLOUD_MASKS:
+        raise ValueError(f"unknown cloud mask {requested!r}; use one of {', '.join(CLOUD_MASKS)}")
+    if requested != "auto":
+        chosen = requested
+    elif "SCL" in bands:
+        chosen = "scl"
+    elif preset == "sentinel2_l1c" and all(b in bands for b in S2CLOUDLESS_BANDS):
+        chosen = "s2cloudless"
+    else:
+        chosen = "multitemporal"
+    if chosen == "multitemporal" and n_acquisitions < MIN_OBSERVATIONS:
+        return "none"
+    return chosen  # type: ignore[return-value]
+
 
 def valid_mask(
-    stack: xr.Dataset, bands: Sequence[str], cloud_classes: Sequence[int]
+    stack: xr.Dataset,
+    bands: Sequence[str],
+    cloud_classes: Sequence[int],
+    *,
+    cloud_mask: CloudMask = "scl",
+    pixel_m: float = 10.0,
 ) -> xr.DataArray:
-    """True where every band has data and, if an SCL band exists, its class is not invalid."""
+    """True where every band has data and the cloud mask (`cloud_mask`, on `pixel_m` metre pixels)
+    sees neither cloud nor shadow. ``scl`` rejects `cloud_classes` where the stack has an SCL band
+    and masks nothing where it has none."""
     valid = None
     for band in bands:
         has = stack[band].notnull()
         valid = has if valid is None else (valid & has)
     if valid is None:
         raise ValueError("valid_mask needs at least one band")
-    if "SCL" in stack:
+    if cloud_mask == "scl" and "SCL" in stack:
         valid = valid & ~stack["SCL"].isin(list(cloud_classes))
+    elif cloud_mask == "s2cloudless":
+        # the halo covers the averaging and the dilation, done at 60 m
+        factor = max(1, round(S2CLOUDLESS_RESOLUTION_M / pixel_m))
+        halo = (S2CLOUDLESS_AVERAGE_OVER + S2CLOUDLESS_DILATION + 1) * factor
+        cloud = _computed_mask(stack, S2CLOUDLESS_BANDS, _s2cloudless(pixel_m), halo, 1)
+        valid = valid & ~cloud
+    elif cloud_mask == "multitemporal":
+        present = [b for b in ("B03", *MULTITEMPORAL_BANDS) if b in stack]
+        halo = max(1, round(MULTITEMPORAL_DILATION_M / pixel_m))
+        # every acquisition of the window at once: the test compares each with the median
+        cloud = _computed_mask(stack, present, _multitemporal(pixel_m), halo, -1)
+        valid = valid & ~cloud
     return valid.rename("valid")
+
+
+CubeMask = Callable[[np.ndarray, Sequence[str]], np.ndarray]
+
+
+def _s2cloudless(pixel_m: float) -> CubeMask:
+    def per_block(cube: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        return np.stack(
+            [
+                s2cloudless_mask({b: cube[i, t] for i, b in enumerate(names)}, pixel_m)
+                for t in range(cube.shape[1])
+            ]
+        )
+
+    return per_block
+
+
+def _multitemporal(pixel_m: float) -> CubeMask:
+    def per_block(cube: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        return multitemporal_mask({b: cube[i] for i, b in enumerate(names)}, pixel_m)
+
+    return per_block
+
+
+def _computed_mask(
+    stack: xr.Dataset, bands: Sequence[str], per_block: CubeMask, halo: int, time_chunk: int
+) -> xr.DataArray:
+    """A (time, y, x) cloud mask computed from `bands` block by block: `time_chunk`
+    acquisitions at a time (-1: all), each spatial block with a `halo` of pixels around it."""
+    missing = [b for b in bands if b not in stack]
+    if missing:
+        raise ValueError(f"the cloud mask needs band(s) {', '.join(missing)}, not in the imagery")
+    template = stack[bands[0]]
+    names = list(bands)
+    cube = (
+        da.stack([da.asarray(stack[b].data) for b in names])
+        if any(isinstance(stack[b].data, da.Array) for b in names)
+        else np.stack([np.asarray(stack[b].data) for b in names])
+    )
+
+    def compute(block: np.ndarray) -> np.ndarray:
+        return per_block(block, names)
+
+    if isinstance(cube, da.Array):
+        spatial = template.data.chunks[1:] if isinstance(template.data, da.Array) else "auto"
+        cube = cube.rechunk((-1, time_chunk, *spatial))  # type: ignore[arg-type]
+        halo_y = min(halo, *cube.chunks[2])
+        halo_x = min(halo, *cube.chunks[3])
+        masked = da.map_overlap(
+            compute,
+            cube,
+            depth={0: 0, 1: 0, 2: halo_y, 3: halo_x},
+            boundary="none",
+            drop_axis=0,
+            dtype=bool,
+            meta=np.array((), dtype=bool),
+        )
+    else:
+        masked = compute(cube)
+    return xr.DataArray(masked, coords=template.coords, dims=template.dims)

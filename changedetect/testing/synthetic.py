@@ -132,6 +132,9 @@ _QUARRY_VARIANTS = (QUARRY_LIMESTONE, QUARRY_RED, QUARRY_GRANITE)
 #: Built-up materials of a finished construction site and their shares.
 _BUILT = np.stack([CONCRETE, ROOF_GREY, ROOF_BLUE, ROOF_RED, ROOF_WHITE, CONSTRUCTION_SOIL])
 _BUILT_CUM = np.cumsum([0.34, 0.2, 0.18, 0.14, 0.08, 0.06]).astype(np.float32)
+#: Darkening of soil on a wet day (after rain): water absorbs most in the SWIR (Lobell & Asner
+#: 2002, "Moisture effects on soil reflectance").
+_WET_SOIL = _spec(0.80, 0.80, 0.78, 0.82, 0.62, 0.58)
 #: Darkening of each band inside a full cloud shadow (diffuse blue sky light remains).
 _SHADOW_DEPTH = _spec(0.60, 0.66, 0.70, 0.78, 0.80, 0.80)
 
@@ -476,6 +479,7 @@ class SyntheticScene:
         crop_rotation: float = 0.15,
         changes_from: dt.date = dt.date(2024, 7, 1),
         changes_until: dt.date = dt.date(2025, 3, 31),
+        wet_days: Sequence[dt.date] = (),
     ) -> None:
         if height < 8 or width < 8:
             raise ValueError(f"synthetic scene needs at least 8 x 8 pixels, got {height} x {width}")
@@ -485,6 +489,7 @@ class SyntheticScene:
         self.cloud_cover, self.noise = float(cloud_cover), float(noise)
         self.crop_rotation = float(crop_rotation)
         self.changes_from, self.changes_until = changes_from, changes_until
+        self.wet_days = frozenset(wet_days)
         self._scale = height * width / 1.44e6
         self._years: dict[int, _Year] = {}
         self._crop_years: dict[int, np.ndarray] = {}
@@ -1158,6 +1163,11 @@ class SyntheticScene:
         lut[_M_HEDGE] = 0.5 * grass + 0.5 * decid
         lut[_M_ASPHALT], lut[_M_DIRT] = ASPHALT, DIRT_ROAD
         lut[_M_FIELD0:] = self._crop_spectra(day)
+        if day in self.wet_days:
+            # soil after rain: fields, gardens, dirt roads and mud darken, most in the SWIR
+            for row in (_M_GARDEN, _M_MUD, _M_SHORE_GRASS, _M_DIRT):
+                lut[row] *= _WET_SOIL
+            lut[_M_FIELD0:] *= _WET_SOIL
         if len(self._luts) > 512:
             self._luts.clear()
         self._luts[day] = lut

@@ -69,7 +69,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .clues import read_clues_file
     from .webhook import WebhookConfig, escalate_and_hand_off, ingest_and_hand_off
 
-    settings = TrackerSettings(deadline_days=args.deadline_days)
+    settings = TrackerSettings(deadline_days=args.deadline_days, issue_probable=args.issue_probable)
     # new and changed cases go to the webhook of $CHANGEDETECT_WEBHOOK_URL, when there is one
     webhook = WebhookConfig.from_env()
     # read every file before touching the database: a bad file leaves nothing behind
@@ -350,6 +350,12 @@ def build_tracker_parser(
         type=int,
         default=TrackerSettings.deadline_days,
         help="days from issue to the verification deadline of new cases (default: 30)",
+    )
+    p.add_argument(
+        "--issue-probable",
+        action="store_true",
+        help="open cases for clues whose alert is still probable (default: hold them until a "
+        "later run confirms them)",
     )
     p.add_argument("--actor", default="ingest", help="who ingests, for the case events")
     p.add_argument("--json", action="store_true", help="one JSON report per file")

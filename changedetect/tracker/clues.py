@@ -39,6 +39,9 @@ class Clue:
     chip_before: str | None = None
     chip_after: str | None = None
     source: str | None = None
+    alert_status: str | None = None
+    """``probable``, ``confirmed`` or ``dropped`` (changedetect.algorithms.alerts); None for clues
+    from runs that do not follow alerts, taken as confirmed."""
     properties: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,6 +50,10 @@ class Clue:
 ClueInput: TypeAlias = (
     "str | Path | Mapping[str, Any] | Iterable[Mapping[str, Any] | PatchClue | Clue]"
 )
+
+
+#: Alert states a clue can carry (None: a clue from a run that does not follow alerts).
+ALERT_STATUSES = (None, "probable", "confirmed", "dropped")
 
 
 def _text(props: Mapping[str, Any], key: str) -> str | None:
@@ -116,6 +123,12 @@ def parse_feature(
         raise ClueFormatError(
             f"{where}: priority {priority!r} is not one of {', '.join(PRIORITY_RANK)}"
         )
+    alert_status = _text(props, "alert_status")
+    if alert_status not in ALERT_STATUSES:
+        raise ClueFormatError(
+            f"{where}: alert_status {alert_status!r} is not one of "
+            f"{', '.join(s for s in ALERT_STATUSES if s)}"
+        )
     return Clue(
         clue_id=clue_id,
         aoi=_text(props, "aoi"),
@@ -132,6 +145,7 @@ def parse_feature(
         chip_before=_resolve(_text(props, "chip_before"), base_dir),
         chip_after=_resolve(_text(props, "chip_after"), base_dir),
         source=source,
+        alert_status=alert_status,
         properties=dict(props),
     )
 

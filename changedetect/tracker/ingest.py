@@ -41,7 +41,7 @@ from .settings import TrackerSettings
 from .sites import apply_site_tags
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
 
-ClueAction = Literal["created", "updated", "suppressed", "unchanged"]
+ClueAction = Literal["created", "updated", "suppressed", "unchanged", "held"]
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,16 @@ class IngestReport:
         """Clues already in the ledger (re-ingested)."""
         return self._count("unchanged")
 
+    @property
+    def held(self) -> int:
+        """Clues of probable alerts held back until confirmed, and of dropped alerts."""
+        return self._count("held")
+
     def summary(self) -> str:
         """One line for people."""
         return (
             f"{len(self.outcomes)} clues: {self.created} created, {self.updated} updated, "
-            f"{self.suppressed} suppressed, {self.unchanged} unchanged"
+            f"{self.suppressed} suppressed, {self.unchanged} unchanged, {self.held} held"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +105,7 @@ class IngestReport:
             "updated": self.updated,
             "suppressed": self.suppressed,
             "unchanged": self.unchanged,
+            "held": self.held,
             "outcomes": [asdict(o) for o in self.outcomes],
         }
 
@@ -203,6 +209,9 @@ def _ingest_one(
     settings: TrackerSettings,
     actor: str,
 ) -> ClueOutcome:
+    if clue.alert_status == "dropped":
+        note = "its alert was dropped: the newest clear view shows the ground as before"
+        return ClueOutcome(clue.clue_id, "held", None, note=note)
     epsg = local_epsg(clue.geometry)
     clue_area = area_m2(clue.geometry, epsg)
     matches = overlapping_cases(session, clue.geometry, settings)
@@ -212,6 +221,10 @@ def _ingest_one(
             _grow(case, clue, clue_area, now=now)
             apply_site_tags(session, case, now=now, settings=settings, actor=actor)
             return ClueOutcome(clue.clue_id, "updated", case.id)
+
+    if clue.alert_status == "probable" and not settings.issue_probable:
+        note = "its alert is probable: held until later clear acquisitions confirm it"
+        return ClueOutcome(clue.clue_id, "held", None, note=note)
 
     for _, old in matches:
         if old.state in SUPPRESSING_STATES:

@@ -19,6 +19,12 @@ class TrackerSettings:
     deadline_days: int = 30
     """Days from a case's issue to its verification deadline."""
 
+    issue_probable: bool = False
+    """Open cases for clues whose alert is still ``probable`` (seen on one clear acquisition, or
+    not yet on enough later ones). Off: such a clue is held back until a later run confirms its
+    alert, so a cloud edge or a wet field sends nobody out; it still updates an open case over
+    its site. Clues of ``dropped`` alerts never open a case."""
+
     min_overlap: float = 0.30
     """A clue belongs to a case when their intersection covers at least this share of the
     smaller of the two (areas measured in the local UTM zone)."""

@@ -278,6 +278,7 @@ def test_ingest_accepts_pipeline_patch_clues(db):
         (lambda f: f["properties"].update(confidence=3), "outside 0-1"),
         (lambda f: f["properties"].update(priority="asap"), "priority 'asap'"),
         (lambda f: f["properties"].update(area_m2="big"), "not a number"),
+        (lambda f: f["properties"].update(alert_status="maybe"), "alert_status 'maybe'"),
     ],
 )
 def test_malformed_clues_are_clear_errors_and_write_nothing(sqlite_db, mutate, message):
@@ -323,3 +324,30 @@ def test_clue_statuses_for_the_pipeline(db):
 def test_items_that_are_not_clues_are_refused(sqlite_db):
     with pytest.raises(ClueFormatError, match="item #0 is a int, not a GeoJSON Feature"):
         ingest(sqlite_db, [42], now=NOW)
+
+
+def test_the_tracker_follows_the_alert_state(db):
+    def night(day, *features, settings=None):
+        report = ingest(db, collection(list(features)), now=day, settings=settings)
+        return {o.clue_id: o.action for o in report.outcomes}
+
+    quarry, wet, other = rect(0, 0, 60), rect(900, 0, 60), rect(1800, 0, 60)
+    # first sighting: probable, held back (nothing stored, so a re-ingest holds it again)
+    assert night(NOW, feature("q1", quarry, alert_status="probable")) == {"q1": "held"}
+    assert night(NOW, feature("q1", quarry, alert_status="probable")) == {"q1": "held"}
+    assert n_rows(db, Case) == 0 and n_rows(db, Detection) == 0
+    # confirmed later: the case opens; a probable clue over it then updates it
+    assert night(DAY2, feature("q2", quarry, alert_status="confirmed")) == {"q2": "created"}
+    later = DAY2 + dt.timedelta(days=10)
+    assert night(later, feature("q3", quarry, alert_status="probable")) == {"q3": "updated"}
+    # a dropped alert never opens a case, even where probable ones may
+    issuing = TrackerSettings(issue_probable=True)
+    assert night(later, feature("w1", wet, alert_status="dropped"), settings=issuing) == {
+        "w1": "held"
+    }
+    assert night(later, feature("o1", other, alert_status="probable"), settings=issuing) == {
+        "o1": "created"
+    }
+    # clues from runs that do not follow alerts are taken as confirmed
+    assert night(later, feature("n1", rect(2700, 0, 60))) == {"n1": "created"}
+    assert n_rows(db, Case) == 3

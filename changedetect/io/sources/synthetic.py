@@ -46,6 +46,7 @@ def _scene(config: SyntheticSourceConfig, height: int, width: int) -> SyntheticS
         crop_rotation=config.crop_rotation,
         changes_from=config.changes_from,
         changes_until=config.changes_until,
+        wet_days=tuple(config.wet_days),
     )
 
 
