@@ -16,7 +16,15 @@ import rasterio.windows
 import xarray as xr
 from shapely.geometry.base import BaseGeometry
 
-from .algorithms.alerts import SEEN_SHARE, Alert, Observation, Sighting, advance, site_sighting
+from .algorithms.alerts import (
+    RECURRING_SIGHTINGS,
+    SEEN_SHARE,
+    Alert,
+    Observation,
+    Sighting,
+    advance,
+    site_sighting,
+)
 from .grids import WGS84, reproject_geometry
 from .models import Composite, GridSpec, Patch, PatchClue, TimeWindow
 from .types import ANALYSIS_BANDS
@@ -37,19 +45,19 @@ def acquisition_sightings(
     labels: np.ndarray,
     before: Composite,
     after: Composite,
-    after_stack: xr.Dataset,
+    stack: xr.Dataset,
     valid: xr.DataArray,
     window: TimeWindow,
 ) -> dict[int, list[Sighting]]:
-    """For each patch (by label), what every after-window acquisition shows over its pixels
-    (:func:`site_sighting`), oldest first. Only the patches' bounding windows are read, all in
-    one dask computation."""
-    times = [np.datetime64(t, "D") for t in after_stack["time"].values]
+    """For each patch (by label), what every acquisition of `window` in `stack` shows over its
+    pixels (:func:`site_sighting`), oldest first. Only the patches' bounding windows are read,
+    all in one dask computation."""
+    times = [np.datetime64(t, "D") for t in stack["time"].values]
     picked = [i for i, t in enumerate(times) if window.contains(t.astype(object))]
     if not patches or not picked:
         return {p.label: [] for p in patches}
     bands = list(ANALYSIS_BANDS)
-    cube = after_stack[bands].isel(time=picked).to_array("band").data  # band, time, y, x
+    cube = stack[bands].isel(time=picked).to_array("band").data  # band, time, y, x
     clear = valid.isel(time=picked).data
     b_cube = before.bands[bands].to_array("band").data
     a_cube = after.bands[bands].to_array("band").data
@@ -76,6 +84,34 @@ def acquisition_sightings(
             for t, day in enumerate(days)
         ]
     return sightings
+
+
+def recurring_patches(
+    patches: Sequence[Patch],
+    labels: np.ndarray,
+    before: Composite,
+    after: Composite,
+    before_stack: xr.Dataset,
+    before_window: TimeWindow,
+    valid: xr.DataArray,
+) -> set[int]:
+    """Labels of the patches whose ground, as it is now, was already seen on the before side
+    (a field harvested or bare then too, a season's leaf-out): at least
+    :data:`RECURRING_SIGHTINGS` of its clear acquisitions show the site nearer the after
+    composite than the before composite (:func:`site_sighting`).
+
+    At least two, since haze or an unmasked cloud rim can make one acquisition look like anything
+    bright. A before side of two acquisitions or fewer never shows a recurrence (its median is
+    made of them). The price: building on a field that lay bare at that time of an earlier year
+    looks like the bare field at first, and is found once it no longer does."""
+    if before_stack.sizes.get("time", 1) <= RECURRING_SIGHTINGS or not patches:
+        return set()
+    seen = acquisition_sightings(patches, labels, before, after, before_stack, valid, before_window)
+    return {
+        label
+        for label, sightings in seen.items()
+        if sum(1 for _, s in sightings if s == "changed") >= RECURRING_SIGHTINGS
+    }
 
 
 def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:

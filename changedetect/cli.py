@@ -53,7 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline import run
 
     out = Path(args.out)
-    config = demo_config(out)
+    config = demo_config(out, baseline=args.baseline)
     zones = write_demo_zones(config, out / "demo_zones.geojson")
     config = config.model_copy(update={"zones": zones})
     start = time.perf_counter()
@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the embedded synthetic scene end to end and score it against its truth",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    demo.add_argument(
+        "--baseline",
+        choices=("window", "same_season"),
+        default="window",
+        help="compare with the before window (default), or with the same season of the two "
+        "years before (baseline.kind: same_season)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     compare = sub.add_parser(

@@ -342,6 +342,26 @@ class AlertsConfig(_Model):
     held back until a later run confirms them (clues of `dropped` alerts never open a case)."""
 
 
+class BaselineConfig(_Model):
+    """What the acquisitions analysed are compared with."""
+
+    kind: Literal["window", "same_season"] = "window"
+    """`window`: the composite of the `before` window. `same_season`: the composite of the same
+    weeks of the `years` years before the acquisitions analysed (their first to last date,
+    widened by `days` on each side); each pixel's spread across those years then enters the change
+    test, so the season (green-up, harvest) and a crop that differs from year to year are not
+    taken for disturbance. Needs a source with that much history; a year without acquisitions
+    is left out."""
+    days: int = Field(default=30, ge=0, le=120)
+    years: int = Field(default=2, ge=1, le=10)
+
+    def describe(self) -> str:
+        """How a clue states its baseline."""
+        if self.kind == "window":
+            return "window"
+        return f"same_season ±{self.days} d over {self.years} year{'s' if self.years > 1 else ''}"
+
+
 class DaskConfig(_Model):
     """Where the heavy array work runs when the Prefect flow (`flows/nightly.py`) runs it."""
 
@@ -388,7 +408,10 @@ class RunConfig(_Model):
     sensor: SensorConfig = SensorConfig()
     aois: list[AoiConfig] = Field(min_length=1)
     before: WindowConfig
+    """The before window; with `baseline.kind: same_season` the baseline comes from the same
+    season of earlier years instead (synthetic sources still place their changes after it)."""
     after: WindowConfig
+    baseline: BaselineConfig = BaselineConfig()
     detection: DetectionConfig = DetectionConfig()
     zones: ZonesConfig | None = None
     output: OutputConfig = OutputConfig()

@@ -18,11 +18,13 @@ from .models import AoiResult
 DEMO_ZONES_NAME = "demo_zones.geojson"
 
 
-def demo_config(out_dir: Path) -> RunConfig:
-    """configs/demo.yaml (shipped inside the package) with the output folder set."""
+def demo_config(out_dir: Path, *, baseline: str = "window") -> RunConfig:
+    """configs/demo.yaml (shipped inside the package) with the output folder set, and the
+    baseline kind (``window``, or ``same_season``: the same season of the two years before)."""
     text = resources.files("changedetect").joinpath("data/demo.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     data.setdefault("output", {})["dir"] = str(out_dir)
+    data.setdefault("baseline", {})["kind"] = baseline
     return parse_config(data, source="demo.yaml")
 
 

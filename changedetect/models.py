@@ -154,6 +154,9 @@ class PatchClue:
     status: str = "new"
     model: str | None = None
     """The model that gave `confidence` (name@version)."""
+    baseline: str | None = None
+    """What the acquisitions were compared with: `window` (the before window) or the same season
+    of earlier years (e.g. `same_season ±30 d over 2 years`; `before` then spans those seasons)."""
     cloud_mask: str | None = None
     """The cloud mask the change was found under (`scl`, `s2cloudless`, `multitemporal`,
     `none`; `before/after` when the two windows had different ones)."""
@@ -191,6 +194,7 @@ class PatchClue:
             "chip_after": self.chip_after,
             "status": self.status,
             "model": self.model,
+            "baseline": self.baseline,
             "cloud_mask": self.cloud_mask,
             "alert_id": self.alert_id,
             "alert_status": self.alert_status,

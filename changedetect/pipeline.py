@@ -22,7 +22,8 @@ import xarray as xr
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
-from .alerting import AlertFollowing, acquisition_sightings, follow_alerts
+from .alerting import AlertFollowing, acquisition_sightings, follow_alerts, recurring_patches
+from .algorithms.alerts import RECURRING_SIGHTINGS
 from .algorithms.classify import classify_patch
 from .algorithms.clouds import MIN_OBSERVATIONS, S2CLOUDLESS_BANDS
 from .algorithms.clues import confidence_level, load_clue_model, object_features, priority_for
@@ -65,6 +66,7 @@ from .models import (
     PatchClue,
     TimeWindow,
 )
+from .seasons import same_season
 from .state import AlertBook, AoiState, RunState
 from .types import ANALYSIS_BANDS
 
@@ -87,6 +89,8 @@ class AnalysisOptions:
     chip_size: int = 128
     preset: str = "sentinel2_l2a"
     """The sensor preset (what `detection.cloud_mask: auto` chooses by)."""
+    baseline: str = "window"
+    """What the before side was (``BaselineConfig.describe``), written on each clue."""
 
     @classmethod
     def from_config(cls, config: RunConfig, aoi: str) -> AnalysisOptions:
@@ -96,6 +100,7 @@ class AnalysisOptions:
             config.output.chips,
             config.output.chip_size,
             config.sensor.preset,
+            config.baseline.describe(),
         )
 
 
@@ -276,17 +281,33 @@ def plan_aoi(
             return AoiPlan(
                 aoi.name, grid, before_w, after_w, [], [], Path(previous.out_dir), note=note
             )
-    before_acq = source.search(grid, before_w)
+    if not after_acq:
+        raise NoValidDataError(
+            f"AOI {aoi.name}: no acquisition in the after window {after_w.start}..{after_w.end}"
+        )
+    if config.baseline.kind == "same_season":
+        days = [_utc(a.datetime).date() for a in after_acq]
+        seasons = same_season(
+            min(days), max(days), days=config.baseline.days, years=config.baseline.years
+        )
+        before_acq = sorted(
+            {a.id: a for w in seasons for a in source.search(grid, w)}.values(),
+            key=lambda a: _utc(a.datetime),
+        )
+        before_w = TimeWindow(seasons[0].start, seasons[-1].end)
+        where = "the same season of the years before: " + ", ".join(
+            f"{w.start}..{w.end}" for w in seasons
+        )
+    else:
+        before_acq = source.search(grid, before_w)
+        where = f"the before window {before_w.start}..{before_w.end}"
+    if not before_acq:
+        raise NoValidDataError(f"AOI {aoi.name}: no acquisition in {where}")
     say(
-        f"[{aoi.name}] {len(before_acq)} acquisitions before "
-        f"({before_w.start}..{before_w.end}), {len(after_acq)} after ({after_w.start}..{after_w.end})"
+        f"[{aoi.name}] {len(before_acq)} acquisitions in {where}; {len(after_acq)} after "
+        f"({after_w.start}..{after_w.end})"
         + (" not analysed before" if previous is not None else "")
     )
-    for tag, acqs, window in (("before", before_acq, before_w), ("after", after_acq, after_w)):
-        if not acqs:
-            raise NoValidDataError(
-                f"AOI {aoi.name}: no acquisition in the {tag} window {window.start}..{window.end}"
-            )
     newest = max(_utc(a.datetime) for a in after_acq)
     # one folder per newest acquisition: a night's clues are never overwritten by the next night's
     out_dir = Path(config.output.dir) / aoi.name / f"{newest:%Y%m%d}"
@@ -545,11 +566,28 @@ def analyse(
             else f"{before.cloud_mask}/{after.cloud_mask}"
         )
         for clue in clues:
-            clue.cloud_mask = screened_by
+            clue.cloud_mask, clue.baseline = screened_by, options.baseline
+        recurring = recurring_patches(
+            patches,
+            labels,
+            before,
+            after,
+            before_stack,
+            before_window,
+            screened(before_stack, options, grid)[0],
+        )
         reported = [
-            (not limit_to_zones or c.zone is not None) and c.confidence >= det.min_confidence
-            for c in clues
+            (not limit_to_zones or c.zone is not None)
+            and c.confidence >= det.min_confidence
+            and p.label not in recurring
+            for c, p in zip(clues, patches, strict=True)
         ]
+        if recurring:
+            say(
+                f"[{options.aoi}] {len(recurring)} patches not reported: at least "
+                f"{RECURRING_SIGHTINGS} clear before-side acquisitions show the ground as it is now "
+                "(a harvest, a season: not new)"
+            )
         if not all(reported):
             patches = [p for p, keep in zip(patches, reported, strict=True) if keep]
             clues = [c for c, keep in zip(clues, reported, strict=True) if keep]
@@ -558,8 +596,8 @@ def analyse(
                 kept[p.label] = p.label
             relabel(labels, kept)
             say(
-                f"[{options.aoi}] {len(reported) - len(clues)} patches not reported "
-                "(outside the zones or below detection.min_confidence)"
+                f"[{options.aoi}] {len(reported) - len(clues)} patches not reported in all "
+                "(recurring, outside the zones or below detection.min_confidence)"
             )
         say(f"[{options.aoi}] {len(clues)} patch clues")
         patch_score = np.zeros(n + 1, dtype=np.float32)

@@ -179,7 +179,7 @@ def detect_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         "cache_version": CACHE_VERSION,
         "changedetect": changedetect.__version__,
         "config": config.model_dump(
-            mode="json", include={"source", "sensor", "detection", "zones"}
+            mode="json", include={"source", "sensor", "baseline", "detection", "zones"}
         ),
         "zones_file": _file_stamp(Path(config.zones.path)) if config.zones else None,
         "chips": [config.output.chips, config.output.chip_size],

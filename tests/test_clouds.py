@@ -233,3 +233,16 @@ def test_an_all_cloud_night_is_reported_and_skipped(tmp_path, eolearn):
     # the night is consumed (nothing to analyse again) and no alert was touched
     assert RunState(tmp_path / "out" / "state.json").get("slovenia").clues == 0
     assert not (tmp_path / "out" / "alerts.json").exists()
+
+
+def test_with_a_blue_band_fresh_bare_soil_is_not_a_cloud_but_a_white_haze_is():
+    forest = {"B02": 0.03, "B03": 0.05, "B04": 0.03, "B08": 0.30, "B11": 0.15}
+    soil = {"B02": 0.09, "B03": 0.12, "B04": 0.16, "B08": 0.24, "B11": 0.30}  # a field ploughed
+    cloud = {"B02": 0.45, "B03": 0.46, "B04": 0.47, "B08": 0.50, "B11": 0.40}
+    window = {b: np.full((5, 20, 20), v, "f4") for b, v in forest.items()}
+    for b in window:
+        window[b][1, 5:15, 5:15] = soil[b]  # bright against its median, but not white or hazy
+        window[b][3, 5:15, 5:15] = cloud[b]
+    mask = multitemporal_mask(window, 10.0)
+    assert not mask[1].any()
+    assert mask[3, 5:15, 5:15].all()

@@ -37,6 +37,10 @@ DEFAULT_CONFIRM_AFTER = 2
 #: An acquisition sees a site when at least this share of its footprint has valid data: more of
 #: it seen than hidden.
 SEEN_SHARE = 0.5
+#: Clear before-side acquisitions that must show a site as it is now for its change to be a
+#: recurrence (a harvest, a season), not new: two, since haze or an unmasked cloud rim can make
+#: one acquisition look like anything bright.
+RECURRING_SIGHTINGS = 2
 
 
 @dataclass(frozen=True)

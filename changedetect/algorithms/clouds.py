@@ -14,7 +14,8 @@ Two methods, on arrays only (no I/O):
   Tmask tests (Zhu & Woodcock 2014, "Automated cloud, cloud shadow, and snow detection in
   multitemporal Landsat data", RSE 152) against each pixel's median over the window instead of a
   fitted time-series model. A pixel is cloud when it passes Fmask's spectral cloud tests that need
-  no thermal band (NDVI < 0.8 and NIR / SWIR1 > 0.75; Zhu & Woodcock 2012) and its green (red
+  no thermal band (NDVI < 0.8 and NIR / SWIR1 > 0.75, and where there is a blue band whiteness
+  < 0.7 and HOT > 0, which bare soil and rock fail; Zhu & Woodcock 2012) and its green (red
   where there is no green) is brighter than its window median by more than 0.04; it is shadow when
   both its NIR and SWIR1 are darker than their medians by more than 0.04 (a wet field is darker in
   the same way, and is as well left out). Both are dilated by 30 m (one Landsat pixel) for the mixed
@@ -48,9 +49,12 @@ S2CLOUDLESS_THRESHOLD = 0.4
 S2CLOUDLESS_AVERAGE_OVER = 4
 S2CLOUDLESS_DILATION = 2
 
-#: Fmask's spectral cloud tests without a thermal band (Zhu & Woodcock 2012).
+#: Fmask's spectral cloud tests without a thermal band (Zhu & Woodcock 2012); whiteness and the
+#: haze-optimised transformation (HOT) need the blue band.
 FMASK_MAX_NDVI = 0.8
 FMASK_MIN_NIR_SWIR_RATIO = 0.75
+FMASK_MAX_WHITENESS = 0.7
+FMASK_HOT_OFFSET = 0.08
 #: Tmask's departure from the expected reflectance (Zhu & Woodcock 2014).
 TMASK_DEPARTURE = 0.04
 #: Edge dilation of the multitemporal mask (metres): one Landsat pixel.
@@ -127,6 +131,12 @@ def multitemporal_mask(bands: Mapping[str, np.ndarray], pixel_m: float) -> np.nd
         }
         ndvi = (nir - red) / (nir + red)
         cloud = (ndvi < FMASK_MAX_NDVI) & (nir / swir > FMASK_MIN_NIR_SWIR_RATIO)
+        if "B02" in bands:  # clouds are white and hazy; bare soil and rock are neither
+            blue = np.asarray(bands["B02"], "f4")
+            visible = [blue, *(np.asarray(bands[b], "f4") for b in ("B03",) if b in bands), red]
+            mean = sum(visible) / len(visible)
+            whiteness = sum(np.abs(v - mean) for v in visible) / mean
+            cloud &= (whiteness < FMASK_MAX_WHITENESS) & (blue - 0.5 * red - FMASK_HOT_OFFSET > 0)
         cloud &= bright - expected["bright"] > TMASK_DEPARTURE
         shadow = (nir - expected["nir"] < -TMASK_DEPARTURE) & (
             swir - expected["swir"] < -TMASK_DEPARTURE

@@ -521,15 +521,18 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
     for i in range(_K):
         g.loc[i], g.sigma[i] = robust_location_scale(filtered[i, ok])
 
-    # 3. own temporal variability, where the composites have it
+    # 3. own temporal variability, where either composite has it (a night's single acquisition
+    # has none, a multi-year seasonal baseline has the spread across those years)
     sb = sa = None
     if all(s[2] is not None and s[3] is not None for s in samples):
         sb, sa = flat([s[2] for s in samples]), flat([s[3] for s in samples])  # type: ignore[misc]
-        has = np.all(np.isfinite(sb) & np.isfinite(sa), axis=0)
-        if has[ok].mean() > 0.01:
+        has_b, has_a = np.all(np.isfinite(sb), axis=0), np.all(np.isfinite(sa), axis=0)
+        if (has_b | has_a)[ok].mean() > 0.01:
             g.use_spread = True
-            g.noise_before = np.percentile(sb[:, has], NOISE_PERCENTILE, axis=1)
-            g.noise_after = np.percentile(sa[:, has], NOISE_PERCENTILE, axis=1)
+            if has_b.any():
+                g.noise_before = np.percentile(sb[:, has_b], NOISE_PERCENTILE, axis=1)
+            if has_a.any():
+                g.noise_after = np.percentile(sa[:, has_a], NOISE_PERCENTILE, axis=1)
             sb, sa = sb[:, ok], sa[:, ok]
 
     # 4. chi-square law of the sum of squares of the correlated z-scores
@@ -706,8 +709,11 @@ def prepare_change_test(
     a_cube = _cube(after.bands, chunks)
     sb = _spread_cube(before, chunks) if use_spread else None
     sa = _spread_cube(after, chunks) if use_spread else None
-    if sb is None or sa is None:
-        sb = sa = None
+    # a window without a spread (one acquisition) adds no variability of its own
+    if sb is None and sa is not None:
+        sb = da.full_like(sa, np.nan)
+    if sa is None and sb is not None:
+        sa = da.full_like(sb, np.nan)
     g = _globals_for([b_cube, a_cube, sb, sa], median_size)
     test = ChangeTest(
         g.as_float32(),
@@ -719,9 +725,14 @@ def prepare_change_test(
     # every layer of a chunk stacked by one copy (a stack-then-concatenate graph copies each
     # chunk three or four times, which costs as much as the test itself)
     composites = [before.bands, after.bands]
-    if g.use_spread and sb is not None and sa is not None:
-        composites += [before.spread, after.spread]  # type: ignore[list-item]
     layers = [_as_dask(ds[b].data, chunks) for ds in composites for b in ANALYSIS_BANDS]
+    if g.use_spread:
+        for comp in (before, after):
+            if comp.spread is not None and all(b in comp.spread for b in ANALYSIS_BANDS):
+                layers += [_as_dask(comp.spread[b].data, chunks) for b in ANALYSIS_BANDS]
+            else:
+                missing = da.full(b_cube.shape[1:], np.nan, dtype=np.float32, chunks=chunks)
+                layers += [missing] * _K
     layers += [_valid_count(c, chunks) for c in (before, after)]
     cube = da.map_blocks(
         _stack_layers,

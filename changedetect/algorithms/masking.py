@@ -42,7 +42,7 @@ SCL_SNOW = 11
 CloudMask = Literal["scl", "s2cloudless", "multitemporal", "none"]
 #: What ``detection.cloud_mask`` accepts: a method, or ``auto`` (:func:`choose_cloud_mask`).
 CLOUD_MASKS = ("auto", "scl", "s2cloudless", "multitemporal", "none")
-#: Bands the multitemporal test reads (green is used when present).
+#: Bands the multitemporal test needs (blue and green are used when present).
 MULTITEMPORAL_BANDS = ("B04", "B08", "B11")
 
 
@@ -93,7 +93,7 @@ def valid_mask(
         cloud = _computed_mask(stack, S2CLOUDLESS_BANDS, _s2cloudless(pixel_m), halo, 1)
         valid = valid & ~cloud
     elif cloud_mask == "multitemporal":
-        present = [b for b in ("B03", *MULTITEMPORAL_BANDS) if b in stack]
+        present = [b for b in ("B02", "B03", *MULTITEMPORAL_BANDS) if b in stack]
         halo = max(1, round(MULTITEMPORAL_DILATION_M / pixel_m))
         # every acquisition of the window at once: the test compares each with the median
         cloud = _computed_mask(stack, present, _multitemporal(pixel_m), halo, -1)
