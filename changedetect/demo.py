@@ -11,7 +11,7 @@ import yaml
 from shapely.geometry import box, mapping
 
 from .config import RunConfig, ZonesConfig, parse_config
-from .evaluation import PatchQuality, evaluate_patches
+from .evaluation import PatchQuality
 from .io.atomic import atomic_path
 from .models import AoiResult
 
@@ -67,19 +67,12 @@ class DemoScore:
 def score_against_truth(config: RunConfig, result: AoiResult) -> DemoScore:
     """Compare the AOI's clues with the synthetic scene's planted truth; write truth.geojson."""
     from .io.sources.synthetic import SyntheticSource
-    from .testing.synthetic import truth_geojson
+    from .testing.synthetic import score_clues, truth_geojson
 
     before, after = config.before.to_window(), config.after.to_window()
     source = SyntheticSource.for_windows(before, after, config.source)  # type: ignore[arg-type]
     truth = source.truth(result.grid, before, after)
-    quality = evaluate_patches(
-        [p.geometry for p in result.patches],
-        [c.change_type for c in result.clues],
-        [t.geometry for t in truth],
-        [t.change_type for t in truth],
-        [t.id for t in truth],
-        [not t.below_mmu for t in truth],
-    )
+    quality = score_clues(result, truth)
     truth_path = result.out_dir / "truth.geojson"
     with atomic_path(truth_path) as tmp:
         tmp.write_text(json.dumps(truth_geojson(truth, result.grid)))

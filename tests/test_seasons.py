@@ -9,12 +9,12 @@ import pytest
 
 from changedetect.config import load_config, parse_config
 from changedetect.demo import demo_config, score_against_truth
-from changedetect.evaluation import evaluate_patches
 from changedetect.io.sources.synthetic import SyntheticSource
 from changedetect.models import TimeWindow
 from changedetect.pipeline import plan_aoi, plan_grid, run, run_aoi
 from changedetect.seasons import same_season, years_back
 from changedetect.testing.rasters import write_multiband
+from changedetect.testing.synthetic import score_clues
 
 from .conftest import FOREST, ROCK
 from .regions import GRID
@@ -71,14 +71,7 @@ def quality(tmp_path, baseline):
     result = run_aoi(config, 0, source)
     grid = plan_grid(config, 0, source)
     truth = [t for t in source.planted(grid) if CHANGES[0] <= t.start <= CHANGES[1]]
-    return result, evaluate_patches(
-        [p.geometry for p in result.patches],
-        [c.change_type for c in result.clues],
-        [t.geometry for t in truth],
-        [t.change_type for t in truth],
-        [t.id for t in truth],
-        [not t.below_mmu for t in truth],
-    )
+    return result, score_clues(result, truth)
 
 
 @pytest.mark.slow

@@ -62,7 +62,8 @@ from shapely import affinity
 from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
-from ..models import GridSpec, TimeWindow
+from ..evaluation import PatchQuality, evaluate_patches
+from ..models import AoiResult, GridSpec, TimeWindow
 
 #: Reflectance bands the scene renders, in Sentinel-2 naming.
 BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -1601,6 +1602,19 @@ def acquisition_dates(window: TimeWindow, revisit_days: int) -> list[dt.date]:
         out.append(day)
         day += dt.timedelta(days=revisit_days)
     return out
+
+
+def score_clues(result: AoiResult, truth: Sequence[PlantedChange]) -> PatchQuality:
+    """Recall, precision and type accuracy of `result`'s clues against planted changes (those
+    below the mapping unit are not expected)."""
+    return evaluate_patches(
+        [p.geometry for p in result.patches],
+        [c.change_type for c in result.clues],
+        [t.geometry for t in truth],
+        [t.change_type for t in truth],
+        [t.id for t in truth],
+        [not t.below_mmu for t in truth],
+    )
 
 
 def new_changes(
