@@ -9,7 +9,7 @@ two acquisition days), seasonal greening and crop harvest, a reservoir's level; 
 quarries, construction sites and clearings start on known dates inside the season.
 
 Run twice in the same process: against last year's season as one before window (the yardstick),
-and against the same season of the two years before (`baseline: same_season`). Printed, for the
+and against the same season of the three years before (`baseline: same_season`, ±15 days). Printed, for the
 confirmed alerts and beside them for every alert ever opened (what a one-night decision would have
 sent out):
 - recall: planted changes (at least the mapping unit, started at least 30 days before the season
@@ -50,7 +50,7 @@ AFTER = TimeWindow(dt.date(2025, 4, 1), dt.date(2025, 9, 30))
 CHANGES = (dt.date(2025, 4, 15), dt.date(2025, 8, 31))
 WET_DAYS = (dt.date(2025, 6, 9), dt.date(2025, 6, 19))
 #: The yardstick (last year's season as one before window) and the seasonal baseline.
-BASELINES = {"window": "before window 2024-04..09", "same_season": "same season, 2 years"}
+BASELINES = {"window": "before window 2024-04..09", "same_season": "same season, 3 years ±15 d"}
 #: A change must have started this long before the season ends to be expected confirmed.
 SETTLE_DAYS = 30
 

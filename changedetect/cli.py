@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         choices=("window", "same_season"),
         default="window",
-        help="compare with the before window (default), or with the same season of the two "
+        help="compare with the before window (default), or with the same season of the three "
         "years before (baseline.kind: same_season)",
     )
     demo.set_defaults(func=cmd_demo)

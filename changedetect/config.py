@@ -351,9 +351,10 @@ class BaselineConfig(_Model):
     widened by `days` on each side); each pixel's spread across those years then enters the change
     test, so the season (green-up, harvest) and a crop that differs from year to year are not
     taken for disturbance. Needs a source with that much history; a year without acquisitions
-    is left out."""
-    days: int = Field(default=30, ge=0, le=120)
-    years: int = Field(default=2, ge=1, le=10)
+    is left out. The defaults are OPERA DIST-ALERT's baseline: every clear acquisition of the
+    three years before within a 31-day window (±15 days)."""
+    days: int = Field(default=15, ge=0, le=120)
+    years: int = Field(default=3, ge=1, le=10)
 
     def describe(self) -> str:
         """How a clue states its baseline."""

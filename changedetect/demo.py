@@ -20,7 +20,7 @@ DEMO_ZONES_NAME = "demo_zones.geojson"
 
 def demo_config(out_dir: Path, *, baseline: str = "window") -> RunConfig:
     """configs/demo.yaml (shipped inside the package) with the output folder set, and the
-    baseline kind (``window``, or ``same_season``: the same season of the two years before)."""
+    baseline kind (``window``, or ``same_season``: the same season of the three years before)."""
     text = resources.files("changedetect").joinpath("data/demo.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     data.setdefault("output", {})["dir"] = str(out_dir)

@@ -156,7 +156,7 @@ class PatchClue:
     """The model that gave `confidence` (name@version)."""
     baseline: str | None = None
     """What the acquisitions were compared with: `window` (the before window) or the same season
-    of earlier years (e.g. `same_season ±30 d over 2 years`; `before` then spans those seasons)."""
+    of earlier years (e.g. `same_season ±15 d over 3 years`; `before` then spans those seasons)."""
     cloud_mask: str | None = None
     """The cloud mask the change was found under (`scl`, `s2cloudless`, `multitemporal`,
     `none`; `before/after` when the two windows had different ones)."""
