@@ -1,5 +1,6 @@
-"""Following a run's clues across acquisitions: what each acquisition shows at each clue's site,
-read from the lazy stacks, and the alert state advanced with it (changedetect.algorithms.alerts)."""
+"""What single acquisitions show at a run's patches, read from the lazy stacks: the after side's
+follow each clue's alert (changedetect.algorithms.alerts), the before side's tell a recurrence
+(ground already seen as it is now) from a new change."""
 
 from __future__ import annotations
 

