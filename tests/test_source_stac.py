@@ -591,3 +591,60 @@ def test_run_config_end_to_end_then_nothing_new_then_from_cache(
     finally:
         hidden.rename(scene.root)
     assert [c.clue_id for c in third.clues] == [c.clue_id for c in first.clues]
+
+
+def test_a_seasonal_baseline_comes_from_the_cache_on_later_nights(
+    api: FakeStacApi, scene: Scene, tmp_path: Path
+) -> None:
+    import shutil
+
+    from changedetect.config import parse_config
+    from changedetect.pipeline import run
+
+    # last summer's acquisition (its own copy of the files, so the test can take them away), and
+    # two nights of this summer
+    history = tmp_path / "history"
+    history.mkdir()
+    last_summer = {b: Path(shutil.copy(p, history / p.name)) for b, p in scene.day1.items()}
+    api.add_collection(
+        "seasons",
+        [
+            make_item("S2A_31UDQ_20160825_0_L2A", dt.datetime(2016, 8, 25, 10, 50), "seasons",
+                      last_summer, scene.grid, cloud_cover=5.0),
+            make_item(ID_DAY2, DAY2, "seasons", scene.day2, scene.grid, cloud_cover=5.0),
+            make_item("S2B_31UDQ_20170908_0_L2A", DAY2 + dt.timedelta(days=10), "seasons",
+                      scene.day2, scene.grid, cloud_cover=5.0),
+        ],
+    )  # fmt: skip
+    west, south, east, north = wgs84_bounds(scene.grid)
+    pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
+    config = parse_config(
+        {
+            "source": {
+                "kind": "stac",
+                "url": api.url,
+                "collection": "seasons",
+                "cache_dir": str(tmp_path / "cache"),
+                "requests_per_second": 1000,
+            },
+            "aois": [
+                {
+                    "name": "bercy",
+                    "bbox": [west + pad_x, south + pad_y, east - pad_x, north - pad_y],
+                }
+            ],
+            "before": {"start": "2016-01-01", "end": "2016-12-31"},
+            "after": {"start": "2017-08-01", "end": "2017-09-30"},
+            "baseline": {"kind": "same_season", "years": 1},
+            "output": {"dir": str(tmp_path / "out"), "chips": False},
+        }
+    )
+    (first,) = run(config, until=dt.date(2017, 8, 31))
+    assert first.note is None and first.clues
+    assert {c.baseline for c in first.clues} == {"same_season ±15 d over 1 year"}
+    assert first.clues[0].before == ["2016-08-14", "2016-09-13"]
+    # the next night's baseline is the same acquisition of last summer: from the cache only
+    history.rename(tmp_path / "history-gone")
+    (second,) = run(config)
+    assert second.note is None and second.out_dir.name == "20170908"
+    assert second.clues and second.clues[0].before == ["2016-08-24", "2016-09-23"]
