@@ -4,6 +4,7 @@ follow each clue's alert (changedetect.algorithms.alerts), the before side's tel
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from .algorithms.alerts import (
     site_sighting,
 )
 from .grids import WGS84, reproject_geometry
-from .models import Composite, GridSpec, Patch, PatchClue, TimeWindow
+from .models import GridSpec, Patch, PatchClue, TimeWindow
 from .types import ANALYSIS_BANDS
 
 
@@ -41,78 +42,84 @@ class AlertFollowing:
     confirm_after: int
 
 
-def acquisition_sightings(
+@dataclass(frozen=True)
+class SiteView:
+    """Every acquisition of both sides over one patch's pixels: reflectance (time, band, pixel),
+    where each is clear (time, pixel) and their dates, oldest first."""
+
+    before: np.ndarray
+    before_clear: np.ndarray
+    before_days: list[str]
+    after: np.ndarray
+    after_clear: np.ndarray
+    after_days: list[str]
+
+    @staticmethod
+    def _state(obs: np.ndarray, clear: np.ndarray) -> np.ndarray:
+        """Per-pixel median of the clear observations (bands x pixels): the composite there."""
+        if not len(obs):
+            return np.full(obs.shape[1:], np.nan, dtype=np.float32)
+        masked = np.where(clear[:, None, :] & np.isfinite(obs), obs, np.nan)
+        with warnings.catch_warnings():  # a pixel never clear stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(masked, axis=0)
+
+    def sightings(self, side: str) -> list[Sighting]:
+        """What each acquisition of `side` ("before" or "after") shows (:func:`site_sighting`)."""
+        b = self._state(self.before, self.before_clear)
+        a = self._state(self.after, self.after_clear)
+        obs, clear, days = (
+            (self.after, self.after_clear, self.after_days)
+            if side == "after"
+            else (self.before, self.before_clear, self.before_days)
+        )
+        return [(day, site_sighting(b, a, obs[t], clear[t])) for t, day in enumerate(days)]
+
+    def recurs(self) -> bool:
+        """Whether at least :data:`RECURRING_SIGHTINGS` clear before-side acquisitions show the
+        site nearer its after state than its before state: ground already seen as it is now (a
+        field harvested or bare then too, a season's leaf-out), not a new change.
+
+        At least two, since haze or an unmasked cloud rim can make one acquisition look like
+        anything bright; a before side of two acquisitions or fewer never shows a recurrence (its
+        median is made of them). The price: building on a field that lay bare at that time of an
+        earlier year looks like the bare field at first, and is found once it no longer does."""
+        if len(self.before_days) <= RECURRING_SIGHTINGS:
+            return False
+        changed = sum(1 for _, seen in self.sightings("before") if seen == "changed")
+        return changed >= RECURRING_SIGHTINGS
+
+
+def site_views(
     patches: Sequence[Patch],
     labels: np.ndarray,
-    before: Composite,
-    after: Composite,
-    stack: xr.Dataset,
-    valid: xr.DataArray,
-    window: TimeWindow,
-) -> dict[int, list[Sighting]]:
-    """For each patch (by label), what every acquisition of `window` in `stack` shows over its
-    pixels (:func:`site_sighting`), oldest first. Only the patches' bounding windows are read,
-    all in one dask computation."""
-    times = [np.datetime64(t, "D") for t in stack["time"].values]
-    picked = [i for i, t in enumerate(times) if window.contains(t.astype(object))]
-    if not patches or not picked:
-        return {p.label: [] for p in patches}
-    bands = list(ANALYSIS_BANDS)
-    cube = stack[bands].isel(time=picked).to_array("band").data  # band, time, y, x
-    clear = valid.isel(time=picked).data
-    b_cube = before.bands[bands].to_array("band").data
-    a_cube = after.bands[bands].to_array("band").data
+    sides: Sequence[tuple[xr.Dataset, xr.DataArray, TimeWindow]],
+) -> dict[int, SiteView]:
+    """For each patch (by label), every acquisition of the before and after `sides` (stack,
+    where it is clear, window) over its pixels. Only the patches' bounding windows are read, all
+    in one dask computation, from the stacks themselves (no composite is computed again)."""
+    cubes, days = [], []
+    for stack, valid, window in sides:
+        times = [np.datetime64(t, "D") for t in stack["time"].values]
+        picked = [i for i, t in enumerate(times) if window.contains(t.astype(object))]
+        bands = list(ANALYSIS_BANDS)
+        cube = stack[bands].isel(time=picked).to_array("band").data.transpose(1, 0, 2, 3)
+        cubes.append((cube, valid.isel(time=picked).data))
+        days.append([str(times[i]) for i in picked])
     windows = []
     for p in patches:
         r0, c0, r1, c1 = p.bbox_rc
-        windows.append(
-            (
-                b_cube[:, r0:r1, c0:c1],
-                a_cube[:, r0:r1, c0:c1],
-                cube[:, :, r0:r1, c0:c1],
-                clear[:, r0:r1, c0:c1],
-            )
-        )
-    (read,) = dask.compute(windows)
-    days = [str(times[i]) for i in picked]
-    sightings: dict[int, list[Sighting]] = {}
-    for p, (b, a, obs, ok) in zip(patches, read, strict=True):
+        windows.append([(c[:, :, r0:r1, c0:c1], v[:, r0:r1, c0:c1]) for c, v in cubes])
+    (read,) = dask.compute(windows) if windows else ([],)
+    views = {}
+    for p, ((b, b_ok), (a, a_ok)) in zip(patches, read, strict=True):
         r0, c0, r1, c1 = p.bbox_rc
         inside = labels[r0:r1, c0:c1] == p.label
-        b, a = b[:, inside], a[:, inside]
-        sightings[p.label] = [
-            (day, site_sighting(b, a, obs[:, t][:, inside], ok[t][inside]))
-            for t, day in enumerate(days)
-        ]
-    return sightings
-
-
-def recurring_patches(
-    patches: Sequence[Patch],
-    labels: np.ndarray,
-    before: Composite,
-    after: Composite,
-    before_stack: xr.Dataset,
-    before_window: TimeWindow,
-    valid: xr.DataArray,
-) -> set[int]:
-    """Labels of the patches whose ground, as it is now, was already seen on the before side
-    (a field harvested or bare then too, a season's leaf-out): at least
-    :data:`RECURRING_SIGHTINGS` of its clear acquisitions show the site nearer the after
-    composite than the before composite (:func:`site_sighting`).
-
-    At least two, since haze or an unmasked cloud rim can make one acquisition look like anything
-    bright. A before side of two acquisitions or fewer never shows a recurrence (its median is
-    made of them). The price: building on a field that lay bare at that time of an earlier year
-    looks like the bare field at first, and is found once it no longer does."""
-    if before_stack.sizes.get("time", 1) <= RECURRING_SIGHTINGS or not patches:
-        return set()
-    seen = acquisition_sightings(patches, labels, before, after, before_stack, valid, before_window)
-    return {
-        label
-        for label, sightings in seen.items()
-        if sum(1 for _, s in sightings if s == "changed") >= RECURRING_SIGHTINGS
-    }
+        views[p.label] = SiteView(
+            np.asarray(b)[:, :, inside], np.asarray(b_ok)[:, inside].astype(bool), days[0],
+            np.asarray(a)[:, :, inside], np.asarray(a_ok)[:, inside].astype(bool), days[1],
+        )  # fmt: skip
+    return views
 
 
 def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:

@@ -22,7 +22,7 @@ import xarray as xr
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
-from .alerting import AlertFollowing, acquisition_sightings, follow_alerts, recurring_patches
+from .alerting import AlertFollowing, follow_alerts, site_views
 from .algorithms.alerts import RECURRING_SIGHTINGS
 from .algorithms.classify import classify_patch
 from .algorithms.clouds import MIN_OBSERVATIONS, S2CLOUDLESS_BANDS
@@ -563,15 +563,17 @@ def analyse(
         )
         for clue in clues:
             clue.cloud_mask, clue.baseline = screened_by, options.baseline
-        recurring = recurring_patches(
+        # what each acquisition shows at each patch: before-side ones tell ground already seen
+        # as it is now; after-side ones follow the alerts
+        views = site_views(
             patches,
             labels,
-            before,
-            after,
-            before_stack,
-            before_window,
-            screened(before_stack, options, grid)[0],
+            [
+                (before_stack, screened(before_stack, options, grid)[0], before_window),
+                (after_stack, screened(after_stack, options, grid)[0], after_window),
+            ],
         )
+        recurring = {label for label, view in views.items() if view.recurs()}
         reported = [
             (not limit_to_zones or c.zone is not None)
             and c.confidence >= det.min_confidence
@@ -602,11 +604,10 @@ def analyse(
         mask_score_to_patches(work / "score.tif", labels, patch_score, work / "score_masked.tif")
         alerts = None
         if following is not None:
-            valid, _ = screened(after_stack, options, grid)
-            by_label = acquisition_sightings(
-                patches, labels, before, after, after_stack, valid, after_window
-            )
-            sightings = {c.clue_id: by_label[p.label] for c, p in zip(clues, patches, strict=True)}
+            sightings = {
+                c.clue_id: views[p.label].sightings("after")
+                for c, p in zip(clues, patches, strict=True)
+            }
             alerts = follow_alerts(following, clues, sightings, work / "score_masked.tif", grid)
         files = publish(
             clues,
