@@ -544,23 +544,32 @@ def test_solar_day_follows_longitude() -> None:
 # --- end to end: `changedetect run` on a STAC config ---------------------------------------------
 
 
-def test_run_config_end_to_end_then_nothing_new_then_from_cache(
-    api: FakeStacApi, scene: Scene, tmp_path: Path
-) -> None:
+def run_config(
+    api: FakeStacApi,
+    scene: Scene,
+    tmp_path: Path,
+    collection: str,
+    source: dict[str, Any],
+    *,
+    before: list[str],
+    after: list[str],
+    **extra: Any,
+) -> Any:
+    """A run config over the scene's AOI (a little inside it, so the UTM grid planned from the
+    bbox stays inside the assets) from `collection` of the fake catalog."""
     from changedetect.config import parse_config
-    from changedetect.pipeline import run
 
     west, south, east, north = wgs84_bounds(scene.grid)
     pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
-    config = parse_config(
+    return parse_config(
         {
             "source": {
                 "kind": "stac",
                 "url": api.url,
-                "collection": COLLECTION,
+                "collection": collection,
                 "cache_dir": str(tmp_path / "cache"),
                 "requests_per_second": 1000,
-                "max_cloud_cover": 50,
+                **source,
             },
             "aois": [
                 {
@@ -568,11 +577,23 @@ def test_run_config_end_to_end_then_nothing_new_then_from_cache(
                     "bbox": [west + pad_x, south + pad_y, east - pad_x, north - pad_y],
                 }
             ],
-            "before": {"start": str(WINDOW_1.start), "end": str(WINDOW_1.end)},
-            "after": {"start": str(WINDOW_2.start), "end": str(WINDOW_2.end)},
+            "before": {"start": before[0], "end": before[1]},
+            "after": {"start": after[0], "end": after[1]},
             "output": {"dir": str(tmp_path / "out"), "chips": False},
+            **extra,
         }
     )
+
+
+def test_run_config_end_to_end_then_nothing_new_then_from_cache(
+    api: FakeStacApi, scene: Scene, tmp_path: Path
+) -> None:
+    from changedetect.pipeline import run
+
+    config = run_config(
+        api, scene, tmp_path, COLLECTION, {"max_cloud_cover": 50},
+        before=WINDOW_1.as_list(), after=WINDOW_2.as_list(),
+    )  # fmt: skip
     (first,) = run(config)
     assert first.note is None and (first.out_dir / "clues.geojson").exists()
     assert first.out_dir.name == "20170829"  # the cloudy 2017-03-15 item is not used
@@ -598,7 +619,6 @@ def test_a_seasonal_baseline_comes_from_the_cache_on_later_nights(
 ) -> None:
     import shutil
 
-    from changedetect.config import parse_config
     from changedetect.pipeline import run
 
     # last summer's acquisition (its own copy of the files, so the test can take them away), and
@@ -616,29 +636,11 @@ def test_a_seasonal_baseline_comes_from_the_cache_on_later_nights(
                       scene.day2, scene.grid, cloud_cover=5.0),
         ],
     )  # fmt: skip
-    west, south, east, north = wgs84_bounds(scene.grid)
-    pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
-    config = parse_config(
-        {
-            "source": {
-                "kind": "stac",
-                "url": api.url,
-                "collection": "seasons",
-                "cache_dir": str(tmp_path / "cache"),
-                "requests_per_second": 1000,
-            },
-            "aois": [
-                {
-                    "name": "bercy",
-                    "bbox": [west + pad_x, south + pad_y, east - pad_x, north - pad_y],
-                }
-            ],
-            "before": {"start": "2016-01-01", "end": "2016-12-31"},
-            "after": {"start": "2017-08-01", "end": "2017-09-30"},
-            "baseline": {"kind": "same_season", "years": 1},
-            "output": {"dir": str(tmp_path / "out"), "chips": False},
-        }
-    )
+    config = run_config(
+        api, scene, tmp_path, "seasons", {},
+        before=["2016-01-01", "2016-12-31"], after=["2017-08-01", "2017-09-30"],
+        baseline={"kind": "same_season", "years": 1},
+    )  # fmt: skip
     (first,) = run(config, until=dt.date(2017, 8, 31))
     assert first.note is None and first.clues
     assert {c.baseline for c in first.clues} == {"same_season ±15 d over 1 year"}
