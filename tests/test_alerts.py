@@ -354,3 +354,26 @@ def test_one_run_counts_every_clear_acquisition_of_its_window(region):
     assert (quarry.first_detected, quarry.last_detected) == ("2025-05-08", "2025-05-28")
     (alert,) = AlertBook(out / "alerts.json").get("valley")
     assert alert.observed == ("2025-05-08", "2025-05-18", "2025-05-28")
+
+
+def test_a_site_view_tells_recurring_ground_and_counts_clear_acquisitions_only():
+    from changedetect.alerting import SiteView
+
+    def obs(*states):
+        return np.stack([pixels(s, seed=k) for k, s in enumerate(states)])
+
+    clear = np.ones((5, 20), dtype=bool)
+    # forest on three dates, bare on two: bare ground now is ground seen before
+    view = SiteView(obs(FOREST, FOREST, BARE, FOREST, BARE), clear, [f"2024-05-0{d}" for d in
+                    range(1, 6)], obs(BARE), clear[:1], ["2025-05-01"])  # fmt: skip
+    assert view.recurs()
+    assert view.sightings("after") == [("2025-05-01", "changed")]
+    # the same, but one of the bare dates under cloud: one sighting is not enough
+    clouded = clear.copy()
+    clouded[4] = False
+    assert not SiteView(view.before, clouded, view.before_days, view.after, view.after_clear,
+                        view.after_days).recurs()  # fmt: skip
+    # two before acquisitions make the median: they never show a recurrence
+    two = SiteView(obs(BARE, BARE), clear[:2], ["2024-05-01", "2024-05-02"], obs(BARE),
+                   clear[:1], ["2025-05-01"])  # fmt: skip
+    assert not two.recurs()
