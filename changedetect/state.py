@@ -151,14 +151,13 @@ def _alert_to_json(alert: Alert) -> dict:
 
 def _alert_from_json(entry: dict) -> Alert:
     observed = entry["observed"] if "observed" in entry else entry["nights"]
+    if not observed:
+        raise ValueError("an alert with no observation")
     return Alert(
         alert_id=str(entry["alert_id"]),
         footprint=shape(entry["footprint"]),
         status=entry["status"],
-        first_detected=str(entry["first_detected"]),
-        last_detected=str(entry["last_detected"]),
-        supporting=int(entry["supporting"]),
-        observed=tuple(str(n) for n in observed),
+        observed=tuple(sorted(str(n) for n in observed)),
         change_type=str(entry["change_type"]),
         clue_id=str(entry["clue_id"]),
         dropped_on=entry.get("dropped_on"),

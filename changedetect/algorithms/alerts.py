@@ -51,13 +51,9 @@ class Alert:
     footprint: BaseGeometry
     """Union of the footprints of the clues that showed it (WGS84)."""
     status: AlertStatus
-    first_detected: str
-    """Date of the first clear acquisition that showed it (ISO)."""
-    last_detected: str
-    supporting: int
-    """Clear observations that showed the change, the first one included."""
     observed: tuple[str, ...]
-    """Dates of those observations: an acquisition counts once, however often it is re-run."""
+    """Dates (ISO, ascending) of the clear acquisitions that showed the change: an acquisition
+    counts once, however often it is re-run."""
     change_type: str
     clue_id: str
     """The latest clue that showed it."""
@@ -66,6 +62,20 @@ class Alert:
     @property
     def active(self) -> bool:
         return self.status != "dropped"
+
+    @property
+    def first_detected(self) -> str:
+        """Date of the first clear acquisition that showed it."""
+        return self.observed[0]
+
+    @property
+    def last_detected(self) -> str:
+        return self.observed[-1]
+
+    @property
+    def supporting(self) -> int:
+        """Clear observations that showed the change, the first one included."""
+        return len(self.observed)
 
 
 class ClueLike(Protocol):
@@ -109,22 +119,13 @@ def _count(alert: Alert, sightings: Sequence[Sighting], confirm_after: int) -> A
     """`alert` after a clue's sightings (oldest first): each new clear acquisition that shows the
     change supports it; a probable alert whose newest clear acquisition shows the ground as before
     is dropped."""
-    observed = set(alert.observed)
-    for day, seen in sorted(sightings):
-        if seen == "changed" and day not in observed:
-            observed.add(day)
-    days = tuple(sorted(observed))
+    days = tuple(
+        sorted(set(alert.observed) | {day for day, seen in sightings if seen == "changed"})
+    )
     status = alert.status
     if status == "probable" and len(days) - 1 >= confirm_after:
         status = "confirmed"
-    alert = replace(
-        alert,
-        status=status,
-        first_detected=days[0],
-        last_detected=days[-1],
-        supporting=len(days),
-        observed=days,
-    )
+    alert = replace(alert, status=status, observed=days)
     clear = [(day, seen) for day, seen in sorted(sightings) if seen != "unobserved"]
     if alert.status == "probable" and clear and clear[-1][1] == "unchanged":
         alert = replace(alert, status="dropped", dropped_on=clear[-1][0])
@@ -189,14 +190,10 @@ def advance(
             if known:  # the same night re-run: same clue ids, so the same new alerts
                 index_of_clue[clue.clue_id] = known[0]
                 continue
-            first = min(day for day, s in seen if s == "changed")
             opened = Alert(
                 alert_id=alert_id,
                 footprint=clue.geometry_wgs84,
                 status="probable",
-                first_detected=first,
-                last_detected=first,
-                supporting=0,
                 observed=(),
                 change_type=clue.change_type,
                 clue_id=clue.clue_id,
