@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,14 +35,15 @@ class AoiState:
     out_dir: str
 
 
-def _read_per_aoi(path: Path, version: int, what: str, remedy: str) -> dict:
-    """The per-AOI entries of a versioned state file ({} when there is none yet)."""
+def _read_per_aoi(path: Path, versions: Collection[int], what: str, remedy: str) -> dict:
+    """The per-AOI entries of a state file of one of `versions` ({} when there is none yet)."""
     if not path.exists():
         return {}
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("version") != version:
-            raise ValueError(f"version {doc.get('version')!r}, expected {version}")
+        if doc.get("version") not in versions:
+            expected = " or ".join(map(str, versions))
+            raise ValueError(f"version {doc.get('version')!r}, expected {expected}")
         return dict(doc["aois"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{what} is unreadable ({exc}); {remedy}") from None
@@ -56,7 +58,7 @@ class RunState:
     def _read(self) -> dict[str, dict]:
         return _read_per_aoi(
             self.path,
-            STATE_VERSION,
+            (STATE_VERSION,),
             f"run state {self.path}",
             "move it away to start afresh (the next run then analyses the whole after window)",
         )
@@ -98,19 +100,13 @@ class AlertBook:
         self.path = Path(path)
 
     def _read(self) -> dict[str, list]:
-        remedy = (
+        return _read_per_aoi(
+            self.path,
+            READABLE_ALERTS_VERSIONS,
+            f"alert state {self.path}",
             "restore it from a backup, or move it away to start afresh (every alert is then new "
-            "again)"
+            "again)",
         )
-        what = f"alert state {self.path}"
-        if self.path.exists():
-            try:
-                version = json.loads(self.path.read_text(encoding="utf-8")).get("version")
-            except (ValueError, AttributeError) as exc:
-                raise ConfigError(f"{what} is unreadable ({exc}); {remedy}") from None
-            if version in READABLE_ALERTS_VERSIONS:
-                return _read_per_aoi(self.path, version, what, remedy)
-        return _read_per_aoi(self.path, ALERTS_VERSION, what, remedy)
 
     def get(self, aoi: str) -> list[Alert]:
         try:
