@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import dask
@@ -64,10 +65,17 @@ class SiteView:
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmedian(masked, axis=0)
 
+    @cached_property
+    def states(self) -> tuple[np.ndarray, np.ndarray]:
+        """The site's before and after states (bands x pixels), shared by both sides' sightings."""
+        return (
+            self._state(self.before, self.before_clear),
+            self._state(self.after, self.after_clear),
+        )
+
     def sightings(self, side: str) -> list[Sighting]:
         """What each acquisition of `side` ("before" or "after") shows (:func:`site_sighting`)."""
-        b = self._state(self.before, self.before_clear)
-        a = self._state(self.after, self.after_clear)
+        b, a = self.states
         obs, clear, days = (
             (self.after, self.after_clear, self.after_days)
             if side == "after"

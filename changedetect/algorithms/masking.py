@@ -87,7 +87,7 @@ def valid_mask(
     if cloud_mask == "scl" and "SCL" in stack:
         valid = valid & ~stack["SCL"].isin(list(cloud_classes))
     elif cloud_mask == "s2cloudless":
-        # the halo covers the averaging and the dilation, done at 60 m
+        # the halo covers the averaging and the dilation, done at S2CLOUDLESS_RESOLUTION_M
         factor = max(1, round(S2CLOUDLESS_RESOLUTION_M / pixel_m))
         halo = (S2CLOUDLESS_AVERAGE_OVER + S2CLOUDLESS_DILATION + 1) * factor
         cloud = _computed_mask(stack, S2CLOUDLESS_BANDS, _s2cloudless(pixel_m), halo, 1)
