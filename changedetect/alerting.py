@@ -29,7 +29,7 @@ from .algorithms.alerts import (
     site_sighting,
 )
 from .grids import WGS84, reproject_geometry
-from .models import GridSpec, Patch, PatchClue, TimeWindow
+from .models import Composite, GridSpec, Patch, PatchClue
 from .types import ANALYSIS_BANDS
 
 
@@ -101,15 +101,19 @@ class SiteView:
 def site_views(
     patches: Sequence[Patch],
     labels: np.ndarray,
-    sides: Sequence[tuple[xr.Dataset, xr.DataArray, TimeWindow]],
+    sides: Sequence[tuple[xr.Dataset, Composite]],
 ) -> dict[int, SiteView]:
-    """For each patch (by label), every acquisition of the before and after `sides` (stack,
-    where it is clear, window) over its pixels. Only the patches' bounding windows are read, all
-    in one dask computation, from the stacks themselves (no composite is computed again)."""
+    """For each patch (by label), every acquisition of the before and after `sides` (a stack and
+    the composite built from it, whose window and validity mask it reuses) over its pixels. Only
+    the patches' bounding windows are read, all in one dask computation, from the stacks
+    themselves (no composite is computed again)."""
     cubes, days = [], []
-    for stack, valid, window in sides:
+    for stack, comp in sides:
+        if comp.valid is None:
+            raise ValueError("site_views needs composites that carry their validity mask")
+        valid = comp.valid
         times = [np.datetime64(t, "D") for t in stack["time"].values]
-        picked = [i for i, t in enumerate(times) if window.contains(t.astype(object))]
+        picked = [i for i, t in enumerate(times) if comp.window.contains(t.astype(object))]
         bands = list(ANALYSIS_BANDS)
         cube = stack[bands].isel(time=picked).to_array("band").data.transpose(1, 0, 2, 3)
         cubes.append((cube, valid.isel(time=picked).data))

@@ -113,6 +113,8 @@ class Composite:
     spread: xr.Dataset | None = None
     #: The cloud mask its observations were screened with (changedetect.algorithms.masking).
     cloud_mask: str = "scl"
+    #: Where each acquisition of the stack it was built from is valid (time, y, x; lazy).
+    valid: xr.DataArray | None = None
 
 
 @dataclass

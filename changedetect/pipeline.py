@@ -565,14 +565,7 @@ def analyse(
             clue.cloud_mask, clue.baseline = screened_by, options.baseline
         # what each acquisition shows at each patch: before-side ones tell ground already seen
         # as it is now; after-side ones follow the alerts
-        views = site_views(
-            patches,
-            labels,
-            [
-                (before_stack, screened(before_stack, options, grid)[0], before_window),
-                (after_stack, screened(after_stack, options, grid)[0], after_window),
-            ],
-        )
+        views = site_views(patches, labels, [(before_stack, before), (after_stack, after)])
         recurring = {label for label, view in views.items() if view.recurs()}
         reported = [
             (not limit_to_zones or c.zone is not None)

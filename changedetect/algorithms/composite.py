@@ -50,7 +50,12 @@ def composite(
     # fewer than three observations anywhere: no pixel has a spread
     spread_ds = xr.Dataset(spreads, attrs=dict(stack.attrs)) if spreads else None
     return Composite(
-        window=window, bands=bands_ds, valid_count=count, acquisitions=ids, spread=spread_ds
+        window=window,
+        bands=bands_ds,
+        valid_count=count,
+        acquisitions=ids,
+        spread=spread_ds,
+        valid=valid,
     )
 
 
