@@ -31,14 +31,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio.features
-import rasterio.windows
 from pyproj import Transformer
 
 from changedetect.algorithms.alerts import SEEN_SHARE, Alert
 from changedetect.config import RunConfig, parse_config
 from changedetect.evaluation import footprints_match
-from changedetect.grids import WGS84, reproject_geometry
+from changedetect.grids import WGS84, footprint_pixels, reproject_geometry
 from changedetect.io.sources.synthetic import SyntheticSource
 from changedetect.models import GridSpec, TimeWindow
 from changedetect.pipeline import plan_grid, run_aoi
@@ -93,19 +91,11 @@ def clear_days(
     """The acquisition days on which most of `change`'s footprint has valid data by the run's
     own rule (its SCL classes), as the alert's sightings judge it."""
     scene = source.scene(grid)
-    window = rasterio.windows.from_bounds(*change.geometry.bounds, transform=grid.transform)
-    window = window.round_offsets().round_lengths()
-    r0, c0 = max(int(window.row_off), 0), max(int(window.col_off), 0)
-    r1 = min(r0 + int(window.height) + 1, grid.height)
-    c1 = min(c0 + int(window.width) + 1, grid.width)
-    inside = rasterio.features.geometry_mask(
-        [change.geometry],
-        out_shape=(r1 - r0, c1 - c0),
-        transform=rasterio.windows.transform(
-            rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0), grid.transform
-        ),
-        invert=True,
-    )
+    pixels = footprint_pixels(change.geometry, grid.transform, grid.shape)
+    if pixels is None:
+        return []
+    (rows, cols), inside = pixels
+    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
     seen = []
     for day in days:
         scl = scene.render(day, (r0, r1), (c0, c1), ("SCL",))["SCL"]

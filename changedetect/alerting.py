@@ -13,8 +13,6 @@ from pathlib import Path
 import dask
 import numpy as np
 import rasterio
-import rasterio.errors
-import rasterio.features
 import rasterio.windows
 import xarray as xr
 from shapely.geometry.base import BaseGeometry
@@ -28,7 +26,7 @@ from .algorithms.alerts import (
     advance,
     site_sighting,
 )
-from .grids import WGS84, reproject_geometry
+from .grids import WGS84, footprint_pixels, reproject_geometry
 from .models import Composite, GridSpec, Patch, PatchClue
 from .types import ANALYSIS_BANDS
 
@@ -139,18 +137,13 @@ def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry)
     clouds or no data hide most of it, "changed" when a clue covers part of it, else
     "unchanged" (the change test ran there and found nothing)."""
     local = reproject_geometry(footprint, WGS84, grid.crs)
+    pixels = footprint_pixels(local, grid.transform, grid.shape, all_touched=True)
+    if pixels is None:  # the site lies outside this grid
+        return "unobserved"
+    (rows, cols), inside = pixels
     with rasterio.open(change_path) as src:
-        full = rasterio.windows.Window(0, 0, src.width, src.height)
-        window = rasterio.windows.from_bounds(*local.bounds, transform=src.transform)
-        try:
-            window = window.round_offsets().round_lengths().intersection(full)
-        except rasterio.errors.WindowError:  # the site lies outside this grid
-            return "unobserved"
+        window = rasterio.windows.Window.from_slices(rows, cols)
         score = src.read(1, window=window, masked=True).filled(np.nan)
-        inside = rasterio.features.geometry_mask(
-            [local], out_shape=score.shape, transform=src.window_transform(window), invert=True,
-            all_touched=True,
-        )  # fmt: skip
     values = score[inside]
     if values.size == 0 or np.isfinite(values).mean() < SEEN_SHARE:
         return "unobserved"

@@ -6,6 +6,8 @@ import math
 from typing import Any
 
 import numpy as np
+import rasterio.features
+import rasterio.windows
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
@@ -76,3 +78,25 @@ def reproject_geometry(geom: Any, src: CRS, dst: CRS) -> Any:
         return np.column_stack([x, y])
 
     return shapely.transform(geom, apply)
+
+
+def footprint_pixels(
+    geometry: Any, transform: Affine, shape: tuple[int, int], *, all_touched: bool = False
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The pixels of a grid (`transform`, `shape`) that a polygon in the grid's CRS covers: the
+    rows and columns of its bounding window, clipped to the grid, and where inside that window
+    the polygon is (``all_touched`` as rasterio.features). None when it lies outside the grid."""
+    window = rasterio.windows.from_bounds(*geometry.bounds, transform=transform)
+    row0, col0 = max(int(np.floor(window.row_off)), 0), max(int(np.floor(window.col_off)), 0)
+    row1 = min(int(np.ceil(window.row_off + window.height)), shape[0])
+    col1 = min(int(np.ceil(window.col_off + window.width)), shape[1])
+    if row1 <= row0 or col1 <= col0:
+        return None
+    inside = rasterio.features.geometry_mask(
+        [geometry],
+        out_shape=(row1 - row0, col1 - col0),
+        transform=transform * Affine.translation(col0, row0),
+        invert=True,
+        all_touched=all_touched,
+    )
+    return (slice(row0, row1), slice(col0, col1)), inside

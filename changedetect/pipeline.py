@@ -15,9 +15,6 @@ from pathlib import Path
 
 import dask
 import numpy as np
-import rasterio
-import rasterio.features
-import rasterio.windows
 import xarray as xr
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
@@ -50,7 +47,7 @@ from .config import (
 )
 from .errors import ConfigError, NoClearViewError, NoValidDataError, SourceError
 from .execute import run_pass
-from .grids import WGS84, grid_for_aoi, pixel_area_m2, reproject_geometry
+from .grids import WGS84, footprint_pixels, grid_for_aoi, pixel_area_m2, reproject_geometry
 from .io.sinks.chips import write_chips
 from .io.sinks.geojson import write_clues_geojson
 from .io.sinks.rasters import mask_score_to_patches, write_cog
@@ -355,22 +352,10 @@ def footprint_measure(
 
     def measure(footprint: BaseGeometry) -> FootprintSignal | None:
         local = reproject_geometry(footprint, WGS84, grid.crs)
-        window = rasterio.windows.from_bounds(*local.bounds, transform=grid.transform)
-        row0 = max(int(np.floor(window.row_off)), 0)
-        col0 = max(int(np.floor(window.col_off)), 0)
-        row1 = min(int(np.ceil(window.row_off + window.height)), grid.height)
-        col1 = min(int(np.ceil(window.col_off + window.width)), grid.width)
-        if row1 <= row0 or col1 <= col0:
+        pixels = footprint_pixels(local, grid.transform, grid.shape)
+        if pixels is None:
             return None
-        rows, cols = slice(row0, row1), slice(col0, col1)
-        window = rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
-        inside = rasterio.features.geometry_mask(
-            [local],
-            out_shape=(int(window.height), int(window.width)),
-            transform=rasterio.windows.transform(window, grid.transform),
-            invert=True,
-            all_touched=False,
-        )
+        (rows, cols), inside = pixels
         before, after = dask.compute(
             *[{b: comp.bands[b].data[rows, cols] for b in ANALYSIS_BANDS} for comp in composites]
         )
