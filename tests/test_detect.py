@@ -185,6 +185,26 @@ def test_own_temporal_spread_absorbs_changes_of_variable_pixels():
     assert disturbed[left].mean() < 0.05
 
 
+@pytest.mark.parametrize("after_spread", ["absent", "all NaN"])
+def test_the_before_spread_counts_when_the_after_side_is_a_single_acquisition(after_spread):
+    # a night brings one acquisition: no spread of its own (no layer, or NaN where fewer than 3
+    # observations), while a multi-year baseline has each pixel's spread across the years
+    left, right = disk((96, 50), 15), disk((96, 142), 15)
+    shifted = tuple(v * 1.25 for v in BARE)
+    before = scene(FOREST, patches=[(left, BARE), (right, BARE)], seed=14)
+    after = scene(FOREST, patches=[(left, shifted), (right, shifted)], seed=15)
+    spread = np.full(before.shape, 0.006, dtype=np.float32)
+    spread[:, left] = 0.08  # the left field varies a lot from year to year
+    night = composite(after)  # spread all NaN
+    if after_spread == "absent":
+        night = Composite(night.window, night.bands, night.valid_count, [], None)
+    layers = detect_change(composite(before, spread=spread), night)
+    disturbed = layers.disturbed.values
+    assert layers.diagnostics["uses_temporal_spread"]
+    assert disturbed[right].mean() > 0.9
+    assert disturbed[left].mean() < 0.05
+
+
 def test_missing_data_gives_nan_score_and_no_decision():
     blob = disk((96, 96), 8)
     before = scene(FOREST, seed=16)
