@@ -86,10 +86,11 @@ class RunState:
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-ALERTS_VERSION = 2
+ALERTS_VERSION = 3
 #: Version 1 counted nights (``nights``); version 2 counts acquisitions (``observed``). A night of
 #: version 1 is the date of its newest acquisition, so its entries read as version 2 unchanged.
-READABLE_ALERTS_VERSIONS = (1, 2)
+#: Version 3 keeps each alert's ``site``; older entries read with their footprint as the site.
+READABLE_ALERTS_VERSIONS = (1, 2, 3)
 
 
 class AlertBook:
@@ -142,6 +143,7 @@ def _alert_to_json(alert: Alert) -> dict:
     entry = asdict(alert)
     entry["footprint"] = mapping(alert.footprint)
     entry["observed"] = list(alert.observed)
+    entry["site"] = mapping(alert.where)
     return entry
 
 
@@ -157,4 +159,6 @@ def _alert_from_json(entry: dict) -> Alert:
         change_type=str(entry["change_type"]),
         clue_id=str(entry["clue_id"]),
         dropped_on=entry.get("dropped_on"),
+        # versions before 3 kept no site: the footprint stands for it
+        site=shape(entry["site"]) if entry.get("site") is not None else None,
     )

@@ -156,6 +156,24 @@ def test_two_clues_on_one_site_in_one_night_count_once():
     assert grown[0].footprint.covers(wider) and grown[0].status == "confirmed"
 
 
+def test_a_chain_of_detections_that_wanders_off_the_site_is_not_one_alert():
+    # three boxes side by side: each night's clue overlaps the previous one's, none the first's
+    steps = [box(108.80 + 0.007 * k, 33.90, 108.81 + 0.007 * k, 33.91) for k in range(3)]
+    history = nights(
+        ("2025-05-01", [clue("c1", steps[0])], never),
+        ("2025-05-06", [clue("c2", steps[1])], unobserved),
+        ("2025-05-11", [clue("c3", steps[2])], unobserved),
+    )
+    alerts, of_clue = history[-1]
+    # the second clue overlaps the site: it continues the first alert and widens its footprint
+    assert history[1][1]["c2"].alert_id == history[0][1]["c1"].alert_id
+    assert alerts[0].footprint.covers(steps[1]) and alerts[0].site.equals(steps[0])
+    # the third overlaps that wider footprint only: its own probable alert, nothing confirmed
+    assert of_clue["c3"].alert_id != alerts[0].alert_id
+    assert [a.status for a in alerts] == ["probable", "probable"]
+    assert sorted(a.supporting for a in alerts) == [1, 2]
+
+
 # ------------------------------------------------------------------ one acquisition at a site
 
 FOREST = np.array([0.03, 0.06, 0.04, 0.35, 0.16, 0.08])[:, None]

@@ -58,6 +58,16 @@ class Alert:
     clue_id: str
     """The latest clue that showed it."""
     dropped_on: str | None = None
+    site: BaseGeometry | None = None
+    """Footprint of the clue that opened it (WGS84; None: the footprint). Later clues continue the
+    alert only where they overlap this, not the grown union: otherwise a chain of unrelated
+    detections, each touching the last one's extent, adds up to a confirmed alert that no single
+    piece of ground ever showed twice."""
+
+    @property
+    def where(self) -> BaseGeometry:
+        """The ground later clues must overlap to continue the alert."""
+        return self.site if self.site is not None else self.footprint
 
     @property
     def active(self) -> bool:
@@ -135,8 +145,8 @@ def _count(alert: Alert, sightings: Sequence[Sighting], confirm_after: int) -> A
 def _continued_by(
     alerts: Sequence[Alert], tree: STRtree | None, footprint: BaseGeometry, tonight: set[str]
 ) -> list[int]:
-    """Indices of the alerts a clue over `footprint` continues: active ones it overlaps, and one
-    dropped on a date of `tonight` (the night re-run)."""
+    """Indices of the alerts a clue over `footprint` continues: active ones whose site it
+    overlaps, and one dropped on a date of `tonight` (the night re-run)."""
     if tree is None:
         return []
     found = []
@@ -145,7 +155,7 @@ def _continued_by(
         if not (alert.active or alert.dropped_on in tonight):
             continue
         # the same overlap rule that matches clues to known changes in evaluation
-        if footprints_match(alert.footprint, footprint):
+        if footprints_match(alert.where, footprint):
             found.append(int(k))
     return found
 
@@ -163,7 +173,7 @@ def advance(
 
     `sightings` gives, per clue id, what each of the night's acquisitions showed at the clue
     (:func:`site_sighting`); a clue without any sighting that shows it counts as seen once, on
-    `night` (the composite saw it). A clue that overlaps an active alert continues it (the oldest,
+    `night` (the composite saw it). A clue that overlaps an active alert's site continues it (the oldest,
     when several do); any other clue opens a probable alert. An active alert no clue continued is
     asked `observe` what the night shows at its footprint: a probable one the night sees
     "unchanged" is dropped; a confirmed one stays confirmed (what happens to a confirmed site is
@@ -174,7 +184,7 @@ def advance(
     sightings = sightings or {}
     updated = list(alerts)
     active = [i for i, a in enumerate(updated) if a.active]
-    tree = STRtree([a.footprint for a in updated]) if updated else None
+    tree = STRtree([a.where for a in updated]) if updated else None
     continued: set[int] = set()
     index_of_clue: dict[str, int] = {}
     for clue in clues:
@@ -197,6 +207,7 @@ def advance(
                 observed=(),
                 change_type=clue.change_type,
                 clue_id=clue.clue_id,
+                site=clue.geometry_wgs84,
             )
             updated.append(_count(opened, seen, confirm_after))
             index_of_clue[clue.clue_id] = len(updated) - 1
