@@ -395,3 +395,23 @@ def test_a_site_view_tells_recurring_ground_and_counts_clear_acquisitions_only()
     two = SiteView(obs(BARE, BARE), clear[:2], ["2024-05-01", "2024-05-02"], obs(BARE),
                    clear[:1], ["2025-05-01"])  # fmt: skip
     assert not two.recurs()
+
+
+def test_a_stable_site_seen_by_one_noisy_acquisition_is_recognised_as_seen_before():
+    """A stable bright site (an old quarry) whose one after acquisition sits 3 % darker, inside
+    the spread of the before acquisitions' calibration: the before side shows it as it is now.
+    Pixel by pixel the after acquisition's own noise makes every before acquisition vote for the
+    before median; judged on the site's medians it is a recurrence."""
+    from changedetect.alerting import SiteView
+
+    rng = np.random.default_rng(11)
+    gains = [0.96, 1.02, 0.97, 1.0, 1.03, 0.98, 1.01, 0.995, 1.015]
+    before = np.stack([BARE * g + rng.normal(0, 0.01, (6, 60)) for g in gains])
+    after = (BARE * 0.97 + rng.normal(0, 0.01, (6, 60)))[None]
+    days = [f"2024-0{m}-10" for m in range(1, 10)]
+    clear = np.ones((len(gains), 60), dtype=bool)
+    view = SiteView(before, clear, days, after, clear[:1], ["2025-05-01"])
+    assert view.recurs()
+    # the control: a new quarry on that forest is no recurrence
+    forest = np.stack([FOREST * g + rng.normal(0, 0.01, (6, 60)) for g in gains])
+    assert not SiteView(forest, clear, days, after, clear[:1], ["2025-05-01"]).recurs()

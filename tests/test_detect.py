@@ -20,6 +20,7 @@ from changedetect.algorithms.detect import (
     ChangeLayers,
     detect_change,
     index_features,
+    prepare_change_test,
     sample_windows,
 )
 from changedetect.models import Composite, TimeWindow
@@ -56,8 +57,11 @@ def scene(
     return (cube + rng.normal(0.0, noise, cube.shape)).astype(np.float32)
 
 
-def composite(cube: np.ndarray, *, chunks: int = 64, spread: np.ndarray | None = None) -> Composite:
-    """A dask-backed Composite from a (band, y, x) array (spread all NaN unless given)."""
+def composite(
+    cube: np.ndarray, *, chunks: int = 64, spread: np.ndarray | None = None, count: int = 1
+) -> Composite:
+    """A dask-backed Composite from a (band, y, x) array (spread all NaN unless given), the median
+    of `count` observations at every pixel."""
 
     def dataset(arr: np.ndarray) -> xr.Dataset:
         return xr.Dataset(
@@ -69,9 +73,12 @@ def composite(cube: np.ndarray, *, chunks: int = 64, spread: np.ndarray | None =
 
     if spread is None:
         spread = np.full(cube.shape, np.nan, dtype=np.float32)
-    count = xr.DataArray(da.ones(cube.shape[1:], dtype="int16", chunks=chunks), dims=("y", "x"))
+    counts = da.full(cube.shape[1:], count, dtype="int16", chunks=chunks)
     day = dt.date(2024, 5, 1)
-    return Composite(TimeWindow(day, day), dataset(cube), count, [], dataset(spread))
+    return Composite(
+        TimeWindow(day, day), dataset(cube), xr.DataArray(counts, dims=("y", "x")), [],
+        dataset(spread),
+    )  # fmt: skip
 
 
 def disk(center: tuple[int, int], radius: float, shape: tuple[int, int] = SHAPE) -> np.ndarray:
@@ -122,6 +129,57 @@ def test_uniform_gain_and_offset_between_dates_is_not_change():
     assert disturbed.mean() < 1e-4
     gains = layers.diagnostics["gain"]
     assert all(1.05 < g < 1.2 for g in gains.values()), gains
+
+
+def test_one_night_against_a_season_median_keeps_the_gain_and_a_stable_quarry_unflagged():
+    """The before side is the median of nine acquisitions, the after side one acquisition: the
+    after side is several times noisier. Over forest, whose visible bands span a narrow range,
+    an orthogonal line tilts towards the noisier side and turns a small stable quarry into a
+    "change"; the line weighted by the two sides' noise keeps the gain at its true 1."""
+    rng = np.random.default_rng(21)
+    truth = np.asarray(FOREST, dtype=np.float32)[:, None, None] * rng.uniform(0.5, 1.5, SHAPE)
+    quarry = np.zeros(SHAPE, bool)
+    quarry[80:95, 80:95] = True
+    truth[:, quarry] = np.asarray(ROCK, dtype=np.float32)[:, None]
+    noise = 0.01
+    median_noise = noise * np.sqrt(np.pi / (2 * 9 + 1))  # the median of nine observations
+    before = (truth + rng.normal(0, median_noise, truth.shape)).astype(np.float32)
+    after = (truth + rng.normal(0, noise, truth.shape)).astype(np.float32)
+    layers = detect_change(composite(before, count=9), composite(after, count=1))
+    gains = layers.diagnostics["gain"]
+    assert all(abs(g - 1) < 0.03 for g in gains.values()), gains
+    assert not np.asarray(layers.disturbed.values)[quarry].any()
+    # the same pixels taken as two single acquisitions (the orthogonal line): tilted, flagged
+    equal = detect_change(composite(before, count=1), composite(after, count=1))
+    assert max(abs(g - 1) for g in equal.diagnostics["gain"].values()) > 0.1
+    assert np.asarray(equal.disturbed.values)[quarry].mean() > 0.5
+
+
+def test_a_gain_the_scene_does_not_agree_on_is_trusted_less_on_bright_ground():
+    """Three parts of the scene with gains 0.94, 1 and 1.06 (what the ground did, not the
+    sensor): the gain moves when a part is left out, so its standard error is several times
+    that of a scene with one gain everywhere, and the test allows a pixel that much more the
+    farther its reflectance lies from the scene's typical one."""
+    rng = np.random.default_rng(22)
+    truth = np.asarray(BARE, dtype=np.float32)[:, None, None] * rng.uniform(0.5, 1.5, SHAPE)
+    before = (truth + rng.normal(0, 0.006, truth.shape)).astype(np.float32)
+    parts = np.repeat([0.94, 1.0, 1.06], SHAPE[1] // 3)[None, None, :]
+    afters = {
+        "uniform": truth * 1.05 + rng.normal(0, 0.006, truth.shape),
+        "patchy": truth * parts + rng.normal(0, 0.006, truth.shape),
+    }
+    tests = {
+        name: prepare_change_test(composite(before), composite(after.astype(np.float32)))[0]
+        for name, after in afters.items()
+    }
+    errors = {name: float(t.g.gain_error.max()) for name, t in tests.items()}
+    assert errors["patchy"] > 4 * errors["uniform"], errors
+    g = tests["patchy"].g
+    diff = np.full((len(ANALYSIS_BANDS), 1, 2), 0.02, dtype=np.float32)
+    level = g.mx[:, None, None] + np.array([0.0, 0.3], dtype=np.float32)[None, None, :]
+    z = g.z_scores(diff, None, None, before=level.astype(np.float32))
+    assert np.all(np.abs(z[:, 0, 1]) < np.abs(z[:, 0, 0]))  # the bright pixel: smaller z
+    assert np.allclose(z[:, 0, 0], g.z_scores(diff, None, None)[:, 0, 0])  # at the centre: none
 
 
 def test_greening_of_stable_vegetation_is_not_change():

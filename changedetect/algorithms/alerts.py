@@ -107,18 +107,25 @@ def site_sighting(
     """What one acquisition shows at a site: nearer the after state than the before state?
 
     `before` and `after` are the two composites' reflectance over the site's pixels, `observation`
-    the acquisition's (each bands x pixels), `valid` where the acquisition has clear data. Each
-    clear pixel votes for the state it is nearer to (Euclidean in reflectance); a majority for the
-    after state is "changed". "unobserved" when clouds or no data hide most of the site.
+    the acquisition's (each bands x pixels), `valid` where the acquisition has clear data. The
+    site is judged whole: the per-band medians over its clear pixels, the acquisition's against
+    the two states' (Euclidean in reflectance); "changed" when it is nearer the after state.
+    "unobserved" when clouds or no data hide most of the site.
+
+    Whole, not pixel by pixel: a pixel of one acquisition carries its own noise, while a state
+    taken over several acquisitions (a season's median) carries little, so pixel votes lean to
+    whichever state is the median. A night's single acquisition as the after state made every
+    before-side acquisition of a stable site vote "as before", and a stable old quarry flagged by
+    a small calibration difference never showed as the recurrence it is. The medians over the
+    site's pixels average that noise away on both sides.
     """
     n = before.shape[-1]
     seen = valid & np.isfinite(observation).all(0) & np.isfinite(before).all(0)
     seen &= np.isfinite(after).all(0)
     if n == 0 or np.count_nonzero(seen) < SEEN_SHARE * n:
         return "unobserved"
-    x, b, a = observation[:, seen], before[:, seen], after[:, seen]
-    nearer_after = ((x - a) ** 2).sum(0) < ((x - b) ** 2).sum(0)
-    return "changed" if nearer_after.mean() > 0.5 else "unchanged"
+    x, b, a = (np.median(v[:, seen], axis=1) for v in (observation, before, after))
+    return "changed" if ((x - a) ** 2).sum() < ((x - b) ** 2).sum() else "unchanged"
 
 
 def _new_id(clue_id: str) -> str:
