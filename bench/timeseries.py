@@ -9,7 +9,8 @@ two acquisition days), seasonal greening and crop harvest, a reservoir's level; 
 quarries, construction sites and clearings start on known dates inside the season.
 
 Run twice in the same process: against last year's season as one before window (the yardstick),
-and against the same season of the three years before (`baseline: same_season`, ±15 days). Printed, for the
+and against the same season of the three years before (`baseline: same_season`, ±15 days; last
+year's season then only tells recurrences). Printed, for the
 confirmed alerts and beside them for every alert ever opened (what a one-night decision would have
 sent out):
 - recall: planted changes (at least the mapping unit, started at least 30 days before the season

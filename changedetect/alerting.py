@@ -44,7 +44,9 @@ class AlertFollowing:
 @dataclass(frozen=True)
 class SiteView:
     """Every acquisition of both sides over one patch's pixels: reflectance (time, band, pixel),
-    where each is clear (time, pixel) and their dates, oldest first."""
+    where each is clear (time, pixel) and their dates, oldest first. `before_baseline` marks the
+    before acquisitions the before composite was made of (None: all); the others are history,
+    looked at only to tell a recurrence."""
 
     before: np.ndarray
     before_clear: np.ndarray
@@ -52,6 +54,7 @@ class SiteView:
     after: np.ndarray
     after_clear: np.ndarray
     after_days: list[str]
+    before_baseline: np.ndarray | None = None
 
     @staticmethod
     def _state(obs: np.ndarray, clear: np.ndarray) -> np.ndarray:
@@ -66,8 +69,13 @@ class SiteView:
     @cached_property
     def states(self) -> tuple[np.ndarray, np.ndarray]:
         """The site's before and after states (bands x pixels), shared by both sides' sightings."""
+        baseline = (
+            self.before_baseline
+            if self.before_baseline is not None
+            else np.ones(len(self.before_days), dtype=bool)
+        )
         return (
-            self._state(self.before, self.before_clear),
+            self._state(self.before[baseline], self.before_clear[baseline]),
             self._state(self.after, self.after_clear),
         )
 
@@ -84,7 +92,9 @@ class SiteView:
     def recurs(self) -> bool:
         """Whether at least :data:`RECURRING_SIGHTINGS` clear before-side acquisitions show the
         site nearer its after state than its before state: ground already seen as it is now (a
-        field harvested or bare then too, a season's leaf-out), not a new change.
+        field harvested or bare then too, a season's leaf-out), not a new change. The history
+        beside a seasonal baseline counts too: a field bare after last summer's harvest is ground
+        seen bare, even when no earlier spring showed it so.
 
         At least two, since haze or an unmasked cloud rim can make one acquisition look like
         anything bright; a before side of two acquisitions or fewer never shows a recurrence (its
@@ -102,20 +112,20 @@ def site_views(
     sides: Sequence[tuple[xr.Dataset, Composite]],
 ) -> dict[int, SiteView]:
     """For each patch (by label), every acquisition of the before and after `sides` (a stack and
-    the composite built from it, whose window and validity mask it reuses) over its pixels. Only
+    the composite built from it, whose validity mask it reuses) over its pixels. Only
     the patches' bounding windows are read, all in one dask computation, from the stacks
     themselves (no composite is computed again)."""
-    cubes, days = [], []
+    cubes, days, members = [], [], []
     for stack, comp in sides:
         if comp.valid is None:
             raise ValueError("site_views needs composites that carry their validity mask")
         valid = comp.valid
-        times = [np.datetime64(t, "D") for t in stack["time"].values]
-        picked = [i for i, t in enumerate(times) if comp.window.contains(t.astype(object))]
-        bands = list(ANALYSIS_BANDS)
-        cube = stack[bands].isel(time=picked).to_array("band").data.transpose(1, 0, 2, 3)
-        cubes.append((cube, valid.isel(time=picked).data))
-        days.append([str(times[i]) for i in picked])
+        # every acquisition of the stack: those the composite was made of, and on the before side
+        # the history beside a seasonal baseline (comp.members tells them apart)
+        members.append(comp.members)
+        cube = stack[list(ANALYSIS_BANDS)].to_array("band").data.transpose(1, 0, 2, 3)
+        cubes.append((cube, valid.data))
+        days.append([str(np.datetime64(t, "D")) for t in stack["time"].values])
     windows = []
     for p in patches:
         r0, c0, r1, c1 = p.bbox_rc
@@ -128,6 +138,7 @@ def site_views(
         views[p.label] = SiteView(
             np.asarray(b)[:, :, inside], np.asarray(b_ok)[:, inside].astype(bool), days[0],
             np.asarray(a)[:, :, inside], np.asarray(a_ok)[:, inside].astype(bool), days[1],
+            before_baseline=members[0],
         )  # fmt: skip
     return views
 

@@ -352,7 +352,9 @@ class BaselineConfig(_Model):
     test, so the season (green-up, harvest) and a crop that differs from year to year are not
     taken for disturbance. Needs a source with that much history; a year without acquisitions
     is left out. The defaults are OPERA DIST-ALERT's baseline: every clear acquisition of the
-    three years before within a 31-day window (±15 days)."""
+    three years before within a 31-day window (±15 days). With `same_season` the acquisitions of
+    the `before` window are loaded too, not for the composite but to tell ground already seen as
+    it is now (a field bare after last summer's harvest) from a new change."""
     days: int = Field(default=15, ge=0, le=120)
     years: int = Field(default=3, ge=1, le=10)
 

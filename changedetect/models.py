@@ -115,6 +115,8 @@ class Composite:
     cloud_mask: str = "scl"
     #: Where each acquisition of the stack it was built from is valid (time, y, x; lazy).
     valid: xr.DataArray | None = None
+    #: Which acquisitions of that stack the median was taken over (None: all of them).
+    members: np.ndarray | None = None
 
 
 @dataclass

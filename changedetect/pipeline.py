@@ -212,6 +212,13 @@ class AoiPlan:
     the last run's folder when there is nothing new."""
     note: str | None = None
     """Why there is nothing to analyse (no acquisition newer than the last run's), else None."""
+    seasons: tuple[TimeWindow, ...] = ()
+    """With a seasonal baseline, the weeks of each earlier year the before composite is made of
+    (empty: the whole before window)."""
+    history: tuple[Acquisition, ...] = ()
+    """Before-window acquisitions outside those weeks: not part of the baseline, but looked at to
+    tell ground already seen as it is now (a field bare after last year's harvest) from a new
+    change."""
 
     @property
     def nothing_new(self) -> bool:
@@ -278,6 +285,8 @@ def plan_aoi(
         raise NoValidDataError(
             f"AOI {aoi.name}: no acquisition in the after window {after_w.start}..{after_w.end}"
         )
+    seasons: list[TimeWindow] = []
+    history: tuple[Acquisition, ...] = ()
     if config.baseline.kind == "same_season":
         days = [_utc(a.datetime).date() for a in after_acq]
         seasons = same_season(
@@ -287,10 +296,14 @@ def plan_aoi(
             {a.id: a for w in seasons for a in source.search(grid, w)}.values(),
             key=lambda a: _utc(a.datetime),
         )
+        seasonal = {a.id for a in before_acq}
+        history = tuple(a for a in source.search(grid, before_w) if a.id not in seasonal)
         before_w = TimeWindow(seasons[0].start, seasons[-1].end)
         where = "the same season of the years before: " + ", ".join(
             f"{w.start}..{w.end}" for w in seasons
         )
+        if history:
+            where += f" (and {len(history)} more of the before window, to tell recurrences)"
     else:
         before_acq = source.search(grid, before_w)
         where = f"the before window {before_w.start}..{before_w.end}"
@@ -304,7 +317,10 @@ def plan_aoi(
     newest = max(_utc(a.datetime) for a in after_acq)
     # one folder per newest acquisition: a night's clues are never overwritten by the next night's
     out_dir = Path(config.output.dir) / aoi.name / f"{newest:%Y%m%d}"
-    return AoiPlan(aoi.name, grid, before_w, after_w, before_acq, after_acq, out_dir)
+    return AoiPlan(
+        aoi.name, grid, before_w, after_w, before_acq, after_acq, out_dir,
+        seasons=tuple(seasons), history=history,
+    )  # fmt: skip
 
 
 def load_aoi(
@@ -313,8 +329,9 @@ def load_aoi(
     """The plan's before and after stacks, lazily (networked sources fetch what their cache
     lacks first)."""
     det, preset = config.detection, config.sensor.preset
+    before = sorted([*plan.before, *plan.history], key=lambda a: _utc(a.datetime))
     before_stack = source.load(
-        plan.before, bands_to_load(det, preset, plan.before), plan.grid, det.chunk_size
+        before, bands_to_load(det, preset, before), plan.grid, det.chunk_size
     )
     after_stack = source.load(
         plan.after, bands_to_load(det, preset, plan.after), plan.grid, det.chunk_size
@@ -346,7 +363,7 @@ def footprint_measure(
     options = AnalysisOptions.from_config(config, plan.aoi)
     grid = plan.grid
     composites = [
-        composite_of(before_stack, plan.before_window, options, grid),
+        composite_of(before_stack, plan.before_window, options, grid, within=plan.seasons or None),
         composite_of(after_stack, plan.after_window, options, grid),
     ]
 
@@ -388,6 +405,7 @@ def analyse_aoi(
         zones=zones,
         limit_to_zones=bool(config.zones and config.zones.limit_to_zones),
         following=AlertFollowing(history, plan.night, config.alerts.confirm_after),
+        seasons=plan.seasons or None,
         progress=progress or log.info,
     )
 
@@ -464,11 +482,18 @@ def screened(
 
 
 def composite_of(
-    stack: xr.Dataset, window: TimeWindow, options: AnalysisOptions, grid: GridSpec
+    stack: xr.Dataset,
+    window: TimeWindow,
+    options: AnalysisOptions,
+    grid: GridSpec,
+    *,
+    within: Sequence[TimeWindow] | None = None,
 ) -> Composite:
     valid, method = screened(stack, options, grid)
     det = options.detection
-    built = composite(stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations)
+    built = composite(
+        stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations, within=within
+    )
     built.cloud_mask = method
     return built
 
@@ -485,14 +510,17 @@ def analyse(
     zones: ZoneIndex | None = None,
     limit_to_zones: bool = False,
     following: AlertFollowing | None = None,
+    seasons: Sequence[TimeWindow] | None = None,
     progress: Progress | None = None,
 ) -> AoiResult:
     """Two lazy stacks on one grid -> patch clues and their outputs in `out_dir`.
 
     With `following`, each clue's alert is continued or opened from what every after-window
-    acquisition shows at its site, and the result carries the AOI's new alert state."""
+    acquisition shows at its site, and the result carries the AOI's new alert state. With
+    `seasons`, the before composite is made of the before acquisitions in those weeks only; the
+    others only tell recurrences."""
     say = progress or log.info
-    before = composite_of(before_stack, before_window, options, grid)
+    before = composite_of(before_stack, before_window, options, grid, within=seasons)
     after = composite_of(after_stack, after_window, options, grid)
     for tag, comp in (("before", before), ("after", after)):
         if comp.cloud_mask == "none" and options.detection.cloud_mask == "auto":

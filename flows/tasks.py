@@ -187,6 +187,7 @@ def detect_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         "windows": [plan.before_window.as_list(), plan.after_window.as_list()],
         "out_dir": str(Path(plan.out_dir).absolute()),
         "before": [_acquisition_key(a) for a in plan.before],
+        "history": [_acquisition_key(a) for a in plan.history],
         "after": [_acquisition_key(a) for a in plan.after],
         # the clues carry their alerts' state, which depends on the acquisitions before these
         "alerts": AlertBook(config.output.alerts_path()).history_before(plan.aoi, plan.first_new),

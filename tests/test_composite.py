@@ -89,3 +89,24 @@ def test_one_observation_is_its_own_composite_without_spread():
     assert np.isnan(comp.bands["B08"].values[cloudy]).all()
     assert (comp.valid_count.values == (~cloudy).astype(int)).all()
     assert comp.spread is None
+
+
+def test_a_composite_within_some_weeks_leaves_the_rest_of_the_stack_out():
+    ds, _ = stack_with_clouds()
+    valid = valid_mask(ds, BANDS, [8, 9, 10])
+    # the whole of May, but only its first and last weeks: dates 1, 6 and 21 of 1-21
+    weeks = [
+        TimeWindow(dt.date(2024, 5, 1), dt.date(2024, 5, 7)),
+        TimeWindow(dt.date(2024, 5, 20), dt.date(2024, 5, 27)),
+    ]
+    may = TimeWindow(dt.date(2024, 5, 1), dt.date(2024, 5, 31))
+    comp = composite(ds, valid, may, BANDS, within=weeks)
+    assert comp.members.tolist() == [True, True, False, False, True]
+    counts = valid.isel(time=[0, 1, 4]).sum("time").values
+    assert np.array_equal(comp.valid_count.values, counts)
+    # the median is over those three alone
+    masked = ds["B08"].where(valid).isel(time=[0, 1, 4])
+    assert np.allclose(comp.bands["B08"].values, masked.median("time").values, equal_nan=True)
+    whole = composite(ds, valid, may, BANDS)
+    assert whole.members.all()
+    assert np.array_equal(whole.valid_count.values, valid.sum("time").values)

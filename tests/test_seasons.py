@@ -11,7 +11,7 @@ from changedetect.config import load_config, parse_config
 from changedetect.demo import demo_config, score_against_truth
 from changedetect.io.sources.synthetic import SyntheticSource
 from changedetect.models import TimeWindow
-from changedetect.pipeline import plan_aoi, plan_grid, run, run_aoi
+from changedetect.pipeline import make_source, plan_aoi, plan_grid, run, run_aoi
 from changedetect.seasons import same_season, years_back
 from changedetect.testing.rasters import write_multiband
 from changedetect.testing.synthetic import score_clues
@@ -86,8 +86,9 @@ def test_the_same_season_of_earlier_years_leaves_harvest_and_season_out(tmp_path
     summary = f"spring baseline {against_spring}; same season {against_season}"
     # against last spring, the harvested fields and the summer greenery are "change" ...
     assert len(against_spring.false_clues) >= 10, summary
-    # ... against the same weeks of the three years before, most of it is not: what is left is a
-    # field whose crop this year was in none of them (measured: 11 false clues -> 1)
+    # ... against the same weeks of the three years before, most of it is not (measured: 12 false
+    # clues -> 0; 1 before the before window's history was looked at: a field whose crop this
+    # year was in none of those weeks)
     assert len(against_season.false_clues) <= 0.3 * len(against_spring.false_clues), summary
     assert against_season.recall >= 0.9, summary
     assert {c.baseline for c in season.clues} == {"same_season ±15 d over 3 years"}
@@ -154,3 +155,40 @@ def test_ground_seen_as_it_is_now_on_two_before_acquisitions_is_not_new(tmp_path
         assert sites == [12.0], sites
     else:
         assert sites == [12.0, 12.0], sites
+
+
+@pytest.mark.parametrize("bare_last_summer", [True, False])
+def test_a_field_bare_after_last_summers_harvest_is_seen_before_by_a_seasonal_baseline(
+    tmp_path, bare_last_summer
+):
+    """Green in the same June weeks of three earlier years (wheat), bare this June (a crop
+    rotation): the seasonal baseline alone would call it new. The before window's acquisitions
+    of last summer are history beside that baseline: bare after the harvest there, the field is
+    ground seen as it is now; green there too, it stays a clue. The quarry is new either way."""
+    folder = tmp_path / "imagery"
+    folder.mkdir()
+    for k, day in enumerate(["20220603", "20230603", "20240603"]):  # the baseline: green
+        write_multiband(folder / f"S2_{day}.tif", scene(k), GRID, nodata=0)
+    for k, day in enumerate(["20240720", "20240810", "20240830"]):  # last summer: history
+        write_multiband(
+            folder / f"S2_{day}.tif", scene(10 + k, field_bare=bare_last_summer), GRID, nodata=0
+        )
+    write_multiband(
+        folder / "S2_20250603.tif", scene(9, field_bare=True, quarry=True), GRID, nodata=0
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"source: {{kind: local, path: {folder}}}\n"
+        "aois: [{name: valley}]\n"
+        "baseline: {kind: same_season}\n"
+        "before: {start: 2024-07-01, end: 2024-09-30}\n"
+        "after: {start: 2025-04-01, end: 2025-06-30}\n"
+        f"output: {{dir: {tmp_path / 'out'}, chips: false}}\n"
+    )
+    config = load_config(config)
+    plan = plan_aoi(config, 0, make_source(config))
+    assert [a.datetime.year for a in plan.before] == [2022, 2023, 2024]
+    assert [a.datetime.month for a in plan.history] == [7, 8, 8]
+    (result,) = run(config)
+    sites = sorted(round(c.area_m2 / 1e4, 1) for c in result.clues)
+    assert sites == ([12.0] if bare_last_summer else [12.0, 12.0]), sites

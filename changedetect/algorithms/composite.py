@@ -21,15 +21,22 @@ def composite(
     bands: Sequence[str],
     *,
     min_valid: int = 1,
+    within: Sequence[TimeWindow] | None = None,
 ) -> Composite:
     """Median of valid observations per pixel, with the count and the temporal spread.
+
+    The median is taken over the acquisitions of `stack` in `window`, and also in one of `within`
+    when it is given (a seasonal baseline's weeks of each earlier year, the rest of the stack being
+    history the composite is not made of).
 
     `spread` per band is the robust temporal standard deviation (1.4826 * MAD over time) where a
     pixel has at least three valid observations, NaN elsewhere: it tells how much a pixel varies
     on its own (crops, phenology, residual haze) so a change can be judged against it.
     """
     times = [np.datetime64(t, "D").astype(object) for t in stack["time"].values]
-    in_window = [window.contains(t) for t in times]
+    in_window = [
+        window.contains(t) and (within is None or any(w.contains(t) for w in within)) for t in times
+    ]
     sel = stack.isel(time=np.flatnonzero(in_window))
     sel_valid = valid.isel(time=np.flatnonzero(in_window))
     ids = [str(i) for i in sel["acquisition"].values] if "acquisition" in sel.coords else []
@@ -56,6 +63,7 @@ def composite(
         acquisitions=ids,
         spread=spread_ds,
         valid=valid,
+        members=np.asarray(in_window, dtype=bool),
     )
 
 
