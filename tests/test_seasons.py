@@ -128,26 +128,35 @@ def scene(seed, *, field_bare=False, quarry=False):
     return out
 
 
-@pytest.mark.parametrize("bare_before", [2, 1])
-def test_ground_seen_as_it_is_now_on_two_before_acquisitions_is_not_new(tmp_path, bare_before):
+def field_region(tmp_path, bare_on: dict[str, bool], before: str, baseline: str = "window"):
+    """A folder of acquisitions on `bare_on`'s days (YYYYMMDD: is the field bare?) and one this
+    June with the field bare and a new quarry, and the config of a run over it (`before` the
+    before window as "start, end", `baseline` its kind)."""
     folder = tmp_path / "imagery"
     folder.mkdir()
-    days = ["20240503", "20240513", "20240523", "20240602", "20240612"]
-    for k, day in enumerate(days):  # the field was bare (harvested) on the last `bare_before`
-        bare = k >= len(days) - bare_before
+    for k, (day, bare) in enumerate(bare_on.items()):
         write_multiband(folder / f"S2_{day}.tif", scene(k, field_bare=bare), GRID, nodata=0)
     write_multiband(
-        folder / "S2_20250603.tif", scene(9, field_bare=True, quarry=True), GRID, nodata=0
+        folder / "S2_20250603.tif", scene(99, field_bare=True, quarry=True), GRID, nodata=0
     )
     config = tmp_path / "c.yaml"
     config.write_text(
         f"source: {{kind: local, path: {folder}}}\n"
         "aois: [{name: valley}]\n"
-        "before: {start: 2024-04-01, end: 2024-06-30}\n"
+        f"baseline: {{kind: {baseline}}}\n"
+        f"before: {{start: {before.split(', ')[0]}, end: {before.split(', ')[1]}}}\n"
         "after: {start: 2025-04-01, end: 2025-06-30}\n"
         f"output: {{dir: {tmp_path / 'out'}, chips: false}}\n"
     )
-    (result,) = run(load_config(config))
+    return load_config(config)
+
+
+@pytest.mark.parametrize("bare_before", [2, 1])
+def test_ground_seen_as_it_is_now_on_two_before_acquisitions_is_not_new(tmp_path, bare_before):
+    days = ["20240503", "20240513", "20240523", "20240602", "20240612"]
+    # the field was bare (harvested) on the last `bare_before`
+    bare_on = {day: k >= len(days) - bare_before for k, day in enumerate(days)}
+    (result,) = run(field_region(tmp_path, bare_on, "2024-04-01, 2024-06-30"))
     # the quarry is new whatever the field did; the bare field is the field's own past
     # when two clear acquisitions showed it (one might be haze), new when only one did
     sites = sorted(round(c.area_m2 / 1e4, 1) for c in result.clues)
@@ -165,27 +174,11 @@ def test_a_field_bare_after_last_summers_harvest_is_seen_before_by_a_seasonal_ba
     rotation): the seasonal baseline alone would call it new. The before window's acquisitions
     of last summer are history beside that baseline: bare after the harvest there, the field is
     ground seen as it is now; green there too, it stays a clue. The quarry is new either way."""
-    folder = tmp_path / "imagery"
-    folder.mkdir()
-    for k, day in enumerate(["20220603", "20230603", "20240603"]):  # the baseline: green
-        write_multiband(folder / f"S2_{day}.tif", scene(k), GRID, nodata=0)
-    for k, day in enumerate(["20240720", "20240810", "20240830"]):  # last summer: history
-        write_multiband(
-            folder / f"S2_{day}.tif", scene(10 + k, field_bare=bare_last_summer), GRID, nodata=0
-        )
-    write_multiband(
-        folder / "S2_20250603.tif", scene(9, field_bare=True, quarry=True), GRID, nodata=0
+    green_junes = dict.fromkeys(["20220603", "20230603", "20240603"], False)  # the baseline
+    last_summer = dict.fromkeys(["20240720", "20240810", "20240830"], bare_last_summer)
+    config = field_region(
+        tmp_path, green_junes | last_summer, "2024-07-01, 2024-09-30", baseline="same_season"
     )
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"source: {{kind: local, path: {folder}}}\n"
-        "aois: [{name: valley}]\n"
-        "baseline: {kind: same_season}\n"
-        "before: {start: 2024-07-01, end: 2024-09-30}\n"
-        "after: {start: 2025-04-01, end: 2025-06-30}\n"
-        f"output: {{dir: {tmp_path / 'out'}, chips: false}}\n"
-    )
-    config = load_config(config)
     plan = plan_aoi(config, 0, make_source(config))
     assert [a.datetime.year for a in plan.before] == [2022, 2023, 2024]
     assert [a.datetime.month for a in plan.history] == [7, 8, 8]
