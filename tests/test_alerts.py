@@ -141,6 +141,14 @@ def test_clues_that_barely_touch_an_alert_open_their_own():
     alerts, of_clue = advance(nights(("2025-05-01", [clue("c1")], never))[0][0],
                               "2025-05-06", [clue("c2", sliver)], unobserved)  # fmt: skip
     assert len(alerts) == 2 and of_clue["c2"].supporting == 1
+    # a third of it on the site (a strip of haze at a forest patch's rim): not the same ground;
+    # two thirds of it: the site seen again
+    for share, same in ((0.3, False), (0.7, True)):
+        west = 108.81 - share * 0.01
+        rim = box(west, 33.90, west + 0.01, 33.91)
+        alerts, of_clue = advance(nights(("2025-05-01", [clue("c1")], never))[0][0],
+                                  "2025-05-06", [clue("r", rim)], unobserved)  # fmt: skip
+        assert (len(alerts) == 1) == same and (of_clue["r"].supporting == 2) == same, share
 
 
 def test_two_clues_on_one_site_in_one_night_count_once():
@@ -157,8 +165,9 @@ def test_two_clues_on_one_site_in_one_night_count_once():
 
 
 def test_a_chain_of_detections_that_wanders_off_the_site_is_not_one_alert():
-    # three boxes side by side: each night's clue overlaps the previous one's, none the first's
-    steps = [box(108.80 + 0.007 * k, 33.90, 108.81 + 0.007 * k, 33.91) for k in range(3)]
+    # three boxes in a row: each night's clue lies mostly on the previous one's, the third not
+    # on the first's
+    steps = [box(108.80 + 0.004 * k, 33.90, 108.81 + 0.004 * k, 33.91) for k in range(3)]
     history = nights(
         ("2025-05-01", [clue("c1", steps[0])], never),
         ("2025-05-06", [clue("c2", steps[1])], unobserved),

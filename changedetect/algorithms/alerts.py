@@ -25,8 +25,6 @@ import numpy as np
 from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 
-from ..evaluation import footprints_match
-
 AlertStatus = Literal["probable", "confirmed", "dropped"]
 Observation = Literal["changed", "unchanged", "unobserved"]
 #: What one acquisition showed at a site: (ISO date of the acquisition, what it showed).
@@ -41,6 +39,11 @@ SEEN_SHARE = 0.5
 #: recurrence (a harvest, a season), not new: two, since haze or an unmasked cloud rim can make
 #: one acquisition look like anything bright.
 RECURRING_SIGHTINGS = 2
+#: A clue shows an alert's site again when at least this share of the smaller of the two lies on
+#: the other: most of it, so a clue at the rim of a large site (a strip of haze beside a forest
+#: patch flagged the week before) is not the same ground. Evaluation's overlap rule is looser (a
+#: tenth) because it only asks whether a clue points at a known change.
+SAME_GROUND_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,11 @@ def _count(alert: Alert, sightings: Sequence[Sighting], confirm_after: int) -> A
     return alert
 
 
+def _same_ground(site: BaseGeometry, footprint: BaseGeometry) -> bool:
+    inter = site.intersection(footprint).area
+    return inter > 0 and inter >= SAME_GROUND_SHARE * min(site.area, footprint.area)
+
+
 def _continued_by(
     alerts: Sequence[Alert], tree: STRtree | None, footprint: BaseGeometry, tonight: set[str]
 ) -> list[int]:
@@ -161,8 +169,7 @@ def _continued_by(
         alert = alerts[int(k)]
         if not (alert.active or alert.dropped_on in tonight):
             continue
-        # the same overlap rule that matches clues to known changes in evaluation
-        if footprints_match(alert.where, footprint):
+        if _same_ground(alert.where, footprint):
             found.append(int(k))
     return found
 
