@@ -63,9 +63,9 @@ class Alert:
     dropped_on: str | None = None
     site: BaseGeometry | None = None
     """Footprint of the clue that opened it (WGS84; None: the footprint). Later clues continue the
-    alert only where they overlap this, not the grown union: otherwise a chain of unrelated
-    detections, each touching the last one's extent, adds up to a confirmed alert that no single
-    piece of ground ever showed twice."""
+    alert only when they lie on this (:data:`SAME_GROUND_SHARE`), not on the grown union:
+    otherwise a chain of unrelated detections, each touching the last one's extent, adds up to a
+    confirmed alert that no single piece of ground ever showed twice."""
 
     @property
     def where(self) -> BaseGeometry:
@@ -160,8 +160,8 @@ def _same_ground(site: BaseGeometry, footprint: BaseGeometry) -> bool:
 def _continued_by(
     alerts: Sequence[Alert], tree: STRtree | None, footprint: BaseGeometry, tonight: set[str]
 ) -> list[int]:
-    """Indices of the alerts a clue over `footprint` continues: active ones whose site it
-    overlaps, and one dropped on a date of `tonight` (the night re-run)."""
+    """Indices of the alerts a clue over `footprint` continues: active ones whose site it lies on
+    (:data:`SAME_GROUND_SHARE`), and one dropped on a date of `tonight` (the night re-run)."""
     if tree is None:
         return []
     found = []
@@ -187,8 +187,8 @@ def advance(
 
     `sightings` gives, per clue id, what each of the night's acquisitions showed at the clue
     (:func:`site_sighting`); a clue without any sighting that shows it counts as seen once, on
-    `night` (the composite saw it). A clue that overlaps an active alert's site continues it (the oldest,
-    when several do); any other clue opens a probable alert. An active alert no clue continued is
+    `night` (the composite saw it). A clue that lies on an active alert's site continues it (the
+    oldest, when several do); any other clue opens a probable alert. An active alert no clue continued is
     asked `observe` what the night shows at its footprint: a probable one the night sees
     "unchanged" is dropped; a confirmed one stays confirmed (what happens to a confirmed site is
     the case tracker's business).
