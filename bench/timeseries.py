@@ -19,7 +19,7 @@ sent out):
   started to the one that confirmed it (with `alerts.confirm_after` 2 the least is 2);
 - false alerts per 1,000 km² per month: alerts over no planted change.
 
-    python bench/timeseries.py [--size 600] [--seed 7] [--cloud-cover 0.3]
+    python bench/timeseries.py [--size 600] [--seed 7 [3 11 ...]] [--cloud-cover 0.3]
 """
 
 from __future__ import annotations
@@ -188,16 +188,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=600, help="scene edge in 10 m pixels")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[7],
+        help="one scene per seed (e.g. --seed 7 3 11: the figures the README reports)",
+    )  # fmt: skip
     parser.add_argument("--cloud-cover", type=float, default=0.3)
     args = parser.parse_args()
-    runs = {}
-    for baseline in BASELINES:
-        runs[baseline] = season(args.size, args.seed, args.cloud_cover, baseline)
+    for seed in args.seed:
+        report(seed, args.size, args.cloud_cover)
+
+
+def report(seed: int, size: int, cloud_cover: float) -> None:
+    """Both baselines on the scene of `seed`, as a table."""
+    runs = {baseline: season(size, seed, cloud_cover, baseline) for baseline in BASELINES}
     figures, n_nights, _ = runs["same_season"]
     print(
-        f"{n_nights} nights ({AFTER.start}..{AFTER.end}, revisit 10 days, cloud cover "
-        f"{args.cloud_cover:g}, wet days {', '.join(map(str, WET_DAYS))}), "
+        f"seed {seed}: {n_nights} nights ({AFTER.start}..{AFTER.end}, revisit 10 days, cloud "
+        f"cover {cloud_cover:g}, wet days {', '.join(map(str, WET_DAYS))}), "
         f"{figures['area_km2']:.0f} km², {figures['expected']} planted changes expected"
     )
     print("| baseline | alerts | recall | false / 1,000 km² / month | latency median (max) | s |")
@@ -219,6 +226,7 @@ def main() -> None:
             f"{BASELINES[baseline]}: {f['n_alerts']} alerts opened, {f['n_confirmed']} confirmed, "
             f"{f['n_dropped']} dropped"
         )
+    print()
 
 
 if __name__ == "__main__":
