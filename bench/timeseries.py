@@ -10,9 +10,8 @@ quarries, construction sites and clearings start on known dates inside the seaso
 
 Run twice in the same process: against last year's season as one before window (the yardstick),
 and against the same season of the three years before (`baseline: same_season`, ±15 days; last
-year's season then only tells recurrences). Printed, for the
-confirmed alerts and beside them for every alert ever opened (what a one-night decision would have
-sent out):
+year's season then only tells recurrences). Printed, for the confirmed alerts and beside them for
+every alert ever opened (what a one-night decision would have sent out):
 - recall: planted changes (at least the mapping unit, started at least 30 days before the season
   ends) that a confirmed alert covers by the end;
 - detection latency: clear acquisitions of the site from its first clear one after the change

@@ -69,11 +69,7 @@ class SiteView:
     @cached_property
     def states(self) -> tuple[np.ndarray, np.ndarray]:
         """The site's before and after states (bands x pixels), shared by both sides' sightings."""
-        baseline = (
-            self.before_baseline
-            if self.before_baseline is not None
-            else np.ones(len(self.before_days), dtype=bool)
-        )
+        baseline = slice(None) if self.before_baseline is None else self.before_baseline
         return (
             self._state(self.before[baseline], self.before_clear[baseline]),
             self._state(self.after, self.after_clear),

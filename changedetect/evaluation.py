@@ -38,11 +38,11 @@ class PatchQuality:
         return self.type_right / self.hits if self.hits else 1.0
 
 
-def footprints_match(a: Any, b: Any) -> bool:
-    """Whether two footprints (one CRS) are the same change: they overlap by at least
-    MIN_OVERLAP_SHARE of the smaller one."""
+def footprints_match(a: Any, b: Any, share: float = MIN_OVERLAP_SHARE) -> bool:
+    """Whether two footprints (one CRS) are the same change: they overlap by at least `share` of
+    the smaller one."""
     inter = a.intersection(b).area
-    return inter > 0 and inter >= MIN_OVERLAP_SHARE * min(a.area, b.area)
+    return inter > 0 and inter >= share * min(a.area, b.area)
 
 
 def evaluate_patches(

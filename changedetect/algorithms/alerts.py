@@ -25,6 +25,8 @@ import numpy as np
 from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 
+from ..evaluation import footprints_match
+
 AlertStatus = Literal["probable", "confirmed", "dropped"]
 Observation = Literal["changed", "unchanged", "unobserved"]
 #: What one acquisition showed at a site: (ISO date of the acquisition, what it showed).
@@ -152,11 +154,6 @@ def _count(alert: Alert, sightings: Sequence[Sighting], confirm_after: int) -> A
     return alert
 
 
-def _same_ground(site: BaseGeometry, footprint: BaseGeometry) -> bool:
-    inter = site.intersection(footprint).area
-    return inter > 0 and inter >= SAME_GROUND_SHARE * min(site.area, footprint.area)
-
-
 def _continued_by(
     alerts: Sequence[Alert], tree: STRtree | None, footprint: BaseGeometry, tonight: set[str]
 ) -> list[int]:
@@ -169,7 +166,7 @@ def _continued_by(
         alert = alerts[int(k)]
         if not (alert.active or alert.dropped_on in tonight):
             continue
-        if _same_ground(alert.where, footprint):
+        if footprints_match(alert.where, footprint, share=SAME_GROUND_SHARE):
             found.append(int(k))
     return found
 

@@ -565,7 +565,7 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
             gain[i], mx[i], my[i] = _deming_line(b[i, calm], a[i, calm], noise_ratio)
         diff = (a - my[:, None]) / gain[:, None] + mx[:, None] - b
     g = _Globals(gain, mx, my, _dark_offsets(before), _dark_offsets(after))
-    g.gain_error = _gain_errors(b, a, calm, _sample_groups(samples)[valid], noise_ratio)
+    g.gain_error = _gain_errors(b, a, calm, _sample_groups(samples)[valid], noise_ratio, mx, my)
 
     # 2. the filtered differences as the lazy pass sees them (the filter runs inside each window)
     filtered = flat([_median_bands(g.normalised_diff(s[0], s[1]), median_size) for s in samples])
@@ -608,19 +608,25 @@ def _sample_groups(samples: Sequence[Sample]) -> np.ndarray:
 
 
 def _gain_errors(
-    b: np.ndarray, a: np.ndarray, calm: np.ndarray, groups: np.ndarray, noise_ratio: float
+    b: np.ndarray,
+    a: np.ndarray,
+    calm: np.ndarray,
+    groups: np.ndarray,
+    noise_ratio: float,
+    mx: np.ndarray,
+    my: np.ndarray,
 ) -> np.ndarray:
     """Standard error of each band's gain, by the delete-a-group jackknife over the sample's
     parts. A calibration change is the same over the whole scene; a gain that moves when one part
     of the scene is left out was set by what the ground did there (phenology, a harvest), not by
     the sensor, and the test must not trust it at surfaces far from the scene's typical
-    reflectance."""
+    reflectance. `mx` and `my` are the line's centres (the calm pixels' medians): the sums are
+    taken about them."""
     ids, group = np.unique(groups[calm], return_inverse=True)
     n = len(ids)
     if n < 3:
         return np.zeros(b.shape[0])
-    x, y = b[:, calm], a[:, calm]
-    x, y = x - np.median(x, axis=1, keepdims=True), y - np.median(y, axis=1, keepdims=True)
+    x, y = b[:, calm] - mx[:, None], a[:, calm] - my[:, None]
 
     def sums(v: np.ndarray) -> np.ndarray:  # per band and group, then left-out totals
         per_group = np.stack([np.bincount(group, weights=row, minlength=n) for row in v])
@@ -820,8 +826,8 @@ def prepare_change_test(
         sb = da.full_like(sa, np.nan)
     if sa is None and sb is not None:
         sa = da.full_like(sb, np.nan)
-    counts = [_valid_count(c, chunks)[None] for c in (before, after)]
-    g = _globals_for([b_cube, a_cube, sb, sa, *counts], median_size)
+    counts = [_valid_count(c, chunks) for c in (before, after)]
+    g = _globals_for([b_cube, a_cube, sb, sa, *(c[None] for c in counts)], median_size)
     test = ChangeTest(
         g.as_float32(),
         float(-np.log10(false_alarm_rate)),
@@ -840,7 +846,7 @@ def prepare_change_test(
             else:
                 missing = da.full(b_cube.shape[1:], np.nan, dtype=np.float32, chunks=chunks)
                 layers += [missing] * _K
-    layers += [_valid_count(c, chunks) for c in (before, after)]
+    layers += counts
     cube = da.map_blocks(
         _stack_layers,
         *layers,
