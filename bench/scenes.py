@@ -57,7 +57,7 @@ class SceneRun:
     pixel_km2: float
 
 
-def _read_reference(data: Path, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+def read_reference(data: Path, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
     if name == "taizhou":
         folder = data / "landsat-taizhou"
         change = np.asarray(Image.open(folder / "change.bmp").convert("L")) > 127
@@ -72,7 +72,7 @@ def _read_reference(data: Path, name: str, shape: tuple[int, int]) -> tuple[np.n
     return label == 2, label > 0
 
 
-def _paths(data: Path, name: str) -> tuple[Path, Path, SensorConfig]:
+def scene_paths(data: Path, name: str) -> tuple[Path, Path, SensorConfig]:
     if name == "taizhou":
         folder = data / "landsat-taizhou"
         sensor = SensorConfig(preset="landsat_tm_dn")
@@ -86,7 +86,7 @@ def run_scene(
 ) -> SceneRun:
     """`changedetect compare` on one scene, in process, with its reference and patch table."""
     detection = detection or DetectionConfig()
-    before_path, after_path, sensor = _paths(data, name)
+    before_path, after_path, sensor = scene_paths(data, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         before = acquisition_from_path(before_path, sensor)
@@ -105,7 +105,7 @@ def run_scene(
             *stacks, grid, *days, options, out or Path(tmp) / name, progress=lambda _: None
         )
     cubes = [np.stack([s[b].values[0] for b in ANALYSIS_BANDS]).astype(np.float32) for s in stacks]
-    changed, scored = _read_reference(data, name, grid.shape)
+    changed, scored = read_reference(data, name, grid.shape)
     labels = np.zeros(grid.shape, np.int32)
     if result.patches:
         labels = rasterio.features.rasterize(

@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="sentinel2_l2a",
         help="sensor preset: sentinel2_l2a, sentinel2_l2a_baseline04, sentinel2_l1c, "
-        "landsat_tm_dn, reflectance (default: sentinel2_l2a)",
+        "landsat_tm_dn, landsat_c2_l2, reflectance (default: sentinel2_l2a)",
     )
     compare.add_argument(
         "--scale", type=float, help="reflectance = value * scale (overrides preset)"

@@ -12,9 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .models import TimeWindow
-from .types import ANALYSIS_BANDS
+from .types import ANALYSIS_BANDS, QUALITY_BANDS
 
-KNOWN_BANDS = (*ANALYSIS_BANDS, "SCL", "B01", "B05", "B06", "B07", "B8A", "B09", "B10", "SKIP")
+KNOWN_BANDS = (
+    *ANALYSIS_BANDS,
+    *QUALITY_BANDS,
+    "B01",
+    "B05",
+    "B06",
+    "B07",
+    "B8A",
+    "B09",
+    "B10",
+    "SKIP",
+)
 
 
 class _Model(BaseModel):
@@ -31,6 +42,9 @@ SENSOR_PRESETS: dict[str, dict[str, Any]] = {
         "scale": 1.0 / 255.0,
         "offset": 0.0,
     },
+    # Landsat 4-9 Collection 2 Level-2 surface reflectance (USGS: 0.0000275 x DN - 0.2), its
+    # bands mapped onto the Sentinel-2 names (blue B02 ... SWIR2 B12) and QA_PIXEL
+    "landsat_c2_l2": {"bands": None, "scale": 2.75e-5, "offset": -0.2},
     "reflectance": {"bands": None, "scale": 1.0, "offset": 0.0},
 }
 
@@ -39,7 +53,12 @@ class SensorConfig(_Model):
     """Which file bands are which, and how stored numbers scale to reflectance."""
 
     preset: Literal[
-        "sentinel2_l2a", "sentinel2_l2a_baseline04", "sentinel2_l1c", "landsat_tm_dn", "reflectance"
+        "sentinel2_l2a",
+        "sentinel2_l2a_baseline04",
+        "sentinel2_l1c",
+        "landsat_tm_dn",
+        "landsat_c2_l2",
+        "reflectance",
     ] = "sentinel2_l2a"
     """Named sensor defaults; `bands`, `scale` and `offset` below override them."""
     bands: list[str] | None = None
@@ -279,13 +298,14 @@ class DetectionConfig(_Model):
     """Minimum mapping unit; smaller patches are dropped (0.1 ha by default)."""
     median_size: int = Field(default=3, ge=1, le=9)
     """Edge of the median filter applied to band differences (1 disables it)."""
-    cloud_mask: Literal["auto", "scl", "s2cloudless", "multitemporal", "none"] = "auto"
-    """How clouds and their shadows are found: `scl` (the L2A scene classification), `s2cloudless`
+    cloud_mask: Literal["auto", "scl", "qa_pixel", "s2cloudless", "multitemporal", "none"] = "auto"
+    """How clouds and their shadows are found: `scl` (the L2A scene classification), `qa_pixel`
+    (the Fmask flags of Landsat Collection 2's QA_PIXEL band, mapped as band QA_PIXEL), `s2cloudless`
     (the L1C classifier shipped in the s2cloudless package; needs the L1C bands B01, B02, B04,
     B05, B08, B8A, B09, B10, B11, B12), `multitemporal` (each acquisition against its pixels' median
     over the window; any sensor, 3 acquisitions or more), `none`. `auto`: SCL where the imagery
-    has it, s2cloudless for the sentinel2_l1c preset when its bands are there, else
-    multitemporal. Each clue records the mask it was found under (`cloud_mask`)."""
+    has it, then QA_PIXEL, s2cloudless for the sentinel2_l1c preset when its bands are there,
+    else multitemporal. Each clue records the mask it was found under (`cloud_mask`)."""
     cloud_classes: list[int] = [0, 1, 3, 8, 9, 10, 11]
     """SCL classes treated as invalid: no data, saturated, shadow, cloud, cirrus, snow."""
     min_valid_observations: int = Field(default=1, ge=1)

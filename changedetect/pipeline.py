@@ -342,10 +342,13 @@ def load_aoi(
 def bands_to_load(
     detection: DetectionConfig, preset: str, acquisitions: Sequence[Acquisition]
 ) -> list[str]:
-    """The analysis bands and SCL, and the L1C bands s2cloudless reads when it is asked for, or
-    when ``auto`` meets L1C imagery that has them all (acquisitions that list their bands must
-    list them; a service makes any band it offers)."""
+    """The analysis bands and SCL; QA_PIXEL for Landsat Collection 2 or where an acquisition
+    lists it; and the L1C bands s2cloudless reads when it is asked for, or when ``auto`` meets L1C
+    imagery that has them all (acquisitions that list their bands must list them; a service makes
+    any band it offers)."""
     bands = [*ANALYSIS_BANDS, "SCL"]
+    if preset == "landsat_c2_l2" or any("QA_PIXEL" in a.assets for a in acquisitions):
+        bands.append("QA_PIXEL")
     asked = detection.cloud_mask
     offered = all(
         not a.assets or all(b in a.assets for b in S2CLOUDLESS_BANDS) for a in acquisitions
@@ -525,8 +528,8 @@ def analyse(
     for tag, comp in (("before", before), ("after", after)):
         if comp.cloud_mask == "none" and options.detection.cloud_mask == "auto":
             say(
-                f"[{options.aoi}] no cloud mask for the {tag} window: no SCL or L1C bands, and "
-                f"fewer than {MIN_OBSERVATIONS} acquisitions for the multitemporal test"
+                f"[{options.aoi}] no cloud mask for the {tag} window: no SCL, QA_PIXEL or L1C "
+                f"bands, and fewer than {MIN_OBSERVATIONS} acquisitions for the multitemporal test"
             )
     det = options.detection
     test, inputs = prepare_change_test(

@@ -200,8 +200,8 @@ def make_item(
         }
         if raster_bands:
             dtype = "uint8" if band == "SCL" else "uint16"
-            info: dict[str, Any] = {"data_type": dtype, "nodata": 0}
-            if band != "SCL":
+            info: dict[str, Any] = {"data_type": dtype, "nodata": 1 if band == "QA_PIXEL" else 0}
+            if band not in ("SCL", "QA_PIXEL"):
                 info.update(scale=0.0001, offset=0)
             asset["raster:bands"] = [info]
         assets[keys[band]] = asset

@@ -1,5 +1,6 @@
 """Cloud masks without an SCL band, on real cloudy imagery: s2cloudless on Sentinel-2 L1C frames
-against eo-learn's cloud mask, the multitemporal test on a Landsat series against Fmask."""
+against eo-learn's cloud mask, the multitemporal test on a Landsat series against Fmask, and
+Landsat Collection 2's own QA_PIXEL flags on a pair."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 
 from changedetect.algorithms.clouds import multitemporal_mask, s2cloudless_mask
-from changedetect.algorithms.masking import choose_cloud_mask
+from changedetect.algorithms.masking import choose_cloud_mask, valid_mask
 from changedetect.config import SensorConfig, load_config
 from changedetect.io.sources.local import LocalSource, acquisition_from_path
 from changedetect.pipeline import run
@@ -246,3 +248,88 @@ def test_with_a_blue_band_fresh_bare_soil_is_not_a_cloud_but_a_white_haze_is():
     mask = multitemporal_mask(window, 10.0)
     assert not mask[1].any()
     assert mask[3, 5:15, 5:15].all()
+
+
+# ------------------------------------------------------------------ Landsat's own Fmask flags
+
+#: Landsat 8-9 Collection 2 QA_PIXEL of a clear land pixel (clear bit 6, low confidences).
+QA_CLEAR_LAND = 21824
+
+
+def test_qa_pixel_rejects_fill_cloud_cirrus_shadow_and_snow_and_keeps_clear_land_and_water():
+    codes = {
+        "clear land": QA_CLEAR_LAND,
+        "clear water": QA_CLEAR_LAND | 1 << 7,
+        "fill": 1,
+        "dilated cloud": (QA_CLEAR_LAND & ~(1 << 6)) | 1 << 1,
+        "cirrus": (QA_CLEAR_LAND & ~(1 << 6)) | 1 << 2 | 3 << 14,
+        "cloud": (QA_CLEAR_LAND & ~(1 << 6)) | 1 << 3 | 3 << 8,
+        "shadow": QA_CLEAR_LAND | 1 << 4 | 3 << 10,
+        "snow": (QA_CLEAR_LAND & ~(1 << 6)) | 1 << 5 | 3 << 12,
+    }
+    qa = np.array(list(codes.values()), np.uint16).reshape(1, 1, -1)
+    red = np.full(qa.shape, 0.1, "f4")
+    stack = xr.Dataset({"B04": (("time", "y", "x"), red), "QA_PIXEL": (("time", "y", "x"), qa)})
+    valid = valid_mask(stack, ["B04"], [], cloud_mask="qa_pixel").values.ravel()
+    assert dict(zip(codes, valid, strict=True)) == {
+        name: name.startswith("clear") for name in codes
+    }
+    with pytest.raises(ValueError, match="needs a QA_PIXEL band"):
+        valid_mask(stack.drop_vars("QA_PIXEL"), ["B04"], [], cloud_mask="qa_pixel")
+    # the product's flags serve a single acquisition, where the multitemporal test cannot
+    assert choose_cloud_mask("auto", "landsat_c2_l2", {"B04", "QA_PIXEL"}, 1) == "qa_pixel"
+    assert choose_cloud_mask("auto", "landsat_c2_l2", {"B04", "QA_PIXEL", "SCL"}, 1) == "scl"
+
+
+def landsat_pair(root, eolearn, *, with_qa):
+    """A Landsat Collection 2 Level-2 pair tiled from eo-learn's real frames (their blue, green,
+    red, NIR and SWIR bands, as OLI has them): 2015-07-11 before; 2015-09-09 after, with a
+    quarry planted and its top 150 rows under the real overcast of 2015-08-20, which the
+    QA_PIXEL band flags as cloud where the frame's own cloud mask (CLM) does."""
+    frames, _, clm = eolearn
+    grid = make_grid("EPSG:32633", resolution=30.0, shape=(505, 300))
+    folder = root / "imagery"
+    folder.mkdir(parents=True)
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+
+    def tiled(k):
+        cube = np.tile(frames[k], (5, 3, 1))
+        return {b: cube[..., S2_BANDS.index(b)] for b in bands}
+
+    def write(day, reflectance, cloud):
+        arrays = {b: np.clip((v + 0.2) / 2.75e-5, 1, 65535).astype("u2") for b, v in reflectance.items()}  # fmt: skip
+        if with_qa:
+            flags = (QA_CLEAR_LAND & ~(1 << 6)) | 1 << 3 | 3 << 8
+            arrays["QA_PIXEL"] = np.where(cloud, flags, QA_CLEAR_LAND).astype("u2")
+        write_multiband(folder / f"LC08_{day}.tif", arrays, grid, nodata=0)
+
+    write("20240711", tiled(4), np.tile(clm[4], (5, 3)))
+    after = tiled(2)
+    overcast = tiled(0)
+    cloud = np.zeros(grid.shape, bool)
+    cloud[:150] = np.tile(clm[0], (5, 3))[:150]
+    for b in bands:
+        after[b][QUARRY] = ROCK_L1C[b]
+        after[b][:150] = overcast[b][:150]
+    write("20250909", after, cloud)
+    config = root / "landsat.yaml"
+    config.write_text(
+        f"source: {{kind: local, path: {folder}}}\n"
+        "sensor: {preset: landsat_c2_l2}\n"
+        "aois: [{name: slovenia}]\n"
+        "before: {start: 2024-06-01, end: 2024-09-30}\n"
+        "after: {start: 2025-06-01, end: 2025-09-30}\n"
+        f"output: {{dir: {root / 'out'}, chips: false}}\n"
+    )
+    return config
+
+
+def test_a_landsat_pair_is_masked_by_its_own_qa_pixel_flags(tmp_path, eolearn):
+    (result,) = run(load_config(landsat_pair(tmp_path / "qa", eolearn, with_qa=True)))
+    (quarry,) = result.clues
+    assert quarry.cloud_mask == "qa_pixel"
+    assert 0.8 * QUARRY_M2 * 9 < quarry.area_m2 < 1.2 * QUARRY_M2 * 9  # 30 m pixels
+    # the control: the same pair without QA_PIXEL has no cloud mask, and the overcast is change
+    (control,) = run(load_config(landsat_pair(tmp_path / "bare", eolearn, with_qa=False)))
+    assert {c.cloud_mask for c in control.clues} == {"none"}
+    assert sum(c.area_m2 for c in control.clues) > 10 * quarry.area_m2

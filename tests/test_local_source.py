@@ -27,6 +27,7 @@ from changedetect.io.sources.local import (
     check_overlap,
     normalize_band,
     parse_date,
+    scan_folder,
 )
 from changedetect.models import GridSpec, TimeWindow
 from changedetect.testing.rasters import (
@@ -395,7 +396,7 @@ def test_scl_optional(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         alone = source.load([without], ["B04", "B08", "SCL"], grid, 16)
         source.load([without], ["B04", "SCL"], grid, 16)
     assert "SCL" not in alone
-    assert caplog.text.count("a_20200101 has no SCL band") == 1
+    assert caplog.text.count("a_20200101 has no SCL or QA_PIXEL band") == 1
 
     mixed = source.load([without, with_scl], ["B04", "SCL"], grid, 8).compute()
     assert mixed["SCL"].dtype == np.uint8
@@ -463,3 +464,42 @@ def test_make_grid_pixel_sizes() -> None:
     # non-square pixels, north-up
     g = make_grid(resolution=10, resolution_y=20, shape=(3, 4))
     assert g.transform == Affine(10, 0, 500_000, 0, -20, 3_500_000)
+
+
+def test_qa_pixel_keeps_its_bits_by_nearest_neighbour(tmp_path: Path) -> None:
+    """Landsat's QA_PIXEL bits are read as stored (uint16, never scaled or interpolated), from a
+    band file named ``..._QA_PIXEL.tif`` or a band of a stack; an acquisition without one gets a
+    layer that flags nothing over its data."""
+    grid = make_grid(shape=(16, 16))
+    data = seeded_reflectance(["B04", "B08"], grid.shape, seed=5)
+    qa = np.full(grid.shape, 21824, np.uint16)  # clear land (Landsat 8-9 Collection 2)
+    qa[4:8, 4:8] = 22280  # cloud, high confidence
+    folder = tmp_path / "LC09_20230704"
+    folder.mkdir()
+    for band, values in data.items():
+        write_multiband(folder / f"LC09_20230704_{band}.tif", {band: values}, grid)
+    write_multiband(folder / "LC09_20230704_QA_PIXEL.tif", {"QA_PIXEL": qa}, grid)
+    sensor = SensorConfig(preset="landsat_c2_l2")
+    (filed,) = scan_folder(tmp_path, sensor)
+    assert "QA_PIXEL" in filed.assets
+    stacked = acquisition_from_path(
+        write_multiband(tmp_path / "stack_20230720.tif", {**data, "QA_PIXEL": qa}, grid),
+        sensor,
+    )
+    without = acquisition_from_path(
+        write_multiband(tmp_path / "bare_20230805.tif", data, grid), sensor
+    )
+    # a coarser grid: nearest neighbour must not blend a cloud's bits with its neighbours'
+    coarse = make_grid(shape=(8, 8), resolution=20.0)
+    for target, chunk in ((grid, 8), (coarse, 4)):
+        ds = (
+            LocalSource(None, sensor, [filed, stacked, without])
+            .load([filed, stacked, without], ["B04", "QA_PIXEL"], target, chunk)
+            .compute()
+        )
+        assert ds["QA_PIXEL"].dtype == np.uint16
+        for t in (0, 1):
+            assert set(np.unique(ds["QA_PIXEL"].values[t])) == {21824, 22280}
+        assert (ds["QA_PIXEL"].values[2] == 0).all()  # flags nothing
+        if target is grid:  # the reflectance is scaled as Collection 2 Level-2 says
+            assert np.allclose(ds["B04"].values[0], data["B04"] * 2.75e-5 - 0.2, atol=1e-6)

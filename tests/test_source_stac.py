@@ -27,6 +27,7 @@ from changedetect.models import Acquisition, GridSpec, TimeWindow
 
 from .conftest import DATA
 from .stac_fake import (
+    EARTH_SEARCH_KEYS,
     PC_KEYS,
     REFLECTANCE_BANDS,
     FakeStacApi,
@@ -35,6 +36,7 @@ from .stac_fake import (
     make_item,
     read_band,
     write_city_assets,
+    write_cog,
 )
 
 CITY = DATA / "oscd" / "bercy"
@@ -650,3 +652,41 @@ def test_a_seasonal_baseline_comes_from_the_cache_on_later_nights(
     (second,) = run(config)
     assert second.note is None and second.out_dir.name == "20170908"
     assert second.clues and second.clues[0].before == ["2016-08-24", "2016-09-23"]
+
+
+def test_landsat_qa_pixel_bits_come_through_a_mosaic_unblended(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    """A Landsat Collection 2 catalog maps QA_PIXEL to its ``qa_pixel`` asset: the bits arrive
+    as stored (uint16, nearest), also where two tiles of one day are mosaicked."""
+    clear, cloud = 21824, 22280  # Landsat 8-9 Collection 2: clear land; cloud, high confidence
+
+    def with_qa(files: dict[str, Path], name: str) -> dict[str, Path]:
+        qa = np.where(read_band(files["SCL"]) == 8, cloud, clear).astype(np.uint16)
+        qa_file = write_cog(scene.root / name / "QA_PIXEL.tif", qa, scene.grid, nodata=1)
+        return {**{b: files[b] for b in REFLECTANCE_BANDS}, "QA_PIXEL": qa_file}
+
+    day1, day2 = with_qa(scene.day1, "qa1"), with_qa(scene.day2, "qa2")
+    keys = {**{b: k for b, k in EARTH_SEARCH_KEYS.items() if b != "SCL"}, "QA_PIXEL": "qa_pixel"}
+    west, west_grid = cut_assets(day1, scene.grid, (0, 0, 300, 170), scene.root / "qa-west")
+    east, east_grid = cut_assets(day1, scene.grid, (0, 130, 300, 170), scene.root / "qa-east")
+    api.add_collection(
+        "landsat-c2-l2",
+        [
+            make_item("LC08_W", DAY1, "landsat-c2-l2", west, west_grid, keys=keys),
+            make_item("LC08_E", DAY1, "landsat-c2-l2", east, east_grid, keys=keys),
+            make_item("LC08_2", DAY2, "landsat-c2-l2", day2, scene.grid, keys=keys),
+        ],
+    )
+    source = make_source(api, tmp_path, collection="landsat-c2-l2", assets=keys)
+    found = source.search(scene.grid, WINDOW_ALL)
+    ds = source.load(found, ["B04", "SCL", "QA_PIXEL"], scene.grid, chunk_size=128)
+    assert list(ds.data_vars) == ["B04", "QA_PIXEL"]  # no SCL in this catalog: left out
+    assert ds["QA_PIXEL"].dtype == np.uint16
+    np.testing.assert_array_equal(ds["QA_PIXEL"].values[0], read_band(day1["QA_PIXEL"]))
+    np.testing.assert_array_equal(ds["QA_PIXEL"].values[1], read_band(day2["QA_PIXEL"]))
+    assert (ds["QA_PIXEL"].values == cloud).any()
+    # onto a coarser grid: nearest neighbour, never a blend of a cloud's bits with clear ones
+    coarse = GridSpec(scene.grid.crs, scene.grid.transform * Affine.scale(3), 100, 100)
+    ds = source.load(found, ["QA_PIXEL"], coarse, chunk_size=64)
+    assert set(np.unique(ds["QA_PIXEL"].values)) == {clear, cloud}

@@ -46,7 +46,7 @@ from ...errors import (
     SourceError,
 )
 from ...models import Acquisition, GridSpec, TimeWindow
-from ...types import ANALYSIS_BANDS
+from ...types import ANALYSIS_BANDS, QUALITY_BANDS
 from ..raster import (
     GDAL_READ_OPTIONS,
     RASTER_ERRORS,
@@ -71,7 +71,8 @@ SIDECAR_SUFFIXES = frozenset(
 
 #: ``<prefix>_<BAND>.tif``, optionally with a resolution suffix (``_B02_10m.jp2``).
 _BAND_FILE = re.compile(
-    r"^(?:(?P<prefix>.*)[_-])?(?P<band>B0?\d{1,2}|B8A|SCL)(?:_\d+m)?\.(?:tiff?|jp2)$", re.IGNORECASE
+    r"^(?:(?P<prefix>.*)[_-])?(?P<band>B0?\d{1,2}|B8A|SCL|QA_PIXEL)(?:_\d+m)?\.(?:tiff?|jp2)$",
+    re.IGNORECASE,
 )
 
 #: SCL value given to acquisitions without a scene classification in a stack where others have
@@ -89,11 +90,12 @@ _WARP_MEM_LIMIT_MB = 64
 
 
 def normalize_band(text: str | None) -> str | None:
-    """The Sentinel-2 band name `text` denotes (``"b2"`` -> ``"B02"``, ``"B8A"``, ``"SCL"``), or None."""
+    """The band name `text` denotes in Sentinel-2 naming (``"b2"`` -> ``"B02"``, ``"B8A"``), or
+    the quality layer it is (``"SCL"``, ``"QA_PIXEL"``), or None."""
     if not text:
         return None
     name = text.strip().upper()
-    if name in ("B8A", "SCL"):
+    if name == "B8A" or name in QUALITY_BANDS:
         return name
     match = re.fullmatch(r"B0?(\d{1,2})", name)
     if match and 1 <= int(match.group(1)) <= 12:
@@ -450,7 +452,7 @@ def _read_chunk(
     *,
     path: str,
     indexes: tuple[int, ...],
-    categorical: bool,
+    quality: str | None,
     crs_wkt: str,
     transform: tuple[float, ...],
     shape: tuple[int, int],
@@ -459,7 +461,8 @@ def _read_chunk(
     nodata: float | None,
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
-    """Warp one chunk of the target grid out of `path`: shape (len(indexes), rows, cols)."""
+    """Warp one chunk of the target grid out of `path`: shape (len(indexes), rows, cols). A
+    `quality` layer (a QUALITY_BANDS name) keeps its numbers, resampled by nearest neighbour."""
     assert block_info is not None
     (row0, row1), (col0, col1) = block_info[0]["array-location"]
     height, width = row1 - row0, col1 - col0
@@ -467,20 +470,21 @@ def _read_chunk(
     try:
         with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(path) as src:
             file_nodata = src.nodatavals[indexes[0] - 1]
-            if categorical:
-                src_nodata = file_nodata if file_nodata is not None else 0
+            if quality is not None:
+                dtype, fill = QUALITY_BANDS[quality]
+                src_nodata = file_nodata if file_nodata is not None else fill
                 options: dict[str, Any] = {
                     "resampling": Resampling.nearest,
-                    "nodata": 0,
-                    "dtype": "uint8",
+                    "nodata": fill,
+                    "dtype": dtype,
                 }
             else:
                 src_nodata = file_nodata if file_nodata is not None else nodata
                 options = {"resampling": Resampling.bilinear, "nodata": np.nan, "dtype": "float32"}
             aligned = _aligned_offset(src, crs_wkt, dst_transform)
             if aligned is not None:
-                data = _read_aligned(src, indexes, aligned, height, width, src_nodata, categorical)
-                return _finish(data, categorical, scale, offset)
+                data = _read_aligned(src, indexes, aligned, height, width, src_nodata, quality)
+                return _finish(data, quality, scale, offset)
             options.update(_resampling_scale(src, crs_wkt, transform, shape))
             # Each band's no-data on its own (GDAL may otherwise need every band to be no-data).
             options["UNIFIED_SRC_NODATA"] = "NO"
@@ -506,12 +510,12 @@ def _read_chunk(
             f"raster {path} band(s) {', '.join(map(str, indexes))} cannot be read ({message}); "
             "the file is truncated or corrupt: re-download or re-export it"
         ) from None
-    return _finish(data, categorical, scale, offset)
+    return _finish(data, quality, scale, offset)
 
 
-def _finish(data: np.ndarray, categorical: bool, scale: float, offset: float) -> np.ndarray:
-    if categorical:
-        return data.astype(np.uint8, copy=False)
+def _finish(data: np.ndarray, quality: str | None, scale: float, offset: float) -> np.ndarray:
+    if quality is not None:
+        return data.astype(QUALITY_BANDS[quality][0], copy=False)
     if scale != 1.0 or offset != 0.0:
         data = data * np.float32(scale) + np.float32(offset)
     return data.astype(np.float32, copy=False)
@@ -542,22 +546,23 @@ def _read_aligned(
     height: int,
     width: int,
     src_nodata: float | None,
-    categorical: bool,
+    quality: str | None,
 ) -> np.ndarray:
-    """Windowed read of the overlap, the rest filled with no data (0 for SCL, NaN otherwise)."""
+    """Windowed read of the overlap, the rest filled with no data (a quality layer's own no-data
+    value, NaN for reflectance)."""
     row, col = offset_rc
-    fill = 0 if categorical else np.nan
-    out = np.full((len(indexes), height, width), fill, np.uint8 if categorical else np.float32)
+    dtype, fill = QUALITY_BANDS[quality] if quality is not None else ("float32", np.nan)
+    out = np.full((len(indexes), height, width), fill, dtype)
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + height, src.height), min(col + width, src.width)
     if r1 <= r0 or c1 <= c0:
         return out
     data = src.read(list(indexes), window=Window(c0, r0, c1 - c0, r1 - r0))
     target = out[:, r0 - row : r1 - row, c0 - col : c1 - col]
-    if categorical:
+    if quality is not None:
         target[...] = data
         if src_nodata is not None:
-            target[data == src_nodata] = 0
+            target[data == src_nodata] = fill
     else:
         values = data.astype(np.float32)
         if src_nodata is not None:
@@ -648,8 +653,9 @@ class LocalSource:
         """Lazily load `bands` of `acquisitions` (kept in the given order) onto `grid`.
 
         Reflectance bands come out float32 (stored * scale + offset, no data -> NaN), bilinear
-        resampled; ``SCL`` uint8 (0 = no data), nearest. Without SCL for any acquisition the
-        variable is left out; where only some lack it they get SCL 7 (unclassified) over data.
+        resampled; quality layers (``SCL`` uint8, ``QA_PIXEL`` uint16) keep their numbers, by
+        nearest neighbour. A quality layer no acquisition has is left out; where only some lack it
+        they get a layer that flags nothing over their data (SCL 7, unclassified; QA_PIXEL 0).
         """
         acquisitions = list(acquisitions)
         bands = list(dict.fromkeys(bands))
@@ -667,22 +673,23 @@ class LocalSource:
                 check_overlap(grid, acq)
 
         template = da.zeros(grid.shape, chunks=(chunk_size, chunk_size), dtype=np.uint8)
-        reflectance = [b for b in bands if b != "SCL"]
-        want_scl = "SCL" in bands
-        any_scl = want_scl and any("SCL" in a.assets for a in acquisitions)
+        reflectance = [b for b in bands if b not in QUALITY_BANDS]
+        quality = [
+            b for b in bands if b in QUALITY_BANDS and any(b in a.assets for a in acquisitions)
+        ]
         per_band: dict[str, list[da.Array]] = {b: [] for b in bands}
         for acq in acquisitions:
             arrays = self._acquisition_arrays(acq, bands, grid, template)
             for band in reflectance:
                 per_band[band].append(arrays[band])
-            if not want_scl:
-                continue
-            if "SCL" in arrays:
-                per_band["SCL"].append(arrays["SCL"])
-                continue
-            self._tell_no_scl(acq)
-            if any_scl:
-                per_band["SCL"].append(_scl_fill(arrays, reflectance, template))
+            for band in quality:
+                per_band[band].append(
+                    arrays[band]
+                    if band in arrays
+                    else _unflagged(band, arrays, reflectance, template)
+                )
+            if "SCL" in bands and not any(b in arrays for b in QUALITY_BANDS):
+                self._tell_no_scl(acq)
 
         data_vars = {
             band: (("time", "y", "x"), da.stack(arrays, axis=0))
@@ -703,7 +710,7 @@ class LocalSource:
 
     def _check_bands(self, acquisitions: list[Acquisition], bands: list[str]) -> None:
         for acq in acquisitions:
-            missing = [b for b in bands if b != "SCL" and b not in acq.assets]
+            missing = [b for b in bands if b not in QUALITY_BANDS and b not in acq.assets]
             if missing:
                 found = ", ".join(sorted(acq.assets)) or "none"
                 raise MissingBandError(
@@ -715,15 +722,17 @@ class LocalSource:
         self, acq: Acquisition, bands: list[str], grid: GridSpec, template: da.Array
     ) -> dict[str, da.Array]:
         """band -> lazy 2-D array; bands stored in one file share one read per chunk."""
-        groups: dict[tuple[str, bool], list[tuple[str, int]]] = {}
+        groups: dict[tuple[str, str | None], list[tuple[str, int]]] = {}
         for band in bands:
             if band not in acq.assets:
                 continue
             path, bidx = acq.assets[band]
-            groups.setdefault((path, band == "SCL"), []).append((band, bidx))
+            groups.setdefault((path, band if band in QUALITY_BANDS else None), []).append(
+                (band, bidx)
+            )
         out: dict[str, da.Array] = {}
-        for (path, categorical), members in groups.items():
-            dtype = np.dtype(np.uint8 if categorical else np.float32)
+        for (path, quality), members in groups.items():
+            dtype = np.dtype(QUALITY_BANDS[quality][0] if quality is not None else np.float32)
             stack = da.map_blocks(
                 _read_chunk,
                 template,
@@ -734,7 +743,7 @@ class LocalSource:
                 token="local-read",
                 path=path,
                 indexes=tuple(bidx for _, bidx in members),
-                categorical=categorical,
+                quality=quality,
                 crs_wkt=grid.crs.to_wkt(),
                 transform=tuple(grid.transform)[:6],
                 shape=grid.shape,
@@ -751,15 +760,20 @@ class LocalSource:
             return
         self._told_no_scl.add(acq.id)
         log.info(
-            "acquisition %s has no SCL band: no cloud mask is available for it, only pixels "
-            "without data are masked",
+            "acquisition %s has no SCL or QA_PIXEL band: no cloud mask from the product is "
+            "available for it",
             acq.id,
         )
 
 
-def _scl_fill(arrays: dict[str, da.Array], reflectance: list[str], template: da.Array) -> da.Array:
-    """SCL stand-in for an acquisition without one: 7 (unclassified) where it has data, else 0."""
+def _unflagged(
+    band: str, arrays: dict[str, da.Array], reflectance: list[str], template: da.Array
+) -> da.Array:
+    """A quality layer for an acquisition without one: flags nothing where it has data (SCL 7,
+    unclassified; QA_PIXEL 0), no data elsewhere."""
+    dtype, fill = QUALITY_BANDS[band]
     if not reflectance:
-        return da.zeros_like(template, dtype=np.uint8)
+        return da.full_like(template, fill, dtype=dtype)
+    clear = SCL_FILL_UNCLASSIFIED if band == "SCL" else 0
     has_data = da.isfinite(arrays[reflectance[0]])
-    return da.where(has_data, np.uint8(SCL_FILL_UNCLASSIFIED), np.uint8(0)).astype(np.uint8)
+    return da.where(has_data, np.asarray(clear, dtype), np.asarray(fill, dtype)).astype(dtype)

@@ -46,6 +46,7 @@ from urllib3 import Retry
 from ...config import KNOWN_BANDS, SensorConfig, StacSourceConfig
 from ...errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
 from ...models import Acquisition, GridSpec, TimeWindow
+from ...types import QUALITY_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from ..raster import RASTER_ERRORS
@@ -351,7 +352,7 @@ class StacSource:
             for band, key in self.config.assets.items():
                 asset = item.assets.get(key)
                 info = (asset.extra_fields.get("raster:bands") or [{}])[0] if asset else {}
-                if band == "SCL" or not isinstance(info, dict):
+                if band in QUALITY_BANDS or not isinstance(info, dict):
                     continue
                 s, o = info.get("scale"), info.get("offset")
                 if (s is not None and not math.isclose(s, scale)) or (
@@ -410,8 +411,13 @@ class StacSource:
         )
 
     def _stored_bands(self, bands: Sequence[str]) -> list[str]:
-        """The requested bands this catalog maps, in canonical order (SCL may be unmapped)."""
-        unmapped = [b for b in dict.fromkeys(bands) if b not in self.config.assets and b != "SCL"]
+        """The requested bands this catalog maps, in canonical order (quality layers such as SCL
+        and QA_PIXEL may be unmapped: they are left out)."""
+        unmapped = [
+            b
+            for b in dict.fromkeys(bands)
+            if b not in self.config.assets and b not in QUALITY_BANDS
+        ]
         if unmapped:
             mapped = ", ".join(f"{b}: {k}" for b, k in self.config.assets.items())
             raise ConfigError(
@@ -504,8 +510,9 @@ class StacSource:
         """Pixel type and no-data for items whose assets do not say (Planetary Computer)."""
         reflectance = "float32" if self.sensor.resolved_scale() == 1.0 else "uint16"
         assets: dict[str, Any] = {"*": {"data_type": reflectance, "nodata": self.sensor.nodata}}
-        if "SCL" in self.config.assets:
-            assets[self.config.assets["SCL"]] = {"data_type": "uint8", "nodata": 0}
+        for band, (dtype, fill) in QUALITY_BANDS.items():
+            if band in self.config.assets:
+                assets[self.config.assets[band]] = {"data_type": dtype, "nodata": fill}
         # A single-collection config: applies whatever collection id the items carry (or none).
         return {"assets": assets}
 
@@ -530,8 +537,9 @@ class StacSource:
         """Read `stored` bands of `items` onto `tile` and put them into the cache."""
         keys = [self.config.assets[b] for b in stored]
         resampling = {"*": "bilinear"}
-        if "SCL" in stored:
-            resampling[self.config.assets["SCL"]] = "nearest"
+        for band in stored:
+            if band in QUALITY_BANDS:  # class numbers and bit flags are never blended
+                resampling[self.config.assets[band]] = "nearest"
         geobox = GeoBox(tile.shape, tile.transform, tile.crs.to_wkt())
         try:
             # odc-stac captures this GDAL environment and applies it in its reader threads.
@@ -542,6 +550,9 @@ class StacSource:
                     geobox=geobox,
                     groupby="solar_day",
                     resampling=resampling,
+                    # a class or bit-flag layer's overviews may be averaged (GDAL's COG default
+                    # is cubic), inventing flags: read those at full resolution
+                    use_overviews=not any(b in QUALITY_BANDS for b in stored),
                     pool=self.config.max_concurrent_requests,
                     stac_cfg=self._stac_cfg(),
                     fail_on_error=True,
@@ -612,10 +623,10 @@ def _fuse_planes(values: np.ndarray, nodata: float | None) -> np.ndarray:
 def _stack(ds: xr.Dataset, stored: list[str], keys: list[str]) -> tuple[np.ndarray, float | None]:
     """(band, y, x) array of the stored numbers in one dtype, and its no-data value.
 
-    Reflectance bands keep their type and no-data; SCL (0 = no data) is stored in the same type,
-    which it fits."""
-    reflectance = [k for b, k in zip(stored, keys, strict=True) if b != "SCL"]
-    dtype = np.result_type(*(ds[k].dtype for k in reflectance)) if reflectance else np.uint8
+    Reflectance bands keep their type and no-data; quality layers (SCL, QA_PIXEL) are stored in
+    the same type, which they fit."""
+    reflectance = [k for b, k in zip(stored, keys, strict=True) if b not in QUALITY_BANDS]
+    dtype = np.result_type(*(ds[k].dtype for k in keys))  # a uint16 QA_PIXEL must fit too
     nodata = ds[reflectance[0]].attrs.get("nodata") if reflectance else 0
     if nodata is None and np.issubdtype(dtype, np.floating):
         nodata = float("nan")
@@ -623,7 +634,7 @@ def _stack(ds: xr.Dataset, stored: list[str], keys: list[str]) -> tuple[np.ndarr
     for band, key in zip(stored, keys, strict=True):
         own = ds[key].attrs.get("nodata")
         plane = _fuse_planes(ds[key].values, own)
-        if band != "SCL" and own is not None and nodata is not None and own != nodata:
+        if band not in QUALITY_BANDS and own is not None and nodata is not None and own != nodata:
             plane = np.where(plane == own, nodata, plane)
         planes.append(plane.astype(dtype, copy=False))
     return np.stack(planes), (None if nodata is None else float(nodata))
