@@ -1,16 +1,29 @@
-"""Speed and memory of the pipeline on a large scene from tiled GeoTIFFs on disk.
+"""Speed and memory of the pipeline on large scenes from tiled GeoTIFFs on disk.
 
 Writes a synthetic two-date scene (6 reflectance bands + SCL per date, single-band tiled DEFLATE
-GeoTIFFs named like Sentinel-2 products) once, then measures in separate processes, in the same run:
+GeoTIFFs named like Sentinel-2 products) once per size, then measures in separate processes, in
+the same run:
 
 - `read`:     merely reading the same 14 band files with rasterio on all cores (the floor);
-- `pipeline`: `changedetect compare BEFORE AFTER` (lazy, chunked, one pass);
-- `naive`:    the same steps on whole numpy arrays.
+- `fused`:    the reference: NDVI and bare-soil-index differences and a threshold, fused per
+              chunk on dask threads, reading each chunk once;
+- `pipeline`: `changedetect compare BEFORE AFTER` (lazy, chunked);
+- `naive`:    the same steps on whole numpy arrays (with --naive).
 
-Prints wall time, peak resident memory, and wall time as a ratio of the read floor.
+For each it prints wall time, CPU seconds (user + system: less sensitive than wall time to other
+load on a shared machine), both as ratios to the read floor, and peak resident memory. For the
+pipeline also: band-file chunk reads done against those needed (each file's chunks once), and
+the time in each stage: `stats` (the sample pass for the scene statistics), `pass` (read, mask,
+composite and test every chunk, write scratch rasters), `patches` (clean, label, polygons,
+clues, site views), `outputs` (the score COG, GeoJSON, chips, report).
 
-    python bench/memory.py --size 10000          # the benchmark (about 4 GB of scratch files)
-    python bench/memory.py --size 2000 --skip-naive   # a quick look
+`--heavy` plants about 5 % of the pixels as change (a few quarries otherwise): memory and time
+must not grow with the amount of change.
+
+    python bench/memory.py --size 10000                  # the benchmark (about 4 GB of scratch)
+    python bench/memory.py --size 2500 5000 10000        # cost against size
+    python bench/memory.py --size 10000 --heavy          # against the amount of change
+    python bench/memory.py --size 2000                   # a quick look
 """
 
 from __future__ import annotations
@@ -37,7 +50,14 @@ ROCK = {"B02": 2000, "B03": 2400, "B04": 2900, "B08": 3300, "B11": 4000, "B12": 
 STRIP = 1024
 
 
-def write_scene(folder: Path, size: int, date: str, seed: int, quarries: bool) -> None:
+#: Quarry radius (px) and, with --heavy, how many quarries per pixel: about 5 % of the scene.
+QUARRY_RADIUS = 15
+HEAVY_DENSITY = 0.05 / (np.pi * QUARRY_RADIUS**2)
+
+
+def write_scene(
+    folder: Path, size: int, date: str, seed: int, quarries: bool, heavy: bool = False
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     profile = {
         "driver": "GTiff",
@@ -53,7 +73,10 @@ def write_scene(folder: Path, size: int, date: str, seed: int, quarries: bool) -
         "BIGTIFF": "IF_SAFER",
     }
     rng = np.random.default_rng(seed)
-    centres = rng.integers(0, size, (max(4, size * size // 4_000_000), 2))
+    n_quarries = round(size * size * HEAVY_DENSITY) if heavy else max(4, size * size // 4_000_000)
+    centres = rng.integers(0, size, (n_quarries, 2))
+    r = QUARRY_RADIUS
+    disk = np.add.outer(np.arange(-r, r + 1) ** 2, np.arange(-r, r + 1) ** 2) < r**2
     dsts = {
         b: rasterio.open(
             folder / f"T49SBA_{date}T000000_{b}.tif",
@@ -68,10 +91,14 @@ def write_scene(folder: Path, size: int, date: str, seed: int, quarries: bool) -
         for row in range(0, size, STRIP):
             h = min(STRIP, size - row)
             yy, xx = np.mgrid[row : row + h, 0:size]
-            blob = np.zeros((h, size), bool)
+            pad = 2 * r + 1  # room for a whole disk beside the strip, on every side
+            blob = np.zeros((h + 2 * pad, size + 2 * pad), bool)
             if quarries:
-                for cy, cx in centres:
-                    blob |= (yy - cy) ** 2 + (xx - cx) ** 2 < 15**2
+                near = centres[(centres[:, 0] > row - r - 1) & (centres[:, 0] < row + h + r)]
+                for cy, cx in near:
+                    y0, x0 = cy - row - r + pad, cx - r + pad  # the disk's corner, padded
+                    blob[y0 : y0 + 2 * r + 1, x0 : x0 + 2 * r + 1] |= disk
+            blob = blob[pad : pad + h, pad : pad + size]
             texture = (np.sin(xx / 97.0) * np.cos(yy / 131.0) * 0.15).astype(np.float32)
             for band, value in FOREST.items():
                 noise = rng.normal(0, 0.03, (h, size)).astype(np.float32)
@@ -88,11 +115,12 @@ def write_scene(folder: Path, size: int, date: str, seed: int, quarries: bool) -
             dst.close()
 
 
-def ensure_data(root: Path, size: int) -> tuple[Path, Path]:
-    before, after = root / f"s{size}" / "before", root / f"s{size}" / "after"
+def ensure_data(root: Path, size: int, heavy: bool) -> tuple[Path, Path]:
+    scene = root / f"s{size}{'-heavy' if heavy else ''}"
+    before, after = scene / "before", scene / "after"
     if not (after / "done").exists():
         write_scene(before, size, "20240501", 1, quarries=False)
-        write_scene(after, size, "20250501", 2, quarries=True)
+        write_scene(after, size, "20250501", 2, quarries=True, heavy=heavy)
         (after / "done").write_text("ok")
     return before, after
 
@@ -124,9 +152,90 @@ def step_read(before: Path, after: Path) -> None:
         sum(pool.map(read, jobs))
 
 
-def step_pipeline(before: Path, after: Path, out: Path) -> None:
+def step_fused(before: Path, after: Path) -> None:
+    """NDVI and bare-soil-index differences thresholded, one fused task per chunk."""
+    import dask
+    import dask.array as da
+
+    def band_files(folder: Path) -> dict[str, Path]:
+        return {b: next(folder.glob(f"*_{b}.tif")) for b in BANDS if b != "SCL"}
+
+    files = [band_files(before), band_files(after)]
+    with rasterio.open(files[0]["B04"]) as src:
+        shape = src.shape
+
+    def chunk(block_info: dict | None = None) -> np.ndarray:
+        assert block_info is not None
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        indices = []
+        for date in files:
+            v = {}
+            for band in ("B02", "B04", "B08", "B11"):
+                with rasterio.open(date[band]) as src:
+                    v[band] = src.read(1, window=window).astype(np.float32)
+            ndvi = (v["B08"] - v["B04"]) / (v["B08"] + v["B04"] + 1e-6)
+            swir_red, nir_blue = v["B11"] + v["B04"], v["B08"] + v["B02"]
+            indices.append((ndvi, (swir_red - nir_blue) / (swir_red + nir_blue + 1e-6)))
+        (ndvi0, bsi0), (ndvi1, bsi1) = indices
+        return ((ndvi0 - ndvi1 > 0.2) & (bsi1 - bsi0 > 0.1)).astype(np.uint8)
+
+    changed = da.map_blocks(chunk, chunks=da.core.normalize_chunks(1024, shape), dtype=np.uint8)
+    with dask.config.set(scheduler="threads"):
+        changed.sum().compute()
+
+
+#: Stages of the pipeline the bench times: stage -> the pipeline functions that make it up.
+STAGES = {
+    "stats": ("prepare_change_test",),
+    "pass": ("run_pass",),
+    "patches": (
+        "clean_mask",
+        "label_patches",
+        "core_mask",
+        "patch_statistics",
+        "label_counts",
+        "build_patches",
+        "make_clues",
+        "site_views",
+    ),
+    "outputs": ("mask_score_to_patches", "publish"),
+}
+
+
+def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
+    import functools
+
+    import changedetect.io.sources.local as local
+    import changedetect.pipeline as pipeline
     from changedetect.cli import main
 
+    seconds = dict.fromkeys(STAGES, 0.0)
+    reads: list[int] = []
+
+    def timed(stage: str, function):  # type: ignore[no-untyped-def]
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - start
+
+        return wrapper
+
+    for stage, names in STAGES.items():
+        for name in names:
+            setattr(pipeline, name, timed(stage, getattr(pipeline, name)))
+    read_chunk = local._read_chunk
+
+    @functools.wraps(read_chunk)  # dask looks for its block_info parameter
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(1)
+        return read_chunk(*args, **kwargs)
+
+    local._read_chunk = counted
+    chunk = int(os.environ.get("BENCH_CHUNK", "512"))
     code = main(
         [
             "compare",
@@ -136,11 +245,19 @@ def step_pipeline(before: Path, after: Path, out: Path) -> None:
             str(out),
             "--quiet",
             "--chunk-size",
-            os.environ.get("BENCH_CHUNK", "1024"),
+            str(chunk),
         ]
     )
     if code != 0:
         raise SystemExit(code)
+    with rasterio.open(next(before.glob("*_B02.tif"))) as src:
+        height, width = src.shape
+    n_chunks = -(-height // chunk) * -(-width // chunk)
+    return {
+        "reads": len(reads),
+        "reads_needed": n_chunks * 2 * len(BANDS),
+        "stages": seconds,
+    }
 
 
 def step_naive(before: Path, after: Path) -> None:
@@ -175,15 +292,25 @@ def step_naive(before: Path, after: Path) -> None:
 
 
 def child(step: str, before: Path, after: Path, out: Path) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
-    {
+    extra = {
         "read": lambda: step_read(before, after),
+        "fused": lambda: step_fused(before, after),
         "pipeline": lambda: step_pipeline(before, after, out),
         "naive": lambda: step_naive(before, after),
     }[step]()
     wall = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"step": step, "wall_s": wall, "peak_mb": peak_mb}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {
+        "step": step,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu0,
+        "peak_mb": usage.ru_maxrss / 1024,
+        **(extra or {}),
+    }
+    print(json.dumps(report))
 
 
 def measure(step: str, before: Path, after: Path, out: Path) -> dict:
@@ -201,30 +328,50 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--size", type=int, default=10000, help="scene edge in pixels (default 10000)"
+        "--size", type=int, nargs="+", default=[10000], help="scene edge(s) in pixels"
     )
     parser.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "changedetect-bench"
     )
-    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--heavy", action="store_true", help="about 5 %% of the pixels change")
+    parser.add_argument("--naive", action="store_true", help="also the whole-array numpy steps")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         step, before, after, out = args.child
         child(step, Path(before), Path(after), Path(out))
         return
-    print(f"scene {args.size} x {args.size} px, 2 dates x 7 bands, data in {args.data}")
-    before, after = ensure_data(args.data, args.size)
-    out = args.data / "out"
-    steps = ["read", "pipeline"] + ([] if args.skip_naive else ["naive"])
-    # one untimed read first: every step then finds the files in the page cache, so the floor
-    # and the pipeline are both measured decoding, not waiting for the disk
-    measure("read", before, after, out)
-    results = {s: measure(s, before, after, out) for s in steps}
-    floor = results["read"]["wall_s"]
-    print(f"{'step':10s} {'wall s':>8s} {'peak MB':>9s} {'x read':>7s}")
-    for step, r in results.items():
-        print(f"{step:10s} {r['wall_s']:8.1f} {r['peak_mb']:9.0f} {r['wall_s'] / floor:7.2f}")
+    steps = ["read", "fused", "pipeline"] + (["naive"] if args.naive else [])
+    ratios = {}
+    for size in args.size:
+        print(f"\nscene {size} x {size} px{' (heavy change)' if args.heavy else ''}, "
+              f"2 dates x 7 bands, data in {args.data}")  # fmt: skip
+        before, after = ensure_data(args.data, size, args.heavy)
+        out = args.data / "out"
+        # one untimed read first: every step then finds the files in the page cache, so the
+        # floor and the pipeline are both measured decoding, not waiting for the disk
+        measure("read", before, after, out)
+        results = {s: measure(s, before, after, out) for s in steps}
+        floor = results["read"]
+        print(f"{'step':10s} {'wall s':>8s} {'x read':>7s} {'cpu s':>8s} {'x read':>7s} "
+              f"{'peak MB':>8s}")  # fmt: skip
+        for step, r in results.items():
+            print(
+                f"{step:10s} {r['wall_s']:8.1f} {r['wall_s'] / floor['wall_s']:7.2f} "
+                f"{r['cpu_s']:8.1f} {r['cpu_s'] / floor['cpu_s']:7.2f} {r['peak_mb']:8.0f}"
+            )
+        run = results["pipeline"]
+        ratios[size] = run["cpu_s"] / floor["cpu_s"]
+        print(f"pipeline chunk reads: {run['reads']} done, {run['reads_needed']} needed "
+              f"({run['reads'] / run['reads_needed']:.2f}x)")  # fmt: skip
+        other = run["wall_s"] - sum(run["stages"].values())
+        print("pipeline stages (wall s): " + ", ".join(
+            f"{stage} {sec:.1f}" for stage, sec in run["stages"].items())
+            + f", other {other:.1f} (start-up, imports, loading the plan)")  # fmt: skip
+    if len(ratios) > 1:
+        small, large = min(ratios), max(ratios)
+        print(f"\ncpu x read at {large}: {ratios[large]:.2f}, at {small}: {ratios[small]:.2f} "
+              f"({ratios[large] / ratios[small] - 1:+.0%})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="per-pixel false-alarm rate of an isolated pixel (default: detection.false_alarm_rate)",
     )
-    compare.add_argument("--chunk-size", type=int, default=1024, help="dask chunk edge in px")
+    compare.add_argument("--chunk-size", type=int, default=512, help="dask chunk edge in px")
     compare.add_argument("--no-chips", action="store_true", help="skip the PNG chips")
     compare.set_defaults(func=cmd_compare)
 

@@ -1,18 +1,25 @@
 """The one pass over the imagery: write scratch rasters and gather the changed pixels.
 
-Bands are decoded once: each chunk's task returns its score and RGB blocks, written to scratch
-rasters as they come back, with the (small) set of its changed pixels and their features.
+Each chunk of the composites is computed once (its bands decoded, masked and composited) and
+kept while the chunks around it are tested; its test needs a halo of its neighbours, which are
+kept as strips once tested themselves. Each chunk's test returns its score and RGB blocks,
+written to scratch rasters as they come back, with the (small) set of its changed pixels and
+their features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import rasterio
+from dask.delayed import Delayed
+from dask.optimization import cull
 
 from .algorithms.detect import ChangeInputs, ChangeTest, index_feature_values, split_inputs
 from .io.sinks.chips import reflectance_to_byte
@@ -22,12 +29,6 @@ from .types import ANALYSIS_BANDS
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
 RGB = [ANALYSIS_BANDS.index(b) for b in ("B04", "B03", "B02")]
-
-#: Chunks computed per dask call. Dask's scheduler would otherwise start on every chunk of a large
-#: region before finishing any (the neighbourhood filters link them all), holding intermediates for
-#: the whole region; bands of rows keep memory proportional to this number. Chunks next to a band
-#: border are partly recomputed by both bands (their overlap margins only).
-BATCH_CHUNKS = 16
 
 
 @dataclass
@@ -101,6 +102,150 @@ def _finish_block(
     )
 
 
+#: Chunks computed and tested per dask call: the two cores' worth of work at a time.
+STEP_CHUNKS = 2
+#: What a row of the composites' chunks may hold (bytes): the pass works in stripes of columns
+#: this wide, so memory does not grow with the AOI's width. The chunks at a stripe's border are
+#: computed again by the next stripe, for their halo.
+STRIPE_BYTES = 320 * 2**20
+
+
+def _assemble(pieces: list[list[np.ndarray | None]]) -> np.ndarray:
+    """One halo'd block from its 3 x 3 pieces (None beyond the grid's edges)."""
+    rows = [[p for p in row if p is not None] for row in pieces]
+    return np.concatenate([np.concatenate(row, axis=2) for row in rows if row], axis=1)
+
+
+def _finish_pieces(
+    test: ChangeTest,
+    origin: tuple[int, int],
+    place: tuple[int, int, int, int, int],
+    min_valid: int,
+    pieces: list[list[np.ndarray | None]],
+) -> BlockResult:
+    return _finish_block(test, origin, place, min_valid, _assemble(pieces))
+
+
+class _Rows:
+    """A stripe of the composites' chunks (`columns`) as a row-major stream: each chunk computed
+    once (kept on the scheduler: in this process, or on a cluster's workers) and, once tested,
+    shrunk to the halo strips its later neighbours still need. The chunks just outside the stripe
+    are read for their halo only, and let go row by row."""
+
+    def __init__(self, cube: da.Array, halo: int, graph: dict[Any, Any], columns: range) -> None:
+        self.cube, self.halo, self.graph, self.columns = cube, halo, graph, columns
+        self.n_rows, self.n_cols = cube.numblocks[1], cube.numblocks[2]
+        self.full: dict[tuple[int, int], da.Array] = {}
+        self.finished: set[tuple[int, int]] = set()
+        self.right: dict[tuple[int, int], da.Array] = {}
+        self.bottom: dict[tuple[int, int], da.Array] = {}
+
+    def inside(self, i: int, j: int) -> bool:
+        return 0 <= i < self.n_rows and 0 <= j < self.n_cols
+
+    def missing(self, wanted: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The chunks of `wanted` inside the grid that were never computed."""
+        return [
+            k
+            for k in dict.fromkeys(wanted)
+            if self.inside(*k) and k not in self.full and k not in self.finished
+        ]
+
+    def lazy(self, keys: list[tuple[int, int]]) -> list[Delayed]:
+        """Each chunk of `keys` as a task with only the graph it needs: computing a chunk cut
+        out of the whole cube would optimise the whole cube's graph again on every call."""
+        out = []
+        for i, j in keys:
+            key = (self.cube.name, 0, i, j)
+            graph, _ = cull(self.graph, [key])
+            out.append(Delayed(key, graph))
+        return out
+
+    def keep(self, keys: list[tuple[int, int]], done: Sequence[Delayed]) -> None:
+        """Record the computed chunks `done` of `keys` (as dask arrays over their results)."""
+        rows, cols = self.cube.chunks[1:]
+        for (i, j), result in zip(keys, done, strict=True):
+            shape = (self.cube.shape[0], rows[i], cols[j])
+            self.full[(i, j)] = da.from_delayed(result, shape, dtype=self.cube.dtype)
+
+    def pieces(self, i: int, j: int) -> list[list[da.Array | None]]:
+        """The 3 x 3 pieces of chunk (i, j) and its halo: the chunk, then `halo` rows or columns
+        of each neighbour (the part facing the chunk)."""
+        h = self.halo
+        grid: list[list[da.Array | None]] = []
+        for di in (-1, 0, 1):
+            row: list[da.Array | None] = []
+            for dj in (-1, 0, 1):
+                k = (i + di, j + dj)
+                if not self.inside(*k) or (h == 0 and (di or dj)):
+                    row.append(None)
+                    continue
+                ys = slice(-h, None) if di == -1 else slice(None, h) if di == 1 else slice(None)
+                xs = slice(-h, None) if dj == -1 else slice(None, h) if dj == 1 else slice(None)
+                if k in self.full:
+                    row.append(self.full[k][:, ys, xs])
+                elif di == -1:  # a chunk of the row above: its kept bottom strip
+                    row.append(self.bottom[k][:, :, xs])
+                else:  # the chunk to the left: its kept right strip
+                    row.append(self.right[k][:, ys, :])
+            grid.append(row)
+        return grid
+
+    def tested(self, i: int, j: int) -> None:
+        """Keep of chunk (i, j) only what (i, j+1) and the row below still read, and let go of
+        the strips no chunk still to come reads."""
+        self.finished.add((i, j))
+        self._shrink((i, j), right=j + 1 < self.n_cols)
+        self.right.pop((i, j - 1), None)
+        self.bottom.pop((i - 1, j - 1), None)
+        if j == self.columns[-1]:  # the row is done: so is the halo from beyond the stripe
+            self.bottom.pop((i - 1, j), None)
+            self.bottom.pop((i - 1, j + 1), None)
+            for k in ((i, self.columns[0] - 1), (i, j + 1)):
+                if k in self.full:
+                    self._shrink(k, right=False)
+
+    def _shrink(self, k: tuple[int, int], *, right: bool) -> None:
+        block, h = self.full.pop(k), self.halo
+        if h and right:
+            (self.right[k],) = dask.persist(block[:, :, -h:].map_blocks(np.copy))
+        if h and k[0] + 1 < self.n_rows:
+            (self.bottom[k],) = dask.persist(block[:, -h:, :].map_blocks(np.copy))
+
+
+def _stripes(cube: da.Array) -> list[range]:
+    """Column ranges of chunks, each as wide as STRIPE_BYTES allows for a row of the cube's
+    chunks (at least 3), and as even as can be: what a row holds, whatever the AOI's width."""
+    planes, rows, cols = cube.chunks
+    chunk_bytes = planes[0] * max(rows) * max(cols) * cube.dtype.itemsize
+    n_cols = len(cols)
+    widest = max(3, STRIPE_BYTES // chunk_bytes)
+    n_stripes = -(-n_cols // widest)
+    width = -(-n_cols // n_stripes)
+    return [range(c, min(c + width, n_cols)) for c in range(0, n_cols, width)]
+
+
+def _halo_wide(cube: da.Array, halo: int) -> da.Array:
+    """`cube` with a last row or column of chunks narrower than the halo joined to the one
+    before it: a chunk's halo is taken from its next neighbour alone."""
+
+    def joined(sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if len(sizes) > 1 and sizes[-1] < halo:
+            return (*sizes[:-2], sizes[-2] + sizes[-1])
+        return sizes
+
+    planes, rows, cols = cube.chunks
+    if (joined(rows), joined(cols)) == (rows, cols):
+        return cube
+    return cube.rechunk((planes, joined(rows), joined(cols)))
+
+
+def _around(step: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The chunks testing `step` reads in full: each chunk, its neighbours in its row and in
+    the row below (the row above is kept as strips)."""
+    return [(i + di, j + dj) for i, j in step for di in (0, 1) for dj in (-1, 0, 1)]
+
+
 def run_pass(
     grid: GridSpec,
     test: ChangeTest,
@@ -109,17 +254,19 @@ def run_pass(
     score_path: Path,
     rgb_path: Path,
 ) -> Gathered:
-    """Test every pixel, batch by batch on dask's current scheduler (threads, or a distributed
-    cluster when a client is active); scratch rasters land on disk and the changed pixels'
-    features come back."""
-    cube = inputs.cube
+    """Test every pixel on dask's current scheduler (threads, or a distributed cluster when a
+    client is active); scratch rasters land on disk and the changed pixels' features come back.
+
+    The chunks are taken in rows, a couple at a time. Each chunk of the composites is computed
+    once: a chunk is tested as soon as the chunks around it are computed, and then only its halo
+    strips are kept for the neighbours still to come, so about one row of chunks is held: of
+    a stripe of columns (STRIPE_BYTES) whose border chunks the next stripe computes again."""
+    cube = _halo_wide(inputs.cube, test.halo)
     chunks = cube.chunks[1:]
-    halo = test.halo
-    expanded = da.overlap.overlap(cube, depth={0: 0, 1: halo, 2: halo}, boundary="none")
-    blocks = expanded.to_delayed(optimize_graph=False)
     row_starts = np.cumsum((0, *chunks[0][:-1]))
     col_starts = np.cumsum((0, *chunks[1][:-1]))
-    n_rows, n_cols = len(chunks[0]), len(chunks[1])
+    graph = dict(cube.__dask_graph__())
+    n_rows, n_cols = cube.numblocks[1:]
     flat_parts: list[np.ndarray] = []
     value_parts: list[dict[str, np.ndarray]] = []
     n_valid = 0
@@ -127,28 +274,38 @@ def run_pass(
         rasterio.open(score_path, "w", **scratch_profile(grid, 1, "float32", np.nan)) as sdst,
         rasterio.open(rgb_path, "w", **scratch_profile(grid, 6, "uint8", None)) as rdst,
     ):
-        rows_per_batch = max(1, BATCH_CHUNKS // n_cols)
-        for first in range(0, n_rows, rows_per_batch):
-            tasks = [
-                dask.delayed(_finish_block, pure=True)(
-                    test,
-                    (int(row_starts[i]), int(col_starts[j])),
-                    (i, n_rows, j, n_cols, grid.width),
-                    min_valid,
-                    blocks[0, i, j],
-                )
-                for i in range(first, min(first + rows_per_batch, n_rows))
-                for j in range(n_cols)
-            ]
-            for block in dask.compute(*tasks):
-                window = rasterio.windows.Window(
-                    block.col0, block.row0, block.score.shape[1], block.score.shape[0]
-                )
-                sdst.write(block.score, 1, window=window)
-                rdst.write(block.rgb, window=window)
-                flat_parts.append(block.flat_index)
-                value_parts.append(block.values)
-                n_valid += block.n_valid
+        for columns in _stripes(cube):
+            stream = _Rows(cube, test.halo, graph, columns)
+            order = [(i, j) for i in range(n_rows) for j in columns]
+            steps = [order[k : k + STEP_CHUNKS] for k in range(0, len(order), STEP_CHUNKS)]
+            first = stream.missing(_around(steps[0]))
+            stream.keep(first, dask.persist(*stream.lazy(first), optimize_graph=False))
+            for t, step in enumerate(steps):
+                tasks = [
+                    dask.delayed(_finish_pieces, pure=True)(
+                        test,
+                        (int(row_starts[i]), int(col_starts[j])),
+                        (i, n_rows, j, n_cols, grid.width),
+                        min_valid,
+                        stream.pieces(i, j),
+                    )
+                    for i, j in step
+                ]
+                # this step's chunks are tested while the next step's are computed
+                ahead = stream.missing(_around(steps[t + 1])) if t + 1 < len(steps) else []
+                done = dask.persist(*stream.lazy(ahead), *tasks, optimize_graph=False)
+                stream.keep(ahead, done[: len(ahead)])
+                for block in dask.compute(*done[len(ahead) :]):
+                    window = rasterio.windows.Window(
+                        block.col0, block.row0, block.score.shape[1], block.score.shape[0]
+                    )
+                    sdst.write(block.score, 1, window=window)
+                    rdst.write(block.rgb, window=window)
+                    flat_parts.append(block.flat_index)
+                    value_parts.append(block.values)
+                    n_valid += block.n_valid
+                for i, j in step:
+                    stream.tested(i, j)
     names = tuple(value_parts[0]) if value_parts else ()
     flat_index = np.concatenate(flat_parts) if flat_parts else np.empty(0, np.int64)
     values = {n: np.concatenate([v[n] for v in value_parts]) for n in names}

@@ -1,0 +1,88 @@
+"""The one pass over the imagery: every chunk computed once, and the result whatever the chunking."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import rasterio
+
+from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
+from changedetect.execute import run_pass
+from changedetect.testing.rasters import make_grid
+
+from .test_detect import BARE, FOREST, ROCK, SLASH, SOIL, composite, disk, scene
+
+SHAPE = (300, 280)
+
+
+def pass_over(tmp_path, chunks: int, count: bool = False):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(18)
+    patches = [
+        (disk(tuple(rng.integers(10, 270, 2)), rng.uniform(3, 12), SHAPE), spectrum)
+        for spectrum in (ROCK, SOIL, SLASH, BARE, ROCK)
+    ]
+    before = scene(FOREST, SHAPE, seed=19)
+    after = scene(FOREST, SHAPE, patches=patches, seed=20)
+    test, inputs = prepare_change_test(
+        composite(before, chunks=chunks), composite(after, chunks=chunks)
+    )
+    computed: Counter[tuple[int, int]] = Counter()
+    if count:
+
+        def counted(block: np.ndarray, block_info=None) -> np.ndarray:
+            computed[tuple(block_info[0]["chunk-location"][1:])] += 1
+            return block
+
+        inputs = ChangeInputs(inputs.cube.map_blocks(counted, dtype=inputs.cube.dtype))
+    out = tmp_path / f"c{chunks}"
+    out.mkdir()
+    grid = make_grid(shape=SHAPE)
+    gathered = run_pass(grid, test, inputs, 1, out / "score.tif", out / "rgb.tif")
+    with rasterio.open(out / "score.tif") as src:
+        score = src.read(1)
+    return gathered, score, computed, inputs.cube.numblocks
+
+
+@pytest.mark.parametrize("chunks", [64, 100, 148, 150])
+def test_every_chunk_is_computed_once_and_the_result_is_that_of_one_chunk(tmp_path, chunks):
+    whole, whole_score, _, _ = pass_over(tmp_path, 512)
+    gathered, score, computed, numblocks = pass_over(tmp_path, chunks, count=True)
+    # one computation per chunk of the composites, never a second for a neighbour's halo
+    assert sorted(computed) == [(i, j) for i in range(numblocks[1]) for j in range(numblocks[2])]
+    assert set(computed.values()) == {1}
+    # and exactly what one chunk over the whole grid gives
+    np.testing.assert_array_equal(score, whole_score)
+    order, whole_order = np.argsort(gathered.flat_index), np.argsort(whole.flat_index)
+    np.testing.assert_array_equal(gathered.flat_index[order], whole.flat_index[whole_order])
+    assert gathered.flat_index.size > 500
+    for name, values in whole.values.items():
+        np.testing.assert_array_equal(gathered.values[name][order], values[whole_order], name)
+    assert gathered.n_valid == whole.n_valid == SHAPE[0] * SHAPE[1]
+
+
+def test_stripes_of_columns_give_the_same_result_and_recompute_only_their_borders(
+    tmp_path, monkeypatch
+):
+    import changedetect.execute as execute
+
+    whole, whole_score, _, _ = pass_over(tmp_path, 512)
+    # room for three 64 x 64 chunks in a row: the five columns of chunks make two stripes
+    monkeypatch.setattr(execute, "STRIPE_BYTES", 3 * 14 * 64 * 64 * 4)
+    assert [list(r) for r in execute._stripes(_cube_of_chunks(64))] == [[0, 1, 2], [3, 4]]
+    gathered, score, computed, numblocks = pass_over(tmp_path / "striped", 64, count=True)
+    np.testing.assert_array_equal(score, whole_score)
+    np.testing.assert_array_equal(np.sort(gathered.flat_index), np.sort(whole.flat_index))
+    # the two chunk columns on either side of the stripes' border are computed twice, once
+    # for each stripe; every other chunk once
+    twice = {k for k, n in computed.items() if n == 2}
+    assert twice == {(i, j) for i in range(numblocks[1]) for j in (2, 3)}
+    assert set(computed.values()) == {1, 2}
+
+
+def _cube_of_chunks(chunks: int):
+    import dask.array as da
+
+    return da.zeros((14, *SHAPE), chunks=(14, chunks, chunks), dtype=np.float32)
