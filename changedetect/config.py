@@ -272,8 +272,9 @@ class DetectionConfig(_Model):
 
     chunk_size: int = Field(default=512, ge=64, le=8192)
     """Dask chunk edge in pixels: memory scales with it, not with the AOI (the pass holds a
-    row of chunks of a stripe of columns). On the 10,000² bench 512 px peaked at 1.4 GB against
-    1.7 GB for 1024 px, in about the same CPU time (`bench/memory.py`)."""
+    row of chunks of a stripe of columns). On the 10,000² bench (`bench/memory.py`) 1024 px
+    took the pass to 1.7 GB (with a 256 MB GDAL cache), 512 px to 1.0 GB, in about the same
+    CPU time."""
     false_alarm_rate: float = Field(default=1e-6, gt=0.0, lt=0.5)
     """Per-pixel false-alarm rate of a pixel that stands alone, under a Gaussian model of unchanged
     ground calibrated on the scene. Real imagery has heavier tails (misregistration, shadows,

@@ -54,7 +54,7 @@ def mask_score_to_patches(
     patch_score: np.ndarray,
     out_path: Path,
     *,
-    block_rows: int = 1024,
+    block_rows: int = 256,
 ) -> None:
     """Rewrite a raw score raster for publication: 0 outside kept patches, NaN stays nodata.
 
@@ -72,6 +72,6 @@ def mask_score_to_patches(
                 lab = labels[row : row + window.height]
                 inside = lab > 0
                 weak = inside & ~(score > 0)
-                out = np.where(inside, score, np.where(np.isnan(score), np.nan, 0.0))
+                out = np.where(inside | np.isnan(score), score, np.float32(0.0))
                 out[weak] = patch_score[lab[weak]]
-                dst.write(out.astype(np.float32), 1, window=window)
+                dst.write(out.astype(np.float32, copy=False), 1, window=window)
