@@ -6,10 +6,10 @@ that need no thermal band, run on the cloud-free labelled pairs under ../shared/
 For each OSCD city (Sentinel-2 L1C, cloud-free on both dates) it prints the share of the scene
 and of its labelled changed pixels that each candidate would mask:
 - `one date`: Fmask's spectral cloud tests without the thermal band (NDVI, NIR/SWIR1, whiteness,
-  HOT; the constants in changedetect.algorithms.clouds) on each date alone;
-- `pair`: the multitemporal test (changedetect.algorithms.clouds.multitemporal_mask) with the
-  other date standing in for the window median: brighter and cloud-like is cloud, darker in NIR
-  and SWIR1 is shadow.
+  HOT: changedetect.algorithms.clouds.spectral_cloud) on each date alone;
+- `pair`: the multitemporal test's departures (changedetect.algorithms.clouds.departures) with
+  the other date standing in for the window median: brighter and cloud-like is cloud, darker in
+  NIR and SWIR1 is shadow.
 Every masked pixel here is a false mask: the scenes have no cloud.
 """
 
@@ -21,13 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from changedetect.algorithms.clouds import (
-    FMASK_HOT_OFFSET,
-    FMASK_MAX_NDVI,
-    FMASK_MAX_WHITENESS,
-    FMASK_MIN_NIR_SWIR_RATIO,
-    TMASK_DEPARTURE,
-)
+from changedetect.algorithms.clouds import departures, spectral_cloud
 from changedetect.io.sources.local import LocalSource, acquisition_from_path
 from changedetect.types import ANALYSIS_BANDS
 
@@ -56,29 +50,6 @@ def load_pair(data: Path, name: str) -> tuple[Bands, Bands, np.ndarray]:
     return dates[0], dates[1], changed & scored
 
 
-def one_date_cloud(d: Bands) -> np.ndarray:
-    blue, green, red, nir, swir = (d[b] for b in ("B02", "B03", "B04", "B08", "B11"))
-    with np.errstate(all="ignore"):
-        ndvi = (nir - red) / (nir + red)
-        mean = (blue + green + red) / 3
-        whiteness = (abs(blue - mean) + abs(green - mean) + abs(red - mean)) / mean
-        return (
-            (ndvi < FMASK_MAX_NDVI)
-            & (nir / swir > FMASK_MIN_NIR_SWIR_RATIO)
-            & (whiteness < FMASK_MAX_WHITENESS)
-            & (blue - 0.5 * red - FMASK_HOT_OFFSET > 0)
-        )
-
-
-def pair_mask(d: Bands, other: Bands) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        cloud = one_date_cloud(d) & (d["B03"] - other["B03"] > TMASK_DEPARTURE)
-        shadow = (d["B08"] - other["B08"] < -TMASK_DEPARTURE) & (
-            d["B11"] - other["B11"] < -TMASK_DEPARTURE
-        )
-    return cloud | shadow
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -90,7 +61,7 @@ def main() -> None:
     for name in CITIES:
         first, second, changed = load_pair(args.data, name)
         for tag, d, other in (("before", first, second), ("after", second, first)):
-            one, pair = one_date_cloud(d), pair_mask(d, other)
+            one, pair = spectral_cloud(d), departures(d, other)
             worst["one date"] = max(worst["one date"], float(one.mean()))
             worst["pair"] = max(worst["pair"], float(pair.mean()))
             print(

@@ -67,11 +67,11 @@ def _finish_block(
     origin: tuple[int, int],
     place: tuple[int, int, int, int, int],
     min_valid: int,
-    expanded: np.ndarray,
+    pieces: list[list[np.ndarray | None]],
 ) -> BlockResult:
-    # the whole per-chunk work in one task (test, trim, gather), so dask holds nothing of a chunk
-    # but its composites until its neighbours have taken their halo strips; the task is pure and
-    # picklable, so it runs on a distributed cluster's worker processes as well as on threads
+    # the whole per-chunk work in one task (join the halo, test, trim, gather); the task is pure
+    # and picklable, so it runs on a distributed cluster's worker processes as well as on threads
+    expanded = _assemble(pieces)
     (i, n_rows, j, n_cols, width), halo = place, test.halo
     ys = _trim(halo, i, n_rows, expanded.shape[1])
     xs = _trim(halo, j, n_cols, expanded.shape[2])
@@ -115,16 +115,6 @@ def _assemble(pieces: list[list[np.ndarray | None]]) -> np.ndarray:
     """One halo'd block from its 3 x 3 pieces (None beyond the grid's edges)."""
     rows = [[p for p in row if p is not None] for row in pieces]
     return np.concatenate([np.concatenate(row, axis=2) for row in rows if row], axis=1)
-
-
-def _finish_pieces(
-    test: ChangeTest,
-    origin: tuple[int, int],
-    place: tuple[int, int, int, int, int],
-    min_valid: int,
-    pieces: list[list[np.ndarray | None]],
-) -> BlockResult:
-    return _finish_block(test, origin, place, min_valid, _assemble(pieces))
 
 
 class _Rows:
@@ -292,7 +282,7 @@ def run_pass(
             stream.keep(first, dask.persist(*stream.lazy(first), optimize_graph=False))
             for t, step in enumerate(steps):
                 tasks = [
-                    dask.delayed(_finish_pieces, pure=True)(
+                    dask.delayed(_finish_block, pure=True)(
                         test,
                         (int(row_starts[i]), int(col_starts[j])),
                         (i, n_rows, j, n_cols, grid.width),

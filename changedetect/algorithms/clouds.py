@@ -120,15 +120,29 @@ def multitemporal_mask(bands: Mapping[str, np.ndarray], pixel_m: float) -> np.nd
     missing = [b for b in ("B04", "B08", "B11") if b not in bands]
     if missing:
         raise ValueError(f"the multitemporal cloud test needs band(s) {', '.join(missing)}")
-    red, nir, swir = (np.asarray(bands[b], "f4") for b in ("B04", "B08", "B11"))
-    bright = np.asarray(bands["B03"], "f4") if "B03" in bands else red
-    seen = np.isfinite(red) & np.isfinite(nir) & np.isfinite(swir) & np.isfinite(bright)
+    brightness = "B03" if "B03" in bands else "B04"
+    used = {b: np.asarray(bands[b], "f4") for b in (brightness, "B08", "B11", "B04")}
+    seen = np.logical_and.reduce([np.isfinite(v) for v in used.values()])
     judged = seen.sum(axis=0) >= MIN_OBSERVATIONS
     with _all_nan_allowed():
         expected = {
-            k: np.nanmedian(np.where(seen, v, np.nan), axis=0)
-            for k, v in (("bright", bright), ("nir", nir), ("swir", swir))
+            b: np.nanmedian(np.where(seen, used[b], np.nan), axis=0)
+            for b in (brightness, "B08", "B11")
         }
+    masked = departures(bands, expected) & judged[np.newaxis]
+    radius = round(MULTITEMPORAL_DILATION_M / pixel_m)
+    if radius > 0:
+        disk = _disk(radius)
+        masked = np.stack([ndi.binary_dilation(m, structure=disk) for m in masked])
+    return masked & seen
+
+
+def spectral_cloud(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """True where reflectance passes Fmask's cloud tests that need no thermal band (Zhu &
+    Woodcock 2012): NDVI and NIR / SWIR1 from ``B04``, ``B08``, ``B11``, and where there is a blue
+    ``B02`` whiteness and HOT, which bare soil and rock fail. Any array shape."""
+    red, nir, swir = (np.asarray(bands[b], "f4") for b in ("B04", "B08", "B11"))
+    with _all_nan_allowed():
         ndvi = (nir - red) / (nir + red)
         cloud = (ndvi < FMASK_MAX_NDVI) & (nir / swir > FMASK_MIN_NIR_SWIR_RATIO)
         if "B02" in bands:  # clouds are white and hazy; bare soil and rock are neither
@@ -137,16 +151,22 @@ def multitemporal_mask(bands: Mapping[str, np.ndarray], pixel_m: float) -> np.nd
             mean = sum(visible) / len(visible)
             whiteness = sum(np.abs(v - mean) for v in visible) / mean
             cloud &= (whiteness < FMASK_MAX_WHITENESS) & (blue - 0.5 * red - FMASK_HOT_OFFSET > 0)
-        cloud &= bright - expected["bright"] > TMASK_DEPARTURE
-        shadow = (nir - expected["nir"] < -TMASK_DEPARTURE) & (
-            swir - expected["swir"] < -TMASK_DEPARTURE
+    return cloud
+
+
+def departures(bands: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> np.ndarray:
+    """True where an acquisition departs from the reflectance `expected` of its pixels as Tmask
+    calls cloud or shadow (Zhu & Woodcock 2014): cloud-like (:func:`spectral_cloud`) and brighter
+    in green (red without green) by more than TMASK_DEPARTURE, or darker by as much in both NIR
+    and SWIR1. `expected` holds that brightness band, ``B08`` and ``B11``."""
+    brightness = "B03" if "B03" in bands else "B04"
+    bright, nir, swir = (np.asarray(bands[b], "f4") for b in (brightness, "B08", "B11"))
+    with _all_nan_allowed():
+        cloud = spectral_cloud(bands) & (bright - expected[brightness] > TMASK_DEPARTURE)
+        shadow = (nir - expected["B08"] < -TMASK_DEPARTURE) & (
+            swir - expected["B11"] < -TMASK_DEPARTURE
         )
-    masked = (cloud | shadow) & judged[np.newaxis]
-    radius = round(MULTITEMPORAL_DILATION_M / pixel_m)
-    if radius > 0:
-        disk = _disk(radius)
-        masked = np.stack([ndi.binary_dilation(m, structure=disk) for m in masked])
-    return masked & seen
+    return cloud | shadow
 
 
 def _disk(radius: int) -> np.ndarray:
