@@ -211,6 +211,7 @@ def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
     from changedetect.cli import main
 
     seconds = dict.fromkeys(STAGES, 0.0)
+    peaks = dict.fromkeys(STAGES, 0.0)
     reads: list[int] = []
 
     def timed(stage: str, function):  # type: ignore[no-untyped-def]
@@ -221,6 +222,8 @@ def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
                 return function(*args, **kwargs)
             finally:
                 seconds[stage] += time.perf_counter() - start
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                peaks[stage] = max(peaks[stage], peak)
 
         return wrapper
 
@@ -257,6 +260,7 @@ def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
         "reads": len(reads),
         "reads_needed": n_chunks * 2 * len(BANDS),
         "stages": seconds,
+        "peaks": peaks,
     }
 
 
@@ -368,6 +372,8 @@ def main() -> None:
         print("pipeline stages (wall s): " + ", ".join(
             f"{stage} {sec:.1f}" for stage, sec in run["stages"].items())
             + f", other {other:.1f} (start-up, imports, loading the plan)")  # fmt: skip
+        print("peak RSS by the end of each stage (MB): " + ", ".join(
+            f"{stage} {mb:.0f}" for stage, mb in run["peaks"].items()))  # fmt: skip
     if len(ratios) > 1:
         small, large = min(ratios), max(ratios)
         print(f"\ncpu x read at {large}: {ratios[large]:.2f}, at {small}: {ratios[small]:.2f} "

@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: GDAL's block cache defaults to 5 % of RAM per process and is fixed on first use; memory should
 #: depend on the chunk size instead, so the command line caps it before any raster is opened.
-GDAL_CACHEMAX_MB = "64"
+GDAL_CACHEMAX_MB = "16"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

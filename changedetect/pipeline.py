@@ -45,12 +45,12 @@ from .config import (
     StacSourceConfig,
     SyntheticSourceConfig,
 )
+from .engine.blockwise import run_pass
 from .errors import ConfigError, NoClearViewError, NoValidDataError, SourceError
-from .execute import run_pass
 from .grids import WGS84, footprint_pixels, grid_for_aoi, pixel_area_m2, reproject_geometry
-from .io.sinks.chips import write_chips
+from .io.sinks.chips import reflectance_to_byte, write_chips
 from .io.sinks.geojson import write_clues_geojson
-from .io.sinks.rasters import mask_score_to_patches, write_cog
+from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
 from .io.sinks.report import write_report
 from .io.sources.base import ImagerySource
 from .io.zones import ZoneIndex, load_zones
@@ -544,14 +544,10 @@ def analyse(
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
-        gathered = run_pass(
-            grid,
-            test,
-            inputs,
-            det.min_valid_observations,
-            work / "score.tif",
-            work / "rgb.tif",
-        )
+        with ScratchRasters(grid, work / "score.tif", work / "rgb.tif") as scratch:
+            gathered = run_pass(
+                test, inputs, det.min_valid_observations, scratch.write, reflectance_to_byte
+            )
         if gathered.n_valid == 0:
             raise _nothing_to_compare(options.aoi, before, after)
         coverage = gathered.n_valid / gathered.n_pixels

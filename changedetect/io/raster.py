@@ -24,7 +24,7 @@ from ..models import GridSpec
 
 #: GDAL settings for every read: a small block cache (in bytes), so that memory stays bounded by
 #: the chunk size. (Directory listing stays on: ENVI and other formats find sidecar headers by it.)
-GDAL_READ_OPTIONS: dict[str, Any] = {"GDAL_CACHEMAX": 64 * 2**20}
+GDAL_READ_OPTIONS: dict[str, Any] = {"GDAL_CACHEMAX": 16 * 2**20}
 
 #: Exceptions rasterio raises when GDAL cannot read or decode something.
 RASTER_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError)

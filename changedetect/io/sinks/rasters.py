@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.shutil import copy as rio_copy
+from rasterio.windows import Window
 
 from ...models import GridSpec
 from ..atomic import atomic_path
@@ -75,3 +77,34 @@ def mask_score_to_patches(
                 out = np.where(inside | np.isnan(score), score, np.float32(0.0))
                 out[weak] = patch_score[lab[weak]]
                 dst.write(out.astype(np.float32, copy=False), 1, window=window)
+
+
+class ScratchRasters:
+    """The pass's blocks as they come: the float32 score and the 6-band uint8 before/after
+    preview, each in a tiled scratch GeoTIFF on `grid` (a context manager; `write` takes any
+    object with the `Block` fields row0, col0, score and preview)."""
+
+    def __init__(self, grid: GridSpec, score_path: Path, preview_path: Path) -> None:
+        self.grid, self.score_path, self.preview_path = grid, score_path, preview_path
+        self._score: Any = None
+        self._preview: Any = None
+
+    def __enter__(self) -> ScratchRasters:
+        self._score = rasterio.open(
+            self.score_path, "w", **scratch_profile(self.grid, 1, "float32", np.nan)
+        )
+        self._preview = rasterio.open(
+            self.preview_path, "w", **scratch_profile(self.grid, 6, "uint8", None)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for dst in (self._score, self._preview):
+            if dst is not None:
+                dst.close()
+
+    def write(self, block: Any) -> None:
+        height, width = block.score.shape
+        window = Window(block.col0, block.row0, width, height)
+        self._score.write(block.score, 1, window=window)
+        self._preview.write(block.preview, window=window)

@@ -9,7 +9,10 @@ import pytest
 import rasterio
 
 from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
-from changedetect.execute import run_pass
+from changedetect.engine import blockwise
+from changedetect.engine.blockwise import run_pass
+from changedetect.io.sinks.chips import reflectance_to_byte
+from changedetect.io.sinks.rasters import ScratchRasters
 from changedetect.testing.rasters import make_grid
 
 from .test_detect import BARE, FOREST, ROCK, SLASH, SOIL, composite, disk, scene
@@ -40,7 +43,8 @@ def pass_over(tmp_path, chunks: int, count: bool = False):
     out = tmp_path / f"c{chunks}"
     out.mkdir()
     grid = make_grid(shape=SHAPE)
-    gathered = run_pass(grid, test, inputs, 1, out / "score.tif", out / "rgb.tif")
+    with ScratchRasters(grid, out / "score.tif", out / "rgb.tif") as scratch:
+        gathered = run_pass(test, inputs, 1, scratch.write, reflectance_to_byte)
     with rasterio.open(out / "score.tif") as src:
         score = src.read(1)
     return gathered, score, computed, inputs.cube.numblocks
@@ -66,12 +70,10 @@ def test_every_chunk_is_computed_once_and_the_result_is_that_of_one_chunk(tmp_pa
 def test_stripes_of_columns_give_the_same_result_and_recompute_only_their_borders(
     tmp_path, monkeypatch
 ):
-    import changedetect.execute as execute
-
     whole, whole_score, _, _ = pass_over(tmp_path, 512)
     # room for three 64 x 64 chunks in a row: the five columns of chunks make two stripes
-    monkeypatch.setattr(execute, "STRIPE_BYTES", 3 * 14 * 64 * 64 * 4)
-    assert [list(r) for r in execute._stripes(_cube_of_chunks(64))] == [[0, 1, 2], [3, 4]]
+    monkeypatch.setattr(blockwise, "STRIPE_BYTES", 3 * 14 * 64 * 64 * 4)
+    assert [list(r) for r in blockwise._stripes(_cube_of_chunks(64))] == [[0, 1, 2], [3, 4]]
     gathered, score, computed, numblocks = pass_over(tmp_path / "striped", 64, count=True)
     np.testing.assert_array_equal(score, whole_score)
     np.testing.assert_array_equal(np.sort(gathered.flat_index), np.sort(whole.flat_index))

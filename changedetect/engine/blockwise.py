@@ -1,35 +1,40 @@
-"""The one pass over the imagery: write scratch rasters and gather the changed pixels.
+"""The one pass over the imagery: test every chunk and hand each finished block to a writer.
 
-Each chunk of the composites is computed once (its bands decoded, masked and composited) and
-kept while the chunks around it are tested; its test needs a halo of its neighbours, which are
-kept as strips once tested themselves. Each chunk's test returns its score and RGB blocks,
-written to scratch rasters as they come back, with the (small) set of its changed pixels and
-their features.
+Each chunk of the composites is computed once, as one task running the chunk's own part of the
+lazy graph (its bands decoded, masked and composited: a hundred small steps, not a hundred
+scheduled tasks), and kept while the chunks around it are tested; its test needs a halo of its
+neighbours, which are kept as strips once tested themselves. A chunk's test returns its score
+and preview blocks, which the caller's writer puts where it wants them, with the (small) set of
+its changed pixels and their features, which the pass gathers.
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
-import rasterio
+from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.optimization import cull
 
-from .algorithms.detect import ChangeInputs, ChangeTest, index_feature_values, split_inputs
-from .io.sinks.chips import reflectance_to_byte
-from .io.sinks.rasters import scratch_profile
-from .models import GridSpec
-from .types import ANALYSIS_BANDS
+from ..algorithms.detect import ChangeInputs, ChangeTest, index_feature_values, split_inputs
+from ..types import ANALYSIS_BANDS
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
 RGB = [ANALYSIS_BANDS.index(b) for b in ("B04", "B03", "B02")]
+
+#: Chunks tested per dask call: the two cores' worth of work at a time.
+STEP_CHUNKS = 2
+#: What a row of the composites' chunks may hold (bytes): the pass works in stripes of columns
+#: this wide, so memory does not grow with the AOI's width. The chunks at a stripe's border are
+#: computed again by the next stripe, for their halo.
+STRIPE_BYTES = 160 * 2**20
 
 
 @dataclass
@@ -43,16 +48,22 @@ class Gathered:
 
 
 @dataclass
-class BlockResult:
-    """What one chunk's task hands back: its place, its scratch blocks and its changed pixels."""
+class Block:
+    """What one chunk's test hands back: its place, its score and preview, its changed pixels."""
 
     row0: int
     col0: int
     score: np.ndarray
-    rgb: np.ndarray
+    preview: np.ndarray
     flat_index: np.ndarray
     values: dict[str, np.ndarray]
     n_valid: int
+
+
+#: Receives each finished block, in the order the pass finishes them (row by row of a stripe).
+BlockWriter = Callable[[Block], None]
+#: Turns the before and after RGB reflectance of a block, (6, y, x), into its preview.
+Preview = Callable[[np.ndarray], np.ndarray]
 
 
 def _trim(depth: int, index: int, count: int, size: int) -> slice:
@@ -62,13 +73,28 @@ def _trim(depth: int, index: int, count: int, size: int) -> slice:
     return slice(start, stop)
 
 
+#: One of the 3 x 3 pieces of a chunk and its halo: a neighbour's array and the part of it that
+#: faces the chunk, or None beyond the grid's edges.
+Piece = tuple[Any, tuple[slice, slice]] | None
+
+
+def _assemble(pieces: list[list[Piece]]) -> np.ndarray:
+    """One halo'd block from its 3 x 3 pieces."""
+    rows = [
+        [array[:, ys, xs] for array, (ys, xs) in (p for p in row if p is not None)]
+        for row in pieces
+    ]
+    return np.concatenate([np.concatenate(row, axis=2) for row in rows if row], axis=1)
+
+
 def _finish_block(
     test: ChangeTest,
     origin: tuple[int, int],
     place: tuple[int, int, int, int, int],
     min_valid: int,
-    pieces: list[list[np.ndarray | None]],
-) -> BlockResult:
+    preview: Preview,
+    pieces: list[list[Piece]],
+) -> Block:
     # the whole per-chunk work in one task (join the halo, test, trim, gather); the task is pure
     # and picklable, so it runs on a distributed cluster's worker processes as well as on threads
     expanded = _assemble(pieces)
@@ -92,29 +118,35 @@ def _finish_block(
     values["evidence"] = result.evidence[ys, xs][rows, cols]
     values["brightening"] = result.brightening[ys, xs][rows, cols]
     values["score"] = score[rows, cols]
-    return BlockResult(
+    return Block(
         row0,
         col0,
         score,
-        reflectance_to_byte(np.concatenate([b[RGB], a[RGB]])),
+        preview(np.concatenate([b[RGB], a[RGB]])),
         flat,
         {name: np.asarray(v, dtype=np.float32) for name, v in values.items()},
         int(np.count_nonzero(valid)),
     )
 
 
-#: Chunks computed and tested per dask call: the two cores' worth of work at a time.
-STEP_CHUNKS = 2
-#: What a row of the composites' chunks may hold (bytes): the pass works in stripes of columns
-#: this wide, so memory does not grow with the AOI's width. The chunks at a stripe's border are
-#: computed again by the next stripe, for their halo.
-STRIPE_BYTES = 320 * 2**20
+class _ChunkGraph:
+    """A chunk's own part of the composites' graph, opaque to dask (which would otherwise
+    schedule each of its hundred steps as a task of its own)."""
+
+    __slots__ = ("graph", "key")
+
+    def __init__(self, graph: dict[Any, Any], key: Any) -> None:
+        self.graph, self.key = graph, key
 
 
-def _assemble(pieces: list[list[np.ndarray | None]]) -> np.ndarray:
-    """One halo'd block from its 3 x 3 pieces (None beyond the grid's edges)."""
-    rows = [[p for p in row if p is not None] for row in pieces]
-    return np.concatenate([np.concatenate(row, axis=2) for row in rows if row], axis=1)
+def _compute_chunk(chunk: _ChunkGraph) -> np.ndarray:
+    (block,) = dask.core.get(chunk.graph, [chunk.key])
+    return block
+
+
+def _part(array: np.ndarray, index: tuple[slice, ...]) -> np.ndarray:
+    # a copy, so the whole chunk it was cut from can be let go
+    return np.ascontiguousarray(array[index])
 
 
 class _Rows:
@@ -126,10 +158,13 @@ class _Rows:
     def __init__(self, cube: da.Array, halo: int, graph: dict[Any, Any], columns: range) -> None:
         self.cube, self.halo, self.graph, self.columns = cube, halo, graph, columns
         self.n_rows, self.n_cols = cube.numblocks[1], cube.numblocks[2]
-        self.full: dict[tuple[int, int], da.Array] = {}
+        # a token: the scheduler names a task by the words of its key before the first token
+        self.name = tokenize(cube.name, columns.start)
+        self.full: dict[tuple[int, int], Delayed] = {}
         self.finished: set[tuple[int, int]] = set()
-        self.right: dict[tuple[int, int], da.Array] = {}
-        self.bottom: dict[tuple[int, int], da.Array] = {}
+        self.right: dict[tuple[int, int], Delayed] = {}
+        self.bottom: dict[tuple[int, int], Delayed] = {}
+        self.pending: list[tuple[dict[tuple[int, int], Delayed], tuple[int, int], Delayed]] = []
 
     def inside(self, i: int, j: int) -> bool:
         return 0 <= i < self.n_rows and 0 <= j < self.n_cols
@@ -142,30 +177,30 @@ class _Rows:
             if self.inside(*k) and k not in self.full and k not in self.finished
         ]
 
-    def lazy(self, keys: list[tuple[int, int]]) -> list[Delayed]:
-        """Each chunk of `keys` as a task with only the graph it needs: computing a chunk cut
+    def load(self, keys: list[tuple[int, int]]) -> list[Delayed]:
+        """Each chunk of `keys` as one task with only the graph it needs: computing a chunk cut
         out of the whole cube would optimise the whole cube's graph again on every call."""
         out = []
         for i, j in keys:
             key = (self.cube.name, 0, i, j)
             graph, _ = cull(self.graph, [key])
-            out.append(Delayed(key, graph))
+            task = dask.delayed(_compute_chunk, traverse=False)
+            out.append(
+                task(_ChunkGraph(graph, key), dask_key_name=(f"load_chunk-{self.name}", i, j))
+            )
         return out
 
-    def keep(self, keys: list[tuple[int, int]], done: Sequence[Delayed]) -> None:
-        """Record the computed chunks `done` of `keys` (as dask arrays over their results)."""
-        rows, cols = self.cube.chunks[1:]
-        for (i, j), result in zip(keys, done, strict=True):
-            shape = (self.cube.shape[0], rows[i], cols[j])
-            self.full[(i, j)] = da.from_delayed(result, shape, dtype=self.cube.dtype)
+    def keep(self, keys: list[tuple[int, int]], done: list[Delayed]) -> None:
+        """Record the computed chunks `done` of `keys`."""
+        self.full.update(zip(keys, done, strict=True))
 
-    def pieces(self, i: int, j: int) -> list[list[da.Array | None]]:
+    def pieces(self, i: int, j: int) -> list[list[Piece]]:
         """The 3 x 3 pieces of chunk (i, j) and its halo: the chunk, then `halo` rows or columns
         of each neighbour (the part facing the chunk)."""
         h = self.halo
-        grid: list[list[da.Array | None]] = []
+        grid: list[list[Piece]] = []
         for di in (-1, 0, 1):
-            row: list[da.Array | None] = []
+            row: list[Piece] = []
             for dj in (-1, 0, 1):
                 k = (i + di, j + dj)
                 if not self.inside(*k) or (h == 0 and (di or dj)):
@@ -174,11 +209,11 @@ class _Rows:
                 ys = slice(-h, None) if di == -1 else slice(None, h) if di == 1 else slice(None)
                 xs = slice(-h, None) if dj == -1 else slice(None, h) if dj == 1 else slice(None)
                 if k in self.full:
-                    row.append(self.full[k][:, ys, xs])
+                    row.append((self.full[k], (ys, xs)))
                 elif di == -1:  # a chunk of the row above: its kept bottom strip
-                    row.append(self.bottom[k][:, :, xs])
+                    row.append((self.bottom[k], (slice(None), xs)))
                 else:  # the chunk to the left: its kept right strip
-                    row.append(self.right[k][:, ys, :])
+                    row.append((self.right[k], (ys, slice(None))))
             grid.append(row)
         return grid
 
@@ -197,11 +232,32 @@ class _Rows:
                     self._shrink(k, right=False)
 
     def _shrink(self, k: tuple[int, int], *, right: bool) -> None:
+        """Cut chunk k's strips (computed with the next call, see `strips_due`) and drop it."""
         block, h = self.full.pop(k), self.halo
+        every = slice(None)
+        cut = dask.delayed(_part, pure=True)
         if h and right:
-            (self.right[k],) = dask.persist(block[:, :, -h:].map_blocks(np.copy))
+            strip = cut(block, (every, every, slice(-h, None)), dask_key_name=self._key("r", k))
+            self.right[k] = strip
+            self.pending.append((self.right, k, strip))
         if h and k[0] + 1 < self.n_rows:
-            (self.bottom[k],) = dask.persist(block[:, -h:, :].map_blocks(np.copy))
+            strip = cut(block, (every, slice(-h, None), every), dask_key_name=self._key("b", k))
+            self.bottom[k] = strip
+            self.pending.append((self.bottom, k, strip))
+
+    def _key(self, side: str, k: tuple[int, int]) -> tuple[str, int, int]:
+        return (f"halo_strip-{side}{self.name}", *k)
+
+    def strips_due(self) -> list[Delayed]:
+        """The strips cut since the last call: persisted with it, so that the chunks they were
+        cut from are let go."""
+        return [strip for _, _, strip in self.pending]
+
+    def kept_strips(self, done: list[Delayed]) -> None:
+        for (table, k, _), strip in zip(self.pending, done, strict=True):
+            if k in table:
+                table[k] = strip
+        self.pending = []
 
 
 def _stripes(cube: da.Array) -> list[range]:
@@ -246,68 +302,69 @@ def _around(step: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(i + di, j + dj) for i, j in step for di in (0, 1) for dj in (-1, 0, 1)]
 
 
+def _steps(n_rows: int, columns: range) -> Iterator[list[tuple[int, int]]]:
+    order = ((i, j) for i in range(n_rows) for j in columns)
+    while step := list(itertools.islice(order, STEP_CHUNKS)):
+        yield step
+
+
 def run_pass(
-    grid: GridSpec,
     test: ChangeTest,
     inputs: ChangeInputs,
     min_valid: int,
-    score_path: Path,
-    rgb_path: Path,
+    write: BlockWriter,
+    preview: Preview,
 ) -> Gathered:
     """Test every pixel on dask's current scheduler (threads, or a distributed cluster when a
-    client is active); scratch rasters land on disk and the changed pixels' features come back.
+    client is active): each finished block goes to `write`, and the changed pixels' features
+    come back.
 
     The chunks are taken in rows, a couple at a time. Each chunk of the composites is computed
     once: a chunk is tested as soon as the chunks around it are computed, and then only its halo
     strips are kept for the neighbours still to come, so about one row of chunks is held: of
     a stripe of columns (STRIPE_BYTES) whose border chunks the next stripe computes again."""
     cube = _halo_wide(inputs.cube, test.halo)
-    chunks = cube.chunks[1:]
-    row_starts = np.cumsum((0, *chunks[0][:-1]))
-    col_starts = np.cumsum((0, *chunks[1][:-1]))
+    height, width = cube.shape[1:]
+    row_starts = np.cumsum((0, *cube.chunks[1][:-1]))
+    col_starts = np.cumsum((0, *cube.chunks[2][:-1]))
     graph = dict(cube.__dask_graph__())
     n_rows, n_cols = cube.numblocks[1:]
     flat_parts: list[np.ndarray] = []
     value_parts: list[dict[str, np.ndarray]] = []
     n_valid = 0
-    with (
-        rasterio.open(score_path, "w", **scratch_profile(grid, 1, "float32", np.nan)) as sdst,
-        rasterio.open(rgb_path, "w", **scratch_profile(grid, 6, "uint8", None)) as rdst,
-    ):
-        for columns in _stripes(cube):
-            stream = _Rows(cube, test.halo, graph, columns)
-            order = [(i, j) for i in range(n_rows) for j in columns]
-            steps = [order[k : k + STEP_CHUNKS] for k in range(0, len(order), STEP_CHUNKS)]
-            first = stream.missing(_around(steps[0]))
-            stream.keep(first, dask.persist(*stream.lazy(first), optimize_graph=False))
-            for t, step in enumerate(steps):
-                tasks = [
-                    dask.delayed(_finish_block, pure=True)(
-                        test,
-                        (int(row_starts[i]), int(col_starts[j])),
-                        (i, n_rows, j, n_cols, grid.width),
-                        min_valid,
-                        stream.pieces(i, j),
-                    )
-                    for i, j in step
-                ]
-                # this step's chunks are tested while the next step's are computed
-                ahead = stream.missing(_around(steps[t + 1])) if t + 1 < len(steps) else []
-                done = dask.persist(*stream.lazy(ahead), *tasks, optimize_graph=False)
-                stream.keep(ahead, done[: len(ahead)])
-                for block in dask.compute(*done[len(ahead) :]):
-                    window = rasterio.windows.Window(
-                        block.col0, block.row0, block.score.shape[1], block.score.shape[0]
-                    )
-                    sdst.write(block.score, 1, window=window)
-                    rdst.write(block.rgb, window=window)
-                    flat_parts.append(block.flat_index)
-                    value_parts.append(block.values)
-                    n_valid += block.n_valid
-                for i, j in step:
-                    stream.tested(i, j)
+    for columns in _stripes(cube):
+        stream = _Rows(cube, test.halo, graph, columns)
+        steps = list(_steps(n_rows, columns))
+        first = stream.missing(_around(steps[0]))
+        stream.keep(first, list(dask.persist(*stream.load(first), optimize_graph=False)))
+        for t, step in enumerate(steps):
+            tests = [
+                dask.delayed(_finish_block, pure=True)(
+                    test,
+                    (int(row_starts[i]), int(col_starts[j])),
+                    (i, n_rows, j, n_cols, width),
+                    min_valid,
+                    preview,
+                    stream.pieces(i, j),
+                    dask_key_name=(f"finish_block-{stream.name}", i, j),
+                )
+                for i, j in step
+            ]
+            # this step's chunks are tested while the next step's are computed
+            ahead = stream.missing(_around(steps[t + 1])) if t + 1 < len(steps) else []
+            strips = stream.strips_due()
+            done = dask.persist(*stream.load(ahead), *strips, *tests, optimize_graph=False)
+            stream.keep(ahead, list(done[: len(ahead)]))
+            stream.kept_strips(list(done[len(ahead) : len(ahead) + len(strips)]))
+            for block in dask.compute(*done[len(ahead) + len(strips) :]):
+                write(block)
+                flat_parts.append(block.flat_index)
+                value_parts.append(block.values)
+                n_valid += block.n_valid
+            for i, j in step:
+                stream.tested(i, j)
     _release_freed_memory()
     names = tuple(value_parts[0]) if value_parts else ()
     flat_index = np.concatenate(flat_parts) if flat_parts else np.empty(0, np.int64)
     values = {n: np.concatenate([v[n] for v in value_parts]) for n in names}
-    return Gathered(flat_index, values, n_valid, grid.width * grid.height)
+    return Gathered(flat_index, values, n_valid, height * width)

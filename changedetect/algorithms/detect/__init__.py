@@ -56,10 +56,11 @@ import xarray as xr
 from scipy import ndimage
 from scipy.stats import chi2, norm
 
-from ..models import Composite
-from ..types import ANALYSIS_BANDS
-from .composite import MAD_TO_SIGMA
-from .indices import bsi, mndwi, ndbi, ndvi
+from ...models import Composite
+from ...types import ANALYSIS_BANDS
+from ..composite import MAD_TO_SIGMA
+from ..indices import bsi, mndwi, ndbi, ndvi
+from . import kernels
 
 #: Default per-pixel false-alarm rate of the stand-alone test (Gaussian no-change model). Real
 #: imagery has heavier tails than Gaussian noise, so the realised rate on unchanged ground is higher.
@@ -103,7 +104,7 @@ DARK_PERCENTILE = 0.1
 #: water, dense shadow, stable rooftops) vary by sensor noise alone.
 NOISE_PERCENTILE = 15.0
 #: Edge of the box over which brightness is averaged for the brightening rule: the smallest
-#: window that evens out mixed pixels at a patch's rim.
+#: window that evens out mixed pixels at a patch's rim (`kernels.box_mean3x3`).
 BRIGHTNESS_BOX = 3
 #: A grid up to this many pixels is sampled whole; larger grids through a lattice of windows.
 FULL_SAMPLE_PIXELS = 768 * 768
@@ -296,32 +297,13 @@ def _median_bands(diff: np.ndarray, size: int) -> np.ndarray:
     """Median filter of each band of (band, y, x) differences; missing pixels count as 0."""
     if size <= 1:
         return diff
+    if size == 3:
+        return kernels.median3x3_bands(np.ascontiguousarray(diff, dtype=np.float32))
     filled = np.where(np.isfinite(diff), diff, 0.0).astype(np.float32)
     out = np.empty_like(filled)
     for i in range(filled.shape[0]):
-        if size == 3:
-            out[i] = median3x3(filled[i])
-        else:
-            out[i] = ndimage.median_filter(filled[i], size=size, mode="reflect")
+        out[i] = ndimage.median_filter(filled[i], size=size, mode="reflect")
     return np.where(np.isfinite(diff), out, np.nan).astype(np.float32)
-
-
-def median3x3(image: np.ndarray) -> np.ndarray:
-    """3x3 median with mirrored edges (as scipy's mode="reflect"), by a 19-exchange sorting
-    network on shifted views: several times faster than a general rank filter."""
-    padded = np.pad(image, 1, mode="symmetric")
-    h, w = image.shape
-    p = [padded[r : r + h, c : c + w] for r in range(3) for c in range(3)]
-
-    def op(i: int, j: int) -> None:
-        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
-
-    for i, j in (
-        (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-        (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-    ):  # fmt: skip
-        op(i, j)
-    return p[4]
 
 
 def _natural_var(sb: np.ndarray, sa: np.ndarray, nb: Any, na: Any) -> np.ndarray:
@@ -337,9 +319,8 @@ def _evidence(q: np.ndarray, scale: float, dof: float) -> np.ndarray:
     Interpolated in a table of the exact function (smooth and monotone; the table is dense where it
     bends), since evaluating the incomplete gamma function per pixel dominates the run time."""
     grid, table = _evidence_table(round(dof, 6))
-    with np.errstate(invalid="ignore"):
-        ev = np.interp(q / np.float32(scale), grid, table, right=MAX_EVIDENCE)
-    return np.where(np.isfinite(q), ev, np.nan).astype(np.float32)
+    step = float(np.sqrt(grid[-1]) / (len(grid) - 1))
+    return kernels.evidence_lookup(q, np.float32(scale), step, grid, table, MAX_EVIDENCE)
 
 
 @functools.lru_cache(maxsize=16)
@@ -352,7 +333,7 @@ def _evidence_table(dof: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _support_share(passing: np.ndarray, size: int) -> np.ndarray:
     """Share of the size x size neighbourhood that passes (outside the grid counts as not)."""
-    return ndimage.uniform_filter(passing.astype(np.float32), size=size, mode="constant", cval=0.0)
+    return kernels.share_passing(passing, size)
 
 
 def _surface_state(
@@ -375,15 +356,11 @@ def _surface_state(
     return np.stack(layers).astype(np.float32)
 
 
-def _box_brightness(state: np.ndarray, size: int) -> np.ndarray:
-    """Box mean of the brightness layers of `_surface_state` (NaN-aware); indices untouched."""
+def _box_brightness(state: np.ndarray) -> np.ndarray:
+    """3x3 box mean of the brightness layers of `_surface_state` (NaN-aware); indices untouched."""
     out = state.copy()
     for i in range(4, state.shape[0]):
-        ok = np.isfinite(state[i])
-        num = ndimage.uniform_filter(np.where(ok, state[i], 0.0), size, mode="nearest")
-        den = ndimage.uniform_filter(ok.astype(np.float32), size, mode="nearest")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[i] = np.where(ok, num / den, np.nan)
+        out[i] = kernels.box_mean3x3(state[i])
     return out
 
 
@@ -409,7 +386,7 @@ def _plausible(state: np.ndarray) -> np.ndarray:
         not_brighter = abs_a * nir_a <= abs_b * nir_b
         # on the 3x3 median of NDVI: a dark surface's own NDVI is mostly noise, and a box mean
         # would blend a small site into the vegetation around it
-        bare_after = median3x3(np.nan_to_num(ndvi_a, nan=1.0)) < BARE_AFTER_NDVI
+        bare_after = kernels.median3x3(ndvi_a, 1.0) < BARE_AFTER_NDVI
         faded = (ndvi_b > VEGETATED_NDVI) & not_brighter & ~bare_after
     return ~(vegetated_after | water | faded)
 
@@ -566,6 +543,7 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
         diff = (a - my[:, None]) / gain[:, None] + mx[:, None] - b
     g = _Globals(gain, mx, my, _dark_offsets(before), _dark_offsets(after))
     g.gain_error = _gain_errors(b, a, calm, _sample_groups(samples)[valid], noise_ratio, mx, my)
+    del b, a, diff, after
 
     # 2. the filtered differences as the lazy pass sees them (the filter runs inside each window)
     filtered = flat([_median_bands(g.normalised_diff(s[0], s[1]), median_size) for s in samples])
@@ -587,10 +565,24 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
                 g.noise_after = np.percentile(sa[:, has_a], NOISE_PERCENTILE, axis=1)
             sb, sa = sb[:, ok], sa[:, ok]
 
-    # 4. chi-square law of the sum of squares of the correlated z-scores
-    z = g.z_scores(filtered[:, ok], sb, sa, before=before[:, ok])
+    # 4. chi-square law of the sum of squares of the correlated z-scores, computed in parts
+    # (the scene statistics are float64: whole, their temporaries held 150 MB more)
+    filtered, before = filtered[:, ok], before[:, ok]
+    z = np.empty(filtered.shape)
+    for k in range(0, filtered.shape[1], Z_PART):
+        part = slice(k, k + Z_PART)
+        z[:, part] = g.z_scores(
+            filtered[:, part],
+            sb[:, part] if sb is not None else None,
+            sa[:, part] if sa is not None else None,
+            before=before[:, part],
+        )
     g.chi_scale, g.chi_dof = satterthwaite(robust_correlation(z))
     return g
+
+
+#: Sample pixels per part of the z-scores' computation in :func:`estimate_globals`.
+Z_PART = 2**16
 
 
 def _sample_groups(samples: Sequence[Sample]) -> np.ndarray:
@@ -676,13 +668,22 @@ def _spread_cube(comp: Composite, chunks: Any) -> da.Array | None:
     return _cube(comp.spread, chunks)
 
 
+#: Sample windows computed per dask call: a window reads the whole chunks it overlaps (up to
+#: four), so computing all nine at once held some 36 chunks of every layer at a time.
+SAMPLE_WINDOWS_PER_CALL = 2
+
+
 def _sample(
     cubes: Sequence[da.Array | None], windows: Sequence[tuple[slice, slice]]
 ) -> list[Sample]:
-    """The sample windows of each cube, computed in one pass (shared upstream work done once)."""
-    lazy = [[c[:, ys, xs] if c is not None else None for c in cubes] for ys, xs in windows]
-    (computed,) = dask.compute(lazy)
-    return [tuple(part) for part in computed]  # type: ignore[misc]
+    """The sample windows of each cube, a couple of windows at a time."""
+    out: list[Sample] = []
+    for k in range(0, len(windows), SAMPLE_WINDOWS_PER_CALL):
+        group = windows[k : k + SAMPLE_WINDOWS_PER_CALL]
+        lazy = [[c[:, ys, xs] if c is not None else None for c in cubes] for ys, xs in group]
+        (computed,) = dask.compute(lazy)
+        out += [tuple(part) for part in computed]  # type: ignore[misc]
+    return out
 
 
 def _globals_for(cubes: Sequence[da.Array | None], median_size: int) -> _Globals:
@@ -746,7 +747,7 @@ class ChangeTest:
         del diff
         evidence = _evidence(np.sum(z * z, axis=0), g.chi_scale, g.chi_dof)
         del z
-        state = _box_brightness(_surface_state(b, a, g.dark_before, g.dark_after), BRIGHTNESS_BOX)
+        state = _box_brightness(_surface_state(b, a, g.dark_before, g.dark_after))
         plausible = _plausible(state)
         brightening = _brightening(state)
         del state

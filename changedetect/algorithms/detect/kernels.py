@@ -1,0 +1,206 @@
+"""Compiled per-chunk kernels of the change test (numba, as xarray-spatial writes its own).
+
+Each replaces a numpy or scipy composition that made several passes over a chunk and
+temporaries the size of it. They release the GIL, so dask's threads run them side by side.
+`tests/test_kernels.py` holds each against the numpy or scipy function it replaces: the medians
+and the evidence lookup are bit-identical (a median selects one of its values; the lookup
+interpolates in the same cell with the same formula), the box means equal to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba
+import numpy as np
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ngjit(function: F) -> F:
+    """nopython, and without the GIL so that dask's threads overlap (xarray-spatial's `ngjit`);
+    compiled once per machine and then loaded from numba's cache, or compiled in each process
+    where no cache directory is writable (a read-only container)."""
+    try:
+        return numba.jit(nopython=True, nogil=True, cache=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.jit(nopython=True, nogil=True)(function)
+
+
+@ngjit
+def _median9(
+    p0: float,
+    p1: float,
+    p2: float,
+    p3: float,
+    p4: float,
+    p5: float,
+    p6: float,
+    p7: float,
+    p8: float,
+) -> float:
+    # Paeth's 19-exchange network for the median of nine, on scalars so that the compiler
+    # keeps them in registers and vectorises the loop over a row
+    p1, p2 = min(p1, p2), max(p1, p2)
+    p4, p5 = min(p4, p5), max(p4, p5)
+    p7, p8 = min(p7, p8), max(p7, p8)
+    p0, p1 = min(p0, p1), max(p0, p1)
+    p3, p4 = min(p3, p4), max(p3, p4)
+    p6, p7 = min(p6, p7), max(p6, p7)
+    p1, p2 = min(p1, p2), max(p1, p2)
+    p4, p5 = min(p4, p5), max(p4, p5)
+    p7, p8 = min(p7, p8), max(p7, p8)
+    p3 = max(p0, p3)
+    p5 = min(p5, p8)
+    p4, p7 = min(p4, p7), max(p4, p7)
+    p6 = max(p3, p6)
+    p4 = max(p1, p4)
+    p2 = min(p2, p5)
+    p4 = min(p4, p7)
+    p4, p2 = min(p4, p2), max(p4, p2)
+    p4 = max(p6, p4)
+    return min(p4, p2)
+
+
+@ngjit
+def _padded(image: np.ndarray, fill: float) -> np.ndarray:
+    """`image` with one pixel mirrored around it (scipy's mode="reflect"), pixels that are not
+    finite set to `fill`."""
+    h, w = image.shape
+    out = np.empty((h + 2, w + 2), np.float32)
+    for y in range(-1, h + 1):
+        yy = -y - 1 if y < 0 else 2 * h - y - 1 if y >= h else y
+        for x in range(-1, w + 1):
+            xx = -x - 1 if x < 0 else 2 * w - x - 1 if x >= w else x
+            value = image[yy, xx]
+            out[y + 1, x + 1] = value if np.isfinite(value) else fill
+    return out
+
+
+@ngjit
+def _clamp(i: int, n: int) -> int:
+    return min(max(i, 0), n - 1)
+
+
+@ngjit
+def median3x3(image: np.ndarray, fill: float) -> np.ndarray:
+    """3x3 median of a float32 (y, x) image with mirrored edges (scipy's mode="reflect"),
+    pixels that are not finite read as `fill`."""
+    h, w = image.shape
+    p = _padded(image, fill)
+    out = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = _median9(
+                p[y, x], p[y, x + 1], p[y, x + 2],
+                p[y + 1, x], p[y + 1, x + 1], p[y + 1, x + 2],
+                p[y + 2, x], p[y + 2, x + 1], p[y + 2, x + 2],
+            )  # fmt: skip
+    return out
+
+
+@ngjit
+def median3x3_bands(cube: np.ndarray) -> np.ndarray:
+    """The 3x3 median of each band of a float32 (band, y, x) cube, missing pixels counted as 0
+    in their neighbours' medians and left missing themselves."""
+    out = np.empty(cube.shape, np.float32)
+    for i in range(cube.shape[0]):
+        out[i] = median3x3(cube[i], 0.0)
+        for y in range(cube.shape[1]):
+            for x in range(cube.shape[2]):
+                if not np.isfinite(cube[i, y, x]):
+                    out[i, y, x] = np.nan
+    return out
+
+
+@ngjit
+def box_mean3x3(image: np.ndarray) -> np.ndarray:
+    """3x3 mean of the finite pixels of a float32 (y, x) image, edges repeated (scipy's
+    mode="nearest"); NaN where the pixel itself is not finite."""
+    h, w = image.shape
+    # values (0 where missing) and their weights, padded by repeating the edges, so that the
+    # loop below has no branch and vectorises
+    value = np.empty((h + 2, w + 2), np.float32)
+    weight = np.empty((h + 2, w + 2), np.float32)
+    for y in range(-1, h + 1):
+        yy = _clamp(y, h)
+        for x in range(-1, w + 1):
+            v = image[yy, _clamp(x, w)]
+            ok = np.isfinite(v)
+            value[y + 1, x + 1] = v if ok else 0.0
+            weight[y + 1, x + 1] = 1.0 if ok else 0.0
+    out = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            total = np.float32(0.0)
+            n = np.float32(0.0)
+            for dy in range(3):
+                for dx in range(3):
+                    total += value[y + dy, x + dx]
+                    n += weight[y + dy, x + dx]
+            out[y, x] = total / n if np.isfinite(image[y, x]) else np.nan
+    return out
+
+
+@ngjit
+def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
+    """Share of each pixel's `size` x `size` neighbourhood that passes; outside the grid
+    counts as not passing. By running column sums, so the cost does not grow with `size`."""
+    h, w = passing.shape
+    r = size // 2
+    # column sums over the window's rows, updated row by row
+    column = np.zeros(w + 2 * r, np.int32)
+    for yy in range(0, min(r, h)):
+        for x in range(w):
+            column[x + r] += np.int32(passing[yy, x])
+    out = np.empty((h, w), np.float32)
+    area = np.float32(size * size)
+    for y in range(h):
+        enter, leave = y + r, y - r - 1
+        if enter < h:
+            for x in range(w):
+                column[x + r] += np.int32(passing[enter, x])
+        if leave >= 0:
+            for x in range(w):
+                column[x + r] -= np.int32(passing[leave, x])
+        count = 0
+        for x in range(size):
+            count += column[x]
+        for x in range(w):
+            out[y, x] = np.float32(count) / area
+            if x + 1 < w:
+                count += column[x + size] - column[x]
+    return out
+
+
+@ngjit
+def evidence_lookup(
+    q: np.ndarray, scale: np.float32, step: float, grid: np.ndarray, table: np.ndarray, top: float
+) -> np.ndarray:
+    """`table` interpolated at q / scale (numpy's `interp`, `top` beyond the grid; NaN where q is
+    not finite),
+    the cell found directly: the grid's square roots are evenly spaced `step` apart."""
+    out = np.empty(q.shape, np.float32)
+    flat_q, flat_out = q.ravel(), out.ravel()
+    last = grid.shape[0] - 1
+    for n in range(flat_q.shape[0]):
+        if not np.isfinite(flat_q[n]):
+            flat_out[n] = np.nan
+            continue
+        x = np.float64(flat_q[n] / scale)
+        if x >= grid[last]:
+            flat_out[n] = top if x > grid[last] else table[last]
+            continue
+        if x <= grid[0]:
+            flat_out[n] = table[0]
+            continue
+        j = min(int(np.sqrt(x) / step), last - 1)
+        # the square root may round across a cell's edge: step to the cell holding x
+        while j > 0 and grid[j] > x:
+            j -= 1
+        while j < last - 1 and grid[j + 1] <= x:
+            j += 1
+        slope = (table[j + 1] - table[j]) / (grid[j + 1] - grid[j])
+        flat_out[n] = slope * (x - grid[j]) + table[j]
+    return out

@@ -1,0 +1,186 @@
+"""The compiled kernels of the change test against the numpy and scipy functions they replace,
+one by one and in whole runs (the same clues, with the same confidences and geometry)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.stats import chi2
+
+from bench.scenes import run_scene
+from changedetect.algorithms.detect import MAX_EVIDENCE, _evidence_table, kernels
+from changedetect.demo import demo_config
+from changedetect.pipeline import run
+
+from .conftest import DATA
+
+# --- the numpy and scipy compositions the kernels replaced ------------------------------------
+
+
+def median3x3_reference(image: np.ndarray, fill: float) -> np.ndarray:
+    filled = np.where(np.isfinite(image), image, np.float32(fill)).astype(np.float32)
+    return ndimage.median_filter(filled, size=3, mode="reflect")
+
+
+def median3x3_bands_reference(cube: np.ndarray) -> np.ndarray:
+    out = np.stack([median3x3_reference(band, 0.0) for band in cube])
+    return np.where(np.isfinite(cube), out, np.nan).astype(np.float32)
+
+
+def box_mean3x3_reference(image: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(image)
+    num = ndimage.uniform_filter(np.where(ok, image, 0.0), 3, mode="nearest")
+    den = ndimage.uniform_filter(ok.astype(np.float32), 3, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, num / den, np.nan).astype(np.float32)
+
+
+def share_passing_reference(passing: np.ndarray, size: int) -> np.ndarray:
+    return ndimage.uniform_filter(passing.astype(np.float32), size=size, mode="constant", cval=0.0)
+
+
+def evidence_lookup_reference(q, scale, step, grid, table, top):  # noqa: ANN001, ANN201
+    with np.errstate(invalid="ignore"):
+        ev = np.interp(q / scale, grid, table, right=top)
+    return np.where(np.isfinite(q), ev, np.nan).astype(np.float32)
+
+
+REFERENCES = {
+    "median3x3": median3x3_reference,
+    "median3x3_bands": median3x3_bands_reference,
+    "box_mean3x3": box_mean3x3_reference,
+    "share_passing": share_passing_reference,
+    "evidence_lookup": evidence_lookup_reference,
+}
+
+
+def with_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, reference in REFERENCES.items():
+        monkeypatch.setattr(kernels, name, reference)
+
+
+SHAPES = [(1, 1), (1, 7), (6, 1), (2, 3), (37, 53), (128, 96)]
+
+
+def image(shape: tuple[int, int], seed: int, holes: float = 0.1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = rng.normal(0.1, 0.05, shape).astype(np.float32)
+    # ties too: the network must pick the same value when neighbours are equal
+    out[rng.random(shape) < 0.2] = np.float32(0.1)
+    out[rng.random(shape) < holes] = np.nan
+    return out
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_median_is_scipys_reflect_median_bit_for_bit(shape: tuple[int, int]) -> None:
+    img = image(shape, seed=sum(shape))
+    filled = np.where(np.isfinite(img), img, np.float32(0.0))
+    expected = ndimage.median_filter(filled, size=3, mode="reflect")
+    np.testing.assert_array_equal(kernels.median3x3(img, 0.0), expected)
+    one_filled = np.where(np.isfinite(img), img, np.float32(1.0))
+    np.testing.assert_array_equal(
+        kernels.median3x3(img, 1.0), ndimage.median_filter(one_filled, size=3, mode="reflect")
+    )
+
+
+def test_band_medians_leave_missing_pixels_missing() -> None:
+    cube = np.stack([image((40, 31), seed=k, holes=0.3) for k in range(3)])
+    cube[1, 5, :] = np.inf
+    out = kernels.median3x3_bands(cube)
+    for k in range(3):
+        filled = np.where(np.isfinite(cube[k]), cube[k], np.float32(0.0))
+        expected = ndimage.median_filter(filled, size=3, mode="reflect")
+        expected[~np.isfinite(cube[k])] = np.nan
+        np.testing.assert_array_equal(out[k], expected)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_box_mean_is_the_nan_aware_nearest_box_mean(shape: tuple[int, int]) -> None:
+    img = image(shape, seed=3 * sum(shape), holes=0.3)
+    ok = np.isfinite(img)
+    num = ndimage.uniform_filter(np.where(ok, img, np.float32(0.0)), 3, mode="nearest")
+    den = ndimage.uniform_filter(ok.astype(np.float32), 3, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = np.where(ok, num / den, np.nan)
+    out = kernels.box_mean3x3(img)
+    assert np.array_equal(np.isnan(out), ~ok)
+    np.testing.assert_allclose(out[ok], expected[ok], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, (3, 40), (40, 3)])
+@pytest.mark.parametrize("size", [1, 3, 9])
+def test_share_passing_counts_the_neighbourhood(shape: tuple[int, int], size: int) -> None:
+    passing = np.random.default_rng(size + sum(shape)).random(shape) < 0.4
+    padded = np.pad(passing, size // 2).astype(np.int32)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+    expected = windows.sum(axis=(2, 3)).astype(np.float32) / np.float32(size * size)
+    np.testing.assert_array_equal(kernels.share_passing(passing, size), expected)
+    # and what the numpy test used: scipy's box filter, equal but for float rounding
+    scipy_share = ndimage.uniform_filter(
+        passing.astype(np.float32), size=size, mode="constant", cval=0.0
+    )
+    np.testing.assert_allclose(kernels.share_passing(passing, size), scipy_share, atol=1e-6)
+
+
+@pytest.mark.parametrize("dof", [6.0, 4.37])
+def test_evidence_lookup_is_numpys_interp_bit_for_bit(dof: float) -> None:
+    grid, table = _evidence_table(dof)
+    scale = np.float32(1.7)
+    rng = np.random.default_rng(7)
+    q = np.concatenate(
+        [
+            rng.chisquare(dof, 50_000) * scale,
+            rng.uniform(0, float(grid[-1]) * 1.2 * scale, 50_000),
+            grid[::97] * scale,  # on the grid's nodes, where a direct index may round across
+            [0.0, -1.0, np.nan, np.inf, -np.inf, float(grid[-1]) * scale, 1e30],
+        ]
+    ).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        reference = np.interp(q / scale, grid, table, right=MAX_EVIDENCE)
+    expected = np.where(np.isfinite(q), reference, np.nan).astype(np.float32)
+    step = float(np.sqrt(grid[-1]) / (len(grid) - 1))
+    out = kernels.evidence_lookup(q[None, :], scale, step, grid, table, MAX_EVIDENCE)
+    np.testing.assert_array_equal(out.ravel(), expected)
+    # the table is the exact tail probability
+    assert out.ravel()[0] == pytest.approx(-chi2.logsf(q[0] / scale, dof) / np.log(10), rel=1e-4)
+
+
+# --- whole runs: the kernels change no clue ---------------------------------------------------
+
+
+def clue_table(path: Path) -> list[tuple]:
+    features = json.loads(path.read_text())["features"]
+    return [
+        (f["properties"]["clue_id"], f["properties"]["confidence"], f["properties"]["area_m2"],
+         f["properties"]["change_type"], json.dumps(f["geometry"]))
+        for f in features
+    ]  # fmt: skip
+
+
+def test_the_demo_gives_the_same_clues_with_the_numpy_references(tmp_path, monkeypatch):
+    (fast,) = run(demo_config(tmp_path / "kernels"))
+    with_references(monkeypatch)
+    (reference,) = run(demo_config(tmp_path / "numpy"))
+    assert len(fast.clues) >= 30
+    assert clue_table(fast.out_dir / "clues.geojson") == clue_table(
+        reference.out_dir / "clues.geojson"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scene", ["bordeaux", "mumbai", "taizhou"])
+def test_real_scenes_give_the_same_patches_with_the_numpy_references(scene, monkeypatch):
+    if not DATA.exists():
+        pytest.skip(f"shared data not found at {DATA}")
+    fast = run_scene(DATA, scene)
+    with_references(monkeypatch)
+    reference = run_scene(DATA, scene)
+    assert len(fast.patches) >= 5
+    assert [p.geometry.wkb for p in fast.patches] == [p.geometry.wkb for p in reference.patches]
+    # the patch score averages the support share, now an exact count / 81 where scipy's box
+    # filter rounded it: the same within float32 rounding
+    np.testing.assert_allclose(fast.features, reference.features, rtol=1e-6)
