@@ -1,7 +1,7 @@
 """Change type from patch statistics, on surfaces built from the material library.
 
 The patch statistics are made the way the pipeline makes them: per-pixel features
-(detect.index_feature_values) on before/after spectra, averaged over the patch's pixels.
+(detect.features.index_feature_values) on before/after spectra, averaged over the patch's pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from changedetect.algorithms.classify import (
     classify_patch,
     spectral_angle_spread,
 )
-from changedetect.algorithms.detect import index_feature_values
+from changedetect.algorithms.detect.features import index_feature_values
 from changedetect.testing.planting import BANDS, MATERIALS
 
 FOREST = np.array([0.03, 0.05, 0.03, 0.30, 0.15, 0.07], np.float32)

@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from ..models import Composite, TimeWindow
+from .arrays import as_dask
 
 #: Consistency constant that turns a median absolute deviation into a normal standard deviation.
 MAD_TO_SIGMA = 1.4826
@@ -90,10 +91,7 @@ def _nan_median_mad(block: np.ndarray) -> np.ndarray:
 
 def _median_and_mad(masked: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """Per-pixel median over time and median absolute deviation from it, in one block pass."""
-    data = masked.transpose("time", "y", "x").data
-    if not isinstance(data, da.Array):
-        data = da.from_array(data)
-    data = data.rechunk({0: -1})
+    data = as_dask(masked.transpose("time", "y", "x").data).rechunk({0: -1})
     both = da.map_blocks(_nan_median_mad, data, dtype=np.float32, chunks=((2,), *data.chunks[1:]))
     coords = {k: v for k, v in masked.coords.items() if "time" not in v.dims}
     med = xr.DataArray(both[0], dims=("y", "x"), coords=coords)

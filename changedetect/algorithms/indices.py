@@ -6,6 +6,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from .arrays import where
+
 A = TypeVar("A")
 
 
@@ -13,18 +15,8 @@ def normalized_difference(a: A, b: A) -> A:
     """(a - b) / (a + b); NaN where the denominator is zero."""
     total = a + b  # type: ignore[operator]
     # where() keeps this lazy for dask and xarray inputs and avoids divide-by-zero warnings
-    safe = _where(total == 0, np.nan, total)
+    safe = where(total == 0, np.nan, total)
     return (a - b) / safe  # type: ignore[operator,return-value]
-
-
-def _where(cond, x, y):  # noqa: ANN001, ANN202 - dispatches on array type
-    if hasattr(cond, "where") and hasattr(cond, "dims"):  # xarray
-        return y.where(~cond, x)
-    import dask.array as da
-
-    if isinstance(cond, da.Array):
-        return da.where(cond, x, y)
-    return np.where(cond, x, y)
 
 
 def ndvi(b04: A, b08: A) -> A:

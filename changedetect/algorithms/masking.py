@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .arrays import is_lazy
 from .clouds import (
     MIN_OBSERVATIONS,
     MULTITEMPORAL_DILATION_M,
@@ -159,18 +160,14 @@ def _computed_mask(
         raise ValueError(f"the cloud mask needs band(s) {', '.join(missing)}, not in the imagery")
     template = stack[bands[0]]
     names = list(bands)
-    cube = (
-        da.stack([da.asarray(stack[b].data) for b in names])
-        if any(isinstance(stack[b].data, da.Array) for b in names)
-        else np.stack([np.asarray(stack[b].data) for b in names])
-    )
 
     def compute(block: np.ndarray) -> np.ndarray:
         return per_block(block, names)
 
-    if isinstance(cube, da.Array):
-        spatial = template.data.chunks[1:] if isinstance(template.data, da.Array) else "auto"
-        cube = cube.rechunk((-1, time_chunk, *spatial))  # type: ignore[arg-type]
+    if is_lazy(*(stack[b] for b in names)):
+        cube = da.stack([da.asarray(stack[b].data) for b in names])
+        spatial = template.data.chunks[1:] if is_lazy(template) else "auto"
+        cube = cube.rechunk((-1, time_chunk, *spatial))
         halo_y = min(halo, *cube.chunks[2])
         halo_x = min(halo, *cube.chunks[3])
         masked = da.map_overlap(
@@ -183,5 +180,5 @@ def _computed_mask(
             meta=np.array((), dtype=bool),
         )
     else:
-        masked = compute(cube)
+        masked = compute(np.stack([np.asarray(stack[b].data) for b in names]))
     return xr.DataArray(masked, coords=template.coords, dims=template.dims)

@@ -23,7 +23,8 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.optimization import cull
 
-from ..algorithms.detect import ChangeInputs, ChangeTest, index_feature_values, split_inputs
+from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
+from ..algorithms.detect.features import index_feature_values
 from ..types import ANALYSIS_BANDS
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.

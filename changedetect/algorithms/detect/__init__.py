@@ -45,7 +45,7 @@ neighbourhood operation runs with a full overlap, so the result does not depend 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -58,9 +58,11 @@ from scipy.stats import chi2, norm
 
 from ...models import Composite
 from ...types import ANALYSIS_BANDS
+from ..arrays import as_dask
 from ..composite import MAD_TO_SIGMA
-from ..indices import bsi, mndwi, ndbi, ndvi
+from ..indices import mndwi, ndvi
 from . import kernels
+from .features import index_features
 
 #: Default per-pixel false-alarm rate of the stand-alone test (Gaussian no-change model). Real
 #: imagery has heavier tails than Gaussian noise, so the realised rate on unchanged ground is higher.
@@ -82,9 +84,6 @@ SUPPORT_SHARE = 0.5
 #: NDVI above which ground counts as densely vegetated (after dark-object subtraction): closed
 #: canopy and green crops lie above 0.5, sparse cover and grass below (the usual NDVI classes).
 VEGETATED_NDVI = 0.5
-#: NDVI below which a pixel's spectrum counts as bare or built ground for the surface-material
-#: features (the classifier's BARE_NDVI, 0.22, plus a margin for haze, which lowers NDVI).
-BARE_FEATURE_NDVI = 0.3
 #: NDVI (after dark-object subtraction, on its 3x3 median) below which the ground after is bare:
 #: rock, spoil and dark soil lie at about 0.05-0.15, a harvested field keeps stubble and litter
 #: (0.2 and more) and a drying crop its leaves. Vegetation that gave way to bare ground is a
@@ -142,70 +141,6 @@ class ChangeLayers:
     """Gaussian-equivalent z of the stand-alone per-pixel test (norm.isf(false_alarm_rate))."""
     diagnostics: dict[str, Any] = field(default_factory=dict)
     """Global statistics estimated from the sample (gains, scales, chi-square fit, offsets)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Features
-# ----------------------------------------------------------------------------------------------
-
-
-def index_feature_values(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
-    """Indices on both dates, their differences and the after-state colour the classifier uses,
-    from band arrays (numpy, dask or xarray alike)."""
-    feats: dict[str, Any] = {}
-    for tag, ds in (("before", before), ("after", after)):
-        feats[f"ndvi_{tag}"] = ndvi(ds["B04"], ds["B08"])
-        feats[f"bsi_{tag}"] = bsi(ds["B02"], ds["B04"], ds["B08"], ds["B11"])
-        feats[f"ndbi_{tag}"] = ndbi(ds["B08"], ds["B11"])
-        feats[f"mndwi_{tag}"] = mndwi(ds["B03"], ds["B11"])
-        feats[f"brightness_{tag}"] = sum(ds[b] for b in ANALYSIS_BANDS) / len(ANALYSIS_BANDS)
-    feats["d_ndvi"] = feats["ndvi_after"] - feats["ndvi_before"]
-    feats["d_bsi"] = feats["bsi_after"] - feats["bsi_before"]
-    feats["d_ndbi"] = feats["ndbi_after"] - feats["ndbi_before"]
-    feats["d_brightness"] = feats["brightness_after"] - feats["brightness_before"]
-    # visible colour of the after state: soil and rock are red (B04 > B02), concrete is grey;
-    visible = (after["B02"] + after["B03"] + after["B04"]) / 3.0
-    feats["redness_after"] = (after["B04"] - after["B02"]) / _positive(visible)
-    # its square: with the patch mean of both, the patch's colour variety (a mosaic of roofs is
-    # varied, rock or soil is not)
-    feats["redness_after_sq"] = feats["redness_after"] ** 2
-    # on bare or built pixels only (NDVI after below BARE_FEATURE_NDVI; NaN elsewhere, which the
-    # patch means skip, so vegetated pixels at a patch's rim do not count):
-    bare = feats["ndvi_after"] < BARE_FEATURE_NDVI
-    # the after spectrum as a unit vector: its patch means give the spread of spectral angles over
-    # the new surface, 1 - |mean unit vector|^2, blind to brightness (shading, slope, sun)
-    norm = _positive(sum(after[b] ** 2 for b in ANALYSIS_BANDS) ** 0.5)
-    for b in ANALYSIS_BANDS:
-        feats[f"unit_{b}_bare"] = _where_or_nan(bare, after[b] / norm)
-    # log SWIR-1 brightness (the band least touched by haze) and its square: their patch means
-    # give the spread of brightness over the surface (benches and faces of a rock cut; a slab or
-    # a roof is smooth)
-    log_swir = _where_or_nan(bare, np.log(_positive(after["B11"])))
-    feats["log_swir_bare"] = log_swir
-    feats["log_swir_bare_sq"] = log_swir**2
-    return feats
-
-
-def _where_or_nan(cond: Any, x: Any) -> Any:
-    """`x` where `cond`, NaN elsewhere (numpy, dask or xarray alike)."""
-    if isinstance(x, xr.DataArray):
-        return x.where(cond)
-    if isinstance(x, da.Array) or isinstance(cond, da.Array):
-        return da.where(cond, x, np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.where(cond, x, np.nan)
-
-
-def _positive(x: Any) -> Any:
-    """`x` where it is > 0, NaN elsewhere (a safe denominator)."""
-    with np.errstate(invalid="ignore"):
-        return _where_or_nan(x > 0, x)
-
-
-def index_features(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
-    """:func:`index_feature_values` of two composites as a float32 dataset."""
-    feats = index_feature_values(before, after)
-    return xr.Dataset({k: v.astype("float32") for k, v in feats.items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -650,15 +585,9 @@ def _noise_ratio(samples: Sequence[Sample], valid: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_dask(arr: Any, chunks: Any | None = None) -> da.Array:
-    if isinstance(arr, da.Array):
-        return arr if chunks is None else arr.rechunk(chunks)
-    return da.from_array(np.asarray(arr), chunks=chunks if chunks is not None else 1024)
-
-
 def _cube(ds: xr.Dataset, chunks: Any | None = None) -> da.Array:
     """(band, y, x) float32 dask array of the analysis bands."""
-    layers = [_as_dask(ds[b].data, chunks).astype(np.float32) for b in ANALYSIS_BANDS]
+    layers = [as_dask(ds[b].data, chunks).astype(np.float32) for b in ANALYSIS_BANDS]
     return da.stack(layers).rechunk({0: _K})
 
 
@@ -790,9 +719,9 @@ def split_inputs(block: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _valid_count(comp: Composite, chunks: Any) -> da.Array:
     if comp.valid_count is not None:
-        return _as_dask(comp.valid_count.data, chunks)
+        return as_dask(comp.valid_count.data, chunks)
     # a composite without counts: one observation wherever it has data
-    return da.isfinite(_as_dask(comp.bands[ANALYSIS_BANDS[0]].data, chunks)).astype(np.int16)
+    return da.isfinite(as_dask(comp.bands[ANALYSIS_BANDS[0]].data, chunks)).astype(np.int16)
 
 
 def _stack_layers(*layers: np.ndarray) -> np.ndarray:
@@ -839,11 +768,11 @@ def prepare_change_test(
     # every layer of a chunk stacked by one copy (a stack-then-concatenate graph copies each
     # chunk three or four times, which costs as much as the test itself)
     composites = [before.bands, after.bands]
-    layers = [_as_dask(ds[b].data, chunks) for ds in composites for b in ANALYSIS_BANDS]
+    layers = [as_dask(ds[b].data, chunks) for ds in composites for b in ANALYSIS_BANDS]
     if g.use_spread:
         for comp in (before, after):
             if comp.spread is not None and all(b in comp.spread for b in ANALYSIS_BANDS):
-                layers += [_as_dask(comp.spread[b].data, chunks) for b in ANALYSIS_BANDS]
+                layers += [as_dask(comp.spread[b].data, chunks) for b in ANALYSIS_BANDS]
             else:
                 missing = da.full(b_cube.shape[1:], np.nan, dtype=np.float32, chunks=chunks)
                 layers += [missing] * _K
