@@ -190,9 +190,7 @@ STAGES = {
     "stats": ("prepare_change_test",),
     "pass": ("run_pass",),
     "patches": (
-        "clean_mask",
-        "label_patches",
-        "core_mask",
+        "label_changed_pixels",
         "patch_statistics",
         "label_counts",
         "build_patches",

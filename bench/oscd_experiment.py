@@ -27,7 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject
 
 from changedetect.algorithms.detect import detect_change
-from changedetect.algorithms.patches import clean_mask, core_mask, label_patches
+from changedetect.algorithms.patches import clean_mask, label_patches
 from changedetect.models import Composite, TimeWindow
 from changedetect.types import ANALYSIS_BANDS
 
@@ -92,7 +92,7 @@ def predicted_mask(disturbed: np.ndarray, min_pixels: int = MIN_PIXELS) -> np.nd
     """The patch stage's view of a decision, as the pipeline runs it: closed with a 3x3 disk,
     components without a core pixel or under the mapping unit dropped, holes filled."""
     closed = clean_mask(disturbed, radius=1)
-    labels, _ = label_patches(closed, min_pixels=min_pixels, seeds=core_mask(closed, radius=1))
+    labels, _ = label_patches(closed, min_pixels=min_pixels, seed_radius=1)
     return labels > 0
 
 

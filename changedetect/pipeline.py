@@ -29,10 +29,8 @@ from .algorithms.detect import prepare_change_test
 from .algorithms.masking import CloudMask, choose_cloud_mask, valid_mask
 from .algorithms.patches import (
     build_patches,
-    clean_mask,
-    core_mask,
+    label_changed_pixels,
     label_counts,
-    label_patches,
     patch_statistics,
     relabel,
 )
@@ -554,14 +552,9 @@ def analyse(
         say(f"[{options.aoi}] valid on both dates: {coverage:.1%} of the grid")
         px_area = pixel_area_m2(grid)
         min_pixels = max(1, int(np.ceil(det.min_area_m2 / px_area - 1e-9)))
-        mask = np.zeros(grid.height * grid.width, dtype=bool)
-        mask[gathered.flat_index] = True
-        closed = clean_mask(mask.reshape(grid.shape), radius=CLEAN_RADIUS)
-        del mask
-        labels, n = label_patches(
-            closed, min_pixels=min_pixels, seeds=core_mask(closed, radius=CLEAN_RADIUS)
+        labels, n = label_changed_pixels(
+            gathered.flat_index, grid.shape, radius=CLEAN_RADIUS, min_pixels=min_pixels
         )
-        del closed
         stats = patch_statistics(labels, n, gathered.flat_index, gathered.values)
         pixel_counts = label_counts(labels, n)
         patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)

@@ -5,7 +5,6 @@ from affine import Affine
 from changedetect.algorithms.patches import (
     build_patches,
     clean_mask,
-    core_mask,
     label_patches,
     patch_statistics,
 )
@@ -22,7 +21,7 @@ def blob_mask(shape=(120, 120)):
 def test_one_disk_is_one_patch_speckle_and_small_dropped():
     mask = blob_mask()
     closed = clean_mask(mask)
-    labels, n = label_patches(closed, min_pixels=10, seeds=core_mask(closed))
+    labels, n = label_patches(closed, min_pixels=10, seed_radius=1)
     assert n == 1
     area = np.count_nonzero(labels == 1)
     assert area == pytest.approx(np.pi * 30**2, rel=0.03)
@@ -70,6 +69,53 @@ def test_thin_lines_dropped_small_compact_patches_kept_whole():
     blob[24, 21] = True
     mask |= blob
     closed = clean_mask(mask)
-    labels, n = label_patches(closed, min_pixels=10, seeds=core_mask(closed))
+    labels, n = label_patches(closed, min_pixels=10, seed_radius=1)
     assert n == 1
     assert (labels > 0).sum() == blob.sum()  # kept whole, rim included
+
+
+def test_cleaning_and_seeding_strip_by_strip_equal_the_whole_grid_operations(monkeypatch):
+    from scipy import ndimage
+    from skimage import morphology
+
+    import changedetect.algorithms.patches as patches
+
+    rng = np.random.default_rng(5)
+    # speckle, blobs and lines that cross the strips' borders, and touch the grid's edges
+    mask = rng.random((97, 61)) < 0.12
+    for cy, cx, r in rng.integers(0, 97, (25, 3)) % [97, 61, 6]:
+        yy, xx = np.ogrid[:97, :61]
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= (r + 1) ** 2
+    mask[:, 30] = True
+    mask[0, :] = True
+    monkeypatch.setattr(patches, "STRIP_ROWS", 7)
+    for radius in (1, 2):
+        disk = morphology.disk(radius)
+        closed = ndimage.binary_closing(mask, structure=disk, border_value=0)
+        core = ndimage.binary_erosion(closed, structure=disk, border_value=0)
+        np.testing.assert_array_equal(patches.clean_mask(mask, radius=radius), closed)
+        np.testing.assert_array_equal(patches.core_mask(closed, radius=radius), core)
+        # seeds: a component stays when any of its pixels is a core pixel of the whole grid
+        labels, n = label_patches(closed, min_pixels=3, seed_radius=radius)
+        whole, n_whole = ndimage.label(closed, structure=np.ones((3, 3), bool))
+        seeded = np.unique(whole[core])
+        sizes = np.bincount(whole.ravel())
+        expected = [k for k in seeded if k > 0 and sizes[k] >= 3]
+        assert n == len(expected) > 2
+        # each kept component labelled whole, in raster order
+        firsts = [np.flatnonzero(whole.ravel() == k)[0] for k in expected]
+        np.testing.assert_array_equal(labels.ravel()[firsts], np.arange(1, n + 1))
+        for k in expected:
+            assert (labels[whole == k] == labels.ravel()[firsts[expected.index(k)]]).all()
+
+
+def test_labels_from_changed_pixels_are_those_of_the_cleaned_mask():
+    from changedetect.algorithms.patches import label_changed_pixels
+
+    mask = blob_mask()
+    mask[40:44, 100:118] = True
+    mask[70, 5:40] = True  # a line without a core: dropped
+    labels, n = label_changed_pixels(np.flatnonzero(mask), mask.shape, radius=1, min_pixels=10)
+    expected, n_expected = label_patches(clean_mask(mask), min_pixels=10, seed_radius=1)
+    assert n == n_expected == 2
+    np.testing.assert_array_equal(labels, expected)

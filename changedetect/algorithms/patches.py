@@ -6,7 +6,7 @@ and labelling run on that whole mask, so a patch that crosses chunk borders come
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from affine import Affine
@@ -23,7 +23,10 @@ def clean_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
     """Morphological closing with a disk: bridges gaps of about `radius` pixels inside patches."""
     if radius < 1:
         return mask.astype(bool)
-    return ndimage.binary_closing(mask, structure=morphology.disk(radius), border_value=0)
+    disk = morphology.disk(radius)
+    return _by_strips(
+        mask, lambda m: ndimage.binary_closing(m, structure=disk, border_value=0), 2 * radius
+    )
 
 
 def core_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
@@ -35,27 +38,79 @@ def core_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
     """
     if radius < 1:
         return mask.astype(bool)
+    return _by_strips(mask, lambda m: _eroded(m, radius), radius)
+
+
+def _eroded(mask: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.binary_erosion(mask, structure=morphology.disk(radius), border_value=0)
 
 
+def _by_strips(
+    mask: np.ndarray, operation: Callable[[np.ndarray], np.ndarray], reach: int
+) -> np.ndarray:
+    """A binary morphology whose result at a pixel depends on the pixels up to `reach` rows away
+    (the grid's edges read as 0), computed strip by strip with that many rows of context: the
+    whole-grid result, with temporaries the size of a strip (scipy's closing holds two more
+    whole-grid arrays)."""
+    out = np.empty(mask.shape, dtype=bool)
+    height = mask.shape[0]
+    for rows in _strips(height):
+        top, bottom = max(rows.start - reach, 0), min(rows.stop + reach, height)
+        out[rows] = operation(mask[top:bottom])[rows.start - top : rows.stop - top]
+    return out
+
+
 def label_patches(
-    mask: np.ndarray, *, min_pixels: int, seeds: np.ndarray | None = None
+    mask: np.ndarray, *, min_pixels: int, seed_radius: int | None = None
 ) -> tuple[np.ndarray, int]:
     """8-connected labels of `mask` with holes filled; components below `min_pixels`, or without
-    any of the `seeds` (see :func:`core_mask`), removed.
+    a core pixel of radius `seed_radius` (see :func:`core_mask`), removed.
 
     Labels are renumbered 1..n in raster order so that the same mask always gives the same labels.
     """
+    labels, n = _components(mask)
+    return _kept(labels, n, min_pixels, seed_radius)
+
+
+def label_changed_pixels(
+    flat_index: np.ndarray, shape: tuple[int, int], *, radius: int, min_pixels: int
+) -> tuple[np.ndarray, int]:
+    """:func:`label_patches` of the :func:`clean_mask` of the pixels at `flat_index` (raveled
+    positions on a grid of `shape`), with the seeds of :func:`core_mask`, each whole-grid mask
+    let go as soon as the next exists: the labels are the only grid-sized array left."""
+    mask = np.zeros(shape[0] * shape[1], dtype=bool)
+    mask[flat_index] = True
+    closed = clean_mask(mask.reshape(shape), radius=radius)
+    del mask
+    labels, n = _components(closed)
+    del closed
+    return _kept(labels, n, min_pixels, radius)
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels = np.empty(mask.shape, dtype=np.int32)
     n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=labels)
+    return labels, n
+
+
+def _kept(
+    labels: np.ndarray, n: int, min_pixels: int, seed_radius: int | None
+) -> tuple[np.ndarray, int]:
+    """The components of `labels` that are large enough and seeded, renumbered, holes filled."""
     if n == 0:
         return labels, 0
     sizes = label_counts(labels, n)
     keep = sizes >= min_pixels
-    if seeds is not None:
+    if seed_radius is not None:
+        # the seeds strip by strip, from the labels: a whole-grid mask and core mask would be
+        # two more grid-sized arrays
         seeded = np.zeros(n + 1, dtype=bool)
-        for rows in _strips(labels.shape[0]):
-            seeded[labels[rows][seeds[rows] & mask[rows]]] = True
+        height = labels.shape[0]
+        for rows in _strips(height):
+            top, bottom = max(rows.start - seed_radius, 0), min(rows.stop + seed_radius, height)
+            core = core_mask(labels[top:bottom] > 0, radius=seed_radius)[rows.start - top :]
+            own = labels[rows]
+            seeded[own[core[: rows.stop - rows.start] & (own > 0)]] = True
         keep &= seeded
     keep[0] = False
     remap = np.zeros(n + 1, dtype=np.int32)
