@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import rasterio
 import rasterio.windows
@@ -26,6 +27,7 @@ from .algorithms.alerts import (
     advance,
     site_sighting,
 )
+from .algorithms.patches import BlockPixels, block_pixels
 from .grids import WGS84, footprint_pixels, reproject_geometry
 from .models import Composite, GridSpec, Patch, PatchClue
 from .types import ANALYSIS_BANDS
@@ -108,35 +110,79 @@ def site_views(
     sides: Sequence[tuple[xr.Dataset, Composite]],
 ) -> dict[int, SiteView]:
     """For each patch (by label), every acquisition of the before and after `sides` (a stack and
-    the composite built from it, whose validity mask it reuses) over its pixels. Only
-    the patches' bounding windows are read, all in one dask computation, from the stacks
-    themselves (no composite is computed again)."""
-    cubes, days, members = [], [], []
+    the composite built from it, whose validity mask it reuses) over its pixels, in raster order.
+    Read from the stacks themselves (no composite is computed again) in one dask computation,
+    one task per chunk holding any patch pixel: slicing the stacks patch by patch made a graph
+    that grew with patches x chunks, and its culling took most of the time on scenes with
+    thousands of patches."""
+    if not patches:
+        return {}
+    wanted = [p.label for p in patches]
+    layout = None  # (spatial chunks, where the patch pixels lie in them): the sides share a grid
+    gathers, days, members, shapes = [], [], [], []
     for stack, comp in sides:
         if comp.valid is None:
             raise ValueError("site_views needs composites that carry their validity mask")
-        valid = comp.valid
         # every acquisition of the stack: those the composite was made of, and on the before side
         # the history beside a seasonal baseline (comp.members tells them apart)
         members.append(comp.members)
         cube = stack[list(ANALYSIS_BANDS)].to_array("band").data.transpose(1, 0, 2, 3)
-        cubes.append((cube, valid.data))
+        cube = da.asarray(cube)
+        # whole time and band axes per block, so one task gathers a chunk's pixels; merging
+        # chunks along those axes only concatenates them (the values are those of any slice)
+        cube = cube.rechunk({0: -1, 1: -1})
+        valid = da.asarray(comp.valid.data).rechunk((-1, *cube.chunks[2:]))
+        if layout is None or layout[0] != cube.chunks[2:]:
+            layout = (cube.chunks[2:], block_pixels(labels, wanted, *cube.chunks[2:]))
+        pixels = layout[1]
+        # not optimised one by one: each would fuse the chunk reads into its own tasks, and the
+        # bands were read once for the observations and again for the validity mask (2,600
+        # chunk reads instead of 1,400 on the 5,000 px bench scene)
+        cube_blocks = cube.to_delayed(optimize_graph=False)
+        valid_blocks = valid.to_delayed(optimize_graph=False)
+        gathers.append(
+            [
+                dask.delayed(_gather_block)(cube_blocks[0, 0, i, j], valid_blocks[0, i, j], at)
+                for i, j, at in pixels.blocks
+            ]
+        )
+        shapes.append((pixels, cube.shape[:2], cube.dtype))
         days.append([str(np.datetime64(t, "D")) for t in stack["time"].values])
-    windows = []
-    for p in patches:
-        r0, c0, r1, c1 = p.bbox_rc
-        windows.append([(c[:, :, r0:r1, c0:c1], v[:, r0:r1, c0:c1]) for c, v in cubes])
-    (read,) = dask.compute(windows) if windows else ([],)
+    (read,) = dask.compute(gathers)
+    per_side = []
+    for pixels, (n_times, n_bands), dtype in shapes:
+        blocks = read.pop(0)  # let each side's pieces go once they are joined
+        obs = np.concatenate(
+            [np.empty((n_times, n_bands, 0), dtype), *(b for b, _ in blocks)], axis=-1
+        )
+        clear = np.concatenate([np.empty((n_times, 0), bool), *(v for _, v in blocks)], axis=-1)
+        per_side.append((pixels, obs, clear))
+        del blocks
     views = {}
-    for p, ((b, b_ok), (a, a_ok)) in zip(patches, read, strict=True):
-        r0, c0, r1, c1 = p.bbox_rc
-        inside = labels[r0:r1, c0:c1] == p.label
-        views[p.label] = SiteView(
-            np.asarray(b)[:, :, inside], np.asarray(b_ok)[:, inside].astype(bool), days[0],
-            np.asarray(a)[:, :, inside], np.asarray(a_ok)[:, inside].astype(bool), days[1],
-            before_baseline=members[0],
-        )  # fmt: skip
+    for p in patches:
+        (b, b_ok), (a, a_ok) = (_site_pixels(side, p.label) for side in per_side)
+        views[p.label] = SiteView(b, b_ok, days[0], a, a_ok, days[1], before_baseline=members[0])
     return views
+
+
+def _gather_block(
+    cube: np.ndarray, valid: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's (time, band, y, x) observations and (time, y, x) validity at `positions`
+    (flat, inside the chunk)."""
+    obs = np.asarray(cube).reshape(*cube.shape[:2], -1)[:, :, positions]
+    clear = np.asarray(valid).reshape(valid.shape[0], -1)[:, positions].astype(bool)
+    return obs, clear
+
+
+def _site_pixels(
+    side: tuple[BlockPixels, np.ndarray, np.ndarray], label: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One patch's observations and validity on one side, as contiguous copies in raster order."""
+    pixels, obs, clear = side
+    start, stop = pixels.spans.get(label, (0, 0))
+    take = pixels.order[start:stop]
+    return obs[:, :, take], clear[:, take]
 
 
 def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:

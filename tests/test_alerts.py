@@ -424,3 +424,59 @@ def test_a_stable_site_seen_by_one_noisy_acquisition_is_recognised_as_seen_befor
     # the control: a new quarry on that forest is no recurrence
     forest = np.stack([FOREST * g + rng.normal(0, 0.01, (6, 60)) for g in gains])
     assert not SiteView(forest, clear, days, after, clear[:1], ["2025-05-01"]).recurs()
+
+
+def test_site_views_read_each_patch_as_its_own_window_does():
+    """site_views gathers the patches' pixels chunk by chunk; the result must be what slicing
+    each patch's bounding window out of the stacks gives, pixel for pixel, in raster order."""
+    import dask.array as da
+    import xarray as xr
+
+    from changedetect.alerting import site_views
+    from changedetect.algorithms.patches import build_patches
+    from changedetect.models import Composite
+    from changedetect.types import ANALYSIS_BANDS
+
+    from .test_patches import many_patches
+
+    labels, n = many_patches()
+    patches = build_patches(
+        labels, n, GRID.transform, {}, np.bincount(labels.ravel(), minlength=n + 1) * 100.0
+    )
+    rng = np.random.default_rng(5)
+
+    def side(n_times, day):
+        shape = (n_times, *labels.shape)
+        bands = {}
+        for b in ANALYSIS_BANDS:
+            data = rng.random(shape).astype(np.float32)
+            data[rng.random(shape) < 0.05] = np.nan
+            bands[b] = (("time", "y", "x"), da.from_array(data, chunks=(1, 40, 50)))
+        times = np.array([f"{day}T00:00:{t:02d}" for t in range(n_times)], dtype="M8[ns]")
+        stack = xr.Dataset(bands, coords={"time": times})
+        clear = da.from_array(rng.random(shape) > 0.2, chunks=(1, 40, 50))
+        members = np.arange(n_times) % 2 == 0
+        comp = Composite(None, None, None, [], valid=xr.DataArray(clear), members=members)
+        return stack, comp
+
+    sides = [side(4, "2024-05-01"), side(2, "2025-05-01")]
+    views = site_views(patches, labels, sides)
+    assert len(patches) == n and set(views) == set(range(1, n + 1))
+    cubes = [
+        (np.stack([s[b].values for b in ANALYSIS_BANDS], axis=1), c.valid.values) for s, c in sides
+    ]
+    for p in patches:
+        r0, c0, r1, c1 = p.bbox_rc
+        inside = labels[r0:r1, c0:c1] == p.label
+        view = views[p.label]
+        (b, b_ok), (a, a_ok) = (
+            (cube[:, :, r0:r1, c0:c1][:, :, inside], valid[:, r0:r1, c0:c1][:, inside])
+            for cube, valid in cubes
+        )
+        for got, expected in ((view.before, b), (view.before_clear, b_ok),
+                              (view.after, a), (view.after_clear, a_ok)):  # fmt: skip
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
+        assert view.before_days == ["2024-05-01"] * 4 and view.after_days == ["2025-05-01"] * 2
+        np.testing.assert_array_equal(view.before_baseline, sides[0][1].members)
+    assert site_views([], labels, sides) == {}

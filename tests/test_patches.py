@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 from affine import Affine
+from scipy import ndimage
 
 from changedetect.algorithms.patches import (
+    block_pixels,
     build_patches,
     clean_mask,
     label_patches,
@@ -119,3 +121,69 @@ def test_labels_from_changed_pixels_are_those_of_the_cleaned_mask():
     expected, n_expected = label_patches(clean_mask(mask), min_pixels=10, seed_radius=1)
     assert n == n_expected == 2
     np.testing.assert_array_equal(labels, expected)
+
+
+def many_patches(shape=(157, 133), seed=3):
+    """Labels of many patches: random blobs (several touching the grid's edges, some 8-connected
+    only by a corner), a ring whose hole holds another patch, two patches side by side, a
+    one-pixel patch in a corner; labels 1..n with none missing."""
+    rng = np.random.default_rng(seed)
+    mask = ndimage.binary_dilation(rng.random(shape) > 0.993, iterations=3)
+    labels, n = label_patches(mask, min_pixels=1)
+    labels[100:130, 0:45] = 0
+    labels[100:130, 0:30] = n + 1  # the ring, on the left edge
+    labels[108:122, 8:22] = 0
+    labels[111:119, 11:19] = n + 2  # the patch in its hole
+    labels[100:130, 30:40] = n + 3  # beside the ring, touching it
+    labels[-1, -1] = n + 4
+    remap = np.zeros(n + 5, dtype=np.int32)
+    present = np.unique(labels)
+    remap[present] = np.arange(present.size, dtype=np.int32)
+    return remap[labels], present.size - 1
+
+
+def straightforward_pixels(values, labels, label):
+    """One label's values over its bounding box, in raster order: what block_pixels replaces."""
+    objects = ndimage.find_objects(labels)
+    if label > len(objects) or objects[label - 1] is None:
+        return values[..., :0, :0].reshape(*values.shape[:-2], 0)
+    rows, cols = objects[label - 1]
+    return values[..., rows, cols][..., labels[rows, cols] == label]
+
+
+@pytest.mark.parametrize(
+    ("row_chunks", "col_chunks"),
+    [((40, 40, 40, 37), (50, 50, 33)), ((157,), (133,)), ((16,) * 9 + (13,), (7,) * 19)],
+)
+def test_block_pixels_gather_each_label_as_its_window_does(row_chunks, col_chunks):
+    labels, n = many_patches()
+    assert n > 40
+    values = np.random.default_rng(0).random((2, 3, *labels.shape)).astype(np.float32)
+    values[0, 1, ::7, ::5] = np.nan
+    # every label, one that has no pixel, and a few left out on purpose
+    wanted = [k for k in range(1, n + 1) if k % 5] + [n + 10]
+    pixels = block_pixels(labels, wanted, row_chunks, col_chunks)
+    starts = np.cumsum((0, *row_chunks)), np.cumsum((0, *col_chunks))
+    gathered = np.concatenate(
+        [
+            values[..., starts[0][i] : starts[0][i + 1], starts[1][j] : starts[1][j + 1]].reshape(
+                *values.shape[:2], -1
+            )[..., at]
+            for i, j, at in pixels.blocks
+        ],
+        axis=-1,
+    )
+    assert gathered.shape[-1] == np.isin(labels, wanted).sum()
+    assert set(pixels.spans) == set(wanted)
+    for label in wanted:
+        start, stop = pixels.spans[label]
+        got = gathered[..., pixels.order[start:stop]]
+        expected = straightforward_pixels(values, labels, label)
+        assert got.shape == expected.shape, label
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_block_pixels_refuses_blocks_that_do_not_tile_the_grid():
+    labels, _ = many_patches()
+    with pytest.raises(ValueError, match="do not tile"):
+        block_pixels(labels, [1], (100,), (133,))

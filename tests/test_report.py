@@ -516,3 +516,35 @@ def test_report_renders_offline_in_chromium(tmp_path):
     # the overview decoded and drew: its yellow outlines are on screen
     yellow = (image[..., 0] > 220) & (image[..., 1] > 190) & (image[..., 2] < 60)
     assert yellow.sum() > 200
+
+
+def test_numbers_go_where_checking_every_earlier_number_puts_them():
+    """The overview numbers its clues against a grid index of the labels already placed; it must
+    place each exactly where comparing with every earlier label does, crowded or not."""
+    from changedetect.io.sinks.report import _overlaps, _place_label, _Taken
+
+    class Every:
+        def __init__(self):
+            self.boxes = []
+
+        def add(self, b):
+            self.boxes.append(b)
+
+        def hides(self, b):
+            return any(_overlaps(b, other) for other in self.boxes)
+
+    rng = np.random.default_rng(2)
+    image = (900, 700)
+    indexed, every = _Taken(), Every()
+    crowded = 0
+    for k in range(3000):
+        x, y = rng.uniform(-20, 920), rng.uniform(-20, 720)
+        box_ = (x, y, x + rng.uniform(0, 30), y + rng.uniform(0, 30))
+        size = (rng.uniform(8, 60), rng.uniform(12, 30)) if k % 50 else (2000.0, 2000.0)
+        a = _place_label(box_, size, image, indexed)
+        b = _place_label(box_, size, image, every)
+        assert a == b, k
+        crowded += indexed.hides(a)
+        indexed.add(a)
+        every.add(b)
+    assert crowded > 1000  # most of them found no free spot: every candidate was compared

@@ -6,7 +6,8 @@ and labelling run on that whole mask, so a patch that crosses chunk borders come
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
@@ -217,3 +218,68 @@ def build_patches(
             )
         )
     return patches
+
+
+@dataclass(frozen=True)
+class BlockPixels:
+    """Where the pixels of some labels lie in a grid cut into blocks, for gathering them from a
+    chunked (dask) array one block at a time rather than one label's window at a time.
+
+    Gathering ``flat_block[..., positions]`` from each of `blocks` in turn and concatenating the
+    results along the pixel axis gives every wanted pixel once; taking ``order[start:stop]`` of
+    that (with ``(start, stop) = spans[label]``) gives one label's pixels in raster order, which
+    is the order of ``window[..., labels[window] == label]``.
+    """
+
+    blocks: list[tuple[int, int, np.ndarray]]
+    """(block row, block column, flat positions inside the block) of each block holding any."""
+    order: np.ndarray
+    """Permutation of the concatenated pixels into label order, raster order within a label."""
+    spans: dict[int, tuple[int, int]]
+    """label -> (start, stop) in `order`; an empty span for a wanted label without a pixel."""
+
+
+def block_pixels(
+    labels: np.ndarray,
+    wanted: Sequence[int],
+    row_chunks: Sequence[int],
+    col_chunks: Sequence[int],
+) -> BlockPixels:
+    """The pixels of the `wanted` labels, block by block (blocks of `row_chunks` x `col_chunks`
+    pixels, as dask's ``chunks`` gives them); see :class:`BlockPixels`."""
+    if sum(row_chunks) != labels.shape[0] or sum(col_chunks) != labels.shape[1]:
+        raise ValueError(f"blocks {sum(row_chunks)}x{sum(col_chunks)} do not tile {labels.shape}")
+    wanted_labels = np.unique(np.asarray(wanted, dtype=np.int64))
+    wanted_labels = wanted_labels[wanted_labels > 0]
+    lookup = np.zeros(int(wanted_labels[-1]) + 2 if wanted_labels.size else 1, dtype=bool)
+    lookup[wanted_labels] = True
+    top = len(lookup) - 1  # any label above the last wanted one maps here (never wanted)
+    width = labels.shape[1]
+    blocks: list[tuple[int, int, np.ndarray]] = []
+    found_labels, found_index = [], []
+    r0 = 0
+    for i, height in enumerate(row_chunks):
+        c0 = 0
+        for j, block_width in enumerate(col_chunks):
+            lab = labels[r0 : r0 + height, c0 : c0 + block_width]
+            hit = lookup[np.minimum(lab, top)]
+            positions = np.flatnonzero(hit)
+            if positions.size:
+                blocks.append((i, j, positions))
+                found_labels.append(lab.ravel()[positions])
+                rows, cols = np.divmod(positions, block_width)
+                found_index.append((rows + r0).astype(np.int64) * width + (cols + c0))
+            c0 += block_width
+        r0 += height
+    pixel_labels = np.concatenate(found_labels) if found_labels else np.zeros(0, np.int32)
+    index = np.concatenate(found_index) if found_index else np.zeros(0, np.int64)
+    # raster index is unique, so this sort has no ties: the order is fully determined
+    order = np.lexsort((index, pixel_labels))
+    sorted_labels = pixel_labels[order]
+    starts = np.searchsorted(sorted_labels, wanted_labels, side="left")
+    stops = np.searchsorted(sorted_labels, wanted_labels, side="right")
+    spans = {
+        int(label): (int(a), int(b))
+        for label, a, b in zip(wanted_labels, starts, stops, strict=True)
+    }
+    return BlockPixels(blocks, order, spans)
