@@ -26,6 +26,7 @@ from .algorithms.clouds import MIN_OBSERVATIONS, S2CLOUDLESS_BANDS
 from .algorithms.clues import confidence_level, load_clue_model, object_features, priority_for
 from .algorithms.composite import composite
 from .algorithms.detect import prepare_change_test
+from .algorithms.detect.features import pixel_features
 from .algorithms.masking import CloudMask, choose_cloud_mask, valid_mask
 from .algorithms.patches import (
     build_patches,
@@ -555,7 +556,9 @@ def analyse(
         labels, n = label_changed_pixels(
             gathered.flat_index, grid.shape, radius=CLEAN_RADIUS, min_pixels=min_pixels
         )
-        stats = patch_statistics(labels, n, gathered.flat_index, gathered.values)
+        stats = patch_statistics(
+            labels, n, gathered.flat_index, gathered.values, derive=pixel_features
+        )
         pixel_counts = label_counts(labels, n)
         patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)
         clues = make_clues(

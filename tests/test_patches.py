@@ -187,3 +187,31 @@ def test_block_pixels_refuses_blocks_that_do_not_tile_the_grid():
     labels, _ = many_patches()
     with pytest.raises(ValueError, match="do not tile"):
         block_pixels(labels, [1], (100,), (133,))
+
+
+def test_statistics_of_derived_values_in_parts_are_those_of_the_whole(monkeypatch):
+    import changedetect.algorithms.patches as patches
+    from changedetect.algorithms.detect.features import kept_values, pixel_features
+    from changedetect.types import ANALYSIS_BANDS
+
+    labels, n = label_patches(blob_mask((150, 150)) | (np.eye(150, dtype=bool)), min_pixels=1)
+    rng = np.random.default_rng(11)
+    flat = np.flatnonzero(rng.random(labels.size) < 0.5)  # inside and outside the patches
+    k = len(ANALYSIS_BANDS)
+    before = rng.uniform(0.0, 0.4, (k, flat.size)).astype(np.float32)
+    after = rng.uniform(0.0, 0.4, (k, flat.size)).astype(np.float32)
+    before[:, ::17] = np.nan
+    test_values = {
+        name: rng.normal(1, 1, flat.size).astype(np.float32)
+        for name in ("evidence", "brightening", "score")
+    }
+    kept = kept_values(before, after, test_values)
+    features = pixel_features(kept)
+    assert len(features) > 25 and all(v.dtype == np.float32 for v in features.values())
+    whole = patch_statistics(labels, n, flat, features)
+    monkeypatch.setattr(patches, "STATISTICS_PART", 7)
+    in_parts = patch_statistics(labels, n, flat, kept, derive=pixel_features)
+    assert list(in_parts) == list(whole)
+    for name in whole:
+        np.testing.assert_array_equal(in_parts[name], whole[name], name)
+    assert np.isfinite(whole["ndvi_after"][1:]).all()

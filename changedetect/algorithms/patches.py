@@ -18,6 +18,7 @@ from shapely.ops import unary_union
 from skimage import morphology
 
 from ..models import Patch
+from .jit import ngjit
 
 
 def clean_mask(mask: np.ndarray, *, radius: int = 1) -> np.ndarray:
@@ -171,26 +172,48 @@ def polygonise(labels: np.ndarray, transform: Affine) -> dict[int, object]:
     return geoms
 
 
+#: Pixels whose features are derived at a time in :func:`patch_statistics`.
+STATISTICS_PART = 2**18
+
+
 def patch_statistics(
     labels: np.ndarray,
     n_labels: int,
     flat_index: np.ndarray,
     values: Mapping[str, np.ndarray],
+    derive: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean of each sparse per-pixel value over each label (NaN-aware).
 
     `flat_index` holds raveled pixel positions where `values` were gathered; pixels outside any
-    kept label are ignored.
+    kept label are ignored. With `derive`, the means are of the values it derives from `values`,
+    which it is given STATISTICS_PART pixels at a time (so only that many pixels' derived values
+    exist at once); the sums run over the pixels in order as one ``np.bincount`` would.
     """
     lab = labels.ravel()[flat_index]
-    out: dict[str, np.ndarray] = {}
-    for name, vals in values.items():
-        finite = np.isfinite(vals) & (lab > 0)
-        sums = np.bincount(lab[finite], weights=vals[finite], minlength=n_labels + 1)
-        counts = np.bincount(lab[finite], minlength=n_labels + 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[name] = sums / counts
-    return out
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    for start in range(0, lab.size, STATISTICS_PART) if lab.size else [0]:
+        part = slice(start, start + STATISTICS_PART)
+        part_values = {name: v[part] for name, v in values.items()}
+        part_labels = lab[part]
+        for name, vals in (derive(part_values) if derive else part_values).items():
+            finite = np.isfinite(vals) & (part_labels > 0)
+            total = sums.setdefault(name, np.zeros(n_labels + 1))
+            count = counts.setdefault(name, np.zeros(n_labels + 1, dtype=np.int64))
+            _accumulate(total, count, part_labels[finite], vals[finite])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {name: sums[name] / counts[name] for name in sums}
+
+
+@ngjit
+def _accumulate(
+    total: np.ndarray, count: np.ndarray, labels: np.ndarray, values: np.ndarray
+) -> None:
+    # what np.bincount does with weights, continued from earlier parts: in double, in order
+    for i in range(labels.shape[0]):
+        total[labels[i]] += np.float64(values[i])
+        count[labels[i]] += 1
 
 
 def build_patches(

@@ -24,7 +24,7 @@ from dask.delayed import Delayed
 from dask.optimization import cull
 
 from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
-from ..algorithms.detect.features import index_feature_values
+from ..algorithms.detect.features import kept_values
 from ..types import ANALYSIS_BANDS
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
@@ -40,7 +40,7 @@ STRIPE_BYTES = 160 * 2**20
 
 @dataclass
 class Gathered:
-    """Changed pixels of the cleaned decision, with their feature values."""
+    """The changed pixels (raveled positions on the grid) with their :func:`kept_values`."""
 
     flat_index: np.ndarray
     values: dict[str, np.ndarray]
@@ -50,7 +50,8 @@ class Gathered:
 
 @dataclass
 class Block:
-    """What one chunk's test hands back: its place, its score and preview, its changed pixels."""
+    """What one chunk's test hands back: its place, its score and preview, its changed pixels
+    (raveled positions on the grid) and their :func:`kept_values`."""
 
     row0: int
     col0: int
@@ -112,20 +113,22 @@ def _finish_block(
     row0, col0 = origin
     rows, cols = np.nonzero(decision)
     flat = (rows.astype(np.int64) + row0) * width + (cols + col0)
-    values = index_feature_values(
-        {band: b[k, rows, cols] for k, band in enumerate(ANALYSIS_BANDS)},
-        {band: a[k, rows, cols] for k, band in enumerate(ANALYSIS_BANDS)},
+    values = kept_values(
+        b[:, rows, cols],
+        a[:, rows, cols],
+        {
+            "evidence": result.evidence[ys, xs][rows, cols],
+            "brightening": result.brightening[ys, xs][rows, cols],
+            "score": score[rows, cols],
+        },
     )
-    values["evidence"] = result.evidence[ys, xs][rows, cols]
-    values["brightening"] = result.brightening[ys, xs][rows, cols]
-    values["score"] = score[rows, cols]
     return Block(
         row0,
         col0,
         score,
         preview(np.concatenate([b[RGB], a[RGB]])),
         flat,
-        {name: np.asarray(v, dtype=np.float32) for name, v in values.items()},
+        values,
         int(np.count_nonzero(valid)),
     )
 

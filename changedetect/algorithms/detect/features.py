@@ -55,6 +55,34 @@ def index_feature_values(before: Mapping[str, Any], after: Mapping[str, Any]) ->
     return feats
 
 
+#: The test's own per-pixel outputs the patches are also described by (means over the patch).
+TEST_VALUES = ("evidence", "brightening", "score")
+
+
+def kept_values(
+    before: np.ndarray, after: np.ndarray, test_values: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """What the pass keeps of each changed pixel: its reflectance in each band (`before` and
+    `after` as (band, pixel)) and the test's outputs, all float32. Fifteen values a pixel,
+    where the features derived from them (:func:`pixel_features`) are some forty: with heavy
+    change they were most of the pass's memory."""
+    out = {f"{band}_before": before[k] for k, band in enumerate(ANALYSIS_BANDS)}
+    out |= {f"{band}_after": after[k] for k, band in enumerate(ANALYSIS_BANDS)}
+    out |= {name: test_values[name] for name in TEST_VALUES}
+    return {name: np.asarray(v, dtype=np.float32) for name, v in out.items()}
+
+
+def pixel_features(kept: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-pixel features of :func:`kept_values` (float32): :func:`index_feature_values`,
+    then the test's outputs. Element by element, so a part of the pixels gives their part."""
+    feats = index_feature_values(
+        {band: kept[f"{band}_before"] for band in ANALYSIS_BANDS},
+        {band: kept[f"{band}_after"] for band in ANALYSIS_BANDS},
+    )
+    out = {name: np.asarray(v, dtype=np.float32) for name, v in feats.items()}
+    return out | {name: kept[name] for name in TEST_VALUES}
+
+
 def _where_or_nan(cond: Any, x: Any) -> Any:
     """`x` where `cond`, NaN elsewhere (numpy, dask or xarray alike)."""
     return where(cond, x, np.nan)
