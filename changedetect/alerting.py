@@ -156,8 +156,10 @@ def site_views(
             [np.empty((n_times, n_bands, 0), dtype), *(b for b, _ in blocks)], axis=-1
         )
         clear = np.concatenate([np.empty((n_times, 0), bool), *(v for _, v in blocks)], axis=-1)
-        per_side.append((pixels, obs, clear))
         del blocks
+        # in label order once, so that each patch's pixels are a slice: its view holds no copy
+        per_side.append((pixels, obs[:, :, pixels.order], clear[:, pixels.order]))
+        del obs, clear
     views = {}
     for p in patches:
         (b, b_ok), (a, a_ok) = (_site_pixels(side, p.label) for side in per_side)
@@ -178,11 +180,11 @@ def _gather_block(
 def _site_pixels(
     side: tuple[BlockPixels, np.ndarray, np.ndarray], label: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One patch's observations and validity on one side, as contiguous copies in raster order."""
+    """One patch's observations and validity on one side (in label order), in raster order:
+    views, not copies."""
     pixels, obs, clear = side
     start, stop = pixels.spans.get(label, (0, 0))
-    take = pixels.order[start:stop]
-    return obs[:, :, take], clear[:, take]
+    return obs[:, :, start:stop], clear[:, start:stop]
 
 
 def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:
