@@ -338,7 +338,12 @@ def main() -> None:
     parser.add_argument("--heavy", action="store_true", help="about 5 %% of the pixels change")
     parser.add_argument("--naive", action="store_true", help="also the whole-array numpy steps")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write:
+        data, size = args.write
+        ensure_data(Path(data), int(size), args.heavy)
+        return
     if args.child:
         step, before, after, out = args.child
         child(step, Path(before), Path(after), Path(out))
@@ -348,6 +353,13 @@ def main() -> None:
     for size in args.size:
         print(f"\nscene {size} x {size} px{' (heavy change)' if args.heavy else ''}, "
               f"2 dates x 7 bands, data in {args.data}")  # fmt: skip
+        # written by a child too: Linux carries a process's peak RSS across fork and exec, so
+        # every step forked from a parent that held the scene would report at least that peak
+        subprocess.run(
+            [sys.executable, __file__, "--write", str(args.data), str(size)]
+            + (["--heavy"] if args.heavy else []),
+            check=True,
+        )
         before, after = ensure_data(args.data, size, args.heavy)
         out = args.data / "out"
         # one untimed read first: every step then finds the files in the page cache, so the

@@ -253,8 +253,11 @@ class _Rows:
         return (f"halo_strip-{side}{self.name}", *k)
 
     def strips_due(self) -> list[Delayed]:
-        """The strips cut since the last call: persisted with it, so that the chunks they were
-        cut from are let go."""
+        """The strips cut since the last call that a chunk still to come reads: persisted with
+        it, so that the chunks they were cut from are let go."""
+        self.pending = [
+            (table, k, strip) for table, k, strip in self.pending if table.get(k) is strip
+        ]
         return [strip for _, _, strip in self.pending]
 
     def kept_strips(self, done: list[Delayed]) -> None:
