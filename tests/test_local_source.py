@@ -503,3 +503,33 @@ def test_qa_pixel_keeps_its_bits_by_nearest_neighbour(tmp_path: Path) -> None:
         assert (ds["QA_PIXEL"].values[2] == 0).all()  # flags nothing
         if target is grid:  # the reflectance is scaled as Collection 2 Level-2 says
             assert np.allclose(ds["B04"].values[0], data["B04"] * 2.75e-5 - 0.2, atol=1e-6)
+
+
+def test_a_file_rewritten_between_loads_is_read_anew(tmp_path: Path) -> None:
+    """Band files stay open in the worker threads for the load that opened them: a later load
+    (the next night) reads the file as it is now, even when its size and time stamps did not
+    change; within one load a changed file is opened again."""
+    import os
+
+    grid = make_grid(shape=(64, 64))
+    path = tmp_path / "a_20200101.tif"
+    first = np.full(grid.shape, 1000, np.uint16)
+    write_multiband(path, {"B04": first}, grid, nodata=0)
+    acq = acquisition_from_path(path, L2A)
+    stamp = os.stat(path)
+    assert float(load([acq], ["B04"], grid)["B04"].max()) == pytest.approx(0.1)
+    with rasterio.open(path, "r+") as dst:  # in place: the same file, size and time stamps
+        dst.write(first * 2, 1)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    again = os.stat(path)
+    assert (again.st_ino, again.st_size, again.st_mtime_ns) == (
+        stamp.st_ino, stamp.st_size, stamp.st_mtime_ns
+    )  # fmt: skip
+    assert float(load([acq], ["B04"], grid)["B04"].max()) == pytest.approx(0.2)
+    # one load, read twice: a file changed in between is noticed by its new time stamp
+    stack = load([acq], ["B04"], grid)
+    assert float(stack["B04"].max()) == pytest.approx(0.2)
+    with rasterio.open(path, "r+") as dst:
+        dst.write(first * 3, 1)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    assert float(stack["B04"].max()) == pytest.approx(0.3)

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -450,35 +451,40 @@ def _crs_name(crs: CRS) -> str:
 # Lazy loading
 
 
-#: Open datasets each worker thread keeps (GDAL datasets are not shared between threads).
-#: Opening a band file costs about half as much as decoding one 512 px chunk of it.
-OPEN_FILES_PER_THREAD = 64
+#: Open datasets each worker thread keeps (GDAL datasets are not shared between threads), the
+#: least recently read closed first: opening a band file costs about half as much as decoding
+#: one 512 px chunk of it. A two-date comparison reads 14 files a chunk; each kept file holds
+#: about 1 MB (its decoder's buffers).
+OPEN_FILES_PER_THREAD = 32
 _thread = threading.local()
 
 
-def _open_dataset(path: str) -> Any:
-    """This thread's open dataset of `path`, opened again when the file changed on disk."""
+def _open_dataset(path: str, session: str) -> Any:
+    """This thread's open dataset of `path` for a load `session`; opened again when the file
+    changed on disk (a stat per read, which also tells a file that disappeared)."""
     st = os.stat(path)
     stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-    handles: OrderedDict[str, tuple[tuple[int, int, int], Any]] = getattr(_thread, "handles", None)
+    handles: OrderedDict[tuple[str, str], tuple[tuple[int, int, int], Any]] | None
+    handles = getattr(_thread, "handles", None)
     if handles is None:
         handles = _thread.handles = OrderedDict()
-    held = handles.pop(path, None)
+    key = (session, path)
+    held = handles.pop(key, None)
     if held is not None and held[0] == stamp:
-        handles[path] = held
+        handles[key] = held
         return held[1]
     if held is not None:
         held[1].close()
     with rasterio.Env(**GDAL_READ_OPTIONS):
         src = rasterio.open(path)
-    handles[path] = (stamp, src)
+    handles[key] = (stamp, src)
     while len(handles) > OPEN_FILES_PER_THREAD:
         handles.popitem(last=False)[1][1].close()
     return src
 
 
-def _forget_dataset(path: str) -> None:
-    held = getattr(_thread, "handles", {}).pop(path, None)
+def _forget_dataset(path: str, session: str) -> None:
+    held = getattr(_thread, "handles", {}).pop((session, path), None)
     if held is not None:
         held[1].close()
 
@@ -495,16 +501,18 @@ def _read_chunk(
     scale: float,
     offset: float,
     nodata: float | None,
+    session: str = "",
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """Warp one chunk of the target grid out of `path`: shape (len(indexes), rows, cols). A
-    `quality` layer (a QUALITY_BANDS name) keeps its numbers, resampled by nearest neighbour."""
+    `quality` layer (a QUALITY_BANDS name) keeps its numbers, resampled by nearest neighbour.
+    The file stays open in this thread for the rest of the load `session`."""
     assert block_info is not None
     (row0, row1), (col0, col1) = block_info[0]["array-location"]
     height, width = row1 - row0, col1 - col0
     dst_transform = chunk_transform(transform, row0, col0)
     try:
-        src = _open_dataset(path)
+        src = _open_dataset(path, session)
         with rasterio.Env(**GDAL_READ_OPTIONS):
             file_nodata = src.nodatavals[indexes[0] - 1]
             if quality is not None:
@@ -539,10 +547,10 @@ def _read_chunk(
             ) as vrt:
                 data = vrt.read(list(indexes))
     except FileNotFoundError:
-        _forget_dataset(path)
+        _forget_dataset(path, session)
         raise SourceError(f"raster {path} disappeared while loading; check the path") from None
     except RASTER_ERRORS as exc:
-        _forget_dataset(path)
+        _forget_dataset(path, session)
         if not os.path.exists(path):
             raise SourceError(f"raster {path} disappeared while loading; check the path") from None
         message = " ".join(str(exc).split())
@@ -725,13 +733,16 @@ class LocalSource:
                 check_overlap(grid, acq)
 
         template = da.zeros(grid.shape, chunks=(chunk_size, chunk_size), dtype=np.uint8)
+        # the files this load opens are kept open for it alone: a later load (another night)
+        # opens them again, whatever their timestamps say
+        session = uuid.uuid4().hex
         reflectance = [b for b in bands if b not in QUALITY_BANDS]
         quality = [
             b for b in bands if b in QUALITY_BANDS and any(b in a.assets for a in acquisitions)
         ]
         per_band: dict[str, list[da.Array]] = {b: [] for b in bands}
         for acq in acquisitions:
-            arrays = self._acquisition_arrays(acq, bands, grid, template)
+            arrays = self._acquisition_arrays(acq, bands, grid, template, session)
             for band in reflectance:
                 per_band[band].append(arrays[band])
             for band in quality:
@@ -771,7 +782,12 @@ class LocalSource:
                 )
 
     def _acquisition_arrays(
-        self, acq: Acquisition, bands: list[str], grid: GridSpec, template: da.Array
+        self,
+        acq: Acquisition,
+        bands: list[str],
+        grid: GridSpec,
+        template: da.Array,
+        session: str,
     ) -> dict[str, da.Array]:
         """band -> lazy 2-D array; bands stored in one file share one read per chunk."""
         groups: dict[tuple[str, str | None], list[tuple[str, int]]] = {}
@@ -793,6 +809,7 @@ class LocalSource:
                 dtype=dtype,
                 meta=np.empty((0, 0, 0), dtype=dtype),
                 token="local-read",
+                session=session,
                 path=path,
                 indexes=tuple(bidx for _, bidx in members),
                 quality=quality,
