@@ -15,7 +15,8 @@ load on a shared machine), both as ratios to the read floor, and peak resident m
 pipeline also: band-file chunk reads done against those needed (each file's chunks once), and
 the time in each stage: `stats` (the sample pass for the scene statistics), `pass` (read, mask,
 composite and test every chunk, write scratch rasters), `patches` (clean, label, polygons,
-clues, site views), `outputs` (the score COG, GeoJSON, chips, report).
+clues, site views), `outputs` (the score COG, GeoJSON, chips, report), and the peak resident
+memory reached by the end of each.
 
 `--heavy` plants about 5 % of the pixels as change (a few quarries otherwise): memory and time
 must not grow with the amount of change.

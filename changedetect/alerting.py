@@ -104,6 +104,11 @@ class SiteView:
         return changed >= RECURRING_SIGHTINGS
 
 
+#: Chunks gathered per dask call in :func:`site_views`: their pieces are put in place and let
+#: go before the next call, so that only the patches' pixels are held, once.
+GATHER_CHUNKS = 16
+
+
 def site_views(
     patches: Sequence[Patch],
     labels: np.ndarray,
@@ -111,21 +116,22 @@ def site_views(
 ) -> dict[int, SiteView]:
     """For each patch (by label), every acquisition of the before and after `sides` (a stack and
     the composite built from it, whose validity mask it reuses) over its pixels, in raster order.
-    Read from the stacks themselves (no composite is computed again) in one dask computation,
-    one task per chunk holding any patch pixel: slicing the stacks patch by patch made a graph
-    that grew with patches x chunks, and its culling took most of the time on scenes with
-    thousands of patches."""
+    Read from the stacks themselves (no composite is computed again), one task per chunk
+    holding any patch pixel: slicing the stacks patch by patch made a graph that grew with
+    patches x chunks, and its culling took most of the time on scenes with thousands of
+    patches. Each patch's arrays are slices of one array per side (in label order)."""
     if not patches:
         return {}
     wanted = [p.label for p in patches]
     layout = None  # (spatial chunks, where the patch pixels lie in them): the sides share a grid
-    gathers, days, members, shapes = [], [], [], []
+    days, members, per_side = [], [], []
     for stack, comp in sides:
         if comp.valid is None:
             raise ValueError("site_views needs composites that carry their validity mask")
         # every acquisition of the stack: those the composite was made of, and on the before side
         # the history beside a seasonal baseline (comp.members tells them apart)
         members.append(comp.members)
+        days.append([str(np.datetime64(t, "D")) for t in stack["time"].values])
         cube = stack[list(ANALYSIS_BANDS)].to_array("band").data.transpose(1, 0, 2, 3)
         cube = da.asarray(cube)
         # whole time and band axes per block, so one task gathers a chunk's pixels; merging
@@ -140,26 +146,22 @@ def site_views(
         # chunk reads instead of 1,400 on the 5,000 px bench scene)
         cube_blocks = cube.to_delayed(optimize_graph=False)
         valid_blocks = valid.to_delayed(optimize_graph=False)
-        gathers.append(
-            [
-                dask.delayed(_gather_block)(cube_blocks[0, 0, i, j], valid_blocks[0, i, j], at)
-                for i, j, at in pixels.blocks
-            ]
-        )
-        shapes.append((pixels, cube.shape[:2], cube.dtype))
-        days.append([str(np.datetime64(t, "D")) for t in stack["time"].values])
-    (read,) = dask.compute(gathers)
-    per_side = []
-    for pixels, (n_times, n_bands), dtype in shapes:
-        blocks = read.pop(0)  # let each side's pieces go once they are joined
-        obs = np.concatenate(
-            [np.empty((n_times, n_bands, 0), dtype), *(b for b, _ in blocks)], axis=-1
-        )
-        clear = np.concatenate([np.empty((n_times, 0), bool), *(v for _, v in blocks)], axis=-1)
-        del blocks
-        # in label order once, so that each patch's pixels are a slice: its view holds no copy
-        per_side.append((pixels, obs[:, :, pixels.order], clear[:, pixels.order]))
-        del obs, clear
+        tasks = [
+            dask.delayed(_gather_block)(cube_blocks[0, 0, i, j], valid_blocks[0, i, j], at)
+            for i, j, at in pixels.blocks
+        ]
+        # each chunk's pixels go straight to their place in label order
+        total = len(pixels.order)
+        place = np.empty(total, dtype=np.int64)
+        place[pixels.order] = np.arange(total)
+        starts = np.cumsum([0, *(len(at) for _, _, at in pixels.blocks)])
+        obs = np.empty((*cube.shape[:2], total), dtype=cube.dtype)
+        clear = np.empty((cube.shape[0], total), dtype=bool)
+        for k in range(0, len(tasks), GATHER_CHUNKS):
+            for n, (b_obs, b_clear) in enumerate(dask.compute(*tasks[k : k + GATHER_CHUNKS]), k):
+                at = place[starts[n] : starts[n + 1]]
+                obs[:, :, at], clear[:, at] = b_obs, b_clear
+        per_side.append((pixels, obs, clear))
     views = {}
     for p in patches:
         (b, b_ok), (a, a_ok) = (_site_pixels(side, p.label) for side in per_side)

@@ -426,12 +426,15 @@ def test_a_stable_site_seen_by_one_noisy_acquisition_is_recognised_as_seen_befor
     assert not SiteView(forest, clear, days, after, clear[:1], ["2025-05-01"]).recurs()
 
 
-def test_site_views_read_each_patch_as_its_own_window_does():
-    """site_views gathers the patches' pixels chunk by chunk; the result must be what slicing
-    each patch's bounding window out of the stacks gives, pixel for pixel, in raster order."""
+@pytest.mark.parametrize("per_call", [1, 16])
+def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call):
+    """site_views gathers the patches' pixels chunk by chunk (`per_call` chunks per dask call);
+    the result must be what slicing each patch's bounding window out of the stacks gives, pixel
+    for pixel, in raster order."""
     import dask.array as da
     import xarray as xr
 
+    from changedetect import alerting
     from changedetect.alerting import site_views
     from changedetect.algorithms.patches import build_patches
     from changedetect.models import Composite
@@ -460,6 +463,7 @@ def test_site_views_read_each_patch_as_its_own_window_does():
         return stack, comp
 
     sides = [side(4, "2024-05-01"), side(2, "2025-05-01")]
+    monkeypatch.setattr(alerting, "GATHER_CHUNKS", per_call)
     views = site_views(patches, labels, sides)
     assert len(patches) == n and set(views) == set(range(1, n + 1))
     cubes = [

@@ -215,3 +215,18 @@ def test_statistics_of_derived_values_in_parts_are_those_of_the_whole(monkeypatc
     for name in whole:
         np.testing.assert_array_equal(in_parts[name], whole[name], name)
     assert np.isfinite(whole["ndvi_after"][1:]).all()
+
+
+def test_labels_are_uint16_until_there_are_more_components():
+    few = np.zeros((40, 40), bool)
+    few[5:10, 5:10] = few[20:30, 20:30] = True
+    labels, n = label_patches(few, min_pixels=1)
+    assert labels.dtype == np.uint16 and n == 2
+    # 90,000 isolated pixels: more components than uint16 labels can number
+    many = np.zeros((600, 600), bool)
+    many[::2, ::2] = True
+    many[98:142, 98:142] = False
+    many[100:140, 100:140] = True  # one patch of 1,600 px, kept; the rest below the unit
+    labels, n = label_patches(many, min_pixels=2)
+    assert labels.dtype == np.int32 and n == 1
+    assert (labels[100:140, 100:140] == 1).all() and np.count_nonzero(labels) == 1600

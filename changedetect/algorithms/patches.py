@@ -90,8 +90,16 @@ def label_changed_pixels(
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    labels = np.empty(mask.shape, dtype=np.int32)
-    n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=labels)
+    """8-connected components of `mask`: uint16 labels where they suffice (half the memory of
+    int32, 0.2 GB less at 10,000²), int32 when there are more than 65,535 components."""
+    structure = np.ones((3, 3), dtype=bool)
+    try:
+        labels = np.empty(mask.shape, dtype=np.uint16)
+        n = ndimage.label(mask, structure=structure, output=labels)
+    except RuntimeError:  # scipy: "insufficient bit-depth in requested output type"
+        del labels
+        labels = np.empty(mask.shape, dtype=np.int32)
+        n = ndimage.label(mask, structure=structure, output=labels)
     return labels, n
 
 

@@ -224,7 +224,7 @@ def _dark_offsets(flat: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-block kernels (numpy); the lazy graph maps them over chunks with enough overlap
+# Per-block steps (numpy, and the compiled kernels); the pass maps them over chunks with a halo
 # ----------------------------------------------------------------------------------------------
 
 
