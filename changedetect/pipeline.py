@@ -602,14 +602,14 @@ def analyse(
         patch_score = np.zeros(n + 1, dtype=np.float32)
         for clue, patch in zip(clues, patches, strict=True):
             patch_score[patch.label] = max(clue.confidence, np.float32(1e-3))
-        mask_score_to_patches(work / "score.tif", labels, patch_score, work / "score_masked.tif")
+        mask_score_to_patches(work / "score.tif", labels, patch_score)
         alerts = None
         if following is not None:
             sightings = {
                 c.clue_id: views[p.label].sightings("after")
                 for c, p in zip(clues, patches, strict=True)
             }
-            alerts = follow_alerts(following, clues, sightings, work / "score_masked.tif", grid)
+            alerts = follow_alerts(following, clues, sightings, work / "score.tif", grid)
         files = publish(
             clues,
             patches,
@@ -732,7 +732,7 @@ def publish(
             after_png.rename(staged_chips / f"{clue.clue_id}_after.png")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "change": write_cog(work / "score_masked.tif", out_dir / "change.tif"),
+        "change": write_cog(work / "score.tif", out_dir / "change.tif"),
         "clues": write_clues_geojson(clues, out_dir / "clues.geojson"),
         "report": write_report(
             out_dir / "report.html",

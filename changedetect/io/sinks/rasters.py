@@ -54,29 +54,28 @@ def mask_score_to_patches(
     score_path: Path,
     labels: np.ndarray,
     patch_score: np.ndarray,
-    out_path: Path,
     *,
     block_rows: int = 256,
 ) -> None:
-    """Rewrite a raw score raster for publication: 0 outside kept patches, NaN stays nodata.
+    """Make a raw score raster (an uncompressed scratch GeoTIFF) fit for publication, in place:
+    0 outside kept patches, NaN stays nodata. Rewriting it in place spares writing the whole
+    grid once more before the COG copy.
 
     Inside a patch every pixel is change: where its own score is 0 or missing (a filled hole, a
     closed gap) it takes its patch's score, `patch_score[label]`.
     """
-    with rasterio.open(score_path) as src:
-        profile = src.profile.copy()
-        with rasterio.open(out_path, "w", **profile) as dst:
-            for row in range(0, src.height, block_rows):
-                window = rasterio.windows.Window(
-                    0, row, src.width, min(block_rows, src.height - row)
-                )
-                score = src.read(1, window=window)
-                lab = labels[row : row + window.height]
-                inside = lab > 0
-                weak = inside & ~(score > 0)
-                out = np.where(inside | np.isnan(score), score, np.float32(0.0))
-                out[weak] = patch_score[lab[weak]]
-                dst.write(out.astype(np.float32, copy=False), 1, window=window)
+    with rasterio.open(score_path, "r+") as raster:
+        for row in range(0, raster.height, block_rows):
+            window = rasterio.windows.Window(
+                0, row, raster.width, min(block_rows, raster.height - row)
+            )
+            score = raster.read(1, window=window)
+            lab = labels[row : row + window.height]
+            inside = lab > 0
+            weak = inside & ~(score > 0)
+            out = np.where(inside | np.isnan(score), score, np.float32(0.0))
+            out[weak] = patch_score[lab[weak]]
+            raster.write(out.astype(np.float32, copy=False), 1, window=window)
 
 
 class ScratchRasters:
