@@ -55,10 +55,18 @@ def _by_strips(
     whole-grid result, with temporaries the size of a strip (scipy's closing holds two more
     whole-grid arrays)."""
     out = np.empty(mask.shape, dtype=bool)
-    height = mask.shape[0]
+    for rows, context, own in _strips_in_context(mask.shape[0], reach):
+        out[rows] = operation(mask[context])[own]
+    return out
+
+
+def _strips_in_context(height: int, reach: int) -> list[tuple[slice, slice, slice]]:
+    """Each strip's rows, the rows up to `reach` away around them (inside the grid), and the
+    strip's own rows within those."""
+    out = []
     for rows in _strips(height):
         top, bottom = max(rows.start - reach, 0), min(rows.stop + reach, height)
-        out[rows] = operation(mask[top:bottom])[rows.start - top : rows.stop - top]
+        out.append((rows, slice(top, bottom), slice(rows.start - top, rows.stop - top)))
     return out
 
 
@@ -115,12 +123,10 @@ def _kept(
         # the seeds strip by strip, from the labels: a whole-grid mask and core mask would be
         # two more grid-sized arrays
         seeded = np.zeros(n + 1, dtype=bool)
-        height = labels.shape[0]
-        for rows in _strips(height):
-            top, bottom = max(rows.start - seed_radius, 0), min(rows.stop + seed_radius, height)
-            core = core_mask(labels[top:bottom] > 0, radius=seed_radius)[rows.start - top :]
-            own = labels[rows]
-            seeded[own[core[: rows.stop - rows.start] & (own > 0)]] = True
+        for rows, context, own in _strips_in_context(labels.shape[0], seed_radius):
+            core = core_mask(labels[context] > 0, radius=seed_radius)[own]
+            strip = labels[rows]
+            seeded[strip[core & (strip > 0)]] = True
         keep &= seeded
     keep[0] = False
     remap = np.zeros(n + 1, dtype=np.int32)

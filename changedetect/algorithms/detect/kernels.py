@@ -165,8 +165,8 @@ def evidence_lookup(
     q: np.ndarray, scale: np.float32, step: float, grid: np.ndarray, table: np.ndarray, top: float
 ) -> np.ndarray:
     """`table` interpolated at q / scale (numpy's `interp`, `top` beyond the grid; NaN where q is
-    not finite),
-    the cell found directly: the grid's square roots are evenly spaced `step` apart."""
+    not finite), the cell found directly: the grid's square roots are evenly spaced `step`
+    apart."""
     out = np.empty(q.shape, np.float32)
     flat_q, flat_out = q.ravel(), out.ravel()
     last = grid.shape[0] - 1

@@ -66,9 +66,7 @@ def mask_score_to_patches(
     """
     with rasterio.open(score_path, "r+") as raster:
         for row in range(0, raster.height, block_rows):
-            window = rasterio.windows.Window(
-                0, row, raster.width, min(block_rows, raster.height - row)
-            )
+            window = Window(0, row, raster.width, min(block_rows, raster.height - row))
             score = raster.read(1, window=window)
             lab = labels[row : row + window.height]
             inside = lab > 0
