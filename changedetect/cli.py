@@ -3,37 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import ChangeDetectError, ConfigError
+from .argtypes import iso_date
+from .errors import ChangeDetectError, ConfigError, RunFailedError
+from .progress import listening
 
 log = logging.getLogger("changedetect")
 
 
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("changedetect")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
 
 
-def _progress_bar(enabled: bool):  # noqa: ANN202 - a context manager
-    import contextlib
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[None]:
+    """A bar per long step on a terminal; nothing in a pipe or a log file (the log says it)."""
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    if not enabled or not sys.stderr.isatty():  # a bar is noise in logs and pipes
-        return contextlib.nullcontext()
-    from dask.diagnostics import ProgressBar
+    bars: dict[str, tqdm] = {}
 
-    return ProgressBar(minimum=2.0, out=sys.stderr)
+    def show(what: str, done: int, total: int) -> None:
+        bar = bars.get(what)
+        if bar is None:
+            bar = bars[what] = tqdm(
+                total=total, desc=what, unit="block", file=sys.stderr, leave=False
+            )
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    try:  # log lines go above the bar, not through it
+        with listening(show), logging_redirect_tqdm(loggers=[log]):
+            yield
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 def _print_results(results: Sequence) -> None:
@@ -48,20 +70,41 @@ def _print_results(results: Sequence) -> None:
             print(f"  {name:7s} {path}")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_config, score_against_truth, write_demo_zones
-    from .pipeline import run
+def _run_config(config, args: argparse.Namespace, *, incremental: bool, **window):  # noqa: ANN001, ANN202
+    """Every AOI of `config` through the run's steps, its clues handed to the configured sink and
+    the run on record (``run.json``); prints what each AOI gave. Raises when an AOI failed,
+    naming every failed one (the others are published)."""
+    from .handoff import default_sink
+    from .io.sinks.run_records import write_run_records
+    from .runs import RunRecord, now_utc, run_config
 
-    out = Path(args.out)
-    config = demo_config(out, baseline=args.baseline)
-    zones = write_demo_zones(config, out / "demo_zones.geojson")
-    config = config.model_copy(update={"zones": zones})
-    start = time.perf_counter()
+    record = RunRecord(
+        config=str(getattr(args, "config", None) or "demo"),
+        config_name=config.name,
+        flow_run=None,
+        started_at=now_utc(),
+    )
     with _progress_bar(not args.quiet):
-        results = run(config, progress=log.info, incremental=False)
+        record = run_config(
+            config, log=log, sink=default_sink, incremental=incremental, record=record, **window
+        )
+    write_run_records(record, Path(config.output.dir))
+    _print_results([a.result for a in record.aois if a.result is not None])
+    if record.failed:
+        if args.debug:
+            raise record.failed[0].exception  # type: ignore[misc]
+        raise RunFailedError(record.failure_message())
+    return record
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_config, score_against_truth
+
+    config = demo_config(Path(args.out), baseline=args.baseline)
+    start = time.perf_counter()
+    record = _run_config(config, args, incremental=False)
     elapsed = time.perf_counter() - start
-    _print_results(results)
-    score = score_against_truth(config, results[0])
+    score = score_against_truth(config, record.aois[0].result)
     q = score.quality
     print(
         f"against the planted truth ({q.n_truth} changes >= {config.detection.min_area_m2:g} m²): "
@@ -105,8 +148,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     sensor = _sensor_from_args(args)
     detection = _detection_from_args(args)
-    before = acquisition_from_path(Path(args.before), sensor)
-    after = acquisition_from_path(Path(args.after), sensor)
+    before = acquisition_from_path(Path(args.before), sensor, when=_day(args.before_date))
+    after = acquisition_from_path(Path(args.after), sensor, when=_day(args.after_date))
+    if after.datetime <= before.datetime:
+        raise ConfigError(
+            f"the after acquisition ({after.id}, {after.datetime:%Y-%m-%d}) is not later than the "
+            f"before one ({before.id}, {before.datetime:%Y-%m-%d}); swap them, or give the dates "
+            "with --before-date / --after-date"
+        )
     assert before.grid is not None
     check_overlap(before.grid, after)
     source = LocalSource(None, sensor, acquisitions=[before, after])
@@ -134,32 +183,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(day: dt.date | None) -> dt.datetime | None:
+    return dt.datetime(day.year, day.month, day.day) if day is not None else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .pipeline import run
 
     config = load_config(args.config)
     if args.out:
         config = config.model_copy(
             update={"output": config.output.model_copy(update={"dir": Path(args.out)})}
         )
-    with _progress_bar(not args.quiet):
-        results = run(
-            config,
-            progress=log.info,
-            since=args.since,
-            until=args.until,
-            incremental=not args.full,
-        )
-    _print_results(results)
+    _run_config(config, args, incremental=not args.full, since=args.since, until=args.until)
     return 0
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+def _presets() -> tuple[str, ...]:
+    from typing import get_args
+
+    from .config import SensorConfig
+
+    return get_args(SensorConfig.model_fields["preset"].annotation)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,11 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--preset",
         default="sentinel2_l2a",
-        help="sensor preset: sentinel2_l2a, sentinel2_l2a_baseline04, sentinel2_l1c, "
-        "landsat_tm_dn, landsat_c2_l2, reflectance (default: sentinel2_l2a)",
+        choices=_presets(),
+        metavar="PRESET",
+        help=f"sensor preset: {', '.join(_presets())} (default: sentinel2_l2a)",
     )
     compare.add_argument(
         "--scale", type=float, help="reflectance = value * scale (overrides preset)"
+    )
+    compare.add_argument(
+        "--before-date",
+        type=iso_date,
+        help="acquisition date of BEFORE (YYYY-MM-DD), when neither its name nor its metadata "
+        "(ENVI header, Landsat MTL, TIFF tag) carries it",
+    )
+    compare.add_argument(
+        "--after-date", type=iso_date, help="acquisition date of AFTER (YYYY-MM-DD)"
     )
     compare.add_argument("--name", default="compare", help="AOI name used in clue ids")
     compare.add_argument("--min-area", type=float, default=1000.0, help="mapping unit in m²")
@@ -228,10 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="override output.dir")
     run.add_argument(
         "--since",
-        type=_date,
+        type=iso_date,
         help="start of the after window (YYYY-MM-DD); analyses from there whatever ran before",
     )
-    run.add_argument("--until", type=_date, help="end of the after window (YYYY-MM-DD)")
+    run.add_argument("--until", type=iso_date, help="end of the after window (YYYY-MM-DD)")
     run.add_argument(
         "--full",
         action="store_true",
@@ -265,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("changedetect: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`changedetect tracker list | head`): not an error of ours; stdout
+        # goes to devnull so the interpreter's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - last resort: one line, details behind --debug
         if args.debug:
             raise

@@ -513,6 +513,17 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     return config.model_copy(update=updates)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML without its own date parsing: dates stay text for the models to parse, which name the
+    key of an impossible date (PyYAML's parser fails on 2024-02-30 naming nothing)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML config; relative paths in it are relative to the working directory."""
     path = Path(path)
@@ -521,7 +532,7 @@ def load_config(path: str | Path) -> RunConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
     return parse_config(data, source=str(path), base_dir=Path.cwd())

@@ -19,17 +19,20 @@ DEMO_ZONES_NAME = "demo_zones.geojson"
 
 
 def demo_config(out_dir: Path, *, baseline: str = "window") -> RunConfig:
-    """configs/demo.yaml (shipped inside the package) with the output folder set, and the
-    baseline kind (``window``, or ``same_season``: the same season of the three years before)."""
-    text = resources.files("changedetect").joinpath("data/demo.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    """configs/demo.yaml (shipped inside the package, with its zone layer) with the output folder
+    set, and the baseline kind (``window``, or ``same_season``: the same season of the three years
+    before)."""
+    data_dir = resources.files("changedetect").joinpath("data")
+    data = yaml.safe_load(data_dir.joinpath("demo.yaml").read_text(encoding="utf-8"))
     data.setdefault("output", {})["dir"] = str(out_dir)
+    data["zones"]["path"] = str(data_dir.joinpath(DEMO_ZONES_NAME))
     data.setdefault("baseline", {})["kind"] = baseline
     return parse_config(data, source="demo.yaml")
 
 
 def write_demo_zones(config: RunConfig, path: Path) -> ZonesConfig:
-    """Two protection zones over the demo AOI: a red-line core and a general control zone."""
+    """Two protection zones over the config's first AOI: a red-line core and a general control
+    zone (over the demo AOI: the demo's zone layer, ``data/demo_zones.geojson``)."""
     west, south, east, north = config.aois[0].bbox or (0, 0, 1, 1)
     mid_x = west + (east - west) * 0.55
     mid_y = south + (north - south) * 0.5

@@ -44,3 +44,7 @@ class CredentialsError(SourceError):
 
 class RemoteServiceError(SourceError):
     """An imagery service kept failing (HTTP errors, timeouts, broken replies) after its retries."""
+
+
+class RunFailedError(ChangeDetectError):
+    """One or more AOIs of a run failed (the others were published); the message names each."""

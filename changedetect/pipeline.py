@@ -12,11 +12,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
 import xarray as xr
 from pyproj.geod import Geod
+from rasterio.warp import transform_bounds
 from shapely.geometry.base import BaseGeometry
 
 from .alerting import AlertFollowing, follow_alerts, site_views
@@ -146,22 +148,27 @@ def run(
     until: dt.date | None = None,
     incremental: bool = True,
 ) -> list[AoiResult]:
-    """Every AOI of the config, one after the other; the first failure stops the run.
+    """Every AOI of the config (:func:`changedetect.runs.run_config`, no clue sink): each is
+    attempted, and the first failure is then raised.
 
     `since` / `until` replace the after window's start / end. Unless `since` is given or
     `incremental` is off, an AOI analyses only after-window acquisitions newer than the newest one
     its last successful run analysed (kept in the run state file), and is skipped when there is none.
     """
-    source = make_source(config)
-    zones = zone_index(config)
-    after = after_window(config, since=since, until=until)
-    state = run_state(config, since=since, incremental=incremental)
-    results = []
-    for index in range(len(config.aois)):
-        results.append(
-            run_aoi(config, index, source, zones=zones, progress=progress, after=after, state=state)
-        )
-    return results
+    from .runs import results_or_raise, run_config
+
+    record = run_config(
+        config, log=_ProgressLog(progress), since=since, until=until, incremental=incremental
+    )
+    return results_or_raise(record)
+
+
+class _ProgressLog:
+    """A run log that sends information to a progress callback and the rest to the logger."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.info = progress or log.info
+        self.warning, self.error = log.warning, log.error
 
 
 def zone_index(config: RunConfig) -> ZoneIndex | None:
@@ -281,8 +288,8 @@ def plan_aoi(
                 aoi.name, grid, before_w, after_w, [], [], Path(previous.out_dir), note=note
             )
     if not after_acq:
-        raise NoValidDataError(
-            f"AOI {aoi.name}: no acquisition in the after window {after_w.start}..{after_w.end}"
+        raise _no_acquisition(
+            aoi.name, grid, source, f"the after window {after_w.start}..{after_w.end}", [after_w]
         )
     seasons: list[TimeWindow] = []
     history: tuple[Acquisition, ...] = ()
@@ -307,7 +314,7 @@ def plan_aoi(
         before_acq = source.search(grid, before_w)
         where = f"the before window {before_w.start}..{before_w.end}"
     if not before_acq:
-        raise NoValidDataError(f"AOI {aoi.name}: no acquisition in {where}")
+        raise _no_acquisition(aoi.name, grid, source, where, seasons or [before_w])
     say(
         f"[{aoi.name}] {len(before_acq)} acquisitions in {where}; {len(after_acq)} after "
         f"({after_w.start}..{after_w.end})"
@@ -320,6 +327,40 @@ def plan_aoi(
         aoi.name, grid, before_w, after_w, before_acq, after_acq, out_dir,
         seasons=tuple(seasons), history=history,
     )  # fmt: skip
+
+
+def _no_acquisition(
+    aoi: str,
+    grid: GridSpec,
+    source: ImagerySource,
+    where: str,
+    windows: Sequence[TimeWindow],
+) -> NoValidDataError:
+    """Why a search found nothing: no imagery of those dates at all, or imagery of those dates
+    that does not cover the AOI (said with both extents, so it does not read as a date problem).
+    Only a source that lists its acquisitions (a local folder) can tell the two apart."""
+    extent = _format_bounds(_wgs84_bounds(grid.crs, grid.bounds))
+    listed: list[Acquisition] | None = getattr(source, "acquisitions", None)
+    dated = [a for a in listed or [] if any(w.contains(a.datetime) for w in windows) and a.grid]
+    if not dated:
+        return NoValidDataError(
+            f"AOI {aoi}: no acquisition in {where} over the AOI ({extent} WGS84)"
+        )
+    covered = np.array([_wgs84_bounds(a.grid.crs, a.grid.bounds) for a in dated])
+    union = (*covered[:, :2].min(axis=0), *covered[:, 2:].max(axis=0))
+    return NoValidDataError(
+        f"AOI {aoi}: no acquisition covers the AOI ({extent} WGS84): the {len(dated)} "
+        f"acquisition(s) in {where} cover {_format_bounds(union)} WGS84; check the AOI's bbox "
+        "or the imagery"
+    )
+
+
+def _wgs84_bounds(crs: Any, bounds: Sequence[float]) -> tuple[float, float, float, float]:
+    return transform_bounds(crs, WGS84, *bounds, densify_pts=21)
+
+
+def _format_bounds(bounds: Sequence[float]) -> str:
+    return "west {:.4f}, south {:.4f}, east {:.4f}, north {:.4f}".format(*bounds)
 
 
 def load_aoi(
@@ -440,22 +481,20 @@ def run_aoi(
     after: TimeWindow | None = None,
     state: RunState | None = None,
 ) -> AoiResult:
-    """One AOI end to end: search, load, analyse, publish; then record it in `state`."""
-    say = progress or log.info
-    plan = plan_aoi(config, aoi_index, source, after=after, state=state, progress=say)
-    if plan.nothing_new:
-        return plan.skipped()
-    before_stack, after_stack = load_aoi(config, plan, source)
-    try:
-        result = analyse_aoi(config, plan, before_stack, after_stack, zones=zones, progress=say)
-    except NoClearViewError as exc:
-        say(f"[{plan.aoi}] skipped: {exc}")
-        if state is not None:
-            record_clouded(state, plan)
-        return plan.skipped(str(exc))
-    if state is not None:
-        record_aoi(state, plan, result, AlertBook(config.output.alerts_path()))
-    return result
+    """One AOI end to end with the run's steps (:func:`changedetect.runs.run_one_aoi`, no clue
+    sink): search, load, analyse, publish; then record it in `state`. A failure is raised."""
+    from .runs import RunContext, result_or_raise, run_one_aoi
+
+    ctx = RunContext(
+        config,
+        source,
+        zones,
+        after or config.after.to_window(),
+        state,
+        None,
+        _ProgressLog(progress),
+    )
+    return result_or_raise(run_one_aoi(ctx, config.aois[aoi_index].name))
 
 
 def screened(
@@ -545,7 +584,12 @@ def analyse(
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
         with ScratchRasters(grid, work / "score.tif", work / "rgb.tif") as scratch:
             gathered = run_pass(
-                test, inputs, det.min_valid_observations, scratch.write, reflectance_to_byte
+                test,
+                inputs,
+                det.min_valid_observations,
+                scratch.write,
+                reflectance_to_byte,
+                what=f"[{options.aoi}] change test",
             )
         if gathered.n_valid == 0:
             raise _nothing_to_compare(options.aoi, before, after)
@@ -643,13 +687,17 @@ def _nothing_to_compare(aoi: str, before: Composite, after: Composite) -> NoVali
     )
 
 
-def _clue_id(aoi: str, after_window: TimeWindow, patch: Patch) -> str:
+def _clue_id(aoi: str, detected_at: str, patch: Patch) -> str:
+    """``<aoi>-<YYYYMMDD detected>-<hash of the place and size>``: the date is the newest analysed
+    acquisition's, as in the output folder's name and ``detected_at``."""
     c = patch.geometry.centroid
-    key = f"{aoi}|{after_window.end.isoformat()}|{round(c.x, 1)}|{round(c.y, 1)}|{patch.n_pixels}"
-    return f"{aoi}-{after_window.end:%Y%m%d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    key = f"{aoi}|{detected_at}|{round(c.x, 1)}|{round(c.y, 1)}|{patch.n_pixels}"
+    day = dt.date.fromisoformat(detected_at)
+    return f"{aoi}-{day:%Y%m%d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def _detected_at(after_stack: xr.Dataset, after_window: TimeWindow) -> str:
+    """The date (ISO) of the newest after acquisition analysed (the window's end without one)."""
     times = after_stack["time"].values if "time" in after_stack.coords else []
     if len(times):
         return str(np.datetime_as_string(np.max(times), unit="D"))
@@ -680,7 +728,7 @@ def make_clues(
         centroid = geom.centroid
         clues.append(
             PatchClue(
-                clue_id=_clue_id(aoi, after_window, patch),
+                clue_id=_clue_id(aoi, detected_at, patch),
                 aoi=aoi,
                 detected_at=detected_at,
                 before=before_window.as_list(),

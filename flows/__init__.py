@@ -1,6 +1,6 @@
 """Prefect flows that orchestrate the library (nightly runs per region).
 
-`nightly` (flows/nightly.py) runs every AOI of one config; its tasks wrap `changedetect.pipeline`
-steps (flows/tasks.py); flows/cluster.py picks where dask computes; flows/report.py writes the run
-records and the markdown report.
+`nightly` (flows/nightly.py) runs every AOI of one config through `changedetect.runs`, the loop
+`changedetect run` uses too, with Prefect tasks as its steps (flows/tasks.py); flows/cluster.py
+picks where dask computes.
 """

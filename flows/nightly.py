@@ -18,14 +18,11 @@ import datetime as dt
 import os
 import re
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, flow, get_run_logger, serve
+from prefect import flow, get_run_logger, serve
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runtime import flow_run
@@ -39,24 +36,23 @@ from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from changedetect.config import RunConfig, load_config
-from changedetect.errors import NoClearViewError
+from changedetect.argtypes import iso_date
+from changedetect.config import load_config
 from changedetect.handoff import ClueSink, TrackerSink, default_sink
-from changedetect.io.sources.base import ImagerySource
-from changedetect.io.zones import ZoneIndex
-from changedetect.models import TimeWindow
-from changedetect.pipeline import (
-    after_window,
-    make_source,
-    record_aoi,
-    record_clouded,
-    run_state,
-    zone_index,
+from changedetect.io.sinks.run_records import markdown_report, write_run_records
+from changedetect.models import AoiResult
+from changedetect.pipeline import AoiPlan
+from changedetect.runs import (
+    Detection,
+    RunContext,
+    RunRecord,
+    RunSteps,
+    Stacks,
+    now_utc,
+    run_config,
 )
-from changedetect.state import AlertBook, RunState
 
 from .cluster import scheduler_address
-from .report import AoiRecord, RunRecord, markdown_report, write_run_records
 from .tasks import RETRIES, RETRY_DELAY_S, detect, hand_on, load, look_back, search
 
 #: When the nightly deployment runs, and in which time zone.
@@ -64,106 +60,44 @@ NIGHTLY_CRON = "0 2 * * *"
 NIGHTLY_TIMEZONE = "Asia/Shanghai"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+def flow_steps(*, retries: int, retry_delay_s: float, refresh: bool) -> RunSteps:
+    """The run's steps as Prefect tasks: a step retried where nothing below it retries (the
+    hand-on to the tracker, a file system hiccup), the analysis cached by its inputs (and
+    recomputed when the outputs it published are gone)."""
+    delivery = {"retries": retries, "retry_delay_seconds": exponential_backoff(retry_delay_s)}
+    searching, loading = search.with_options(**delivery), load.with_options(**delivery)
+    detecting = detect.with_options(refresh_cache=True) if refresh else detect
+    handing_on = hand_on.with_options(**delivery)
 
+    def search_step(ctx: RunContext, aoi: str) -> AoiPlan:
+        return searching(ctx.config, aoi, ctx.source, ctx.after, ctx.state)
 
-@dataclass(frozen=True)
-class _Steps:
-    """The tasks of one run, with the run's retry settings."""
+    def load_step(ctx: RunContext, plan: AoiPlan) -> Stacks:
+        return loading(ctx.config, plan, ctx.source)
 
-    search: Task
-    load: Task
-    detect: Task
-    hand_on: Task
-    look_back: Task
-
-    @classmethod
-    def configured(cls, *, retries: int, retry_delay_s: float, refresh: bool) -> _Steps:
-        network = {"retries": retries, "retry_delay_seconds": exponential_backoff(retry_delay_s)}
-        return cls(
-            search.with_options(**network),
-            load.with_options(**network),
-            detect.with_options(refresh_cache=True) if refresh else detect,
-            hand_on.with_options(**network),
-            look_back,
+    def detect_step(ctx: RunContext, plan: AoiPlan, stacks: Stacks) -> Detection:
+        args = (ctx.config, plan, quote(stacks), ctx.zones)
+        outcome = detecting(*args, return_state=True)
+        detected = outcome.result()
+        if outcome.name != "Cached":
+            return Detection(detected.result)
+        if detected.outputs_intact():
+            return Detection(detected.result, cached=True)
+        ctx.log.warning(
+            f"[{plan.aoi}] the cached analysis's outputs in {plan.out_dir} are missing or "
+            "changed; computing them again"
         )
+        return Detection(detect.with_options(refresh_cache=True)(*args).result)
 
+    def hand_on_step(sink: ClueSink, result: AoiResult) -> list[str]:
+        return handing_on(sink, result)
 
-@dataclass(frozen=True)
-class _Context:
-    """What every AOI of a run shares."""
+    def look_back_step(
+        sink: TrackerSink, ctx: RunContext, plan: AoiPlan, stacks: Stacks
+    ) -> dict[str, int]:
+        return look_back(sink, ctx.config, plan, quote(stacks))
 
-    config: RunConfig
-    source: ImagerySource
-    zones: ZoneIndex | None
-    after: TimeWindow
-    state: RunState | None
-    sink: ClueSink
-    steps: _Steps
-
-
-@contextmanager
-def _timed(record: AoiRecord, step: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        record.timings_s[step] = round(time.perf_counter() - start, 3)
-
-
-def _run_aoi(ctx: _Context, aoi: str) -> AoiRecord:
-    """One AOI through every step; a failure is recorded, never raised, so the others go on."""
-    logger = get_run_logger()
-    record = AoiRecord(aoi)
-    steps = ctx.steps
-    try:
-        with _timed(record, "total"):
-            with _timed(record, "search"):
-                plan = steps.search(ctx.config, aoi, ctx.source, ctx.after, ctx.state)
-            record.planned(plan)
-            if plan.nothing_new:
-                record.status = "nothing_new"
-                return record
-            with _timed(record, "load"):
-                stacks = steps.load(ctx.config, plan, ctx.source)
-            with _timed(record, "detect"):
-                args = (ctx.config, plan, quote(stacks), ctx.zones)
-                outcome = steps.detect(*args, return_state=True)
-                detected = outcome.result()
-                cached = outcome.name == "Cached"
-                if cached and not detected.outputs_intact():
-                    logger.warning(
-                        f"[{aoi}] the cached analysis's outputs in {plan.out_dir} are missing or "
-                        "changed; computing them again"
-                    )
-                    detected = steps.detect.with_options(refresh_cache=True)(*args)
-                    cached = False
-            with _timed(record, "hand_on"):
-                handed = steps.hand_on(ctx.sink, detected.result)
-            if isinstance(ctx.sink, TrackerSink):
-                with _timed(record, "look_back"):
-                    looked = steps.look_back(ctx.sink, ctx.config, plan, quote(stacks))
-                logger.info(f"[{aoi}] look-back: {looked}")
-            if ctx.state is not None:
-                book = AlertBook(ctx.config.output.alerts_path())
-                record_aoi(ctx.state, plan, detected.result, book)
-            record.published(detected.result, handed, cached=cached)
-            logger.info(
-                f"[{aoi}] published {record.clues} clue(s) in {plan.out_dir}, "
-                f"{len(handed)} new to the tracker"
-            )
-    except NoClearViewError as exc:  # reported and skipped: nothing was seen, nothing is lost
-        record.status = "no_clear_view"
-        record.note = str(exc)
-        logger.warning(f"[{aoi}] skipped: {exc}")
-        if ctx.state is not None:
-            record_clouded(ctx.state, plan)
-    except Exception as exc:  # one AOI failing must not stop the others
-        record.status = "failed"
-        record.error = f"{type(exc).__name__}: {exc}"
-        logger.error(f"[{aoi}] failed: {record.error}")
-    return record
+    return RunSteps(search_step, load_step, detect_step, hand_on_step, look_back_step)
 
 
 def _artifact_key(name: str) -> str:
@@ -188,47 +122,35 @@ def nightly(
         until: End of the after window (replaces the config's).
         full: Ignore the run state: analyse the whole after window again.
         refresh: Recompute the analysis even where the cache holds it for the same inputs.
-        retries: Retries of the network steps (search, download, hand-on).
+        retries: Retries of a step that failed where nothing below retried it (the hand-on to the
+            tracker, a file system hiccup); the imagery sources retry each request themselves.
         retry_delay_s: First retry delay in seconds; it doubles with every retry.
     """
-    logger = get_run_logger()
     cfg = load_config(config)
     record = RunRecord(
         config=str(config),
         config_name=cfg.name,
         flow_run=flow_run.get_name(),
-        started_at=_now(),
-        since=since.isoformat() if since else None,
-        until=until.isoformat() if until else None,
-        full=full,
+        started_at=now_utc(),
         scheduler=scheduler_address(cfg.dask) or "threads",
     )
-    try:
-        ctx = _Context(
-            config=cfg,
-            source=make_source(cfg),
-            zones=zone_index(cfg),
-            after=after_window(cfg, since=since, until=until),
-            state=run_state(cfg, since=since, incremental=not full),
-            sink=default_sink(cfg),
-            steps=_Steps.configured(retries=retries, retry_delay_s=retry_delay_s, refresh=refresh),
-        )
-    except Exception as exc:  # what every AOI needs failed: all fail, and the run is on record
-        error = f"{type(exc).__name__}: {exc}"
-        logger.error(f"cannot start the run: {error}")
-        record.aois = [AoiRecord(aoi.name, error=error) for aoi in cfg.aois]
-    else:
-        for aoi in cfg.aois:
-            record.aois.append(_run_aoi(ctx, aoi.name))
-    record.finished_at = _now()
-    record.status = "failed" if record.failed else "completed"
+    record = run_config(
+        cfg,
+        steps=flow_steps(retries=retries, retry_delay_s=retry_delay_s, refresh=refresh),
+        log=get_run_logger(),
+        sink=default_sink,
+        since=since,
+        until=until,
+        incremental=not full,
+        record=record,
+    )
     path = write_run_records(record, Path(cfg.output.dir))
     create_markdown_artifact(
         key=_artifact_key(cfg.name),
         markdown=markdown_report(record),
         description=f"Nightly run of {cfg.name}: clues per AOI, outputs, failures",
     )
-    logger.info(f"run record: {path}")
+    get_run_logger().info(f"run record: {path}")
     if record.failed:
         return Failed(message=record.failure_message())
     return record
@@ -256,13 +178,6 @@ def build_deployment(
     )
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flows.nightly",
@@ -270,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         "schedule.",
     )
     parser.add_argument("--config", required=True, type=Path, help="run config (YAML)")
-    parser.add_argument("--since", type=_date, help="after window start (ignores the run state)")
-    parser.add_argument("--until", type=_date, help="after window end")
+    parser.add_argument("--since", type=iso_date, help="after window start (ignores the run state)")
+    parser.add_argument("--until", type=iso_date, help="after window end")
     parser.add_argument("--full", action="store_true", help="ignore the run state")
     parser.add_argument("--refresh", action="store_true", help="ignore cached analyses")
     parser.add_argument(

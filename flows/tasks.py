@@ -1,7 +1,10 @@
 """Prefect tasks: each wraps one step of `changedetect.pipeline` and adds retries or caching.
 
-- `search` and `load` touch the network (catalog search, imagery download): retried with
-  exponential backoff on transient errors, never cached (each night must see what is new).
+- `search` and `load` touch the network (catalog search, imagery download), never cached (each
+  night must see what is new). The networked sources retry each request themselves
+  (``source.max_retries``, honouring the service's Retry-After), so a
+  :class:`~changedetect.errors.RemoteServiceError` has used up its retries and the task does not
+  add more; the task retries only what no layer below did (a file system or connection hiccup).
 - `detect` (the expensive, pure analysis, which also publishes the AOI's outputs) is cached by
   everything it depends on: config, AOI, windows, acquisitions (and local files' sizes and times),
   output folder. A cached result remembers the outputs it published; the flow checks they are
@@ -31,6 +34,7 @@ from changedetect.errors import (
     CorruptInputError,
     CredentialsError,
     MissingBandError,
+    RemoteServiceError,
     SourceError,
 )
 from changedetect.handoff import ClueSink, TrackerSink
@@ -56,13 +60,19 @@ CACHE_EXPIRATION = dt.timedelta(days=30)
 RETRIES = 3
 RETRY_DELAY_S = 30.0
 
-#: Failures that another attempt cannot fix.
-PERMANENT_ERRORS = (ConfigError, CredentialsError, CorruptInputError, MissingBandError)
+#: Failures that another attempt cannot fix, or that the source already retried.
+PERMANENT_ERRORS = (
+    ConfigError,
+    CredentialsError,
+    CorruptInputError,
+    MissingBandError,
+    RemoteServiceError,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: a source or network failure that is not a bad config, credential or
-    file."""
+    file, nor a service that kept failing through the source's own retries."""
     if isinstance(exc, PERMANENT_ERRORS):
         return False
     return isinstance(exc, SourceError | OSError | TimeoutError)

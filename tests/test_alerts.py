@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from changedetect import pipeline
+from changedetect import runs
 from changedetect.algorithms.alerts import Alert, advance, site_sighting
 from changedetect.config import load_config
 from changedetect.errors import ConfigError
@@ -338,7 +338,7 @@ def test_a_run_killed_before_it_records_leaves_the_alerts_as_they_were(region, m
         raise KeyboardInterrupt
 
     # killed once the outputs are in place, before anything is recorded
-    monkeypatch.setattr(pipeline, "record_aoi", killed)
+    monkeypatch.setattr(runs, "record_aoi", killed)
     with pytest.raises(KeyboardInterrupt):
         run(config)
     assert (out / "alerts.json").read_text() == before

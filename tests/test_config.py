@@ -28,6 +28,24 @@ def test_demo_config_is_valid_and_matches_embedded_copy():
     assert (ROOT / "configs" / "demo.yaml").read_text() == embedded
 
 
+def test_the_demo_and_the_flow_on_the_demo_config_run_the_same_analysis_apart(tmp_path):
+    """`changedetect demo` and the nightly flow on configs/demo.yaml: the same zones, so the same
+    clues, and different output folders, so neither overwrites the other."""
+    from changedetect.cli import build_parser
+    from changedetect.demo import demo_config, write_demo_zones
+
+    flow = load_config(ROOT / "configs" / "demo.yaml")
+    demo = demo_config(Path(build_parser().parse_args(["demo"]).out))
+    assert demo.output.dir != flow.output.dir
+    assert demo.zones is not None and flow.zones is not None
+    assert demo.zones.path.read_bytes() == flow.zones.path.read_bytes()
+    # both are the zone layer the demo's AOI was drawn with
+    written = write_demo_zones(flow, tmp_path / "zones.geojson")
+    assert written.path.read_bytes() == flow.zones.path.read_bytes()
+    same = {"output", "zones"}
+    assert demo.model_dump(exclude=same) == flow.model_dump(exclude=same)
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [

@@ -130,14 +130,16 @@ def test_explicit_band_mapping(tmp_path: Path) -> None:
     assert acq.assets == {"B04": (str(described), 1), "B08": (str(described), 3)}
 
 
-def test_landsat_envi_with_preset(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_landsat_envi_with_preset(shared_data: Path) -> None:
     path = shared_data / "landsat-taizhou" / "2000TM"
     if not path.exists():
         pytest.skip("landsat-taizhou data absent")
     sensor = SensorConfig(preset="landsat_tm_dn")
-    with caplog.at_level(logging.WARNING):
-        acq = acquisition_from_path(path, sensor)
-    assert "modification time" in caplog.text
+    acq = acquisition_from_path(path, sensor)
+    # dated by the Landsat product id its ENVI header names (L71119038_03820000317_MTL.txt)
+    assert acq.datetime == dt.datetime(2000, 3, 17)
+    later = acquisition_from_path(shared_data / "landsat-taizhou" / "2003TM", sensor)
+    assert later.datetime == dt.datetime(2003, 2, 6)
     assert sorted(acq.assets) == ["B02", "B03", "B04", "B08", "B11", "B12"]
     assert acq.assets["B11"] == (str(path), 5)
     assert acq.grid is not None and acq.grid.crs.to_epsg() == 32651
@@ -296,14 +298,14 @@ def test_truncated_file_fails_early_and_when_read(tmp_path: Path) -> None:
     with pytest.raises(CorruptInputError, match="X_20200101_B04.tif"):
         acquisition_from_path(folder, L2A)
     # A raw format (ENVI): GDAL would read the missing tail as zeros; the size check catches it.
-    envi = tmp_path / "scene2000"
+    envi = tmp_path / "scene_20000101"
     profile = {"driver": "ENVI", "count": 2, "dtype": "uint8", "height": 64, "width": 64}
     with rasterio.open(envi, "w", crs=grid.crs.to_wkt(), transform=grid.transform, **profile) as ds:
         ds.write(np.full((2, 64, 64), 100, np.uint8))
     two = SensorConfig(preset="landsat_tm_dn", bands=["B04", "B08"])
     assert acquisition_from_path(envi, two).assets["B08"] == (str(envi), 2)
     truncate_file(envi, keep=0.8)
-    with pytest.raises(CorruptInputError, match="scene2000 is truncated"):
+    with pytest.raises(CorruptInputError, match="scene_20000101 is truncated"):
         acquisition_from_path(envi, two)
 
     junk = tmp_path / "junk_20200101.tif"
@@ -533,3 +535,48 @@ def test_a_file_rewritten_between_loads_is_read_anew(tmp_path: Path) -> None:
         dst.write(first * 3, 1)
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
     assert float(stack["B04"].max()) == pytest.approx(0.3)
+
+
+def _undated(tmp_path: Path, name: str = "scene.tif") -> Path:
+    grid = make_grid(shape=(20, 20))
+    raw = seeded_reflectance(["B02", "B03", "B04"], grid.shape, seed=3)
+    return write_multiband(tmp_path / name, raw, grid)
+
+
+def test_an_undated_acquisition_is_refused_not_dated_by_its_file_time(tmp_path: Path) -> None:
+    path = _undated(tmp_path)
+    with pytest.raises(SourceError, match=r"scene.*no date in its name.*--before-date"):
+        acquisition_from_path(path, L2A)
+    given = dt.datetime(2021, 7, 4)
+    assert acquisition_from_path(path, L2A, when=given).datetime == given
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "text", "expected"),
+    [
+        # ENVI's own field
+        (
+            "scene.hdr",
+            "ENVI\nsamples = 20\nacquisition time = 2019-07-04T02:58:12Z\n",
+            (2019, 7, 4),
+        ),
+        # a Collection 2 product id in the band names of a header
+        (
+            "scene.hdr",
+            "ENVI\nband names = {LC08_L1TP_119038_20210917_20210925_02_T1_MTL.txt}\n",
+            (2021, 9, 17),
+        ),
+        # the MTL file itself beside the raster
+        (
+            "scene_MTL.txt",
+            'GROUP = X\n  DATE_ACQUIRED = 2011-05-02\n  SCENE_CENTER_TIME = "02:"\n',
+            (2011, 5, 2),
+        ),
+    ],
+)
+def test_an_acquisition_is_dated_by_the_metadata_beside_it(
+    tmp_path: Path, sidecar: str, text: str, expected: tuple[int, int, int]
+) -> None:
+    path = _undated(tmp_path)
+    (tmp_path / sidecar).write_text(text)
+    assert acquisition_from_path(path, L2A).datetime.date() == dt.date(*expected)

@@ -56,4 +56,8 @@ def test_the_wheel_carries_the_package_data(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("changedetect-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"changedetect/data/clue_model.json", "changedetect/data/demo.yaml"} <= names
+    assert {
+        "changedetect/data/clue_model.json",
+        "changedetect/data/demo.yaml",
+        "changedetect/data/demo_zones.geojson",
+    } <= names

@@ -25,6 +25,7 @@ from dask.optimization import cull
 
 from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
 from ..algorithms.detect.features import kept_values
+from ..progress import report
 from ..types import ANALYSIS_BANDS
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
@@ -321,10 +322,11 @@ def run_pass(
     min_valid: int,
     write: BlockWriter,
     preview: Preview,
+    what: str = "change test",
 ) -> Gathered:
     """Test every pixel on dask's current scheduler (threads, or a distributed cluster when a
     client is active): each finished block goes to `write`, and the changed pixels' features
-    come back.
+    come back. Each finished block is reported as progress of `what` (:mod:`changedetect.progress`).
 
     The chunks are taken in rows, a couple at a time. Each chunk of the composites is computed
     once: a chunk is tested as soon as the chunks around it are computed, and then only its halo
@@ -338,7 +340,8 @@ def run_pass(
     n_rows, n_cols = cube.numblocks[1:]
     flat_parts: list[np.ndarray] = []
     value_parts: list[dict[str, np.ndarray]] = []
-    n_valid = 0
+    n_valid = done_blocks = 0
+    report(what, 0, n_rows * n_cols)
     for columns in _stripes(cube):
         stream = _Rows(cube, test.halo, graph, columns)
         steps = list(_steps(n_rows, columns))
@@ -368,6 +371,8 @@ def run_pass(
                 flat_parts.append(block.flat_index)
                 value_parts.append(block.values)
                 n_valid += block.n_valid
+                done_blocks += 1
+                report(what, done_blocks, n_rows * n_cols)
             for i, j in step:
                 stream.tested(i, j)
     _release_freed_memory()

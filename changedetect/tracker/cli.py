@@ -10,7 +10,6 @@ an operator's step on a shared server.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..argtypes import iso_date
 from ..errors import ChangeDetectError
 from .settings import DB_ENV_VAR, DEFAULT_DB_URL, TrackerSettings
 from .states import CASE_STATES, TAGS
@@ -38,13 +38,6 @@ def _open(args: argparse.Namespace) -> TrackerDB:
 
     url = resolve_db_url(args.db)
     return TrackerDB.open(url, migrate=url.startswith("sqlite"))
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -324,8 +317,8 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", type=_csv_list, help=f"comma-separated tags ({', '.join(TAGS)})")
     parser.add_argument("--aoi", help="only cases of this AOI")
     parser.add_argument("--bbox", type=_bbox, help="WEST,SOUTH,EAST,NORTH (WGS84 degrees)")
-    parser.add_argument("--since", type=_date, help="detected on or after YYYY-MM-DD")
-    parser.add_argument("--until", type=_date, help="detected on or before YYYY-MM-DD")
+    parser.add_argument("--since", type=iso_date, help="detected on or after YYYY-MM-DD")
+    parser.add_argument("--until", type=iso_date, help="detected on or before YYYY-MM-DD")
     parser.add_argument("--escalated", action="store_true", help="only escalated cases")
 
 

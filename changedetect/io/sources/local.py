@@ -171,17 +171,84 @@ def _parse_tiff_datetime(value: str | None) -> dt.datetime | None:
     return None
 
 
+#: Landsat product ids whose acquisition date they carry: Collection ids
+#: (``LE07_L1TP_119038_20000317_20200917_02_T1``: the first date) and pre-collection ones
+#: (``L71119038_03820000317``: path-row, then the row again and the date).
+_LANDSAT_ID_DATE = re.compile(
+    r"(?<![A-Za-z0-9])L[COTEM]\d{2}_\w{4}_\d{6}_(\d{8})_\d{8}_\d{2}_\w{2}(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])L\d{2}\d{6}_\d{3}(\d{8})(?!\d)"
+)
+#: ENVI header fields that hold the acquisition time (ENVI's own, and what processors write).
+_ENVI_TIME = re.compile(r"^\s*acquisition (?:time|date)\s*=\s*\{?\s*([^}\n]+)", re.I | re.M)
+#: An MTL file's acquisition date.
+_MTL_DATE = re.compile(r"^\s*(?:DATE_ACQUIRED|ACQUISITION_DATE)\s*=\s*\"?(\d{4}-\d{2}-\d{2})", re.M)
+
+
+def _sidecar_datetime(raster: Path) -> tuple[dt.datetime, str] | None:
+    """The acquisition date that the metadata beside `raster` carries, and where it was read:
+    an ENVI header's acquisition time, else the Landsat product id of the MTL file it names (the
+    MTL file's DATE_ACQUIRED when it lies beside), else a Landsat MTL file of the raster's name."""
+    headers = [raster.with_suffix(s) for s in (".hdr", ".HDR")]
+    headers += [raster.with_name(raster.name + s) for s in (".hdr", ".HDR")]
+    for header in dict.fromkeys(headers):
+        if not header.is_file():
+            continue
+        text = header.read_text(errors="replace")
+        match = _ENVI_TIME.search(text)
+        when = parse_date(match.group(1), r"(\d{4}-?\d{2}-?\d{2})") if match else None
+        if when is not None:
+            return when, f"the ENVI header {header.name}"
+        for mtl in dict.fromkeys(re.findall(r"[\w.-]+_MTL\.txt", text)):
+            read = _mtl_datetime(header.with_name(mtl))
+            if read is not None:
+                return read, mtl
+            when = _landsat_id_date(mtl)
+            if when is not None:
+                return when, f"the Landsat product id {mtl} named in {header.name}"
+    for mtl in (
+        raster.with_name(raster.stem + "_MTL.txt"),
+        raster.with_name(raster.name + "_MTL.txt"),
+    ):
+        when = _mtl_datetime(mtl)
+        if when is not None:
+            return when, mtl.name
+    return None
+
+
+def _mtl_datetime(path: Path) -> dt.datetime | None:
+    if not path.is_file():
+        return None
+    match = _MTL_DATE.search(path.read_text(errors="replace"))
+    return dt.datetime.fromisoformat(match.group(1)) if match else None
+
+
+def _landsat_id_date(text: str) -> dt.datetime | None:
+    match = _LANDSAT_ID_DATE.search(text)
+    if match is None:
+        return None
+    return parse_date(match.group(1) or match.group(2))
+
+
 def _acquisition_datetime(
     acq_id: str,
     names: Sequence[str],
     pattern: str,
     tiff_datetime: str | None,
-    mtime_of: Path,
+    raster: Path,
 ) -> dt.datetime:
+    """The acquisition's date from what it carries: its name (`pattern`), the metadata beside it
+    (ENVI header, Landsat MTL), its TIFFTAG_DATETIME. Never guessed: a file's modification time
+    says when it was copied, not when the scene was seen, and a wrong date silently mislabels
+    every clue and breaks the time windows."""
     for name in names:
         when = parse_date(name, pattern)
         if when is not None:
             return when
+    sidecar = _sidecar_datetime(raster)
+    if sidecar is not None:
+        when, where = sidecar
+        log.info("acquisition %s: dated %s from %s", acq_id, when.date().isoformat(), where)
+        return when
     when = _parse_tiff_datetime(tiff_datetime)
     if when is not None:
         log.info(
@@ -191,15 +258,12 @@ def _acquisition_datetime(
             when.isoformat(),
         )
         return when
-    when = dt.datetime.fromtimestamp(os.path.getmtime(mtime_of), tz=dt.UTC).replace(tzinfo=None)
-    log.warning(
-        "acquisition %s: no date in its name matching %r and no TIFFTAG_DATETIME; using the file "
-        "modification time %s. Put the date (YYYYMMDD) in the name or set date_pattern.",
-        acq_id,
-        pattern,
-        when.isoformat(timespec="seconds"),
+    raise SourceError(
+        f"acquisition {acq_id} ({raster}): no date in its name matching {pattern!r}, in an ENVI "
+        "header or Landsat MTL file beside it, or in a TIFFTAG_DATETIME; put the date (YYYYMMDD) "
+        "in the name, set the source's date_pattern, or give it (compare: --before-date / "
+        "--after-date)"
     )
-    return when
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,13 +271,17 @@ def _acquisition_datetime(
 
 
 def acquisition_from_path(
-    path: Path, sensor: SensorConfig, *, date_pattern: str = r"(\d{8})"
+    path: Path,
+    sensor: SensorConfig,
+    *,
+    date_pattern: str = r"(\d{8})",
+    when: dt.datetime | None = None,
 ) -> Acquisition:
     """Describe the acquisition at `path` (a raster file or a folder of ``*_<BAND>.tif`` files).
 
-    Fills ``assets`` (band -> (file, band index)), ``datetime`` (from the name via `date_pattern`,
-    else TIFFTAG_DATETIME, else the file modification time, with a log note) and ``grid`` (the
-    native grid of the finest band). Every file used is opened and its last stored block decoded:
+    Fills ``assets`` (band -> (file, band index)), ``datetime`` (`when` if given, else from the
+    name via `date_pattern`, the ENVI header or Landsat MTL file beside it, or TIFFTAG_DATETIME;
+    SourceError when none says) and ``grid`` (the native grid of the finest band). Every file used is opened and its last stored block decoded:
     raises SourceError / CorruptInputError / MissingBandError with a one-line message otherwise.
     """
     path = Path(path)
@@ -238,9 +306,9 @@ def acquisition_from_path(
                 "local source (one acquisition per file-name prefix)"
             )
         return _from_band_files(
-            path.name, {b: fs[0] for b, fs in by_band.items()}, date_pattern, path
+            path.name, {b: fs[0] for b, fs in by_band.items()}, date_pattern, path, when
         )
-    return _from_file(path, sensor, date_pattern)
+    return _from_file(path, sensor, date_pattern, when)
 
 
 def _band_files_in(folder: Path) -> dict[tuple[str, str], Path]:
@@ -256,7 +324,11 @@ def _band_files_in(folder: Path) -> dict[tuple[str, str], Path]:
 
 
 def _from_band_files(
-    acq_id: str, files: dict[str, Path], date_pattern: str, where: Path
+    acq_id: str,
+    files: dict[str, Path],
+    date_pattern: str,
+    where: Path,
+    when: dt.datetime | None = None,
 ) -> Acquisition:
     assets: dict[str, tuple[str, int]] = {}
     grids: dict[str, GridSpec] = {}
@@ -272,7 +344,8 @@ def _from_band_files(
     grid = _finest(grids)
     names = [where.name, *sorted(f.name for f in files.values())]
     first_file = files[sorted(files)[0]]
-    when = _acquisition_datetime(acq_id, names, date_pattern, tiff_datetime, first_file)
+    if when is None:
+        when = _acquisition_datetime(acq_id, names, date_pattern, tiff_datetime, first_file)
     return Acquisition(id=acq_id, datetime=when, source="local", assets=assets, grid=grid)
 
 
@@ -287,7 +360,9 @@ def _finest(grids: dict[str, GridSpec]) -> GridSpec:
     return grids[min(grids, key=key)]
 
 
-def _from_file(path: Path, sensor: SensorConfig, date_pattern: str) -> Acquisition:
+def _from_file(
+    path: Path, sensor: SensorConfig, date_pattern: str, when: dt.datetime | None = None
+) -> Acquisition:
     acq_id = _entry_id(path)
     mapping = sensor.resolved_bands()
     with open_raster(path) as ds:
@@ -304,7 +379,8 @@ def _from_file(path: Path, sensor: SensorConfig, date_pattern: str) -> Acquisiti
             assets = _assets_from_descriptions(path, ds)
         verify_readable(ds, [bidx for _, bidx in assets.values()], path)
         tiff_datetime = ds.tags().get("TIFFTAG_DATETIME")
-    when = _acquisition_datetime(acq_id, [path.name], date_pattern, tiff_datetime, path)
+    if when is None:
+        when = _acquisition_datetime(acq_id, [path.name], date_pattern, tiff_datetime, path)
     return Acquisition(id=acq_id, datetime=when, source="local", assets=assets, grid=grid)
 
 
