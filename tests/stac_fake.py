@@ -4,7 +4,10 @@
   (``conformsTo`` with item search, filter and query, ``search`` and ``data`` links),
   ``GET /collections`` and ``GET /collections/<id>``, and ``GET``/``POST /search`` with the
   collections, bbox, datetime, ``query`` and CQL2-JSON ``filter`` parameters, paged through
-  ``next`` links (``page_size`` items a page, whatever ``limit`` the client asks). It records every
+  ``next`` links (``page_size`` items a page, whatever ``limit`` the client asks); the items it
+  serves link to their collection, as real APIs' do. :meth:`FakeStacApi.item_search_only` turns it
+  into an API that implements item search alone (core + item-search conformance, no ``data``
+  link, ``/collections`` answering 404), which the STAC API spec allows. It records every
   request and can answer the next requests to a path with an HTTP error (:meth:`FakeStacApi.fail`).
   It runs in a thread of the test process: only JSON goes through it, asset hrefs are local files
   (GDAL reading HTTP assets served from the same process can deadlock).
@@ -55,6 +58,8 @@ PC_KEYS = {band: band for band in EARTH_SEARCH_KEYS}
 REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 
 _API = "https://api.stacspec.org/v1.0.0"
+#: What an API that implements item search and nothing else conforms to.
+ITEM_SEARCH_ONLY = (f"{_API}/core", f"{_API}/item-search")
 CONFORMANCE = (
     f"{_API}/core",
     f"{_API}/collections",
@@ -316,6 +321,8 @@ class FakeStacApi(HTTPServerBase):
         self.conformance: list[str] = list(CONFORMANCE)
         #: HTTP methods the landing page advertises for /search.
         self.search_methods: list[str] = ["GET", "POST"]
+        #: Whether /collections and /collections/<id> exist (see :meth:`item_search_only`).
+        self.collections_endpoint = True
         self.collections: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[Recorded] = []
         self._failures: dict[str, list[_Failure]] = {}
@@ -344,6 +351,14 @@ class FakeStacApi(HTTPServerBase):
         with self._lock:
             self._failures.setdefault(path, []).append(_Failure(status, times, headers or {}))
 
+    def item_search_only(self) -> None:
+        """Be an API that implements item search alone: conformance core + item-search, no
+        ``data`` link, and ``/collections`` and ``/collections/<id>`` answer 404 (their items
+        still name and link their collection)."""
+        with self._lock:
+            self.conformance = list(ITEM_SEARCH_ONLY)
+            self.collections_endpoint = False
+
     def reset(self) -> None:
         """Forget the recorded requests and pending failures; conformance back to the default."""
         with self._lock:
@@ -351,6 +366,7 @@ class FakeStacApi(HTTPServerBase):
             self._failures.clear()
             self.conformance = list(CONFORMANCE)
             self.search_methods = ["GET", "POST"]
+            self.collections_endpoint = True
 
     def count(self, path: str | None = None) -> int:
         """Requests received (to `path`)."""
@@ -372,6 +388,8 @@ class FakeStacApi(HTTPServerBase):
             )
         if request.path == "/":
             return self._json(self._landing())
+        if request.path.startswith("/collections") and not self.collections_endpoint:
+            return self._json({"code": "NotFound", "description": request.path}, 404)
         if request.path == "/collections":
             return self._json(
                 {"collections": [self._collection(c) for c in self.collections], "links": []}
@@ -430,7 +448,11 @@ class FakeStacApi(HTTPServerBase):
             "links": [
                 {"rel": "self", "href": root, "type": "application/json"},
                 {"rel": "root", "href": root, "type": "application/json"},
-                {"rel": "data", "href": f"{root}collections", "type": "application/json"},
+                *(
+                    [{"rel": "data", "href": f"{root}collections", "type": "application/json"}]
+                    if self.collections_endpoint
+                    else []
+                ),
                 *(
                     {
                         "rel": "search",
@@ -462,6 +484,18 @@ class FakeStacApi(HTTPServerBase):
             ],
         }
 
+    def _linked(self, item: dict[str, Any], cid: str) -> dict[str, Any]:
+        """`item` as an API serves it: linked to its collection (even where that has no
+        endpoint: a client must not need to follow the link). No ``self`` link, since pystac
+        would resolve the assets' local-path hrefs against it, and so no ``parent`` link either:
+        without a self href pystac reads the parent of every item it parses."""
+        root = self.url
+        links = [
+            {"rel": "collection", "href": f"{root}collections/{cid}", "type": "application/json"},
+            {"rel": "root", "href": root, "type": "application/json"},
+        ]
+        return {**item, "links": links}
+
     def _search(self, params: Mapping[str, Any], method: str) -> dict[str, Any]:
         wanted = params.get("collections") or list(self.collections)
         bbox = params.get("bbox")
@@ -477,7 +511,7 @@ class FakeStacApi(HTTPServerBase):
                     continue
                 if params.get("filter") and not _cql2(params["filter"], props):
                     continue
-                matches.append(item)
+                matches.append(self._linked(item, cid))
         matches.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
         start = int(str(params.get("token", "offset:0")).split(":")[1])
         size = min(int(params.get("limit") or self.page_size), self.page_size)

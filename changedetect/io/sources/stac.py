@@ -3,7 +3,9 @@
 ``search`` asks the API (``pystac_client``) for the items of one collection over the grid's WGS84
 bounds, inside the time window and under the cloud-cover limit (STAC ``query`` or CQL2 ``filter``,
 whichever the API conforms to, and checked again here); the items of one solar day, e.g.
-neighbouring MGRS tiles, make one :class:`Acquisition`.
+neighbouring MGRS tiles, make one :class:`Acquisition`. Item search is all the API must offer:
+the collection is looked up (``/collections/{id}``) only to explain an empty answer, and only
+where the API has that endpoint.
 
 ``load`` fetches, for each acquisition and each piece of the analysis grid (at most ``tile_px``
 pixels a side, so memory does not grow with the area), the mapped assets with ``odc.stac.load``
@@ -198,7 +200,6 @@ class StacSource:
         """Acquisitions (one per solar day) of the collection over `grid` inside `window` whose
         cloud cover is at most ``max_cloud_cover``, oldest first."""
         client = self._open()
-        self._check_collection(client)
         bbox = wgs84_bounds(grid)
         params: dict[str, Any] = {
             "collections": [self.config.collection],
@@ -216,6 +217,8 @@ class StacSource:
             raise SourceError(
                 f"STAC API {self.config.url}: malformed reply to the {what}: {exc}"
             ) from None
+        if not items:
+            self._check_collection(client)
         kept = [item for item in items if self._cloud_ok(item)]
         self._check_scaling(kept)
         acquisitions = self._group(kept, _centre_lon(grid))
@@ -272,9 +275,26 @@ class StacSource:
         return method, href
 
     def _check_collection(self, client: Client) -> None:
+        """Refuse a collection id the API says it does not have (an empty search cannot tell)."""
         if self._collection_checked:
             return
         cid = self.config.collection
+        # Item search alone is a valid STAC API; without the Collections (or OGC Features) class
+        # pystac-client would walk the landing page's child links instead, which such an API
+        # need not have: nothing there would prove the id wrong.
+        if not (
+            client.conforms_to(ConformanceClasses.COLLECTIONS)
+            or client.conforms_to(ConformanceClasses.FEATURES)
+        ):
+            log.warning(
+                "STAC API %s found no item: cannot check that collection %r exists (the API has "
+                "no collections endpoint); if it should have imagery here, check "
+                "source.collection",
+                self.config.url,
+                cid,
+            )
+            self._collection_checked = True
+            return
         try:
             found = client.get_collection(cid)
         except APIError as exc:
