@@ -15,7 +15,10 @@
   10 m grid as COGs, adds a synthetic SCL, and :func:`cut_assets` cuts them into tile-sized pieces,
   like neighbouring MGRS tiles of one day.
 * :func:`make_item` builds a STAC item for a set of asset files, with ``proj`` and ``raster``
-  metadata as Earth Search publishes it (or without ``raster:bands``, as Planetary Computer does).
+  metadata as Earth Search publishes it (or without ``raster:bands``, as Planetary Computer does),
+  and any further properties (``s2:processing_baseline``, ``earthsearch:boa_offset_applied``).
+* :func:`with_boa_offset` stores the same reflectance as Sentinel-2 processing baseline 04.00 and
+  later do: every valid number raised by ESA's ``BOA_ADD_OFFSET`` of 1000.
 """
 
 from __future__ import annotations
@@ -161,6 +164,21 @@ def cut_assets(
     return out, sub
 
 
+def with_boa_offset(
+    files: Mapping[str, Path], out_dir: Path, offset_dn: int = 1000
+) -> dict[str, Path]:
+    """Copies of `files` whose reflectance bands hold the same reflectance the way processing
+    baseline 04.00 stores it: DN = 10000 * reflectance + 1000 (no data stays 0; SCL as is)."""
+    out: dict[str, Path] = {}
+    for band, path in files.items():
+        with rasterio.open(path) as src:
+            data, grid = src.read(1), GridSpec(src.crs, src.transform, src.width, src.height)
+        if band in REFLECTANCE_BANDS:
+            data = np.where(data == 0, 0, data.astype(np.int64) + offset_dn).astype(np.uint16)
+        out[band] = write_cog(out_dir / path.name, data, grid)
+    return out
+
+
 def read_band(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read(1)
@@ -189,9 +207,12 @@ def make_item(
     cloud_cover: float | None = 10.0,
     cloud_cover_property: str = "eo:cloud_cover",
     raster_bands: bool = True,
+    offset: float = 0.0,
+    properties: Mapping[str, Any] | None = None,
     href: Callable[[Path], str] = str,
 ) -> dict[str, Any]:
-    """A STAC item (dict) whose assets are `files` (band -> path) named by `keys`."""
+    """A STAC item (dict) whose assets are `files` (band -> path) named by `keys`; reflectance
+    assets' ``raster:bands`` say scale 0.0001 and `offset`; `properties` are added as given."""
     bbox, geometry = _footprint(grid)
     epsg = grid.crs.to_epsg()
     assets: dict[str, Any] = {}
@@ -207,15 +228,16 @@ def make_item(
             dtype = "uint8" if band == "SCL" else "uint16"
             info: dict[str, Any] = {"data_type": dtype, "nodata": 1 if band == "QA_PIXEL" else 0}
             if band not in ("SCL", "QA_PIXEL"):
-                info.update(scale=0.0001, offset=0)
+                info.update(scale=0.0001, offset=offset)
             asset["raster:bands"] = [info]
         assets[keys[band]] = asset
-    properties: dict[str, Any] = {
+    props: dict[str, Any] = {
         "datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "proj:epsg": epsg,
+        **(properties or {}),
     }
     if cloud_cover is not None:
-        properties[cloud_cover_property] = cloud_cover
+        props[cloud_cover_property] = cloud_cover
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -228,7 +250,7 @@ def make_item(
         "collection": collection,
         "bbox": bbox,
         "geometry": geometry,
-        "properties": properties,
+        "properties": props,
         "assets": assets,
         "links": [],
     }
