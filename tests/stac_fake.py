@@ -4,7 +4,10 @@
   (``conformsTo`` with item search, filter and query, ``search`` and ``data`` links),
   ``GET /collections`` and ``GET /collections/<id>``, and ``GET``/``POST /search`` with the
   collections, bbox, datetime, ``query`` and CQL2-JSON ``filter`` parameters, paged through
-  ``next`` links (``page_size`` items a page, whatever ``limit`` the client asks). It records every
+  ``next`` links (``page_size`` items a page, whatever ``limit`` the client asks); the items it
+  serves link to their collection, as real APIs' do. :meth:`FakeStacApi.item_search_only` turns it
+  into an API that implements item search alone (core + item-search conformance, no ``data``
+  link, ``/collections`` answering 404), which the STAC API spec allows. It records every
   request and can answer the next requests to a path with an HTTP error (:meth:`FakeStacApi.fail`).
   It runs in a thread of the test process: only JSON goes through it, asset hrefs are local files
   (GDAL reading HTTP assets served from the same process can deadlock).
@@ -12,7 +15,10 @@
   10 m grid as COGs, adds a synthetic SCL, and :func:`cut_assets` cuts them into tile-sized pieces,
   like neighbouring MGRS tiles of one day.
 * :func:`make_item` builds a STAC item for a set of asset files, with ``proj`` and ``raster``
-  metadata as Earth Search publishes it (or without ``raster:bands``, as Planetary Computer does).
+  metadata as Earth Search publishes it (or without ``raster:bands``, as Planetary Computer does),
+  and any further properties (``s2:processing_baseline``, ``earthsearch:boa_offset_applied``).
+* :func:`with_boa_offset` stores the same reflectance as Sentinel-2 processing baseline 04.00 and
+  later do: every valid number raised by ESA's ``BOA_ADD_OFFSET`` of 1000.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ PC_KEYS = {band: band for band in EARTH_SEARCH_KEYS}
 REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 
 _API = "https://api.stacspec.org/v1.0.0"
+#: What an API that implements item search and nothing else conforms to.
+ITEM_SEARCH_ONLY = (f"{_API}/core", f"{_API}/item-search")
 CONFORMANCE = (
     f"{_API}/core",
     f"{_API}/collections",
@@ -156,6 +164,21 @@ def cut_assets(
     return out, sub
 
 
+def with_boa_offset(
+    files: Mapping[str, Path], out_dir: Path, offset_dn: int = 1000
+) -> dict[str, Path]:
+    """Copies of `files` whose reflectance bands hold the same reflectance the way processing
+    baseline 04.00 stores it: DN = 10000 * reflectance + 1000 (no data stays 0; SCL as is)."""
+    out: dict[str, Path] = {}
+    for band, path in files.items():
+        with rasterio.open(path) as src:
+            data, grid = src.read(1), GridSpec(src.crs, src.transform, src.width, src.height)
+        if band in REFLECTANCE_BANDS:
+            data = np.where(data == 0, 0, data.astype(np.int64) + offset_dn).astype(np.uint16)
+        out[band] = write_cog(out_dir / path.name, data, grid)
+    return out
+
+
 def read_band(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read(1)
@@ -184,9 +207,12 @@ def make_item(
     cloud_cover: float | None = 10.0,
     cloud_cover_property: str = "eo:cloud_cover",
     raster_bands: bool = True,
+    offset: float = 0.0,
+    properties: Mapping[str, Any] | None = None,
     href: Callable[[Path], str] = str,
 ) -> dict[str, Any]:
-    """A STAC item (dict) whose assets are `files` (band -> path) named by `keys`."""
+    """A STAC item (dict) whose assets are `files` (band -> path) named by `keys`; reflectance
+    assets' ``raster:bands`` say scale 0.0001 and `offset`; `properties` are added as given."""
     bbox, geometry = _footprint(grid)
     epsg = grid.crs.to_epsg()
     assets: dict[str, Any] = {}
@@ -202,15 +228,16 @@ def make_item(
             dtype = "uint8" if band == "SCL" else "uint16"
             info: dict[str, Any] = {"data_type": dtype, "nodata": 1 if band == "QA_PIXEL" else 0}
             if band not in ("SCL", "QA_PIXEL"):
-                info.update(scale=0.0001, offset=0)
+                info.update(scale=0.0001, offset=offset)
             asset["raster:bands"] = [info]
         assets[keys[band]] = asset
-    properties: dict[str, Any] = {
+    props: dict[str, Any] = {
         "datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "proj:epsg": epsg,
+        **(properties or {}),
     }
     if cloud_cover is not None:
-        properties[cloud_cover_property] = cloud_cover
+        props[cloud_cover_property] = cloud_cover
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -223,7 +250,7 @@ def make_item(
         "collection": collection,
         "bbox": bbox,
         "geometry": geometry,
-        "properties": properties,
+        "properties": props,
         "assets": assets,
         "links": [],
     }
@@ -316,6 +343,8 @@ class FakeStacApi(HTTPServerBase):
         self.conformance: list[str] = list(CONFORMANCE)
         #: HTTP methods the landing page advertises for /search.
         self.search_methods: list[str] = ["GET", "POST"]
+        #: Whether /collections and /collections/<id> exist (see :meth:`item_search_only`).
+        self.collections_endpoint = True
         self.collections: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[Recorded] = []
         self._failures: dict[str, list[_Failure]] = {}
@@ -344,6 +373,14 @@ class FakeStacApi(HTTPServerBase):
         with self._lock:
             self._failures.setdefault(path, []).append(_Failure(status, times, headers or {}))
 
+    def item_search_only(self) -> None:
+        """Be an API that implements item search alone: conformance core + item-search, no
+        ``data`` link, and ``/collections`` and ``/collections/<id>`` answer 404 (their items
+        still name and link their collection)."""
+        with self._lock:
+            self.conformance = list(ITEM_SEARCH_ONLY)
+            self.collections_endpoint = False
+
     def reset(self) -> None:
         """Forget the recorded requests and pending failures; conformance back to the default."""
         with self._lock:
@@ -351,6 +388,7 @@ class FakeStacApi(HTTPServerBase):
             self._failures.clear()
             self.conformance = list(CONFORMANCE)
             self.search_methods = ["GET", "POST"]
+            self.collections_endpoint = True
 
     def count(self, path: str | None = None) -> int:
         """Requests received (to `path`)."""
@@ -372,6 +410,8 @@ class FakeStacApi(HTTPServerBase):
             )
         if request.path == "/":
             return self._json(self._landing())
+        if request.path.startswith("/collections") and not self.collections_endpoint:
+            return self._json({"code": "NotFound", "description": request.path}, 404)
         if request.path == "/collections":
             return self._json(
                 {"collections": [self._collection(c) for c in self.collections], "links": []}
@@ -430,7 +470,11 @@ class FakeStacApi(HTTPServerBase):
             "links": [
                 {"rel": "self", "href": root, "type": "application/json"},
                 {"rel": "root", "href": root, "type": "application/json"},
-                {"rel": "data", "href": f"{root}collections", "type": "application/json"},
+                *(
+                    [{"rel": "data", "href": f"{root}collections", "type": "application/json"}]
+                    if self.collections_endpoint
+                    else []
+                ),
                 *(
                     {
                         "rel": "search",
@@ -462,6 +506,18 @@ class FakeStacApi(HTTPServerBase):
             ],
         }
 
+    def _linked(self, item: dict[str, Any], cid: str) -> dict[str, Any]:
+        """`item` as an API serves it: linked to its collection (even where that has no
+        endpoint: a client must not need to follow the link). No ``self`` link, since pystac
+        would resolve the assets' local-path hrefs against it, and so no ``parent`` link either:
+        without a self href pystac reads the parent of every item it parses."""
+        root = self.url
+        links = [
+            {"rel": "collection", "href": f"{root}collections/{cid}", "type": "application/json"},
+            {"rel": "root", "href": root, "type": "application/json"},
+        ]
+        return {**item, "links": links}
+
     def _search(self, params: Mapping[str, Any], method: str) -> dict[str, Any]:
         wanted = params.get("collections") or list(self.collections)
         bbox = params.get("bbox")
@@ -477,7 +533,7 @@ class FakeStacApi(HTTPServerBase):
                     continue
                 if params.get("filter") and not _cql2(params["filter"], props):
                     continue
-                matches.append(item)
+                matches.append(self._linked(item, cid))
         matches.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
         start = int(str(params.get("token", "offset:0")).split(":")[1])
         size = min(int(params.get("limit") or self.page_size), self.page_size)

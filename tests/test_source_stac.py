@@ -1,5 +1,6 @@
 """STAC source: search through a fake STAC API, load real imagery (OSCD Bercy) through odc-stac into
-the download cache, signing, retries and clear errors. No network."""
+the download cache, one reflectance across Sentinel-2 processing baselines, signing, retries and
+clear errors. No network."""
 
 from __future__ import annotations
 
@@ -19,10 +20,19 @@ import rasterio
 from affine import Affine
 from pyproj import CRS, Transformer
 
+from changedetect.algorithms.composite import composite
 from changedetect.config import SensorConfig, StacSourceConfig
 from changedetect.errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
 from changedetect.io.sources.base import ImagerySource
-from changedetect.io.sources.stac import StacSource, grid_id, solar_day, wgs84_bounds
+from changedetect.io.sources.stac import (
+    Radiometry,
+    StacSource,
+    asset_radiometry,
+    grid_id,
+    harmonise,
+    solar_day,
+    wgs84_bounds,
+)
 from changedetect.models import Acquisition, GridSpec, TimeWindow
 
 from .conftest import DATA
@@ -35,6 +45,7 @@ from .stac_fake import (
     cut_assets,
     make_item,
     read_band,
+    with_boa_offset,
     write_city_assets,
     write_cog,
 )
@@ -262,6 +273,32 @@ def test_static_catalog_is_refused(scene: Scene, api: FakeStacApi, tmp_path: Pat
     assert api.count() == 1  # the landing page only
 
 
+def test_item_search_only_api_is_searched_and_loaded(
+    scene: Scene, api: FakeStacApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The STAC API spec lets an API implement item search alone (conformance core +
+    item-search, no /collections): what the search answers is all the source needs."""
+    api.item_search_only()
+    source = make_source(api, tmp_path)
+    found = source.search(scene.grid, WINDOW_ALL)
+    # the cloudy day is still left out: without query or filter the limit is checked here
+    assert [a.id for a in found] == [f"{ID_WEST}+{ID_EAST}", ID_DAY2]
+    ds = source.load(found, ["B04", "SCL"], scene.grid, chunk_size=128)
+    for band in ("B04", "SCL"):
+        np.testing.assert_array_equal(ds[band].values[0], scene.expected(scene.day1, band))
+        np.testing.assert_array_equal(ds[band].values[1], scene.expected(scene.day2, band))
+    assert not [r.path for r in api.requests if r.path.startswith("/collections")]
+
+    # An empty answer cannot be told from a misspelt collection there: said, not refused.
+    with caplog.at_level("WARNING", logger="changedetect.io.sources.stac"):
+        assert (
+            make_source(api, tmp_path, collection="sentinel-2-l2x").search(scene.grid, WINDOW_ALL)
+            == []
+        )
+    assert "cannot check that collection 'sentinel-2-l2x' exists" in caplog.text
+    assert not [r.path for r in api.requests if r.path.startswith("/collections")]
+
+
 def test_requests_per_second_spaces_api_calls(
     scene: Scene, api: FakeStacApi, tmp_path: Path
 ) -> None:
@@ -269,8 +306,8 @@ def test_requests_per_second_spaces_api_calls(
     start = time.monotonic()
     source.search(scene.grid, WINDOW_ALL)
     elapsed = time.monotonic() - start
-    assert api.count() == 4  # landing page, collection, two search pages
-    assert elapsed >= 3 / 20.0 - 0.01
+    assert api.count() == 3  # landing page, two search pages (items found: no collection lookup)
+    assert elapsed >= 2 / 20.0 - 0.01
 
 
 # --- load -----------------------------------------------------------------------------------
@@ -477,6 +514,152 @@ def test_failed_read_leaves_nothing_in_cache(
     assert cache_files(cache) == []  # no partial COG, no temporary file
 
 
+# --- one reflectance whatever the processing baseline ------------------------------------------
+
+OLD = dt.datetime(2021, 8, 20, 10, 56, 21)  # processing baseline 03.01: DN = 10000 * reflectance
+NEW = dt.datetime(2022, 8, 25, 10, 56, 19)  # 04.00: DN = 10000 * reflectance + 1000
+WINDOW_MIXED = TimeWindow(dt.date(2021, 6, 1), dt.date(2022, 9, 30))
+BASELINE04 = SensorConfig(preset="sentinel2_l2a_baseline04")  # scale 1e-4, offset -0.1
+
+
+def _es(baseline: str, applied: bool) -> dict[str, Any]:
+    return {"s2:processing_baseline": baseline, "earthsearch:boa_offset_applied": applied}
+
+
+def _baseline_items(
+    style: str, cid: str, true: dict[str, Path], shifted: dict[str, Path], grid: GridSpec
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """An item of baseline 03.01 and one of 04.00 holding the same reflectance, described the way
+    `style`'s catalog describes them; and the catalog's asset keys."""
+    if style == "earth-search":  # every fact given, the numbers as ESA made them
+        old = make_item("S2A_OLD", OLD, cid, true, grid, properties=_es("03.01", False))
+        new = make_item(
+            "S2B_NEW", NEW, cid, shifted, grid, offset=-0.1, properties=_es("04.00", False)
+        )
+        return [old, new], EARTH_SEARCH_KEYS
+    if style == "earth-search-offset-applied":
+        # the provider took the offset off the numbers, and left raster:bands saying -0.1
+        old = make_item("S2A_OLD", OLD, cid, true, grid, properties=_es("03.01", False))
+        new = make_item("S2B_NEW", NEW, cid, true, grid, offset=-0.1, properties=_es("04.00", True))
+        return [old, new], EARTH_SEARCH_KEYS
+    if style == "planetary-computer":  # no raster:bands: the baseline alone tells
+        old, new = (
+            make_item(iid, when, cid, files, grid, keys=PC_KEYS, raster_bands=False,
+                      properties={"s2:processing_baseline": baseline})
+            for iid, when, files, baseline in
+            [("S2A_OLD", OLD, true, "03.01"), ("S2B_NEW", NEW, shifted, "04.00")]
+        )  # fmt: skip
+        return [old, new], PC_KEYS
+    assert style == "raster-bands"  # a private catalog that only describes its numbers
+    old = make_item("S2A_OLD", OLD, cid, true, grid)
+    new = make_item("S2B_NEW", NEW, cid, shifted, grid, offset=-0.1)
+    return [old, new], EARTH_SEARCH_KEYS
+
+
+@pytest.mark.parametrize("sensor", [L2A, BASELINE04], ids=["to-offset-0", "to-offset-0.1"])
+@pytest.mark.parametrize(
+    "style", ["earth-search", "earth-search-offset-applied", "planetary-computer", "raster-bands"]
+)
+def test_mixed_processing_baselines_give_one_reflectance(
+    scene: Scene, api: FakeStacApi, tmp_path: Path, style: str, sensor: SensorConfig
+) -> None:
+    """The same reflectance stored before and after baseline 04.00 comes out the same, in each
+    acquisition and in their composite, whichever offset the sensor config names."""
+    shifted = with_boa_offset(scene.day2, tmp_path / "shifted")
+    cid = f"baselines-{style}"
+    items, keys = _baseline_items(style, cid, scene.day2, shifted, scene.grid)
+    api.add_collection(cid, items)
+    source = make_source(api, tmp_path / "cache", collection=cid, assets=dict(keys), sensor=sensor)
+    found = source.search(scene.grid, WINDOW_MIXED)
+    assert [a.id for a in found] == ["S2A_OLD", "S2B_NEW"]
+    ds = source.load(found, BANDS, scene.grid, chunk_size=128)
+    valid = ds["SCL"] > 0
+    median = composite(ds, valid, WINDOW_MIXED, REFLECTANCE_BANDS).bands
+    for band in REFLECTANCE_BANDS:
+        truth = scene.expected(scene.day2, band)
+        for t in range(2):
+            np.testing.assert_allclose(ds[band].values[t], truth, atol=1e-6, err_msg=f"{band} {t}")
+        np.testing.assert_allclose(median[band].values, truth, atol=1e-6, err_msg=band)
+    np.testing.assert_array_equal(ds["SCL"].values[1], scene.expected(scene.day2, "SCL"))
+
+
+def test_tiles_of_one_day_stored_differently_are_fused_alike(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    """Two tiles of one day, one whose offset the provider took off and one as ESA stored it
+    (Earth Search reprocessed scene by scene): each is harmonised before they are fused."""
+    shifted = with_boa_offset(scene.day2, tmp_path / "shifted")
+    west, west_grid = cut_assets(scene.day2, scene.grid, (0, 0, 300, 170), tmp_path / "west")
+    east, east_grid = cut_assets(shifted, scene.grid, (0, 130, 300, 170), tmp_path / "east")
+    api.add_collection(
+        "one-day-two-ways",
+        [
+            make_item("S2B_W", NEW, "one-day-two-ways", west, west_grid, offset=-0.1,
+                      properties=_es("04.00", True)),
+            make_item("S2B_E", NEW + dt.timedelta(seconds=3), "one-day-two-ways", east, east_grid,
+                      offset=-0.1, properties=_es("04.00", False)),
+        ],
+    )  # fmt: skip
+    source = make_source(api, tmp_path / "cache", collection="one-day-two-ways")
+    (found,) = source.search(scene.grid, WINDOW_MIXED)
+    ds = source.load([found], BANDS, scene.grid, chunk_size=128)
+    for band in BANDS:
+        np.testing.assert_allclose(
+            ds[band].values[0], scene.expected(scene.day2, band), atol=1e-6, err_msg=band
+        )
+
+
+def test_item_silent_on_its_offset_takes_the_windows_agreed_one(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    shifted = with_boa_offset(scene.day2, tmp_path / "shifted")
+    api.add_collection(
+        "agreeing",
+        [
+            make_item("S2A_SAYS", OLD, "agreeing", shifted, scene.grid, keys=PC_KEYS,
+                      raster_bands=False, properties={"s2:processing_baseline": "05.00"}),
+            make_item("S2B_SILENT", NEW, "agreeing", shifted, scene.grid, keys=PC_KEYS,
+                      raster_bands=False),
+        ],
+    )  # fmt: skip
+    source = make_source(api, tmp_path / "cache", collection="agreeing", assets=dict(PC_KEYS))
+    found = source.search(scene.grid, WINDOW_MIXED)
+    ds = source.load(found, ["B04"], scene.grid, chunk_size=128)
+    for t in range(2):
+        np.testing.assert_allclose(
+            ds["B04"].values[t], scene.expected(scene.day2, "B04"), atol=1e-6
+        )
+
+
+def test_item_silent_on_its_offset_among_disagreeing_items_is_refused(
+    scene: Scene, api: FakeStacApi, tmp_path: Path
+) -> None:
+    shifted = with_boa_offset(scene.day2, tmp_path / "shifted")
+    middle = dt.datetime(2022, 1, 30, 10, 56)
+    api.add_collection(
+        "disagreeing",
+        [
+            make_item("S2A_OLD", OLD, "disagreeing", scene.day2, scene.grid, raster_bands=False,
+                      keys=PC_KEYS, properties={"s2:processing_baseline": "03.01"}),
+            make_item("S2A_SILENT", middle, "disagreeing", shifted, scene.grid, keys=PC_KEYS,
+                      raster_bands=False),
+            make_item("S2B_NEW", NEW, "disagreeing", shifted, scene.grid, raster_bands=False,
+                      keys=PC_KEYS, properties={"s2:processing_baseline": "04.00"}),
+        ],
+    )  # fmt: skip
+    source = make_source(api, tmp_path / "cache", collection="disagreeing", assets=dict(PC_KEYS))
+    with pytest.raises(SourceError) as err:
+        source.search(scene.grid, WINDOW_MIXED)
+    message = str(err.value)
+    assert "STAC item S2A_SILENT (disagreeing) does not say how asset 'B02' stores" in message
+    assert "S2A_OLD: scale 0.0001 offset 0 (s2:processing_baseline 03.01)" in message
+    assert "S2B_NEW: scale 0.0001 offset -0.1 (s2:processing_baseline 04.00)" in message
+    assert "Narrow the time window" in message
+    # a window on one side of the change has one answer: the silent item takes it
+    found = source.search(scene.grid, TimeWindow(dt.date(2022, 1, 26), dt.date(2022, 9, 30)))
+    assert [a.id for a in found] == ["S2A_SILENT", "S2B_NEW"]
+
+
 # --- HTTP failures --------------------------------------------------------------------------
 
 
@@ -534,6 +717,64 @@ def test_grid_id_is_stable_and_distinct(scene: Scene) -> None:
     }
     assert len(ids) == 4
     assert grid_id(grid) == "epsg32631_x453023_y5411753_300x300_r10"
+
+
+def _item(properties: dict[str, Any], raster: dict[str, Any] | None = None) -> pystac.Item:
+    asset = pystac.Asset("red.tif", extra_fields={"raster:bands": [raster]} if raster else {})
+    item = pystac.Item("S2_X", None, None, dt.datetime(2022, 6, 1), properties)
+    item.add_asset("red", asset)
+    return item
+
+
+@pytest.mark.parametrize(
+    ("properties", "raster", "expected"),
+    [
+        # the provider says it took the offset off: its stale raster:bands offset is ignored
+        (_es("04.00", True), {"scale": 0.0001, "offset": -0.1}, (0.0001, 0.0)),
+        ({"sentinel:boa_offset_applied": True}, None, (0.0001, 0.0)),  # Earth Search v0
+        # not taken off: ESA's numbers, the baseline decides over raster:bands
+        (_es("04.00", False), {"scale": 0.0001, "offset": 0}, (0.0001, -0.1)),
+        (_es("03.01", False), {"scale": 0.0001, "offset": -0.1}, (0.0001, 0.0)),
+        # not taken off and no baseline: raster:bands
+        ({"earthsearch:boa_offset_applied": False}, {"offset": -0.1}, (0.0001, -0.1)),
+        ({}, {"scale": 2.75e-5, "offset": -0.2}, (2.75e-5, -0.2)),  # e.g. Landsat C2 L2
+        ({"s2:processing_baseline": "02.14"}, {"scale": 0.0001, "offset": -0.1}, (0.0001, -0.1)),
+        # the baseline alone (Planetary Computer)
+        ({"s2:processing_baseline": "04.00"}, None, (0.0001, -0.1)),
+        ({"s2:processing_baseline": "05.10"}, None, (0.0001, -0.1)),
+        ({"sentinel:processing_baseline": "03.01"}, None, (0.0001, 0.0)),
+        ({"s2:processing_baseline": "03.01"}, {"nodata": 0}, (0.0001, 0.0)),
+        # nothing that tells
+        ({}, None, None),
+        ({}, {"nodata": 0, "data_type": "uint16"}, None),
+        ({"s2:processing_baseline": "unknown"}, None, None),
+        ({"earthsearch:boa_offset_applied": False}, None, None),
+    ],
+)
+def test_asset_radiometry_in_order_of_authority(
+    properties: dict[str, Any], raster: dict[str, Any] | None, expected: tuple[float, float] | None
+) -> None:
+    found = asset_radiometry(_item(properties, raster), "red")
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert (found.scale, found.offset) == pytest.approx(expected)
+
+
+def test_harmonise_keeps_no_data_and_clamps_below_the_type() -> None:
+    new = Radiometry(1e-4, -0.1)
+    old = Radiometry(1e-4, 0.0)
+    stored = np.array([[0, 500, 1000, 1001, 3000]], np.uint16)  # no data, -0.05, 0, 1e-4, 0.2
+    np.testing.assert_array_equal(harmonise(stored, 0, new, old), [[0, 1, 1, 1, 2000]])
+    np.testing.assert_array_equal(harmonise(stored, 0, old, new), [[0, 1500, 2000, 2001, 4000]])
+    assert harmonise(stored, 0, old, Radiometry(1e-4, 0.0, "elsewhere")) is stored
+    top = np.array([[65000]], np.uint16)
+    np.testing.assert_array_equal(harmonise(top, 0, old, new), [[65535]])
+    floats = np.array([[np.nan, 0.2]], np.float32)
+    np.testing.assert_allclose(
+        harmonise(floats, None, Radiometry(1.0, -0.1), Radiometry(1.0, 0.0)), [[np.nan, 0.1]]
+    )
 
 
 def test_solar_day_follows_longitude() -> None:

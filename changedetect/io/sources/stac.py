@@ -3,14 +3,26 @@
 ``search`` asks the API (``pystac_client``) for the items of one collection over the grid's WGS84
 bounds, inside the time window and under the cloud-cover limit (STAC ``query`` or CQL2 ``filter``,
 whichever the API conforms to, and checked again here); the items of one solar day, e.g.
-neighbouring MGRS tiles, make one :class:`Acquisition`.
+neighbouring MGRS tiles, make one :class:`Acquisition`. Item search is all the API must offer:
+the collection is looked up (``/collections/{id}``) only to explain an empty answer, and only
+where the API has that endpoint.
+
+Items need not store reflectance alike: Sentinel-2 processing baseline 04.00 (from 2022-01-25)
+adds 1000 to every number, and providers differ in whether they took it off again. ``search`` works
+out, per item and reflectance asset, how its numbers scale to reflectance (:func:`asset_radiometry`:
+``earthsearch:boa_offset_applied``, then the asset's ``raster:bands``, then
+``s2:processing_baseline``). An item that says nothing takes what the other items of the window
+agree on (the sensor config when none says anything); when they disagree, the search is refused
+naming the item, since guessing would leave it 0.1 off.
 
 ``load`` fetches, for each acquisition and each piece of the analysis grid (at most ``tile_px``
 pixels a side, so memory does not grow with the area), the mapped assets with ``odc.stac.load``
-onto exactly those pixels (an ``odc.geo`` GeoBox built from the grid, no snapping), keeps the stored
-numbers (e.g. uint16 DN) and writes them as a COG into the :class:`DownloadCache` before moving on.
-Pieces already in the cache are not fetched again: a second load makes no request. The cached files
-are then read lazily by :class:`LocalSource`, which applies the sensor's scale and offset.
+onto exactly those pixels (an ``odc.geo`` GeoBox built from the grid, no snapping). Each item's
+numbers are brought to the sensor config's scale and offset (:func:`harmonise`) before the items
+of the day are fused, kept in their type (e.g. uint16 DN), and written as a COG into the
+:class:`DownloadCache` before moving on. Pieces already in the cache are not fetched again: a
+second load makes no request. The cached files are then read lazily by :class:`LocalSource`, which
+applies the sensor's scale and offset, right for every item.
 
 HTTP: API calls go through a ``requests`` session with a urllib3 ``Retry`` (exponential backoff,
 429 and 5xx retried, ``Retry-After`` honoured), ``timeout_s`` and a request-rate limit; asset reads
@@ -25,8 +37,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -55,7 +68,16 @@ from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic, wgs84_bounds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StacSource", "grid_id", "resolve_signer", "solar_day", "wgs84_bounds"]
+__all__ = [
+    "Radiometry",
+    "StacSource",
+    "asset_radiometry",
+    "grid_id",
+    "harmonise",
+    "resolve_signer",
+    "solar_day",
+    "wgs84_bounds",
+]
 
 #: Largest edge, in pixels, of the grid pieces fetched and cached one at a time: a piece of all
 #: bands is held in memory while it is fetched (2048 px x 7 uint16 bands: 59 MB).
@@ -79,6 +101,19 @@ _GDAL_TYPES = {
 }
 
 Signer = Callable[[pystac.Item], "pystac.Item | None"]
+
+#: ESA's Sentinel-2 quantification: reflectance = (DN + offset) / 10000.
+S2_QUANTIFICATION = 10000
+#: The BOA_ADD_OFFSET (L2A; RADIO_ADD_OFFSET in L1C) of processing baseline 04.00 and later.
+S2_ADD_OFFSET_DN = -1000
+#: The first processing baseline with that offset (in products from 2022-01-25 on).
+S2_OFFSET_BASELINE = (4, 0)
+
+#: Item properties saying whether the provider already applied the offset to the numbers
+#: (Earth Search v1, and v0 before it).
+BOA_OFFSET_APPLIED = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
+#: Item properties giving the Sentinel-2 processing baseline ("04.00").
+PROCESSING_BASELINE = ("s2:processing_baseline", "sentinel:processing_baseline")
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +158,104 @@ def solar_day(when: dt.datetime, lon: float) -> dt.date:
 def _band_order(bands: Sequence[str]) -> list[str]:
     order = {b: i for i, b in enumerate(KNOWN_BANDS)}
     return sorted(dict.fromkeys(bands), key=lambda b: (order.get(b, len(order)), b))
+
+
+@dataclass(frozen=True)
+class Radiometry:
+    """How stored numbers become reflectance: ``stored * scale + offset``."""
+
+    scale: float
+    offset: float
+    #: What said so (for messages), e.g. "s2:processing_baseline 04.00".
+    basis: str = field(default="", compare=False)
+
+    def same_as(self, other: Radiometry) -> bool:
+        return math.isclose(self.scale, other.scale, rel_tol=1e-9) and math.isclose(
+            self.offset, other.offset, abs_tol=1e-9
+        )
+
+    def __str__(self) -> str:
+        return f"scale {self.scale:g} offset {self.offset:g} ({self.basis})"
+
+
+def _baseline(properties: Mapping[str, Any]) -> tuple[tuple[int, int], str] | None:
+    for name in PROCESSING_BASELINE:
+        text = properties.get(name)
+        match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text)) if text is not None else None
+        if match:
+            return (int(match[1]), int(match[2])), f"{name} {text}"
+    return None
+
+
+def _s2_radiometry(baseline: tuple[int, int], basis: str) -> Radiometry:
+    offset = S2_ADD_OFFSET_DN if baseline >= S2_OFFSET_BASELINE else 0
+    return Radiometry(1 / S2_QUANTIFICATION, offset / S2_QUANTIFICATION, basis)
+
+
+def asset_radiometry(item: pystac.Item, key: str) -> Radiometry | None:
+    """How asset `key` of `item` stores reflectance, from what the item says, or None when it
+    says nothing that tells. In order of authority:
+
+    1. ``earthsearch:boa_offset_applied`` true: the provider already applied the offset (scale
+       1/10000, offset 0), whatever the asset's ``raster:bands`` say (Earth Search left -0.1 there
+       on such items). False: the numbers are ESA's, so the processing baseline decides when the
+       item gives it;
+    2. the asset's ``raster:bands`` scale and offset (a missing offset is 0; a missing scale one
+       of 1/10000, since a scale of 1 on integer reflectance means the provider did not say);
+    3. ``s2:processing_baseline``: from 04.00 on, DN = 10000 * reflectance + 1000.
+
+    The acquisition date is not used: reprocessed archives (Sentinel-2 Collection 1, baseline
+    05.00) carry the offset on images from before 2022 too.
+    """
+    props = item.properties
+    baseline = _baseline(props)
+    for name in BOA_OFFSET_APPLIED:
+        applied = props.get(name)
+        if applied is True:
+            return Radiometry(1 / S2_QUANTIFICATION, 0.0, f"{name} true")
+        if applied is False and baseline is not None:
+            return _s2_radiometry(baseline[0], f"{name} false, {baseline[1]}")
+    asset = item.assets.get(key)
+    bands = asset.extra_fields.get("raster:bands") if asset is not None else None
+    info = bands[0] if isinstance(bands, list) and bands and isinstance(bands[0], dict) else {}
+    scale, offset = info.get("scale"), info.get("offset")
+    if isinstance(scale, int | float) or isinstance(offset, int | float):
+        return Radiometry(
+            float(scale) if isinstance(scale, int | float) else 1 / S2_QUANTIFICATION,
+            float(offset) if isinstance(offset, int | float) else 0.0,
+            "raster:bands",
+        )
+    if baseline is not None:
+        return _s2_radiometry(*baseline)
+    return None
+
+
+def harmonise(
+    plane: np.ndarray, nodata: float | None, stored: Radiometry, target: Radiometry
+) -> np.ndarray:
+    """`plane`, one item's stored numbers, re-expressed in `target`'s scale and offset (the same
+    reflectance), in its own type; no-data stays no-data.
+
+    Integers are rounded and kept inside their type and off the no-data value: a reflectance below
+    what `target` can store (baseline 04.00 keeps slightly negative ones over dark water) becomes
+    its smallest valid number, as products before 04.00 stored it (ESA clamped to DN 1)."""
+    if stored.same_as(target):
+        return plane
+    values = (plane.astype(np.float64) * stored.scale + (stored.offset - target.offset)) / (
+        target.scale
+    )
+    has_nodata = nodata is not None and not np.isnan(nodata)
+    if np.issubdtype(plane.dtype, np.integer):
+        info = np.iinfo(plane.dtype)
+        low, high = int(info.min), int(info.max)
+        if has_nodata and nodata == low:
+            low += 1
+        elif has_nodata and nodata == high:
+            high -= 1
+        values = np.clip(np.rint(values), low, high)
+    if has_nodata:
+        values = np.where(plane == nodata, plane, values)
+    return values.astype(plane.dtype)
 
 
 _QUERY_STRING = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
@@ -190,7 +323,8 @@ class StacSource:
         self._collection_checked = False
         self._limiter = RateLimiter(config.requests_per_second)
         self._items: dict[str, list[pystac.Item]] = {}
-        self._warned_scaling = False
+        #: item id -> band -> how that item stores the band (from the search that found it).
+        self._radiometry: dict[str, dict[str, Radiometry]] = {}
 
     # -- search ------------------------------------------------------------------------------
 
@@ -198,7 +332,6 @@ class StacSource:
         """Acquisitions (one per solar day) of the collection over `grid` inside `window` whose
         cloud cover is at most ``max_cloud_cover``, oldest first."""
         client = self._open()
-        self._check_collection(client)
         bbox = wgs84_bounds(grid)
         params: dict[str, Any] = {
             "collections": [self.config.collection],
@@ -216,8 +349,10 @@ class StacSource:
             raise SourceError(
                 f"STAC API {self.config.url}: malformed reply to the {what}: {exc}"
             ) from None
+        if not items:
+            self._check_collection(client)
         kept = [item for item in items if self._cloud_ok(item)]
-        self._check_scaling(kept)
+        self._resolve_radiometry(kept, what)
         acquisitions = self._group(kept, _centre_lon(grid))
         log.info(
             "STAC %s: %d item(s), %d under %g%% cloud, %d acquisition(s)",
@@ -272,9 +407,26 @@ class StacSource:
         return method, href
 
     def _check_collection(self, client: Client) -> None:
+        """Refuse a collection id the API says it does not have (an empty search cannot tell)."""
         if self._collection_checked:
             return
         cid = self.config.collection
+        # Item search alone is a valid STAC API; without the Collections (or OGC Features) class
+        # pystac-client would walk the landing page's child links instead, which such an API
+        # need not have: nothing there would prove the id wrong.
+        if not (
+            client.conforms_to(ConformanceClasses.COLLECTIONS)
+            or client.conforms_to(ConformanceClasses.FEATURES)
+        ):
+            log.warning(
+                "STAC API %s found no item: cannot check that collection %r exists (the API has "
+                "no collections endpoint); if it should have imagery here, check "
+                "source.collection",
+                self.config.url,
+                cid,
+            )
+            self._collection_checked = True
+            return
         try:
             found = client.get_collection(cid)
         except APIError as exc:
@@ -343,34 +495,60 @@ class StacSource:
             acquisitions.append(acq)
         return acquisitions
 
-    def _check_scaling(self, items: list[pystac.Item]) -> None:
-        """Warn once when the items publish a scale/offset other than the sensor config's."""
-        if self._warned_scaling:
-            return
-        scale, offset = self.sensor.resolved_scale(), self.sensor.resolved_offset()
-        for item in items:
-            for band, key in self.config.assets.items():
-                asset = item.assets.get(key)
-                info = (asset.extra_fields.get("raster:bands") or [{}])[0] if asset else {}
-                if band in QUALITY_BANDS or not isinstance(info, dict):
-                    continue
-                s, o = info.get("scale"), info.get("offset")
-                if (s is not None and not math.isclose(s, scale)) or (
-                    o is not None and not math.isclose(o, offset, abs_tol=1e-9)
-                ):
-                    log.warning(
-                        "STAC item %s asset %s publishes scale %s offset %s, but the sensor config "
-                        "uses scale %s offset %s; set sensor.preset (e.g. sentinel2_l2a_baseline04) "
-                        "or sensor.scale / sensor.offset to match",
-                        item.id,
-                        key,
-                        s,
-                        o,
-                        scale,
-                        offset,
-                    )
-                    self._warned_scaling = True
-                    return
+    def _target(self) -> Radiometry:
+        """How the cached numbers store reflectance: as the sensor config says (LocalSource reads
+        them with it)."""
+        return Radiometry(
+            self.sensor.resolved_scale(), self.sensor.resolved_offset(), "the sensor config"
+        )
+
+    def _resolve_radiometry(self, items: list[pystac.Item], what: str) -> None:
+        """Remember how each item stores each reflectance band. An item that does not say takes
+        what the others agree on (the sensor config when none says); when they disagree it is
+        refused, since either guess could leave it 0.1 off."""
+        target = self._target()
+        for band, key in self.config.assets.items():
+            if band in QUALITY_BANDS:
+                continue
+            said = {item.id: asset_radiometry(item, key) for item in items if key in item.assets}
+            views: list[tuple[str, Radiometry]] = []  # an item for each distinct answer
+            for iid, radiometry in said.items():
+                if radiometry is not None and not any(radiometry.same_as(r) for _, r in views):
+                    views.append((iid, radiometry))
+            silent = [iid for iid, radiometry in said.items() if radiometry is None]
+            if silent and len(views) > 1:
+                examples = "; ".join(f"{iid}: {r}" for iid, r in views)
+                raise SourceError(
+                    f"STAC item {silent[0]} ({self.config.collection}) does not say how asset "
+                    f"{key!r} stores reflectance (no {BOA_OFFSET_APPLIED[0]}, raster:bands "
+                    f"scale/offset or {PROCESSING_BASELINE[0]}), and the other items of the "
+                    f"{what} disagree ({examples}): its offset cannot be told. Narrow the time "
+                    "window to one side of 2022-01-25 (Sentinel-2 processing baseline 04.00), or "
+                    "use a catalog whose items say how they store it"
+                )
+            fallback = target
+            if views:
+                agreed = views[0][1]
+                fallback = Radiometry(agreed.scale, agreed.offset, "as the window's other items")
+            for iid, radiometry in said.items():
+                self._radiometry.setdefault(iid, {})[band] = radiometry or fallback
+        differ = [
+            (item.id, r)
+            for item in items
+            for r in self._radiometry.get(item.id, {}).values()
+            if not r.same_as(target)
+        ]
+        if differ:
+            log.info(
+                "STAC %s: %d item(s) store reflectance otherwise than %s (scale %g offset %g), "
+                "brought to it per item; e.g. %s: %s",
+                what,
+                len({iid for iid, _ in differ}),
+                target.basis,
+                target.scale,
+                target.offset,
+                *differ[0],
+            )
 
     def _api_error(self, request: str, what: str, exc: APIError) -> RemoteServiceError:
         status = getattr(exc, "status_code", None)
@@ -431,8 +609,14 @@ class StacSource:
 
     def _collection_key(self) -> str:
         # The same collection id can hold different data in two catalogs: the API is in the key.
+        # So is the scale and offset the cached numbers were harmonised to: another sensor config
+        # must not read them with its own.
         parsed = urlparse(self.config.url)
-        return f"{self.config.collection}_{parsed.netloc}{parsed.path}"
+        target = self._target()
+        return (
+            f"{self.config.collection}_{parsed.netloc}{parsed.path}"
+            f"_scale{target.scale:g}_offset{target.offset:g}"
+        )
 
     def _key(self, day: dt.date, stored: list[str], grid: GridSpec) -> CacheKey:
         return CacheKey(
@@ -541,6 +725,15 @@ class StacSource:
             if band in QUALITY_BANDS:  # class numbers and bit flags are never blended
                 resampling[self.config.assets[band]] = "nearest"
         geobox = GeoBox(tile.shape, tile.transform, tile.crs.to_wkt())
+        # odc-stac fuses the items of a group before we see their numbers, so items that store
+        # reflectance differently must not share a group: consecutive items (in the time, id
+        # order odc-stac fuses in) that store it alike do, and each group is harmonised on its own.
+        radiometry = [self._stored_radiometry(item, stored) for item in items]
+        run = [0]
+        for before, after in zip(radiometry, radiometry[1:], strict=False):
+            alike = all(before[b].same_as(after[b]) for b in before)
+            run.append(run[-1] if alike else run[-1] + 1)
+        groups = [radiometry[run.index(g)] for g in range(run[-1] + 1)]
         try:
             # odc-stac captures this GDAL environment and applies it in its reader threads.
             with rasterio.Env(**self._gdal_options()), _failed_reads() as failed:
@@ -548,7 +741,7 @@ class StacSource:
                     items,
                     bands=keys,
                     geobox=geobox,
-                    groupby="solar_day",
+                    groupby=lambda _item, _parsed, idx: run[idx],
                     resampling=resampling,
                     # a class or bit-flag layer's overviews may be averaged (GDAL's COG default
                     # is cubic), inventing flags: read those at full resolution
@@ -559,11 +752,15 @@ class StacSource:
                 )
         except (*RASTER_ERRORS, OSError) as exc:
             raise RemoteServiceError(self._read_error(acq, items, keys, exc, failed.uris)) from None
-        data, nodata = _stack(ds, stored, keys)
+        data, nodata = _stack(ds, stored, keys, groups, self._target())
         log.debug("fetched %s %s onto %s", acq.id, ",".join(stored), grid_id(tile))
         return self.cache.put(
             key, data, crs=tile.crs.to_wkt(), transform=tile.transform, nodata=nodata
         )
+
+    def _stored_radiometry(self, item: pystac.Item, stored: list[str]) -> dict[str, Radiometry]:
+        known = self._radiometry.get(item.id, {})
+        return {b: known.get(b, self._target()) for b in stored if b not in QUALITY_BANDS}
 
     def _read_error(
         self,
@@ -603,11 +800,10 @@ class StacSource:
         return target
 
 
-def _fuse_planes(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    """One (y, x) plane from odc-stac's (time, y, x): the first valid value wins.
-
-    The items of one acquisition share a solar day, so odc-stac gives one plane; only a piece whose
-    centre falls on the other side of solar midnight could split them."""
+def _fuse_planes(values: Sequence[np.ndarray], nodata: float | None) -> np.ndarray:
+    """One (y, x) plane from odc-stac's (y, x) planes, one per group of items: the first valid
+    value wins (as within a group). There is more than one group only where items of the day
+    store reflectance differently."""
     plane = values[0].copy()
     for other in values[1:]:
         if nodata is None or np.isnan(nodata):
@@ -620,11 +816,25 @@ def _fuse_planes(values: np.ndarray, nodata: float | None) -> np.ndarray:
     return plane
 
 
-def _stack(ds: xr.Dataset, stored: list[str], keys: list[str]) -> tuple[np.ndarray, float | None]:
+def _stack(
+    ds: xr.Dataset,
+    stored: list[str],
+    keys: list[str],
+    groups: Sequence[Mapping[str, Radiometry]],
+    target: Radiometry,
+) -> tuple[np.ndarray, float | None]:
     """(band, y, x) array of the stored numbers in one dtype, and its no-data value.
 
-    Reflectance bands keep their type and no-data; quality layers (SCL, QA_PIXEL) are stored in
-    the same type, which they fit."""
+    `groups` says how each time slice of `ds` stores each reflectance band: those are brought to
+    `target` before the slices are fused, and keep their type and no-data; quality layers (SCL,
+    QA_PIXEL) are stored in the same type, which they fit."""
+    if ds.sizes.get("time", 0) != len(groups):
+        # each slice must be harmonised with its own items' offset: a mismatch would mix them up
+        raise SourceError(
+            f"odc-stac returned {ds.sizes.get('time', 0)} time slice(s) for {len(groups)} group(s) "
+            "of items of one acquisition; the installed odc-stac groups items otherwise than "
+            "this source relies on (one slice per group, in group order)"
+        )
     reflectance = [k for b, k in zip(stored, keys, strict=True) if b not in QUALITY_BANDS]
     dtype = np.result_type(*(ds[k].dtype for k in keys))  # a uint16 QA_PIXEL must fit too
     nodata = ds[reflectance[0]].attrs.get("nodata") if reflectance else 0
@@ -633,7 +843,12 @@ def _stack(ds: xr.Dataset, stored: list[str], keys: list[str]) -> tuple[np.ndarr
     planes = []
     for band, key in zip(stored, keys, strict=True):
         own = ds[key].attrs.get("nodata")
-        plane = _fuse_planes(ds[key].values, own)
+        values = ds[key].values
+        if band not in QUALITY_BANDS:
+            values = [
+                harmonise(v, own, g[band], target) for v, g in zip(values, groups, strict=True)
+            ]
+        plane = _fuse_planes(values, own)
         if band not in QUALITY_BANDS and own is not None and nodata is not None and own != nodata:
             plane = np.where(plane == own, nodata, plane)
         planes.append(plane.astype(dtype, copy=False))
