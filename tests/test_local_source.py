@@ -580,3 +580,23 @@ def test_an_acquisition_is_dated_by_the_metadata_beside_it(
     path = _undated(tmp_path)
     (tmp_path / sidecar).write_text(text)
     assert acquisition_from_path(path, L2A).datetime.date() == dt.date(*expected)
+
+
+def test_a_grid_on_the_same_pixels_is_read_by_a_plain_window_and_no_other() -> None:
+    from changedetect.io.sources.local import _aligned_origin_of
+
+    utm = CRS.from_epsg(32649).to_wkt()
+    src = (10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)
+
+    def origin(transform, crs=utm, src_transform=src):
+        return _aligned_origin_of(src_transform, (100, 120), utm, crs, transform, (40, 50))
+
+    assert origin(src) == (0, 0)
+    # 3 rows down, 5 columns right; and 2 columns left of the file (the rest is no data)
+    assert origin((10.0, 0.0, 500_050.0, 0.0, -10.0, 3_999_970.0)) == (3, 5)
+    assert origin((10.0, 0.0, 499_980.0, 0.0, -10.0, 4_000_000.0)) == (0, -2)
+    # half a pixel off, another pixel size, another CRS, a rotation: the warper's job
+    assert origin((10.0, 0.0, 500_005.0, 0.0, -10.0, 4_000_000.0)) is None
+    assert origin((20.0, 0.0, 500_000.0, 0.0, -20.0, 4_000_000.0)) is None
+    assert origin(src, crs=CRS.from_epsg(32650).to_wkt()) is None
+    assert origin((10.0, 0.1, 500_000.0, 0.1, -10.0, 4_000_000.0)) is None

@@ -35,6 +35,9 @@ import numpy as np
 import rasterio
 import xarray as xr
 from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.overlap import compute_reproject_roi
+from odc.geo.roi import roi_is_empty
 from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
@@ -602,7 +605,7 @@ def _read_chunk(
             else:
                 src_nodata = file_nodata if file_nodata is not None else nodata
                 options = {"resampling": Resampling.bilinear, "nodata": np.nan, "dtype": "float32"}
-            origin = _aligned_origin(src, crs_wkt, transform)
+            origin = _aligned_origin(src, crs_wkt, transform, shape)
             if origin is not None:
                 aligned = (origin[0] + row0, origin[1] + col0)
                 data = _read_aligned(src, indexes, aligned, height, width, src_nodata, quality)
@@ -645,34 +648,44 @@ def _finish(data: np.ndarray, quality: str | None, scale: float, offset: float) 
     return data.astype(np.float32, copy=False)
 
 
-def _aligned_origin(src: Any, crs_wkt: str, transform: tuple[float, ...]) -> tuple[int, int] | None:
+def _aligned_origin(
+    src: Any, crs_wkt: str, transform: tuple[float, ...], shape: tuple[int, int]
+) -> tuple[int, int] | None:
     """(row, col) of the target grid's corner in the source when both share CRS, pixel size and
     pixel edges: then a plain windowed read of each chunk gives exactly what the warper would,
     several times faster."""
     src_crs = src.crs.to_wkt() if src.crs is not None else None
-    return _aligned_origin_of(tuple(src.transform)[:6], src_crs, crs_wkt, transform)
+    return _aligned_origin_of(
+        tuple(src.transform)[:6], (src.height, src.width), src_crs, crs_wkt, transform, shape
+    )
+
+
+#: Sub-pixel shift (in pixels) below which two grids count as aligned: float noise only, so that
+#: a paste gives exactly what the warper would.
+_PASTE_TOLERANCE = 1e-6
 
 
 @functools.lru_cache(maxsize=1024)
 def _aligned_origin_of(
     src_transform: tuple[float, ...],
+    src_shape: tuple[int, int],
     src_crs_wkt: str | None,
     crs_wkt: str,
     transform: tuple[float, ...],
+    shape: tuple[int, int],
 ) -> tuple[int, int] | None:
     # once per file grid and target grid: comparing two CRSs costs as much as reading a band
-    st, dst = Affine(*src_transform), Affine(*transform[:6])
-    if st.b or st.d or dst.b or dst.d:
+    if src_crs_wkt is None:
         return None
-    if not (math.isclose(st.a, dst.a) and math.isclose(st.e, dst.e)):
+    src = GeoBox(src_shape, Affine(*src_transform[:6]), src_crs_wkt)
+    dst = GeoBox(shape, Affine(*transform[:6]), crs_wkt)
+    info = compute_reproject_roi(src, dst, ttol=_PASTE_TOLERANCE, stol=_PASTE_TOLERANCE)
+    if not info.paste_ok or info.read_shrink != 1 or roi_is_empty(info.roi_dst):
         return None
-    col = (dst.c - st.c) / st.a
-    row = (dst.f - st.f) / st.e
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        return None
-    if src_crs_wkt is None or CRS.from_wkt(src_crs_wkt) != CRS.from_wkt(crs_wkt):
-        return None
-    return int(round(row)), int(round(col))
+    # a paste is a whole-pixel shift: source pixel (r, c) lands on target pixel (r - row, c - col)
+    rows, cols = info.roi_src
+    dst_rows, dst_cols = info.roi_dst
+    return rows.start - dst_rows.start, cols.start - dst_cols.start
 
 
 def _read_aligned(
