@@ -134,6 +134,16 @@ def test_geojson_is_rfc7946_and_readable(quarry_result):
     assert "4326" in info["crs"]
 
 
+def test_list_properties_are_also_written_as_scalars(quarry_result):
+    # GeoPackage and Shapefile have no list fields: an export keeps the scalars
+    result, _ = quarry_result
+    (feature,) = json.loads(result.files["clues"].read_text())["features"]
+    props = feature["properties"]
+    assert [props["before_start"], props["before_end"]] == props["before"]
+    assert [props["after_start"], props["after_end"]] == props["after"]
+    assert [props["centroid_lon"], props["centroid_lat"]] == props["centroid"]
+
+
 def test_geojson_geometry_is_valid_after_its_coordinates_are_rounded():
     # two parts 4e-8 degrees apart: valid, but rounded to 7 decimals they would share an edge
     geom = shapely.MultiPolygon(

@@ -4,6 +4,7 @@ The demo scene (seed 42) and a second, smaller scene with another seed: patch re
 disturbances at or above the mapping unit, precision >= 0.90, change type right for >= 85 %.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_demo_scene_quality(tmp_path: Path):
     meta, wkbs, fields = assert_valid_through_gdal(clues_path)
     assert len(wkbs) == len(result.clues) > 0
     assert_valid_through_gdal(score.truth_path)
-    # and stays so exported to a GeoPackage
+    # a GeoPackage export keeps every geometry valid and the list properties as scalars
     gpkg = tmp_path / "clues.gpkg"
     pyogrio.raw.write(
         gpkg,
@@ -71,7 +72,19 @@ def test_demo_scene_quality(tmp_path: Path):
         geometry_type="MultiPolygon",
         promote_to_multi=True,
     )
-    assert_valid_through_gdal(gpkg)
+    meta_gpkg, _, fields_gpkg = assert_valid_through_gdal(gpkg)
+    exported = dict(zip(meta_gpkg["fields"], fields_gpkg, strict=True))
+    written = [f["properties"] for f in json.loads(clues_path.read_text())["features"]]
+    for name, position in (("centroid_lon", 0), ("centroid_lat", 1)):
+        assert exported[name].tolist() == [p["centroid"][position] for p in written]
+    for name, window, position in (
+        ("before_start", "before", 0),
+        ("before_end", "before", 1),
+        ("after_start", "after", 0),
+        ("after_end", "after", 1),
+    ):
+        days = [str(day)[:10] for day in exported[name]]  # GDAL reads these as dates
+        assert days == [p[window][position] for p in written], name
 
 
 @pytest.mark.parametrize("seed", [7])
