@@ -182,8 +182,16 @@ class PatchClue:
             "detected_at": self.detected_at,
             "before": self.before,
             "after": self.after,
+            # each list also as scalars: GeoPackage and Shapefile have no list fields, so an
+            # export (ogr2ogr, QGIS "save as") would drop the lists or turn them into text
+            "before_start": self.before[0],
+            "before_end": self.before[-1],
+            "after_start": self.after[0],
+            "after_end": self.after[-1],
             "area_m2": round(self.area_m2, 1),
             "centroid": [round(self.centroid[0], 6), round(self.centroid[1], 6)],
+            "centroid_lon": round(self.centroid[0], 6),
+            "centroid_lat": round(self.centroid[1], 6),
             "change_type": self.change_type,
             "confidence": round(self.confidence, 3),
             "confidence_level": self.confidence_level,

@@ -6,12 +6,14 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-from shapely.geometry import shape
+import shapely
+from shapely.geometry import box, shape
 from shapely.geometry.polygon import LinearRing
 
 from changedetect.algorithms.clues import load_clue_model, object_features
 from changedetect.config import DetectionConfig
 from changedetect.errors import NoClearViewError, NoValidDataError
+from changedetect.io.sinks.geojson import rfc7946_geometry
 from changedetect.models import TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
@@ -130,6 +132,37 @@ def test_geojson_is_rfc7946_and_readable(quarry_result):
     info = pyogrio.read_info(path)
     assert info["features"] == 1
     assert "4326" in info["crs"]
+
+
+def test_list_properties_are_also_written_as_scalars(quarry_result):
+    # GeoPackage and Shapefile have no list fields: an export keeps the scalars
+    result, _ = quarry_result
+    (feature,) = json.loads(result.files["clues"].read_text())["features"]
+    props = feature["properties"]
+    assert [props["before_start"], props["before_end"]] == props["before"]
+    assert [props["after_start"], props["after_end"]] == props["after"]
+    assert [props["centroid_lon"], props["centroid_lat"]] == props["centroid"]
+
+
+def test_geojson_geometry_is_valid_after_its_coordinates_are_rounded():
+    # two parts 4e-8 degrees apart: valid, but rounded to 7 decimals they would share an edge
+    geom = shapely.MultiPolygon(
+        [box(108.0, 34.0, 108.001, 34.001), box(108.00100004, 34.0, 108.002, 34.001)]
+    )
+    assert geom.is_valid
+    written = shape(rfc7946_geometry(geom))
+    assert written.is_valid, shapely.is_valid_reason(written)
+    assert written.area == pytest.approx(geom.area, rel=1e-4)
+    for part in shapely.get_parts(written):
+        assert part.exterior.is_ccw
+        assert np.array_equal(np.round(part.exterior.coords, 7), part.exterior.coords)
+    # outlines that rounding cannot break are written exactly as rounded, ring order kept
+    squares = shapely.MultiPolygon(
+        [box(108.0, 34.0, 108.001, 34.001), box(108.001, 34.001, 108.002, 34.002)]
+    )
+    assert rfc7946_geometry(squares) == shapely.geometry.mapping(
+        shapely.transform(squares, lambda xy: np.round(xy, 7))
+    )
 
 
 def test_change_raster_is_a_cog_with_zero_and_nodata(quarry_result):

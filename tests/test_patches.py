@@ -1,6 +1,11 @@
 import numpy as np
 import pytest
+import shapely
 from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from rasterio.features import rasterize
 from scipy import ndimage
 
 from changedetect.algorithms.patches import (
@@ -9,6 +14,7 @@ from changedetect.algorithms.patches import (
     clean_mask,
     label_patches,
     patch_statistics,
+    polygonise,
 )
 
 
@@ -56,6 +62,62 @@ def test_polygons_statistics_and_bbox():
     assert patch.stats["d_ndvi"] == pytest.approx(-0.5)
     assert patch.bbox_rc == (5, 20, 15, 30)
     assert patch.area_m2 == pytest.approx(10000.0)
+
+
+def pixels(*rows: str) -> np.ndarray:
+    return np.array([[c == "X" for c in row] for row in rows])
+
+
+def assert_valid_outline_of(geom, own: np.ndarray, transform: Affine) -> None:
+    """`geom` is valid (OGC) and covers exactly the pixels of `own`, with their exact area."""
+    assert shapely.is_valid(geom), shapely.is_valid_reason(geom)
+    assert geom.geom_type in ("Polygon", "MultiPolygon")
+    assert geom.area == own.sum() * abs(transform.a * transform.e)
+    covered = rasterize([geom], out_shape=own.shape, transform=transform) > 0
+    np.testing.assert_array_equal(covered, own)
+
+
+TRANSFORM = Affine(10, 0, 1000, 0, -10, 5000)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        pixels("XX..", "XX..", "..XX", "..XX"),  # two blocks touching at one corner
+        pixels("X.X", ".X.", "X.X"),  # five pixels touching only at corners
+        pixels(".X.", "X.X", ".X."),  # a diamond around a pixel that is not in it
+        pixels("XXXX", "X..X", "X.X.", "XX.."),  # holes meeting the outside at corners
+    ],
+)
+def test_pixels_touching_at_a_corner_give_a_valid_outline_of_exactly_those_pixels(mask):
+    # one 8-connected label each: traced 8-connected, its ring passes twice through a corner
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    assert n == 1
+    (geom,) = polygonise(labels, TRANSFORM).values()
+    assert_valid_outline_of(geom, mask, TRANSFORM)
+
+
+def test_patch_geometry_of_a_diagonal_patch_is_valid_and_keeps_its_area():
+    mask = np.zeros((30, 30), bool)
+    mask[5:15, 5:15] = mask[15:25, 15:25] = True  # two 10 x 10 squares meeting at a corner
+    labels, n = label_patches(mask, min_pixels=1)
+    assert n == 1
+    flat = np.flatnonzero(mask)
+    stats = patch_statistics(labels, n, flat, {"d_ndvi": np.full(flat.size, -0.5, np.float32)})
+    (patch,) = build_patches(labels, n, TRANSFORM, stats, np.bincount(labels.ravel()) * 100.0)
+    assert_valid_outline_of(patch.geometry, labels == 1, TRANSFORM)
+    assert patch.geometry.length == pytest.approx(8 * 100.0)  # the same edges as before
+    assert patch.geometry.centroid.coords[0] == pytest.approx((1150.0, 4850.0))
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(1, 10), st.integers(1, 10))))
+def test_every_label_outline_is_valid_and_covers_exactly_its_pixels(mask):
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    geoms = polygonise(labels, TRANSFORM)
+    assert sorted(geoms) == list(range(1, n + 1))
+    for index, geom in geoms.items():
+        assert_valid_outline_of(geom, labels == index, TRANSFORM)
 
 
 def test_no_change_in_no_patch_out():

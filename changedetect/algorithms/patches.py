@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 from affine import Affine
 from rasterio import features as rio_features
 from scipy import ndimage
 from shapely.geometry import shape
-from shapely.ops import unary_union
 from skimage import morphology
 
 from ..models import Patch
@@ -167,9 +167,16 @@ def relabel(labels: np.ndarray, remap: np.ndarray) -> None:
 
 
 def polygonise(labels: np.ndarray, transform: Affine) -> dict[int, object]:
-    """Shapely geometry (grid CRS) per label, via rasterio.features.shapes.
+    """Valid (OGC) shapely geometry (grid CRS) per label, covering exactly the label's pixels.
 
-    Each label is traced inside its own bounding box: a whole-grid trace would copy the grid."""
+    Each label is traced inside its own bounding box: a whole-grid trace would copy the grid.
+    Labels are 8-connected, but they are traced 4-connected: an 8-connected trace of pixels that
+    touch only at a corner gives one ring passing twice through that corner, a self-intersecting
+    ring that GIS tools reject. Traced 4-connected, each piece is a valid polygon (a hole may touch
+    its shell at a corner, which OGC allows), and the union of the pieces is a valid Polygon or
+    MultiPolygon whose parts meet at corners only. Both traces follow the same pixel edges, so
+    area, perimeter, hull and centroid do not change; nothing is buffered or snapped.
+    """
     geoms: dict[int, object] = {}
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
@@ -179,10 +186,13 @@ def polygonise(labels: np.ndarray, transform: Affine) -> dict[int, object]:
         parts = [
             shape(geom)
             for geom, _ in rio_features.shapes(
-                own.astype(np.uint8), mask=own, transform=box_transform, connectivity=8
+                own.astype(np.uint8), mask=own, transform=box_transform, connectivity=4
             )
         ]
-        geoms[index] = parts[0] if len(parts) == 1 else unary_union(parts)
+        geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+        if not geom.is_valid:  # not seen from a 4-connected trace: repaired rather than written
+            geom = shapely.make_valid(geom, method="structure", keep_collapsed=False)
+        geoms[index] = geom
     return geoms
 
 

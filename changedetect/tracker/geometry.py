@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import Transformer
-from shapely.geometry import mapping, shape
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from shapely.geometry.polygon import orient
 
-COORD_DECIMALS = 7  # as the clue writer: ~1 cm, stable files
+from ..io.sinks.geojson import rfc7946_geometry
 
 
 def to_wkb(geom: BaseGeometry) -> bytes:
@@ -56,12 +55,9 @@ def parse_geojson_geometry(obj: Any) -> BaseGeometry:
 
 
 def to_geojson(geom: BaseGeometry) -> dict[str, Any]:
-    """RFC 7946 geometry (exterior rings counter-clockwise, 7 decimals)."""
-    if geom.geom_type == "Polygon":
-        geom = orient(geom, sign=1.0)
-    elif geom.geom_type == "MultiPolygon":
-        geom = shapely.MultiPolygon([orient(p, sign=1.0) for p in geom.geoms])
-    return mapping(shapely.transform(geom, lambda xy: np.round(xy, COORD_DECIMALS)))
+    """RFC 7946 geometry as the clue writer writes it (exterior rings counter-clockwise, 7
+    decimals, valid after the rounding)."""
+    return rfc7946_geometry(geom)
 
 
 def union(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:

@@ -447,7 +447,9 @@ def cases_geojson(
     features = []
     for s in summaries:
         props = s.to_dict()
-        props["tags"] = ",".join(s.tags)  # QGIS handles flat attributes best
+        # flat attributes: QGIS handles them best, and GeoPackage/Shapefile have no list fields
+        props["tags"] = ",".join(s.tags)
+        props["centroid_lon"], props["centroid_lat"] = s.centroid
         features.append(
             {
                 "type": "Feature",

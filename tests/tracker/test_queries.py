@@ -135,6 +135,8 @@ def test_geojson_export(db, ledger):
     assert [f["id"] for f in fc["features"]] == [ledger["a"], ledger["b"]]
     props = fc["features"][1]["properties"]
     assert (props["state"], props["assigned_county"], props["tags"]) == ("verifying", "Zhouzhi", "")
+    # list properties also as scalars: GeoPackage and Shapefile exports have no list fields
+    assert [props["centroid_lon"], props["centroid_lat"]] == props["centroid"]
     geom = shape(fc["features"][0]["geometry"])
     assert geom.equals_exact(rect(0, 0, 60), 1e-6)
     # RFC 7946: exterior rings counter-clockwise, lon/lat order

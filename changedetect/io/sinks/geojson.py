@@ -5,27 +5,44 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 from shapely.geometry import mapping
 from shapely.geometry.polygon import orient
 
-from ...models import PatchClue
 from ..atomic import atomic_path
+
+if TYPE_CHECKING:  # the models pull in xarray; the tracker writes GeoJSON through this module
+    from ...models import PatchClue
 
 COORD_DECIMALS = 7  # ~1 cm at the equator: well below a 10 m pixel
 
 
 def rfc7946_geometry(geom: Any) -> dict[str, Any]:
-    """GeoJSON geometry with exterior rings counter-clockwise and holes clockwise."""
-    if geom.geom_type == "Polygon":
-        geom = orient(geom, sign=1.0)
-    elif geom.geom_type == "MultiPolygon":
-        geom = type(geom)([orient(p, sign=1.0) for p in geom.geoms])
+    """GeoJSON geometry with exterior rings counter-clockwise and holes clockwise, coordinates
+    rounded to COORD_DECIMALS, valid (OGC) after the rounding."""
     # rounding keeps files small and stable between runs
-    return mapping(shapely.transform(geom, lambda xy: np.round(xy, COORD_DECIMALS)))
+    rounded = shapely.transform(_oriented(geom), lambda xy: np.round(xy, COORD_DECIMALS))
+    if not rounded.is_valid:
+        # Rounding moved a vertex onto or across another edge (parts or rings closer than the
+        # rounding step: never so for pixel outlines metres apart, possible for unions of
+        # footprints). GEOS snaps to the same grid and keeps the result valid: vertices that
+        # meet are merged, and the area moves by no more than the rounding itself.
+        if not geom.is_valid:
+            geom = shapely.make_valid(geom, method="structure", keep_collapsed=False)
+        snapped = shapely.set_precision(geom, 10.0**-COORD_DECIMALS)
+        rounded = shapely.transform(_oriented(snapped), lambda xy: np.round(xy, COORD_DECIMALS))
+    return mapping(rounded)
+
+
+def _oriented(geom: Any) -> Any:
+    if geom.geom_type == "Polygon":
+        return orient(geom, sign=1.0)
+    if geom.geom_type == "MultiPolygon":
+        return type(geom)([orient(p, sign=1.0) for p in geom.geoms])
+    return geom
 
 
 def clues_feature_collection(clues: Sequence[PatchClue]) -> dict[str, Any]:
