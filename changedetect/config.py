@@ -165,7 +165,9 @@ class SentinelHubSourceConfig(RemoteSourceConfig):
     """Service root; https://sh.dataspace.copernicus.eu for the Copernicus Data Space Ecosystem.
     The SH_BASE_URL environment variable overrides it."""
     token_url: str | None = None
-    """OAuth token endpoint; None: the one that belongs to `base_url`. SH_TOKEN_URL overrides it."""
+    """OAuth token endpoint; None: CDSE's identity service for sh.dataspace.copernicus.eu, else the
+    main sentinel-hub.com deployment's (it authenticates for every deployment, as in sentinelhub-py).
+    SH_TOKEN_URL overrides it."""
     collection: Literal["sentinel-2-l2a", "sentinel-2-l1c"] = "sentinel-2-l2a"
     """Data collection to search and fetch."""
     sample_type: Literal["UINT16", "FLOAT32"] = "UINT16"

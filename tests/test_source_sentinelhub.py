@@ -22,6 +22,7 @@ import pytest
 import rasterio
 from affine import Affine
 from pyproj import CRS, Transformer
+from sentinelhub import SHConfig
 
 from changedetect.config import SensorConfig, SentinelHubSourceConfig
 from changedetect.errors import CredentialsError, MissingBandError, RemoteServiceError, SourceError
@@ -103,6 +104,7 @@ def make_source(
     """A source on the fake; retry waits are recorded in `waits` instead of slept."""
     options: dict[str, Any] = {
         "base_url": fake.base_url,
+        "token_url": fake.token_url,
         "cache_dir": cache_dir,
         "max_tile_px": 128,
         "requests_per_second": 1000.0,
@@ -219,9 +221,11 @@ def test_retry_after_seconds_or_http_date(header: str | None, seconds: float | N
 
 
 def test_token_url_defaults_and_overrides(tmp_path: Path) -> None:
-    assert default_token_url("https://services.sentinel-hub.com/") == (
-        "https://services.sentinel-hub.com/oauth/token"
-    )
+    main_realm = "https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token"
+    assert SHConfig().sh_token_url == main_realm  # what sentinelhub-py authenticates with
+    assert default_token_url("https://services.sentinel-hub.com/") == main_realm
+    # other deployments authenticate at the main one too
+    assert default_token_url("https://services-uswest2.sentinel-hub.com") == main_realm
     assert default_token_url("https://sh.dataspace.copernicus.eu") == CDSE_TOKEN_URL
 
     def source(environ: dict[str, str], **settings: Any) -> SentinelHubSource:
@@ -229,10 +233,7 @@ def test_token_url_defaults_and_overrides(tmp_path: Path) -> None:
         return SentinelHubSource(config, SensorConfig(), environ=environ)
 
     sh = source({})
-    assert (sh.base_url, sh.token_url) == (
-        "https://services.sentinel-hub.com",
-        "https://services.sentinel-hub.com/oauth/token",
-    )
+    assert (sh.base_url, sh.token_url) == ("https://services.sentinel-hub.com", main_realm)
     cdse = source({}, base_url="https://sh.dataspace.copernicus.eu")
     assert cdse.token_url == CDSE_TOKEN_URL
     assert (
@@ -565,7 +566,7 @@ def test_a_request_that_keeps_failing_names_itself(
         ),
         ("catalog", "content_type", "(POST /api/v1/catalog/1.0.0/search)"),
         ("token", "truncate", "access token from http://"),
-        ("token", "slow", "/oauth/token: HTTP 503 after 4 attempt(s)"),
+        ("token", "slow", "/openid-connect/token: HTTP 503 after 4 attempt(s)"),
     ],
 )
 def test_search_and_token_requests_are_retried_then_named(
@@ -671,6 +672,7 @@ def test_base_url_from_the_environment(
     config = SentinelHubSourceConfig(cache_dir=tmp_path / "cache")  # sentinel-hub.com by default
     environ = {
         "SH_BASE_URL": fake.base_url,
+        "SH_TOKEN_URL": fake.token_url,
         "SH_CLIENT_ID": fake.client_id,
         "SH_CLIENT_SECRET": fake.client_secret,
     }
@@ -801,6 +803,7 @@ def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
             "source": {
                 "kind": "sentinelhub",
                 "base_url": fake.base_url,
+                "token_url": fake.token_url,
                 "cache_dir": str(tmp_path / "cache"),
                 "max_tile_px": 128,
                 "requests_per_second": 1000,

@@ -10,8 +10,9 @@ The real ``sentinelhub`` client runs against it unchanged; only the services are
   reflectance bands, so that every date has its own pixels.
 * :class:`FakeSentinelHub` serves, in threads (concurrent requests really overlap):
 
-  - ``POST /oauth/token``: the client-credentials grant (id and secret in the form or as HTTP
-    Basic); answers a fresh bearer token with ``expires_in``, or 401 ``invalid_client``.
+  - ``POST /auth/realms/main/protocol/openid-connect/token`` (and the legacy ``/oauth/token``):
+    the client-credentials grant (id and secret in the form or as HTTP Basic); answers a fresh
+    bearer token with ``expires_in``, or 401 ``invalid_client``.
   - ``POST /api/v1/catalog/1.0.0/search``: ``collections``, ``bbox`` (WGS84), ``datetime``
     interval, a CQL2-text ``filter`` of ``eo:cloud_cover`` comparisons joined by ``AND``, and
     ``limit`` / ``next`` paging with a ``context`` object (at most ``page_size`` items a page).
@@ -59,10 +60,17 @@ from werkzeug import Request, Response
 from changedetect.grids import utm_crs_for
 from changedetect.models import GridSpec
 
-TOKEN_PATH = "/oauth/token"
+#: The token endpoint of the main deployment's Keycloak realm, and the legacy one.
+TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
+LEGACY_TOKEN_PATH = "/oauth/token"
 CATALOG_PATH = "/api/v1/catalog/1.0.0/search"
 PROCESS_PATH = "/api/v1/process"
-ENDPOINTS = {TOKEN_PATH: "token", CATALOG_PATH: "catalog", PROCESS_PATH: "process"}
+ENDPOINTS = {
+    TOKEN_PATH: "token",
+    LEGACY_TOKEN_PATH: "token",
+    CATALOG_PATH: "catalog",
+    PROCESS_PATH: "process",
+}
 
 REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 

@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CDSE_TOKEN_URL",
+    "SH_TOKEN_URL",
     "RequestTile",
     "SentinelHubSource",
     "build_evalscript",
@@ -99,6 +100,11 @@ ENV_TOKEN_URL = "SH_TOKEN_URL"
 CDSE_TOKEN_URL = (
     "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
 )
+
+#: OAuth token endpoint of sentinel-hub.com: the main deployment's Keycloak realm, which
+#: authenticates for every deployment (sentinelhub-py's ``SHConfig.sh_token_url`` default, which
+#: replaced the legacy ``<base_url>/oauth/token``).
+SH_TOKEN_URL = SHConfig.sh_token_url
 
 #: Searches of windows that ended more than this many days ago are cached: by then the archive
 #: holds every granule of the window (late processing and reprocessing settle within days).
@@ -126,11 +132,12 @@ _LABEL = "changedetect_label"
 
 def default_token_url(base_url: str) -> str:
     """The OAuth token endpoint that belongs to a service root: CDSE's identity service for
-    ``sh.dataspace.copernicus.eu``, else ``<base_url>/oauth/token`` (sentinel-hub.com)."""
+    ``sh.dataspace.copernicus.eu``, else the main sentinel-hub.com deployment's
+    (:data:`SH_TOKEN_URL`), which serves every deployment, as sentinelhub-py does."""
     host = (urlsplit(base_url).hostname or "").lower()
     if host == "sh.dataspace.copernicus.eu":
         return CDSE_TOKEN_URL
-    return base_url.rstrip("/") + "/oauth/token"
+    return SH_TOKEN_URL
 
 
 def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) -> float | None:
