@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,12 @@ def make_source(
     waits: list[float] | None = None,
     max_wait_s: float = 0.05,
     sensor: SensorConfig | None = None,
+    jitter: Callable[[], float] | None = lambda: 0.0,
+    sleep: Callable[[float], None] | None = None,
     **settings: Any,
 ) -> SentinelHubSource:
-    """A source on the fake; retry waits are recorded in `waits` instead of slept."""
+    """A source on the fake; retry waits are recorded in `waits` instead of slept (unless `sleep`
+    is given), and drawn without jitter (None: the source's random jitter)."""
     options: dict[str, Any] = {
         "base_url": fake.base_url,
         "token_url": fake.token_url,
@@ -115,13 +119,20 @@ def make_source(
     if environ is None:
         environ = {"SH_CLIENT_ID": fake.client_id, "SH_CLIENT_SECRET": fake.client_secret}
     recorder = waits if waits is not None else []
+
+    def record_and_sleep(seconds: float) -> None:
+        recorder.append(seconds)
+        if sleep is not None:
+            sleep(seconds)
+
     return SentinelHubSource(
         SentinelHubSourceConfig(**options),
         sensor or SensorConfig(),
         environ=environ,
         backoff_s=0.01,
         max_wait_s=max_wait_s,
-        sleep=recorder.append,
+        sleep=record_and_sleep,
+        **({} if jitter is None else {"jitter": jitter}),
     )
 
 
@@ -204,8 +215,9 @@ def test_request_tiles_cover_the_grid_on_its_pixels() -> None:
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [
-        ("7", 7.0),
-        ("1.5", 1.5),  # sentinelhub's own loop raises ValueError on this
+        ("2000", 2.0),  # Sentinel Hub sends milliseconds
+        ("7", 0.007),
+        ("1500.5", 1.5005),  # sentinelhub's own loop raises ValueError on a fraction
         ("  0 ", 0.0),
         ("-3", 0.0),
         ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
@@ -215,9 +227,14 @@ def test_request_tiles_cover_the_grid_on_its_pixels() -> None:
         (None, None),
     ],
 )
-def test_retry_after_seconds_or_http_date(header: str | None, seconds: float | None) -> None:
+def test_retry_after_milliseconds_or_http_date(header: str | None, seconds: float | None) -> None:
     now = dt.datetime(2015, 10, 21, 7, 28, tzinfo=dt.UTC)
-    assert retry_after_seconds(header, now=now) == seconds
+    assert retry_after_seconds(header, now=now) == pytest.approx(seconds)
+
+
+def test_retry_after_in_seconds_where_the_server_speaks_plain_http() -> None:
+    assert retry_after_seconds("7", milliseconds=False) == 7.0
+    assert retry_after_seconds("1.5", milliseconds=False) == 1.5
 
 
 def test_token_url_defaults_and_overrides(tmp_path: Path) -> None:
@@ -456,13 +473,15 @@ def test_requests_never_start_faster_than_the_rate_limit(
 @pytest.mark.parametrize(
     ("kind", "retry_after", "waits", "reason"),
     [
-        ("429", "1", [0.05, 0.05], "HTTP 429"),  # Retry-After honoured, capped by max_wait_s
+        ("429", "30", [0.03, 0.03], "HTTP 429"),  # Retry-After in milliseconds, honoured
+        ("429", "1000", [0.05, 0.05], "HTTP 429"),  # capped by max_wait_s
         ("503", "0", [0.0, 0.0], "HTTP 503"),
-        ("500", None, [0.01, 0.02], "HTTP 500"),  # exponential backoff
-        ("slow", None, [0.01, 0.02], "no reply within 0.4 s"),  # slower than timeout_s
-        ("truncate", None, [0.01, 0.02], "truncated"),  # complete HTTP reply, half a TIFF
-        ("cut", None, [0.01, 0.02], "connection broke"),  # connection closed mid-body
-        ("content_type", None, [0.01, 0.02], "text/html, not image/tiff"),  # 200, an HTML page
+        # exponential backoff, half of it drawn (none here: the tests draw 0)
+        ("500", None, [0.005, 0.01], "HTTP 500"),
+        ("slow", None, [0.005, 0.01], "no reply within 0.4 s"),  # slower than timeout_s
+        ("truncate", None, [0.005, 0.01], "truncated"),  # complete HTTP reply, half a TIFF
+        ("cut", None, [0.005, 0.01], "connection broke"),  # connection closed mid-body
+        ("content_type", None, [0.005, 0.01], "text/html, not image/tiff"),  # 200, an HTML page
     ],
 )
 def test_transient_faults_are_retried(
@@ -495,13 +514,14 @@ def test_transient_faults_are_retried(
 @pytest.mark.parametrize(
     ("header", "wait"),
     [
-        ("7", 7.0),
-        ("2.5", 2.5),
-        ("3600", 60.0),  # capped
+        ("2000", 2.0),  # milliseconds: read as seconds, this stalled a run for the 60 s cap
+        ("2500", 2.5),
+        ("750.5", 0.7505),
+        ("3600000", 60.0),  # capped
         ("http-date+30", 30.0),
     ],
 )
-def test_retry_after_is_read_as_seconds_and_capped(
+def test_retry_after_is_read_as_milliseconds_and_capped(
     fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, header: str, wait: float
 ) -> None:
     if header.startswith("http-date"):
@@ -514,8 +534,54 @@ def test_retry_after_is_read_as_seconds_and_capped(
     fake.fail_next(429, retry_after=header)
     source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
     assert len(recorded) == 1
-    assert recorded[0] == pytest.approx(wait, abs=1.5)
+    assert recorded[0] == pytest.approx(wait, abs=1.5 if header[0].isalpha() else 1e-9)
     assert fake.count("process") == 2
+
+
+def test_a_millisecond_retry_after_is_waited_out_and_no_longer(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    # Really slept: the fake throttles again whatever comes back before its 300 ms are up.
+    recorded: list[float] = []
+    source = make_source(
+        fake, tmp_path / "cache", waits=recorded, sleep=time.sleep, max_wait_s=3.0, max_tile_px=2500
+    )
+    fake.throttle(300)
+    start = time.monotonic()
+    source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
+    elapsed = time.monotonic() - start
+    assert [r.status for r in fake.recorded("process")] == [429, 200]
+    assert recorded == [pytest.approx(0.3)]
+    assert 0.3 <= elapsed < 2.0
+
+
+def test_workers_throttled_together_come_back_apart(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    recorded: list[float] = []
+    source = make_source(
+        fake,
+        tmp_path / "cache",
+        waits=recorded,
+        jitter=None,  # the source's own random draws
+        max_wait_s=60.0,
+        max_concurrent_requests=3,
+    )
+    fake.fail_next(429, count=N_TILES, retry_after="2000")
+    source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
+    assert fake.count("process") == 2 * N_TILES
+    # the server's 2 s plus up to one backoff step (0.01 s), each drawn apart
+    assert len(recorded) == N_TILES
+    assert all(2.0 <= w <= 2.01 for w in recorded)
+    assert len(set(recorded)) == N_TILES
+
+    recorded.clear()
+    fake.fail_next(503, count=N_TILES)
+    source.load([acquisition(dt.date(2018, 3, 21))], ["B04"], aoi, chunk_size=256)
+    # backoff steps of 0.01 s (0.02 s for a tile failing twice), half of each drawn
+    assert len(recorded) == N_TILES
+    assert all(0.005 <= w <= 0.02 for w in recorded)
+    assert len(set(recorded)) == N_TILES
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,8 @@ The real ``sentinelhub`` client runs against it unchanged; only the services are
   them with their arrival time, tracks how many process requests were in flight at once, and
   :meth:`FakeSentinelHub.fail_next` makes the next requests fail: an HTTP status (with
   ``Retry-After``), a reply slower than the client's timeout, a truncated TIFF, a connection cut
-  mid-body, or an HTML page instead of a TIFF.
+  mid-body, or an HTML page instead of a TIFF. :meth:`FakeSentinelHub.throttle` rate-limits an
+  endpoint like the service: HTTP 429 with ``Retry-After`` in milliseconds, enforced.
 """
 
 from __future__ import annotations
@@ -312,6 +313,12 @@ class _Fault:
     sleep_s: float
 
 
+@dataclass
+class _Throttle:
+    retry_after_ms: int
+    until: float | None = None
+
+
 class FakeSentinelHub(HTTPServerBase):
     """Token, Catalog and Process endpoints over a :class:`Truth`; use as a context manager."""
 
@@ -367,6 +374,7 @@ class FakeSentinelHub(HTTPServerBase):
             self.max_in_flight = 0
             self.process_delay_s = 0.0
             self._faults: list[_Fault] = []
+            self._throttles: dict[str, _Throttle] = {}
         self.clear_log()
 
     def count(self, endpoint: str | None = None) -> int:
@@ -403,6 +411,15 @@ class FakeSentinelHub(HTTPServerBase):
         with self._lock:
             self._faults.append(_Fault(kind, endpoint, after, count, retry_after, sleep_s))
 
+    def throttle(self, retry_after_ms: int, *, endpoint: str = "process") -> None:
+        """Rate-limit `endpoint` as Sentinel Hub does: the next request gets HTTP 429 with
+        ``Retry-After`` in milliseconds, and so does every request that comes before that time has
+        passed (with the time left), so a client that waits too little is throttled again."""
+        if endpoint not in ENDPOINTS.values():
+            raise ValueError(f"unknown endpoint {endpoint!r}")
+        with self._lock:
+            self._throttles[endpoint] = _Throttle(retry_after_ms)
+
     def scene_for(
         self, time_from: dt.datetime, time_to: dt.datetime, max_cc: float | None, order: str
     ) -> Scene | None:
@@ -429,18 +446,41 @@ class FakeSentinelHub(HTTPServerBase):
         with self._lock:
             self.requests.append(record)
             self.counts[endpoint] += 1
-            fault = self._take_fault(endpoint)
+            throttled = self._throttled(endpoint, record.arrived)
+            fault = None if throttled is not None else self._take_fault(endpoint)
             if endpoint == "process":
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            response = self._answer(request, endpoint, body, fault)
+            if throttled is not None:
+                response = _error(
+                    429,
+                    "Too Many Requests",
+                    "You have exceeded your rate limit",
+                    headers={"Retry-After": str(throttled)},
+                    code="RATE_LIMIT_EXCEEDED",
+                )
+            else:
+                response = self._answer(request, endpoint, body, fault)
         finally:
             if endpoint == "process":
                 with self._lock:
                     self.in_flight -= 1
         record.status = response.status_code
         return response
+
+    def _throttled(self, endpoint: str, now: float) -> int | None:
+        """Milliseconds a request arriving at `now` must still wait, or None (under the lock)."""
+        throttle = self._throttles.get(endpoint)
+        if throttle is None:
+            return None
+        if throttle.until is None:
+            throttle.until = now + throttle.retry_after_ms / 1000.0
+            return throttle.retry_after_ms
+        if now < throttle.until:
+            return max(1, math.ceil((throttle.until - now) * 1000.0))
+        del self._throttles[endpoint]
+        return None
 
     def _take_fault(self, endpoint: str) -> _Fault | None:
         for fault in self._faults:
@@ -707,9 +747,13 @@ def _json(obj: Any, status: int = 200, content_type: str = "application/json") -
 
 
 def _error(
-    status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    reason: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    code: str = "FAKE",
 ) -> Response:
-    payload = {"error": {"status": status, "reason": reason, "message": message, "code": "FAKE"}}
+    payload = {"error": {"status": status, "reason": reason, "message": message, "code": code}}
     return Response(
         json.dumps(payload), status, headers=dict(headers or {}), content_type="application/json"
     )

@@ -16,9 +16,10 @@ through the ``sentinelhub`` package (its request building, OAuth session and TIF
 
 Every HTTP call has a timeout and bounded retries: HTTP 429 and 5xx, timeouts, broken
 connections, truncated bodies and replies of the wrong content type are retried up to
-``max_retries`` times with exponential backoff that honours ``Retry-After`` (seconds or an HTTP
-date, capped); then a :class:`RemoteServiceError` names the request (date, tile and URL path,
-never a token). Credentials (``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` or Prefect Secret blocks) are
+``max_retries`` times with exponential backoff that honours ``Retry-After`` (milliseconds, as
+Sentinel Hub sends it, or an HTTP date; capped), with a random part so that workers throttled
+together do not come back together; then a :class:`RemoteServiceError` names the request (date,
+tile and URL path, never a token). Credentials (``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` or Prefect Secret blocks) are
 looked up only when a request is needed, so a fully cached run needs none, and they are kept out
 of logs and error messages.
 """
@@ -34,6 +35,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import threading
 import time
@@ -140,14 +142,21 @@ def default_token_url(base_url: str) -> str:
     return SH_TOKEN_URL
 
 
-def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (RFC 9110: a number of seconds or an HTTP
-    date), never negative; None when absent or unreadable. Decimal seconds are accepted too."""
+def retry_after_seconds(
+    value: str | None, *, milliseconds: bool = True, now: dt.datetime | None = None
+) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, never negative; None when absent or
+    unreadable.
+
+    Sentinel Hub's APIs send a number of milliseconds (its rate-limiting docs: "Time until the next
+    request is available. In milliseconds"; sentinelhub-py divides by 1000 too). With
+    `milliseconds` off a number is seconds, as RFC 9110 has it. An HTTP date is read either way,
+    and decimals are accepted."""
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
-        seconds = float(text)
+        seconds = float(text) / (1000.0 if milliseconds else 1.0)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
@@ -298,13 +307,22 @@ class _RetryPolicy:
     max_wait_s: float
     timeout_s: float
     sleep: Callable[[float], None]
+    jitter: Callable[[], float]
     limiter: RateLimiter
     session_lock: threading.Lock
 
     def wait_s(self, failures: int, retry_after: float | None) -> float:
-        """Wait before the next attempt: the server's Retry-After, else exponential backoff;
-        capped at max_wait_s either way."""
-        wait = retry_after if retry_after is not None else self.backoff_s * 2 ** (failures - 1)
+        """Wait before the next attempt: the server's Retry-After plus up to one `backoff_s`,
+        else exponential backoff of which half is drawn ("equal jitter"); capped at max_wait_s.
+
+        The drawn part spreads the workers out: throttled together, they would otherwise all come
+        back at the same instant and be throttled together again."""
+        draw = min(max(self.jitter(), 0.0), 1.0)
+        if retry_after is not None:
+            wait = retry_after + self.backoff_s * draw
+        else:
+            step = min(self.backoff_s * 2 ** (failures - 1), self.max_wait_s)
+            wait = step * (0.5 + 0.5 * draw)
         return min(wait, self.max_wait_s)
 
 
@@ -457,7 +475,10 @@ class _TimedSession(SentinelHubSession):
                     ) from None
                 reason = f"HTTP {status}"
                 if exc.response is not None:
-                    retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+                    # the identity service is a Keycloak server: standard HTTP, seconds
+                    retry_after = retry_after_seconds(
+                        exc.response.headers.get("Retry-After"), milliseconds=False
+                    )
             except requests.Timeout:
                 reason = f"no reply within {policy.timeout_s:g} s"
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -509,8 +530,9 @@ class SentinelHubSource:
     """Sentinel-2 L2A/L1C through the Sentinel Hub Catalog and Process APIs, cached on disk.
 
     `environ` replaces ``os.environ`` for credentials and URL overrides. `backoff_s` is the first
-    retry wait (doubled each retry), `max_wait_s` caps every wait, Retry-After included, and
-    `sleep` does the waiting (tests pass small values and a recorder).
+    retry wait (doubled each retry, half of it drawn at random), `max_wait_s` caps every wait,
+    Retry-After included, `sleep` does the waiting and `jitter` draws the random part, a number in
+    [0, 1] (tests pass small values, a recorder and a constant).
     """
 
     name = "sentinelhub"
@@ -524,6 +546,7 @@ class SentinelHubSource:
         backoff_s: float = 1.0,
         max_wait_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         if backoff_s < 0 or max_wait_s < 0:
             raise ValueError("backoff_s and max_wait_s must not be negative")
@@ -541,6 +564,7 @@ class SentinelHubSource:
             max_wait_s=max_wait_s,
             timeout_s=config.timeout_s,
             sleep=sleep,
+            jitter=jitter,
             limiter=RateLimiter(config.requests_per_second),
             session_lock=threading.Lock(),
         )
