@@ -102,8 +102,9 @@ class AnalysisOptions:
         )
 
 
-def make_source(config: RunConfig) -> ImagerySource:
-    """The imagery source the config names."""
+def make_source(config: RunConfig, *, refresh: bool = False) -> ImagerySource:
+    """The imagery source the config names. With `refresh`, a source that caches its searches
+    (Sentinel Hub) asks the service again instead."""
     if isinstance(config.source, SyntheticSourceConfig):
         from .io.sources.synthetic import SyntheticSource
 
@@ -121,7 +122,7 @@ def make_source(config: RunConfig) -> ImagerySource:
     if isinstance(config.source, SentinelHubSourceConfig):
         from .io.sources.sentinelhub import SentinelHubSource
 
-        return SentinelHubSource(config.source, config.sensor)
+        return SentinelHubSource(config.source, config.sensor, refresh=refresh)
     raise ConfigError(f"unsupported source kind {config.source!r}")  # pragma: no cover
 
 
@@ -154,6 +155,7 @@ def run(
     `since` / `until` replace the after window's start / end. Unless `since` is given or
     `incremental` is off, an AOI analyses only after-window acquisitions newer than the newest one
     its last successful run analysed (kept in the run state file), and is skipped when there is none.
+    A run that is not incremental (``--full``) also searches afresh, past the source's search cache.
     """
     from .runs import results_or_raise, run_config
 

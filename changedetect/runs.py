@@ -290,10 +290,12 @@ def start_run(
     until: dt.date | None = None,
     incremental: bool = True,
 ) -> RunContext:
-    """What every AOI of the run shares (opening the source may fail: then every AOI does)."""
+    """What every AOI of the run shares (opening the source may fail: then every AOI does).
+    A run that is not incremental (``--full``) also searches afresh, past a source's search
+    cache."""
     return RunContext(
         config=config,
-        source=make_source(config),
+        source=make_source(config, refresh=not incremental),
         zones=zone_index(config),
         after=after_window(config, since=since, until=until),
         state=run_state(config, since=since, incremental=incremental),

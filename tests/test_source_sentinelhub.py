@@ -102,6 +102,7 @@ def make_source(
     sensor: SensorConfig | None = None,
     jitter: Callable[[], float] | None = lambda: 0.0,
     sleep: Callable[[float], None] | None = None,
+    refresh: bool = False,
     **settings: Any,
 ) -> SentinelHubSource:
     """A source on the fake; retry waits are recorded in `waits` instead of slept (unless `sleep`
@@ -132,6 +133,7 @@ def make_source(
         backoff_s=0.01,
         max_wait_s=max_wait_s,
         sleep=record_and_sleep,
+        refresh=refresh,
         **({} if jitter is None else {"jitter": jitter}),
     )
 
@@ -331,6 +333,46 @@ def test_search_of_a_past_window_is_cached_a_present_one_is_not(
         found = make_source(fake, tmp_path / "cache").search(aoi, recent)
         assert [a.datetime.date() for a in found] == [today - dt.timedelta(days=2)]
     assert fake.count("catalog") == 2
+
+
+def test_an_empty_answer_is_not_cached_the_archive_may_fill_in(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    fake.reset([])
+    assert make_source(fake, tmp_path / "cache").search(aoi, WINDOW) == []
+    fake.publish(*SCENES)  # the archive fills in
+    found = make_source(fake, tmp_path / "cache").search(aoi, WINDOW)
+    assert [a.datetime.date() for a in found] == [dt.date(2018, 3, 11), dt.date(2018, 3, 21)]
+    assert fake.count("catalog") == 1 + 2  # asked again (two pages)
+    again = make_source(fake, tmp_path / "cache").search(aoi, WINDOW)
+    assert again == found and fake.count("catalog") == 3  # that answer is kept
+
+
+def test_an_empty_answer_cached_by_an_older_release_is_asked_again(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    make_source(fake, tmp_path / "cache").search(aoi, WINDOW)
+    (kept,) = (tmp_path / "cache" / "sentinelhub-search").glob("*.json")
+    kept.write_text('{"format": 1, "acquisitions": []}', encoding="utf-8")
+    asked = fake.count("catalog")
+    assert len(make_source(fake, tmp_path / "cache").search(aoi, WINDOW)) == 2
+    assert fake.count("catalog") == asked + 2
+
+
+def test_a_refreshing_source_searches_past_the_cache(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    assert len(make_source(fake, tmp_path / "cache").search(aoi, WINDOW)) == 2
+    fake.publish(Scene(dt.datetime(2018, 3, 26, 18, 50, 2), 3.0, 300, "S2B_20180326"))
+    assert len(make_source(fake, tmp_path / "cache").search(aoi, WINDOW)) == 2  # cached
+    asked = fake.count("catalog")
+    fresh = make_source(fake, tmp_path / "cache", refresh=True).search(aoi, WINDOW)
+    assert [a.datetime.day for a in fresh] == [11, 21, 26]
+    assert fake.count("catalog") > asked
+    # the fresh answer replaced the cached one
+    asked = fake.count("catalog")
+    assert make_source(fake, tmp_path / "cache").search(aoi, WINDOW) == fresh
+    assert fake.count("catalog") == asked
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +608,7 @@ def test_workers_throttled_together_come_back_apart(
         jitter=None,  # the source's own random draws
         max_wait_s=60.0,
         max_concurrent_requests=3,
+        max_retries=N_TILES,  # however the 429s fall on the tiles, none gives up
     )
     fake.fail_next(429, count=N_TILES, retry_after="2000")
     source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
@@ -576,11 +619,16 @@ def test_workers_throttled_together_come_back_apart(
     assert len(set(recorded)) == N_TILES
 
     recorded.clear()
-    fake.fail_next(503, count=N_TILES)
-    source.load([acquisition(dt.date(2018, 3, 21))], ["B04"], aoi, chunk_size=256)
-    # backoff steps of 0.01 s (0.02 s for a tile failing twice), half of each drawn
+    one_by_one = make_source(
+        fake, tmp_path / "cache", waits=recorded, jitter=None, max_concurrent_requests=1
+    )
+    fake.fail_next(503)
+    for _ in range(N_TILES - 1):
+        fake.fail_next(503, after=1)  # every tile fails once, then its retry succeeds
+    one_by_one.load([acquisition(dt.date(2018, 3, 21))], ["B04"], aoi, chunk_size=256)
+    # the first backoff step (0.01 s), half of it drawn
     assert len(recorded) == N_TILES
-    assert all(0.005 <= w <= 0.02 for w in recorded)
+    assert all(0.005 <= w <= 0.01 for w in recorded)
     assert len(set(recorded)) == N_TILES
 
 
@@ -896,7 +944,10 @@ def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
     assert second.note is not None and "no new acquisition" in second.note
     assert fake.count("process") == process_requests
 
-    before = fake.count()
-    (third,) = run(config, incremental=False)  # the same window again: all from the cache
-    assert third.note is None and fake.count() == before
+    process_requests = fake.count("process")
+    catalog_requests = fake.count("catalog")
+    (third,) = run(config, incremental=False)  # --full: the same window again
+    # the searches are asked afresh (--full reaches the source), the pixels come from the cache
+    assert fake.count("catalog") > catalog_requests
+    assert third.note is None and fake.count("process") == process_requests
     assert [c.clue_id for c in third.clues] == [c.clue_id for c in first.clues]

@@ -377,6 +377,12 @@ class FakeSentinelHub(HTTPServerBase):
             self._throttles: dict[str, _Throttle] = {}
         self.clear_log()
 
+    def publish(self, *scenes: Scene) -> None:
+        """Add granules to the archive (late processing, a gap filled, a reprocessed granule),
+        keeping the requests and tokens so far."""
+        with self._lock:
+            self.scenes = [*self.scenes, *scenes]
+
     def count(self, endpoint: str | None = None) -> int:
         """Requests received by `endpoint` (``token``, ``catalog``, ``process``), or by all."""
         with self._lock:

@@ -6,7 +6,9 @@ through the ``sentinelhub`` package (its request building, OAuth session and TIF
 * ``search``: one Catalog API search over the grid's WGS84 bounds and the window, filtered on
   ``eo:cloud_cover``; the granules of one UTC day become one :class:`Acquisition` (the Process API
   mosaics them). Searches of windows that ended more than :data:`SEARCH_CACHE_AFTER_DAYS` days ago
-  are kept as JSON in the cache folder, so re-running a past window asks nothing.
+  are kept as JSON in the cache folder, so re-running a past window asks nothing; an empty answer
+  is never kept (the archive may still fill in), and a source made with ``refresh`` (``changedetect
+  run --full``) asks the Catalog again whatever the cache holds.
 * ``load``: the grid is cut into request tiles of at most ``max_tile_px`` a side on the grid's own
   pixels (:func:`request_tiles`); every (day, tile) not yet in the :class:`DownloadCache` is fetched
   as one Process API request (a few at a time, never faster than ``requests_per_second``) and put
@@ -532,7 +534,8 @@ class SentinelHubSource:
     `environ` replaces ``os.environ`` for credentials and URL overrides. `backoff_s` is the first
     retry wait (doubled each retry, half of it drawn at random), `max_wait_s` caps every wait,
     Retry-After included, `sleep` does the waiting and `jitter` draws the random part, a number in
-    [0, 1] (tests pass small values, a recorder and a constant).
+    [0, 1] (tests pass small values, a recorder and a constant). With `refresh` every search asks
+    the Catalog API, even for a window the search cache holds (and caches the answer anew).
     """
 
     name = "sentinelhub"
@@ -547,11 +550,13 @@ class SentinelHubSource:
         max_wait_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        refresh: bool = False,
     ) -> None:
         if backoff_s < 0 or max_wait_s < 0:
             raise ValueError("backoff_s and max_wait_s must not be negative")
         self.config = config
         self.sensor = sensor
+        self.refresh = refresh
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self.cache = DownloadCache(config.cache_dir)
         self.base_url = (self._env(ENV_BASE_URL) or config.base_url).rstrip("/")
@@ -649,12 +654,14 @@ class SentinelHubSource:
         cache_file = self._search_cache_file(bounds, window)
         cutoff = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=SEARCH_CACHE_AFTER_DAYS)
         cacheable = window.end < cutoff
-        if cacheable and cache_file.is_file():
+        if cacheable and not self.refresh and cache_file.is_file():
             try:
                 acquisitions = _read_search_cache(cache_file)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable search cache %s (%s)", cache_file, exc)
-            else:
+                acquisitions = []
+            # an empty answer was kept by older releases: it may have filled in since, ask again
+            if acquisitions:
                 log.info(
                     "%s: %d acquisition(s) from the search cache",
                     window.as_list(),
@@ -670,7 +677,9 @@ class SentinelHubSource:
                 f"feature has no readable properties.datetime / eo:cloud_cover ({exc!r}); check "
                 f"that {self.base_url} is a Sentinel Hub service"
             ) from None
-        if cacheable:
+        # An empty answer is never kept: granules of a past window can still arrive (late
+        # processing, a gap in the archive filled), and a kept "nothing" would hide them for good.
+        if cacheable and acquisitions:
             _write_search_cache(cache_file, acquisitions)
         log.info(
             "catalog: %d granule(s) on %d day(s) in %s",
