@@ -720,14 +720,75 @@ def test_a_client_error_is_not_retried(
         source.load([acquisition(dt.date(2018, 3, 11))], ["B13"], aoi, chunk_size=256)
 
 
-def test_a_refused_token_is_a_credentials_error(
+def test_a_token_revoked_mid_run_is_replaced_once(
+    fake: FakeSentinelHub,
+    truth: Truth,
+    aoi: GridSpec,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="changedetect")
+    source = make_source(fake, tmp_path / "cache", max_concurrent_requests=3)
+    days = [dt.date(2018, 3, 11), dt.date(2018, 3, 21)]
+    found = source.search(aoi, WINDOW)
+    fake.revoke_tokens(after=3)  # the session is revoked while the tiles are being fetched
+    ds = source.load(found, BANDS, aoi, chunk_size=256)
+    assert_equals_truth(ds, truth, days)
+    refused = [r for r in fake.recorded("process") if r.status == 401]
+    assert 1 <= len(refused) <= 3  # the requests in flight with the old token
+    assert fake.count("process") == 2 * N_TILES + len(refused)
+    # one fresh token for all the threads, fetched once (besides the first)
+    assert fake.count("token") == 2
+    assert "access token was refused; trying once more with a fresh one" in caplog.text
+
+    # the search asks with a fresh token too
+    fake.revoke_tokens()
+    assert len(make_source(fake, tmp_path / "other").search(aoi, WINDOW)) == 2
+
+
+def test_a_service_that_refuses_even_a_fresh_token_names_the_token_url(
     fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
 ) -> None:
     source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
-    fake.fail_next(401)
-    with pytest.raises(CredentialsError, match="HTTP 401"):
+    fake.fail_next(401, count=None)
+    with pytest.raises(CredentialsError) as info:
         source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
-    assert fake.count("process") == 1
+    message = str(info.value)
+    assert "HTTP 401" in message and "freshly issued access token" in message
+    assert f"tokens from {fake.token_url}" in message and "source.token_url" in message
+    assert "SH_CLIENT_ID" not in message  # the credentials were accepted: they are not the fault
+    assert (fake.count("process"), fake.count("token")) == (2, 2)  # once with a fresh token
+    assert all(token not in message for token in fake.issued_tokens)
+
+
+def test_a_client_revoked_mid_run_is_a_credentials_error(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
+    source.search(aoi, WINDOW)
+    fake.revoke_tokens()
+    fake.fail_next(401, endpoint="token", count=None)  # and the client is gone
+    with pytest.raises(CredentialsError) as info:
+        source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
+    message = str(info.value)
+    assert f"token endpoint {fake.token_url} refused the client credentials" in message
+    assert "SH_CLIENT_ID and SH_CLIENT_SECRET" in message
+
+
+def test_a_403_carries_the_service_message(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
+    said = "Your account has used up its processing units for this month"
+    fake.fail_next(403, count=None, message=said)
+    with pytest.raises(CredentialsError) as info:
+        source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
+    message = str(info.value)
+    assert message.startswith("Process API request for 2018-03-11 tile ")
+    assert f"HTTP 403: {said}" in message and "Sentinel Hub dashboard" in message
+    assert fake.count("process") == 1  # not retried: waiting does not bring quota back
+    assert all(token not in message for token in fake.issued_tokens)
+    assert fake.client_secret not in message
 
 
 def test_a_run_killed_half_way_fetches_only_the_missing_tiles(

@@ -23,8 +23,10 @@ The real ``sentinelhub`` client runs against it unchanged; only the services are
     the filter selects (zeros where no scene or no data). The fake cannot run JavaScript: it
     assumes the evalscript returns its input bands in order, ``dataMask`` left out.
 
-  Every request needs the bearer token (else 401). The fake counts requests per endpoint, records
-  them with their arrival time, tracks how many process requests were in flight at once, and
+  Every request needs a bearer token it issued and did not revoke (else 401, as the service
+  words it; :meth:`FakeSentinelHub.revoke_tokens` revokes them in the middle of a run). The fake
+  counts requests per endpoint, records them with their arrival time, tracks how many process
+  requests were in flight at once, and
   :meth:`FakeSentinelHub.fail_next` makes the next requests fail: an HTTP status (with
   ``Retry-After``), a reply slower than the client's timeout, a truncated TIFF, a connection cut
   mid-body, or an HTML page instead of a TIFF. :meth:`FakeSentinelHub.throttle` rate-limits an
@@ -311,6 +313,7 @@ class _Fault:
     remaining: int | None
     retry_after: str | None
     sleep_s: float
+    message: str | None = None
 
 
 @dataclass
@@ -370,12 +373,21 @@ class FakeSentinelHub(HTTPServerBase):
             self.requests: list[Recorded] = []
             self.counts: Counter[str] = Counter()
             self.issued_tokens: list[str] = []
+            self.revoked_tokens: set[str] = set()
+            self._revoke_after: int | None = None
             self.in_flight = 0
             self.max_in_flight = 0
             self.process_delay_s = 0.0
             self._faults: list[_Fault] = []
             self._throttles: dict[str, _Throttle] = {}
         self.clear_log()
+
+    def revoke_tokens(self, *, after: int = 0) -> None:
+        """Revoke every token issued so far once `after` more API (catalog or process) requests
+        have arrived, as when an OAuth client's sessions are revoked in the middle of a run: the
+        tokens are refused with 401 long before they expire, new ones are issued as usual."""
+        with self._lock:
+            self._revoke_after = after
 
     def publish(self, *scenes: Scene) -> None:
         """Add granules to the archive (late processing, a gap filled, a reprocessed granule),
@@ -401,11 +413,13 @@ class FakeSentinelHub(HTTPServerBase):
         endpoint: str = "process",
         retry_after: str | None = None,
         sleep_s: float = 1.0,
+        message: str | None = None,
     ) -> None:
         """Make `count` requests to `endpoint` (None: all) fail, after `after` more succeed.
 
-        `kind` is an HTTP status (``429``, ``500``, ``503``, ``401``, ``400``; 429 and 503 carry
-        ``Retry-After: retry_after`` when given) or one of ``slow`` (answer after `sleep_s`),
+        `kind` is an HTTP status (``429``, ``500``, ``503``, ``401``, ``403``, ``400``; 429 and 503
+        carry ``Retry-After: retry_after`` when given; the JSON error body says `message`, as the
+        service says why, e.g. that a quota is used up) or one of ``slow`` (answer after `sleep_s`),
         ``truncate`` (half the body, with a matching Content-Length), ``cut`` (Content-Length of the
         whole body, half of it sent, connection closed) or ``content_type`` (200 with an HTML page).
         """
@@ -415,7 +429,7 @@ class FakeSentinelHub(HTTPServerBase):
         if endpoint not in ENDPOINTS.values():
             raise ValueError(f"unknown endpoint {endpoint!r}")
         with self._lock:
-            self._faults.append(_Fault(kind, endpoint, after, count, retry_after, sleep_s))
+            self._faults.append(_Fault(kind, endpoint, after, count, retry_after, sleep_s, message))
 
     def throttle(self, retry_after_ms: int, *, endpoint: str = "process") -> None:
         """Rate-limit `endpoint` as Sentinel Hub does: the next request gets HTTP 429 with
@@ -452,6 +466,12 @@ class FakeSentinelHub(HTTPServerBase):
         with self._lock:
             self.requests.append(record)
             self.counts[endpoint] += 1
+            if endpoint in ("catalog", "process") and self._revoke_after is not None:
+                if self._revoke_after == 0:
+                    self.revoked_tokens |= set(self.issued_tokens)
+                    self._revoke_after = None
+                else:
+                    self._revoke_after -= 1
             throttled = self._throttled(endpoint, record.arrived)
             fault = None if throttled is not None else self._take_fault(endpoint)
             if endpoint == "process":
@@ -514,7 +534,13 @@ class FakeSentinelHub(HTTPServerBase):
         if endpoint == "token":
             response = self._token(request)
         elif not self._authorized(request):
-            response = _error(401, "Unauthorized", "missing or unknown bearer token")
+            response = _error(
+                401,
+                "Unauthorized",
+                "You are not authorized! Please provide a valid access token to the header "
+                "Authorization.",
+                code="COMMON_UNAUTHORIZED",
+            )
         elif endpoint == "catalog":
             response = self._catalog(body)
         elif endpoint == "process":
@@ -531,7 +557,8 @@ class FakeSentinelHub(HTTPServerBase):
     def _status_fault(fault: _Fault) -> Response:
         status = int(fault.kind)
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-        return _error(status, "injected", f"injected HTTP {status}", headers=headers)
+        message = fault.message or f"injected HTTP {status}"
+        return _error(status, "injected", message, headers=headers)
 
     # -- token ---------------------------------------------------------------------------------
 
@@ -558,7 +585,8 @@ class FakeSentinelHub(HTTPServerBase):
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("Authorization", "")
         with self._lock:
-            return auth.startswith("Bearer ") and auth[7:] in self.issued_tokens
+            token = auth[7:] if auth.startswith("Bearer ") else ""
+            return token in self.issued_tokens and token not in self.revoked_tokens
 
     # -- catalog -------------------------------------------------------------------------------
 

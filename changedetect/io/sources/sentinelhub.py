@@ -21,9 +21,13 @@ connections, truncated bodies and replies of the wrong content type are retried 
 ``max_retries`` times with exponential backoff that honours ``Retry-After`` (milliseconds, as
 Sentinel Hub sends it, or an HTTP date; capped), with a random part so that workers throttled
 together do not come back together; then a :class:`RemoteServiceError` names the request (date,
-tile and URL path, never a token). Credentials (``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` or Prefect Secret blocks) are
-looked up only when a request is needed, so a fully cached run needs none, and they are kept out
-of logs and error messages.
+tile and URL path, never a token). Other 4xx are not retried, with one exception: a 401 is tried
+once more with a fresh token (a token can be revoked before it expires); a 401 that persists, a
+refusal from the token endpoint and a 403 (the service says why: a used-up quota, a collection the
+account may not use) are a :class:`CredentialsError` that says which. Credentials
+(``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` or Prefect Secret blocks) are looked up only when a
+request is needed, so a fully cached run needs none, and they are kept out of logs and error
+messages.
 """
 
 from __future__ import annotations
@@ -311,7 +315,6 @@ class _RetryPolicy:
     sleep: Callable[[float], None]
     jitter: Callable[[], float]
     limiter: RateLimiter
-    session_lock: threading.Lock
 
     def wait_s(self, failures: int, retry_after: float | None) -> float:
         """Wait before the next attempt: the server's Retry-After plus up to one `backoff_s`,
@@ -329,13 +332,52 @@ class _RetryPolicy:
 
 
 class _RequestFailed(Exception):
-    """A request that failed for good (inside the client; the source turns it into its errors)."""
+    """A request that failed for good (inside the client; the source turns it into its errors).
+    `message` is the service's own word on it (HTTP 4xx), secrets masked."""
 
-    def __init__(self, reason: str, attempts: int, status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, attempts: int, status: int | None = None, message: str = ""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
         self.status = status
+        self.message = message
+
+
+class _Auth:
+    """The source's OAuth session, one for all its clients and threads: made on first need, and
+    replaced when the service refuses its token."""
+
+    def __init__(self, make: Callable[[], SentinelHubSession]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._session: SentinelHubSession | None = None
+
+    def session(self) -> SentinelHubSession:
+        with self._lock:
+            return self._current()
+
+    def headers(self) -> dict[str, str]:
+        # Under the lock: reading the headers fetches a new token when this one is about to expire.
+        with self._lock:
+            return self._current().session_headers
+
+    def renew(self, refused: str | None) -> None:
+        """Replace the session whose token the service refused (`refused`: the Authorization
+        header that was sent), unless another thread replaced it already."""
+        with self._lock:
+            if (
+                self._session is None
+                or refused is None
+                or self._session.session_headers.get("Authorization") == refused
+            ):
+                self._session = self._make()
+
+    def _current(self) -> SentinelHubSession:
+        if self._session is None:
+            self._session = self._make()
+        return self._session
 
 
 def _tiff_problem(content: bytes) -> str | None:
@@ -353,6 +395,21 @@ def _tiff_problem(content: bytes) -> str | None:
     if end > len(content):
         return f"the reply is truncated ({len(content)} of at least {end} bytes)"
     return None
+
+
+def _service_message(response: requests.Response) -> str:
+    """What the service says went wrong: the ``error.message`` of its JSON error body (the whole
+    body as the package decodes it otherwise), on one line, short, secrets masked."""
+    text = ""
+    try:
+        error = json.loads(response.content).get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            text = error["message"]
+    except (ValueError, AttributeError):
+        pass
+    if not text:
+        text = decode_sentinelhub_err_msg(response)
+    return _REDACTOR.redact(" ".join(text.split())[:300])
 
 
 def _body_problem(request: DownloadRequest, response: requests.Response) -> str | None:
@@ -381,14 +438,18 @@ class _BoundedDownloadClient(SentinelHubDownloadClient):
     session headers, ``_do_download`` with the configured timeout, decoding) is the package's.
     """
 
-    def __init__(self, *, policy: _RetryPolicy, **kwargs: Any) -> None:
+    def __init__(self, *, auth: _Auth, policy: _RetryPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._auth = auth
         self._policy = policy
 
+    def get_session(self) -> SentinelHubSession:
+        # The source's session, whichever is current: it is replaced when the service refuses
+        # its token, and every client of every thread must see the replacement.
+        return self._auth.session()
+
     def _get_session_headers(self) -> dict[str, str]:
-        # One session is shared by the clients of all threads: refresh its token under one lock.
-        with self._policy.session_lock:
-            return self.get_session().session_headers
+        return self._auth.headers()
 
     def _execute_download(self, request: DownloadRequest) -> DownloadResponse:
         policy = self._policy
@@ -397,7 +458,9 @@ class _BoundedDownloadClient(SentinelHubDownloadClient):
             or f"{request.request_type.value} {_path_of(request.url)}"
         )
         reason = "no attempt made"
-        for attempt in range(1, policy.attempts + 1):
+        attempt, renewed = 0, False
+        while attempt < policy.attempts:
+            attempt += 1
             policy.limiter.wait()
             retry_after = None
             try:
@@ -415,10 +478,22 @@ class _BoundedDownloadClient(SentinelHubDownloadClient):
                 if status in (408, 429) or status >= 500:
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                     reason = f"HTTP {status}"
+                elif status == 401 and request.use_session and not renewed:
+                    # A token can be revoked before it expires: one fresh token tells that apart
+                    # from a service that accepts none of this identity service's tokens.
+                    renewed = True
+                    log.warning(
+                        "%s: HTTP 401, the access token was refused; trying once more with a "
+                        "fresh one",
+                        label,
+                    )
+                    self._auth.renew(response.request.headers.get("Authorization"))
+                    attempt -= 1  # the try with a fresh token is not one of the retries
+                    continue
                 elif status >= 400:
-                    message = " ".join(decode_sentinelhub_err_msg(response).split())[:300]
+                    message = _service_message(response)
                     raise _RequestFailed(
-                        f"HTTP {status}: {message or response.reason}", attempt, status
+                        f"HTTP {status}: {message or response.reason}", attempt, status, message
                     )
                 else:
                     problem = _body_problem(request, response)
@@ -470,6 +545,12 @@ class _TimedSession(SentinelHubSession):
                 ) from None
             except requests.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
+                if status in (400, 401, 403):
+                    raise CredentialsError(
+                        f"the token endpoint {url} refused the client credentials (HTTP {status}); "
+                        f"check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or the Prefect secret "
+                        "blocks) and that the client belongs to this service"
+                    ) from None
                 if status != 429 and status < 500:
                     raise CredentialsError(
                         f"the token endpoint {url} answered HTTP {status}; check {ENV_TOKEN_URL} "
@@ -571,10 +652,8 @@ class SentinelHubSource:
             sleep=sleep,
             jitter=jitter,
             limiter=RateLimiter(config.requests_per_second),
-            session_lock=threading.Lock(),
         )
-        self._session_lock = threading.Lock()
-        self._session: SentinelHubSession | None = None
+        self._auth = _Auth(self._new_session)
         self._collection = self._define_collection()
         self._told_offset = False
 
@@ -623,27 +702,31 @@ class SentinelHubSource:
         _REDACTOR.add(client_secret)
         return client_id, client_secret
 
-    def _get_session(self) -> SentinelHubSession:
-        """The OAuth session, created (credentials looked up, token fetched) on first need."""
-        with self._session_lock:
-            if self._session is None:
-                client_id, client_secret = self._credentials()
-                config = SHConfig(
-                    use_defaults=True,  # never read or write ~/.config/sentinelhub
-                    sh_client_id=client_id,
-                    sh_client_secret=client_secret,
-                    sh_base_url=self.base_url,
-                    sh_token_url=self.token_url,
-                    max_download_attempts=self._policy.attempts,
-                    download_sleep_time=self._policy.backoff_s,
-                    download_timeout_seconds=self.config.timeout_s,
-                    max_retries=self._policy.attempts,
-                )
-                self._session = _TimedSession(config, self._policy)
-            return self._session
+    def _new_session(self) -> SentinelHubSession:
+        """A new OAuth session: credentials looked up, a token fetched."""
+        client_id, client_secret = self._credentials()
+        config = SHConfig(
+            use_defaults=True,  # never read or write ~/.config/sentinelhub
+            sh_client_id=client_id,
+            sh_client_secret=client_secret,
+            sh_base_url=self.base_url,
+            sh_token_url=self.token_url,
+            max_download_attempts=self._policy.attempts,
+            download_sleep_time=self._policy.backoff_s,
+            download_timeout_seconds=self.config.timeout_s,
+            max_retries=self._policy.attempts,
+        )
+        return _TimedSession(config, self._policy)
 
-    def _client_factory(self, session: SentinelHubSession) -> Callable[..., _BoundedDownloadClient]:
-        return functools.partial(_BoundedDownloadClient, session=session, policy=self._policy)
+    def _get_session(self) -> SentinelHubSession:
+        """The OAuth session, created on first need (so a fully cached run needs no credentials)."""
+        return self._auth.session()
+
+    def _service_error(self, what: str, url: str | None, exc: _RequestFailed) -> Exception:
+        return _service_error(what, url, exc, self.token_url)
+
+    def _client_factory(self) -> Callable[..., _BoundedDownloadClient]:
+        return functools.partial(_BoundedDownloadClient, auth=self._auth, policy=self._policy)
 
     # -- search --------------------------------------------------------------------------------
 
@@ -695,7 +778,7 @@ class SentinelHubSource:
         session = self._get_session()
         catalog = SentinelHubCatalog(config=session.config)
         # The catalog's requests go through the same bounded, paced client as the tiles.
-        catalog.client = self._client_factory(session)(config=session.config)
+        catalog.client = self._client_factory()(config=session.config)
         max_cc = self.config.max_cloud_cover
         try:
             return list(
@@ -713,7 +796,7 @@ class SentinelHubSource:
             )
         except _RequestFailed as exc:
             what = f"Catalog API search of {self.config.collection} in {window.as_list()}"
-            raise _service_error(what, catalog.service_url + "/search", exc) from None
+            raise self._service_error(what, catalog.service_url + "/search", exc) from None
         except (KeyError, TypeError, MissingDataInRequestException) as exc:
             raise RemoteServiceError(
                 f"Catalog API search of {self.config.collection} in {window.as_list()} (POST "
@@ -921,7 +1004,7 @@ class SentinelHubSource:
             size=(tile.width, tile.height),
             config=session.config,
         )
-        request.download_client_class = self._client_factory(session)
+        request.download_client_class = self._client_factory()
         label = f"Process API request for {job.day} tile {job.tile.id}"
         for download in request.download_list:
             download.extra_params[_LABEL] = label
@@ -929,7 +1012,7 @@ class SentinelHubSource:
         try:
             data = request.get_data(max_threads=1)[0]
         except _RequestFailed as exc:
-            raise _service_error(label, url, exc) from None
+            raise self._service_error(label, url, exc) from None
         except (ImageDecodingError, tifffile.TiffFileError) as exc:
             raise RemoteServiceError(
                 f"{label} (POST {_path_of(url)}): the reply cannot be decoded "
@@ -986,13 +1069,23 @@ class SentinelHubSource:
 # Module helpers
 
 
-def _service_error(what: str, url: str | None, exc: _RequestFailed) -> Exception:
+def _service_error(what: str, url: str | None, exc: _RequestFailed, token_url: str) -> Exception:
     """The error a failed request becomes: CredentialsError for 401/403, else RemoteServiceError."""
     where = f"{what} (POST {_path_of(url)})"
-    if exc.status in (401, 403):
+    said = f" ({exc.message})" if exc.message else ""
+    if exc.status == 401:
+        # The token endpoint accepted the credentials (a refusal there is its own error): the
+        # service refuses tokens of this identity service even fresh.
         return CredentialsError(
-            f"{where} was refused with HTTP {exc.status}: the access token is not valid for it; "
-            f"check that {ENV_CLIENT_ID} belongs to this service and may use the collection"
+            f"{where} was refused with HTTP 401{said}, with a freshly issued access token too: "
+            f"the service does not accept tokens from {token_url}; check that source.token_url "
+            f"(or {ENV_TOKEN_URL}) is the identity service of source.base_url (or {ENV_BASE_URL})"
+        )
+    if exc.status == 403:
+        return CredentialsError(
+            f"{where} was refused with HTTP 403: {exc.message or 'forbidden'}; the OAuth client's "
+            "account may not do this now (processing units or requests used up, or no access to "
+            "the collection): check the account on the Sentinel Hub dashboard"
         )
     if exc.status is not None:
         return RemoteServiceError(f"{where} failed: {exc.reason}; check the request parameters")
