@@ -279,7 +279,7 @@ def plan_aoi(
     previous = state.get(aoi.name) if state is not None else None
     if previous is not None:
         seen = _utc(previous.last_acquisition)
-        after_acq = [a for a in after_acq if _utc(a.datetime) > seen]
+        after_acq = [a for a in after_acq if _not_analysed(a, previous)]
         if not after_acq:
             note = (
                 f"no new acquisition after {seen:%Y-%m-%d %H:%M} (last analysed) in the after "
@@ -363,6 +363,20 @@ def _wgs84_bounds(crs: Any, bounds: Sequence[float]) -> tuple[float, float, floa
 
 def _format_bounds(bounds: Sequence[float]) -> str:
     return "west {:.4f}, south {:.4f}, east {:.4f}, north {:.4f}".format(*bounds)
+
+
+def _not_analysed(acq: Acquisition, previous: AoiState) -> bool:
+    """Whether `acq` is new to the run that left `previous`: newer than its newest acquisition,
+    or of that day under an id it did not analyse (a source naming a day by its granules, whose
+    set changed: a better granule came in late; the day's time alone cannot tell)."""
+    when, seen = _utc(acq.datetime), _utc(previous.last_acquisition)
+    if when > seen:
+        return True
+    return (
+        bool(previous.acquisitions)
+        and when.date() == seen.date()
+        and acq.id not in previous.acquisitions
+    )
 
 
 def load_aoi(
@@ -461,7 +475,11 @@ def record_aoi(state: RunState, plan: AoiPlan, result: AoiResult, book: AlertBoo
     if result.alerts is not None:
         book.record(plan.aoi, result.alerts)
     finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    state.record(plan.aoi, AoiState(plan.newest, finished, len(result.clues), str(plan.out_dir)))
+    analysed = tuple(a.id for a in plan.after)
+    state.record(
+        plan.aoi,
+        AoiState(plan.newest, finished, len(result.clues), str(plan.out_dir), analysed),
+    )
 
 
 def record_clouded(state: RunState, plan: AoiPlan) -> None:
@@ -470,7 +488,8 @@ def record_clouded(state: RunState, plan: AoiPlan) -> None:
     previous = state.get(plan.aoi)
     finished = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     out_dir = previous.out_dir if previous is not None else str(plan.out_dir)
-    state.record(plan.aoi, AoiState(plan.newest, finished, 0, out_dir))
+    analysed = tuple(a.id for a in plan.after)
+    state.record(plan.aoi, AoiState(plan.newest, finished, 0, out_dir, analysed))
 
 
 def run_aoi(

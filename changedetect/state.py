@@ -33,6 +33,10 @@ class AoiState:
     """When its outputs were all in place (UTC)."""
     clues: int
     out_dir: str
+    acquisitions: tuple[str, ...] = ()
+    """Ids of the after-window acquisitions it analysed (empty in files of older releases): an
+    acquisition of the newest day under another id (a source whose day got a better granule)
+    is new."""
 
 
 def _read_per_aoi(path: Path, versions: Collection[int], what: str, remedy: str) -> dict:
@@ -72,6 +76,7 @@ class RunState:
             finished_at=dt.datetime.fromisoformat(entry["finished_at"]),
             clues=int(entry["clues"]),
             out_dir=str(entry["out_dir"]),
+            acquisitions=tuple(str(i) for i in entry.get("acquisitions", ())),
         )
 
     def record(self, aoi: str, state: AoiState) -> None:
@@ -80,6 +85,7 @@ class RunState:
         entry = asdict(state)
         entry["last_acquisition"] = state.last_acquisition.isoformat()
         entry["finished_at"] = state.finished_at.isoformat()
+        entry["acquisitions"] = list(state.acquisitions)
         aois[aoi] = entry
         doc = {"version": STATE_VERSION, "aois": aois}
         with atomic_path(self.path) as tmp:

@@ -10,6 +10,7 @@ import datetime as dt
 import email.utils
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -57,6 +58,7 @@ SCENES = [
 WINDOW = TimeWindow(dt.date(2018, 3, 1), dt.date(2018, 3, 31))
 #: What the service mosaics on top for each acquisition day (least cloudy of the day).
 TOP = {dt.date(2018, 3, 11): SCENES[0], dt.date(2018, 3, 21): SCENES[3]}
+DAY21 = dt.date(2018, 3, 21)
 
 #: The analysis grid: a 240 x 300 window of the 300 x 360 truth, reaching its no-data east edge.
 ROW, COL, HEIGHT, WIDTH = 30, 60, 240, 300
@@ -293,7 +295,9 @@ def test_search_groups_a_day_and_filters_cloud_cover(
         dt.datetime(2018, 3, 21, 18, 50, 2),
     ]
     assert [a.cloud_cover for a in found] == [8.5, 20.0]
-    assert [a.id for a in found] == ["sentinel-2-l2a_20180311", "sentinel-2-l2a_20180321"]
+    # the day and a digest of its granules: another set of granules is another acquisition
+    assert [a.id[:-9] for a in found] == ["sentinel-2-l2a_20180311", "sentinel-2-l2a_20180321"]
+    assert all(re.fullmatch(r"_[0-9a-f]{8}", a.id[-9:]) for a in found)
     assert {a.source for a in found} == {"sentinelhub"}
     # three granules pass the filter, two a page: the second page is asked for with `next`
     requests = fake.recorded("catalog")
@@ -426,6 +430,34 @@ def test_load_stitches_tiles_back_into_the_truth_pixel_for_pixel(
     assert_equals_truth(ds2, truth, [dt.date(2018, 3, 11), dt.date(2018, 3, 21)])
     assert fake.count() == 0
     assert_no_partial_files(tmp_path / "cache")
+
+
+def test_a_better_granule_arriving_later_is_fetched_for_its_day(
+    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    source = make_source(fake, cache)
+    found = source.search(aoi, WINDOW)
+    assert_equals_truth(source.load(found, BANDS, aoi, 256), truth, [dt.date(2018, 3, 11), DAY21])
+    fetched = fake.count("process")
+
+    # a clearer granule of the 21st is processed late: the service now mosaics it on top
+    late = Scene(dt.datetime(2018, 3, 21, 18, 50, 20), 2.0, 150, "S2B_20180321_late")
+    fake.publish(late)
+    fresh = make_source(fake, cache, refresh=True)  # a past window: its search is cached
+    again = fresh.search(aoi, WINDOW)
+    loaded = fresh.load(again, BANDS, aoi, 256).compute()
+    assert fake.count("process") == fetched + N_TILES  # the 21st again, not the 11th
+    for band in BANDS:
+        assert np.array_equal(loaded[band].values[1], expected(truth, late, band), equal_nan=True)
+    assert again[0].id == found[0].id and again[1].id != found[1].id
+    assert again[1].datetime == found[1].datetime  # same first granule: the time cannot tell
+
+    # the cloud limit sent is part of the key too: it decides which granules are mosaicked
+    fetched = fake.count("process")
+    strict = make_source(fake, cache, max_cloud_cover=30.0)
+    strict.load([acquisition(dt.date(2018, 3, 11))], BANDS, aoi, 256)
+    assert fake.count("process") == fetched + N_TILES
 
 
 def test_float32_replies_load_as_reflectance(
@@ -960,20 +992,18 @@ def test_real_service_small_area(tmp_path: Path) -> None:
 # End to end: `changedetect run` on a Sentinel Hub config
 
 
-def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path, monkeypatch
-) -> None:
+def run_config(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, before: TimeWindow, after: TimeWindow
+) -> Any:
+    """A run configuration of one AOI (a little inside `aoi`) on the fake."""
     from changedetect.config import parse_config
-    from changedetect.pipeline import run
 
-    monkeypatch.setenv("SH_CLIENT_ID", fake.client_id)
-    monkeypatch.setenv("SH_CLIENT_SECRET", fake.client_secret)
     west, south, east, north = Transformer.from_crs(
         aoi.crs, "EPSG:4326", always_xy=True
     ).transform_bounds(*aoi.bounds)
     # a little inside the AOI, so the UTM grid planned from the bbox stays inside the truth
     pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
-    config = parse_config(
+    return parse_config(
         {
             "source": {
                 "kind": "sentinelhub",
@@ -990,10 +1020,23 @@ def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
                     "bbox": [west + pad_x, south + pad_y, east - pad_x, north - pad_y],
                 }
             ],
-            "before": {"start": "2018-03-01", "end": "2018-03-15"},
-            "after": {"start": "2018-03-16", "end": "2018-04-30"},
+            "before": {"start": before.start.isoformat(), "end": before.end.isoformat()},
+            "after": {"start": after.start.isoformat(), "end": after.end.isoformat()},
             "output": {"dir": str(tmp_path / "out"), "chips": False},
         }
+    )
+
+
+def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
+    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path, monkeypatch
+) -> None:
+    from changedetect.pipeline import run
+
+    monkeypatch.setenv("SH_CLIENT_ID", fake.client_id)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.client_secret)
+    before = TimeWindow(dt.date(2018, 3, 1), dt.date(2018, 3, 15))
+    config = run_config(
+        fake, aoi, tmp_path, before, TimeWindow(dt.date(2018, 3, 16), dt.date(2018, 4, 30))
     )
     (first,) = run(config)
     assert first.note is None and (first.out_dir / "clues.geojson").exists()
@@ -1012,3 +1055,30 @@ def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
     assert fake.count("catalog") > catalog_requests
     assert third.note is None and fake.count("process") == process_requests
     assert [c.clue_id for c in third.clues] == [c.clue_id for c in first.clues]
+
+
+def test_the_next_night_analyses_a_day_again_when_a_better_granule_came_in(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, monkeypatch
+) -> None:
+    from changedetect.pipeline import run
+
+    monkeypatch.setenv("SH_CLIENT_ID", fake.client_id)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.client_secret)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    at = dt.datetime.combine(yesterday, dt.time(18, 50, 1))
+    fake.publish(Scene(at, 40.0, 100, "S2A_yesterday"))
+    before = TimeWindow(dt.date(2018, 3, 1), dt.date(2018, 3, 15))
+    after = TimeWindow(yesterday - dt.timedelta(days=10), yesterday + dt.timedelta(days=1))
+    config = run_config(fake, aoi, tmp_path, before, after)
+    (first,) = run(config)
+    assert first.note is None and first.out_dir.name == f"{yesterday:%Y%m%d}"
+    fetched = fake.count("process")
+
+    # yesterday's neighbouring granule, clearer, is processed late: it is mosaicked on top
+    fake.publish(Scene(at + dt.timedelta(seconds=14), 3.0, 200, "S2A_yesterday_late"))
+    (second,) = run(config)  # the next night: yesterday again, as the service now serves it
+    assert second.note is None and second.out_dir == first.out_dir
+    assert fake.count("process") > fetched
+
+    (third,) = run(config)  # and then nothing new
+    assert third.note is not None and "no new acquisition" in third.note

@@ -5,14 +5,17 @@ through the ``sentinelhub`` package (its request building, OAuth session and TIF
 
 * ``search``: one Catalog API search over the grid's WGS84 bounds and the window, filtered on
   ``eo:cloud_cover``; the granules of one UTC day become one :class:`Acquisition` (the Process API
-  mosaics them). Searches of windows that ended more than :data:`SEARCH_CACHE_AFTER_DAYS` days ago
-  are kept as JSON in the cache folder, so re-running a past window asks nothing; an empty answer
-  is never kept (the archive may still fill in), and a source made with ``refresh`` (``changedetect
-  run --full``) asks the Catalog again whatever the cache holds.
+  mosaics them), whose id names the day and its granules. Searches of windows that ended more
+  than :data:`SEARCH_CACHE_AFTER_DAYS` days ago are kept as JSON in the cache folder, so re-running
+  a past window asks nothing; an empty answer is never kept (the archive may still fill in), and
+  a source made with ``refresh`` (``changedetect run --full``) asks the Catalog again whatever the
+  cache holds.
 * ``load``: the grid is cut into request tiles of at most ``max_tile_px`` a side on the grid's own
   pixels (:func:`request_tiles`); every (day, tile) not yet in the :class:`DownloadCache` is fetched
   as one Process API request (a few at a time, never faster than ``requests_per_second``) and put
-  into the cache as soon as it arrives. A GDAL VRT per day then stitches the cached tiles back into
+  into the cache as soon as it arrives. A tile's cache key names what the service mosaics into it:
+  the service URL, the cloud limit and the day's set of granules, so a day is fetched again when a
+  better granule for it arrives later. A GDAL VRT per day then stitches the cached tiles back into
   the grid, and :class:`LocalSource` loads those lazily, so the result is the service's pixels,
   exactly, scaled to reflectance.
 
@@ -654,6 +657,8 @@ class SentinelHubSource:
             limiter=RateLimiter(config.requests_per_second),
         )
         self._auth = _Auth(self._new_session)
+        #: The granules of each acquisition this source's searches found (acquisition id -> ids).
+        self._granules: dict[str, tuple[str, ...]] = {}
         self._collection = self._define_collection()
         self._told_offset = False
 
@@ -739,10 +744,12 @@ class SentinelHubSource:
         cacheable = window.end < cutoff
         if cacheable and not self.refresh and cache_file.is_file():
             try:
-                acquisitions = _read_search_cache(cache_file)
+                kept = _read_search_cache(cache_file)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable search cache %s (%s)", cache_file, exc)
-                acquisitions = []
+                kept = []
+            acquisitions = [acq for acq, _ in kept]
+            self._granules.update((acq.id, granules) for acq, granules in kept)
             # an empty answer was kept by older releases: it may have filled in since, ask again
             if acquisitions:
                 log.info(
@@ -763,7 +770,7 @@ class SentinelHubSource:
         # An empty answer is never kept: granules of a past window can still arrive (late
         # processing, a gap in the archive filled), and a kept "nothing" would hide them for good.
         if cacheable and acquisitions:
-            _write_search_cache(cache_file, acquisitions)
+            _write_search_cache(cache_file, [(a, self._granules[a.id]) for a in acquisitions])
         log.info(
             "catalog: %d granule(s) on %d day(s) in %s",
             len(features),
@@ -819,14 +826,18 @@ class SentinelHubSource:
         acquisitions = []
         for day, granules in sorted(days.items()):
             clouds = [c for _, c, _ in granules if c is not None]
-            acquisitions.append(
-                Acquisition(
-                    id=f"{self.config.collection}_{day:%Y%m%d}",
-                    datetime=min(w for w, _, _ in granules),
-                    source=self.name,
-                    cloud_cover=float(np.mean(clouds)) if clouds else None,
-                )
+            ids = tuple(sorted({g for _, _, g in granules}))
+            # The id names the granules too: when the day's set changes (a better granule came
+            # in late), it is another acquisition to the run state and to the analysis cache.
+            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
+            acquisition = Acquisition(
+                id=f"{self.config.collection}_{day:%Y%m%d}_{digest}",
+                datetime=min(w for w, _, _ in granules),
+                source=self.name,
+                cloud_cover=float(np.mean(clouds)) if clouds else None,
             )
+            self._granules[acquisition.id] = ids
+            acquisitions.append(acquisition)
         return acquisitions
 
     def _search_cache_file(self, bounds: Sequence[float], window: TimeWindow) -> Path:
@@ -861,36 +872,42 @@ class SentinelHubSource:
         fetch_bands = self._fetch_bands(bands)
         tiles = request_tiles(grid, self.config.max_tile_px)
         self._sh_crs(grid)  # fail before any request when the CRS cannot be sent
-        days = sorted({_utc_day(acq.datetime) for acq in acquisitions})
+        granules = self._granules_of(acquisitions, grid)
+        # what each acquisition is a mosaic of: its day, and the service's granules that day
+        mosaic_of = [
+            (_utc_day(acq.datetime), self._mosaic_id(ids))
+            for acq, ids in zip(acquisitions, granules, strict=True)
+        ]
+        mosaic_ids = sorted(set(mosaic_of))
         jobs: list[_TileJob] = []
-        for day in days:
+        for day, mosaic in mosaic_ids:
             for tile in tiles:
-                key = self._tile_key(tile, day, fetch_bands)
+                key = self._tile_key(tile, day, mosaic, fetch_bands)
                 if self.cache.get(key) is None:
                     jobs.append(_TileJob(day, tile, key))
         if jobs:
             log.info(
                 "sentinelhub: fetching %d of %d tile(s) (%d day(s) x %d tile(s)); the rest are cached",
                 len(jobs),
-                len(days) * len(tiles),
-                len(days),
+                len(mosaic_ids) * len(tiles),
+                len(mosaic_ids),
                 len(tiles),
             )
             self._fetch(jobs, fetch_bands, grid)
-        mosaics = {day: self._write_mosaic(day, tiles, grid, fetch_bands) for day in days}
+        mosaics = {
+            (day, mosaic): self._write_mosaic(day, mosaic, tiles, grid, fetch_bands)
+            for day, mosaic in mosaic_ids
+        }
         local = [
             Acquisition(
                 id=acq.id,
                 datetime=acq.datetime,
                 source=self.name,
-                assets={
-                    b: (str(mosaics[_utc_day(acq.datetime)]), i + 1)
-                    for i, b in enumerate(fetch_bands)
-                },
+                assets={b: (str(mosaics[where]), i + 1) for i, b in enumerate(fetch_bands)},
                 cloud_cover=acq.cloud_cover,
                 grid=grid,
             )
-            for acq in acquisitions
+            for acq, where in zip(acquisitions, mosaic_of, strict=True)
         ]
         return LocalSource(None, self._load_sensor(), acquisitions=local).load(
             local, bands, grid, chunk_size
@@ -915,8 +932,41 @@ class SentinelHubSource:
             ) from None
         return fetch
 
-    def _tile_key(self, tile: RequestTile, day: dt.date, bands: Sequence[str]) -> CacheKey:
-        return CacheKey(self.name, self._collection_key, tile.id, day.isoformat(), tuple(bands))
+    def _granules_of(
+        self, acquisitions: Sequence[Acquisition], grid: GridSpec
+    ) -> list[tuple[str, ...]]:
+        """The granules the Process API mosaics for each acquisition: as this source's search
+        found them, else (an acquisition made elsewhere) as a search of its days finds them now."""
+        unknown = sorted({_utc_day(a.datetime) for a in acquisitions if a.id not in self._granules})
+        found: dict[dt.date, tuple[str, ...]] = {}
+        if unknown:
+            for acq in self.search(grid, TimeWindow(unknown[0], unknown[-1])):
+                found[_utc_day(acq.datetime)] = self._granules[acq.id]
+        return [self._granules.get(a.id, found.get(_utc_day(a.datetime), ())) for a in acquisitions]
+
+    @property
+    def _max_cloud_coverage(self) -> int:
+        # whole percent, rounded up so no granule the search kept is left out
+        return int(math.ceil(self.config.max_cloud_cover))
+
+    def _mosaic_id(self, granules: Sequence[str]) -> str:
+        """Names what one day's Process API request returns: the service, the cloud limit and
+        mosaicking order it is sent, and the granules it mosaics. Cached tiles are keyed by it, so
+        a tile is fetched anew when any of these changes (a better granule arrives late)."""
+        what = {
+            "service": self.base_url,
+            "max_cloud_coverage": self._max_cloud_coverage,
+            "mosaicking": MosaickingOrder.LEAST_CC.value,
+            "granules": sorted(granules),
+        }
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _tile_key(
+        self, tile: RequestTile, day: dt.date, mosaic: str, bands: Sequence[str]
+    ) -> CacheKey:
+        return CacheKey(
+            self.name, self._collection_key, tile.id, f"{day.isoformat()}_{mosaic}", tuple(bands)
+        )
 
     def _sh_crs(self, grid: GridSpec) -> CRS:
         epsg = grid.crs.to_epsg()
@@ -990,10 +1040,7 @@ class SentinelHubSource:
                     time_interval=(job.day, job.day),
                     mosaicking_order=MosaickingOrder.LEAST_CC,
                     other_args={
-                        # whole percent, rounded up so no granule the search kept is left out
-                        "dataFilter": {
-                            "maxCloudCoverage": int(math.ceil(self.config.max_cloud_cover))
-                        },
+                        "dataFilter": {"maxCloudCoverage": self._max_cloud_coverage},
                         # the service's default, stated because the DN scale depends on it
                         "processing": {"harmonizeValues": True},
                     },
@@ -1036,7 +1083,12 @@ class SentinelHubSource:
         )
 
     def _write_mosaic(
-        self, day: dt.date, tiles: Sequence[RequestTile], grid: GridSpec, bands: Sequence[str]
+        self,
+        day: dt.date,
+        mosaic: str,
+        tiles: Sequence[RequestTile],
+        grid: GridSpec,
+        bands: Sequence[str],
     ) -> Path:
         """A GDAL VRT stitching the day's cached tiles into `grid` (a few hundred bytes, no pixel
         copied), written atomically beside them."""
@@ -1044,13 +1096,13 @@ class SentinelHubSource:
             self.name,
             self._collection_key,
             "mosaic-" + grid_id(grid),
-            day.isoformat(),
+            f"{day.isoformat()}_{mosaic}",
             tuple(bands),
         )
         target = self.cache.path(key).with_suffix(".vrt")
         sources = []
         for tile in tiles:
-            path = self.cache.get(self._tile_key(tile, day, bands))
+            path = self.cache.get(self._tile_key(tile, day, mosaic, bands))
             if path is None:
                 raise SourceError(
                     f"cached tile {tile.id} of {day} disappeared from {self.cache.root} while "
@@ -1120,25 +1172,42 @@ def _prefect_secret(block: str, field_name: str) -> str:
     return value.strip()
 
 
-def _read_search_cache(path: Path) -> list[Acquisition]:
+#: Version 2 keeps each acquisition's granules; a version 1 file is searched again.
+_SEARCH_CACHE_FORMAT = 2
+
+
+def _read_search_cache(path: Path) -> list[tuple[Acquisition, tuple[str, ...]]]:
+    """The acquisitions kept in `path` with their granules ([] for a file of another format)."""
     payload = json.loads(path.read_text(encoding="utf-8"))
+    if payload.get("format") != _SEARCH_CACHE_FORMAT:
+        return []
     return [
-        Acquisition(
-            id=str(item["id"]),
-            datetime=dt.datetime.fromisoformat(item["datetime"]),
-            source=SentinelHubSource.name,
-            cloud_cover=item["cloud_cover"],
+        (
+            Acquisition(
+                id=str(item["id"]),
+                datetime=dt.datetime.fromisoformat(item["datetime"]),
+                source=SentinelHubSource.name,
+                cloud_cover=item["cloud_cover"],
+            ),
+            tuple(str(g) for g in item["granules"]),
         )
         for item in payload["acquisitions"]
     ]
 
 
-def _write_search_cache(path: Path, acquisitions: Sequence[Acquisition]) -> None:
+def _write_search_cache(
+    path: Path, acquisitions: Sequence[tuple[Acquisition, tuple[str, ...]]]
+) -> None:
     payload = {
-        "format": 1,
+        "format": _SEARCH_CACHE_FORMAT,
         "acquisitions": [
-            {"id": a.id, "datetime": a.datetime.isoformat(), "cloud_cover": a.cloud_cover}
-            for a in acquisitions
+            {
+                "id": a.id,
+                "datetime": a.datetime.isoformat(),
+                "cloud_cover": a.cloud_cover,
+                "granules": list(granules),
+            }
+            for a, granules in acquisitions
         ],
     }
     with atomic_path(path) as tmp:
