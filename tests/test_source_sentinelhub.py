@@ -846,6 +846,37 @@ def test_a_run_killed_half_way_fetches_only_the_missing_tiles(
     assert_equals_truth(ds, truth, days)
 
 
+def test_a_token_about_to_expire_is_replaced_before_use(
+    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+) -> None:
+    lifetime = fake.token_lifetime_s
+    fake.token_lifetime_s = 60  # inside the two-minute margin: every request needs a new one
+    try:
+        source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
+        source.load([acquisition(dt.date(2018, 3, 11))], ["B04"], aoi, chunk_size=256)
+    finally:
+        fake.token_lifetime_s = lifetime
+    assert fake.count("token") >= fake.count("catalog") + fake.count("process")
+    assert not [r for r in fake.requests if r.status == 401]
+
+
+def test_only_the_public_api_of_sentinelhub_is_used() -> None:
+    # Overriding the package's private methods is what tied it to one major version.
+    import sentinelhub
+
+    from changedetect.io.sources import sentinelhub as module
+
+    for name, cls in vars(module).items():
+        if not isinstance(cls, type) or cls.__module__ != module.__name__:
+            continue
+        for base in cls.__mro__[1:]:
+            if not base.__module__.startswith(sentinelhub.__name__):
+                continue
+            private = [a for a in vars(cls) if a.startswith("_") and not a.startswith("__")]
+            private = [a for a in private if hasattr(base, a)]
+            assert private == [], f"{name} overrides private {private} of {base.__name__}"
+
+
 # --------------------------------------------------------------------------------------------
 # Credentials
 

@@ -1,7 +1,11 @@
 """Sentinel-2 from Sentinel Hub (sentinel-hub.com or the Copernicus Data Space Ecosystem).
 
-:class:`SentinelHubSource` searches with the Catalog API and fetches pixels with the Process API,
-through the ``sentinelhub`` package (its request building, OAuth session and TIFF decoding):
+:class:`SentinelHubSource` searches with the Catalog API and fetches pixels with the Process API.
+The ``sentinelhub`` package builds the requests (``SentinelHubRequest``, ``SentinelHubCatalog``
+and its paging) and decodes the replies, through its public API only; the HTTP calls themselves,
+the token included, go through the source's one retry policy (below), which the package's own
+retries cannot express: they wait out 429s without bound and Retry-After without cap, do not
+retry a truncated or mistyped body, and do not fetch a fresh token on a 401.
 
 * ``search``: one Catalog API search over the grid's WGS84 bounds and the window, filtered on
   ``eo:cloud_cover``; the granules of one UTC day become one :class:`Acquisition` (the Process API
@@ -19,10 +23,10 @@ through the ``sentinelhub`` package (its request building, OAuth session and TIF
   the grid, and :class:`LocalSource` loads those lazily, so the result is the service's pixels,
   exactly, scaled to reflectance.
 
-Every HTTP call has a timeout and bounded retries: HTTP 429 and 5xx, timeouts, broken
-connections, truncated bodies and replies of the wrong content type are retried up to
-``max_retries`` times with exponential backoff that honours ``Retry-After`` (milliseconds, as
-Sentinel Hub sends it, or an HTTP date; capped), with a random part so that workers throttled
+Every HTTP call (token, Catalog, Process) has a timeout and bounded retries: HTTP 429 and 5xx,
+timeouts, broken connections, truncated bodies and replies of the wrong content type are retried
+up to ``max_retries`` times with exponential backoff that honours ``Retry-After`` (milliseconds,
+as Sentinel Hub sends it, or an HTTP date; capped), with a random part so that workers throttled
 together do not come back together; then a :class:`RemoteServiceError` names the request (date,
 tile and URL path, never a token). Other 4xx are not retried, with one exception: a 401 is tried
 once more with a fresh token (a token can be revoked before it expires); a 401 that persists, a
@@ -37,7 +41,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import functools
 import hashlib
 import io
 import json
@@ -52,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 import numpy as np
@@ -66,17 +69,18 @@ from sentinelhub import (
     CRS,
     BBox,
     DataCollection,
+    DownloadClient,
+    DownloadRequest,
     MimeType,
     MosaickingOrder,
     SentinelHubCatalog,
-    SentinelHubDownloadClient,
     SentinelHubRequest,
     SentinelHubSession,
     SHConfig,
 )
-from sentinelhub.constants import SHConstants
+from sentinelhub.constants import RequestType, SHConstants
 from sentinelhub.decoding import decode_sentinelhub_err_msg
-from sentinelhub.download.models import DownloadRequest, DownloadResponse
+from sentinelhub.download.models import DownloadResponse
 from sentinelhub.evalscript import parse_data_collection_bands
 from sentinelhub.exceptions import ImageDecodingError, MissingDataInRequestException
 
@@ -132,9 +136,6 @@ _COLLECTIONS = {
     "sentinel-2-l2a": DataCollection.SENTINEL2_L2A,
     "sentinel-2-l1c": DataCollection.SENTINEL2_L1C,
 }
-
-#: DownloadRequest.extra_params key holding a human label of the request for logs and errors.
-_LABEL = "changedetect_label"
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,12 +305,46 @@ for _name in ("requests_oauthlib", "requests_oauthlib.oauth2_session", "oauthlib
 
 
 # --------------------------------------------------------------------------------------------
-# HTTP: pacing, bounded retries, a session with a timeout
+# HTTP: one retry policy for every call (token, Catalog, Process), pacing, a fresh token on 401
+
+T = TypeVar("T")
+
+
+class _Retry(Exception):
+    """A failure worth another try; `retry_after`: the wait the server asked for, in seconds."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _RequestFailed(Exception):
+    """A request that failed for good (inside the HTTP layer; the source turns it into its errors).
+    `message` is the service's own word on it (HTTP 4xx), secrets masked."""
+
+    def __init__(
+        self, reason: str, attempts: int, status: int | None = None, message: str = ""
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+        self.status = status
+        self.message = message
+
+
+class _Unauthorized(Exception):
+    """An API refused the access token (HTTP 401); `sent` is the Authorization header it got."""
+
+    def __init__(self, sent: str | None, message: str) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.message = message
 
 
 @dataclass(frozen=True)
 class _RetryPolicy:
-    """How hard to try one HTTP request (shared by every client and session of a source)."""
+    """How hard to try one HTTP request: the one retry policy of a source, for all its calls."""
 
     attempts: int
     backoff_s: float
@@ -333,54 +368,28 @@ class _RetryPolicy:
             wait = step * (0.5 + 0.5 * draw)
         return min(wait, self.max_wait_s)
 
-
-class _RequestFailed(Exception):
-    """A request that failed for good (inside the client; the source turns it into its errors).
-    `message` is the service's own word on it (HTTP 4xx), secrets masked."""
-
-    def __init__(
-        self, reason: str, attempts: int, status: int | None = None, message: str = ""
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.attempts = attempts
-        self.status = status
-        self.message = message
-
-
-class _Auth:
-    """The source's OAuth session, one for all its clients and threads: made on first need, and
-    replaced when the service refuses its token."""
-
-    def __init__(self, make: Callable[[], SentinelHubSession]) -> None:
-        self._make = make
-        self._lock = threading.Lock()
-        self._session: SentinelHubSession | None = None
-
-    def session(self) -> SentinelHubSession:
-        with self._lock:
-            return self._current()
-
-    def headers(self) -> dict[str, str]:
-        # Under the lock: reading the headers fetches a new token when this one is about to expire.
-        with self._lock:
-            return self._current().session_headers
-
-    def renew(self, refused: str | None) -> None:
-        """Replace the session whose token the service refused (`refused`: the Authorization
-        header that was sent), unless another thread replaced it already."""
-        with self._lock:
-            if (
-                self._session is None
-                or refused is None
-                or self._session.session_headers.get("Authorization") == refused
-            ):
-                self._session = self._make()
-
-    def _current(self) -> SentinelHubSession:
-        if self._session is None:
-            self._session = self._make()
-        return self._session
+    def call(self, label: str, once: Callable[[], T]) -> T:
+        """`once()` until it returns, at most `attempts` times: a :class:`_Retry` it raises is
+        waited out (and logged), anything else ends the call. Raises :class:`_RequestFailed`
+        (with the last reason) when the attempts run out."""
+        reason = "no attempt made"
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return once()
+            except _Retry as retry:
+                reason = retry.reason
+                if attempt < self.attempts:
+                    wait = self.wait_s(attempt, retry.retry_after)
+                    log.warning(
+                        "%s: %s; retry %d of %d in %.3g s",
+                        label,
+                        reason,
+                        attempt,
+                        self.attempts - 1,
+                        wait,
+                    )
+                    self.sleep(wait)
+        raise _RequestFailed(reason, self.attempts)
 
 
 def _tiff_problem(content: bytes) -> str | None:
@@ -432,173 +441,223 @@ def _body_problem(request: DownloadRequest, response: requests.Response) -> str 
     return None
 
 
-class _BoundedDownloadClient(SentinelHubDownloadClient):
-    """The package's download client with bounded, Retry-After-aware retries.
+def _bearer(token: Mapping[str, Any]) -> str:
+    return f"Bearer {token['access_token']}"
 
-    Only ``_execute_download`` is replaced: the package's own loop retries HTTP 429 forever unless
-    ``max_retries`` is set, reads Retry-After as milliseconds (and fails on a fractional value),
-    and retries 5xx apart from 429 on a different schedule. Everything else (request building,
-    session headers, ``_do_download`` with the configured timeout, decoding) is the package's.
-    """
 
-    def __init__(self, *, auth: _Auth, policy: _RetryPolicy, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._auth = auth
+def _token_reply_check(response: requests.Response) -> requests.Response:
+    """requests-oauthlib reads an error only from a JSON body and ignores the status: raise for a
+    5xx (retried) and for a 4xx that carries no OAuth error (a token URL that is not one)."""
+    if response.status_code >= 500:
+        response.raise_for_status()
+    try:
+        if "error" in response.json():
+            return response
+    except ValueError:
+        pass
+    response.raise_for_status()
+    return response
+
+
+class _Auth:
+    """The source's OAuth access token, one for all its threads: fetched on first need (the
+    credentials are looked up then), again shortly before it expires, and when an API refuses it
+    (a token can be revoked before it expires). Token requests go through the retry policy."""
+
+    #: A token this close to expiry is replaced (sentinelhub-py's margin).
+    REFRESH_BEFORE_S = SentinelHubSession.DEFAULT_SECONDS_BEFORE_EXPIRY
+
+    def __init__(
+        self,
+        credentials: Callable[[], tuple[str, str]],
+        token_url: str,
+        policy: _RetryPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credentials = credentials
+        self.token_url = token_url
         self._policy = policy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: dict[str, Any] | None = None
 
-    def get_session(self) -> SentinelHubSession:
-        # The source's session, whichever is current: it is replaced when the service refuses
-        # its token, and every client of every thread must see the replacement.
-        return self._auth.session()
+    def headers(self) -> dict[str, str]:
+        """The Authorization header, with a token valid for a while yet."""
+        with self._lock:
+            token = self._token
+            if token is None or token.get("expires_at", math.inf) - self._clock() <= (
+                self.REFRESH_BEFORE_S
+            ):
+                token = self._token = self._fetch()
+            return {"Authorization": _bearer(token)}
 
-    def _get_session_headers(self) -> dict[str, str]:
-        return self._auth.headers()
+    def renew(self, refused: str | None) -> None:
+        """Replace the token an API refused (`refused`: the Authorization header it was sent),
+        unless another thread replaced it already."""
+        with self._lock:
+            if self._token is None or refused is None or _bearer(self._token) == refused:
+                self._token = self._fetch()
 
-    def _execute_download(self, request: DownloadRequest) -> DownloadResponse:
-        policy = self._policy
-        label = (
-            request.extra_params.get(_LABEL)
-            or f"{request.request_type.value} {_path_of(request.url)}"
-        )
-        reason = "no attempt made"
-        attempt, renewed = 0, False
-        while attempt < policy.attempts:
-            attempt += 1
-            policy.limiter.wait()
-            retry_after = None
-            try:
-                response = self._do_download(request)
-            except requests.Timeout:
-                reason = f"no reply within {policy.timeout_s:g} s"
-            except (
-                requests.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError,
-            ) as exc:
-                reason = f"the connection broke ({type(exc).__name__})"
-            else:
-                status = response.status_code
-                if status in (408, 429) or status >= 500:
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                    reason = f"HTTP {status}"
-                elif status == 401 and request.use_session and not renewed:
-                    # A token can be revoked before it expires: one fresh token tells that apart
-                    # from a service that accepts none of this identity service's tokens.
-                    renewed = True
-                    log.warning(
-                        "%s: HTTP 401, the access token was refused; trying once more with a "
-                        "fresh one",
-                        label,
-                    )
-                    self._auth.renew(response.request.headers.get("Authorization"))
-                    attempt -= 1  # the try with a fresh token is not one of the retries
-                    continue
-                elif status >= 400:
-                    message = _service_message(response)
-                    raise _RequestFailed(
-                        f"HTTP {status}: {message or response.reason}", attempt, status, message
-                    )
-                else:
-                    problem = _body_problem(request, response)
-                    if problem is None:
-                        return DownloadResponse.from_response(response, request)
-                    reason = problem
-            if attempt < policy.attempts:
-                wait = policy.wait_s(attempt, retry_after)
-                log.warning(
-                    "%s: %s; retry %d of %d in %.3g s",
-                    label,
-                    reason,
-                    attempt,
-                    policy.attempts - 1,
-                    wait,
-                )
-                policy.sleep(wait)
-        raise _RequestFailed(reason, policy.attempts)
-
-
-class _TimedSession(SentinelHubSession):
-    """The package's OAuth session, with a timeout and the bounded retries on the token request
-    (the package calls ``fetch_token`` without a timeout)."""
-
-    def __init__(self, config: SHConfig, policy: _RetryPolicy) -> None:
-        self._policy = policy
-        super().__init__(config=config)
-
-    def _fetch_token(self, request: DownloadRequest) -> dict[str, Any]:
-        url = str(request.url)
-        policy = self._policy
-        reason = "no attempt made"
-        for attempt in range(1, policy.attempts + 1):
-            retry_after = None
-            try:
-                return self._token_once(url)
-            except InsecureTransportError:
-                raise CredentialsError(
-                    f"token URL {url} is not https; OAuth sends the client secret only over https "
-                    f"(set {ENV_TOKEN_URL} or source.token_url to an https URL)"
-                ) from None
-            except MissingTokenError:
-                reason = "the reply carries no access token"
-            except OAuth2Error as exc:
-                raise CredentialsError(
-                    f"the token endpoint {url} refused the client credentials ({exc.error}); "
-                    f"check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or the Prefect secret blocks) "
-                    "and that the client belongs to this service"
-                ) from None
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
-                if status in (400, 401, 403):
-                    raise CredentialsError(
-                        f"the token endpoint {url} refused the client credentials (HTTP {status}); "
-                        f"check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or the Prefect secret "
-                        "blocks) and that the client belongs to this service"
-                    ) from None
-                if status != 429 and status < 500:
-                    raise CredentialsError(
-                        f"the token endpoint {url} answered HTTP {status}; check {ENV_TOKEN_URL} "
-                        f"or source.token_url and the client credentials"
-                    ) from None
-                reason = f"HTTP {status}"
-                if exc.response is not None:
-                    # the identity service is a Keycloak server: standard HTTP, seconds
-                    retry_after = retry_after_seconds(
-                        exc.response.headers.get("Retry-After"), milliseconds=False
-                    )
-            except requests.Timeout:
-                reason = f"no reply within {policy.timeout_s:g} s"
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                reason = f"the connection broke ({type(exc).__name__})"
-            except ValueError:
-                reason = "the reply is not an OAuth token"
-            if attempt < policy.attempts:
-                wait = policy.wait_s(attempt, retry_after)
-                log.warning(
-                    "token request to %s: %s; retry %d of %d in %.3g s",
-                    _path_of(url),
-                    reason,
-                    attempt,
-                    policy.attempts - 1,
-                    wait,
-                )
-                policy.sleep(wait)
-        raise RemoteServiceError(
-            f"cannot get a Sentinel Hub access token from {url}: {reason} after {policy.attempts} "
-            "attempt(s); check the service status and the token URL, then run again"
-        )
-
-    def _token_once(self, url: str) -> dict[str, Any]:
-        client = BackendApplicationClient(client_id=self.config.sh_client_id)
-        with OAuth2Session(client=client) as oauth:
-            oauth.register_compliance_hook("access_token_response", self._compliance_hook)
-            return oauth.fetch_token(
-                token_url=url,
-                client_id=self.config.sh_client_id,
-                client_secret=self.config.sh_client_secret,
-                headers={**self.DEFAULT_HEADERS, **SHConstants.HEADERS},
-                include_client_id=True,
-                timeout=self.config.download_timeout_seconds,
+    def _fetch(self) -> dict[str, Any]:
+        client_id, client_secret = self._credentials()
+        url = self.token_url
+        try:
+            return self._policy.call(
+                f"token request to {_path_of(url)}",
+                lambda: self._fetch_once(url, client_id, client_secret),
             )
+        except _RequestFailed as exc:
+            raise RemoteServiceError(
+                f"cannot get a Sentinel Hub access token from {url}: {exc.reason} after "
+                f"{exc.attempts} attempt(s); check the service status and the token URL, then run "
+                "again"
+            ) from None
+
+    def _fetch_once(self, url: str, client_id: str, client_secret: str) -> dict[str, Any]:
+        """One client-credentials grant; raises :class:`_Retry` for what another try may mend."""
+        try:
+            with OAuth2Session(client=BackendApplicationClient(client_id=client_id)) as oauth:
+                oauth.register_compliance_hook("access_token_response", _token_reply_check)
+                return dict(
+                    oauth.fetch_token(
+                        token_url=url,
+                        client_id=client_id,
+                        client_secret=client_secret,
+                        headers={
+                            "Content-Type": "application/x-www-form-urlencoded",
+                            **SHConstants.HEADERS,
+                        },
+                        include_client_id=True,
+                        timeout=self._policy.timeout_s,
+                    )
+                )
+        except InsecureTransportError:
+            raise CredentialsError(
+                f"token URL {url} is not https; OAuth sends the client secret only over https "
+                f"(set {ENV_TOKEN_URL} or source.token_url to an https URL)"
+            ) from None
+        except MissingTokenError:
+            raise _Retry("the reply carries no access token") from None
+        except OAuth2Error as exc:
+            raise CredentialsError(
+                f"the token endpoint {url} refused the client credentials ({exc.error}); "
+                f"check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or the Prefect secret blocks) "
+                "and that the client belongs to this service"
+            ) from None
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (400, 401, 403):
+                raise CredentialsError(
+                    f"the token endpoint {url} refused the client credentials (HTTP {status}); "
+                    f"check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or the Prefect secret "
+                    "blocks) and that the client belongs to this service"
+                ) from None
+            if status != 429 and status < 500:
+                raise CredentialsError(
+                    f"the token endpoint {url} answered HTTP {status}; check {ENV_TOKEN_URL} "
+                    f"or source.token_url and the client credentials"
+                ) from None
+            # the identity service is a Keycloak server: standard HTTP, seconds
+            header = exc.response.headers.get("Retry-After") if exc.response is not None else None
+            raise _Retry(
+                f"HTTP {status}", retry_after_seconds(header, milliseconds=False)
+            ) from None
+        except requests.Timeout:
+            raise _Retry(f"no reply within {self._policy.timeout_s:g} s") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _Retry(f"the connection broke ({type(exc).__name__})") from None
+        except ValueError:
+            raise _Retry("the reply is not an OAuth token") from None
+
+
+class _Http:
+    """The source's Catalog and Process API calls: paced, under the retry policy, and tried once
+    more with a fresh token when the API refuses the token."""
+
+    def __init__(self, policy: _RetryPolicy, auth: _Auth) -> None:
+        self._policy = policy
+        self._auth = auth
+
+    def send(self, request: DownloadRequest, label: str) -> requests.Response:
+        """The reply to `request` (2xx, body checked); :class:`_RequestFailed` when it fails."""
+        try:
+            return self._policy.call(label, lambda: self._once(request))
+        except _Unauthorized as refused:
+            # A token can be revoked before it expires: one fresh token tells that apart from a
+            # service that accepts none of this identity service's tokens.
+            log.warning(
+                "%s: HTTP 401, the access token was refused; trying once more with a fresh one",
+                label,
+            )
+            self._auth.renew(refused.sent)
+        try:
+            return self._policy.call(label, lambda: self._once(request))
+        except _Unauthorized as refused:
+            raise _RequestFailed(
+                f"HTTP 401: {refused.message or 'unauthorized'}", 1, 401, refused.message
+            ) from None
+
+    def _once(self, request: DownloadRequest) -> requests.Response:
+        self._policy.limiter.wait()
+        auth = self._auth.headers() if request.use_session else {}
+        headers = {**SHConstants.HEADERS, **auth, **request.headers}
+        try:
+            response = requests.request(
+                request.request_type.value,
+                url=str(request.url),
+                json=request.post_values,
+                headers=headers,
+                timeout=self._policy.timeout_s,
+            )
+        except requests.Timeout:
+            raise _Retry(f"no reply within {self._policy.timeout_s:g} s") from None
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise _Retry(f"the connection broke ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (408, 429) or status >= 500:
+            raise _Retry(f"HTTP {status}", retry_after_seconds(response.headers.get("Retry-After")))
+        if status == 401 and request.use_session:
+            raise _Unauthorized(auth.get("Authorization"), _service_message(response))
+        if status >= 400:
+            message = _service_message(response)
+            raise _RequestFailed(f"HTTP {status}: {message or response.reason}", 1, status, message)
+        problem = _body_problem(request, response)
+        if problem is not None:
+            raise _Retry(problem)
+        return response
+
+
+class _CatalogClient(DownloadClient):
+    """The client :class:`SentinelHubCatalog` pages its search with (its public ``get_json``),
+    sending through the source's HTTP calls."""
+
+    def __init__(self, http: _Http, label: str, config: SHConfig) -> None:
+        super().__init__(config=config)
+        self._http = http
+        self._label = label
+
+    def get_json(
+        self,
+        url: str,
+        post_values: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        request_type: RequestType | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        request = DownloadRequest(
+            url=url,
+            headers={"Content-Type": MimeType.JSON.get_string(), **(headers or {})},
+            request_type=request_type
+            or (RequestType.GET if post_values is None else RequestType.POST),
+            post_values=post_values,
+            data_type=MimeType.JSON,
+            **kwargs,
+        )
+        return self._http.send(request, self._label).json()
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,7 +715,16 @@ class SentinelHubSource:
             jitter=jitter,
             limiter=RateLimiter(config.requests_per_second),
         )
-        self._auth = _Auth(self._new_session)
+        # Credentials are looked up only when a request needs a token: a cached run needs none.
+        self._auth = _Auth(self._credentials, self.token_url, self._policy)
+        self._http = _Http(self._policy, self._auth)
+        #: What the package builds requests with: the service only, never the credentials.
+        self._sh_config = SHConfig(
+            use_defaults=True,  # never read or write ~/.config/sentinelhub
+            sh_base_url=self.base_url,
+            sh_token_url=self.token_url,
+            download_timeout_seconds=config.timeout_s,
+        )
         #: The granules of each acquisition this source's searches found (acquisition id -> ids).
         self._granules: dict[str, tuple[str, ...]] = {}
         self._collection = self._define_collection()
@@ -672,13 +740,14 @@ class SentinelHubSource:
         """The collection bound to this service: the built-in definitions hard-code their host,
         so requests for a CDSE or test deployment would otherwise go to sentinel-hub.com."""
         base = _COLLECTIONS[self.config.collection]
+        wanted = base.value.derive(service_url=self.base_url)
+        # The package allows one enum per definition: the built-in one for its own host, or one
+        # defined earlier in this process (by another source on this service).
+        for known in DataCollection.get_available_collections():
+            if known.value == wanted:
+                return known
         digest = hashlib.sha1(self.base_url.encode()).hexdigest()[:12].upper()
-        name = f"CHANGEDETECT_{base.name}_{digest}"
-        try:
-            return base.define_from(name, service_url=self.base_url)
-        except ValueError:
-            # An equal definition exists already (the built-in one for its own host): use it.
-            return DataCollection(base.value.derive(service_url=self.base_url, _name=name))
+        return base.define_from(f"CHANGEDETECT_{base.name}_{digest}", service_url=self.base_url)
 
     @property
     def _collection_key(self) -> str:
@@ -707,31 +776,8 @@ class SentinelHubSource:
         _REDACTOR.add(client_secret)
         return client_id, client_secret
 
-    def _new_session(self) -> SentinelHubSession:
-        """A new OAuth session: credentials looked up, a token fetched."""
-        client_id, client_secret = self._credentials()
-        config = SHConfig(
-            use_defaults=True,  # never read or write ~/.config/sentinelhub
-            sh_client_id=client_id,
-            sh_client_secret=client_secret,
-            sh_base_url=self.base_url,
-            sh_token_url=self.token_url,
-            max_download_attempts=self._policy.attempts,
-            download_sleep_time=self._policy.backoff_s,
-            download_timeout_seconds=self.config.timeout_s,
-            max_retries=self._policy.attempts,
-        )
-        return _TimedSession(config, self._policy)
-
-    def _get_session(self) -> SentinelHubSession:
-        """The OAuth session, created on first need (so a fully cached run needs no credentials)."""
-        return self._auth.session()
-
     def _service_error(self, what: str, url: str | None, exc: _RequestFailed) -> Exception:
         return _service_error(what, url, exc, self.token_url)
-
-    def _client_factory(self) -> Callable[..., _BoundedDownloadClient]:
-        return functools.partial(_BoundedDownloadClient, auth=self._auth, policy=self._policy)
 
     # -- search --------------------------------------------------------------------------------
 
@@ -782,10 +828,12 @@ class SentinelHubSource:
     def _catalog_search(
         self, bounds: tuple[float, float, float, float], window: TimeWindow
     ) -> list[dict[str, Any]]:
-        session = self._get_session()
-        catalog = SentinelHubCatalog(config=session.config)
-        # The catalog's requests go through the same bounded, paced client as the tiles.
-        catalog.client = self._client_factory()(config=session.config)
+        what = f"Catalog API search of {self.config.collection} in {window.as_list()}"
+        catalog = SentinelHubCatalog(config=self._sh_config)
+        # The package builds the search and pages it; the requests go through the source's HTTP
+        # calls like the tiles' (its client is a public attribute; its default retries 429s
+        # without end).
+        catalog.client = _CatalogClient(self._http, what, self._sh_config)
         max_cc = self.config.max_cloud_cover
         try:
             return list(
@@ -802,7 +850,6 @@ class SentinelHubSource:
                 )
             )
         except _RequestFailed as exc:
-            what = f"Catalog API search of {self.config.collection} in {window.as_list()}"
             raise self._service_error(what, catalog.service_url + "/search", exc) from None
         except (KeyError, TypeError, MissingDataInRequestException) as exc:
             raise RemoteServiceError(
@@ -999,7 +1046,7 @@ class SentinelHubSource:
     def _fetch(self, jobs: Sequence[_TileJob], bands: Sequence[str], grid: GridSpec) -> None:
         """Fetch `jobs` a few at a time; the first failure cancels what has not started and is
         raised once the requests in flight are done (their tiles are cached: nothing is lost)."""
-        session = self._get_session()
+        self._auth.headers()  # credentials and a token before any worker starts
         evalscript = build_evalscript(bands, self.config.sample_type)
         crs = self._sh_crs(grid)
         workers = min(self.config.max_concurrent_requests, len(jobs))
@@ -1010,7 +1057,7 @@ class SentinelHubSource:
             if failed.is_set():
                 return None
             try:
-                return self._fetch_tile(job, session, evalscript, bands, crs)
+                return self._fetch_tile(job, evalscript, bands, crs)
             except BaseException:
                 failed.set()
                 raise
@@ -1026,7 +1073,6 @@ class SentinelHubSource:
     def _fetch_tile(
         self,
         job: _TileJob,
-        session: SentinelHubSession,
         evalscript: str,
         bands: Sequence[str],
         crs: CRS,
@@ -1049,15 +1095,16 @@ class SentinelHubSource:
             responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
             bbox=BBox(tile.bounds, crs=crs),
             size=(tile.width, tile.height),
-            config=session.config,
+            config=self._sh_config,
         )
-        request.download_client_class = self._client_factory()
         label = f"Process API request for {job.day} tile {job.tile.id}"
-        for download in request.download_list:
-            download.extra_params[_LABEL] = label
-        url = request.download_list[0].url
+        # The package builds the request and decodes the reply; it is sent through the source's
+        # HTTP calls (one retry policy, a fresh token on 401).
+        (download,) = request.download_list
+        url = download.url
         try:
-            data = request.get_data(max_threads=1)[0]
+            response = self._http.send(download, label)
+            data = DownloadResponse.from_response(response, download).decode()
         except _RequestFailed as exc:
             raise self._service_error(label, url, exc) from None
         except (ImageDecodingError, tifffile.TiffFileError) as exc:
