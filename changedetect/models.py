@@ -12,6 +12,8 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
+from .navigation import navigation
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -192,6 +194,7 @@ class PatchClue:
             "centroid": [round(self.centroid[0], 6), round(self.centroid[1], 6)],
             "centroid_lon": round(self.centroid[0], 6),
             "centroid_lat": round(self.centroid[1], 6),
+            **navigation(*self.centroid, self.area_m2, self.clue_id),
             "change_type": self.change_type,
             "confidence": round(self.confidence, 3),
             "confidence_level": self.confidence_level,

@@ -15,6 +15,7 @@ from changedetect.config import DetectionConfig
 from changedetect.errors import NoClearViewError, NoValidDataError
 from changedetect.io.sinks.geojson import rfc7946_geometry
 from changedetect.models import TimeWindow
+from changedetect.navigation import wgs84_to_gcj02
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
 
@@ -142,6 +143,21 @@ def test_list_properties_are_also_written_as_scalars(quarry_result):
     assert [props["before_start"], props["before_end"]] == props["before"]
     assert [props["after_start"], props["after_end"]] == props["after"]
     assert [props["centroid_lon"], props["centroid_lat"]] == props["centroid"]
+
+
+def test_each_clue_carries_what_an_officer_navigates_by(quarry_result):
+    result, _ = quarry_result
+    (feature,) = json.loads(result.files["clues"].read_text())["features"]
+    props = feature["properties"]
+    assert props["area_ha"] == pytest.approx(props["area_m2"] / 1e4, abs=1e-4)
+    assert props["area_mu"] == pytest.approx(props["area_m2"] * 15 / 1e4, abs=0.01)
+    gcj = wgs84_to_gcj02(*props["centroid"])
+    assert props["centroid_gcj02"] == pytest.approx(gcj, abs=1e-6)
+    # GCJ-02 is a few hundred metres off WGS84 in China: the point Amap must be given
+    assert 1e-3 < abs(props["centroid_gcj02"][0] - props["centroid"][0]) < 1e-2
+    position = props["link_amap"].split("position=")[1].split("&")[0]
+    assert [float(v) for v in position.split(",")] == pytest.approx(gcj, abs=2e-6)
+    assert props["link_geo"] == f"geo:{props['centroid'][1]:.6f},{props['centroid'][0]:.6f}"
 
 
 def test_geojson_geometry_is_valid_after_its_coordinates_are_rounded():

@@ -177,7 +177,7 @@ def test_every_clue_has_a_card_in_order_with_its_facts(tmp_path):
         assert card.split()[:2] == [str(number), f"t-20250630-{number - 1:08x}"]
     first = page.cards[0]
     assert "quarry" in first and "urgent" in first and "0.91 (high)" in first
-    assert "24,000 m²" in first and "(2.40 ha)" in first  # 12 x 20 px of 100 m²
+    assert "24,000 m²" in first and "(2.40 ha, 36.0 亩)" in first  # 12 x 20 px of 100 m²
     assert "34.98765, 108.12346" in first  # lat, lon to 5 decimals
     assert "NDVI -0.410" in first and "BSI +0.220" in first and "NDBI —" in first  # NaN -> dash
     assert NASTY_ZONE in first and "(core)" in first and NASTY_COUNTY in first
@@ -236,7 +236,11 @@ def test_page_is_self_contained(tmp_path):
     for src in srcs:
         image = _image(src)
         image.load()  # decodes: a truncated or mangled data URI would fail here
+    navigation_links = []
     for tag, attrs in page.tags:
+        if tag == "a" and attrs.get("class") == "nav":  # opened by a click, never fetched
+            navigation_links.append(attrs["href"])
+            continue
         for key in ("src", "href", "action", "data", "poster", "srcset"):
             value = attrs.get(key)
             if value is not None:
@@ -247,8 +251,15 @@ def test_page_is_self_contained(tmp_path):
     style = "".join(t for t in page.text if "{" in t)
     assert "@import" not in style and "@font-face" not in style
     assert "url(" not in text
-    # nothing in the markup (outside escaped clue text, which holds "https://evil") is a URL
-    assert "http://" not in text and "https://" not in text.replace(html.escape(NASTY_COUNTY), "")
+    # nothing in the markup (outside escaped clue text, which holds "https://evil", and the
+    # navigation links) is a URL
+    hosts = {urlsplit(u).netloc or urlsplit(u).scheme for u in navigation_links}
+    assert hosts == {"uri.amap.com", "api.map.baidu.com", "geo"}
+    assert len(navigation_links) == 3 * len(SPECS)
+    rest = text.replace(html.escape(NASTY_COUNTY), "")
+    for link in navigation_links:
+        rest = rest.replace(html.escape(link, quote=True), "")
+    assert "http://" not in rest and "https://" not in rest
     csp = next(
         a["content"] for t, a in page.tags if a.get("http-equiv") == "Content-Security-Policy"
     )

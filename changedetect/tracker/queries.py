@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from ..navigation import navigation
 from .clock import utc_now
 from .errors import CaseNotFoundError, TrackerError
 from .geometry import from_wkb, to_geojson
@@ -110,6 +111,7 @@ class CaseSummary:
             out[name] = value
         out["area_m2"] = round(self.area_m2, 1)
         out["relapse"] = self.relapse
+        out.update(navigation(*self.centroid, self.area_m2, f"case {self.id}"))
         return out
 
 

@@ -10,6 +10,7 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
+from changedetect.navigation import wgs84_to_gcj02
 from changedetect.tracker import (
     CaseNotFoundError,
     CaseQuery,
@@ -137,6 +138,13 @@ def test_geojson_export(db, ledger):
     assert (props["state"], props["assigned_county"], props["tags"]) == ("verifying", "Zhouzhi", "")
     # list properties also as scalars: GeoPackage and Shapefile exports have no list fields
     assert [props["centroid_lon"], props["centroid_lat"]] == props["centroid"]
+    # what the officer navigates by: GCJ-02 for Amap, mu, links
+    gcj = wgs84_to_gcj02(*props["centroid"])
+    assert props["centroid_gcj02"] == pytest.approx(gcj, abs=1e-6)
+    assert props["area_mu"] == pytest.approx(props["area_m2"] / 666.667, abs=0.01)
+    position = props["link_amap"].split("position=")[1].split("&")[0]
+    assert [float(v) for v in position.split(",")] == pytest.approx(gcj, abs=2e-6)
+    assert props["link_geo"].startswith("geo:")
     geom = shape(fc["features"][0]["geometry"])
     assert geom.equals_exact(rect(0, 0, 60), 1e-6)
     # RFC 7946: exterior rings counter-clockwise, lon/lat order

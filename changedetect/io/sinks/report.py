@@ -39,6 +39,7 @@ from rasterio.enums import Resampling
 from ... import __version__
 from ...errors import GridMismatchError, SinkError
 from ...models import GridSpec, Patch, PatchClue, TimeWindow
+from ...navigation import navigation
 from ...types import CHANGE_TYPES
 from ..atomic import atomic_path
 from ..raster import GDAL_READ_OPTIONS
@@ -562,7 +563,16 @@ def _card(number: int, clue: PatchClue, chips: tuple[str, str]) -> str:
     lon, lat = clue.centroid
     prio = _known(clue.priority, _PRIORITIES, "other")
     kind = _known(clue.change_type, CHANGE_TYPES, "other")
-    area = f"{_fmt(clue.area_m2, ',.0f')} m\u00b2 ({_ha(clue.area_m2)} ha)"
+    nav = navigation(lon, lat, clue.area_m2, clue.clue_id)
+    gcj_lon, gcj_lat = nav["centroid_gcj02"]  # type: ignore[misc]
+    area = (
+        f"{_fmt(clue.area_m2, ',.0f')} m\u00b2 ({_ha(clue.area_m2)} ha, "
+        f"{_fmt(nav['area_mu'], ',.1f')} \u4ea9)"
+    )
+    links = " \u00b7 ".join(
+        f"<a class='nav' href='{_e(nav[key])}'>{label}</a>"
+        for key, label in (("link_amap", "Amap"), ("link_baidu", "Baidu"), ("link_geo", "geo:"))
+    )
     zone = _e(clue.zone or "outside protected zones")
     if clue.zone_tier:
         zone += f" <span class='tier'>({_e(clue.zone_tier)})</span>"
@@ -574,6 +584,12 @@ def _card(number: int, clue: PatchClue, chips: tuple[str, str]) -> str:
         ("zone", zone),
         ("county", _e(clue.county or _DASH)),
         ("centroid", f"<span class='ll'>{_fmt(lat, '.5f')}, {_fmt(lon, '.5f')}</span> (lat, lon)"),
+        (
+            "GCJ-02",
+            f"<span class='ll'>{_fmt(gcj_lat, '.5f')}, {_fmt(gcj_lon, '.5f')}</span> "
+            "(Amap, Tencent)",
+        ),
+        ("navigate", links),
         (
             "\u0394 indices",
             f"NDVI {_fmt(clue.d_ndvi, '+.3f')} \u00b7 BSI {_fmt(clue.d_bsi, '+.3f')} "
