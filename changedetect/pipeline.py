@@ -50,6 +50,7 @@ from .engine.blockwise import run_pass
 from .errors import ConfigError, NoClearViewError, NoValidDataError, SourceError
 from .grids import WGS84, footprint_pixels, grid_for_aoi, pixel_area_m2, reproject_geometry
 from .io.sinks.chips import reflectance_to_byte, write_chips
+from .io.sinks.exports import write_exports
 from .io.sinks.geojson import write_clues_geojson
 from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
 from .io.sinks.report import write_report
@@ -816,6 +817,7 @@ def publish(
             detected_at=clues[0].detected_at if clues else None,
         ),
     }
+    files.update(write_exports(clues, out_dir))
     final_chips = out_dir / "chips"
     if final_chips.exists():
         old = out_dir / f".chips-old-{os.getpid()}"

@@ -1,9 +1,12 @@
 """The analysis stage end to end on an in-memory scene: clues, GeoJSON, COG, chips."""
 
+import csv
+import io
 import json
 
 import numpy as np
 import pyogrio
+import pyogrio.raw
 import pytest
 import rasterio
 import shapely
@@ -241,3 +244,41 @@ def test_rerun_is_idempotent(tmp_path, quarry_result):
     assert again.clues[0].clue_id == result.clues[0].clue_id
     assert again.clues[0].area_m2 == result.clues[0].area_m2  # same patch whatever the chunking
     assert len(json.loads(first)["features"]) == 1
+
+
+def test_exports_beside_the_geojson_open_in_a_spreadsheet_google_earth_a_gps_and_gis(
+    quarry_result,
+):
+    result, _ = quarry_result
+    (feature,) = json.loads(result.files["clues"].read_text())["features"]
+    props = feature["properties"]
+    # the spreadsheet: UTF-8 with a byte-order mark, flat columns
+    raw = result.files["csv"].read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    (row,) = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+    assert row["clue_id"] == props["clue_id"] and float(row["area_mu"]) == props["area_mu"]
+    assert [float(row["gcj02_lon"]), float(row["gcj02_lat"])] == props["centroid_gcj02"]
+    # GIS: the same geometry as clues.geojson, valid, with the flat fields
+    meta, _, geometry, fields = pyogrio.raw.read(result.files["gpkg"])
+    values = dict(zip(meta["fields"], (f[0] for f in fields), strict=True))
+    assert values["clue_id"] == props["clue_id"] and values["area_m2"] == props["area_m2"]
+    polygon = shapely.from_wkb(geometry[0])
+    assert polygon.is_valid and polygon.equals(shape(feature["geometry"]))
+    # Google Earth / 奥维: a named placemark with the outline
+    meta, _, geometry, fields = pyogrio.raw.read(result.files["kml"])
+    assert fields[meta["fields"].tolist().index("Name")][0] == props["clue_id"]
+    assert shapely.from_wkb(geometry[0]).equals(shape(feature["geometry"]))
+    # a handheld GPS: a waypoint at the centroid, in WGS84
+    meta, _, geometry, fields = pyogrio.raw.read(result.files["gpx"], layer="waypoints")
+    point = shapely.from_wkb(geometry[0])
+    assert [point.x, point.y] == pytest.approx(props["centroid"], abs=1e-9)
+    assert fields[meta["fields"].tolist().index("name")][0] == props["clue_id"]
+
+
+def test_a_night_without_clues_writes_empty_exports(tmp_path):
+    from changedetect.io.sinks.exports import write_exports
+
+    files = write_exports([], tmp_path)
+    assert list(csv.reader(io.StringIO(files["csv"].read_text("utf-8-sig"))))[0][0] == "clue_id"
+    for name, layer in (("gpkg", None), ("kml", None), ("gpx", "waypoints")):
+        assert len(pyogrio.raw.read(files[name], layer=layer)[2]) == 0, name
