@@ -53,7 +53,7 @@ from changedetect.state import AlertBook, RunState
 from .cluster import dask_scheduler
 
 #: Bump to invalidate every cached analysis (e.g. when the outputs' format changes).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: How long a cached analysis is reused.
 CACHE_EXPIRATION = dt.timedelta(days=30)
 #: Default retries of the network steps, and the first delay (doubling each time).
