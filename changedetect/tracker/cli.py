@@ -211,16 +211,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.csv:
         text = report.to_csv()
     else:
-        header = ("rank", "county", "issued", "verified", "on time", "overdue", "closed", "days")
-        lines = ["{:>4}  {:<20} {:>6} {:>8} {:>7} {:>7} {:>6} {:>6}".format(*header)]
+        header = (
+            "rank", "county", "issued", "verified", "on time", "violations", "rectified",
+            "overdue", "relapses", "closed", "days",
+        )  # fmt: skip
+        row = "{:>4}  {:<20} {:>6} {:>8} {:>7} {:>10} {:>9} {:>7} {:>8} {:>6} {:>6}"
+        lines = [row.format(*header)]
         for r in report.rows:
             share = "-" if r.on_time_share is None else f"{r.on_time_share:.0%}"
             days = "-" if r.median_days_to_verify is None else f"{r.median_days_to_verify:.1f}"
             lines.append(
-                f"{r.rank or '-':>4}  {r.county[:20]:<20} {r.issued:>6} {r.verified:>8} "
-                f"{share:>7} {r.overdue:>7} {r.closed:>6} {days:>6}"
+                row.format(
+                    r.rank or "-",
+                    r.county[:20],
+                    r.issued,
+                    r.verified,
+                    share,
+                    r.violations,
+                    r.rectified,
+                    r.overdue,
+                    r.relapses,
+                    r.closed,
+                    days,
+                )  # fmt: skip
             )
-        text = f"report {report.month}\n" + "\n".join(lines) + "\n"
+        text = (
+            f"report {report.month} (cases first detected that month)\n" + "\n".join(lines) + "\n"
+        )
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         log.info("wrote %s", args.out)

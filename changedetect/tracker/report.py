@@ -1,16 +1,23 @@
-"""Monthly report per county: issued, verified, overdue, closed, and a timeliness ranking.
+"""The monthly 通报 per county: the cases of a detection month, how each county dealt with them,
+and a timeliness ranking.
 
-For month M (calendar month, UTC) and each assigned county:
+A case belongs to the month it was first detected in (the satellite saw it then; the night it was
+ingested does not matter). For month M and each assigned county, over the cases first detected
+in M, as they stand when the report is made (``now``):
 
-- ``issued``: cases opened during M;
-- ``verified``: cases whose first verdict (compliant / false alarm / violation) fell in M;
-- ``verified_on_time``: those of them verified on or before their deadline;
-- ``overdue``: cases still awaiting verification past their deadline at the end of M (or now,
-  for the running month);
-- ``closed``: cases that reached a final state (compliant, false alarm, closed) during M;
-- ``on_time_share`` = verified_on_time / verified, ``median_days_to_verify`` over the cases
-  verified in M; ``rank`` orders counties by on-time share (higher first), then median days
-  (fewer first), then fewer overdue; counties that verified nothing in M are unranked.
+- ``issued``: the cases (each clue that opened a case was issued to its county);
+- ``verified``: those with a field verdict (compliant / false alarm / violation);
+- ``verified_on_time``: those verified on or before their deadline;
+- ``violations``: those whose verdict was a violation (under rectification or closed since);
+- ``rectified``: violations rectified and closed;
+- ``overdue``: those still awaiting their verdict past the deadline;
+- ``relapses``: those that re-opened a site rectified and closed before;
+- ``closed``: those in a final state (compliant, false alarm, rectified and closed);
+- ``on_time_share`` = verified_on_time / the cases due (verified, or past their deadline), so
+  that leaving cases unverified lowers it; ``median_days_to_verify`` from ingest to verdict;
+  ``rank`` orders counties by on-time share (higher first), then median days (fewer first),
+  then fewer overdue; a county with nothing due yet is unranked, and so are the cases assigned to
+  no county.
 """
 
 from __future__ import annotations
@@ -23,12 +30,26 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .clock import utc_now
 from .errors import TrackerError
 from .models import Case
+from .states import FINAL_STATES
+
+#: States a case is in once its verdict was a violation.
+VIOLATION_STATES = frozenset({"violation", "rectifying", "closed"})
+_COUNTS = (
+    "issued",
+    "verified",
+    "on_time",
+    "violations",
+    "rectified",
+    "overdue",
+    "relapses",
+    "closed",
+)
 
 UNASSIGNED = "(unassigned)"
 
@@ -38,7 +59,10 @@ CSV_COLUMNS = (
     "issued",
     "verified",
     "verified_on_time",
+    "violations",
+    "rectified",
     "overdue",
+    "relapses",
     "closed",
     "on_time_share",
     "median_days_to_verify",
@@ -54,7 +78,10 @@ class CountyMonth:
     issued: int
     verified: int
     verified_on_time: int
+    violations: int
+    rectified: int
     overdue: int
+    relapses: int
     closed: int
     on_time_share: float | None
     median_days_to_verify: float | None
@@ -92,7 +119,10 @@ class MonthlyReport:
                     r.issued,
                     r.verified,
                     r.verified_on_time,
+                    r.violations,
+                    r.rectified,
                     r.overdue,
+                    r.relapses,
                     r.closed,
                     "" if r.on_time_share is None else f"{r.on_time_share:.3f}",
                     "" if r.median_days_to_verify is None else f"{r.median_days_to_verify:.1f}",
@@ -119,64 +149,61 @@ def parse_month(month: str | dt.date) -> tuple[str, dt.datetime, dt.datetime]:
 def monthly_report(
     session: Session, month: str | dt.date, *, now: dt.datetime | None = None
 ) -> MonthlyReport:
-    """The per-county report for ``month`` (see the module docstring for the definitions)."""
+    """The per-county report of the cases first detected in ``month`` (see the module doc)."""
     label, start, end = parse_month(month)
     now = utc_now(now)
-    cutoff = min(end, now)
-    # every case that could count: opened before the month ended and not finished before it
     cases = session.execute(
         select(
             Case.assigned_county,
+            Case.state,
             Case.created_at,
             Case.deadline,
             Case.verified_at,
-            Case.closed_at,
-        ).where(
-            Case.created_at < end,
-            or_(Case.closed_at.is_(None), Case.closed_at >= start),
-        )
+            Case.link_reason,
+        ).where(Case.first_detected_on >= start.date(), Case.first_detected_on < end.date())
     ).all()
     tallies: dict[str, dict[str, Any]] = {}
-
-    def tally(county: str | None) -> dict[str, Any]:
-        return tallies.setdefault(
+    for county, state, created, deadline, verified, link_reason in cases:
+        t = tallies.setdefault(
             county or UNASSIGNED,
-            {"issued": 0, "verified": 0, "on_time": 0, "overdue": 0, "closed": 0, "days": []},
+            {k: 0 for k in _COUNTS} | {"due": 0, "days": []},
         )
-
-    for county, created, deadline, verified, closed in cases:
-        if start <= created < end:
-            tally(county)["issued"] += 1
-        if verified is not None and start <= verified < end:
-            t = tally(county)
+        t["issued"] += 1
+        verified = verified if verified is not None and verified <= now else None
+        if verified is not None:
             t["verified"] += 1
             t["on_time"] += verified <= deadline
             t["days"].append((verified - created).total_seconds() / 86400.0)
-        if closed is not None and start <= closed < end:
-            tally(county)["closed"] += 1
-        # still waiting for its verdict at the cutoff (a verdict sets verified_at) and late
-        waiting = verified is None or verified > cutoff
-        if created < cutoff and deadline < cutoff and waiting:
-            tally(county)["overdue"] += 1
+        elif deadline < now:
+            t["overdue"] += 1
+        t["due"] += verified is not None or deadline < now
+        t["violations"] += state in VIOLATION_STATES
+        t["rectified"] += state == "closed"
+        t["relapses"] += link_reason == "relapse"
+        t["closed"] += state in FINAL_STATES
 
     rows = []
     for county, t in tallies.items():
-        share = t["on_time"] / t["verified"] if t["verified"] else None
+        share = t["on_time"] / t["due"] if t["due"] else None
         median = statistics.median(t["days"]) if t["days"] else None
         rows.append((county, t, share, median))
+    # the unassigned cases are no county's record
     ranked = sorted(
-        (r for r in rows if r[2] is not None),
+        (r for r in rows if r[2] is not None and r[0] != UNASSIGNED),
         key=lambda r: (-(r[2] or 0.0), r[3] or 0.0, r[1]["overdue"], r[0]),
     )
     ranks = {r[0]: i + 1 for i, r in enumerate(ranked)}
-    unranked = sorted((r for r in rows if r[2] is None), key=lambda r: r[0])
+    unranked = sorted((r for r in rows if r[0] not in ranks), key=lambda r: r[0])
     out = tuple(
         CountyMonth(
             county=county,
             issued=t["issued"],
             verified=t["verified"],
             verified_on_time=t["on_time"],
+            violations=t["violations"],
+            rectified=t["rectified"],
             overdue=t["overdue"],
+            relapses=t["relapses"],
             closed=t["closed"],
             on_time_share=None if share is None else round(share, 4),
             median_days_to_verify=None if median is None else round(median, 2),

@@ -82,7 +82,9 @@ def test_ingest_list_show_transition_report(demo_clues, sqlite_url, capsys):
     code, out, _ = run_cli(capsys, "list", "--state", "verifying", "--json", *db)
     assert [json.loads(line)["id"] for line in out.strip().splitlines()] == [first]
 
-    month = rows[0]["created_at"][:7]
+    # the demo's clues were seen in June 2025 and ingested today: they are June's cases
+    month = "2025-06"
+    assert {r["first_detected_on"][:7] for r in rows} == {month}
     code, out, _ = run_cli(capsys, "report", "--month", month, "--csv", *db)
     table = list(csv.DictReader(io.StringIO(out)))
     assert sum(int(r["issued"]) for r in table) == n

@@ -153,42 +153,61 @@ def test_geojson_export(db, ledger):
     assert len(latest["features"]) == 6
 
 
-def test_monthly_report_and_timeliness_ranking(db, ledger):
-    # Zhouzhi verifies both its cases on time (3 and 5 days); Huyi one in time (10 days),
-    # one late (40 days), and leaves one unverified past its deadline
+def test_monthly_report_counts_the_cases_of_their_detection_month(db, ledger):
+    # June's cases (all ingested on July 1st, deadline day 30): Zhouzhi verifies both on time (3
+    # and 5 days), one a violation it rectifies; Huyi verifies one (10 days) and leaves one
+    # unverified past its deadline
     transition(db, ledger["a"], "verifying", actor="z", now=day(1))
     transition(db, ledger["a"], "false_alarm", actor="z", now=day(3))
     transition(db, ledger["b"], "verifying", actor="z", now=day(1))
     transition(db, ledger["b"], "violation", actor="z", now=day(5))
+    transition(db, ledger["b"], "rectifying", actor="z", now=day(8))
+    transition(db, ledger["b"], "closed", actor="z", now=day(20))
     transition(db, ledger["c"], "verifying", actor="h", now=day(2))
     transition(db, ledger["c"], "compliant", actor="h", now=day(10))
     transition(db, ledger["d"], "verifying", actor="h", now=day(2))
     with db.session() as s:
-        july = monthly_report(s, "2025-07", now=day(45))
-    rows = {r.county: r for r in july.rows}
-    z, h, u = rows["Zhouzhi"], rows["Huyi"], rows["(unassigned)"]
-    assert (z.issued, z.verified, z.verified_on_time, z.closed, z.overdue) == (2, 2, 2, 1, 0)
+        june = monthly_report(s, "2025-06", now=day(45))
+    rows = {r.county: r for r in june.rows}
+    assert set(rows) == {"Zhouzhi", "Huyi"}  # e and f were detected in July
+    z, h = rows["Zhouzhi"], rows["Huyi"]
+    assert (z.issued, z.verified, z.verified_on_time, z.violations, z.rectified) == (2, 2, 2, 1, 1)
+    assert (z.overdue, z.relapses, z.closed) == (0, 0, 2)
     assert (z.on_time_share, z.median_days_to_verify, z.rank) == (1.0, 4.0, 1)
-    # July ends on day 30.5: d and e are still waiting then, past their deadline of day 30
-    assert (h.issued, h.verified, h.verified_on_time, h.closed, h.overdue) == (3, 1, 1, 1, 2)
-    assert (h.on_time_share, h.median_days_to_verify, h.rank) == (1.0, 10.0, 2)
-    assert (u.verified, u.rank, u.overdue) == (0, None, 1)
-    assert [r.county for r in july.rows] == ["Zhouzhi", "Huyi", "(unassigned)"]
+    assert (h.issued, h.verified, h.verified_on_time, h.violations, h.overdue) == (2, 1, 1, 0, 1)
+    # leaving d unverified past its deadline counts against Huyi
+    assert (h.on_time_share, h.median_days_to_verify, h.rank, h.closed) == (0.5, 10.0, 2, 1)
+    assert [r.county for r in june.rows] == ["Zhouzhi", "Huyi"]
 
+    # the same month seen later: d verified late, a violation
     transition(db, ledger["d"], "violation", actor="h", now=day(40))
     with db.session() as s:
-        august = monthly_report(s, dt.date(2025, 8, 15), now=day(45))
-    h = {r.county: r for r in august.rows}["Huyi"]
-    assert (h.issued, h.verified, h.verified_on_time, h.on_time_share) == (0, 1, 0, 0.0)
-    assert h.median_days_to_verify == 40.0
-    table = list(csv.DictReader(io.StringIO(august.to_csv())))
-    assert table[0].keys() >= {"county", "issued", "verified", "overdue", "closed", "rank"}
+        june = monthly_report(s, dt.date(2025, 6, 15), now=day(45))
+        july = monthly_report(s, "2025-07", now=day(45))
+    h = {r.county: r for r in june.rows}["Huyi"]
+    assert (h.verified, h.verified_on_time, h.violations, h.overdue) == (2, 1, 1, 0)
+    assert (h.on_time_share, h.median_days_to_verify) == (0.5, 25.0)
+    rows = {r.county: r for r in july.rows}
+    assert (rows["Huyi"].issued, rows["Huyi"].overdue, rows["Huyi"].rank) == (1, 1, 1)
+    unassigned = rows["(unassigned)"]
+    assert (unassigned.issued, unassigned.overdue, unassigned.rank) == (1, 1, None)  # not ranked
+
+    # a clue over b's rectified and closed site in August re-opens it: a relapse of August
+    ingest(db, collection([feature("g", rect(500, 0, 60), "2025-08-10")]), now=day(41))
+    with db.session() as s:
+        august = monthly_report(s, "2025-08", now=day(45))
+    (row,) = august.rows
+    assert (row.county, row.issued, row.relapses, row.overdue) == ("Zhouzhi", 1, 1, 0)
+    assert row.rank is None  # nothing due yet
+
+    table = list(csv.DictReader(io.StringIO(june.to_csv())))
+    assert table[0].keys() >= {"county", "issued", "violations", "rectified", "relapses", "rank"}
     huyi = next(r for r in table if r["county"] == "Huyi")
-    assert (huyi["month"], huyi["verified"], huyi["on_time_share"], huyi["rank"]) == (
-        "2025-08",
+    assert (huyi["month"], huyi["verified"], huyi["violations"], huyi["on_time_share"]) == (
+        "2025-06",
+        "2",
         "1",
-        "0.000",
-        "1",
+        "0.500",
     )
 
 

@@ -193,7 +193,7 @@ def test_overdue_cases_are_escalated_and_listed_first(db):
     transition(db, ids[0], "compliant", actor="a", now=later)
     with db.session() as s:
         assert s.get(Case, ids[0]).escalated is False
-        report = monthly_report(s, "2025-08", now=later + dt.timedelta(days=3))
-    (row,) = report.rows
-    # ids[3], ids[4] still waiting past their deadline at the cutoff; ids[0] verified late
-    assert (row.overdue, row.verified, row.verified_on_time) == (2, 1, 0)
+        report = monthly_report(s, "2025-06", now=later + dt.timedelta(days=3))
+    (row,) = report.rows  # every case here was first detected in June
+    # ids[3], ids[4] still waiting past their deadline; ids[0] verified late, ids[1-2] in time
+    assert (row.overdue, row.verified, row.verified_on_time) == (2, 3, 2)

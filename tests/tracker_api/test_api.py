@@ -429,39 +429,40 @@ def test_malformed_ids_and_assign_bodies_are_422(client, auth):
 
 
 def test_monthly_report_json_and_csv(client, auth, ids):
-    # July (API_NOW): two verdicts in Zhouzhi, none in Huyi
+    # the cases first detected in June (every one here): two verdicts in Zhouzhi, none in Huyi
     for key, verdict in (("z1", "violation"), ("z2", "false_alarm")):
         post(client, ids[key], "verifying", auth["analyst"])
         assert post(client, ids[key], verdict, auth["officer"]).status_code == 200
-    r = client.get("/reports/monthly?month=2025-07", headers=auth["analyst"])
+    r = client.get("/reports/monthly?month=2025-06", headers=auth["analyst"])
     assert r.status_code == 200
     report = r.json()
-    assert report["month"] == "2025-07"
-    assert report["start"].startswith("2025-07-01T00:00:00")
+    assert report["month"] == "2025-06"
+    assert report["start"].startswith("2025-06-01T00:00:00")
     rows = {row["county"]: row for row in report["counties"]}
     assert set(rows) == {"Zhouzhi", "Huyi"}
-    # every case was issued at NOW (2025-07-01)
+    # every case was issued at NOW (2025-06-01)
     assert rows["Zhouzhi"]["issued"] == len(ZHOUZHI) and rows["Huyi"]["issued"] == 2
     assert rows["Zhouzhi"]["verified"] == 2 and rows["Zhouzhi"]["verified_on_time"] == 2
     assert rows["Zhouzhi"]["closed"] == 1  # false alarm is final; a violation is not
+    assert rows["Zhouzhi"]["violations"] == 1 and rows["Zhouzhi"]["rectified"] == 0
     assert rows["Zhouzhi"]["rank"] == 1 and rows["Huyi"]["rank"] is None
 
-    officer = client.get("/reports/monthly?month=2025-07", headers=auth["officer"]).json()
+    officer = client.get("/reports/monthly?month=2025-06", headers=auth["officer"]).json()
     assert [row["county"] for row in officer["counties"]] == ["Zhouzhi"]
-    one = client.get("/reports/monthly?month=2025-07&county=Huyi", headers=auth["viewer"]).json()
+    one = client.get("/reports/monthly?month=2025-06&county=Huyi", headers=auth["viewer"]).json()
     assert [row["county"] for row in one["counties"]] == ["Huyi"]
-    other = client.get("/reports/monthly?month=2025-07&county=Huyi", headers=auth["officer"])
+    other = client.get("/reports/monthly?month=2025-06&county=Huyi", headers=auth["officer"])
     assert other.json()["counties"] == []  # a county filter cannot widen an officer's scope
 
-    r = client.get("/reports/monthly.csv?month=2025-07", headers=auth["analyst"])
+    r = client.get("/reports/monthly.csv?month=2025-06", headers=auth["analyst"])
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/csv")
-    assert 'filename="report-2025-07.csv"' in r.headers["content-disposition"]
+    assert 'filename="report-2025-06.csv"' in r.headers["content-disposition"]
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert {row["county"] for row in table} == {"Zhouzhi", "Huyi"}
     zhouzhi = next(row for row in table if row["county"] == "Zhouzhi")
     assert zhouzhi["verified"] == "2" and zhouzhi["on_time_share"] == "1.000"
-    assert zhouzhi["rank"] == "1" and zhouzhi["month"] == "2025-07"
+    assert zhouzhi["rank"] == "1" and zhouzhi["month"] == "2025-06"
 
     empty = client.get("/reports/monthly?month=2024-01", headers=auth["analyst"]).json()
     assert empty["counties"] == []

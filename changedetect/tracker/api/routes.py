@@ -391,7 +391,8 @@ def _report(state: ApiState, user: Principal, month: str, counties: list[str] | 
     "/reports/monthly",
     response_model=MonthlyReportOut,
     tags=["reports"],
-    summary="Per-county monthly figures: issued, verified (on time), overdue, closed, rank",
+    summary="Per-county figures of the cases first detected in a month: issued, verified (on "
+    "time), violations, rectified, overdue, relapses, closed, rank",
     responses={**E401},
 )
 def report_json(month: Month, user: UserDep, state: StateDep, county: CountyFilter = None) -> Any:

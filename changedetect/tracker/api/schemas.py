@@ -259,13 +259,16 @@ class AssignIn(BaseModel):
 
 
 class CountyMonthOut(BaseModel):
-    """One county's line of the monthly report."""
+    """One county's line of the monthly report: its cases first detected in the month."""
 
     county: str = Field(examples=["Zhouzhi"])
     issued: int
     verified: int
     verified_on_time: int
+    violations: int
+    rectified: int
     overdue: int
+    relapses: int
     closed: int
     on_time_share: float | None = Field(examples=[0.8])
     median_days_to_verify: float | None = Field(examples=[6.5])
