@@ -12,7 +12,17 @@ from scipy import ndimage
 from scipy.stats import chi2
 
 from bench.scenes import run_scene
-from changedetect.algorithms.detect import MAX_EVIDENCE, _evidence_table, kernels
+from changedetect.algorithms.detect import (
+    _ABSORBING_INDEX,
+    _B03,
+    _B04,
+    _B08,
+    _B11,
+    MAX_EVIDENCE,
+    _evidence_table,
+    kernels,
+)
+from changedetect.algorithms.indices import mndwi, ndvi
 from changedetect.demo import demo_config
 from changedetect.pipeline import run
 
@@ -49,7 +59,25 @@ def evidence_lookup_reference(q, scale, step, grid, table, top):  # noqa: ANN001
     return np.where(np.isfinite(q), ev, np.nan).astype(np.float32)
 
 
+def surface_state_reference(b, a, dark_b, dark_a, green, red, nir, swir, absorbing):  # noqa: ANN001, ANN201
+    bc = np.maximum(b - dark_b[:, None, None], 0.0)
+    ac = np.maximum(a - dark_a[:, None, None], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        layers = [
+            ndvi(bc[red], bc[nir]),
+            ndvi(ac[red], ac[nir]),
+            mndwi(bc[green], bc[swir]),
+            mndwi(ac[green], ac[swir]),
+            bc[absorbing].mean(axis=0),
+            ac[absorbing].mean(axis=0),
+            bc[nir],
+            ac[nir],
+        ]
+    return np.stack(layers).astype(np.float32)
+
+
 REFERENCES = {
+    "surface_state": surface_state_reference,
     "median3x3": median3x3_reference,
     "median3x3_bands": median3x3_bands_reference,
     "box_mean3x3": box_mean3x3_reference,
@@ -159,6 +187,24 @@ def clue_table(path: Path) -> list[tuple]:
          f["properties"]["change_type"], json.dumps(f["geometry"]))
         for f in features
     ]  # fmt: skip
+
+
+def test_surface_state_is_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    b = (0.3 * rng.random((6, 61, 47))).astype(np.float32)
+    a = (b * 1.05 + 0.02 * rng.standard_normal(b.shape)).astype(np.float32)
+    b[:, :4, :4] = np.nan  # no data
+    a[2, 10:14, 5:9] = a[3, 10:14, 5:9] = 0.0  # red + NIR = 0: NDVI undefined
+    b[1, 20:25, 20:25] = b[4, 20:25, 20:25] = -0.5  # below the dark object: clipped at 0
+    a[5, 30, 30] = np.inf
+    dark_b = np.array([0.01, 0.02, 0.03, 0.02, 0.01, 0.005], np.float32)
+    dark_a = dark_b * np.float32(1.1)
+    args = (b, a, dark_b, dark_a, _B03, _B04, _B08, _B11, _ABSORBING_INDEX)
+    expected = surface_state_reference(*args)
+    got = kernels.surface_state(*args)
+    assert got.dtype == np.float32 and got.shape == (8, 61, 47)
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.isnan(got[1, 10:14, 5:9]).all() and np.isnan(got[:, :4, :4][[0, 2, 4, 6]]).all()
 
 
 def test_the_demo_gives_the_same_clues_with_the_numpy_references(tmp_path, monkeypatch):

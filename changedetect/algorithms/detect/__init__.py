@@ -60,7 +60,6 @@ from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
 from ..composite import MAD_TO_SIGMA
-from ..indices import mndwi, ndvi
 from . import kernels
 from .features import index_features
 
@@ -121,6 +120,7 @@ _K = len(ANALYSIS_BANDS)
 _B03, _B04, _B08, _B11 = (ANALYSIS_BANDS.index(b) for b in ("B03", "B04", "B08", "B11"))
 #: Bands where leaves absorb (chlorophyll in the visible, water in the SWIR).
 _ABSORBING = [ANALYSIS_BANDS.index(b) for b in ("B02", "B03", "B04", "B11", "B12")]
+_ABSORBING_INDEX = np.array(_ABSORBING, dtype=np.int64)
 
 
 @dataclass
@@ -275,20 +275,17 @@ def _surface_state(
     b: np.ndarray, a: np.ndarray, dark_b: np.ndarray, dark_a: np.ndarray
 ) -> np.ndarray:
     """NDVI, MNDWI, absorbing-band and NIR brightness per date, dark-object corrected (8, y, x)."""
-    bc = np.maximum(b - dark_b[:, None, None], 0.0)
-    ac = np.maximum(a - dark_a[:, None, None], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        layers = [
-            ndvi(bc[_B04], bc[_B08]),
-            ndvi(ac[_B04], ac[_B08]),
-            mndwi(bc[_B03], bc[_B11]),
-            mndwi(ac[_B03], ac[_B11]),
-            bc[_ABSORBING].mean(axis=0),
-            ac[_ABSORBING].mean(axis=0),
-            bc[_B08],
-            ac[_B08],
-        ]
-    return np.stack(layers).astype(np.float32)
+    return kernels.surface_state(
+        np.ascontiguousarray(b, dtype=np.float32),
+        np.ascontiguousarray(a, dtype=np.float32),
+        np.asarray(dark_b, dtype=np.float32),
+        np.asarray(dark_a, dtype=np.float32),
+        _B03,
+        _B04,
+        _B08,
+        _B11,
+        _ABSORBING_INDEX,
+    )
 
 
 def _box_brightness(state: np.ndarray) -> np.ndarray:
