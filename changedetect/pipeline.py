@@ -49,7 +49,7 @@ from .config import (
 from .engine.blockwise import run_pass
 from .errors import ConfigError, NoClearViewError, NoValidDataError, SourceError
 from .grids import WGS84, footprint_pixels, grid_for_aoi, pixel_area_m2, reproject_geometry
-from .io.sinks.chips import reflectance_to_byte, write_chips
+from .io.sinks.chips import preview_bytes, write_chips
 from .io.sinks.exports import write_exports
 from .io.sinks.geojson import write_clues_geojson
 from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
@@ -610,7 +610,7 @@ def analyse(
                 inputs,
                 det.min_valid_observations,
                 scratch.write,
-                reflectance_to_byte,
+                preview_bytes,
                 what=f"[{options.aoi}] change test",
             )
         if gathered.n_valid == 0:
@@ -792,7 +792,12 @@ def publish(
     staged_chips = work / "chips"
     if options.chips and patches:
         written = write_chips(
-            work / "rgb.tif", labels, patches, staged_chips, size=options.chip_size
+            work / "rgb.tif",
+            labels,
+            patches,
+            staged_chips,
+            size=options.chip_size,
+            metres_per_px=float(np.sqrt(pixel_area_m2(grid))),
         )
         for clue, patch in zip(clues, patches, strict=True):
             before_png, after_png = written[patch.label]

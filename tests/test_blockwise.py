@@ -11,7 +11,7 @@ import rasterio
 from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
 from changedetect.engine import blockwise
 from changedetect.engine.blockwise import run_pass
-from changedetect.io.sinks.chips import reflectance_to_byte
+from changedetect.io.sinks.chips import preview_bytes
 from changedetect.io.sinks.rasters import ScratchRasters
 from changedetect.testing.rasters import make_grid
 
@@ -44,7 +44,7 @@ def pass_over(tmp_path, chunks: int, count: bool = False):
     out.mkdir()
     grid = make_grid(shape=SHAPE)
     with ScratchRasters(grid, out / "score.tif", out / "rgb.tif") as scratch:
-        gathered = run_pass(test, inputs, 1, scratch.write, reflectance_to_byte)
+        gathered = run_pass(test, inputs, 1, scratch.write, preview_bytes)
     with rasterio.open(out / "score.tif") as src:
         score = src.read(1)
     return gathered, score, computed, inputs.cube.numblocks

@@ -16,6 +16,7 @@ from shapely.geometry.polygon import LinearRing
 from changedetect.algorithms.clues import load_clue_model, object_features
 from changedetect.config import DetectionConfig
 from changedetect.errors import NoClearViewError, NoValidDataError
+from changedetect.io.sinks.chips import PANEL_GAP
 from changedetect.io.sinks.geojson import rfc7946_geometry
 from changedetect.models import TimeWindow
 from changedetect.navigation import wgs84_to_gcj02
@@ -203,11 +204,15 @@ def test_chips_written(quarry_result):
     from PIL import Image
 
     for rel in (clue.chip_before, clue.chip_after):
-        img = Image.open(result.out_dir / rel)
-        assert img.size == (64, 64)
+        width, height = Image.open(result.out_dir / rel).size
+        # true and false colour side by side, each at least the chip size
+        assert height >= 64 and width == 2 * height + PANEL_GAP
     before = np.asarray(Image.open(result.out_dir / clue.chip_before)).astype(float)
     after = np.asarray(Image.open(result.out_dir / clue.chip_after)).astype(float)
-    assert after.mean() > before.mean() + 20  # bright rock after, dark forest before
+    # the chip centres on the patch: bright rock after, dark forest before (true colour)
+    n = before.shape[0]
+    centre = (slice(n * 2 // 5, n * 3 // 5), slice(n * 2 // 5, n * 3 // 5))
+    assert after[centre].mean() > before[centre].mean() + 60
 
 
 def test_no_change_gives_no_clue(tmp_path):

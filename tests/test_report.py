@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from PIL import Image
 from shapely.geometry import MultiPolygon, box
 
 from changedetect.errors import GridMismatchError, SinkError
-from changedetect.io.sinks.chips import OUTLINE_RGB, chip_window
+from changedetect.io.sinks.chips import OUTLINE_RGB, PANEL_GAP, chip_window
 from changedetect.io.sinks.report import render_overview, write_report
 from changedetect.models import GridSpec, Patch, PatchClue, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
@@ -41,12 +42,12 @@ SPECS = [
 
 
 def _rgb(grid: GridSpec, path: Path, seed: int = 0) -> Path:
-    """A 6-band uint8 before/after true-colour raster like the pipeline's rgb.tif."""
+    """A uint8 preview raster like the pipeline's rgb.tif (before/after RGB, then SWIR and NIR)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[: grid.height, : grid.width]
     base = (60 + 40 * np.sin(xx / 17.0) * np.cos(yy / 23.0)).astype(np.int16)
     bands = {}
-    for i, offset in enumerate((0, 30, -10, 5, 35, -5)):
+    for i, offset in enumerate((0, 30, -10, 5, 35, -5, 50, 70, 55, 75)):
         noise = rng.integers(0, 12, grid.shape)
         bands[f"b{i + 1}"] = np.clip(base + offset + noise, 1, 255).astype(np.uint8)
     return write_multiband(path, bands, grid)
@@ -352,17 +353,22 @@ def test_chips_come_from_chip_dir_else_are_cut_from_rgb(tmp_path):
     chips = [np.asarray(_image(s).convert("RGB")) for s in srcs]
     assert (chips[0] == (255, 0, 255)).all() and (chips[1] == (255, 0, 255)).all()
     for i, chip in enumerate(chips[2:]):
-        assert chip.shape == (128, 128, 3)
+        patch = patches[1 + i // 2]
+        window = chip_window(patch, grid.height, grid.width)
+        zoom = math.ceil(128 / window.width)
+        panel = window.width * zoom
+        # the true-colour and the false-colour panel side by side, upscaled to 128 px at least
+        assert chip.shape == (panel, 2 * panel + PANEL_GAP, 3) and panel >= 128
         assert not (chip == (255, 0, 255)).all(axis=-1).any()
-        yellow = np.all(chip == OUTLINE_RGB, axis=-1)
-        assert yellow.sum() > 30  # the outline (~40 px), kept exact through the palette
-        # where the patch is in the chips.py frame around it
-        r0, c0, r1, c1 = patches[1 + i // 2].bbox_rc
-        window = chip_window(patches[1 + i // 2], 128, grid.height, grid.width)
-        zoom = 128 / window.width
+        yellow = np.all(chip[:, :panel] == OUTLINE_RGB, axis=-1)
+        assert yellow.sum() > 30  # the outline, kept exact through the palette
+        # around the patch in the frame chips.py gives it, in both panels alike
+        r0, c0, r1, c1 = patch.bbox_rc
         rows, cols = np.nonzero(yellow)
         assert rows.mean() == pytest.approx(((r0 + r1) / 2 - window.row_off) * zoom, abs=2)
         assert cols.mean() == pytest.approx(((c0 + c1) / 2 - window.col_off) * zoom, abs=2)
+        right = np.all(chip[:, panel + PANEL_GAP :] == OUTLINE_RGB, axis=-1)
+        assert np.array_equal(yellow, right)
     # before and after differ (bands 1-3 vs 4-6)
     assert not np.array_equal(chips[2], chips[3])
 
@@ -458,10 +464,11 @@ def test_report_from_a_real_pipeline_run(tmp_path):
     assert len(page.cards) == len(result.clues)
     for card, clue in zip(page.cards, result.clues, strict=True):
         assert clue.clue_id in card
-    # the chips are the pipeline's own (64 px), not cut again (128 px)
+    # the chips are the pipeline's own (64 px at least), not cut again (128 px)
     for src, clue in zip(page.srcs()[1::2], result.clues, strict=True):
         written = Image.open(result.out_dir / clue.chip_before)
-        assert _image(src).size == written.size == (64, 64)
+        assert _image(src).size == written.size
+        assert 64 <= written.size[1] < 128
         shown = np.asarray(_image(src).convert("RGB"), dtype=float)
         assert np.abs(shown - np.asarray(written, dtype=float)).mean() < 6  # palette, same chip
 

@@ -26,10 +26,8 @@ from dask.optimization import cull
 from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
 from ..algorithms.detect.features import kept_values
 from ..progress import report
-from ..types import ANALYSIS_BANDS
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
-RGB = [ANALYSIS_BANDS.index(b) for b in ("B04", "B03", "B02")]
 
 #: Chunks tested per dask call: the two cores' worth of work at a time.
 STEP_CHUNKS = 2
@@ -65,8 +63,8 @@ class Block:
 
 #: Receives each finished block, in the order the pass finishes them (row by row of a stripe).
 BlockWriter = Callable[[Block], None]
-#: Turns the before and after RGB reflectance of a block, (6, y, x), into its preview.
-Preview = Callable[[np.ndarray], np.ndarray]
+#: Turns the before and after reflectance of a block, each (band, y, x), into its preview.
+Preview = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _trim(depth: int, index: int, count: int, size: int) -> slice:
@@ -127,7 +125,7 @@ def _finish_block(
         row0,
         col0,
         score,
-        preview(np.concatenate([b[RGB], a[RGB]])),
+        preview(b, a),
         flat,
         values,
         int(np.count_nonzero(valid)),

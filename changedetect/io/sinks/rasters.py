@@ -12,6 +12,7 @@ from rasterio.windows import Window
 
 from ...models import GridSpec
 from ..atomic import atomic_path
+from .chips import PREVIEW_BANDS
 
 
 def scratch_profile(grid: GridSpec, count: int, dtype: str, nodata: float | None) -> dict:
@@ -77,8 +78,8 @@ def mask_score_to_patches(
 
 
 class ScratchRasters:
-    """The pass's blocks as they come: the float32 score and the 6-band uint8 before/after
-    preview, each in a tiled scratch GeoTIFF on `grid` (a context manager; `write` takes any
+    """The pass's blocks as they come: the float32 score and the uint8 before/after preview
+    (:data:`~changedetect.io.sinks.chips.PREVIEW_BANDS`), each in a tiled scratch GeoTIFF on `grid` (a context manager; `write` takes any
     object with the `Block` fields row0, col0, score and preview)."""
 
     def __init__(self, grid: GridSpec, score_path: Path, preview_path: Path) -> None:
@@ -91,7 +92,7 @@ class ScratchRasters:
             self.score_path, "w", **scratch_profile(self.grid, 1, "float32", np.nan)
         )
         self._preview = rasterio.open(
-            self.preview_path, "w", **scratch_profile(self.grid, 6, "uint8", None)
+            self.preview_path, "w", **scratch_profile(self.grid, PREVIEW_BANDS, "uint8", None)
         )
         return self
 

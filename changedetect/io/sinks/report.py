@@ -35,6 +35,8 @@ import rasterio
 import shapely
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.windows import transform as window_transform
 
 from ... import __version__
 from ...errors import GridMismatchError, SinkError
@@ -43,7 +45,7 @@ from ...navigation import navigation
 from ...types import CHANGE_TYPES
 from ..atomic import atomic_path
 from ..raster import GDAL_READ_OPTIONS
-from .chips import OUTLINE_RGB, chip_window, png_workers
+from .chips import OUTLINE_RGB, PREVIEW_BANDS, chip_window, png_workers, render_chips
 
 __all__ = ["Overview", "render_overview", "write_report"]
 
@@ -220,7 +222,8 @@ def _place_label(
 def render_overview(
     rgb_path: Path, grid: GridSpec, patches: Sequence[Patch], *, max_px: int = 1600
 ) -> Overview:
-    """The after-date true colour of `rgb_path` (6-band uint8, bands 4-6 = after RGB, on `grid`)
+    """The after-date true colour of `rgb_path` (the preview raster, bands 4-6 = after RGB, on
+    `grid`)
     at most `max_px` on its long side, with each patch outlined and numbered 1..n in order.
 
     Only the decimated picture is read (rasterio `out_shape`, averaged), so memory follows
@@ -234,8 +237,11 @@ def render_overview(
                 f"{rgb_path}: {src.width}x{src.height} px, but the analysis grid is "
                 f"{grid.width}x{grid.height}; pass the rgb.tif written for this grid"
             )
-        if src.count < 6:
-            raise SinkError(f"{rgb_path}: {src.count} band(s), expected 6 (before RGB, after RGB)")
+        if src.count != PREVIEW_BANDS:
+            raise SinkError(
+                f"{rgb_path}: {src.count} band(s), expected {PREVIEW_BANDS} (the preview the "
+                "pass writes: before and after RGB, then SWIR and NIR)"
+            )
         long_side = max(grid.height, grid.width)
         if long_side > max_px:
             scale = max_px / long_side
@@ -283,20 +289,16 @@ def render_overview(
 
 
 def _cut_chips(src: Any, grid: GridSpec, patch: Patch, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Before/after true-colour chips around `patch` with its outline, as chips.py frames them."""
-    window = chip_window(patch, size, src.height, src.width)
-    data = src.read(window=window)  # (6, edge, edge) uint8
-    scale_x, scale_y = size / window.width, size / window.height
-    geom = shapely.transform(
-        patch.geometry, _to_pixels(grid, scale_x, scale_y, window.col_off, window.row_off)
-    )
-    chips = []
-    for bands in (data[0:3], data[3:6]):
-        image = Image.fromarray(np.ascontiguousarray(np.moveaxis(bands, 0, -1)), mode="RGB")
-        image = image.resize((size, size), Image.Resampling.NEAREST)
-        _draw_outline(ImageDraw.Draw(image), geom, OUTLINE_RGB, max(1, round(scale_x)))
-        chips.append(np.asarray(image))
-    return chips[0], chips[1]
+    """Before/after chips of `patch` as chips.py renders them, from the preview raster."""
+    window = chip_window(patch, src.height, src.width)
+    data = src.read(window=window)
+    own = rasterize(
+        [patch.geometry],
+        out_shape=data.shape[1:],
+        transform=window_transform(window, grid.transform),
+        dtype="uint8",
+    ).astype(bool)
+    return render_chips(data, own, math.sqrt(abs(grid.transform.a * grid.transform.e)), size)
 
 
 class _ChipSource:
@@ -604,7 +606,8 @@ def _card(number: int, clue: PatchClue, chips: tuple[str, str]) -> str:
         f"<h3><span class='no'>{number}</span> <span class='id'>{_e(clue.clue_id)}</span></h3>"
         "<div class='body'><div class='chips'>"
         f"<figure><img src='{before_uri}' alt='before, clue {number}'>"
-        f"<figcaption>before {_e(_window_text(clue.before))}</figcaption></figure>"
+        f"<figcaption>before {_e(_window_text(clue.before))} \u00b7 true colour | false colour "
+        "(SWIR-NIR-red)</figcaption></figure>"
         f"<figure><img src='{after_uri}' alt='after, clue {number}'>"
         f"<figcaption>after {_e(_window_text(clue.after))}</figcaption></figure>"
         f"</div><table class='props'><tbody>{rows}</tbody></table></div></article>"
@@ -641,8 +644,9 @@ figure{margin:0}figcaption{color:var(--muted);font-size:.9em;margin-top:4px}
 .clue .no{display:inline-block;min-width:1.8em;text-align:center;background:var(--ink);color:#fff;
  border-radius:3px;padding:0 4px}
 .body{display:flex;flex-wrap:wrap;gap:12px}
-.chips{display:flex;gap:8px}
-.chips img{display:block;width:192px;height:192px;image-rendering:pixelated;border:1px solid var(--line)}
+.chips{display:flex;flex-direction:column;gap:6px}
+.chips img{display:block;width:400px;max-width:100%;height:auto;image-rendering:pixelated;
+ border:1px solid var(--line)}
 .props th{color:var(--muted);font-weight:400;white-space:nowrap}.props{flex:1 1 240px}
 .badge{display:inline-block;padding:0 6px;border-radius:3px;background:#e9edf1}
 .prio-urgent{border-left-color:#c0392b}.badge.prio-urgent{background:#c0392b;color:#fff}
@@ -658,7 +662,7 @@ footer{margin-top:28px;color:var(--muted);font-size:.85em}
  *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
  #overview{break-after:page}.map a.hit{display:none}
  .cards{display:block}.clue{break-inside:avoid;margin-bottom:8px;box-shadow:none}
- .chips img{width:48mm;height:48mm}
+ .chips img{width:90mm;height:auto}
  a{color:inherit;text-decoration:none}
  h2{break-after:avoid}tr{break-inside:avoid}
 }
