@@ -64,9 +64,10 @@ def gcj02_to_bd09(lon: float, lat: float) -> tuple[float, float]:
 
 
 def navigation(lon: float, lat: float, area_m2: float, label: str) -> dict[str, object]:
-    """What an officer needs to find a place: its GCJ-02 and BD-09 centroids ([lon, lat]), the
-    area in ha and mu, and links that open it in Amap, in Baidu Maps and in any map app (a
-    ``geo:`` URI, RFC 5870, WGS84). `label` names the marker."""
+    """What an officer needs to find a place: its GCJ-02 and BD-09 centroids ([lon, lat], and
+    each as two scalars, which GeoPackage and Shapefile exports keep), the area in ha and mu,
+    and links that open it in Amap, in Baidu Maps and in any map app (a ``geo:`` URI, RFC 5870,
+    WGS84). `label` names the marker."""
     gcj = wgs84_to_gcj02(lon, lat)
     bd = gcj02_to_bd09(*gcj) if in_china(lon, lat) else (lon, lat)
     name = quote(label, safe="")
@@ -74,7 +75,11 @@ def navigation(lon: float, lat: float, area_m2: float, label: str) -> dict[str, 
         "area_ha": round(area_m2 / 10_000.0, 4),
         "area_mu": round(area_m2 / MU_M2, 2),
         "centroid_gcj02": [round(gcj[0], 6), round(gcj[1], 6)],
+        "gcj02_lon": round(gcj[0], 6),
+        "gcj02_lat": round(gcj[1], 6),
         "centroid_bd09": [round(bd[0], 6), round(bd[1], 6)],
+        "bd09_lon": round(bd[0], 6),
+        "bd09_lat": round(bd[1], 6),
         "link_amap": (
             f"https://uri.amap.com/marker?position={gcj[0]:.6f},{gcj[1]:.6f}&name={name}"
             "&coordinate=gaode"

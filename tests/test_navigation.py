@@ -45,6 +45,8 @@ def test_navigation_fields_and_links():
     assert nav["area_mu"] == 10.0 and MU_M2 == pytest.approx(666.67, abs=0.01)
     gcj = wgs84_to_gcj02(108.26, 34.0)
     assert nav["centroid_gcj02"] == [round(gcj[0], 6), round(gcj[1], 6)]
+    assert [nav["gcj02_lon"], nav["gcj02_lat"]] == nav["centroid_gcj02"]  # for flat exports
+    assert [nav["bd09_lon"], nav["bd09_lat"]] == nav["centroid_bd09"]
     amap = urlsplit(nav["link_amap"])
     query = parse_qs(amap.query)
     assert amap.netloc == "uri.amap.com" and query["coordinate"] == ["gaode"]

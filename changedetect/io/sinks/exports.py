@@ -59,7 +59,6 @@ EXPORTS = {"csv": "clues.csv", "kml": "clues.kml", "gpx": "clues.gpx", "gpkg": "
 def flat_row(clue: PatchClue) -> dict[str, Any]:
     """The clue's export fields (:data:`COLUMNS`)."""
     props = clue.properties()
-    props["gcj02_lon"], props["gcj02_lat"] = props["centroid_gcj02"]
     return {name: props.get(name) for name in COLUMNS}
 
 
