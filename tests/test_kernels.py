@@ -22,68 +22,14 @@ from changedetect.algorithms.detect import (
     _evidence_table,
     kernels,
 )
-from changedetect.algorithms.indices import mndwi, ndvi
 from changedetect.demo import demo_config
 from changedetect.pipeline import run
+from changedetect.testing.kernel_references import (
+    REFERENCES,
+    surface_state_reference,
+)
 
 from .conftest import DATA
-
-# --- the numpy and scipy compositions the kernels replaced ------------------------------------
-
-
-def median3x3_reference(image: np.ndarray, fill: float) -> np.ndarray:
-    filled = np.where(np.isfinite(image), image, np.float32(fill)).astype(np.float32)
-    return ndimage.median_filter(filled, size=3, mode="reflect")
-
-
-def median3x3_bands_reference(cube: np.ndarray) -> np.ndarray:
-    out = np.stack([median3x3_reference(band, 0.0) for band in cube])
-    return np.where(np.isfinite(cube), out, np.nan).astype(np.float32)
-
-
-def box_mean3x3_reference(image: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(image)
-    num = ndimage.uniform_filter(np.where(ok, image, 0.0), 3, mode="nearest")
-    den = ndimage.uniform_filter(ok.astype(np.float32), 3, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, num / den, np.nan).astype(np.float32)
-
-
-def share_passing_reference(passing: np.ndarray, size: int) -> np.ndarray:
-    return ndimage.uniform_filter(passing.astype(np.float32), size=size, mode="constant", cval=0.0)
-
-
-def evidence_lookup_reference(q, scale, step, grid, table, top):  # noqa: ANN001, ANN201
-    with np.errstate(invalid="ignore"):
-        ev = np.interp(q / scale, grid, table, right=top)
-    return np.where(np.isfinite(q), ev, np.nan).astype(np.float32)
-
-
-def surface_state_reference(b, a, dark_b, dark_a, green, red, nir, swir, absorbing):  # noqa: ANN001, ANN201
-    bc = np.maximum(b - dark_b[:, None, None], 0.0)
-    ac = np.maximum(a - dark_a[:, None, None], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        layers = [
-            ndvi(bc[red], bc[nir]),
-            ndvi(ac[red], ac[nir]),
-            mndwi(bc[green], bc[swir]),
-            mndwi(ac[green], ac[swir]),
-            bc[absorbing].mean(axis=0),
-            ac[absorbing].mean(axis=0),
-            bc[nir],
-            ac[nir],
-        ]
-    return np.stack(layers).astype(np.float32)
-
-
-REFERENCES = {
-    "surface_state": surface_state_reference,
-    "median3x3": median3x3_reference,
-    "median3x3_bands": median3x3_bands_reference,
-    "box_mean3x3": box_mean3x3_reference,
-    "share_passing": share_passing_reference,
-    "evidence_lookup": evidence_lookup_reference,
-}
 
 
 def with_references(monkeypatch: pytest.MonkeyPatch) -> None:

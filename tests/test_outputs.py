@@ -252,7 +252,7 @@ def test_rerun_is_idempotent(tmp_path, quarry_result):
 
 
 def test_exports_beside_the_geojson_open_in_a_spreadsheet_google_earth_a_gps_and_gis(
-    quarry_result,
+    quarry_result, tmp_path
 ):
     result, _ = quarry_result
     (feature,) = json.loads(result.files["clues"].read_text())["features"]
@@ -278,6 +278,12 @@ def test_exports_beside_the_geojson_open_in_a_spreadsheet_google_earth_a_gps_and
     point = shapely.from_wkb(geometry[0])
     assert [point.x, point.y] == pytest.approx(props["centroid"], abs=1e-9)
     assert fields[meta["fields"].tolist().index("name")][0] == props["clue_id"]
+    # a night computed again writes the same bytes (no time stamp, no temporary name inside)
+    from changedetect.io.sinks.exports import write_exports
+
+    again = write_exports(result.clues, tmp_path)
+    for name, path in again.items():
+        assert path.read_bytes() == result.files[name].read_bytes(), name
 
 
 def test_a_night_without_clues_writes_empty_exports(tmp_path):

@@ -193,10 +193,10 @@ def evidence_lookup(
 
 
 @ngjit
-def _normalised_difference(a: float, b: float) -> float:
+def _normalised_difference(a: np.float32, b: np.float32) -> np.float32:
     total = a + b
     if total == 0:
-        return np.nan
+        return np.float32(np.nan)
     return (a - b) / total
 
 

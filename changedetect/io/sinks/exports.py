@@ -10,7 +10,9 @@ Chinese zone and county names as UTF-8.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +83,7 @@ def write_exports(clues: Sequence[PatchClue], out_dir: Path) -> dict[str, Path]:
         }
         for r in rows
     ]
-    _write_ogr(files["kml"], "KML", polygons, described, ("Name", "Description"))
+    _write_ogr(files["kml"], "KML", polygons, described, ("Name", "Description"), layer="clues")
     # GPX: a waypoint per clue at its centroid (a GPS navigates to points, in WGS84)
     points = [shapely.Point(r["centroid_lon"], r["centroid_lat"]) for r in rows]
     waypoints = [
@@ -90,6 +92,21 @@ def write_exports(clues: Sequence[PatchClue], out_dir: Path) -> dict[str, Path]:
     _write_ogr(files["gpx"], "GPX", points, waypoints, ("name", "desc"), layer="waypoints")
     _write_ogr(files["gpkg"], "GPKG", polygons, rows, COLUMNS, layer="clues")
     return files
+
+
+@contextmanager
+def _fixed_ogr_date() -> Iterator[None]:
+    """GDAL stamps a GeoPackage with the time it was written: a fixed stamp keeps the file the
+    same when a night is computed again (outputs are compared byte for byte)."""
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_OGR_DATE})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
+
+
+#: The time written into GeoPackages (GDAL's OGR_CURRENT_DATE).
+FIXED_OGR_DATE = "2000-01-01T00:00:00.000Z"
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -118,8 +135,10 @@ def _write_ogr(
         geometries = [
             shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geometries
         ]
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _fixed_ogr_date(), warnings.catch_warnings():
         tmp.unlink()  # GDAL creates the file (a GeoPackage is a database, not a stream)
+        # the temporary name is not *.gpkg, which GDAL remarks on; the file is renamed into place
+        warnings.filterwarnings("ignore", "The filename extension", RuntimeWarning)
         pyogrio.raw.write(
             tmp,
             geometry=np.asarray(shapely.to_wkb(geometries), dtype=object),

@@ -1,0 +1,95 @@
+"""The change test's compiled kernels against the numpy and scipy compositions they replaced,
+timed in the same run on one chunk (512 px and the test's halo), with their CPU-time ratio.
+
+    python bench/kernels.py [--edge 524] [--repeat 20]
+
+Each kernel's result is checked against its reference before it is timed (tests/test_kernels.py
+holds them to it); the references are changedetect/testing/kernel_references.py. The first call
+of each is not timed (numba compiles or loads its cache then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from changedetect.algorithms.detect import (
+    _ABSORBING_INDEX,
+    _B03,
+    _B04,
+    _B08,
+    _B11,
+    _evidence_table,
+    kernels,
+)
+from changedetect.testing.kernel_references import REFERENCES
+
+
+def _cases(edge: int) -> dict[str, tuple[Any, ...]]:
+    rng = np.random.default_rng(0)
+    before = (0.05 + 0.25 * rng.random((6, edge, edge))).astype(np.float32)
+    after = (before * 1.03 + 0.01 * rng.standard_normal(before.shape)).astype(np.float32)
+    before[:, :8, :8] = np.nan
+    dark = np.array([0.01, 0.02, 0.03, 0.02, 0.01, 0.005], np.float32)
+    image = after[3].copy()
+    grid, table = _evidence_table(5.2)
+    step = float(np.sqrt(grid[-1]) / (len(grid) - 1))
+    q = (rng.chisquare(5.2, (edge, edge)) * 1.1).astype(np.float32)
+    return {
+        "surface_state": (
+            before,
+            after,
+            dark,
+            dark * 1.1,
+            _B03,
+            _B04,
+            _B08,
+            _B11,
+            _ABSORBING_INDEX,
+        ),
+        "median3x3": (image, 0.0),
+        "median3x3_bands": (after - before,),
+        "box_mean3x3": (image,),
+        "share_passing": (image > 0.2, 9),
+        "evidence_lookup": (q, np.float32(1.1), step, grid, table, 300.0),
+    }
+
+
+def _cpu_ms(fn: Callable[..., Any], args: tuple[Any, ...], repeat: int) -> float:
+    fn(*args)
+    start = time.process_time()
+    for _ in range(repeat):
+        fn(*args)
+    return (time.process_time() - start) / repeat * 1000.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--edge", type=int, default=524, help="chunk edge with its halo (px)")
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    print(f"one {args.edge}² chunk, CPU ms per call (mean of {args.repeat})")
+    print(f"{'kernel':18s} {'numpy/scipy':>12s} {'compiled':>9s} {'x faster':>9s}")
+    total_ref = total_kernel = 0.0
+    for name, call_args in _cases(args.edge).items():
+        kernel, reference = getattr(kernels, name), REFERENCES[name]
+        expected, got = reference(*call_args), kernel(*call_args)
+        if not np.allclose(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True):
+            raise SystemExit(f"{name}: the kernel's result differs from its reference")
+        ref_ms, kernel_ms = (
+            _cpu_ms(reference, call_args, args.repeat),
+            _cpu_ms(kernel, call_args, args.repeat),
+        )
+        total_ref, total_kernel = total_ref + ref_ms, total_kernel + kernel_ms
+        print(f"{name:18s} {ref_ms:12.2f} {kernel_ms:9.2f} {ref_ms / kernel_ms:9.1f}")
+    print(f"{'all':18s} {total_ref:12.2f} {total_kernel:9.2f} {total_ref / total_kernel:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
