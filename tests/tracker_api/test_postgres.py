@@ -95,7 +95,8 @@ def test_api_and_outbox_on_postgresql(pg_api_url, httpserver):
                 f"/cases/{ids['pg-z']}/assign", json={"county": "a\u0000"}, headers=analyst
             )
             assert r.status_code == 422  # NUL refused before PostgreSQL sees it
-            report_rows = client.get("/reports/monthly?month=2025-07", headers=analyst).json()
+            # both were first detected in June (2025-06-23)
+            report_rows = client.get("/reports/monthly?month=2025-06", headers=analyst).json()
             assert {r["county"] for r in report_rows["counties"]} == {"Zhouzhi", "Huyi"}
         deliver_pending(db, hook)
         kinds = [e.kind for e in outbox_events(db) if e.delivered_at is not None]
