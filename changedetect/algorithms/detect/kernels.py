@@ -193,11 +193,13 @@ def evidence_lookup(
 
 
 @ngjit
-def _normalised_difference(a: np.float32, b: np.float32) -> np.float32:
-    total = a + b
-    if total == 0:
-        return np.float32(np.nan)
-    return (a - b) / total
+def _clipped_rows(cube: np.ndarray, dark: np.ndarray, band: int, y: int, out: np.ndarray) -> None:
+    """Row `y` of `band` minus its dark value, clipped at 0 (NaN stays NaN, as np.maximum)."""
+    d = dark[band]
+    zero = np.float32(0.0)
+    for x in range(out.shape[0]):
+        v = cube[band, y, x] - d
+        out[x] = zero if v < zero else v
 
 
 @ngjit
@@ -216,35 +218,36 @@ def surface_state(
     after, MNDWI before and after, the mean of the `absorbing` bands before and after, NIR before
     and after. Bands are indices into the (band, y, x) float32 composites.
 
-    One pass instead of numpy's: the band copies, the two clipped cubes and a temporary per index
-    took more time than the rest of the test. The same float32 operations in the same order
-    (the absorbing bands summed in order, then divided), so the result is numpy's to the bit."""
+    Row by row, in place of numpy's band copies, two clipped cubes and a temporary per index.
+    The same float32 operations in the same order (the absorbing bands summed in order, then
+    divided), so the result is numpy's to the bit; an undefined index (both bands 0) is NaN."""
     _, h, w = before.shape
     out = np.empty((8, h, w), np.float32)
     n_abs = absorbing.shape[0]
     count = np.float32(n_abs)
-    zero = np.float32(0.0)
+    rows = np.empty((4, w), np.float32)
+    total = np.empty(w, np.float32)
+    band_row = np.empty(w, np.float32)
+    nan = np.float32(np.nan)
     for date in range(2):
         cube = before if date == 0 else after
         dark = dark_before if date == 0 else dark_after
         for y in range(h):
+            _clipped_rows(cube, dark, green, y, rows[0])
+            _clipped_rows(cube, dark, red, y, rows[1])
+            _clipped_rows(cube, dark, nir, y, rows[2])
+            _clipped_rows(cube, dark, swir, y, rows[3])
+            _clipped_rows(cube, dark, absorbing[0], y, total)
+            for k in range(1, n_abs):
+                _clipped_rows(cube, dark, absorbing[k], y, band_row)
+                for x in range(w):
+                    total[x] += band_row[x]
             for x in range(w):
-                v_green = cube[green, y, x] - dark[green]
-                v_red = cube[red, y, x] - dark[red]
-                v_nir = cube[nir, y, x] - dark[nir]
-                v_swir = cube[swir, y, x] - dark[swir]
-                # clipped at 0; NaN (no data) stays NaN, as np.maximum keeps it
-                v_green = zero if v_green < 0 else v_green
-                v_red = zero if v_red < 0 else v_red
-                v_nir = zero if v_nir < 0 else v_nir
-                v_swir = zero if v_swir < 0 else v_swir
-                total = zero
-                for k in range(n_abs):
-                    band = absorbing[k]
-                    v = cube[band, y, x] - dark[band]
-                    total += zero if v < 0 else v
-                out[date, y, x] = _normalised_difference(v_nir, v_red)
-                out[2 + date, y, x] = _normalised_difference(v_green, v_swir)
-                out[4 + date, y, x] = total / count
-                out[6 + date, y, x] = v_nir
+                g, r, n, s = rows[0, x], rows[1, x], rows[2, x], rows[3, x]
+                vegetation = n + r
+                water = g + s
+                out[date, y, x] = (n - r) / vegetation if vegetation != 0 else nan
+                out[2 + date, y, x] = (g - s) / water if water != 0 else nan
+                out[4 + date, y, x] = total[x] / count
+                out[6 + date, y, x] = n
     return out
