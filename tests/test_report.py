@@ -171,6 +171,28 @@ def _write(tmp_path: Path, **kwargs) -> tuple[str, _Page]:
 # ------------------------------------------------------------------------------------ content
 
 
+def test_clues_come_in_review_order_priority_then_confidence(tmp_path):
+    grid, rgb, patches, clues = _scene(tmp_path)
+    # spatial order as the pipeline makes them: low, normal, high (0.5), high (0.9), urgent
+    for clue, (priority, confidence) in zip(
+        clues, [("low", 0.9), ("normal", 0.8), ("high", 0.5), ("urgent", 0.3)], strict=True
+    ):
+        clue.priority, clue.confidence = priority, confidence
+    path = write_report(
+        tmp_path / "report.html", aoi="t", clues=clues, patches=patches, grid=grid, rgb_path=rgb
+    )
+    page = _Page(path.read_text(encoding="utf-8"))
+    numbered = [card.split()[:2] for card in page.cards]
+    expected = [clues[3], clues[2], clues[1], clues[0]]  # urgent, high, normal, low
+    assert numbered == [[str(n), c.clue_id] for n, c in enumerate(expected, start=1)]
+    # the overview numbers them alike: its link to card 1 lies over the urgent clue's patch
+    hit = next(a for t, a in page.tags if a.get("class") == "hit" and a["href"] == "#clue-1")
+    left = float(hit["style"].split("left:")[1].split("%")[0]) / 100 * grid.width
+    top = float(hit["style"].split("top:")[1].split("%")[0]) / 100 * grid.height
+    r0, c0, r1, c1 = patches[3].bbox_rc
+    assert c0 - 12 <= left <= c0 and r0 - 12 <= top <= r0
+
+
 def test_every_clue_has_a_card_in_order_with_its_facts(tmp_path):
     _, page = _write(tmp_path, run_info={"source": "synthetic", "analysis s": 12.3456})
     assert len(page.cards) == len(SPECS)

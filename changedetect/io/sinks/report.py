@@ -669,6 +669,12 @@ footer{margin-top:28px;color:var(--muted);font-size:.85em}
 """
 
 
+def _review_order(clue: PatchClue, index: int) -> tuple[int, float, int]:
+    rank = _PRIORITIES.index(clue.priority) if clue.priority in _PRIORITIES else len(_PRIORITIES)
+    confidence = clue.confidence if math.isfinite(clue.confidence) else 0.0
+    return rank, -confidence, index
+
+
 def write_report(
     out_path: Path,
     *,
@@ -689,8 +695,9 @@ def write_report(
     """Write the self-contained `report.html` of one AOI run to `out_path` (atomically).
 
     `clues` and `patches` are parallel (clue i was made from patch i, as the pipeline builds
-    them); clues are numbered 1..n in that order on the overview and the cards. `rgb_path` is the
-    run's 6-band uint8 true-colour raster on `grid` (bands 1-3 before, 4-6 after). Chips are
+    them); clues are numbered 1..n on the overview, the table and the cards in the order a
+    morning's review takes them: by priority (urgent first), then by confidence (highest first).
+    `rgb_path` is the run's preview raster on `grid` (bands 1-3 before RGB, 4-6 after). Chips are
     taken from `chip_dir` (the file named by `chip_before`/`chip_after`, or
     `<clue_id>_{before,after}.png`) and, where missing, cut from `rgb_path` (`chip_px` a side,
     framed as chips.py frames them). `before`, `after` and
@@ -707,6 +714,8 @@ def write_report(
             "the report while the run's work folder still holds rgb.tif"
         )
     title = title or f"Change report \u2014 {aoi}"
+    order = sorted(range(len(clues)), key=lambda i: _review_order(clues[i], i))
+    clues, patches = [clues[i] for i in order], [patches[i] for i in order]
     overview = render_overview(rgb_path, grid, patches, max_px=max_overview_px)
     after_text = _window_text(after if after is not None else (clues[0].after if clues else None))
     parts = [
