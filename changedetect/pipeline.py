@@ -55,7 +55,7 @@ from .io.sinks.geojson import write_clues_geojson
 from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
 from .io.sinks.report import write_report
 from .io.sources.base import ImagerySource
-from .io.zones import ZoneIndex, load_zones
+from .io.zones import ProtectionZone, ZoneIndex, load_zones
 from .models import (
     Acquisition,
     AoiResult,
@@ -685,6 +685,7 @@ def analyse(
             options,
             grid=grid,
             windows=(before_window, after_window),
+            zones=zones.zones if zones is not None else (),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -786,9 +787,10 @@ def publish(
     *,
     grid: GridSpec,
     windows: tuple[TimeWindow, TimeWindow],
+    zones: Sequence[ProtectionZone] = (),
 ) -> dict[str, Path]:
     """Write every output into the work folder first (the change raster, masked to the patches,
-    is there already), then move each into place."""
+    is there already), then move each into place. `zones` are drawn on the report's overview."""
     staged_chips = work / "chips"
     if options.chips and patches:
         written = write_chips(
@@ -820,6 +822,7 @@ def publish(
             before=windows[0],
             after=windows[1],
             detected_at=clues[0].detected_at if clues else None,
+            zones=zones,
         ),
     }
     files.update(write_exports(clues, out_dir))

@@ -588,3 +588,40 @@ def test_numbers_go_where_checking_every_earlier_number_puts_them():
         indexed.add(a)
         every.add(b)
     assert crowded > 1000  # most of them found no free spot: every candidate was compared
+
+
+def test_the_overview_shows_zone_boundaries_a_scale_bar_and_its_corners(tmp_path):
+    from rasterio.warp import transform_bounds
+
+    from changedetect.grids import WGS84, reproject_geometry
+    from changedetect.io.sinks.report import ZONE_RGB
+    from changedetect.io.zones import ProtectionZone
+
+    grid, rgb, patches, clues = _scene(tmp_path)
+    left, bottom, right, top = grid.bounds
+    # a zone over the west half of the scene and beyond it: its east edge crosses the picture
+    west = box(left - 500, bottom - 500, (left + right) / 2, top + 500)
+    zone = ProtectionZone(
+        "core", "red_line_core", "Zhouzhi", reproject_geometry(west, grid.crs, WGS84)
+    )
+    far = ProtectionZone("far", None, None, box(10.0, 10.0, 10.1, 10.1))  # elsewhere on Earth
+    overview = render_overview(rgb, grid, patches, zones=[zone, far])
+    picture = np.asarray(overview.image.convert("RGB"))
+    cyan = np.all(picture == ZONE_RGB, axis=-1)
+    cols = np.nonzero(cyan.any(axis=0))[0]
+    scale = picture.shape[1] / grid.width
+    assert overview.zones == 1 and cyan.sum() > picture.shape[0]  # one line down the picture
+    assert abs(np.median(np.nonzero(cyan)[1]) - grid.width / 2 * scale) <= 3
+    assert cols.min() >= grid.width / 2 * scale - 4  # nothing drawn where the zone has no edge
+    # a 1.6 km wide picture: a 200 m bar (at most a quarter of it), bottom left
+    assert overview.scale_bar_m == 200
+    bar = np.all(picture[-20:, : picture.shape[1] // 3] == (255, 255, 255), axis=-1)
+    assert bar.any(axis=0).sum() == pytest.approx(200 / 10 * scale, abs=3)
+    west_deg, south, east_deg, north = transform_bounds(grid.crs, WGS84, *grid.bounds)
+    assert overview.corners[0] == pytest.approx((west_deg, north))
+    text = write_report(
+        tmp_path / "r.html", aoi="t", clues=clues, patches=patches, grid=grid, rgb_path=rgb,
+        zones=[zone],
+    ).read_text(encoding="utf-8")  # fmt: skip
+    assert "Protection zone boundaries in cyan (1)" in text and "Scale bar 200 m" in text
+    assert f"{north:.5f}, {west_deg:.5f}" in text

@@ -36,24 +36,29 @@ import shapely
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
+from rasterio.warp import transform_bounds
 from rasterio.windows import transform as window_transform
 
 from ... import __version__
 from ...errors import GridMismatchError, SinkError
+from ...grids import WGS84, pixel_area_m2, reproject_geometry
 from ...models import GridSpec, Patch, PatchClue, TimeWindow
 from ...navigation import navigation
 from ...types import CHANGE_TYPES
 from ..atomic import atomic_path
 from ..raster import GDAL_READ_OPTIONS
+from ..zones import ProtectionZone
 from .chips import OUTLINE_RGB, PREVIEW_BANDS, chip_window, png_workers, render_chips
 
 __all__ = ["Overview", "render_overview", "write_report"]
 
 #: Colours drawn over the imagery. They get the last palette slots, after the imagery has been
 #: quantised, so outlines and numbers keep their exact colour however busy the picture is.
-_OVERLAY = (OUTLINE_RGB, (0, 0, 0), (255, 255, 255))
+_OVERLAY = (OUTLINE_RGB, (0, 0, 0), (255, 255, 255), ZONE_RGB := (0, 220, 255))
 _BASE_COLOURS = 256 - len(_OVERLAY)
-_SLOT_OUTLINE, _SLOT_BLACK, _SLOT_WHITE = range(_BASE_COLOURS, 256)
+_SLOT_OUTLINE, _SLOT_BLACK, _SLOT_WHITE, _SLOT_ZONE = range(_BASE_COLOURS, 256)
+#: Lengths the overview's scale bar may have, in metres.
+_SCALE_BAR_M = (50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
 
 #: Small AOIs are enlarged by a whole factor (pixels stay square) to at least this many pixels
 #: on their long side, within `max_overview_px`: numbers and outlines need room to be legible.
@@ -80,6 +85,12 @@ class Overview:
     """Palette ("P") image of the after-date true colour with the outlines and numbers drawn."""
     boxes: list[BBox]
     """Per clue, in input order: (x0, y0, x1, y1) of its outline in overview pixels."""
+    corners: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
+    """(lon, lat) WGS84 of the picture's north-west and south-east corners."""
+    zones: int = 0
+    """Protection zones whose boundary crosses the picture (drawn in ZONE_RGB)."""
+    scale_bar_m: float | None = None
+    """Length of the scale bar drawn in the bottom-left corner, metres (None: none fits)."""
 
 
 # --------------------------------------------------------------------------------------- images
@@ -220,7 +231,12 @@ def _place_label(
 
 
 def render_overview(
-    rgb_path: Path, grid: GridSpec, patches: Sequence[Patch], *, max_px: int = 1600
+    rgb_path: Path,
+    grid: GridSpec,
+    patches: Sequence[Patch],
+    *,
+    max_px: int = 1600,
+    zones: Sequence[ProtectionZone] = (),
 ) -> Overview:
     """The after-date true colour of `rgb_path` (the preview raster, bands 4-6 = after RGB, on
     `grid`)
@@ -258,6 +274,14 @@ def render_overview(
     draw = ImageDraw.Draw(image)
     to_px = _to_pixels(grid, out_w / grid.width, out_h / grid.height)
     line = 2 if max(out_h, out_w) < 1200 else 3
+    # zone boundaries under the clue outlines: the outlines must stay whole
+    frame = shapely.box(*grid.bounds)
+    drawn_zones = 0
+    for zone in zones:
+        boundary = reproject_geometry(zone.geometry, WGS84, grid.crs).boundary
+        if boundary.intersects(frame):
+            drawn_zones += 1
+            _draw_lines(draw, shapely.transform(boundary.intersection(frame), to_px), line)
     boxes: list[BBox] = []
     for patch in patches:
         geom = shapely.transform(patch.geometry, to_px)
@@ -285,7 +309,40 @@ def render_overview(
             stroke_width=stroke,
             stroke_fill=_SLOT_BLACK,
         )
-    return Overview(image, boxes)
+    metres_per_px = math.sqrt(pixel_area_m2(grid)) * grid.width / out_w
+    bar = _draw_scale_bar(draw, metres_per_px, (out_w, out_h))
+    west, south, east, north = transform_bounds(grid.crs, WGS84, *grid.bounds, densify_pts=21)
+    return Overview(image, boxes, ((west, north), (east, south)), drawn_zones, bar)
+
+
+def _draw_lines(draw: ImageDraw.ImageDraw, geom: Any, width: int) -> None:
+    parts = getattr(geom, "geoms", [geom])
+    for part in parts:
+        if part.geom_type in ("LineString", "LinearRing") and len(part.coords) > 1:
+            draw.line(list(part.coords), fill=_SLOT_ZONE, width=width)
+        elif hasattr(part, "geoms"):
+            _draw_lines(draw, part, width)
+
+
+def _draw_scale_bar(
+    draw: ImageDraw.ImageDraw, metres_per_px: float, size: tuple[int, int]
+) -> float | None:
+    """A bar of a round length, at most a quarter of the picture, in the bottom-left corner."""
+    width, height = size
+    fits = [m for m in _SCALE_BAR_M if m / metres_per_px <= width * 0.25]
+    if not fits or height < 60:
+        return None
+    metres = fits[-1]
+    length = round(metres / metres_per_px)
+    x0, y1 = 12, height - 12
+    draw.rectangle((x0 - 2, y1 - 7, x0 + length + 2, y1 + 2), fill=_SLOT_BLACK)
+    draw.rectangle((x0, y1 - 5, x0 + length, y1), fill=_SLOT_WHITE)
+    label = f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
+    font = _font(14)
+    draw.text(
+        (x0, y1 - 26), label, font=font, fill=_SLOT_WHITE, stroke_width=2, stroke_fill=_SLOT_BLACK
+    )
+    return float(metres)
 
 
 def _cut_chips(src: Any, grid: GridSpec, patch: Patch, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -524,8 +581,22 @@ def _overview_section(overview: Overview, after_text: str) -> str:
             if overview.boxes
             else "no clue."
         )
+        + (f" Protection zone boundaries in cyan ({overview.zones})." if overview.zones else "")
+        + (f" Scale bar {_distance(overview.scale_bar_m)}." if overview.scale_bar_m else "")
+        + " Corners (lat, lon, WGS84): north-west "
+        + f"<span class='ll'>{_corner(overview.corners[0])}</span>, south-east "
+        + f"<span class='ll'>{_corner(overview.corners[1])}</span>."
         + "</figcaption></figure></section>"
     )
+
+
+def _distance(metres: float) -> str:
+    return f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
+
+
+def _corner(lon_lat: tuple[float, float]) -> str:
+    lon, lat = lon_lat
+    return f"{_fmt(lat, '.5f')}, {_fmt(lon, '.5f')}"
 
 
 def _summary_section(clues: Sequence[PatchClue]) -> str:
@@ -691,6 +762,7 @@ def write_report(
     detected_at: str | None = None,
     max_overview_px: int = 1600,
     chip_px: int = 128,
+    zones: Sequence[ProtectionZone] = (),
 ) -> Path:
     """Write the self-contained `report.html` of one AOI run to `out_path` (atomically).
 
@@ -702,7 +774,8 @@ def write_report(
     `<clue_id>_{before,after}.png`) and, where missing, cut from `rgb_path` (`chip_px` a side,
     framed as chips.py frames them). `before`, `after` and
     `detected_at` fill the header when there are no clues to take them from. `run_info` is shown
-    as a key/value table (timings, source, ...). Returns `out_path`.
+    as a key/value table (timings, source, ...). `zones` are drawn on the overview. Returns
+    `out_path`.
     """
     if len(clues) != len(patches):
         raise ValueError(f"{len(clues)} clues but {len(patches)} patches: they must be parallel")
@@ -716,7 +789,7 @@ def write_report(
     title = title or f"Change report \u2014 {aoi}"
     order = sorted(range(len(clues)), key=lambda i: _review_order(clues[i], i))
     clues, patches = [clues[i] for i in order], [patches[i] for i in order]
-    overview = render_overview(rgb_path, grid, patches, max_px=max_overview_px)
+    overview = render_overview(rgb_path, grid, patches, max_px=max_overview_px, zones=zones)
     after_text = _window_text(after if after is not None else (clues[0].after if clues else None))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
