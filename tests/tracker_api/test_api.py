@@ -10,6 +10,7 @@ import shapely
 from shapely.geometry import shape
 from sqlalchemy import select
 
+from changedetect.navigation import wgs84_to_gcj02
 from changedetect.tracker import ingest
 from changedetect.tracker.models import Case, CaseEvent
 from tests.tracker.helpers import NOW, feature, rect
@@ -93,6 +94,12 @@ def test_analyst_and_viewer_list_every_county(client, auth, ids):
         assert keys(page, ids) == ALL
     first = client.get("/cases", headers=auth["analyst"]).json()["items"][0]
     assert first["priority"] == "urgent"  # most pressing first
+    # what an officer navigates by (changedetect.navigation)
+    gcj = wgs84_to_gcj02(*first["centroid"])
+    assert first["centroid_gcj02"] == pytest.approx(gcj, abs=1e-6)
+    assert first["area_mu"] == pytest.approx(first["area_m2"] / 666.667, abs=0.01)
+    assert first["link_amap"].startswith("https://uri.amap.com/marker?position=")
+    assert first["link_geo"].startswith("geo:")
     assert first["allowed_transitions"] == ["verifying"]
     viewer_item = client.get("/cases", headers=auth["viewer"]).json()["items"][0]
     assert viewer_item["allowed_transitions"] == []

@@ -91,6 +91,14 @@ def test_officer_reviews_its_county_and_records_a_verdict(
         before = page.locator(f"{card} img.chip-before").bounding_box()
         after = page.locator(f"{card} img.chip-after").bounding_box()
         assert after["x"] > before["x"] + before["width"] - 1 and after["y"] == before["y"]
+    # what the officer navigates by: area in mu, both datums, links to the map apps
+    z1_card = page.inner_text(f"article.case[data-case-id='{ids['z1']}']")
+    assert "亩" in z1_card and "GCJ-02" in z1_card and "confidence" in z1_card
+    links = page.eval_on_selector_all(
+        f"article.case[data-case-id='{ids['z1']}'] .place a", "as => as.map(a => a.href)"
+    )
+    assert [link.split(":")[0] for link in links] == ["https", "https", "geo"]
+    assert "uri.amap.com" in links[0] and "coordinate=gaode" in links[0]
     # the clue whose chips point outside its folder gets placeholders, not the files
     evil = f"article.case[data-case-id='{ids['evil']}']"
     assert page.locator(f"{evil} .nochip").count() == 2

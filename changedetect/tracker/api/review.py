@@ -167,7 +167,7 @@ PAGE = """<!doctype html>
   .badge.overdue, .badge.escalated { background:#fde2e0; color:var(--warn); }
   .chips { display:flex; gap:.8rem; flex-wrap:wrap; }
   .chips figure { margin:0; }
-  .chips img { width:256px; height:256px; object-fit:contain; image-rendering:pixelated;
+  .chips img { width:400px; max-width:100%; height:auto; image-rendering:pixelated;
                background:#222; border:1px solid var(--line); display:block; }
   .chips figcaption { font-size:.8rem; color:var(--muted); text-align:center; }
   .nochip { width:256px; height:256px; display:flex; align-items:center; justify-content:center;
@@ -316,13 +316,22 @@ PAGE = """<!doctype html>
     if (c.overdue) badges.append(el("span", {class: "badge overdue"}, "overdue"));
     if (c.relapse) badges.append(el("span", {class: "badge"}, "relapse"));
     for (const t of c.tags) badges.append(el("span", {class: "badge"}, t));
-    const meta = [c.change_type, (c.area_m2 / 10000).toFixed(2) + " ha",
+    const meta = [c.change_type, "confidence " + c.confidence.toFixed(2),
+                  (c.area_m2 / 10000).toFixed(2) + " ha (" + c.area_mu.toFixed(1) + " 亩)",
                   c.assigned_county || "unassigned", c.zone || "no zone",
                   "last seen " + c.last_detected_on, "deadline " + c.deadline.slice(0, 10)];
+    const [lon, lat] = c.centroid, [glon, glat] = c.centroid_gcj02;
+    const place = el("div", {class: "meta place"},
+      "WGS84 " + lat.toFixed(5) + ", " + lon.toFixed(5) + " · GCJ-02 " + glat.toFixed(5) + ", " +
+      glon.toFixed(5) + " · ",
+      el("a", {href: c.link_amap, target: "_blank", rel: "noopener noreferrer"}, "Amap"), " · ",
+      el("a", {href: c.link_baidu, target: "_blank", rel: "noopener noreferrer"}, "Baidu"), " · ",
+      el("a", {href: c.link_geo}, "map app"));
     const article = el("article", {class: "case", "data-case-id": String(c.id),
                                    "data-state": c.state},
       el("h2", {}, "Case " + c.id + " ", badges),
       el("div", {class: "meta"}, meta.join(" · ")),
+      place,
       el("div", {class: "chips"}, chip(c, "before"), chip(c, "after")));
     const msg = el("div", {class: "msg", role: "status"});
     article.append(actions(c, article, msg), msg);

@@ -173,7 +173,20 @@ class CaseOut(BaseModel):
     relapse: bool
     site_id: int | None
     area_m2: float
+    area_ha: float
+    area_mu: float = Field(description="Area in mu (亩, 666.67 m²), the unit of county records")
     centroid: list[float] = Field(description="(lon, lat) WGS84", min_length=2, max_length=2)
+    centroid_gcj02: list[float] = Field(
+        description="(lon, lat) GCJ-02, the datum of Amap and Tencent maps",
+        min_length=2,
+        max_length=2,
+    )
+    centroid_bd09: list[float] = Field(
+        description="(lon, lat) BD-09, the datum of Baidu maps", min_length=2, max_length=2
+    )
+    link_amap: str = Field(description="Opens the centroid in Amap")
+    link_baidu: str = Field(description="Opens the centroid in Baidu Maps")
+    link_geo: str = Field(description="geo: URI of the centroid (RFC 5870, WGS84), any map app")
     first_detected_on: dt.date
     last_detected_on: dt.date
     detections: int = Field(description="Detections that saw the case (suppressed excluded)")
