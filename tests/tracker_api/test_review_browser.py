@@ -138,3 +138,60 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     page.wait_for_selector(f"{z1}[data-state=violation]")
     page.click("#logout")
     page.wait_for_selector("#login-form", state="visible")
+
+
+def test_an_officer_triages_with_the_keyboard(browser, served, db, ids, seeded):
+    transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
+    transition(db, ids["z2"], "verifying", actor="ana.lyst", now=API_NOW)
+    page, requests = browser
+    page.goto(f"{served}/review")
+    page.wait_for_selector("#login-form")
+    page.fill("#token", seeded.tokens["officer"])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("article.case.current")
+    order = page.eval_on_selector_all("article.case", "els => els.map(e => e.dataset.caseId)")
+
+    def current() -> str:
+        return page.eval_on_selector("article.case.current", "e => e.dataset.caseId")
+
+    assert current() == order[0]
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    assert current() == order[2]
+    page.keyboard.press("k")
+    assert current() == order[1]
+    for _ in range(len(order)):  # past the last one it stays there
+        page.keyboard.press("j")
+    assert current() == order[-1]
+
+    # to z2's card, a comment, then "x": a violation recorded, the card stays the current one
+    for _ in range(len(order)):
+        page.keyboard.press("k")
+    for _ in range(order.index(str(ids["z2"]))):
+        page.keyboard.press("j")
+    assert current() == str(ids["z2"])
+    page.keyboard.press("/")
+    page.keyboard.type("spoil heaps on the slope")
+    page.keyboard.press("Escape")
+    page.keyboard.press("x")
+    z2 = f"article.case[data-case-id='{ids['z2']}']"
+    page.wait_for_selector(f"{z2}[data-state=violation]")
+    assert current() == str(ids["z2"])
+    # a key the role does not allow here does nothing: "d" (closed) from a violation
+    page.keyboard.press("d")
+    page.wait_for_timeout(300)
+    assert page.get_attribute(z2, "data-state") == "violation"
+    with db.session() as s:
+        event = s.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == ids["z2"]).order_by(CaseEvent.id.desc())
+        ).first()
+    assert (event.actor, event.to_state, event.comment) == (
+        "zhou.officer",
+        "violation",
+        "spoil heaps on the slope",
+    )
+    # typing in a field is not a command: "j" in the county filter moves nothing
+    page.click("#filters input[name=tier]")
+    page.keyboard.type("j")
+    assert current() == str(ids["z2"])
+    assert requests.refused == [], requests.refused

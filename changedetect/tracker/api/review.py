@@ -161,6 +161,9 @@ PAGE = """<!doctype html>
   .case { background:#fff; border:1px solid var(--line); border-radius:6px; padding:.8rem;
           margin-bottom:1rem; }
   .case h2 { font-size:1rem; margin:0 0 .4rem; }
+  .case.current { outline:3px solid var(--accent, #2b6cb0); outline-offset:2px; }
+  .keys { color:var(--muted); font-size:.8rem; margin:.3rem 0 .8rem; }
+  .keys kbd { border:1px solid var(--line); border-radius:3px; padding:0 .25rem; background:#fff; }
   .meta { color:var(--muted); font-size:.85rem; margin-bottom:.5rem; }
   .badge { display:inline-block; padding:0 .4rem; border-radius:3px; background:#e6edf3;
            margin-right:.3rem; font-size:.8rem; }
@@ -221,6 +224,10 @@ PAGE = """<!doctype html>
     </form>
     <div class="pager"><button id="prev" type="button">‹ Prev</button>
       <span id="count"></span><button id="next" type="button">Next ›</button></div>
+    <p class="keys" id="keys">Keys: <kbd>j</kbd>/<kbd>k</kbd> next/previous case,
+      <kbd>v</kbd> verifying, <kbd>c</kbd> compliant, <kbd>f</kbd> false alarm,
+      <kbd>x</kbd> violation, <kbd>r</kbd> rectifying, <kbd>d</kbd> closed (as the role
+      allows), <kbd>/</kbd> the case's comment.</p>
     <div id="cases"></div>
   </section>
 </main>
@@ -296,6 +303,7 @@ PAGE = """<!doctype html>
     $("prev").disabled = page.offset === 0;
     $("next").disabled = page.offset + page.items.length >= page.total;
     for (const c of page.items) box.append(card(c));
+    focusCard(0);
   }
 
   function chip(c, which) {
@@ -366,6 +374,7 @@ PAGE = """<!doctype html>
     if (r.ok) {
       const fresh = card(r.body);
       fresh.querySelector(".msg").textContent = "Saved: case " + r.body.id + " is " + r.body.state;
+      if (article.classList.contains("current")) fresh.classList.add("current");
       article.replaceWith(fresh);
     } else {
       for (const b of article.querySelectorAll("button")) b.disabled = false;
@@ -373,6 +382,42 @@ PAGE = """<!doctype html>
       msg.textContent = (r.body && r.body.detail) || ("failed (HTTP " + r.status + ")");
     }
   }
+
+  // keyboard triage: move through the cases and record a verdict without the mouse
+  const VERDICT_KEYS = {v: "verifying", c: "compliant", f: "false_alarm", x: "violation",
+                        r: "rectifying", d: "closed"};
+  let current = 0;
+  function cards() { return Array.from(document.querySelectorAll("#cases article.case")); }
+  function focusCard(index) {
+    const all = cards();
+    if (!all.length) return;
+    current = Math.max(0, Math.min(index, all.length - 1));
+    for (const a of all) a.classList.remove("current");
+    all[current].classList.add("current");
+    all[current].scrollIntoView({block: "nearest"});
+  }
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || $("app").hidden) return;
+    const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName);
+    if (typing) {
+      if (e.key === "Escape") e.target.blur();
+      return;
+    }
+    const all = cards();
+    if (e.key === "j") { focusCard(current + 1); e.preventDefault(); return; }
+    if (e.key === "k") { focusCard(current - 1); e.preventDefault(); return; }
+    const article = all[current];
+    if (!article) return;
+    if (e.key === "/") {
+      const comment = article.querySelector("input.comment");
+      if (comment) { comment.focus(); e.preventDefault(); }
+      return;
+    }
+    const to = VERDICT_KEYS[e.key];
+    if (!to) return;
+    const button = article.querySelector("button.act[data-to='" + to + "']");
+    if (button && !button.disabled) { button.click(); e.preventDefault(); }
+  });
 
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
   $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
