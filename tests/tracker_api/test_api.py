@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 
@@ -207,6 +208,31 @@ def test_case_detail_has_its_history_and_working_chip_links(client, auth, ids, d
         f"/cases/{ids['z1']}/chips/after?clue_id=clue-z1-night2", headers=auth["officer"]
     )
     assert latest.content == by_clue.content
+
+
+def test_a_case_dossier_is_one_printable_page_with_everything_inline(client, auth, ids, db):
+    assert post(client, ids["z1"], "verifying", auth["analyst"]).status_code == 200
+    r = post(client, ids["z1"], "violation", auth["officer"], comment="fresh spoil, no permit")
+    assert r.status_code == 200
+    r = client.get(f"/cases/{ids['z1']}/dossier", headers=auth["officer"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    page = r.text
+    case = client.get(f"/cases/{ids['z1']}", headers=auth["officer"]).json()
+    lon, lat = case["centroid"]
+    glon, glat = case["centroid_gcj02"]
+    assert f"{lat:.6f}, {lon:.6f}" in page and f"{glat:.6f}, {glon:.6f}" in page
+    assert f"{case['area_mu']} 亩" in page and "Qinling red line core" in page
+    # both chips inline, the event trail with who and why
+    chip = client.get(f"/cases/{ids['z1']}/chips/before", headers=auth["officer"]).content
+    assert base64.b64encode(chip).decode("ascii") in page
+    assert page.count("src='data:image/png;base64,") == 2
+    assert "zhou.officer" in page and "fresh spoil, no permit" in page and "violation" in page
+    # nothing to fetch and nothing to run: it stands on its own, saved or printed
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    # as private as the case
+    assert client.get(f"/cases/{ids['z1']}/dossier", headers=auth["huyi"]).status_code == 404
+    assert client.get(f"/cases/{ids['z1']}/dossier").status_code == 401
 
 
 def test_chips_never_leave_their_evidence_folder(client, auth, ids):

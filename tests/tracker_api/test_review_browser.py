@@ -95,7 +95,8 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     z1_card = page.inner_text(f"article.case[data-case-id='{ids['z1']}']")
     assert "亩" in z1_card and "GCJ-02" in z1_card and "confidence" in z1_card
     links = page.eval_on_selector_all(
-        f"article.case[data-case-id='{ids['z1']}'] .place a", "as => as.map(a => a.href)"
+        f"article.case[data-case-id='{ids['z1']}'] .place a:not(.dossier)",
+        "as => as.map(a => a.href)",
     )
     assert [link.split(":")[0] for link in links] == ["https", "https", "geo"]
     assert "uri.amap.com" in links[0] and "coordinate=gaode" in links[0]
@@ -194,4 +195,27 @@ def test_an_officer_triages_with_the_keyboard(browser, served, db, ids, seeded):
     page.click("#filters input[name=tier]")
     page.keyboard.type("j")
     assert current() == str(ids["z2"])
+    assert requests.refused == [], requests.refused
+
+
+def test_the_dossier_opens_from_the_review_page_and_prints(
+    browser, served, db, ids, seeded, tmp_path
+):
+    page, requests = browser
+    page.goto(f"{served}/review")
+    page.wait_for_selector("#login-form")
+    page.fill("#token", seeded.tokens["officer"])
+    page.click("#login-form button[type=submit]")
+    card = f"article.case[data-case-id='{ids['z1']}']"
+    page.wait_for_selector(card)
+    href = page.get_attribute(f"{card} a.dossier", "href")
+    assert href == f"/cases/{ids['z1']}/dossier"
+    page.goto(f"{served}{href}")  # the session cookie is enough, as for the page
+    page.wait_for_selector("h1")
+    assert page.inner_text("h1").startswith(f"Case {ids['z1']}")
+    sizes = page.eval_on_selector_all("img", "is => is.map(i => [i.complete, i.naturalWidth])")
+    assert sizes == [[True, 64], [True, 64]]  # both chips decoded from the page itself
+    pdf = tmp_path / "dossier.pdf"
+    page.pdf(path=str(pdf), format="A4")
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
     assert requests.refused == [], requests.refused

@@ -24,7 +24,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import select
 
+from ..dossier import DOSSIER_CSP, render_dossier
+from ..errors import CaseNotFoundError
 from ..models import Case, Detection
+from ..queries import get_case
 from .deps import CSRF_HEADER, StateDep, UserDep
 from .routes import E401, E404, MAX_ID, not_found
 
@@ -110,6 +113,50 @@ def chip(
         resolved,
         media_type=CHIP_TYPES[resolved.suffix.lower()],
         headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get(
+    "/cases/{case_id}/dossier",
+    tags=["cases"],
+    summary="The case's dossier for the enforcement file: one self-contained, printable page",
+    response_class=HTMLResponse,
+    responses={**E401, **E404},
+)
+def dossier(
+    case_id: Annotated[int, PathParam(ge=1, le=MAX_ID, description="Case id")],
+    user: UserDep,
+    state: StateDep,
+) -> HTMLResponse:
+    """Chips inline, no script, no request: the page can be saved, printed or attached as is."""
+    with state.db.session() as session:
+        assigned = session.execute(
+            select(Case.assigned_county).where(Case.id == case_id)
+        ).one_or_none()
+        if assigned is None or not user.can_see(assigned[0]):
+            raise not_found(case_id)
+        try:
+            detail = get_case(session, case_id, now=state.now())
+        except CaseNotFoundError:  # deleted in between
+            raise not_found(case_id) from None
+    # the newest detection that was not suppressed shows the site as it is now
+    shown = sorted(detail.detections, key=lambda d: (d.suppressed, -d.detected_on.toordinal()))
+    chips: dict[str, tuple[bytes, str]] = {}
+    for which in ("before", "after"):
+        for d in shown:
+            path = getattr(d, f"chip_{which}")
+            found = resolve_evidence(path, d.source, state.evidence_roots) if path else None
+            if found is not None:
+                chips[which] = (found.read_bytes(), CHIP_TYPES[found.suffix.lower()])
+                break
+    page = render_dossier(detail, chips, now=state.now())
+    return HTMLResponse(
+        page,
+        headers={
+            "Content-Security-Policy": DOSSIER_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+        },
     )
 
 
@@ -334,7 +381,9 @@ PAGE = """<!doctype html>
       glon.toFixed(5) + " · ",
       el("a", {href: c.link_amap, target: "_blank", rel: "noopener noreferrer"}, "Amap"), " · ",
       el("a", {href: c.link_baidu, target: "_blank", rel: "noopener noreferrer"}, "Baidu"), " · ",
-      el("a", {href: c.link_geo}, "map app"));
+      el("a", {href: c.link_geo}, "map app"), " · ",
+      el("a", {href: "/cases/" + c.id + "/dossier", target: "_blank", class: "dossier"},
+         "dossier"));
     const article = el("article", {class: "case", "data-case-id": String(c.id),
                                    "data-state": c.state},
       el("h2", {}, "Case " + c.id + " ", badges),
