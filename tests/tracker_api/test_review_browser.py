@@ -219,3 +219,28 @@ def test_the_dossier_opens_from_the_review_page_and_prints(
     page.pdf(path=str(pdf), format="A4")
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
     assert requests.refused == [], requests.refused
+
+
+def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_path):
+    transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
+    allowed = lambda url: url.startswith(f"{served}/")  # noqa: E731
+    with browser_page(allowed, width=390, height=844) as (page, requests):
+        page.goto(f"{served}/review")
+        page.wait_for_selector("#login-form")
+        page.fill("#token", seeded.tokens["officer"])
+        page.click("#login-form button[type=submit]")
+        card = f"article.case[data-case-id='{ids['z1']}']"
+        page.wait_for_selector(f"{card} img.chip-after")
+        # nothing wider than the screen: no sideways scrolling in the field
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, width
+        for which in ("before", "after"):
+            box = page.locator(f"{card} img.chip-{which}").bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+        # verdict buttons big enough for a thumb (44 px, the usual touch target)
+        heights = page.eval_on_selector_all(
+            f"{card} button.act", "bs => bs.map(b => b.getBoundingClientRect().height)"
+        )
+        assert heights and min(heights) >= 44, heights
+        page.screenshot(path=str(tmp_path / "review-phone.png"), full_page=True)
+        assert requests.refused == [], requests.refused

@@ -211,6 +211,15 @@ PAGE = """<!doctype html>
   .case.current { outline:3px solid var(--accent, #2b6cb0); outline-offset:2px; }
   .keys { color:var(--muted); font-size:.8rem; margin:.3rem 0 .8rem; }
   .keys kbd { border:1px solid var(--line); border-radius:3px; padding:0 .25rem; background:#fff; }
+  /* a phone in the field: one column, thumb-sized controls, no keyboard help */
+  @media (max-width: 640px) {
+    header.top { flex-wrap:wrap; }
+    button, select, input { min-height:44px; font-size:16px; }
+    .actions button.act { flex:1 1 40%; }
+    .actions input.comment { flex:1 1 100%; min-width:0; }
+    .chips figure, .chips img { width:100%; }
+    .keys { display:none; }
+  }
   .meta { color:var(--muted); font-size:.85rem; margin-bottom:.5rem; }
   .badge { display:inline-block; padding:0 .4rem; border-radius:3px; background:#e6edf3;
            margin-right:.3rem; font-size:.8rem; }
