@@ -387,6 +387,16 @@ def load_case(session: Session, case_id: int, *, for_update: bool = False) -> Ca
     return found
 
 
+def known_counties(session: Session) -> list[str]:
+    """Every county the ledger knows, sorted: those the clues fell in (from the zone layer) and
+    those cases were assigned to. What a case can be reassigned to from the review page."""
+    names = set(session.scalars(select(Case.county).where(Case.county.is_not(None))))
+    names |= set(
+        session.scalars(select(Case.assigned_county).where(Case.assigned_county.is_not(None)))
+    )
+    return sorted(names)
+
+
 def get_case(session: Session, case_id: int, *, now: dt.datetime | None = None) -> CaseDetail:
     """A case with its geometries, full detection history (suppressed included) and events."""
     now = utc_now(now)

@@ -60,6 +60,9 @@ def test_a_revoked_token_and_a_disabled_user_are_refused(client, db, auth):
 
     assert client.get("/me", headers=auth["revoked"]).status_code == 401
     assert client.get("/me", headers=auth["viewer"]).status_code == 200
+    # the counties a case can be assigned to, for those who may assign
+    assert client.get("/me", headers=auth["analyst"]).json()["counties"] == ["Huyi", "Zhouzhi"]
+    assert client.get("/me", headers=auth["officer"]).json()["counties"] == []
     set_user_active(db, "vi.ewer", False)
     assert client.get("/me", headers=auth["viewer"]).status_code == 401
 

@@ -244,3 +244,41 @@ def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_
         assert heights and min(heights) >= 44, heights
         page.screenshot(path=str(tmp_path / "review-phone.png"), full_page=True)
         assert requests.refused == [], requests.refused
+
+
+def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
+    browser, served, db, ids, seeded
+):
+    page, requests = browser
+    page.goto(f"{served}/review")
+    page.wait_for_selector("#login-form")
+    page.fill("#token", seeded.tokens["analyst"])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#bulk:not([hidden])")
+    # the counties come from the ledger, not from typing
+    options = page.eval_on_selector_all("#bulk-county option", "os => os.map(o => o.value)")
+    assert options == ["", "Huyi", "Zhouzhi"]
+    z3, z4 = (f"article.case[data-case-id='{ids[k]}']" for k in ("z3", "z4"))
+    page.check(f"{z3} input.pick")
+    page.check(f"{z4} input.pick")
+    page.select_option("#bulk-county", "Huyi")
+    page.click("#bulk-assign")
+    page.wait_for_function(
+        "() => document.getElementById('bulk-msg').textContent.startsWith('2 case(s)')"
+    )
+    with db.session() as s:
+        assigned = dict(
+            s.execute(
+                select(Case.id, Case.assigned_county).where(Case.id.in_([ids["z3"], ids["z4"]]))
+            ).all()
+        )
+    assert assigned == {ids["z3"]: "Huyi", ids["z4"]: "Huyi"}
+    # the untouched ones keep their county, and every card assigns from the same list
+    with db.session() as s:
+        assert s.scalar(select(Case.assigned_county).where(Case.id == ids["z5"])) == "Zhouzhi"
+    per_card = page.eval_on_selector_all(
+        f"article.case[data-case-id='{ids['z5']}'] select.assign-county option",
+        "os => os.map(o => o.value)",
+    )
+    assert per_card == options
+    assert requests.refused == [], requests.refused

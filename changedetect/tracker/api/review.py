@@ -120,8 +120,15 @@ def chip(
     "/cases/{case_id}/dossier",
     tags=["cases"],
     summary="The case's dossier for the enforcement file: one self-contained, printable page",
-    response_class=HTMLResponse,
-    responses={**E401, **E404},
+    # the errors are JSON like every other route's; only the dossier itself is HTML
+    responses={
+        200: {
+            "description": "The dossier",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        **E401,
+        **E404,
+    },
 )
 def dossier(
     case_id: Annotated[int, PathParam(ge=1, le=MAX_ID, description="Case id")],
@@ -210,6 +217,7 @@ PAGE = """<!doctype html>
   .case h2 { font-size:1rem; margin:0 0 .4rem; }
   .case.current { outline:3px solid var(--accent, #2b6cb0); outline-offset:2px; }
   .keys { color:var(--muted); font-size:.8rem; margin:.3rem 0 .8rem; }
+  .bulk { display:flex; flex-wrap:wrap; gap:.5rem; align-items:center; margin:.4rem 0 .8rem; }
   .keys kbd { border:1px solid var(--line); border-radius:3px; padding:0 .25rem; background:#fff; }
   /* a phone in the field: one column, thumb-sized controls, no keyboard help */
   @media (max-width: 640px) {
@@ -284,6 +292,10 @@ PAGE = """<!doctype html>
       <kbd>v</kbd> verifying, <kbd>c</kbd> compliant, <kbd>f</kbd> false alarm,
       <kbd>x</kbd> violation, <kbd>r</kbd> rectifying, <kbd>d</kbd> closed (as the role
       allows), <kbd>/</kbd> the case's comment.</p>
+    <div class="bulk" id="bulk" hidden>Assign the ticked cases to
+      <select id="bulk-county"></select>
+      <button type="button" id="bulk-assign">Assign selected</button>
+      <span class="msg" id="bulk-msg" role="status"></span></div>
     <div id="cases"></div>
   </section>
 </main>
@@ -330,6 +342,12 @@ PAGE = """<!doctype html>
     $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
     $("who").textContent = me.name + " · " + me.role + (me.county ? " · " + me.county : "");
     $("county-filter").hidden = me.role === "officer";
+    $("bulk").hidden = !me.can_assign;
+    if (me.can_assign) {
+      const bulk = countySelect("bulk-county");
+      bulk.id = "bulk-county";
+      $("bulk-county").replaceWith(bulk);
+    }
     await load();
   }
 
@@ -395,7 +413,9 @@ PAGE = """<!doctype html>
          "dossier"));
     const article = el("article", {class: "case", "data-case-id": String(c.id),
                                    "data-state": c.state},
-      el("h2", {}, "Case " + c.id + " ", badges),
+      el("h2", {}, me.can_assign ? el("input", {type: "checkbox", class: "pick",
+                                                  title: "select for bulk assignment"}) : "",
+         "Case " + c.id + " ", badges),
       el("div", {class: "meta"}, meta.join(" · ")),
       place,
       el("div", {class: "chips"}, chip(c, "before"), chip(c, "after")));
@@ -416,13 +436,45 @@ PAGE = """<!doctype html>
       bar.append(b);
     }
     if (me.can_assign && !["compliant", "false_alarm", "closed"].includes(c.state)) {
-      const county = el("input", {class: "assign-county", placeholder: "county", size: 10});
+      const county = countySelect("assign-county");
       const b = el("button", {type: "button", "data-action": "assign"}, "Assign");
       b.addEventListener("click", () => act(c, article, msg, "/cases/" + c.id + "/assign",
                                             {county: county.value, comment: comment.value || null}));
       bar.append(county, b);
     }
     return bar;
+  }
+
+  function countySelect(cls) {
+    const select = el("select", {class: cls});
+    select.append(el("option", {value: ""}, "county…"));
+    for (const name of me.counties) select.append(el("option", {value: name}, name));
+    return select;
+  }
+
+  // bulk assignment: tick cases, pick a county, assign them all (one request per case, each
+  // checked and recorded as a single assignment would be)
+  async function assignSelected() {
+    const county = $("bulk-county").value;
+    const picked = Array.from(document.querySelectorAll("#cases input.pick:checked"));
+    const msg = $("bulk-msg");
+    if (!county || !picked.length) {
+      msg.textContent = "tick cases and choose a county first"; return;
+    }
+    let done = 0;
+    const failed = [];
+    for (const box of picked) {
+      const article = box.closest("article.case");
+      const id = article.dataset.caseId;
+      const r = await api("/cases/" + id + "/assign", {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({county: county, comment: "assigned with " + picked.length +
+                                                      " case(s) from the review page"})});
+      if (r.ok) { article.replaceWith(card(r.body)); done += 1; }
+      else failed.push(id + " (" + ((r.body && r.body.detail) || r.status) + ")");
+    }
+    msg.textContent = done + " case(s) assigned to " + county +
+      (failed.length ? "; not: " + failed.join(", ") : "");
   }
 
   async function act(c, article, msg, path, body) {
@@ -477,6 +529,7 @@ PAGE = """<!doctype html>
     if (button && !button.disabled) { button.click(); e.preventDefault(); }
   });
 
+  $("bulk-assign").addEventListener("click", assignSelected);
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
   $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
   $("next").addEventListener("click", () => { offset += PAGE; load(); });

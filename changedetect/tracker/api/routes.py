@@ -16,7 +16,7 @@ from ..errors import CaseNotFoundError, InvalidTransitionError, TrackerError
 from ..lifecycle import reassign, transition
 from ..migrate import current_revision
 from ..models import Case
-from ..queries import CasePage, cases_geojson, get_case, list_cases, load_case
+from ..queries import CasePage, cases_geojson, get_case, known_counties, list_cases, load_case
 from ..report import monthly_report
 from ..states import CASE_STATES, check_transition
 from ..webhook import enqueue_case_event
@@ -74,15 +74,21 @@ def case_out(summary: dict[str, Any], user: Principal) -> dict[str, Any]:
     return {**summary, "allowed_transitions": user.allowed_targets(summary["state"])}
 
 
-def me_out(user: Principal) -> Me:
-    """The user and its permissions (what the review page draws its buttons from)."""
+def me_out(user: Principal, state: ApiState) -> Me:
+    """The user and its permissions (what the review page draws its buttons from), and the
+    counties a case can be assigned to when the user may assign."""
     transitions = {s: user.allowed_targets(s) for s in CASE_STATES}
+    counties: list[str] = []
+    if user.can_assign:
+        with state.db.session() as session:
+            counties = known_counties(session)
     return Me(
         name=user.name,
         role=user.role,  # type: ignore[arg-type]
         county=user.county_scope,
         transitions={s: t for s, t in transitions.items() if t},  # type: ignore[misc]
         can_assign=user.can_assign,
+        counties=counties,
     )
 
 
@@ -115,9 +121,9 @@ def health(state: StateDep) -> Any:
     summary="The token's user and what it may do",
     responses={**E401},
 )
-def me(user: UserDep) -> Me:
+def me(user: UserDep, state: StateDep) -> Me:
     """Who the token belongs to, its county scope, and the transitions its role allows."""
-    return me_out(user)
+    return me_out(user, state)
 
 
 @router.post(
@@ -142,7 +148,7 @@ def login(body: LoginIn, response: Response, state: StateDep) -> Me:
         secure=state.cookie_secure,
         path="/",
     )
-    return me_out(user)
+    return me_out(user, state)
 
 
 @router.post(

@@ -78,6 +78,11 @@ class Me(BaseModel):
         examples=[{"verifying": ["compliant", "false_alarm", "violation"]}],
     )
     can_assign: bool
+    counties: list[str] = Field(
+        default_factory=list,
+        description="Counties the ledger knows (its clues' and assignments'), for reassignment",
+        examples=[["Huyi", "Zhouzhi"]],
+    )
 
 
 class LoginIn(BaseModel):
