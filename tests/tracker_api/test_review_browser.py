@@ -282,3 +282,31 @@ def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
     )
     assert per_card == options
     assert requests.refused == [], requests.refused
+
+
+def test_the_monthly_report_of_a_detection_month_in_the_page(browser, served, db, ids, seeded):
+    transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
+    page, requests = browser
+    page.goto(f"{served}/review")
+    page.wait_for_selector("#login-form")
+    page.fill("#token", seeded.tokens["analyst"])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("article.case")
+    page.click("#report summary")
+    page.fill("#report-form input[name=month]", "2025-06")
+    page.click("#report-form button[type=submit]")
+    page.wait_for_selector("#report-table:not([hidden]) tbody tr")
+    rows = page.eval_on_selector_all(
+        "#report-table tbody tr", "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
+    by_county = {row[1]: row for row in rows}
+    # every case here was first detected in June 2025 (ingested in July)
+    assert int(by_county["Zhouzhi"][2]) == sum(c == "Zhouzhi" for c in COUNTIES.values()) + 1
+    assert int(by_county["Huyi"][2]) == sum(c == "Huyi" for c in COUNTIES.values())
+    assert page.get_attribute("#report-csv", "href") == "/reports/monthly.csv?month=2025-06"
+    page.fill("#report-form input[name=month]", "2024-01")
+    page.click("#report-form button[type=submit]")
+    page.wait_for_function(
+        "() => document.getElementById('report-msg').textContent.includes('2024-01')"
+    )
+    assert requests.refused == [], requests.refused

@@ -217,6 +217,10 @@ PAGE = """<!doctype html>
   .case h2 { font-size:1rem; margin:0 0 .4rem; }
   .case.current { outline:3px solid var(--accent, #2b6cb0); outline-offset:2px; }
   .keys { color:var(--muted); font-size:.8rem; margin:.3rem 0 .8rem; }
+  #report { margin:.4rem 0 .8rem; } #report table { border-collapse:collapse; margin-top:.4rem; }
+  #report td, #report th { padding:.15rem .5rem; border-bottom:1px solid var(--line);
+                           text-align:right; }
+  #report td:nth-child(2), #report th:nth-child(2) { text-align:left; }
   .bulk { display:flex; flex-wrap:wrap; gap:.5rem; align-items:center; margin:.4rem 0 .8rem; }
   .keys kbd { border:1px solid var(--line); border-radius:3px; padding:0 .25rem; background:#fff; }
   /* a phone in the field: one column, thumb-sized controls, no keyboard help */
@@ -292,6 +296,16 @@ PAGE = """<!doctype html>
       <kbd>v</kbd> verifying, <kbd>c</kbd> compliant, <kbd>f</kbd> false alarm,
       <kbd>x</kbd> violation, <kbd>r</kbd> rectifying, <kbd>d</kbd> closed (as the role
       allows), <kbd>/</kbd> the case's comment.</p>
+    <details id="report"><summary>Monthly report (通报): the cases of a detection month, per
+      county</summary>
+      <form id="report-form"><label>Month <input type="month" name="month" required></label>
+        <button type="submit">Show</button> <a id="report-csv" hidden>CSV</a></form>
+      <table id="report-table" hidden><thead><tr><th>rank</th><th>county</th><th>issued</th>
+        <th>verified</th><th>on time</th><th>violations</th><th>rectified</th><th>overdue</th>
+        <th>relapses</th><th>closed</th><th>on-time share</th><th>median days</th></tr></thead>
+        <tbody></tbody></table>
+      <div class="msg" id="report-msg" role="status"></div>
+    </details>
     <div class="bulk" id="bulk" hidden>Assign the ticked cases to
       <select id="bulk-county"></select>
       <button type="button" id="bulk-assign">Assign selected</button>
@@ -530,6 +544,31 @@ PAGE = """<!doctype html>
   });
 
   $("bulk-assign").addEventListener("click", assignSelected);
+  $("report-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const month = new FormData($("report-form")).get("month");
+    const r = await api("/reports/monthly?month=" + encodeURIComponent(month));
+    const table = $("report-table"), body = table.querySelector("tbody");
+    body.replaceChildren();
+    if (!r.ok) {
+      table.hidden = true; $("report-csv").hidden = true;
+      $("report-msg").textContent = (r.body && r.body.detail) || "failed";
+      return;
+    }
+    const fmt = (v, digits) => v === null ? "—" : Number(v).toFixed(digits);
+    for (const c of r.body.counties) {
+      body.append(el("tr", {}, ...[c.rank === null ? "—" : c.rank, c.county, c.issued,
+        c.verified, c.verified_on_time, c.violations, c.rectified, c.overdue, c.relapses,
+        c.closed, fmt(c.on_time_share, 2), fmt(c.median_days_to_verify, 1)]
+        .map((v) => el("td", {}, String(v)))));
+    }
+    table.hidden = !r.body.counties.length;
+    $("report-msg").textContent = r.body.counties.length ? "" :
+      "no case was first detected in " + month;
+    const csv = $("report-csv");
+    csv.href = "/reports/monthly.csv?month=" + encodeURIComponent(month);
+    csv.hidden = false;
+  });
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
   $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
   $("next").addEventListener("click", () => { offset += PAGE; load(); });
