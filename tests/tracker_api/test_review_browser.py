@@ -46,6 +46,14 @@ def served(db) -> Iterator[str]:
     thread.join(10)
 
 
+def log_in(page: object, served: str, token: str) -> None:
+    """Open the review page and log in with `token` through its form."""
+    page.goto(f"{served}/review")  # type: ignore[attr-defined]
+    page.wait_for_selector("#login-form")  # type: ignore[attr-defined]
+    page.fill("#token", token)  # type: ignore[attr-defined]
+    page.click("#login-form button[type=submit]")  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def browser(served) -> Iterator[tuple[object, PageRequests]]:
     """A Chromium tab that may reach the app and nothing else; (page, its requests)."""
@@ -60,10 +68,7 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
     page, requests = browser
 
-    page.goto(f"{served}/review")
-    page.wait_for_selector("#login-form")
-    page.fill("#token", seeded.tokens["officer"])
-    page.click("#login-form button[type=submit]")
+    log_in(page, served, seeded.tokens["officer"])
     page.wait_for_selector("article.case")
     assert page.inner_text("#who") == "zhou.officer · officer · Zhouzhi"
     # the token lives in an HttpOnly cookie: page scripts cannot read it
@@ -145,10 +150,7 @@ def test_an_officer_triages_with_the_keyboard(browser, served, db, ids, seeded):
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
     transition(db, ids["z2"], "verifying", actor="ana.lyst", now=API_NOW)
     page, requests = browser
-    page.goto(f"{served}/review")
-    page.wait_for_selector("#login-form")
-    page.fill("#token", seeded.tokens["officer"])
-    page.click("#login-form button[type=submit]")
+    log_in(page, served, seeded.tokens["officer"])
     page.wait_for_selector("article.case.current")
     order = page.eval_on_selector_all("article.case", "els => els.map(e => e.dataset.caseId)")
 
@@ -202,10 +204,7 @@ def test_the_dossier_opens_from_the_review_page_and_prints(
     browser, served, db, ids, seeded, tmp_path
 ):
     page, requests = browser
-    page.goto(f"{served}/review")
-    page.wait_for_selector("#login-form")
-    page.fill("#token", seeded.tokens["officer"])
-    page.click("#login-form button[type=submit]")
+    log_in(page, served, seeded.tokens["officer"])
     card = f"article.case[data-case-id='{ids['z1']}']"
     page.wait_for_selector(card)
     href = page.get_attribute(f"{card} a.dossier", "href")
@@ -225,10 +224,7 @@ def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
     allowed = lambda url: url.startswith(f"{served}/")  # noqa: E731
     with browser_page(allowed, width=390, height=844) as (page, requests):
-        page.goto(f"{served}/review")
-        page.wait_for_selector("#login-form")
-        page.fill("#token", seeded.tokens["officer"])
-        page.click("#login-form button[type=submit]")
+        log_in(page, served, seeded.tokens["officer"])
         card = f"article.case[data-case-id='{ids['z1']}']"
         page.wait_for_selector(f"{card} img.chip-after")
         # nothing wider than the screen: no sideways scrolling in the field
@@ -250,10 +246,7 @@ def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
     browser, served, db, ids, seeded
 ):
     page, requests = browser
-    page.goto(f"{served}/review")
-    page.wait_for_selector("#login-form")
-    page.fill("#token", seeded.tokens["analyst"])
-    page.click("#login-form button[type=submit]")
+    log_in(page, served, seeded.tokens["analyst"])
     page.wait_for_selector("#bulk:not([hidden])")
     # the counties come from the ledger, not from typing
     options = page.eval_on_selector_all("#bulk-county option", "os => os.map(o => o.value)")
@@ -287,10 +280,7 @@ def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
 def test_the_monthly_report_of_a_detection_month_in_the_page(browser, served, db, ids, seeded):
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
     page, requests = browser
-    page.goto(f"{served}/review")
-    page.wait_for_selector("#login-form")
-    page.fill("#token", seeded.tokens["analyst"])
-    page.click("#login-form button[type=submit]")
+    log_in(page, served, seeded.tokens["analyst"])
     page.wait_for_selector("article.case")
     page.click("#report summary")
     page.fill("#report-form input[name=month]", "2025-06")

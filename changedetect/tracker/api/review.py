@@ -25,11 +25,9 @@ from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import select
 
 from ..dossier import DOSSIER_CSP, render_dossier
-from ..errors import CaseNotFoundError
-from ..models import Case, Detection
-from ..queries import get_case
+from ..models import Detection
 from .deps import CSRF_HEADER, StateDep, UserDep
-from .routes import E401, E404, MAX_ID, not_found
+from .routes import E401, E404, MAX_ID, visible_case_detail, visible_or_404
 
 router = APIRouter()
 
@@ -89,11 +87,7 @@ def chip(
 ) -> FileResponse:
     """404 for a case the user may not see, and when the chip is missing or not allowed."""
     with state.db.session() as session:
-        assigned = session.execute(
-            select(Case.assigned_county).where(Case.id == case_id)
-        ).one_or_none()
-        if assigned is None or not user.can_see(assigned[0]):
-            raise not_found(case_id)
+        visible_or_404(session, case_id, user)
         column = Detection.chip_before if which == "before" else Detection.chip_after
         stmt = (
             select(column, Detection.source)
@@ -137,15 +131,7 @@ def dossier(
 ) -> HTMLResponse:
     """Chips inline, no script, no request: the page can be saved, printed or attached as is."""
     with state.db.session() as session:
-        assigned = session.execute(
-            select(Case.assigned_county).where(Case.id == case_id)
-        ).one_or_none()
-        if assigned is None or not user.can_see(assigned[0]):
-            raise not_found(case_id)
-        try:
-            detail = get_case(session, case_id, now=state.now())
-        except CaseNotFoundError:  # deleted in between
-            raise not_found(case_id) from None
+        detail = visible_case_detail(session, case_id, user, state.now())
     # the newest detection that was not suppressed shows the site as it is now
     shown = sorted(detail.detections, key=lambda d: (d.suppressed, -d.detected_on.toordinal()))
     chips: dict[str, tuple[bytes, str]] = {}

@@ -16,7 +16,15 @@ from ..errors import CaseNotFoundError, InvalidTransitionError, TrackerError
 from ..lifecycle import reassign, transition
 from ..migrate import current_revision
 from ..models import Case
-from ..queries import CasePage, cases_geojson, get_case, known_counties, list_cases, load_case
+from ..queries import (
+    CaseDetail,
+    CasePage,
+    cases_geojson,
+    get_case,
+    known_counties,
+    list_cases,
+    load_case,
+)
 from ..report import monthly_report
 from ..states import CASE_STATES, check_transition
 from ..webhook import enqueue_case_event
@@ -67,6 +75,25 @@ def not_found(case_id: int) -> HTTPException:
     """The one answer for a missing case and for a case outside the user's county: the two
     must be indistinguishable, or the 404 would reveal that the other county's case exists."""
     return HTTPException(status.HTTP_404_NOT_FOUND, f"case {case_id} not found")
+
+
+def visible_or_404(session: Session, case_id: int, user: Principal) -> None:
+    """404 unless the case exists and the user may see it. Visibility first, with one small
+    query: a foreign case then costs the same as a missing one, so not even the answer's
+    timing tells them apart."""
+    assigned = session.execute(select(Case.assigned_county).where(Case.id == case_id)).one_or_none()
+    if assigned is None or not user.can_see(assigned[0]):
+        raise not_found(case_id)
+
+
+def visible_case_detail(session: Session, case_id: int, user: Principal, now: Any) -> CaseDetail:
+    """The case's whole history, or 404 (:func:`visible_or_404`; also when it was deleted in
+    between)."""
+    visible_or_404(session, case_id, user)
+    try:
+        return get_case(session, case_id, now=now)
+    except CaseNotFoundError:
+        raise not_found(case_id) from None
 
 
 def case_out(summary: dict[str, Any], user: Principal) -> dict[str, Any]:
@@ -242,17 +269,7 @@ def case_detail(case_id: CaseId, request: Request, user: UserDep, state: StateDe
     """The case's whole history. Evidence chips are linked as API URLs (checked per user),
     never as server paths."""
     with state.db.session() as session:
-        # visibility first, with one small query: a foreign case then costs the same as a
-        # missing one, so not even the answer's timing tells them apart
-        assigned = session.execute(
-            select(Case.assigned_county).where(Case.id == case_id)
-        ).one_or_none()
-        if assigned is None or not user.can_see(assigned[0]):
-            raise not_found(case_id)
-        try:
-            detail = get_case(session, case_id, now=state.now())
-        except CaseNotFoundError:  # deleted in between
-            raise not_found(case_id) from None
+        detail = visible_case_detail(session, case_id, user, state.now())
     out = case_out(detail.case.to_dict(), user)
     history = []
     for d in detail.detections:
