@@ -50,6 +50,17 @@ class PageRequests:
     allowed: Callable[[str], bool]
     seen: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Script errors: uncaught exceptions and console errors, but not the browser's notes on a
+    request answered 4xx (the page handles those: a 401 asks for the login, a 404 chip shows a
+    placeholder)."""
+
+    def console(self, message) -> None:  # noqa: ANN001 - playwright.sync_api.ConsoleMessage
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def page_error(self, error) -> None:  # noqa: ANN001 - playwright's Error
+        self.errors.append(f"uncaught: {error}")
 
     def route(self, route) -> None:  # noqa: ANN001 - playwright.sync_api.Route
         url = route.request.url
@@ -80,6 +91,8 @@ def browser_page(
             )
             context.route("**/*", requests.route)
             page = context.new_page()
+            page.on("console", requests.console)
+            page.on("pageerror", requests.page_error)
             page.set_default_timeout(15_000)
             yield page, requests
         finally:

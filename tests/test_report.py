@@ -545,6 +545,7 @@ def test_report_renders_offline_in_chromium(tmp_path):
         page.screenshot(path=str(shot))
     assert requests.seen == [report]
     assert requests.refused == [], f"the report made requests: {requests.refused}"
+    assert requests.errors == [], requests.errors
     assert broken == 0
     rendered = _Page(dom)
     assert len(rendered.cards) == len(page_html.cards) == len(SPECS)

@@ -138,6 +138,7 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     )
     # everything the page loaded came from the app itself
     assert requests.seen and requests.refused == [], requests.refused
+    assert requests.errors == [], requests.errors
 
     # reload: the state persists, and the cookie still logs the officer in
     page.reload()
@@ -198,6 +199,7 @@ def test_an_officer_triages_with_the_keyboard(browser, served, db, ids, seeded):
     page.keyboard.type("j")
     assert current() == str(ids["z2"])
     assert requests.refused == [], requests.refused
+    assert requests.errors == [], requests.errors
 
 
 def test_the_dossier_opens_from_the_review_page_and_prints(
@@ -218,6 +220,7 @@ def test_the_dossier_opens_from_the_review_page_and_prints(
     page.pdf(path=str(pdf), format="A4")
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
     assert requests.refused == [], requests.refused
+    assert requests.errors == [], requests.errors
 
 
 def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_path):
@@ -240,6 +243,7 @@ def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_
         assert heights and min(heights) >= 44, heights
         page.screenshot(path=str(tmp_path / "review-phone.png"), full_page=True)
         assert requests.refused == [], requests.refused
+        assert requests.errors == [], requests.errors
 
 
 def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
@@ -275,6 +279,7 @@ def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
     )
     assert per_card == options
     assert requests.refused == [], requests.refused
+    assert requests.errors == [], requests.errors
 
 
 def test_the_monthly_report_of_a_detection_month_in_the_page(browser, served, db, ids, seeded):
@@ -300,3 +305,4 @@ def test_the_monthly_report_of_a_detection_month_in_the_page(browser, served, db
         "() => document.getElementById('report-msg').textContent.includes('2024-01')"
     )
     assert requests.refused == [], requests.refused
+    assert requests.errors == [], requests.errors
