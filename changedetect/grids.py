@@ -100,3 +100,14 @@ def footprint_pixels(
         all_touched=all_touched,
     )
     return (slice(row0, row1), slice(col0, col1)), inside
+
+
+def wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
+    """(west, south, east, north) in degrees of the grid's extent (edges densified, so a UTM
+    grid's curved edges stay inside)."""
+    left, bottom, right, top = grid.bounds
+    if grid.crs.equals(WGS84):
+        return (left, bottom, right, top)
+    tr = Transformer.from_crs(grid.crs, WGS84, always_xy=True)
+    west, south, east, north = tr.transform_bounds(left, bottom, right, top, densify_pts=21)
+    return (west, south, east, north)

@@ -12,13 +12,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dask
 import numpy as np
 import xarray as xr
 from pyproj.geod import Geod
-from rasterio.warp import transform_bounds
 from shapely.geometry.base import BaseGeometry
 
 from .alerting import AlertFollowing, follow_alerts, site_views
@@ -48,7 +46,14 @@ from .config import (
 )
 from .engine.blockwise import run_pass
 from .errors import ConfigError, NoClearViewError, NoValidDataError, SourceError
-from .grids import WGS84, footprint_pixels, grid_for_aoi, pixel_area_m2, reproject_geometry
+from .grids import (
+    WGS84,
+    footprint_pixels,
+    grid_for_aoi,
+    pixel_area_m2,
+    reproject_geometry,
+    wgs84_bounds,
+)
 from .io.sinks.chips import preview_bytes, write_chips
 from .io.sinks.exports import write_exports
 from .io.sinks.geojson import write_clues_geojson
@@ -342,24 +347,20 @@ def _no_acquisition(
     """Why a search found nothing: no imagery of those dates at all, or imagery of those dates
     that does not cover the AOI (said with both extents, so it does not read as a date problem).
     Only a source that lists its acquisitions (a local folder) can tell the two apart."""
-    extent = _format_bounds(_wgs84_bounds(grid.crs, grid.bounds))
+    extent = _format_bounds(wgs84_bounds(grid))
     listed: list[Acquisition] | None = getattr(source, "acquisitions", None)
     dated = [a for a in listed or [] if any(w.contains(a.datetime) for w in windows) and a.grid]
     if not dated:
         return NoValidDataError(
             f"AOI {aoi}: no acquisition in {where} over the AOI ({extent} WGS84)"
         )
-    covered = np.array([_wgs84_bounds(a.grid.crs, a.grid.bounds) for a in dated])
+    covered = np.array([wgs84_bounds(a.grid) for a in dated])
     union = (*covered[:, :2].min(axis=0), *covered[:, 2:].max(axis=0))
     return NoValidDataError(
         f"AOI {aoi}: no acquisition covers the AOI ({extent} WGS84): the {len(dated)} "
         f"acquisition(s) in {where} cover {_format_bounds(union)} WGS84; check the AOI's bbox "
         "or the imagery"
     )
-
-
-def _wgs84_bounds(crs: Any, bounds: Sequence[float]) -> tuple[float, float, float, float]:
-    return transform_bounds(crs, WGS84, *bounds, densify_pts=21)
 
 
 def _format_bounds(bounds: Sequence[float]) -> str:

@@ -40,8 +40,8 @@ MIN_FRAME_PX = 24
 #: Percentiles of the stretch, taken over both dates of a chip together: the same stretch for
 #: before and after, so a difference in colour is a difference on the ground.
 STRETCH_PERCENTILES = (2.0, 98.0)
-#: Lengths a scale bar may have, in metres.
-SCALE_BAR_M = (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000)
+#: Lengths a scale bar may have, in metres (chips and the report's overview).
+SCALE_BAR_M = (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
 #: White between the true-colour and the false-colour panel, in pixels.
 PANEL_GAP = 4
 
@@ -105,8 +105,18 @@ def _scale_bar(image: Image.Image, metres_per_px: float) -> None:
     x0, y1 = 4, height - 4
     draw.rectangle((x0 - 1, y1 - 4, x0 + length + 1, y1 + 1), fill=(0, 0, 0))
     draw.rectangle((x0, y1 - 3, x0 + length, y1), fill=(255, 255, 255))
-    label = f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
-    draw.text((x0, y1 - 16), label, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    draw.text(
+        (x0, y1 - 16),
+        distance_label(metres),
+        fill=(255, 255, 255),
+        stroke_width=1,
+        stroke_fill=(0, 0, 0),
+    )
+
+
+def distance_label(metres: float) -> str:
+    """``200 m``, ``2 km``: a scale bar's length as it is written."""
+    return f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
 
 
 def render_chips(

@@ -126,7 +126,7 @@ def _write_ogr(
 ) -> None:
     def column(name: str) -> np.ndarray:
         values = [r[name] for r in rows]
-        if values and all(isinstance(v, int | float) and v is not None for v in values):
+        if values and all(isinstance(v, int | float) for v in values):
             return np.asarray(values, dtype=np.float64)
         return np.asarray(["" if v is None else str(v) for v in values], dtype=object)
 

@@ -36,19 +36,26 @@ import shapely
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
-from rasterio.warp import transform_bounds
 from rasterio.windows import transform as window_transform
 
 from ... import __version__
 from ...errors import GridMismatchError, SinkError
-from ...grids import WGS84, pixel_area_m2, reproject_geometry
+from ...grids import WGS84, pixel_area_m2, reproject_geometry, wgs84_bounds
 from ...models import GridSpec, Patch, PatchClue, TimeWindow
 from ...navigation import navigation
 from ...types import CHANGE_TYPES
 from ..atomic import atomic_path
 from ..raster import GDAL_READ_OPTIONS
 from ..zones import ProtectionZone
-from .chips import OUTLINE_RGB, PREVIEW_BANDS, chip_window, png_workers, render_chips
+from .chips import (
+    OUTLINE_RGB,
+    PREVIEW_BANDS,
+    SCALE_BAR_M,
+    chip_window,
+    distance_label,
+    png_workers,
+    render_chips,
+)
 
 __all__ = ["Overview", "render_overview", "write_report"]
 
@@ -57,8 +64,7 @@ __all__ = ["Overview", "render_overview", "write_report"]
 _OVERLAY = (OUTLINE_RGB, (0, 0, 0), (255, 255, 255), ZONE_RGB := (0, 220, 255))
 _BASE_COLOURS = 256 - len(_OVERLAY)
 _SLOT_OUTLINE, _SLOT_BLACK, _SLOT_WHITE, _SLOT_ZONE = range(_BASE_COLOURS, 256)
-#: Lengths the overview's scale bar may have, in metres.
-_SCALE_BAR_M = (50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
+
 
 #: Small AOIs are enlarged by a whole factor (pixels stay square) to at least this many pixels
 #: on their long side, within `max_overview_px`: numbers and outlines need room to be legible.
@@ -311,7 +317,7 @@ def render_overview(
         )
     metres_per_px = math.sqrt(pixel_area_m2(grid)) * grid.width / out_w
     bar = _draw_scale_bar(draw, metres_per_px, (out_w, out_h))
-    west, south, east, north = transform_bounds(grid.crs, WGS84, *grid.bounds, densify_pts=21)
+    west, south, east, north = wgs84_bounds(grid)
     return Overview(image, boxes, ((west, north), (east, south)), drawn_zones, bar)
 
 
@@ -329,7 +335,7 @@ def _draw_scale_bar(
 ) -> float | None:
     """A bar of a round length, at most a quarter of the picture, in the bottom-left corner."""
     width, height = size
-    fits = [m for m in _SCALE_BAR_M if m / metres_per_px <= width * 0.25]
+    fits = [m for m in SCALE_BAR_M if m / metres_per_px <= width * 0.25]
     if not fits or height < 60:
         return None
     metres = fits[-1]
@@ -337,10 +343,14 @@ def _draw_scale_bar(
     x0, y1 = 12, height - 12
     draw.rectangle((x0 - 2, y1 - 7, x0 + length + 2, y1 + 2), fill=_SLOT_BLACK)
     draw.rectangle((x0, y1 - 5, x0 + length, y1), fill=_SLOT_WHITE)
-    label = f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
     font = _font(14)
     draw.text(
-        (x0, y1 - 26), label, font=font, fill=_SLOT_WHITE, stroke_width=2, stroke_fill=_SLOT_BLACK
+        (x0, y1 - 26),
+        distance_label(metres),
+        font=font,
+        fill=_SLOT_WHITE,
+        stroke_width=2,
+        stroke_fill=_SLOT_BLACK,
     )
     return float(metres)
 
@@ -582,16 +592,12 @@ def _overview_section(overview: Overview, after_text: str) -> str:
             else "no clue."
         )
         + (f" Protection zone boundaries in cyan ({overview.zones})." if overview.zones else "")
-        + (f" Scale bar {_distance(overview.scale_bar_m)}." if overview.scale_bar_m else "")
+        + (f" Scale bar {distance_label(overview.scale_bar_m)}." if overview.scale_bar_m else "")
         + " Corners (lat, lon, WGS84): north-west "
         + f"<span class='ll'>{_corner(overview.corners[0])}</span>, south-east "
         + f"<span class='ll'>{_corner(overview.corners[1])}</span>."
         + "</figcaption></figure></section>"
     )
-
-
-def _distance(metres: float) -> str:
-    return f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
 
 
 def _corner(lon_lat: tuple[float, float]) -> str:

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
 from ...models import GridSpec
 
@@ -32,17 +32,6 @@ def grid_id(grid: GridSpec) -> str:
     t = grid.transform
     res = _num(t.a) if math.isclose(t.a, -t.e) else f"{_num(t.a)}x{_num(-t.e)}"
     return f"{crs}_x{_num(t.c)}_y{_num(t.f)}_{grid.width}x{grid.height}_r{res}"
-
-
-def wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
-    """(west, south, east, north) in degrees of the grid's extent (edges densified, so a UTM
-    grid's curved edges stay inside)."""
-    left, bottom, right, top = grid.bounds
-    if grid.crs.equals(_WGS84):
-        return (left, bottom, right, top)
-    tr = Transformer.from_crs(grid.crs, _WGS84, always_xy=True)
-    west, south, east, north = tr.transform_bounds(left, bottom, right, top, densify_pts=21)
-    return (west, south, east, north)
 
 
 class RateLimiter:

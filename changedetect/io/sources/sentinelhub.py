@@ -86,12 +86,13 @@ from sentinelhub.exceptions import ImageDecodingError, MissingDataInRequestExcep
 
 from ...config import SensorConfig, SentinelHubSourceConfig
 from ...errors import CredentialsError, MissingBandError, RemoteServiceError, SourceError
+from ...grids import wgs84_bounds
 from ...models import Acquisition, GridSpec, TimeWindow
 from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from .local import LocalSource
-from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic, wgs84_bounds
+from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic
 
 log = logging.getLogger(__name__)
 

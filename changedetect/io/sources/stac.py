@@ -58,13 +58,14 @@ from urllib3 import Retry
 
 from ...config import KNOWN_BANDS, SensorConfig, StacSourceConfig
 from ...errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
+from ...grids import wgs84_bounds
 from ...models import Acquisition, GridSpec, TimeWindow
 from ...types import QUALITY_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
 from ..raster import RASTER_ERRORS
 from .local import LocalSource
-from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic, wgs84_bounds
+from .remote import RateLimiter, grid_id, split_grid, vrt_mosaic
 
 log = logging.getLogger(__name__)
 
