@@ -116,6 +116,7 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     z2 = f"article.case[data-case-id='{ids['z2']}']"
     assert page.locator(f"{z2} button.act").count() == 0  # issued: the analyst's move
     assert page.locator("button[data-action=assign]").count() == 0
+    assert not page.is_visible("#bulk")  # nor the bulk assignment bar
 
     page.fill(f"{z1} input.comment", "quarry face confirmed")
     page.click(f"{z1} button[data-to=violation]")

@@ -207,6 +207,7 @@ PAGE = """<!doctype html>
   #report td, #report th { padding:.15rem .5rem; border-bottom:1px solid var(--line);
                            text-align:right; }
   #report td:nth-child(2), #report th:nth-child(2) { text-align:left; }
+  [hidden] { display:none !important; } /* a display rule must not show what is hidden */
   .bulk { display:flex; flex-wrap:wrap; gap:.5rem; align-items:center; margin:.4rem 0 .8rem; }
   .keys kbd { border:1px solid var(--line); border-radius:3px; padding:0 .25rem; background:#fff; }
   /* a phone in the field: one column, thumb-sized controls, no keyboard help */
