@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,11 @@ from pyproj import CRS
 from changedetect.models import GridSpec
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Where tests leave what a person should look at after a run (browser screenshots); kept, unlike
+#: ``tmp_path``, and ignored by git. CI may point it elsewhere to upload it.
+ARTEFACTS = Path(
+    os.environ.get("CHANGEDETECT_TEST_ARTEFACTS", Path(__file__).resolve().parent / "artefacts")
+)
 
 FOREST = {"B02": 0.03, "B03": 0.05, "B04": 0.03, "B08": 0.30, "B11": 0.15, "B12": 0.07}
 ROCK = {"B02": 0.20, "B03": 0.24, "B04": 0.29, "B08": 0.33, "B11": 0.40, "B12": 0.35}
@@ -41,6 +48,17 @@ def paint(scene: dict[str, np.ndarray], mask: np.ndarray, spectrum: dict[str, fl
 @pytest.fixture
 def grid() -> GridSpec:
     return make_grid()
+
+
+@pytest.fixture
+def artefact_dir(request: pytest.FixtureRequest) -> Path:
+    """A fresh folder for this test's artefacts, named after the test."""
+    folder = ARTEFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_file():
+            old.unlink()
+    return folder
 
 
 @pytest.fixture

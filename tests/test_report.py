@@ -530,10 +530,10 @@ def test_a_page_that_makes_requests_is_caught(tmp_path):
     assert (tmp_path / "local.png").as_uri() in requests.refused
 
 
-def test_report_renders_offline_in_chromium(tmp_path):
+def test_report_renders_offline_in_chromium(tmp_path, artefact_dir):
     _, page_html = _write(tmp_path)
     report = (tmp_path / "out" / "report.html").as_uri()
-    shot = tmp_path / "shot.png"
+    shot = artefact_dir / "report.png"
     with browser_page(_only_the_page(report), width=1280, height=2000) as (page, requests):
         page.goto(report, wait_until="load")
         page.wait_for_load_state("networkidle")

@@ -62,7 +62,7 @@ def browser(served) -> Iterator[tuple[object, PageRequests]]:
 
 
 def test_officer_reviews_its_county_and_records_a_verdict(
-    browser, served, db, ids, seeded, tmp_path
+    browser, served, db, ids, seeded, artefact_dir
 ):
     # the analyst has sent z1 for verification: the officer's verdict buttons appear on it
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
@@ -124,7 +124,7 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     assert "Saved: case" in page.inner_text(f"{z1} .msg")
     buttons = page.eval_on_selector_all(f"{z1} button.act", "bs => bs.map(b => b.dataset.to)")
     assert buttons == ["rectifying"]
-    page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+    page.screenshot(path=str(artefact_dir / "review.png"), full_page=True)
 
     with db.session() as s:
         assert s.scalar(select(Case.state).where(Case.id == ids["z1"])) == "violation"
@@ -224,7 +224,7 @@ def test_the_dossier_opens_from_the_review_page_and_prints(
     assert requests.errors == [], requests.errors
 
 
-def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_path):
+def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, artefact_dir):
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
     allowed = lambda url: url.startswith(f"{served}/")  # noqa: E731
     with browser_page(allowed, width=390, height=844) as (page, requests):
@@ -242,7 +242,7 @@ def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, tmp_
             f"{card} button.act", "bs => bs.map(b => b.getBoundingClientRect().height)"
         )
         assert heights and min(heights) >= 44, heights
-        page.screenshot(path=str(tmp_path / "review-phone.png"), full_page=True)
+        page.screenshot(path=str(artefact_dir / "review-phone.png"), full_page=True)
         assert requests.refused == [], requests.refused
         assert requests.errors == [], requests.errors
 
