@@ -210,7 +210,8 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
         description="Print a new Standard Webhooks signing secret (whsec_<base64 of 32 random "
         "bytes>). Give it to the receiver and to the tracker through "
         "$CHANGEDETECT_WEBHOOK_SECRET or a file named by $CHANGEDETECT_WEBHOOK_SECRET_FILE. "
-        'To rotate, set both, new first: "whsec_new whsec_old", until the receiver has moved.',
+        "To rotate, give the tracker the new and the old one space-separated "
+        '("whsec_new whsec_old"): requests are signed with both until the old is dropped.',
     )
     p.set_defaults(func=cmd_webhook_secret)
 
