@@ -64,4 +64,5 @@ def test_the_wheel_carries_the_package_data(tmp_path):
         "changedetect/io/sinks/templates/report.html.j2",
         "changedetect/io/sinks/templates/report_macros.html.j2",
         "changedetect/io/sinks/templates/report.css",
+        "changedetect/io/sinks/templates/report.js",
     } <= names

@@ -1,15 +1,18 @@
 """`report.html`: one self-contained page per AOI run, for the analyst who triages it in the morning.
 
-The page makes no request of any kind: CSS is inline, images are PNG `data:` URIs, there is no
-JavaScript, and a Content-Security-Policy forbids anything else, so it can be mailed, archived or
-opened on an offline laptop and always shows the same thing. It holds:
+The page makes no request of any kind: CSS is inline, images are PNG `data:` URIs, and a
+Content-Security-Policy forbids anything else, so it can be mailed, archived or opened on an
+offline laptop and always shows the same thing. Its one script (templates/report.js, inline) is
+allowed by its SHA-256 alone. It holds:
 
 - a header: AOI, before/after windows, detection date, clue counts, run information;
 - an overview of the AOI (overview.py) with every clue outlined and numbered 1..n in review order;
   each number links to its card;
 - summary tables by change type, protection zone (and tier), county and priority;
-- a compact table of every clue, then one card per clue with its facts and the before/after
-  chips side by side.
+- a table of every clue, which the script lets the analyst sort by any column and filter by
+  change type, zone, county and priority, then one card per clue with its facts and the
+  before/after chips side by side; the cards follow the filter. Without the script the page shows
+  every clue in review order.
 
 This module prepares the values (numbers formatted, dashes for what is missing); the jinja2
 templates in templates/ lay them out and escape every one, so a zone or county name can hold any
@@ -18,7 +21,9 @@ character.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -49,10 +54,8 @@ _PRIORITIES = ("urgent", "high", "normal", "low")
 _DASH = "\u2014"
 _OUTSIDE_ZONES = "outside protected zones"
 _UNKNOWN_COUNTY = "unknown county"
-_CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-    "base-uri 'none'; form-action 'none'"
-)
+#: The template of the page's one script, which the policy allows by its hash.
+_SCRIPT = "report.js"
 
 
 @cache
@@ -66,6 +69,19 @@ def _templates() -> Environment:
     )
 
 
+def _content_security_policy(script: str | None) -> str:
+    """The page's policy: data: images, inline styles, and `script` (the exact text of the one
+    inline script, None for none) allowed by its SHA-256; nothing else, and no request at all."""
+    scripts = ""
+    if script is not None:
+        digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+        scripts = f"script-src 'sha256-{digest}'; "
+    return (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"{scripts}base-uri 'none'; form-action 'none'"
+    )
+
+
 # ----------------------------------------------------------------------------------------- text
 
 
@@ -76,6 +92,11 @@ def _finite(value: Any) -> bool:
 
 def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if _finite(value) else _DASH
+
+
+def _sort_value(value: Any) -> str:
+    """A number as the script parses it; empty for a missing one (it sorts below all numbers)."""
+    return repr(float(value)) if _finite(value) else ""
 
 
 def _window_text(window: TimeWindow | Sequence[str] | None) -> str:
@@ -301,7 +322,8 @@ def _summary(clues: Sequence[PatchClue]) -> list[_SummaryTable]:
 
 @dataclass(frozen=True)
 class _ClueView:
-    """One clue as its index row and its card show it."""
+    """One clue as its index row and its card show it; `*_value` are what its row sorts by and
+    `*_filter` what the filters match it on."""
 
     number: int
     clue_id: str
@@ -309,14 +331,21 @@ class _ClueView:
     type_class: str
     priority: str
     priority_class: str
+    priority_rank: int
     confidence: str
     confidence_level: str
+    confidence_value: str
     area: str
     area_ha: str
+    area_value: str
     zone: str
     zone_in_full: str
     tier: str | None
+    zone_value: str
+    zone_filter: str
     county: str
+    county_value: str
+    county_filter: str
     centroid: str
     centroid_gcj02: str
     navigation: list[tuple[str, str]]
@@ -346,17 +375,24 @@ def _clue_view(number: int, clue: PatchClue, chips: tuple[str, str]) -> _ClueVie
         type_class=_known(change_type, CHANGE_TYPES, "other"),
         priority=priority,
         priority_class=_known(priority, _PRIORITIES, "other"),
+        priority_rank=_priority_rank(priority),
         confidence=_fmt(clue.confidence, ".2f"),
         confidence_level=str(clue.confidence_level),
+        confidence_value=_sort_value(clue.confidence),
         area=(
             f"{_fmt(clue.area_m2, ',.0f')} m\u00b2 ({_ha(clue.area_m2)} ha, "
             f"{_fmt(nav['area_mu'], ',.1f')} \u4ea9)"
         ),
         area_ha=_ha(clue.area_m2),
+        area_value=_sort_value(clue.area_m2),
         zone=zone or _DASH,
         zone_in_full=zone or _OUTSIDE_ZONES,
         tier=None if not clue.zone_tier else str(clue.zone_tier),
+        zone_value=zone or "",
+        zone_filter=_zone_key(clue)[0],
         county=county or _DASH,
+        county_value=county or "",
+        county_filter=_county_key(clue)[0],
         centroid=_lat_lon(lon, lat),
         centroid_gcj02=_lat_lon(gcj_lon, gcj_lat),
         navigation=[
@@ -373,6 +409,34 @@ def _clue_view(number: int, clue: PatchClue, chips: tuple[str, str]) -> _ClueVie
         before_chip=chips[0],
         after_chip=chips[1],
     )
+
+
+@dataclass(frozen=True)
+class _Filter:
+    key: str
+    """The row attribute it matches (data-<key>)."""
+    label: str
+    options: list[str]
+
+
+def _filters(views: Sequence[_ClueView]) -> list[_Filter]:
+    """One select per facet, offering only the values present: vocabularies in their own order,
+    names alphabetically with "outside"/"unknown" last."""
+
+    def vocabulary(values: set[str], order: Sequence[str]) -> list[str]:
+        return [v for v in order if v in values] + sorted(values - set(order))
+
+    def names(values: set[str], missing: str) -> list[str]:
+        return sorted(values - {missing}, key=str.casefold) + (
+            [missing] if missing in values else []
+        )
+
+    return [
+        _Filter("type", "change type", vocabulary({v.change_type for v in views}, CHANGE_TYPES)),
+        _Filter("zone", "zone", names({v.zone_filter for v in views}, _OUTSIDE_ZONES)),
+        _Filter("county", "county", names({v.county_filter for v in views}, _UNKNOWN_COUNTY)),
+        _Filter("priority", "priority", vocabulary({v.priority for v in views}, _PRIORITIES)),
+    ]
 
 
 def _review_order(clue: PatchClue, index: int) -> tuple[int, float, int]:
@@ -442,13 +506,15 @@ def write_report(
         ]
         overview_uri = overview_png.result()
     after_text = _window_text(after if after is not None else (clues[0].after if clues else None))
-    template = _templates().get_template("report.html.j2")
-    page = template.render(
-        csp=_CSP,
+    templates = _templates()
+    script = templates.get_template(_SCRIPT).render() if views else None
+    page = templates.get_template("report.html.j2").render(
+        csp=_content_security_policy(script),
         version=__version__,
         header=_header(title, aoi, clues, before, after, detected_at, run_info),
         overview=_overview_figure(overview, overview_uri, after_text),
         summary=_summary(clues),
+        filters=_filters(views),
         clues=views,
     )
     with atomic_path(out_path) as tmp:
