@@ -44,8 +44,13 @@ from changedetect.tracker import TrackerDB, ingest, upgrade
 from changedetect.tracker.auth import add_user, create_token
 from changedetect.tracker.models import Case
 
-NOW = dt.datetime(2025, 7, 1, 12, 0, tzinfo=dt.UTC)
-LATER = dt.datetime(2025, 7, 11, 12, 0, tzinfo=dt.UTC)
+# ingested "today", so the server (on the real clock) sees open cases within their deadline
+NOW = dt.datetime.now(dt.UTC)
+LATER = NOW + dt.timedelta(hours=1)
+#: A grown ledger is mostly history: of the copies, one in OPEN_EVERY stays open and one in
+#: ESCALATED_EVERY carries the overdue flag, the rest are closed.
+OPEN_EVERY = 20
+ESCALATED_EVERY = 400
 
 
 # --- ledger -----------------------------------------------------------------------------------
@@ -73,7 +78,8 @@ def _columns(db: TrackerDB, table: str) -> list[str]:
 
 
 def grow_ledger(db: TrackerDB, target: int) -> int:
-    """Copy the ledger's cases (with detections and events) until it holds ``target`` cases."""
+    """Copy the ledger's cases (with detections and events) until it holds ``target`` cases,
+    most of the copies closed (a big ledger is mostly history), a few escalated."""
     case_cols = _columns(db, "cases")
     det_cols = _columns(db, "detections")
     event_cols = _columns(db, "case_events")
@@ -84,19 +90,22 @@ def grow_ledger(db: TrackerDB, target: int) -> int:
 
     with db.engine.begin() as conn:
         total = conn.scalar(select(func.count()).select_from(Case))
-        round_ = 0
         while total < target:
-            round_ += 1
             top = conn.scalar(select(func.max(Case.id)))
             take = min(total, target - total)
             det_top = conn.scalar(text("SELECT max(id) FROM detections"))
             event_top = conn.scalar(text("SELECT max(id) FROM case_events"))
-            params = {"off": top, "take": take, "tag": f"-c{round_}"}
+            params = {"off": top, "take": take, "tag": f"-c{top}"}
+            open_copy = f"(id + :off) % {OPEN_EVERY} = 0"
+            history = {
+                "id": "id + :off",
+                "state": f"CASE WHEN {open_copy} THEN state ELSE 'closed' END",
+                "verified_at": f"CASE WHEN {open_copy} THEN verified_at ELSE updated_at END",
+                "closed_at": f"CASE WHEN {open_copy} THEN closed_at ELSE updated_at END",
+                "escalated": f"((id + :off) % {ESCALATED_EVERY} = 0)",
+            }
             conn.execute(
-                text(
-                    copy("cases", case_cols, {"id": "id + :off"}, "WHERE id <= :take")
-                    + " ORDER BY id"
-                ),
+                text(copy("cases", case_cols, history, "WHERE id <= :take") + " ORDER BY id"),
                 params,
             )
             conn.execute(
@@ -276,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", type=int, default=[10_000, 1_000_000])
     parser.add_argument("--ingest", type=int, default=10_000, help="clues per measured night")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint")
     parser.add_argument("--pg-url", help="an empty PostgreSQL database to use")
     args = parser.parse_args(argv)
     if args.ingest > min(args.cases):

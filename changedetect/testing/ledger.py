@@ -1,14 +1,13 @@
 """Nights of synthetic clues for the tracker: many separate small patches, as the pipeline writes
 them, to measure and test ingest and the API at scale.
 
-Patches are 60 m squares on a 300 m lattice around a point of the Qinling north slope (UTM 49N),
+Patches are 60 m squares on a 300 m lattice (position ``i`` always at the same place) from a point of the Qinling north slope (UTM 49N),
 so no two overlap and each opens its own case; a later night at the same lattice positions, shifted
 a few metres, updates those cases instead.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,8 @@ ORIGIN_LONLAT = (108.25, 34.0)
 UTM = 32649
 SPACING_M = 300.0
 SIDE_M = 60.0
+#: Lattice positions per row (300 km): a position's place does not depend on the night's size.
+COLUMNS = 1000
 COUNTIES = ("Zhouzhi", "Huyi", "Chang'an", "Lantian")
 CHANGE_TYPES = ("quarry", "construction", "vegetation_loss")
 PRIORITIES = ("urgent", "high", "normal", "low")
@@ -35,12 +36,11 @@ def synthetic_night(
 ) -> dict[str, Any]:
     """A FeatureCollection of ``count`` clues at lattice positions ``start`` … ``start+count-1``."""
     index = np.arange(start, start + count)
-    columns = max(1, math.isqrt(max(start + count, 1)))
     to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
     to_wgs = Transformer.from_crs(UTM, 4326, always_xy=True)
     x0, y0 = to_utm.transform(*ORIGIN_LONLAT)
-    west = x0 + (index % columns) * SPACING_M + shift_m
-    south = y0 + (index // columns) * SPACING_M + shift_m
+    west = x0 + (index % COLUMNS) * SPACING_M + shift_m
+    south = y0 + (index // COLUMNS) * SPACING_M + shift_m
     corners_x = np.stack([west, west + SIDE_M, west + SIDE_M, west, west], axis=1)
     corners_y = np.stack([south, south, south + SIDE_M, south + SIDE_M, south], axis=1)
     lon, lat = to_wgs.transform(corners_x, corners_y)

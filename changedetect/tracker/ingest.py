@@ -136,7 +136,9 @@ def ingest(
         return _ingest_in(session, parsed, source=label, now=now, settings=settings, actor=actor)
 
     if isinstance(target, TrackerDB):
-        return target.run_write(work)
+        report = target.run_write(work)
+        target.refresh_statistics()
+        return report
     return work(target)
 
 
