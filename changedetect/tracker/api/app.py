@@ -23,6 +23,8 @@ from ..errors import (
 )
 from ..webhook import WebhookConfig, WebhookSender
 from .deps import ApiState
+from .page import ASSETS, STATIC_PATH
+from .page import router as page_router
 from .review import router as review_router
 from .routes import router as api_router
 from .schemas import PATTERN_MESSAGES, ValidationErrorOut
@@ -204,4 +206,6 @@ def create_app(
     _document_media_types(app)
     app.include_router(api_router)
     app.include_router(review_router)
+    app.include_router(page_router)
+    app.mount(STATIC_PATH, ASSETS, name="static")
     return app
