@@ -1,10 +1,12 @@
 """The morning review page (``GET /review``) and the files it loads (``/static``).
 
-The page is rendered from ``templates/review.html``; its CSS and script are files in ``static/``
-served by the app itself: no CDN, no web font, nothing fetched from outside the app, so it works
-on an offline network. The Content Security Policy allows scripts and styles from this origin
-only (no inline code at all), and the script renders with ``textContent``/DOM calls, never
-``innerHTML``, so nothing from a case can become markup.
+The page is rendered from ``templates/review.html``; its CSS and scripts (Leaflet for the map
+of the cases among them, in ``static/vendor/``) are files in ``static/`` served by the app
+itself: no CDN, no web font, nothing fetched from outside the app, so it works on an offline
+network. The Content Security Policy allows scripts and styles from this origin only (no inline
+code at all); only a configured :class:`~.basemap.Basemap` adds its tile server's origin, for
+images. The scripts render with ``textContent``/DOM calls, never ``innerHTML``, so nothing from
+a case can become markup.
 
 The page names its static files with a content fingerprint (``/static/review.js?v=3f2a…``):
 such a URL always means the same bytes, so browsers keep it for a year, while a new release's
@@ -27,7 +29,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import Scope
 
-from .deps import CSRF_HEADER
+from .basemap import Basemap
+from .deps import CSRF_HEADER, StateDep
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE_DIR = HERE / "templates"
@@ -99,17 +102,19 @@ templates = Jinja2Templates(
 router = APIRouter()
 
 
-def review_csp() -> str:
-    """The page's Content Security Policy: everything from this app only, nothing inline."""
+def review_csp(basemap: Basemap | None = None) -> str:
+    """The page's Content Security Policy: everything from this app only, nothing inline; and
+    the basemap's tiles from its one origin, when a basemap is configured."""
+    images = "'self'" if basemap is None else f"'self' {basemap.origin}"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; "
-        "img-src 'self'; connect-src 'self'; form-action 'self'; "
+        f"img-src {images}; connect-src 'self'; form-action 'self'; "
         "base-uri 'none'; frame-ancestors 'none'"
     )
 
 
 @router.get("/review", response_class=HTMLResponse, tags=["review"], summary="The review page")
-def review_page(request: Request) -> HTMLResponse:
+def review_page(request: Request, state: StateDep) -> HTMLResponse:
     """The page itself needs no token: it asks for one (login form) when the API says 401."""
     root_path = request.scope.get("root_path", "")
     return templates.TemplateResponse(
@@ -118,9 +123,10 @@ def review_page(request: Request) -> HTMLResponse:
         {
             "asset": lambda name: ASSETS.url(name, root_path),
             "csrf_header": CSRF_HEADER,
+            "basemap": state.basemap,
         },
         headers={
-            "Content-Security-Policy": review_csp(),
+            "Content-Security-Policy": review_csp(state.basemap),
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-store",
