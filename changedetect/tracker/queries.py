@@ -442,15 +442,25 @@ def cases_geojson(
     *,
     now: dt.datetime | None = None,
     geometry: str = "union",
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Matching cases as an RFC 7946 FeatureCollection (WGS84) for QGIS and web maps.
 
     ``geometry`` picks the footprint: ``union`` (everything seen), ``latest`` or ``first``.
+    With ``limit``, one page of the list order from ``offset``, and the collection says how many
+    cases matched and how many it holds (``numberMatched``/``numberReturned``, the members OGC API
+    Features gives a page; RFC 7946 §6.1 allows such foreign members).
     """
     column = {"union": Case.geom_union, "latest": Case.geom_latest, "first": Case.geom_first}
     if geometry not in column:
         raise TrackerError(f"geometry {geometry!r} is not one of {', '.join(column)}")
-    summaries = iter_cases(session, query, now=now)
+    page = None
+    if limit is None:
+        summaries: Sequence[CaseSummary] = iter_cases(session, query, now=now)
+    else:
+        page = list_cases(session, query, limit=limit, offset=offset, now=now)
+        summaries = page.items
     wkbs: dict[int, bytes] = {}
     for start in range(0, len(summaries), 500):
         ids = [s.id for s in summaries[start : start + 500]]
@@ -470,4 +480,7 @@ def cases_geojson(
                 "properties": props,
             }
         )
-    return {"type": "FeatureCollection", "features": features}
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if page is not None:
+        collection.update(numberMatched=page.total, numberReturned=len(features))
+    return collection

@@ -6,6 +6,8 @@ import base64
 import csv
 import io
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import shapely
@@ -289,6 +291,34 @@ def test_geojson_export_is_valid_rfc7946_with_the_same_filters(client, auth, ids
     assert latest.status_code == 200 and len(latest.json()["features"]) == len(ALL)
 
 
+def test_geojson_export_is_paged_in_list_order_with_next_links(client, auth, ids):
+    whole = client.get("/cases", params={"limit": 1000}, headers=auth["analyst"]).json()
+    order = [item["id"] for item in whole["items"]]
+    assert len(order) == len(ALL) >= 5
+    seen, url, pages = [], "/cases.geojson?limit=2&geometry=latest", 0
+    while url:
+        r = client.get(url, headers=auth["analyst"])
+        assert r.status_code == 200
+        fc = r.json()
+        pages += 1
+        assert fc["numberMatched"] == len(ALL) and fc["numberReturned"] == len(fc["features"])
+        assert fc["numberReturned"] <= 2
+        seen += [f["id"] for f in fc["features"]]
+        following = [link["href"] for link in fc.get("links", []) if link["rel"] == "next"]
+        if following:
+            assert r.headers["link"] == f'<{following[0]}>; rel="next"'
+            assert "geometry=latest" in following[0]  # the other parameters are kept
+        else:
+            assert "link" not in r.headers
+        url = following[0] if following else None
+    assert seen == order  # every case once, in the list's order
+    assert pages == -(-len(ALL) // 2)
+    # the default page is bounded, and a page past the end is empty
+    assert client.get("/cases.geojson?limit=1001", headers=auth["analyst"]).status_code == 422
+    past = client.get(f"/cases.geojson?offset={len(ALL)}", headers=auth["analyst"]).json()
+    assert past["features"] == [] and past["numberMatched"] == len(ALL) and "links" not in past
+
+
 # --- transitions ------------------------------------------------------------------------------
 
 
@@ -375,6 +405,39 @@ def test_analyst_reassigns_and_visibility_follows(client, auth, ids, db):
     events = client.get(f"/cases/{z4}", headers=auth["huyi"]).json()["events"]
     assert events[-1]["kind"] == "assigned" and events[-1]["actor"] == "ana.lyst"
     assert "Zhouzhi → Huyi" in events[-1]["comment"]
+
+
+def test_a_reassignment_made_meanwhile_is_not_overwritten(client, auth, ids, db):
+    """Two analysts saw z4 in Zhouzhi and hand it on at once: one wins, the other gets 409."""
+    z4 = ids["z4"]
+    barrier = threading.Barrier(2)
+
+    def hand_on(county: str) -> int:
+        barrier.wait()
+        body = {"county": county, "expected_county": "Zhouzhi"}
+        return client.post(f"/cases/{z4}/assign", json=body, headers=auth["analyst"]).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        counties = ("Huyi", "Chang'an")
+        codes = dict(zip(counties, pool.map(hand_on, counties), strict=True))
+    assert sorted(codes.values()) == [200, 409], codes
+    winner = next(county for county, code in codes.items() if code == 200)
+    r = client.get(f"/cases/{z4}", headers=auth["analyst"])
+    assert r.json()["assigned_county"] == winner
+    assert [e["kind"] for e in r.json()["events"]].count("assigned") == 1
+    # a stale view is refused with what the case is now; an up-to-date one goes through
+    stale = client.post(
+        f"/cases/{z4}/assign",
+        json={"county": "Zhouzhi", "expected_county": "Zhouzhi"},
+        headers=auth["analyst"],
+    )
+    assert stale.status_code == 409 and f"assigned to {winner} now" in stale.json()["detail"]
+    fresh = client.post(
+        f"/cases/{z4}/assign",
+        json={"county": "Zhouzhi", "expected_county": winner},
+        headers=auth["analyst"],
+    )
+    assert fresh.status_code == 200 and fresh.json()["assigned_county"] == "Zhouzhi"
 
 
 def test_only_analysts_assign_and_final_cases_stay(client, auth, ids):

@@ -136,6 +136,14 @@ def cmd_webhook_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    """Print a new signing secret (shown once, like a token; nothing stores it)."""
+    from ..webhook import new_secret
+
+    _out(new_secret())
+    return 0
+
+
 def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> None:
     """Add ``serve``, ``user``, ``token`` and ``webhook`` to the tracker's subparsers.
 
@@ -152,7 +160,8 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
         parents=[db_parent],
         help="run the HTTP API and review page",
         description="Serve the API and /review with uvicorn. A webhook is used when "
-        "$CHANGEDETECT_WEBHOOK_URL and $CHANGEDETECT_WEBHOOK_SECRET are set.",
+        "$CHANGEDETECT_WEBHOOK_URL is set, with its secret in $CHANGEDETECT_WEBHOOK_SECRET "
+        "or in the file named by $CHANGEDETECT_WEBHOOK_SECRET_FILE.",
     )
     p.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
@@ -216,6 +225,16 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     p.set_defaults(func=cmd_webhook_deliver)
     p = hooks_sub.add_parser("requeue", parents=[db_parent], help="retry events parked as dead")
     p.set_defaults(func=cmd_webhook_requeue)
+    p = hooks_sub.add_parser(
+        "secret",
+        help="print a new whsec_ signing secret",
+        description="Print a new Standard Webhooks signing secret (whsec_<base64 of 32 random "
+        "bytes>). Give it to the receiver and to the tracker through "
+        "$CHANGEDETECT_WEBHOOK_SECRET or a file named by $CHANGEDETECT_WEBHOOK_SECRET_FILE. "
+        "To rotate, give the tracker the new and the old one space-separated "
+        '("whsec_new whsec_old"): requests are signed with both until the old is dropped.',
+    )
+    p.set_defaults(func=cmd_webhook_secret)
 
 
 __all__ = ["add_api_commands"]
