@@ -18,11 +18,11 @@
   const panel = document.getElementById("map-panel");
   const note = document.getElementById("map-msg");
   const style = getComputedStyle(document.documentElement);
-  // a blank ground until the first cases come: the Qinling, where the pipeline is used
+  // any first view will do: the listed cases' extent replaces it as soon as they come
   const map = L.map(box, {center: [34.0, 108.3], zoom: 7, minZoom: 2, maxZoom: 19});
   L.control.scale({imperial: false}).addTo(map);
   const shapes = L.featureGroup().addTo(map);
-  const cases = new Map(); // case id → {outline, marker}
+  const cases = new Map(); // case id → {outline, marker, state}
   let currentId = null;
   let requested = 0; // only the newest request's answer is drawn
 
