@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -603,12 +604,49 @@ def test_review_page_is_self_contained(client):
     html = r.text
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "img-src 'self'" in csp
-    nonce = csp.split("'nonce-")[1].split("'")[0]
-    assert f'<script nonce="{nonce}">' in html and f'<style nonce="{nonce}">' in html
-    # nothing from elsewhere: no absolute URLs to load, no web fonts
-    assert "http://" not in html and "https://" not in html and "@font-face" not in html
-    assert "innerHTML" not in html
-    assert client.get("/review").headers["content-security-policy"] != csp  # fresh nonce
+    # scripts and styles from the app's own files only: nothing inline can run or restyle
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp
+    assert "nonce" not in csp and "unsafe-inline" not in csp
+    assert "<style" not in html and " style=" not in html
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts and all('src="/static/' in attrs and not body.strip() for attrs, body in scripts)
+    # the page tells its script the CSRF header's name
+    assert 'data-csrf-header="X-Changedetect-CSRF"' in html
+    # nothing from elsewhere: no absolute URLs to load, no web fonts, no markup from strings
+    files = {url: client.get(url) for url in re.findall(r'(?:src|href)="(/static/[^"]+)"', html)}
+    assert {url.split("?")[0] for url in files} >= {"/static/review.css", "/static/review.js"}
+    assert "http://" not in html and "https://" not in html
+    for url, file in files.items():
+        assert file.status_code == 200 and "@font-face" not in file.text, url
+        if "/vendor/" in url:
+            # a library's comments and links name its sites; what it loads is only relative
+            assert not re.search(r"""url\(\s*['"]?(https?:)?//""", file.text), url
+        else:
+            assert "http://" not in file.text and "https://" not in file.text, url
+            assert "innerHTML" not in file.text, url
+
+
+def test_the_review_page_files_are_served_fingerprinted_and_not_sniffed(client):
+    html = client.get("/review").text
+    url = re.search(r'src="(/static/review\.js\?v=[0-9a-f]{12})"', html).group(1)
+    r = client.get(url)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    # that URL always means these bytes: cached for good; without it, checked every time
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    plain = client.get("/static/review.js")
+    assert plain.headers["cache-control"] == "no-cache" and plain.content == r.content
+    stale = client.get("/static/review.js?v=000000000000")
+    assert stale.headers["cache-control"] == "no-cache"
+    again = client.get(url, headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == r.headers["cache-control"]
+    css = client.get(re.search(r'href="(/static/review\.css[^"]*)"', html).group(1))
+    assert css.headers["content-type"].startswith("text/css")
+    assert css.headers["x-content-type-options"] == "nosniff"
+    # only the static folder: no way out of it, no other method
+    for path in ("/static/../page.py", "/static/%2e%2e/page.py", "/static/missing.js"):
+        assert client.get(path).status_code == 404, path
+    assert client.post("/static/review.js").status_code == 405
 
 
 def test_sites_seed_matches_the_ledger(ids):

@@ -22,7 +22,10 @@ from ..errors import (
     TrackerError,
 )
 from ..webhook import WebhookConfig, WebhookSender
+from .basemap import Basemap
 from .deps import ApiState
+from .page import ASSETS, STATIC_PATH
+from .page import router as page_router
 from .review import router as review_router
 from .routes import router as api_router
 from .schemas import PATTERN_MESSAGES, ValidationErrorOut
@@ -148,6 +151,7 @@ def create_app(
     webhook_interval_s: float = 30.0,
     cookie_secure: bool = False,
     migrate: bool = False,
+    basemap: Basemap | None = None,
 ) -> FastAPI:
     """The tracker's HTTP API and review page.
 
@@ -158,6 +162,8 @@ def create_app(
     chips may be served from (default: each detection's clues-file folder). With ``webhook``,
     transitions and assignments are queued for it and a background sender delivers them while
     the app runs. ``cookie_secure`` marks the session cookie Secure (set it behind HTTPS).
+    ``basemap`` is an online tile server for the review page's map; without one the map has no
+    basemap and the page loads nothing from outside the app.
     """
     owns_db = not isinstance(db, TrackerDB)
     tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
@@ -178,6 +184,7 @@ def create_app(
         sender=sender,
         cookie_secure=cookie_secure,
         owns_db=owns_db,
+        basemap=basemap,
     )
 
     @asynccontextmanager
@@ -204,4 +211,6 @@ def create_app(
     _document_media_types(app)
     app.include_router(api_router)
     app.include_router(review_router)
+    app.include_router(page_router)
+    app.mount(STATIC_PATH, ASSETS, name="static")
     return app

@@ -33,16 +33,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..webhook import WebhookConfig
     from .app import create_app
+    from .basemap import Basemap
 
     webhook = WebhookConfig.from_env()
+    basemap = (
+        Basemap(args.basemap_url, args.basemap_attribution or "") if args.basemap_url else None
+    )
     db = _open(args)
     app = create_app(
         db,
         evidence_roots=args.evidence_root or None,
         webhook=webhook,
         cookie_secure=args.cookie_secure,
+        basemap=basemap,
     )
     _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
+    if basemap is not None:
+        # the origin only: the URL's query may hold the tile service's key
+        _out(f"the review page's map loads basemap tiles from {basemap.origin}")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
     finally:
@@ -165,6 +173,19 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument(
         "--cookie-secure", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
+    p.add_argument(
+        "--basemap-url",
+        metavar="URL",
+        help="tile server under the review page's map, e.g. "
+        "'https://tiles.example.org/{z}/{x}/{y}.png' (WGS84 Web Mercator tiles: GCJ-02 ones "
+        "such as Amap's are offset from the cases). Browsers then load tiles from that origin; "
+        "default: no basemap, nothing loaded from outside",
+    )
+    p.add_argument(
+        "--basemap-attribution",
+        metavar="TEXT",
+        help="the credit the tile server's licence asks for, shown on the map",
     )
     p.set_defaults(func=cmd_serve)
 
