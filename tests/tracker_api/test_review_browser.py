@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from changedetect.tracker import transition
+from changedetect.tracker import reassign, transition
 from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Case, CaseEvent
 
@@ -255,6 +255,25 @@ def test_an_analyst_assigns_ticked_cases_to_a_county_from_the_list(
         "os => os.map(o => o.value)",
     )
     assert per_card == options
+    # another analyst moves z5 after this page listed it: the page's assignment is refused
+    # (it expected Zhouzhi), not laid over the other one
+    reassign(db, ids["z5"], "Huyi", actor="other.analyst", now=API_NOW)
+    page.check(f"article.case[data-case-id='{ids['z5']}'] input.pick")
+    page.select_option("#bulk-county", "Huyi")
+    page.click("#bulk-assign")
+    page.wait_for_function(
+        "() => document.getElementById('bulk-msg').textContent.startsWith('0 case(s)')"
+    )
+    assert f"not: {ids['z5']} (case {ids['z5']} is assigned to Huyi now" in page.inner_text(
+        "#bulk-msg"
+    )
+    with db.session() as s:
+        moves = s.scalars(
+            select(CaseEvent.actor).where(
+                CaseEvent.case_id == ids["z5"], CaseEvent.kind == "assigned"
+            )
+        ).all()
+    assert moves == ["other.analyst"]
     assert requests.refused == [], requests.refused
     assert requests.errors == [], requests.errors
 

@@ -164,6 +164,8 @@
       el("div", {class: "meta"}, meta.join(" · ")),
       place,
       el("div", {class: "chips"}, chip(c, "before"), chip(c, "after")));
+    // what a bulk assignment expects the case's county to be (absent: unassigned)
+    if (c.assigned_county !== null) article.dataset.assignedCounty = c.assigned_county;
     const msg = el("div", {class: "msg", role: "status"});
     article.append(actions(c, article, msg), msg);
     return article;
@@ -185,8 +187,10 @@
     if (me.can_assign && !["compliant", "false_alarm", "closed"].includes(c.state)) {
       const county = countySelect("assign-county");
       const b = el("button", {type: "button", "data-action": "assign"}, "Assign");
+      // the county this page shows: if another analyst moved the case since, the API says 409
       b.addEventListener("click", () => act(c, article, msg, "/cases/" + c.id + "/assign",
-                                            {county: county.value, comment: comment.value || null}));
+                                            {county: county.value, comment: comment.value || null,
+                                             expected_county: c.assigned_county}));
       bar.append(county, b);
     }
     return bar;
@@ -234,7 +238,8 @@
       const r = await api("/cases/" + id + "/assign", {
         method: "POST", headers: {"Content-Type": "application/json"},
         body: JSON.stringify({county: county, comment: "assigned with " + picked.length +
-                                                      " case(s) from the review page"})});
+                                                      " case(s) from the review page",
+                              expected_county: article.dataset.assignedCounty ?? null})});
       if (r.ok) {
         article.replaceWith(card(r.body)); done += 1;
         notify("case", {item: r.body});
