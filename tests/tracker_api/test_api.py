@@ -13,7 +13,7 @@ from shapely.geometry import shape
 from sqlalchemy import select
 
 from changedetect.navigation import wgs84_to_gcj02
-from changedetect.tracker import ingest
+from changedetect.tracker import head_revision, ingest
 from changedetect.tracker.models import Case, CaseEvent
 from tests.tracker.helpers import NOW, feature, rect
 
@@ -71,7 +71,7 @@ def test_a_revoked_token_and_a_disabled_user_are_refused(client, db, auth):
 def test_health_needs_no_token(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "database": "ok", "schema_revision": "0002"}
+    assert r.json() == {"status": "ok", "database": "ok", "schema_revision": head_revision()}
 
 
 def test_me_describes_each_role(client, auth):
@@ -259,7 +259,9 @@ def test_evidence_roots_restrict_chips_to_configured_folders(db, auth, ids, tmp_
 
     from changedetect.tracker.api import create_app
 
-    with TestClient(create_app(db, now=API_NOW, evidence_roots=[tmp_path])) as c:
+    allowed = tmp_path / "evidence"  # beside the ledger (and its photos), not above it
+    allowed.mkdir()
+    with TestClient(create_app(db, now=API_NOW, evidence_roots=[allowed])) as c:
         r = c.get(f"/cases/{ids['z1']}/chips/before", headers=auth["analyst"])
         assert r.status_code == 404  # the chips exist, but outside the allowed root
 

@@ -36,14 +36,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     webhook = WebhookConfig.from_env()
     db = _open(args)
-    app = create_app(
-        db,
-        evidence_roots=args.evidence_root or None,
-        webhook=webhook,
-        cookie_secure=args.cookie_secure,
-    )
-    _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
     try:
+        app = create_app(
+            db,
+            evidence_roots=args.evidence_root or None,
+            webhook=webhook,
+            cookie_secure=args.cookie_secure,
+            photo_dir=args.photo_dir,
+        )
+        _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
     finally:
         db.close()
@@ -156,6 +157,12 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument(
         "--cookie-secure", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
+    p.add_argument(
+        "--photo-dir",
+        metavar="DIR",
+        help="folder the field photos are kept in (default: photos/ beside a SQLite database; "
+        "required for PostgreSQL); not inside an --evidence-root",
     )
     p.set_defaults(func=cmd_serve)
 

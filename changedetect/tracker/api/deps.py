@@ -17,7 +17,9 @@ from pydantic import StringConstraints
 
 from ..auth import Principal, authenticate
 from ..db import TrackerDB
+from ..photos import PhotoStore
 from ..queries import CaseQuery
+from ..settings import TrackerSettings
 from ..states import CaseState, Tag
 from ..webhook import WebhookConfig, WebhookSender
 from .schemas import BBOX_PATTERN, NO_NUL
@@ -48,6 +50,8 @@ class ApiState:
     sender: WebhookSender | None
     cookie_secure: bool
     owns_db: bool
+    photos: PhotoStore
+    settings: TrackerSettings = dataclasses.field(default_factory=TrackerSettings)
 
 
 def get_state(request: Request) -> ApiState:
