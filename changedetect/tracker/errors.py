@@ -35,3 +35,15 @@ class SchemaOutdatedError(TrackerDatabaseError):
 
 class ConcurrencyError(TrackerDatabaseError):
     """A write kept conflicting with concurrent writers after all its retries."""
+
+
+class PhotoError(TrackerError):
+    """A field photo was refused: not an image the tracker keeps, or too large."""
+
+
+class UnsupportedPhotoError(PhotoError):
+    """The upload's content is not a JPEG, PNG or WebP image that decodes (whatever its name)."""
+
+
+class PhotoTooLargeError(PhotoError):
+    """The upload is larger than the configured ``photo_max_bytes``."""

@@ -29,17 +29,56 @@ from .states import (
 T = TypeVar("T")
 
 
-def _run(target: TrackerDB | Session, work: Callable[[Session], T]) -> T:
+def run(target: TrackerDB | Session, work: Callable[[Session], T]) -> T:
+    """``work`` in ``target``'s own retried write transaction, or in the session given."""
     if isinstance(target, TrackerDB):
         return target.run_write(work)
     return work(target)
 
 
-def _check_actor(actor: str) -> str:
+def check_actor(actor: str) -> str:
+    """The actor's name, stripped; :class:`TrackerError` when there is none."""
     actor = (actor or "").strip()
     if not actor:
         raise TrackerError("every change needs an actor: name who makes it (--actor NAME)")
     return actor
+
+
+def record_transition(
+    session: Session,
+    case: Case,
+    to_state: str,
+    *,
+    actor: str,
+    comment: str | None,
+    now: dt.datetime,
+) -> CaseEvent:
+    """Move ``case`` (loaded for update in ``session``) to ``to_state`` if its lifecycle allows
+    it, and return the recorded event (flushed: it has its id). What :func:`transition` and
+    the field verification share."""
+    check_transition(case.id, case.state, to_state)
+    note = comment
+    if case.escalated and to_state not in AWAITING_VERIFICATION:
+        case.escalated = False  # the verdict is in: nothing left to chase
+        note = f"{comment}; escalation cleared" if comment else "escalation cleared"
+    event = CaseEvent(
+        case_id=case.id,
+        at=now,
+        actor=actor,
+        kind="transition",
+        from_state=case.state,
+        to_state=to_state,
+        comment=note,
+    )
+    session.add(event)
+    case.state = to_state
+    case.updated_at = now
+    if to_state in VERDICT_STATES and case.verified_at is None:
+        case.verified_at = now
+    if to_state in FINAL_STATES:
+        case.closed_at = now
+    session.flush()
+    return event
 
 
 def transition(
@@ -59,37 +98,15 @@ def transition(
     case at once are serialised and the second sees the first's result.
     """
     check_state(to_state)
-    actor = _check_actor(actor)
+    actor = check_actor(actor)
     now = utc_now(now)
 
     def work(session: Session) -> CaseSummary:
         case = load_case(session, case_id, for_update=True)
-        check_transition(case.id, case.state, to_state)
-        note = comment
-        if case.escalated and to_state not in AWAITING_VERIFICATION:
-            case.escalated = False  # the verdict is in: nothing left to chase
-            note = f"{comment}; escalation cleared" if comment else "escalation cleared"
-        session.add(
-            CaseEvent(
-                case_id=case.id,
-                at=now,
-                actor=actor,
-                kind="transition",
-                from_state=case.state,
-                to_state=to_state,
-                comment=note,
-            )
-        )
-        case.state = to_state
-        case.updated_at = now
-        if to_state in VERDICT_STATES and case.verified_at is None:
-            case.verified_at = now
-        if to_state in FINAL_STATES:
-            case.closed_at = now
-        session.flush()
+        record_transition(session, case, to_state, actor=actor, comment=comment, now=now)
         return summarize(case, now=now)
 
-    return _run(target, work)
+    return run(target, work)
 
 
 def reassign(
@@ -102,7 +119,7 @@ def reassign(
     now: dt.datetime | None = None,
 ) -> CaseSummary:
     """Hand a case to another county for verification (recorded as an ``assigned`` event)."""
-    actor = _check_actor(actor)
+    actor = check_actor(actor)
     county = county.strip()
     if not county:
         raise TrackerError("reassign needs a county name")
@@ -128,7 +145,7 @@ def reassign(
         session.flush()
         return summarize(case, now=now)
 
-    return _run(target, work)
+    return run(target, work)
 
 
 def escalate_overdue(
@@ -167,4 +184,4 @@ def escalate_overdue(
         session.flush()
         return [c.id for c in overdue]
 
-    return _run(target, work)
+    return run(target, work)

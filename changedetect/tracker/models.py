@@ -180,8 +180,19 @@ class Detection(Base):
     case: Mapped[Case] = relationship(back_populates="detections")
 
 
+#: Where an officer's position came from: the phone's location service, or typed in by hand
+#: (geolocation refused or unavailable on site).
+POSITION_SOURCES: tuple[str, ...] = ("device", "manual")
+#: What a field photo may be; decided from its decoded content, never from its name or header.
+PHOTO_MEDIA_TYPES: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
+
+
 class CaseEvent(Base):
-    """Something that happened to a case: creation, a transition, an escalation, a tag change."""
+    """Something that happened to a case: creation, a transition, an escalation, a tag change.
+
+    A field verdict (a transition recorded with :func:`~.verification.record_verification`)
+    also has a :class:`EventPosition` and the :class:`CasePhoto` s taken on site.
+    """
 
     __tablename__ = "case_events"
 
@@ -195,6 +206,84 @@ class CaseEvent(Base):
     comment: Mapped[str | None] = mapped_column(Text)
 
     case: Mapped[Case] = relationship(back_populates="events")
+    position: Mapped[EventPosition | None] = relationship(
+        back_populates="event", cascade="all, delete-orphan"
+    )
+    photos: Mapped[list[CasePhoto]] = relationship(back_populates="event", order_by="CasePhoto.id")
+
+
+class EventPosition(Base):
+    """Where the officer stood when recording an event on site (a field verdict).
+
+    The position and its time are the phone's: ``taken_at`` is its clock, kept as given even if
+    it runs wrong, and the event's ``at`` is the server's time of receipt, so the file shows
+    both. A table of its own rather than columns of ``case_events``: only field verdicts have
+    one.
+    """
+
+    __tablename__ = "event_positions"
+    __table_args__ = (
+        CheckConstraint("lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180", name="range"),
+        CheckConstraint("accuracy_m IS NULL OR accuracy_m >= 0", name="accuracy"),
+        CheckConstraint(
+            "source IN ({})".format(", ".join(f"'{s}'" for s in POSITION_SOURCES)), name="source"
+        ),
+    )
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("case_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    #: The radius (m) the phone claims for its fix; None for a position typed in.
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    taken_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(10))
+
+    event: Mapped[CaseEvent] = relationship(back_populates="position")
+
+
+class CasePhoto(Base):
+    """A photo taken on site for a case: uploaded first, then attached to the verdict's event.
+
+    The bytes live in the photo store under their SHA-256 (one file for any number of uploads of
+    the same bytes); this row says whose case they document, who sent them and what they are.
+    """
+
+    __tablename__ = "case_photos"
+    __table_args__ = (
+        # a phone that retries an upload gets the photo it already sent, not a second one
+        UniqueConstraint("case_id", "sha256", name="uq_case_photos_case_sha256"),
+        CheckConstraint(
+            "media_type IN ({})".format(", ".join(f"'{t}'" for t in PHOTO_MEDIA_TYPES)),
+            name="media_type",
+        ),
+        CheckConstraint("byte_size > 0 AND width > 0 AND height > 0", name="size"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    #: The verdict event the photo documents; None until the verdict is recorded.
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("case_events.id", ondelete="SET NULL"), index=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64))
+    media_type: Mapped[str] = mapped_column(String(20))
+    byte_size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    #: The name the phone gave the file, cleaned for display; never used as a path.
+    filename: Mapped[str | None] = mapped_column(String(200))
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    uploaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: Where and when the camera says it took the photo (EXIF), if it says so.
+    exif_lat: Mapped[float | None] = mapped_column(Float)
+    exif_lon: Mapped[float | None] = mapped_column(Float)
+    #: EXIF keeps the camera's local time, with a UTC offset only on some cameras: kept as
+    #: ISO 8601 text (``2025-07-02T10:31:05`` or ``...+08:00``) rather than guessed into UTC.
+    exif_taken_at: Mapped[str | None] = mapped_column(String(40))
+
+    event: Mapped[CaseEvent | None] = relationship(back_populates="photos")
 
 
 class CaseTag(Base):

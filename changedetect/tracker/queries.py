@@ -16,7 +16,7 @@ from ..navigation import navigation
 from .clock import utc_now
 from .errors import CaseNotFoundError, TrackerError
 from .geometry import from_wkb, to_geojson
-from .models import Case, CaseTag, Detection
+from .models import Case, CaseEvent, CasePhoto, CaseTag, Detection
 from .states import AWAITING_VERIFICATION, CASE_STATES
 
 #: Largest page :func:`list_cases` serves.
@@ -149,8 +149,89 @@ class DetectionView:
 
 
 @dataclass(frozen=True)
+class PositionView:
+    """Where the officer stood when recording an event: the phone's fix and its clock."""
+
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    taken_at: dt.datetime
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "lat": self.lat,
+            "lon": self.lon,
+            "accuracy_m": self.accuracy_m,
+            "taken_at": self.taken_at.isoformat(),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class PhotoView:
+    """A field photo of a case (its bytes are in the photo store, by ``sha256``)."""
+
+    id: int
+    case_id: int
+    event_id: int | None
+    sha256: str
+    media_type: str
+    byte_size: int
+    width: int
+    height: int
+    filename: str | None
+    uploaded_by: str
+    uploaded_at: dt.datetime
+    exif_lat: float | None
+    exif_lon: float | None
+    exif_taken_at: str | None
+
+    @classmethod
+    def of(cls, photo: CasePhoto) -> PhotoView:
+        """The view of a :class:`CasePhoto` row."""
+        return cls(
+            id=photo.id,
+            case_id=photo.case_id,
+            event_id=photo.event_id,
+            sha256=photo.sha256,
+            media_type=photo.media_type,
+            byte_size=photo.byte_size,
+            width=photo.width,
+            height=photo.height,
+            filename=photo.filename,
+            uploaded_by=photo.uploaded_by,
+            uploaded_at=photo.uploaded_at,
+            exif_lat=photo.exif_lat,
+            exif_lon=photo.exif_lon,
+            exif_taken_at=photo.exif_taken_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id,
+            "case_id": self.case_id,
+            "event_id": self.event_id,
+            "sha256": self.sha256,
+            "media_type": self.media_type,
+            "byte_size": self.byte_size,
+            "width": self.width,
+            "height": self.height,
+            "filename": self.filename,
+            "uploaded_by": self.uploaded_by,
+            "uploaded_at": self.uploaded_at.isoformat(),
+            "exif_lat": self.exif_lat,
+            "exif_lon": self.exif_lon,
+            "exif_taken_at": self.exif_taken_at,
+        }
+
+
+@dataclass(frozen=True)
 class EventView:
-    """One recorded event (creation, transition, escalation, tag change, reassignment)."""
+    """One recorded event (creation, transition, escalation, tag change, reassignment); a field
+    verdict also has the officer's position and the photos taken on site."""
 
     at: dt.datetime
     actor: str
@@ -158,16 +239,40 @@ class EventView:
     from_state: str | None
     to_state: str | None
     comment: str | None
+    id: int | None = None
+    position: PositionView | None = None
+    photos: tuple[PhotoView, ...] = ()
+
+    @classmethod
+    def of(cls, event: CaseEvent) -> EventView:
+        """The view of a :class:`CaseEvent` row (its position and photos loaded)."""
+        where = event.position
+        return cls(
+            at=event.at,
+            actor=event.actor,
+            kind=event.kind,
+            from_state=event.from_state,
+            to_state=event.to_state,
+            comment=event.comment,
+            id=event.id,
+            position=None
+            if where is None
+            else PositionView(where.lat, where.lon, where.accuracy_m, where.taken_at, where.source),
+            photos=tuple(PhotoView.of(p) for p in event.photos),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
+            "id": self.id,
             "at": self.at.isoformat(),
             "actor": self.actor,
             "kind": self.kind,
             "from_state": self.from_state,
             "to_state": self.to_state,
             "comment": self.comment,
+            "position": None if self.position is None else self.position.to_dict(),
+            "photos": [p.to_dict() for p in self.photos],
         }
 
 
@@ -444,7 +549,12 @@ def get_case(session: Session, case_id: int, *, now: dt.datetime | None = None) 
     found = session.scalars(
         select(Case)
         .where(Case.id == case_id)
-        .options(selectinload(Case.tags), selectinload(Case.detections), selectinload(Case.events))
+        .options(
+            selectinload(Case.tags),
+            selectinload(Case.detections),
+            selectinload(Case.events).selectinload(CaseEvent.position),
+            selectinload(Case.events).selectinload(CaseEvent.photos),
+        )
     ).one_or_none()
     if found is None:
         raise CaseNotFoundError(f"no case {case_id} in the tracker")
@@ -464,9 +574,7 @@ def get_case(session: Session, case_id: int, *, now: dt.datetime | None = None) 
         )
         for d in found.detections
     )
-    events = tuple(
-        EventView(e.at, e.actor, e.kind, e.from_state, e.to_state, e.comment) for e in found.events
-    )
+    events = tuple(EventView.of(e) for e in found.events)
     return CaseDetail(
         case=summarize(found, now=now),
         geometry_first=to_geojson(from_wkb(found.geom_first)),

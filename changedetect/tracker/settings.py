@@ -57,6 +57,10 @@ class TrackerSettings:
     """... a vegetation change at or below this (the night's before→after NDVI change), counts
     as a new disturbance."""
 
+    photo_max_bytes: int = 10 * 1024 * 1024
+    """Largest field photo the API accepts (bytes); a larger upload is refused with 413 as soon
+    as its bytes pass this, before the rest is read. 10 MB holds a full-resolution phone JPEG."""
+
     def __post_init__(self) -> None:
         if self.deadline_days < 1:
             raise ConfigError(f"deadline_days must be at least 1, got {self.deadline_days}")
@@ -64,6 +68,8 @@ class TrackerSettings:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {value}")
+        if self.photo_max_bytes < 1:
+            raise ConfigError(f"photo_max_bytes must be at least 1, got {self.photo_max_bytes}")
         if self.regrowth_factor < 1.0:
             raise ConfigError(f"regrowth_factor must be at least 1, got {self.regrowth_factor}")
         if not 0.0 < self.relapse_min_growth <= 1.0:

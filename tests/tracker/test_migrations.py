@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from changedetect.tracker import (
     SchemaOutdatedError,
@@ -19,13 +19,17 @@ from changedetect.tracker import (
     TrackerDB,
     current_revision,
     downgrade,
+    get_case,
     head_revision,
     ingest,
     list_cases,
+    transition,
     upgrade,
 )
 from changedetect.tracker.db import make_engine
-from changedetect.tracker.models import Base
+from changedetect.tracker.models import Base, CaseEvent
+from changedetect.tracker.photos import PhotoFacts, StoredPhoto
+from changedetect.tracker.verification import FieldPosition, add_photo, record_verification
 
 from .helpers import NOW, collection, feature, rect
 
@@ -79,6 +83,40 @@ def test_upgrade_and_downgrade(empty_url):
     assert current_revision(empty_url) is None
     assert tables(empty_url) == set()
     upgrade(empty_url)  # and back up again, from nothing
+    assert current_revision(empty_url) == head_revision()
+
+
+def test_migration_0004_adds_the_field_record_and_takes_it_off_again(empty_url):
+    """Positions and photos come with 0004 over an existing ledger, and go without it."""
+    upgrade(empty_url, "0003")
+    with TrackerDB(empty_url) as db:
+        report = ingest(db, collection([feature("m1", rect(0, 0, 60))]), now=NOW)
+        case_id = report.outcomes[0].case_id
+        transition(db, case_id, "verifying", actor="ana.lyst", now=NOW)
+    assert not tables(empty_url) & {"event_positions", "case_photos"}
+    upgrade(empty_url, "0004")
+    assert {"event_positions", "case_photos"} <= tables(empty_url)
+    photo = StoredPhoto("ab" * 32, 1234, PhotoFacts("image/jpeg", 40, 30))
+    position = FieldPosition(34.0, 108.25, 6.0, NOW, "device")
+    with TrackerDB(empty_url) as db:
+        view, _ = add_photo(db, case_id, photo, filename="a.jpg", actor="o", now=NOW)
+        _, event_id = record_verification(
+            db, case_id, "violation", actor="o", position=position, photo_ids=[view.id], now=NOW
+        )
+        with db.session() as s:
+            [event] = [e for e in get_case(s, case_id, now=NOW).events if e.id == event_id]
+    assert (event.position.lat, event.position.accuracy_m, event.position.taken_at) == (
+        34.0,
+        6.0,
+        NOW,
+    )
+    assert [p.id for p in event.photos] == [view.id]
+    downgrade(empty_url, "0003")  # the field record comes off; the case and its events stay
+    assert not tables(empty_url) & {"event_positions", "case_photos"}
+    with TrackerDB(empty_url) as db, db.session() as s:
+        kinds = s.scalars(select(CaseEvent.to_state).where(CaseEvent.case_id == case_id)).all()
+        assert kinds == ["issued", "verifying", "violation"]
+    upgrade(empty_url)
     assert current_revision(empty_url) == head_revision()
 
 

@@ -261,7 +261,9 @@ def test_evidence_roots_restrict_chips_to_configured_folders(db, auth, ids, tmp_
 
     from changedetect.tracker.api import create_app
 
-    with TestClient(create_app(db, now=API_NOW, evidence_roots=[tmp_path])) as c:
+    allowed = tmp_path / "evidence"  # beside the ledger (and its photos), not above it
+    allowed.mkdir()
+    with TestClient(create_app(db, now=API_NOW, evidence_roots=[allowed])) as c:
         r = c.get(f"/cases/{ids['z1']}/chips/before", headers=auth["analyst"])
         assert r.status_code == 404  # the chips exist, but outside the allowed root
 

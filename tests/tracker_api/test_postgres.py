@@ -6,7 +6,10 @@ cluster, started if needed, or skipped with the reason when none can be had.
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 
 pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg")
 
@@ -15,6 +18,7 @@ from alembic.runtime.migration import MigrationContext  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import inspect  # noqa: E402
 
+from changedetect.errors import ConfigError  # noqa: E402
 from changedetect.tracker import TrackerDB, downgrade, upgrade  # noqa: E402
 from changedetect.tracker.api import create_app  # noqa: E402
 from changedetect.tracker.auth import add_user, create_token  # noqa: E402
@@ -32,6 +36,13 @@ from tests.tracker.helpers import NOW, collection, feature, rect  # noqa: E402
 from .conftest import API_NOW  # noqa: E402
 
 SECRET = "whsec_cG9zdGdyZXMgd2ViaG9vayB0ZXN0IHNlY3JldCAwMTI="
+TAKEN_AT = "2025-07-02T10:31:05+08:00"
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), (90, 120, 40)).save(out, "PNG")
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -44,7 +55,7 @@ def pg_api_url(pg_server):  # noqa: F811 - the imported fixture
     return url
 
 
-def test_api_and_outbox_on_postgresql(pg_api_url, httpserver):
+def test_api_and_outbox_on_postgresql(pg_api_url, httpserver, tmp_path):
     engine = make_engine(pg_api_url)
     try:
         with engine.connect() as conn:
@@ -75,7 +86,10 @@ def test_api_and_outbox_on_postgresql(pg_api_url, httpserver):
         analyst = {"Authorization": f"Bearer {create_token(db, 'pg.analyst')}"}
         officer = {"Authorization": f"Bearer {create_token(db, 'pg.officer')}"}
 
-        with TestClient(create_app(db, now=API_NOW, webhook=hook)) as client:
+        with pytest.raises(ConfigError, match="photo folder"):
+            create_app(db)  # a PostgreSQL ledger has no folder to keep photos beside
+        app = create_app(db, now=API_NOW, webhook=hook, photo_dir=tmp_path / "photos")
+        with TestClient(app) as client:
             page = client.get("/cases", headers=officer).json()
             assert [c["id"] for c in page["items"]] == [ids["pg-z"]]
             assert client.get(f"/cases/{ids['pg-h']}", headers=officer).status_code == 404
@@ -83,10 +97,31 @@ def test_api_and_outbox_on_postgresql(pg_api_url, httpserver):
                 f"/cases/{ids['pg-z']}/transitions", json={"to": "verifying"}, headers=analyst
             )
             assert r.status_code == 200
+            photo = client.post(
+                f"/cases/{ids['pg-z']}/photos",
+                files={"photo": ("site.png", png_bytes(), "image/png")},
+                headers=officer,
+            )
+            assert photo.status_code == 201, photo.text
+            position = {"lat": 34.0, "lon": 108.25, "accuracy_m": 6.5, "taken_at": TAKEN_AT}
             r = client.post(
-                f"/cases/{ids['pg-z']}/transitions", json={"to": "violation"}, headers=officer
+                f"/cases/{ids['pg-z']}/verification",
+                json={
+                    "verdict": "violation",
+                    "position": position,
+                    "photo_ids": [photo.json()["id"]],
+                },
+                headers=officer,
             )
             assert r.status_code == 200 and r.json()["state"] == "violation"
+            [event] = [
+                e
+                for e in client.get(f"/cases/{ids['pg-z']}", headers=officer).json()["events"]
+                if e["position"] is not None
+            ]
+            assert event["position"]["accuracy_m"] == 6.5
+            assert event["position"]["taken_at"] == "2025-07-02T02:31:05Z"
+            assert [p["id"] for p in event["photos"]] == [photo.json()["id"]]
             r = client.post(
                 f"/cases/{ids['pg-z']}/transitions", json={"to": "closed"}, headers=analyst
             )

@@ -11,16 +11,22 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.engine import make_url
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ...errors import ConfigError
 from ..clock import utc_now
 from ..db import TrackerDB
 from ..errors import (
     CaseNotFoundError,
     InvalidTransitionError,
+    PhotoTooLargeError,
     TrackerDatabaseError,
     TrackerError,
+    UnsupportedPhotoError,
 )
+from ..photos import PhotoStore
+from ..settings import TrackerSettings
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
 from .deps import ApiState
@@ -29,6 +35,10 @@ from .page import router as page_router
 from .review import router as review_router
 from .routes import router as api_router
 from .schemas import PATTERN_MESSAGES, ValidationErrorOut
+from .verification import router as verification_router
+
+#: The app's own files (templates, static assets): never a place for uploads.
+APP_FILES = Path(__file__).resolve().parent
 
 DESCRIPTION = """
 The changedetect case ledger over HTTP: patch clues become cases that counties verify in the
@@ -104,6 +114,21 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_transition(_: Request, exc: InvalidTransitionError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(PhotoTooLargeError)
+    async def on_too_large(_: Request, exc: PhotoTooLargeError) -> JSONResponse:
+        # the rest of the body is not read: tell the client not to send more on this connection
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            headers={"Connection": "close"},
+        )
+
+    @app.exception_handler(UnsupportedPhotoError)
+    async def on_unsupported(_: Request, exc: UnsupportedPhotoError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+        )
+
     @app.exception_handler(TrackerDatabaseError)
     async def on_database(_: Request, exc: TrackerDatabaseError) -> JSONResponse:
         # the message is already redacted by the store; still, say little to the client
@@ -142,6 +167,34 @@ def _document_media_types(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def photo_folder(
+    tracker: TrackerDB, photo_dir: str | Path | None, evidence_roots: Iterable[Path] | None
+) -> Path:
+    """Where the field photos go: ``photo_dir``, or a ``photos`` folder beside a SQLite file.
+
+    A PostgreSQL ledger (or an in-memory one) has no folder of its own, so it needs
+    ``photo_dir``. The folder must not be inside anything the app serves files from (the
+    evidence roots, the app's own files): photos are served only through their checked route.
+    """
+    if photo_dir is None:
+        database = make_url(tracker.url).database if tracker.dialect == "sqlite" else None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise ConfigError(
+                f"the tracker database ({tracker.dialect}) has no folder to keep field photos "
+                "beside: give a photo folder (create_app(photo_dir=...), serve --photo-dir DIR)"
+            )
+        folder = Path(database).resolve().parent / "photos"
+    else:
+        folder = Path(photo_dir).resolve()
+    for served in (APP_FILES, *(Path(r).resolve() for r in evidence_roots or ())):
+        if folder.is_relative_to(served):
+            raise ConfigError(
+                f"photo folder {folder} is inside {served}, which the app serves files from: "
+                "keep field photos in a folder of their own"
+            )
+    return folder
+
+
 def create_app(
     db: str | TrackerDB | None = None,
     *,
@@ -152,6 +205,8 @@ def create_app(
     cookie_secure: bool = False,
     migrate: bool = False,
     basemap: Basemap | None = None,
+    photo_dir: str | Path | None = None,
+    settings: TrackerSettings | None = None,
 ) -> FastAPI:
     """The tracker's HTTP API and review page.
 
@@ -164,6 +219,9 @@ def create_app(
     the app runs. ``cookie_secure`` marks the session cookie Secure (set it behind HTTPS).
     ``basemap`` is an online tile server for the review page's map; without one the map has no
     basemap and the page loads nothing from outside the app.
+    ``photo_dir`` is where field photos are kept (default: ``photos/`` beside a SQLite file;
+    required for PostgreSQL; see :func:`photo_folder`). ``settings`` gives the tracker's
+    limits (``photo_max_bytes``).
     """
     owns_db = not isinstance(db, TrackerDB)
     tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
@@ -175,6 +233,12 @@ def create_app(
     else:
         clock = now
     roots = None if evidence_roots is None else tuple(Path(r) for r in evidence_roots)
+    try:
+        photos = PhotoStore(photo_folder(tracker, photo_dir, roots))
+    except BaseException:
+        if owns_db:
+            tracker.close()
+        raise
     sender = WebhookSender(tracker, webhook, interval_s=webhook_interval_s) if webhook else None
     state = ApiState(
         db=tracker,
@@ -185,6 +249,8 @@ def create_app(
         cookie_secure=cookie_secure,
         owns_db=owns_db,
         basemap=basemap,
+        photos=photos,
+        settings=settings or TrackerSettings(),
     )
 
     @asynccontextmanager
@@ -211,6 +277,7 @@ def create_app(
     _document_media_types(app)
     app.include_router(api_router)
     app.include_router(review_router)
+    app.include_router(verification_router)
     app.include_router(page_router)
     app.mount(STATIC_PATH, ASSETS, name="static")
     return app

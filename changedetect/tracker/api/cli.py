@@ -40,18 +40,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Basemap(args.basemap_url, args.basemap_attribution or "") if args.basemap_url else None
     )
     db = _open(args)
-    app = create_app(
-        db,
-        evidence_roots=args.evidence_root or None,
-        webhook=webhook,
-        cookie_secure=args.cookie_secure,
-        basemap=basemap,
-    )
-    _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
-    if basemap is not None:
-        # the origin only: the URL's query may hold the tile service's key
-        _out(f"the review page's map loads basemap tiles from {basemap.origin}")
     try:
+        app = create_app(
+            db,
+            evidence_roots=args.evidence_root or None,
+            webhook=webhook,
+            cookie_secure=args.cookie_secure,
+            basemap=basemap,
+            photo_dir=args.photo_dir,
+        )
+        _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
+        if basemap is not None:
+            # the origin only: the URL's query may hold the tile service's key
+            _out(f"the review page's map loads basemap tiles from {basemap.origin}")
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
     finally:
         db.close()
@@ -186,6 +187,12 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
         "--basemap-attribution",
         metavar="TEXT",
         help="the credit the tile server's licence asks for, shown on the map",
+    )
+    p.add_argument(
+        "--photo-dir",
+        metavar="DIR",
+        help="folder the field photos are kept in (default: photos/ beside a SQLite database; "
+        "required for PostgreSQL); not inside an --evidence-root",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -17,7 +17,9 @@ from pydantic import StringConstraints
 
 from ..auth import Principal, authenticate
 from ..db import TrackerDB
+from ..photos import PhotoStore
 from ..queries import CaseQuery
+from ..settings import TrackerSettings
 from ..states import CaseState, Tag
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
@@ -49,7 +51,9 @@ class ApiState:
     sender: WebhookSender | None
     cookie_secure: bool
     owns_db: bool
+    photos: PhotoStore
     basemap: Basemap | None = None
+    settings: TrackerSettings = dataclasses.field(default_factory=TrackerSettings)
 
 
 def get_state(request: Request) -> ApiState:

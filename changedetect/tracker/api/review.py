@@ -22,6 +22,7 @@ from ..dossier import DOSSIER_CSP, render_dossier
 from ..models import Detection
 from .deps import StateDep, UserDep
 from .routes import E401, E404, MAX_ID, visible_case_detail, visible_or_404
+from .verification import dossier_photos
 
 router = APIRouter()
 
@@ -136,7 +137,8 @@ def dossier(
             if found is not None:
                 chips[which] = (found.read_bytes(), CHIP_TYPES[found.suffix.lower()])
                 break
-    page = render_dossier(detail, chips, now=state.now())
+    photos = dossier_photos(detail, state.photos)
+    page = render_dossier(detail, chips, now=state.now(), photos=photos)
     return HTMLResponse(
         page,
         headers={

@@ -20,6 +20,7 @@ from ..queries import (
     MAX_PAGE,
     CaseDetail,
     CasePage,
+    EventView,
     cases_geojson,
     get_case,
     known_counties,
@@ -117,6 +118,7 @@ def me_out(user: Principal, state: ApiState) -> Me:
         transitions={s: t for s, t in transitions.items() if t},  # type: ignore[misc]
         can_assign=user.can_assign,
         counties=counties,
+        photo_max_bytes=state.settings.photo_max_bytes,
     )
 
 
@@ -281,6 +283,19 @@ def _chip_url(request: Request, case_id: int, which: str, clue_id: str) -> str:
     return f"{root}/cases/{case_id}/chips/{which}?clue_id={quote(clue_id, safe='')}"
 
 
+def photo_url(request: Request, case_id: int, photo_id: int) -> str:
+    """The API URL a field photo is served at (checked per user, like the chips)."""
+    return f"{request.scope.get('root_path', '')}/cases/{case_id}/photos/{photo_id}"
+
+
+def event_out(request: Request, case_id: int, event: EventView) -> dict[str, Any]:
+    """An event of the case, its photos linked as API URLs."""
+    out = event.to_dict()
+    for photo in out["photos"]:
+        photo["url"] = photo_url(request, case_id, photo["id"])
+    return out
+
+
 @router.get(
     "/cases/{case_id}",
     response_model=CaseDetailOut,
@@ -308,7 +323,7 @@ def case_detail(case_id: CaseId, request: Request, user: UserDep, state: StateDe
         geometry_latest=detail.geometry_latest,
         geometry_union=detail.geometry_union,
         detection_history=history,
-        events=[e.to_dict() for e in detail.events],
+        events=[event_out(request, case_id, e) for e in detail.events],
     )
     return out
 

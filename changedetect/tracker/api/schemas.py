@@ -7,9 +7,9 @@ models, so the documented schema is what is actually sent.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..states import CaseState
 
@@ -82,6 +82,9 @@ class Me(BaseModel):
         default_factory=list,
         description="Counties the ledger knows (its clues' and assignments'), for reassignment",
         examples=[["Huyi", "Zhouzhi"]],
+    )
+    photo_max_bytes: int = Field(
+        description="Largest field photo the API accepts (bytes)", examples=[10_485_760]
     )
 
 
@@ -244,15 +247,59 @@ class DetectionOut(BaseModel):
     chip_after_url: str | None = Field(description="API URL of the after chip")
 
 
-class EventOut(BaseModel):
-    """Something that happened to the case (who, when, why)."""
+class PositionOut(BaseModel):
+    """Where the officer stood when recording the event (WGS84), as the phone reported it."""
 
+    lat: float = Field(examples=[34.00031])
+    lon: float = Field(examples=[108.25052])
+    accuracy_m: float | None = Field(
+        description="Radius of the fix in metres (null when typed in by hand)", examples=[8.0]
+    )
+    taken_at: dt.datetime = Field(description="When the phone took the fix, by its own clock")
+    source: Literal["device", "manual"] = Field(
+        description="device: the phone's location service; manual: typed in on site"
+    )
+
+
+class PhotoOut(BaseModel):
+    """A field photo of a case; ``url`` serves it to those who may see the case."""
+
+    id: int = Field(examples=[7])
+    case_id: int = Field(examples=[42])
+    event_id: int | None = Field(description="The verdict event it documents (null until then)")
+    sha256: str = Field(
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+    )
+    media_type: Literal["image/jpeg", "image/png", "image/webp"]
+    byte_size: int = Field(examples=[2_481_337])
+    width: int = Field(examples=[4032])
+    height: int = Field(examples=[3024])
+    filename: str | None = Field(description="The phone's file name, for display only")
+    uploaded_by: str = Field(examples=["zhou.officer"])
+    uploaded_at: dt.datetime
+    exif_lat: float | None = Field(description="Where the camera says it was (EXIF GPS)")
+    exif_lon: float | None
+    exif_taken_at: str | None = Field(
+        description="When the camera says it took the photo (EXIF; local time unless an "
+        "offset is given)",
+        examples=["2025-07-02T10:31:05+08:00"],
+    )
+    url: str = Field(examples=["/cases/42/photos/7"])
+
+
+class EventOut(BaseModel):
+    """Something that happened to the case (who, when, why); a field verdict also has where
+    the officer stood and the photos taken there."""
+
+    id: int | None = Field(default=None, examples=[118])
     at: dt.datetime
     actor: str = Field(examples=["li.wei"])
     kind: str = Field(examples=["transition"])
     from_state: str | None = Field(examples=["issued"])
     to_state: str | None = Field(examples=["verifying"])
     comment: str | None = Field(examples=["field team sent"])
+    position: PositionOut | None = None
+    photos: list[PhotoOut] = Field(default_factory=list)
 
 
 class CaseDetailOut(CaseOut):
@@ -295,6 +342,73 @@ class AssignIn(BaseModel):
             "The county the caller saw the case assigned to (null: unassigned). When given and "
             "the case has been reassigned since, the answer is 409 instead of overwriting that."
         ),
+    )
+
+
+class PositionIn(BaseModel):
+    """The officer's position on site, from the phone (or typed in when it gives none)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    lat: float = Field(ge=-90, le=90, description="WGS84 latitude, degrees", examples=[34.00031])
+    lon: float = Field(
+        ge=-180, le=180, description="WGS84 longitude, degrees", examples=[108.25052]
+    )
+    accuracy_m: float | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Radius of the fix in metres (the Geolocation API's accuracy); null when "
+        "typed in",
+        examples=[8.0],
+    )
+    taken_at: dt.datetime = Field(
+        description="When the fix was taken, with its UTC offset (the phone's clock, kept as "
+        "given)",
+        examples=["2025-07-02T02:31:05Z"],
+    )
+    source: Literal["device", "manual"] = Field(
+        default="device", description="device: the phone's location service; manual: typed in"
+    )
+
+    @field_validator("taken_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("needs a UTC offset, e.g. 2025-07-02T02:31:05Z")
+        return value
+
+
+class VerificationIn(BaseModel):
+    """The field verdict of a case being verified, with what the officer recorded on site."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "verdict": "violation",
+                    "note": "quarry face cut since spring; no permit on site",
+                    "position": {
+                        "lat": 34.00031,
+                        "lon": 108.25052,
+                        "accuracy_m": 8.0,
+                        "taken_at": "2025-07-02T02:31:05Z",
+                    },
+                    "photo_ids": [7, 8],
+                }
+            ]
+        },
+    )
+    verdict: Literal["compliant", "false_alarm", "violation"]
+    note: str | None = Field(
+        default=None, max_length=4000, pattern=NO_NUL, description="What was found (recorded)"
+    )
+    position: PositionIn
+    photo_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Photos of this case uploaded before (POST /cases/{id}/photos), not yet "
+        "attached to a verdict",
     )
 
 

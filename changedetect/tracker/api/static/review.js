@@ -13,6 +13,8 @@
  *   review:current  {id}     a case became the current one (click, j/k, first of a page)
  *   review:case     {item}   a case changed (verdict, assignment); its card was redrawn
  *   review:select   {id}     (listened to) make that case's card the current one
+ *   review:refresh  {item, message}  (listened to) another feature changed a case: redraw its
+ *                   card from item, with message in its status line
  */
 (function () {
   const CSRF = document.body.dataset.csrfHeader;
@@ -203,16 +205,21 @@
     return select;
   }
 
+  /** Put a fresh card for `item` where its card is, keeping it current; say `message`. */
+  function redraw(article, item, message) {
+    const fresh = card(item);
+    fresh.querySelector(".msg").textContent = message;
+    if (article.classList.contains("current")) fresh.classList.add("current");
+    article.replaceWith(fresh);
+    notify("case", {item: item});
+  }
+
   async function act(c, article, msg, path, body) {
     for (const b of article.querySelectorAll("button")) b.disabled = true;
     const r = await api(path, {method: "POST", body: JSON.stringify(body),
                                headers: {"Content-Type": "application/json"}});
     if (r.ok) {
-      const fresh = card(r.body);
-      fresh.querySelector(".msg").textContent = "Saved: case " + r.body.id + " is " + r.body.state;
-      if (article.classList.contains("current")) fresh.classList.add("current");
-      article.replaceWith(fresh);
-      notify("case", {item: r.body});
+      redraw(article, r.body, "Saved: case " + r.body.id + " is " + r.body.state);
     } else {
       for (const b of article.querySelectorAll("button")) b.disabled = false;
       msg.className = "msg error";
@@ -296,6 +303,11 @@
 
   function setUpTriage() {
     document.addEventListener("keydown", onKey);
+    document.addEventListener("review:refresh", (e) => {
+      const article = document.querySelector(
+        "#cases article.case[data-case-id='" + e.detail.item.id + "']");
+      if (article) redraw(article, e.detail.item, e.detail.message || "");
+    });
     document.addEventListener("review:select", (e) => {
       const index = cards().findIndex((a) => Number(a.dataset.caseId) === e.detail.id);
       if (index >= 0) focusCard(index);
