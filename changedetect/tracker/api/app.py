@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,10 +18,12 @@ from ..clock import utc_now
 from ..db import TrackerDB
 from ..errors import (
     CaseNotFoundError,
+    ConcurrencyError,
     InvalidTransitionError,
     TrackerDatabaseError,
     TrackerError,
 )
+from ..settings import API_BUSY_WAIT_S
 from ..webhook import WebhookConfig, WebhookSender
 from .deps import ApiState
 from .review import router as review_router
@@ -38,7 +41,9 @@ reassignment), `officer` (its own county only: field verdicts and rectification 
 `viewer` (read-only). A case outside an officer's county answers 404, as if it did not exist.
 
 **Errors** are JSON `{"detail": "one line"}`; malformed requests answer 422 with `detail`
-summarising and `errors` locating each problem.
+summarising and `errors` locating each problem. A write that finds the database busy with
+another write (an ingest of clues) for more than a few seconds answers 503 with `Retry-After`:
+nothing was changed, send it again then.
 """
 
 
@@ -101,6 +106,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_transition(_: Request, exc: InvalidTransitionError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(ConcurrencyError)
+    async def on_busy(_: Request, exc: ConcurrencyError) -> JSONResponse:
+        # another writer (a night's ingest) holds the database: a short wait, not an outage
+        retry_after = max(1, math.ceil(exc.retry_after_s))
+        return JSONResponse(
+            {
+                "detail": "the tracker database is busy with another write (such as an "
+                f"ingest of clues); nothing was changed, try again in {retry_after} s"
+            },
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(retry_after)},
+        )
+
     @app.exception_handler(TrackerDatabaseError)
     async def on_database(_: Request, exc: TrackerDatabaseError) -> JSONResponse:
         # the message is already redacted by the store; still, say little to the client
@@ -148,6 +166,7 @@ def create_app(
     webhook_interval_s: float = 30.0,
     cookie_secure: bool = False,
     migrate: bool = False,
+    busy_wait_s: float = API_BUSY_WAIT_S,
 ) -> FastAPI:
     """The tracker's HTTP API and review page.
 
@@ -158,6 +177,8 @@ def create_app(
     chips may be served from (default: each detection's clues-file folder). With ``webhook``,
     transitions and assignments are queued for it and a background sender delivers them while
     the app runs. ``cookie_secure`` marks the session cookie Secure (set it behind HTTPS).
+    A write waits at most ``busy_wait_s`` for another writer (an ingest between two of its
+    chunks) before answering 503 with ``Retry-After``.
     """
     owns_db = not isinstance(db, TrackerDB)
     tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
@@ -171,7 +192,8 @@ def create_app(
     roots = None if evidence_roots is None else tuple(Path(r) for r in evidence_roots)
     sender = WebhookSender(tracker, webhook, interval_s=webhook_interval_s) if webhook else None
     state = ApiState(
-        db=tracker,
+        # the routes' writes wait briefly for the lock, then answer 503 rather than hang
+        db=tracker.with_busy_wait(busy_wait_s),
         now=clock,
         evidence_roots=roots,
         webhook=webhook,
