@@ -18,6 +18,9 @@ How long a write waits for another writer's lock is the :class:`TrackerDB`'s ``b
 unbounded callers (the nightly ingest, the CLI) wait as long as their retries allow, while the
 API gives up after a few seconds with :class:`~.errors.DatabaseBusyError` (a 503 with
 ``Retry-After``) rather than holding a person's request for minutes.
+
+Engines are made with ``hide_parameters=True``: a database error's text names the statement but
+never the values bound to it, so no clue data, token hash or password reaches a log or stderr.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def make_engine(url: str | None = None) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
         try:
-            return create_engine(parsed, pool_pre_ping=True)
+            return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
         except ModuleNotFoundError as exc:
             raise TrackerDatabaseError(
                 f"no driver for {redact(url)}: pip install 'psycopg[binary]' ({exc})"
@@ -111,7 +114,10 @@ def _sqlite_engine(url: Any) -> Engine:
             raise TrackerDatabaseError(
                 f"SQLite database {database}: folder {parent} does not exist; create it first"
             )
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S},
+        "hide_parameters": True,
+    }
     if in_memory:
         # one shared connection, or every checkout would see its own empty database
         kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
