@@ -74,9 +74,14 @@ class PageRequests:
 
 @contextmanager
 def browser_page(
-    allowed: Callable[[str], bool], *, width: int = 1280, height: int = 900
+    allowed: Callable[[str], bool],
+    *,
+    width: int = 1280,
+    height: int = 900,
+    javascript: bool = True,
 ) -> Iterator[tuple[object, PageRequests]]:
-    """A fresh-profile Chromium page whose requests go through `allowed`; yields (page, requests)."""
+    """A fresh-profile Chromium page whose requests go through `allowed`; yields (page, requests).
+    `javascript=False` shows the page as a reader with scripts off (or a mail client) sees it."""
     from playwright.sync_api import sync_playwright
 
     executable = require_chromium()
@@ -87,7 +92,9 @@ def browser_page(
         try:
             # a service worker's own fetches would bypass the routing; the pages need none
             context = browser.new_context(
-                viewport={"width": width, "height": height}, service_workers="block"
+                viewport={"width": width, "height": height},
+                service_workers="block",
+                java_script_enabled=javascript,
             )
             context.route("**/*", requests.route)
             page = context.new_page()

@@ -157,15 +157,15 @@ def test_a_rectified_case_disturbed_again_relapses_in_the_nightly_look_back(tmp_
 
 
 def test_the_nightly_hand_on_posts_signed_cases_to_the_webhook(tmp_path, monkeypatch, httpserver):
-    from changedetect.tracker.webhook import SIGNATURE_HEADER, verify_signature
+    from changedetect.tracker.webhook import new_secret, verify
 
-    secret = "a-shared-secret-of-some-length"
+    secret = new_secret()
     received = []
 
     def handler(request):  # noqa: ANN001, ANN202
         from werkzeug import Response
 
-        received.append((request.get_data(), request.headers.get(SIGNATURE_HEADER)))
+        received.append((request.get_data(), dict(request.headers)))
         return Response("ok")
 
     httpserver.expect_request("/hook", method="POST").respond_with_handler(handler)
@@ -175,8 +175,8 @@ def test_the_nightly_hand_on_posts_signed_cases_to_the_webhook(tmp_path, monkeyp
     (result,) = run(config)
     assert default_sink(config).hand_on(result.clues, out_dir=result.out_dir)
     assert received, "no case was posted"
-    body, signature = received[0]
-    assert verify_signature(body, signature, secret)
+    body, headers = received[0]
+    assert verify(body, headers, secret)
     assert result.clues[0].clue_id in body.decode()
 
 

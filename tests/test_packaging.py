@@ -37,7 +37,8 @@ def test_dockerfile_copies_the_package_and_runs_as_non_root():
 
 
 def test_the_wheel_carries_the_package_data(tmp_path):
-    """The clue model and the demo config are read from the installed package, offline."""
+    """The clue model, the demo config, the report's templates and the review page's files are
+    read from the installed package, offline."""
     import zipfile
 
     # built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
@@ -60,4 +61,17 @@ def test_the_wheel_carries_the_package_data(tmp_path):
         "changedetect/data/clue_model.json",
         "changedetect/data/demo.yaml",
         "changedetect/data/demo_zones.geojson",
+        "changedetect/io/sinks/templates/report.html.j2",
+        "changedetect/io/sinks/templates/report_macros.html.j2",
+        "changedetect/io/sinks/templates/report.css",
+        "changedetect/io/sinks/templates/report.js",
+        # the tracker's review page, map library and its licence included
+        "changedetect/tracker/api/templates/review.html",
+        "changedetect/tracker/api/static/review.css",
+        "changedetect/tracker/api/static/review.js",
+        "changedetect/tracker/api/static/review-map.js",
+        "changedetect/tracker/api/static/vendor/leaflet/leaflet.js",
+        "changedetect/tracker/api/static/vendor/leaflet/leaflet.css",
+        "changedetect/tracker/api/static/vendor/leaflet/LICENSE",
+        "changedetect/tracker/api/static/vendor/leaflet/images/marker-icon.png",
     } <= names

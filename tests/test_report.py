@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import base64
-import html
+import hashlib
 import io
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from markupsafe import escape
 from PIL import Image
 from shapely.geometry import MultiPolygon, box
 
 from changedetect.errors import GridMismatchError, SinkError
 from changedetect.io.sinks.chips import OUTLINE_RGB, PANEL_GAP, chip_window
-from changedetect.io.sinks.report import render_overview, write_report
+from changedetect.io.sinks.overview import render_overview
+from changedetect.io.sinks.report import write_report
 from changedetect.models import GridSpec, Patch, PatchClue, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
@@ -245,9 +248,10 @@ def test_summary_tables_count_and_sum_by_type_zone_county(tmp_path):
 def test_clue_text_is_escaped_never_markup(tmp_path):
     text, page = _write(tmp_path, title="<i>night</i> & day")
     assert NASTY_ZONE not in text and NASTY_COUNTY not in text
-    assert html.escape(NASTY_ZONE) in text and html.escape(NASTY_COUNTY) in text
-    tags = {t for t, _ in page.tags}
-    assert not tags & {"script", "b", "i", "iframe", "object", "embed"}
+    assert escape(NASTY_ZONE) in text and escape(NASTY_COUNTY) in text
+    tags = [t for t, _ in page.tags]
+    assert not set(tags) & {"b", "i", "iframe", "object", "embed"}
+    assert tags.count("script") == 1  # the report's own (see the policy test), never a clue's
     assert not any("evil.example" in a.get("src", "") for _, a in page.tags)
     assert "<i>night</i> & day" in page.text  # the title round-trips, as text
 
@@ -268,7 +272,8 @@ def test_page_is_self_contained(tmp_path):
             value = attrs.get(key)
             if value is not None:
                 assert value.startswith(("data:", "#")), (tag, key, value[:60])
-        assert tag not in ("script", "iframe", "object", "embed", "base")
+        assert tag not in ("iframe", "object", "embed", "base")
+        assert tag != "script" or "src" not in attrs  # the inline script only
         if tag == "link":
             assert attrs["href"].startswith("data:")  # the empty favicon only
     style = "".join(t for t in page.text if "{" in t)
@@ -279,9 +284,9 @@ def test_page_is_self_contained(tmp_path):
     hosts = {urlsplit(u).netloc or urlsplit(u).scheme for u in navigation_links}
     assert hosts == {"uri.amap.com", "api.map.baidu.com", "geo"}
     assert len(navigation_links) == 3 * len(SPECS)
-    rest = text.replace(html.escape(NASTY_COUNTY), "")
+    rest = text.replace(escape(NASTY_COUNTY), "")
     for link in navigation_links:
-        rest = rest.replace(html.escape(link, quote=True), "")
+        rest = rest.replace(escape(link), "")
     assert "http://" not in rest and "https://" not in rest
     csp = next(
         a["content"] for t, a in page.tags if a.get("http-equiv") == "Content-Security-Policy"
@@ -550,7 +555,7 @@ def test_report_renders_offline_in_chromium(tmp_path, artefact_dir):
     rendered = _Page(dom)
     assert len(rendered.cards) == len(page_html.cards) == len(SPECS)
     assert NASTY_ZONE in rendered.cards[0]  # still text after the browser parsed it
-    assert not any(t == "script" for t, _ in rendered.tags)
+    assert [t for t, _ in rendered.tags].count("script") == 1  # the report's own only
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape == (2000, 1280, 3)
     assert image.std() > 20  # not blank
@@ -562,7 +567,7 @@ def test_report_renders_offline_in_chromium(tmp_path, artefact_dir):
 def test_numbers_go_where_checking_every_earlier_number_puts_them():
     """The overview numbers its clues against a grid index of the labels already placed; it must
     place each exactly where comparing with every earlier label does, crowded or not."""
-    from changedetect.io.sinks.report import _overlaps, _place_label, _Taken
+    from changedetect.io.sinks.overview import _overlaps, _place_label, _Taken
 
     class Every:
         def __init__(self):
@@ -595,7 +600,7 @@ def test_the_overview_shows_zone_boundaries_a_scale_bar_and_its_corners(tmp_path
     from rasterio.warp import transform_bounds
 
     from changedetect.grids import WGS84, reproject_geometry
-    from changedetect.io.sinks.report import ZONE_RGB
+    from changedetect.io.sinks.palette import ZONE_RGB
     from changedetect.io.zones import ProtectionZone
 
     grid, rgb, patches, clues = _scene(tmp_path)
@@ -626,3 +631,223 @@ def test_the_overview_shows_zone_boundaries_a_scale_bar_and_its_corners(tmp_path
     ).read_text(encoding="utf-8")  # fmt: skip
     assert "Protection zone boundaries in cyan (1)" in text and "Scale bar 200 m" in text
     assert f"{north:.5f}, {west_deg:.5f}" in text
+
+
+# ------------------------------------------------------------------ index: sorting and filters
+
+#: Clues for the index's sorting and filters: four types, four zones (one outside any), four
+#: counties (one unknown), every priority, ties in each facet and a confidence that is missing.
+SORTABLE = [
+    *SPECS,
+    (60, 130, 70, 150, "other", "Alpine buffer", "buffer", "Huyi", "low"),
+    (20, 90, 34, 100, "construction", "Alpine buffer", "buffer", "Huyi", "normal"),
+]
+SORTABLE_CONFIDENCE = [0.55, 0.91, 0.73, float("nan"), 0.88, 0.47]
+PRIORITIES = ("urgent", "high", "normal", "low")
+#: The index's columns (header text) and what each sorts by, from the clue and its number.
+COLUMNS = {
+    "clue": lambda c, n: c.clue_id,
+    "type": lambda c, n: c.change_type,
+    "priority": lambda c, n: PRIORITIES.index(c.priority),
+    "confidence": lambda c, n: -math.inf if math.isnan(c.confidence) else c.confidence,
+    "zone": lambda c, n: (c.zone or "").casefold(),
+    "county": lambda c, n: (c.county or "").casefold(),
+    "area (ha)": lambda c, n: c.area_m2,
+    "#": lambda c, n: n,
+}
+#: The filters and the value of a clue each matches on.
+FACETS = {
+    "type": lambda c: c.change_type,
+    "zone": lambda c: "outside protected zones" if c.zone is None else c.zone,
+    "county": lambda c: "unknown county" if c.county is None else c.county,
+    "priority": lambda c: c.priority,
+}
+
+
+def _write_sortable(tmp_path: Path) -> tuple[Path, list[PatchClue]]:
+    grid, rgb, patches, clues = _scene(tmp_path, SORTABLE)
+    for clue, confidence in zip(clues, SORTABLE_CONFIDENCE, strict=True):
+        clue.confidence = confidence
+    path = write_report(
+        tmp_path / "out" / "report.html",
+        aoi="t",
+        clues=clues,
+        patches=patches,
+        grid=grid,
+        rgb_path=rgb,
+    )
+    return path, clues
+
+
+def _in_review_order(clues: list[PatchClue]) -> list[PatchClue]:
+    def rank(clue: PatchClue) -> tuple[int, float]:
+        confidence = 0.0 if math.isnan(clue.confidence) else clue.confidence
+        return PRIORITIES.index(clue.priority), -confidence
+
+    return sorted(clues, key=rank)
+
+
+_VISIBLE = "els => els.filter(e => e.getClientRects().length > 0)"
+
+
+def _index_ids(page) -> list[str]:
+    """Clue ids of the index rows a reader sees, top to bottom."""
+    return page.eval_on_selector_all(
+        "#clue-index tbody tr", f"rows => ({_VISIBLE})(rows).map(r => r.cells[1].textContent)"
+    )
+
+
+def _card_ids(page) -> list[str]:
+    return page.eval_on_selector_all(
+        "article.clue",
+        f"cards => ({_VISIBLE})(cards).map(c => c.querySelector('h3 .id').textContent)",
+    )
+
+
+def _hit_targets(page) -> list[str]:
+    return page.eval_on_selector_all(
+        "a.hit", f"hits => ({_VISIBLE})(hits).map(a => a.getAttribute('href'))"
+    )
+
+
+def test_the_policy_allows_exactly_the_inline_script_by_its_hash(tmp_path):
+    """The page's one script runs because the policy names its SHA-256, computed from the script
+    as written: an edited script under a stale hash would not run, and a script smuggled in by a
+    clue's text (the zone holds `<script>`) would not be there to run."""
+    path, _ = _write_sortable(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    page = _Page(text)
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", text, flags=re.DOTALL)
+    assert text.count("<script") == 1 and len(scripts) == 1, "clue text must stay text"
+    attrs, script = scripts[0]
+    assert attrs == "" and "addEventListener" in script
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    csp = next(
+        a["content"] for t, a in page.tags if a.get("http-equiv") == "Content-Security-Policy"
+    )
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";") if d.strip())
+    assert directives == {
+        "default-src": "'none'",
+        "img-src": "data:",
+        "style-src": "'unsafe-inline'",
+        "script-src": f"'sha256-{digest}'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+    }
+    # the policy blocks inline handlers: the script wires its own listeners
+    assert not any(key.startswith("on") for _, attrs in page.tags for key in attrs)
+    # the zone's text reaches the filters and the rows' data as text too
+    assert escape(NASTY_ZONE) in re.search(r"<select id='filter-zone'.*?</select>", text, re.S)[0]
+    # a page without clues has nothing to sort and no script
+    grid, rgb, _, _ = _scene(tmp_path / "quiet")
+    quiet = write_report(
+        tmp_path / "quiet.html", aoi="q", clues=[], patches=[], grid=grid, rgb_path=rgb
+    ).read_text(encoding="utf-8")
+    assert "<script" not in quiet and "script-src" not in quiet
+
+
+def test_clicking_a_column_header_sorts_the_clues_both_ways(tmp_path):
+    path, clues = _write_sortable(tmp_path)
+    url = path.as_uri()
+    review = _in_review_order(clues)
+    number = {c.clue_id: n for n, c in enumerate(review, start=1)}
+    labels = ["#", "clue", "type", "priority", "confidence", "zone", "county", "area (ha)"]
+    with browser_page(_only_the_page(url)) as (page, requests):
+        page.goto(url, wait_until="load")
+        headers = page.eval_on_selector_all(
+            "#clue-index thead th", "ths => ths.map(t => t.textContent)"
+        )
+        assert headers == labels
+
+        def sort_state() -> list[str | None]:
+            return page.eval_on_selector_all(
+                "#clue-index thead th", "ths => ths.map(t => t.getAttribute('aria-sort'))"
+            )
+
+        # review order to start with, and so marked; the first press on # reverses it
+        assert _index_ids(page) == [c.clue_id for c in review]
+        assert sort_state() == ["ascending", *[None] * 7]
+        page.focus("#clue-index thead th:nth-child(1) button")
+        page.keyboard.press("Space")
+        assert _index_ids(page) == [c.clue_id for c in reversed(review)]
+        assert sort_state() == ["descending", *[None] * 7]
+        for label, key in COLUMNS.items():
+            column = labels.index(label)
+            button = f"#clue-index thead th:nth-child({column + 1}) button"
+            # equal values stay in review order; descending is the exact reverse
+            ranked = sorted(
+                review, key=lambda c, k=key: (k(c, number[c.clue_id]), number[c.clue_id])
+            )
+            ascending = [c.clue_id for c in ranked]
+            page.click(button)
+            assert _index_ids(page) == ascending, label
+            assert sort_state() == [("ascending" if i == column else None) for i in range(8)]
+            page.focus(button)  # and by keyboard: a second press reverses
+            page.keyboard.press("Enter")
+            assert _index_ids(page) == ascending[::-1], label
+            assert sort_state() == [("descending" if i == column else None) for i in range(8)]
+        # sorting moves rows, never hides them or the cards, which keep the review order
+        assert _card_ids(page) == [c.clue_id for c in review]
+    assert requests.seen == [url] and requests.refused == []
+    assert requests.errors == [], requests.errors
+
+
+def test_each_filter_leaves_exactly_the_matching_clues_and_cards(tmp_path, artefact_dir):
+    path, clues = _write_sortable(tmp_path)
+    url = path.as_uri()
+    review = [c.clue_id for c in _in_review_order(clues)]
+    by_id = {c.clue_id: c for c in clues}
+    with browser_page(_only_the_page(url), width=1280, height=1400) as (page, requests):
+        page.goto(url, wait_until="load")
+        assert page.is_visible("#clue-filters")
+        assert page.text_content("#clues-shown") == "6 of 6 clues shown"
+
+        def shown() -> tuple[list[str], list[str], list[str], str]:
+            hits = [review[int(href.removeprefix("#clue-")) - 1] for href in _hit_targets(page)]
+            return _index_ids(page), _card_ids(page), hits, page.text_content("#clues-shown")
+
+        def expect(match) -> tuple[list[str], list[str], list[str], str]:
+            kept = [i for i in review if match(by_id[i])]
+            return kept, kept, kept, f"{len(kept)} of 6 clues shown"
+
+        for facet, value in FACETS.items():
+            select = f"#filter-{facet}"
+            options = page.eval_on_selector_all(
+                f"{select} option", "os => os.map(o => o.textContent)"
+            )
+            present = {value(c) for c in clues}
+            assert options[0] == "all" and set(options[1:]) == present and len(options) == 5
+            for option in options[1:]:
+                page.select_option(select, label=option)
+                assert shown() == expect(lambda c, v=value, o=option: v(c) == o), (facet, option)
+            page.select_option(select, index=0)
+            assert shown() == expect(lambda c: True)
+        # filters combine; a combination nothing matches shows nothing and says so
+        page.select_option("#filter-zone", label="Qinling general")
+        page.select_option("#filter-priority", label="high")
+        page.select_option("#filter-type", label="quarry")
+        assert shown() == expect(
+            lambda c: (c.zone, c.priority, c.change_type) == ("Qinling general", "high", "quarry")
+        )
+        page.select_option("#filter-priority", label="urgent")
+        assert shown() == ([], [], [], "0 of 6 clues shown")
+        for facet in ("zone", "priority", "type"):
+            page.select_option(f"#filter-{facet}", index=0)
+        page.select_option("#filter-county", label="Zhouzhi")
+        assert shown() == expect(lambda c: c.county == "Zhouzhi")
+        page.screenshot(path=str(artefact_dir / "report-filtered-by-county.png"), full_page=True)
+    assert requests.seen == [url] and requests.refused == []
+    assert requests.errors == [], requests.errors
+
+
+def test_without_javascript_every_clue_shows_in_review_order(tmp_path):
+    path, clues = _write_sortable(tmp_path)
+    url = path.as_uri()
+    review = [c.clue_id for c in _in_review_order(clues)]
+    with browser_page(_only_the_page(url), javascript=False) as (page, requests):
+        page.goto(url, wait_until="load")
+        assert _index_ids(page) == review and _card_ids(page) == review
+        assert len(_hit_targets(page)) == len(review)
+        assert not page.is_visible("#clue-filters")  # no control that would do nothing
+    assert requests.refused == []

@@ -317,6 +317,24 @@ class TrackerDB:
         if self.dialect == "sqlite":
             time.sleep(SQLITE_HANDOFF_S)
 
+    def refresh_statistics(self) -> None:
+        """Let the query planner see the ledger's present size and spread (after a big change).
+
+        Without statistics SQLite guesses, and for a filtered case list it may pick the
+        filter's index and sort a million rows rather than walk the list-order index and stop
+        after a page. PostgreSQL's autovacuum keeps its own statistics; SQLite's are refreshed
+        here from a bounded sample (``analysis_limit``), so this stays quick at any size.
+        """
+        if self.dialect != "sqlite":
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+        except OperationalError as exc:  # busy or read-only: the planner keeps what it had
+            log.warning("could not refresh the SQLite planner statistics: %s", exc.orig)
+
     def close(self) -> None:
         """Release the engine's connections."""
         self.engine.dispose()

@@ -189,6 +189,7 @@ def ingest(
         chunk = ordered[start : start + chunk_clues]
         part = target.run_write(lambda session, chunk=chunk: work(session, chunk))
         report.outcomes.extend(part.outcomes)
+    target.refresh_statistics()
     return report
 
 

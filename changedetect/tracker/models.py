@@ -95,6 +95,10 @@ class Case(BBoxMixin, Base):
         CheckConstraint("link_reason IN ('relapse', 'regrowth')", name="link_reason"),
         Index("ix_cases_state_bbox", "state", "min_lon", "max_lon"),
         Index("ix_cases_order", "escalated", "priority_rank", "deadline"),
+        # the list order (queries.list_cases), whole and per county, walked without a sort
+        Index("ix_cases_queue", "priority_rank", "deadline", "id"),
+        Index("ix_cases_county_queue", "assigned_county", "priority_rank", "deadline", "id"),
+        Index("ix_cases_state_deadline", "state", "deadline"),  # overdue cases, found directly
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

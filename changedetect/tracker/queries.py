@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, union
 from sqlalchemy.orm import Session, selectinload
 
 from ..navigation import navigation
@@ -320,19 +320,60 @@ def list_cases(
         raise TrackerError(f"offset {offset} is negative")
     where = _filtered(query)
     total = session.scalar(select(func.count()).select_from(Case).where(*where)) or 0
-    # the flag is set by the nightly escalation; overdue-but-not-yet-flagged sorts with it
-    urgent_first = case((or_(Case.escalated, overdue_clause(now)), 0), else_=1)
-    rows = session.scalars(
-        select(Case)
-        .where(*where)
-        .options(selectinload(Case.tags))
-        .order_by(urgent_first, Case.priority_rank, Case.deadline, Case.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    counts = _detection_counts(session, [c.id for c in rows])
+    ids = _page_ids(session, where, limit=limit, offset=offset, now=now)
+    loaded = {
+        c.id: c
+        for c in session.scalars(
+            select(Case).where(Case.id.in_(ids)).options(selectinload(Case.tags))
+        )
+    }
+    rows = [loaded[i] for i in ids]
+    counts = _detection_counts(session, ids)
     items = tuple(summarize(c, now=now, detections=counts.get(c.id, 0)) for c in rows)
     return CasePage(items, int(total), limit, offset)
+
+
+def _page_ids(
+    session: Session,
+    where: list[ColumnElement[bool]],
+    *,
+    limit: int,
+    offset: int,
+    now: dt.datetime,
+) -> list[int]:
+    """The ids of one page in list order, without sorting whole rows.
+
+    The order is urgent (escalated, or overdue but not yet flagged by the nightly escalation)
+    first, then priority, deadline and id. Urgency depends on the time of the request, so no
+    index holds it; the two halves are asked for separately instead, each in the order of the
+    ``ix_cases_queue`` indexes, which a database walks and stops after the page (the urgent half
+    is the short one in a working ledger).
+    """
+    order = (Case.priority_rank, Case.deadline, Case.id)
+    # each half of the urgency test on its own index (ix_cases_order, ix_cases_state_deadline):
+    # asked as one OR, a planner walks the whole queue index looking for the few urgent cases
+    urgent_ids = union(
+        select(Case.id).where(Case.escalated == True),  # noqa: E712 - SQL equality, indexable
+        select(Case.id).where(overdue_clause(now)),
+    )
+    head = session.scalars(
+        select(Case.id)
+        .where(*where, Case.id.in_(urgent_ids))
+        .order_by(*order)
+        .limit(offset + limit)
+    ).all()
+    urgent = or_(Case.escalated, overdue_clause(now))
+    ids = list(head[offset:])
+    if len(head) < offset + limit:  # the urgent half ends within this page: all of it was read
+        rest = session.scalars(
+            select(Case.id)
+            .where(*where, ~urgent)
+            .order_by(*order)
+            .limit(limit - len(ids))
+            .offset(max(0, offset - len(head)))
+        ).all()
+        ids += rest
+    return ids
 
 
 def iter_cases(
@@ -442,15 +483,25 @@ def cases_geojson(
     *,
     now: dt.datetime | None = None,
     geometry: str = "union",
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Matching cases as an RFC 7946 FeatureCollection (WGS84) for QGIS and web maps.
 
     ``geometry`` picks the footprint: ``union`` (everything seen), ``latest`` or ``first``.
+    With ``limit``, one page of the list order from ``offset``, and the collection says how many
+    cases matched and how many it holds (``numberMatched``/``numberReturned``, the members OGC API
+    Features gives a page; RFC 7946 §6.1 allows such foreign members).
     """
     column = {"union": Case.geom_union, "latest": Case.geom_latest, "first": Case.geom_first}
     if geometry not in column:
         raise TrackerError(f"geometry {geometry!r} is not one of {', '.join(column)}")
-    summaries = iter_cases(session, query, now=now)
+    page = None
+    if limit is None:
+        summaries: Sequence[CaseSummary] = iter_cases(session, query, now=now)
+    else:
+        page = list_cases(session, query, limit=limit, offset=offset, now=now)
+        summaries = page.items
     wkbs: dict[int, bytes] = {}
     for start in range(0, len(summaries), 500):
         ids = [s.id for s in summaries[start : start + 500]]
@@ -470,4 +521,7 @@ def cases_geojson(
                 "properties": props,
             }
         )
-    return {"type": "FeatureCollection", "features": features}
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if page is not None:
+        collection.update(numberMatched=page.total, numberReturned=len(features))
+    return collection

@@ -15,21 +15,41 @@ exists if and only if its change was committed. Delivery is a separate, bounded 
   one bounded delivery pass. A dead receiver therefore costs the run at most ``budget_s``
   seconds and never fails it.
 - Events of one case are delivered in order: a case's later event waits while an earlier one
-  is still pending. Delivery is at-least-once: receivers deduplicate on ``event_id`` (also sent
-  as ``X-Changedetect-Event``). Concurrent senders claim an event with a short lease first, so
-  two senders rarely post the same one.
+  is still pending. Delivery is at-least-once: receivers deduplicate on the ``webhook-id``
+  header (the event's ``event_id``, the same on every retry). Concurrent senders claim an event
+  with a short lease first, so two senders rarely post the same one.
 
-Each request carries ``X-Changedetect-Signature: sha256=<hex HMAC-SHA256 of the raw body>``
-keyed with the secret from ``$CHANGEDETECT_WEBHOOK_SECRET``. The body is stored as the exact
-bytes signed, so a retry sends and signs the same bytes. The secret is never logged, never
-stored in the database and hidden from ``repr``.
+Requests follow the **Standard Webhooks** scheme (:mod:`.webhook_signature`): ``webhook-id``,
+``webhook-timestamp`` (this attempt, Unix seconds) and ``webhook-signature`` (``v1,<base64
+HMAC-SHA256 of "{id}.{timestamp}.{body}">``), so a captured request cannot be replayed once the
+receiver's tolerance (5 minutes) has passed. The body is stored as the exact bytes signed; each
+attempt signs them afresh with its own timestamp. Receivers may only be https (plain http is
+refused except on loopback: 127.0.0.0/8, ::1, localhost), so bodies are not readable in transit.
+
+The secret (``whsec_<base64>``, see :func:`new_secret`) comes from ``$CHANGEDETECT_WEBHOOK_SECRET``
+or from the file named by ``$CHANGEDETECT_WEBHOOK_SECRET_FILE`` (a mounted secret), never from a
+command line. Two secrets, space-separated (``"whsec_new whsec_old"``), sign every request with
+both while a receiver moves from the old to the new. The secret is never logged, never stored in
+the database and hidden from ``repr``.
+
+A receiver checks each request with :func:`verify` (re-exported from
+:mod:`.webhook_signature`) and answers 2xx only when it passes::
+
+    from changedetect.tracker.webhook import WebhookVerificationError, verify
+
+    try:
+        event_id = verify(raw_body, headers, secret)  # tolerance_s=300 by default
+    except WebhookVerificationError:
+        return 401
+    if seen_before(event_id):  # a retry, or a replay inside the window
+        return 200
+    event = json.loads(raw_body)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -39,8 +59,9 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from sqlalchemy import (
@@ -64,13 +85,24 @@ from .db import TrackerDB
 from .ingest import IngestReport, ingest
 from .models import Base, Case, UTCDateTime
 from .queries import summarize
+from .webhook_signature import (
+    ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookVerificationError,
+    new_secret,
+    sign,
+    signed_headers,
+    signing_keys,
+    verify,
+)
 
 log = logging.getLogger("changedetect.tracker.webhook")
 
 URL_ENV_VAR = "CHANGEDETECT_WEBHOOK_URL"
 SECRET_ENV_VAR = "CHANGEDETECT_WEBHOOK_SECRET"
-SIGNATURE_HEADER = "X-Changedetect-Signature"
-EVENT_HEADER = "X-Changedetect-Event"
+#: Names a file holding the secret instead (a mounted secret keeps it out of the environment).
+SECRET_FILE_ENV_VAR = "CHANGEDETECT_WEBHOOK_SECRET_FILE"
 #: Format version of the JSON body (bump on incompatible changes).
 PAYLOAD_VERSION = 1
 
@@ -99,14 +131,70 @@ class OutboxEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit for messages and logs: any user, password or query (a receiver may take an
+    access key there) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[": nothing in it can be told apart safely
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if parts.username is not None or parts.password is not None:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc, query="***" if parts.query else "").geturl()
+
+
+def _is_loopback(parts: SplitResult) -> bool:
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_receiver_url(url: str) -> None:
+    """Refuse a receiver URL that would send cases in the clear: https only, except a receiver
+    on this machine (127.0.0.0/8, ::1, localhost), whose traffic never leaves it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a malformed port raises here, not on the first request
+    except ValueError as exc:
+        raise ConfigError(f"webhook URL {shown_url(url)!r} is malformed: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"webhook URL {shown_url(url)!r} is not an https URL")
+    if parts.scheme == "http" and not _is_loopback(parts):
+        raise ConfigError(
+            f"webhook URL {shown_url(url)!r} is plain http: case data would travel unencrypted; "
+            "use https (http is accepted only for a receiver on loopback: 127.0.0.0/8, ::1, "
+            "localhost)"
+        )
+
+
+def _secret_from_file(path: str) -> str:
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"cannot read the webhook secret file {path} (${SECRET_FILE_ENV_VAR}): {reason}"
+        ) from None
+    if not secret:
+        raise ConfigError(f"the webhook secret file {path} (${SECRET_FILE_ENV_VAR}) is empty")
+    return secret
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     """Where and how to deliver (the secret never shows in ``repr`` or logs)."""
 
     url: str
-    """The receiver's URL (http or https)."""
+    """The receiver's URL: https (http only on loopback)."""
     secret: str = field(repr=False)
-    """HMAC-SHA256 key; from ``$CHANGEDETECT_WEBHOOK_SECRET``, never from a file in the repo."""
+    """``whsec_<base64>`` signing secret, or several space-separated while one is rotated (each
+    request is then signed with each); from ``$CHANGEDETECT_WEBHOOK_SECRET`` or the file of
+    ``$CHANGEDETECT_WEBHOOK_SECRET_FILE``, never from a file in the repo or a command line."""
     timeout_s: float = 5.0
     """Connect and read timeout of one request."""
     budget_s: float = 20.0
@@ -121,13 +209,8 @@ class WebhookConfig:
     """Events claimed per database round trip."""
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"webhook URL {self.url!r} is not an http(s) URL")
-        if len(self.secret) < 16:
-            raise ConfigError(
-                f"webhook secret (${SECRET_ENV_VAR}) must be at least 16 characters; "
-                "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
-            )
+        check_receiver_url(self.url)
+        signing_keys(self.secret)  # a malformed secret fails here, not on every request
         if self.timeout_s <= 0 or self.budget_s <= 0:
             raise ConfigError("webhook timeout_s and budget_s must be positive")
         if self.max_attempts < 1:
@@ -137,16 +220,27 @@ class WebhookConfig:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, **overrides: Any
     ) -> WebhookConfig | None:
-        """The webhook of ``$CHANGEDETECT_WEBHOOK_URL`` / ``_SECRET``, or None when no URL is set."""
+        """The webhook of ``$CHANGEDETECT_WEBHOOK_URL`` with its secret from
+        ``$CHANGEDETECT_WEBHOOK_SECRET`` or ``$CHANGEDETECT_WEBHOOK_SECRET_FILE``; None when no
+        URL is set."""
         env = os.environ if environ is None else environ
         url = (env.get(URL_ENV_VAR) or "").strip()
         if not url:
             return None
-        secret = env.get(SECRET_ENV_VAR) or ""
+        secret = (env.get(SECRET_ENV_VAR) or "").strip()
+        secret_file = (env.get(SECRET_FILE_ENV_VAR) or "").strip()
+        if secret and secret_file:
+            raise ConfigError(
+                f"both ${SECRET_ENV_VAR} and ${SECRET_FILE_ENV_VAR} are set: set only one, "
+                "so it is clear which secret signs the webhook"
+            )
+        if secret_file:
+            secret = _secret_from_file(secret_file)
         if not secret:
             raise ConfigError(
-                f"${URL_ENV_VAR} is set but ${SECRET_ENV_VAR} is not: every webhook "
-                "request is signed, set the shared secret too"
+                f"${URL_ENV_VAR} is set but ${SECRET_ENV_VAR} is not (nor "
+                f"${SECRET_FILE_ENV_VAR}): every webhook request is signed, set the shared "
+                "secret too"
             )
         return cls(url=url, secret=secret, **overrides)
 
@@ -154,17 +248,6 @@ class WebhookConfig:
         """Seconds to wait after the ``attempts``-th failure (jittered ±20 %)."""
         base = min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_max_s)
         return base * random.uniform(0.8, 1.2)
-
-
-def sign(body: bytes, secret: str) -> str:
-    """The signature header value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
-    """What a receiver does: recompute the signature and compare in constant time."""
-    return header is not None and hmac.compare_digest(sign(body, secret), header)
 
 
 # --- enqueueing (inside the caller's transaction) ---------------------------------------------
@@ -326,8 +409,8 @@ def _post(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "changedetect-tracker-webhook",
-        SIGNATURE_HEADER: sign(body, config.secret),
-        EVENT_HEADER: event_id,
+        # signed now: the timestamp is this attempt's, so a receiver can refuse stale copies
+        **signed_headers(event_id, body, config.secret, timestamp=int(utc_now().timestamp())),
     }
     try:
         response = http.post(
@@ -344,7 +427,13 @@ def _scrub(message: str, config: WebhookConfig) -> str:
     """An error message fit for logs and the outbox: no secret, no URL query or credentials
     (a receiver may take an access key in its URL; connection errors repeat the URL)."""
     parts = urlsplit(config.url)
-    for private in (config.secret, parts.query, parts.username, parts.password):
+    for private in (
+        config.secret,
+        *config.secret.split(),
+        parts.query,
+        parts.username,
+        parts.password,
+    ):
         if private:
             message = message.replace(private, "***")
     return message
@@ -571,22 +660,28 @@ def outbox_events(db: TrackerDB, *, case_ids: Iterable[int] | None = None) -> li
 
 
 __all__ = [
-    "EVENT_HEADER",
+    "ID_HEADER",
     "SECRET_ENV_VAR",
+    "SECRET_FILE_ENV_VAR",
     "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "URL_ENV_VAR",
     "DeliveryReport",
     "OutboxEvent",
     "WebhookConfig",
     "WebhookSender",
+    "WebhookVerificationError",
+    "check_receiver_url",
     "deliver_pending",
     "enqueue_case_event",
     "escalate_and_hand_off",
     "enqueue_ingest",
     "ingest_and_hand_off",
+    "new_secret",
     "outbox_events",
     "pending_count",
     "requeue_dead",
+    "shown_url",
     "sign",
-    "verify_signature",
+    "verify",
 ]

@@ -10,88 +10,23 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from changedetect.testing.postgres import PgServer, PostgresUnavailable, local_server
 from changedetect.tracker import TrackerDB, downgrade, upgrade
-
-ROLE = "changedetect_test"
-
-
-@dataclass
-class PgServer:
-    """A PostgreSQL server we may create databases on."""
-
-    host: str
-    port: int
-    password: str
-    admin: list[str]  # command prefix that runs psql as the superuser
-    started_by_us: str | None = None
-    databases: list[str] = field(default_factory=list)
-    fixed_url: str | None = None
-
-    def psql(self, sql: str, database: str = "postgres") -> None:
-        command = [*self.admin, "psql", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(self.port)]
-        subprocess.run(
-            [*command, "-d", database, "-c", sql],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    def create_database(self, suffix: str) -> str:
-        """A fresh empty database owned by our role; its URL."""
-        if self.fixed_url is not None:
-            raise RuntimeError("a fixed CHANGEDETECT_TEST_PG_URL offers one database only")
-        name = f"{ROLE}_{os.getpid()}_{suffix}"
-        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.psql(f'CREATE DATABASE "{name}" OWNER {ROLE}')
-        self.databases.append(name)
-        return f"postgresql+psycopg://{ROLE}:{self.password}@{self.host}:{self.port}/{name}"
 
 
 def _local_server() -> PgServer:
-    """Start the local cluster if needed and make our role; pytest.skip with the reason."""
-    if shutil.which("pg_lsclusters") is None:
-        pytest.skip("PostgreSQL tests need a server: no pg_lsclusters (apt-get install postgresql)")
-    if os.geteuid() != 0:
-        pytest.skip(
-            "PostgreSQL tests need root to start the local cluster and create a role, "
-            "or CHANGEDETECT_TEST_PG_URL naming a database"
-        )
-    lines = subprocess.run(
-        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    if len(lines) < 4:
-        pytest.skip("PostgreSQL is installed but has no cluster (pg_createcluster 15 main)")
-    version, name, port, status = lines[:4]
-    started = None
-    if status != "online":
-        proc = subprocess.run(
-            ["pg_ctlcluster", version, name, "start"], capture_output=True, text=True, timeout=120
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot start PostgreSQL {version}/{name}: {proc.stderr.strip()}")
-        started = f"{version}/{name}"
-    admin = ["runuser", "-u", "postgres", "--"]
-    server = PgServer("127.0.0.1", int(port), secrets.token_hex(12), admin, started)
+    """The local cluster with our role, or skip with the reason."""
     try:
-        server.psql(
-            f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "
-            f"CREATE ROLE {ROLE} LOGIN; END IF; END$$"
-        )
-        server.psql(f"ALTER ROLE {ROLE} LOGIN PASSWORD '{server.password}'")
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot create the PostgreSQL test role: {exc.stderr.strip()}")
-    return server
+        return local_server()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL tests need a server: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -106,11 +41,7 @@ def pg_server() -> Iterator[PgServer]:
         return
     server = _local_server()
     yield server
-    for name in server.databases:
-        server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    if server.started_by_us:
-        version, name = server.started_by_us.split("/")
-        subprocess.run(["pg_ctlcluster", version, name, "stop"], capture_output=True, timeout=120)
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ import io
 import pytest
 import shapely
 from shapely.geometry import shape
+from sqlalchemy import select, update
 
 from changedetect.navigation import wgs84_to_gcj02
+from changedetect.testing.ledger import synthetic_night
 from changedetect.tracker import (
     CaseNotFoundError,
     CaseQuery,
@@ -23,6 +25,9 @@ from changedetect.tracker import (
     reassign,
     transition,
 )
+from changedetect.tracker.models import Case
+from changedetect.tracker.queries import overdue_clause
+from changedetect.tracker.states import AWAITING_VERIFICATION
 
 from .helpers import NOW, collection, feature, rect
 
@@ -215,3 +220,58 @@ def test_monthly_report_counts_the_cases_of_their_detection_month(db, ledger):
 def test_bad_month_is_a_clear_error(sqlite_db, month):
     with sqlite_db.session() as s, pytest.raises(TrackerError, match="is not YYYY-MM"):
         monthly_report(s, month)
+
+
+def test_every_page_is_a_slice_of_the_one_list_order(db):
+    """Urgent (escalated, or overdue before the flag is set) first, then priority, deadline, id:
+    however the page is cut and whatever the filter, the pages join into that one order."""
+    first = ingest(db, synthetic_night(30, prefix="a"), now=NOW).outcomes
+    second = ingest(db, synthetic_night(30, start=30, prefix="b"), now=day(10)).outcomes
+    ids = [o.case_id for o in first + second]
+    for case_id in ids[::4]:
+        if case_id not in ids[1::5]:
+            transition(db, case_id, "verifying", actor="ana.lyst", now=day(1))
+    for case_id in ids[1::5]:
+        transition(db, case_id, "verifying", actor="ana.lyst", now=day(1))
+        transition(db, case_id, "violation", actor="zhou.officer", now=day(2))
+    with db.write() as s:  # a few escalated by an earlier night, overdue or not
+        s.execute(update(Case).where(Case.id.in_(ids[2::9])).values(escalated=True))
+    later = day(35)  # the first night's open cases are overdue now, the second night's are not
+    with db.session() as s:
+        rows = s.execute(
+            select(
+                Case.id, Case.escalated, Case.state, Case.deadline, Case.priority_rank
+            ).add_columns(overdue_clause(later))
+        ).all()
+        assert {r.state for r in rows} >= {"issued", "verifying", "violation"}
+        overdue = [r for r in rows if r.state in AWAITING_VERIFICATION and r.deadline < later]
+        assert 0 < len(overdue) < len(rows) and any(r.escalated for r in rows)
+        for query in (CaseQuery(), CaseQuery(counties=["Huyi"]), CaseQuery(states=["issued"])):
+            expected = [
+                r.id
+                for r in sorted(
+                    (r for r in rows if _matches(query, s, r.id)),
+                    key=lambda r: (
+                        not (
+                            r.escalated or (r.state in AWAITING_VERIFICATION and r.deadline < later)
+                        ),
+                        r.priority_rank,
+                        r.deadline,
+                        r.id,
+                    ),
+                )
+            ]
+            for limit in (1, 4, 7, 50):
+                got = []
+                for offset in range(0, len(expected) + limit, limit):
+                    page = list_cases(s, query, limit=limit, offset=offset, now=later)
+                    assert page.total == len(expected)
+                    got += [c.id for c in page.items]
+                assert got == expected, (query, limit)
+
+
+def _matches(query: CaseQuery, session, case_id: int) -> bool:
+    case = session.get(Case, case_id)
+    return (not query.counties or case.assigned_county in query.counties) and (
+        not query.states or case.state in query.states
+    )

@@ -31,7 +31,7 @@ from tests.tracker.helpers import NOW, collection, feature, rect  # noqa: E402
 
 from .conftest import API_NOW  # noqa: E402
 
-SECRET = "postgres-test-secret-0123456789"
+SECRET = "whsec_cG9zdGdyZXMgd2ViaG9vayB0ZXN0IHNlY3JldCAwMTI="
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,35 +12,14 @@ from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Case, CaseEvent
 
 from ..browser import PageRequests, browser_page
-from .conftest import API_NOW, COUNTIES
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import API_NOW, COUNTIES, serve_app
 
 
 @pytest.fixture
 def served(db) -> Iterator[str]:
     """The app on a real socket (uvicorn in a thread); its base URL."""
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(db, now=API_NOW), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 15 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(create_app(db, now=API_NOW)) as url:
+        yield url
 
 
 def log_in(page: object, served: str, token: str) -> None:

@@ -1,14 +1,19 @@
-"""Webhook hand-off: signed payloads, retries with backoff, and a dead receiver that costs the
-nightly ingest a bounded time and loses nothing."""
+"""Webhook hand-off: Standard Webhooks signatures that cannot be replayed, https receivers,
+retries with backoff, and a dead receiver that costs the nightly ingest a bounded time and loses
+nothing."""
 
 from __future__ import annotations
 
+import argparse
+import base64
 import datetime as dt
+import io
 import json
 import logging
 import socket
 import threading
 import time
+from contextlib import redirect_stdout
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,10 +21,13 @@ from werkzeug import Request, Response
 
 from changedetect.errors import ConfigError
 from changedetect.tracker.api import create_app
+from changedetect.tracker.api.cli import add_api_commands
 from changedetect.tracker.webhook import (
-    EVENT_HEADER,
+    ID_HEADER,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     WebhookConfig,
+    WebhookVerificationError,
     deliver_pending,
     enqueue_case_event,
     escalate_and_hand_off,
@@ -28,13 +36,14 @@ from changedetect.tracker.webhook import (
     pending_count,
     requeue_dead,
     sign,
-    verify_signature,
+    verify,
 )
 from tests.tracker.helpers import NOW, collection, feature, rect
 
 from .conftest import API_NOW
 
-SECRET = "s3cret-for-the-tests-0123456789"
+SECRET = "whsec_Y2hhbmdlZGV0ZWN0IHdlYmhvb2sgdGVzdHMga2V5ISE="  # 32 bytes
+OTHER_SECRET = "whsec_Y2hhbmdlZGV0ZWN0IHdlYmhvb2s6IGEgMm5kIGtleQ=="  # 31 bytes
 
 
 def config(url: str, **kw) -> WebhookConfig:
@@ -64,7 +73,8 @@ class Receiver:
         self.url = httpserver.url_for("/hook")
 
     def __call__(self, request: Request) -> Response:
-        self.received.append((request.get_data(), dict(request.headers)))
+        # header names are case-insensitive: keep them as the spec spells them
+        self.received.append((request.get_data(), {k.lower(): v for k, v in request.headers}))
         status = self.statuses.pop(0) if self.statuses else 200
         return Response("ok" if status == 200 else "try later", status=status)
 
@@ -81,14 +91,14 @@ def test_new_cases_are_posted_signed_with_the_case_as_json(db, httpserver):
     assert delivery is not None and delivery.delivered == 2 and delivery.pending == 0
     assert len(receiver.received) == 2
     for body, headers in receiver.received:
-        # the receiver's check: HMAC-SHA256 over the raw body with the shared secret
-        assert headers[SIGNATURE_HEADER] == sign(body, SECRET)
-        assert verify_signature(body, headers[SIGNATURE_HEADER], SECRET)
-        assert not verify_signature(body, headers[SIGNATURE_HEADER], "another-secret-123456")
-        assert not verify_signature(body + b" ", headers[SIGNATURE_HEADER], SECRET)
+        # the receiver's check: HMAC-SHA256 over "{id}.{timestamp}.{body}" with the secret
         payload = json.loads(body)
-        assert headers[EVENT_HEADER] == payload["event_id"]
-        assert headers["Content-Type"] == "application/json"
+        assert verify(body, headers, SECRET) == payload["event_id"] == headers[ID_HEADER]
+        with pytest.raises(WebhookVerificationError, match="no v1 signature"):
+            verify(body, headers, OTHER_SECRET)
+        with pytest.raises(WebhookVerificationError, match="no v1 signature"):
+            verify(body + b" ", headers, SECRET)
+        assert headers["content-type"] == "application/json"
     payloads = receiver.bodies()
     assert [p["event"] for p in payloads] == ["case.created", "case.created"]
     assert {p["clue_ids"][0] for p in payloads} == {"w-0", "w-1"}
@@ -115,9 +125,11 @@ def test_a_failed_delivery_is_retried_with_backoff_until_it_succeeds(db, httpser
     _, delivery = ingest_and_hand_off(db, night("r", 0), webhook=config(receiver.url), now=NOW)
     assert delivery.delivered == 1 and delivery.failed == 2 and delivery.pending == 0
     assert len(receiver.received) == 3
-    # the same bytes (and signature) every time: receivers can deduplicate on event_id
+    # the same bytes and webhook-id every time (receivers deduplicate on it), each attempt
+    # signed with its own timestamp
     assert len({body for body, _ in receiver.received}) == 1
-    assert len({h[SIGNATURE_HEADER] for _, h in receiver.received}) == 1
+    assert len({h[ID_HEADER] for _, h in receiver.received}) == 1
+    assert all(verify(body, h, SECRET) for body, h in receiver.received)
     # backoff: ~0.2 s then ~0.4 s (±20 %) between the attempts
     assert time.monotonic() - started >= 0.45
     [event] = outbox_events(db)
@@ -210,9 +222,7 @@ def test_api_transitions_are_handed_off_by_the_background_sender(db, auth, ids, 
     assert payload["event"] == "case.transitioned" and payload["actor"] == "ana.lyst"
     assert payload["from_state"] == "issued" and payload["to_state"] == "verifying"
     assert payload["case"]["state"] == "verifying" and payload["case"]["id"] == ids["z1"]
-    assert verify_signature(
-        receiver.received[0][0], receiver.received[0][1][SIGNATURE_HEADER], SECRET
-    )
+    assert verify(*receiver.received[0], SECRET) == payload["event_id"]
     # a refused transition queues nothing
     assert all(e.kind == "case.transitioned" for e in outbox_events(db))
 
@@ -230,9 +240,9 @@ def test_config_from_the_environment_and_the_secret_stays_out_of_logs(db, caplog
     assert WebhookConfig.from_env({}) is None
     with pytest.raises(ConfigError, match="CHANGEDETECT_WEBHOOK_SECRET is not"):
         WebhookConfig.from_env({"CHANGEDETECT_WEBHOOK_URL": "http://127.0.0.1:9/x"})
-    with pytest.raises(ConfigError, match="at least 16 characters"):
+    with pytest.raises(ConfigError, match="not in the Standard Webhooks format whsec_"):
         WebhookConfig(url="http://127.0.0.1:9/x", secret="short")
-    with pytest.raises(ConfigError, match="not an http"):
+    with pytest.raises(ConfigError, match="not an https URL"):
         WebhookConfig(url="ftp://example/x", secret=SECRET)
     env = {
         "CHANGEDETECT_WEBHOOK_URL": f"http://127.0.0.1:{closed_port()}/hook",
@@ -282,3 +292,116 @@ def test_a_key_in_the_receivers_url_stays_out_of_errors_and_logs(db, caplog):
     [event] = outbox_events(db)
     assert event.last_error and "do-not-log-this" not in event.last_error
     assert "do-not-log-this" not in caplog.text
+
+
+def test_a_delivery_is_signed_for_its_attempt_and_refused_as_a_replay_later(db, httpserver):
+    receiver = Receiver(httpserver)
+    # an event queued long ago (the receiver was down for a year) ...
+    with db.write() as s:
+        queued = enqueue_case_event(s, 1, "case.created", now=NOW)
+        event_id = queued.event_id
+    before = int(time.time())
+    assert deliver_pending(db, config(receiver.url)).delivered == 1
+    [(body, headers)] = receiver.received
+    # ... carries the time of the attempt, not of the event, so a receiver's window admits it
+    sent_at = int(headers[TIMESTAMP_HEADER])
+    assert before <= sent_at <= time.time()
+    assert headers[ID_HEADER] == event_id and verify(body, headers, SECRET) == event_id
+    assert headers[SIGNATURE_HEADER] == sign(event_id, sent_at, body, SECRET)
+    # the same request captured and sent again after the window is refused
+    with pytest.raises(WebhookVerificationError, match="stale or replayed"):
+        verify(body, headers, SECRET, now=sent_at + 301)
+
+
+def test_the_reference_library_verifies_a_delivery(db, httpserver):
+    standardwebhooks = pytest.importorskip("standardwebhooks")
+    receiver = Receiver(httpserver)
+    ingest_and_hand_off(db, night("sw", 0), webhook=config(receiver.url), now=NOW)
+    [(body, headers)] = receiver.received
+    payload = standardwebhooks.Webhook(SECRET).verify(body, headers)
+    assert payload["event"] == "case.created" and payload["event_id"] == headers[ID_HEADER]
+
+
+def test_while_a_secret_is_rotated_each_request_is_signed_with_both(db, httpserver):
+    receiver = Receiver(httpserver)
+    rotating = WebhookConfig(url=receiver.url, secret=f"{OTHER_SECRET} {SECRET}", budget_s=5.0)
+    ingest_and_hand_off(db, night("rot", 0), webhook=rotating, now=NOW)
+    [(body, headers)] = receiver.received
+    assert len(headers[SIGNATURE_HEADER].split()) == 2
+    # a receiver still on the old secret and one already on the new both accept it
+    assert verify(body, headers, SECRET) == verify(body, headers, OTHER_SECRET)
+    assert OTHER_SECRET not in repr(rotating) and SECRET not in repr(rotating)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://receiver.example.org/hook",
+        "https://10.1.2.3:8443/hook",
+        "http://127.0.0.1:9/hook",
+        "http://127.20.30.40/hook",
+        "http://[::1]:9/hook",
+        "http://localhost:9/hook",
+        "http://LocalHost/hook",
+    ],
+)
+def test_https_receivers_and_plain_http_on_loopback_are_accepted(url):
+    assert WebhookConfig(url=url, secret=SECRET).url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://receiver.example.org/hook",
+        "http://10.1.2.3/hook",
+        "http://0.0.0.0:9/hook",
+        "http://localhost.receiver.example.org/hook",
+        "http://127.0.0.1.receiver.example.org/hook",
+    ],
+)
+def test_plain_http_receivers_off_this_machine_are_refused(url):
+    with pytest.raises(ConfigError, match="is plain http: .* use https") as caught:
+        WebhookConfig(url=url, secret=SECRET)
+    assert url in str(caught.value)
+
+
+def test_the_refusal_names_the_url_without_its_credentials():
+    url = "http://hook-user:hunter2-pass@receiver.example.org:8080/in?key=k-9f8e7d"
+    with pytest.raises(ConfigError) as caught:
+        WebhookConfig(url=url, secret=SECRET)
+    message = str(caught.value)
+    assert "'http://***@receiver.example.org:8080/in?***'" in message
+    assert "hunter2" not in message and "k-9f8e7d" not in message and "hook-user" not in message
+
+
+def test_the_secret_may_come_from_a_file(tmp_path):
+    url = "https://receiver.example.org/hook"
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(f"{SECRET}\n")
+    env = {"CHANGEDETECT_WEBHOOK_URL": url, "CHANGEDETECT_WEBHOOK_SECRET_FILE": str(secret_file)}
+    assert WebhookConfig.from_env(env).secret == SECRET
+    with pytest.raises(ConfigError, match="set only one"):
+        WebhookConfig.from_env({**env, "CHANGEDETECT_WEBHOOK_SECRET": SECRET})
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match=f"cannot read the webhook secret file {missing}"):
+        WebhookConfig.from_env({**env, "CHANGEDETECT_WEBHOOK_SECRET_FILE": str(missing)})
+    secret_file.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        WebhookConfig.from_env(env)
+    secret_file.write_text("a-plain-secret-of-the-old-kind-0123\n")
+    with pytest.raises(ConfigError, match="whsec_") as caught:
+        WebhookConfig.from_env(env)
+    assert "old-kind" not in str(caught.value)
+
+
+def test_the_cli_prints_a_new_secret_the_tracker_accepts():
+    parser = argparse.ArgumentParser(prog="changedetect tracker")
+    sub = parser.add_subparsers(dest="tracker_command", required=True)
+    add_api_commands(sub, db_parent=argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(["webhook", "secret"])
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert args.func(args) == 0
+    secret = out.getvalue().strip()
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
+    assert WebhookConfig(url="https://receiver.example.org/hook", secret=secret).secret == secret

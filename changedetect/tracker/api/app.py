@@ -25,7 +25,10 @@ from ..errors import (
 )
 from ..settings import API_BUSY_WAIT_S
 from ..webhook import WebhookConfig, WebhookSender
+from .basemap import Basemap
 from .deps import ApiState
+from .page import ASSETS, STATIC_PATH
+from .page import router as page_router
 from .review import router as review_router
 from .routes import router as api_router
 from .schemas import PATTERN_MESSAGES, ValidationErrorOut
@@ -167,6 +170,7 @@ def create_app(
     cookie_secure: bool = False,
     migrate: bool = False,
     busy_wait_s: float = API_BUSY_WAIT_S,
+    basemap: Basemap | None = None,
 ) -> FastAPI:
     """The tracker's HTTP API and review page.
 
@@ -179,6 +183,8 @@ def create_app(
     the app runs. ``cookie_secure`` marks the session cookie Secure (set it behind HTTPS).
     A write waits at most ``busy_wait_s`` for another writer (an ingest between two of its
     chunks) before answering 503 with ``Retry-After``.
+    ``basemap`` is an online tile server for the review page's map; without one the map has no
+    basemap and the page loads nothing from outside the app.
     """
     owns_db = not isinstance(db, TrackerDB)
     tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
@@ -200,6 +206,7 @@ def create_app(
         sender=sender,
         cookie_secure=cookie_secure,
         owns_db=owns_db,
+        basemap=basemap,
     )
 
     @asynccontextmanager
@@ -226,4 +233,6 @@ def create_app(
     _document_media_types(app)
     app.include_router(api_router)
     app.include_router(review_router)
+    app.include_router(page_router)
+    app.mount(STATIC_PATH, ASSETS, name="static")
     return app

@@ -35,8 +35,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..webhook import WebhookConfig
     from .app import create_app
+    from .basemap import Basemap
 
     webhook = WebhookConfig.from_env()
+    basemap = (
+        Basemap(args.basemap_url, args.basemap_attribution or "") if args.basemap_url else None
+    )
     db = _open(args)
     app = create_app(
         db,
@@ -44,8 +48,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         webhook=webhook,
         cookie_secure=args.cookie_secure,
         busy_wait_s=args.busy_wait,
+        basemap=basemap,
     )
     _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
+    if basemap is not None:
+        # the origin only: the URL's query may hold the tile service's key
+        _out(f"the review page's map loads basemap tiles from {basemap.origin}")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
     finally:
@@ -131,6 +139,14 @@ def cmd_webhook_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    """Print a new signing secret (shown once, like a token; nothing stores it)."""
+    from ..webhook import new_secret
+
+    _out(new_secret())
+    return 0
+
+
 def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> None:
     """Add ``serve``, ``user``, ``token`` and ``webhook`` to the tracker's subparsers.
 
@@ -147,7 +163,8 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
         parents=[db_parent],
         help="run the HTTP API and review page",
         description="Serve the API and /review with uvicorn. A webhook is used when "
-        "$CHANGEDETECT_WEBHOOK_URL and $CHANGEDETECT_WEBHOOK_SECRET are set.",
+        "$CHANGEDETECT_WEBHOOK_URL is set, with its secret in $CHANGEDETECT_WEBHOOK_SECRET "
+        "or in the file named by $CHANGEDETECT_WEBHOOK_SECRET_FILE.",
     )
     p.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
@@ -167,6 +184,19 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
         metavar="SECONDS",
         help="how long a write waits for another writer (an ingest) before answering 503 with "
         f"Retry-After (default: {API_BUSY_WAIT_S:g})",
+    )
+    p.add_argument(
+        "--basemap-url",
+        metavar="URL",
+        help="tile server under the review page's map, e.g. "
+        "'https://tiles.example.org/{z}/{x}/{y}.png' (WGS84 Web Mercator tiles: GCJ-02 ones "
+        "such as Amap's are offset from the cases). Browsers then load tiles from that origin; "
+        "default: no basemap, nothing loaded from outside",
+    )
+    p.add_argument(
+        "--basemap-attribution",
+        metavar="TEXT",
+        help="the credit the tile server's licence asks for, shown on the map",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -206,6 +236,16 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     p.set_defaults(func=cmd_webhook_deliver)
     p = hooks_sub.add_parser("requeue", parents=[db_parent], help="retry events parked as dead")
     p.set_defaults(func=cmd_webhook_requeue)
+    p = hooks_sub.add_parser(
+        "secret",
+        help="print a new whsec_ signing secret",
+        description="Print a new Standard Webhooks signing secret (whsec_<base64 of 32 random "
+        "bytes>). Give it to the receiver and to the tracker through "
+        "$CHANGEDETECT_WEBHOOK_SECRET or a file named by $CHANGEDETECT_WEBHOOK_SECRET_FILE. "
+        "To rotate, give the tracker the new and the old one space-separated "
+        '("whsec_new whsec_old"): requests are signed with both until the old is dropped.',
+    )
+    p.set_defaults(func=cmd_webhook_secret)
 
 
 __all__ = ["add_api_commands"]

@@ -20,6 +20,7 @@ from ..db import TrackerDB
 from ..queries import CaseQuery
 from ..states import CaseState, Tag
 from ..webhook import WebhookConfig, WebhookSender
+from .basemap import Basemap
 from .schemas import BBOX_PATTERN, NO_NUL
 
 #: The review page's session cookie (HttpOnly: page scripts never see the token).
@@ -48,6 +49,7 @@ class ApiState:
     sender: WebhookSender | None
     cookie_secure: bool
     owns_db: bool
+    basemap: Basemap | None = None
 
 
 def get_state(request: Request) -> ApiState:

@@ -17,6 +17,7 @@ from ..lifecycle import reassign, transition
 from ..migrate import current_revision
 from ..models import Case
 from ..queries import (
+    MAX_PAGE,
     CaseDetail,
     CasePage,
     cases_geojson,
@@ -240,17 +241,39 @@ def cases_geojson_route(
     filters: FiltersDep,
     user: UserDep,
     state: StateDep,
+    request: Request,
     geometry: Annotated[
         Literal["union", "latest", "first"],
         Query(description="Footprint: union of every detection, the latest, or the first"),
     ] = "union",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = MAX_PAGE,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="Cases to skip")] = 0,
 ) -> Any:
-    """Same filters as ``GET /cases``, every matching case (no paging)."""
+    """Same filters and order as ``GET /cases``, a page at a time (a request's cost stays bounded
+    however many cases there are). The collection carries ``numberMatched`` and
+    ``numberReturned``, and while more cases follow, a ``links`` entry with ``rel: next`` (also
+    sent as a ``Link`` header) whose URL asks for the next page."""
     query = scoped(filters, user)
     if query is None:
-        return GeoJSONResponse({"type": "FeatureCollection", "features": []})
-    with state.db.session() as session:
-        return GeoJSONResponse(cases_geojson(session, query, now=state.now(), geometry=geometry))
+        collection: dict[str, Any] = {
+            "type": "FeatureCollection",
+            "features": [],
+            "numberMatched": 0,
+            "numberReturned": 0,
+        }
+    else:
+        with state.db.session() as session:
+            collection = cases_geojson(
+                session, query, now=state.now(), geometry=geometry, limit=limit, offset=offset
+            )
+    headers = {}
+    if offset + collection["numberReturned"] < collection["numberMatched"]:
+        following = str(request.url.include_query_params(offset=offset + limit, limit=limit))
+        collection["links"] = [
+            {"rel": "next", "href": following, "type": GeoJSONResponse.media_type}
+        ]
+        headers["Link"] = f'<{following}>; rel="next"'
+    return GeoJSONResponse(collection, headers=headers)
 
 
 def _chip_url(request: Request, case_id: int, which: str, clue_id: str) -> str:
@@ -354,7 +377,8 @@ def case_transition(case_id: CaseId, body: TransitionIn, user: UserDep, state: S
     responses={**E401, **E403, **E404, **E409},
 )
 def case_assign(case_id: CaseId, body: AssignIn, user: UserDep, state: StateDep) -> Any:
-    """Only analysts reassign. A case in a final state is not reassigned (409)."""
+    """Only analysts reassign. A case in a final state is not reassigned (409), nor one that
+    another analyst reassigned after the caller saw it (``expected_county``: 409)."""
     if not user.can_assign:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} may not reassign cases")
     now = state.now()
@@ -363,6 +387,13 @@ def case_assign(case_id: CaseId, body: AssignIn, user: UserDep, state: StateDep)
     def work(session: Session) -> dict[str, Any]:
         case = _load_visible(session, case_id, user)
         previous = case.assigned_county
+        if "expected_county" in body.model_fields_set and body.expected_county != previous:
+            now_with = f"assigned to {previous}" if previous else "unassigned"
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"case {case_id} is {now_with} now, not as expected "
+                f"({body.expected_county or 'unassigned'}): reload it and decide again",
+            )
         try:
             summary = reassign(
                 session, case_id, county, actor=user.name, comment=body.comment, now=now

@@ -111,11 +111,24 @@ class FeatureOut(BaseModel):
     )
 
 
+class LinkOut(BaseModel):
+    """A link to a related page (OGC API Features style)."""
+
+    rel: str = Field(examples=["next"])
+    href: str
+    type: str = Field(examples=["application/geo+json"])
+
+
 class FeatureCollectionOut(BaseModel):
     """RFC 7946 FeatureCollection in WGS84."""
 
     type: Literal["FeatureCollection"]
     features: list[FeatureOut]
+    numberMatched: int = Field(description="Cases matching the filters, on every page")
+    numberReturned: int = Field(description="Features in this page")
+    links: list[LinkOut] = Field(
+        default_factory=list, description="``rel: next`` while more cases follow"
+    )
 
 
 class CaseOut(BaseModel):
@@ -274,6 +287,15 @@ class AssignIn(BaseModel):
     )
     county: str = Field(min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK)
     comment: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
+    expected_county: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=NO_NUL,
+        description=(
+            "The county the caller saw the case assigned to (null: unassigned). When given and "
+            "the case has been reassigned since, the answer is 409 instead of overwriting that."
+        ),
+    )
 
 
 class CountyMonthOut(BaseModel):

@@ -1,0 +1,54 @@
+"""PNG `data:` URIs of imagery with a few exact overlay colours, for the self-contained report.
+
+True-colour PNGs of noisy imagery compress badly (~35 kB per 128 px chip); an octree palette makes
+that ~10 kB with no visible loss (mean error ~3/255) in under a millisecond, which keeps a report
+of hundreds of clues small and quick.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from .chips import OUTLINE_RGB
+
+#: Colour of the protection-zone boundaries on the overview.
+ZONE_RGB = (0, 220, 255)
+#: Colours drawn over the imagery. They get the last palette slots, after the imagery has been
+#: quantised, so outlines and numbers keep their exact colour however busy the picture is.
+OVERLAY = (OUTLINE_RGB, (0, 0, 0), (255, 255, 255), ZONE_RGB)
+_BASE_COLOURS = 256 - len(OVERLAY)
+SLOT_OUTLINE, SLOT_BLACK, SLOT_WHITE, SLOT_ZONE = range(_BASE_COLOURS, 256)
+
+
+def palette_image(rgb: np.ndarray) -> Image.Image:
+    """An (h, w, 3) uint8 array as a 256-colour palette image with the overlay slots reserved.
+
+    Pixels already in OUTLINE_RGB (outlines drawn by chips.py or over the overview) are put in
+    the outline slot: quantising alone can merge a thin outline into a nearby imagery colour and
+    make it vanish.
+    """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    image = Image.fromarray(rgb, mode="RGB").quantize(
+        _BASE_COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+    )
+    palette = (image.getpalette() or [])[: _BASE_COLOURS * 3]
+    palette += [0] * (_BASE_COLOURS * 3 - len(palette))
+    for colour in OVERLAY:
+        palette.extend(colour)
+    image.putpalette(palette)
+    outline = np.all(rgb == np.asarray(OUTLINE_RGB, dtype=np.uint8), axis=-1)
+    if outline.any():
+        image.paste(SLOT_OUTLINE, None, Image.fromarray(outline.astype(np.uint8) * 255, mode="L"))
+    return image
+
+
+def png_data_uri(image: Image.Image) -> str:
+    """`image` as a `data:image/png;base64,...` URI, which a page shows without a request."""
+    buffer = io.BytesIO()
+    # no `optimize`: ~10 % smaller files for ~10x the encoding time on a big overview
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
