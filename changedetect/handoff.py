@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from .models import PatchClue
 
 #: The ledger's file name under ``output.dir``.
 LEDGER_NAME = "handoff.jsonl"
+
+log = logging.getLogger("changedetect.handoff")
 
 
 @runtime_checkable
@@ -133,6 +136,7 @@ class TrackerSink:
 
     def hand_on(self, clues: Sequence[PatchClue], *, out_dir: Path) -> list[str]:
         from .tracker import TrackerDB
+        from .tracker.rejects import default_rejects_path, write_rejects
         from .tracker.settings import TrackerSettings
         from .tracker.webhook import WebhookConfig, ingest_and_hand_off
 
@@ -153,6 +157,17 @@ class TrackerSink:
             )
         finally:
             db.close()
+        # a clue the ledger cannot store is not handed on; it waits beside the night for people
+        rejects = write_rejects(default_rejects_path(geojson), report.rejected)
+        if rejects is not None:
+            first = report.rejected[0]
+            log.warning(
+                "%d clues could not go to the tracker (set aside in %s); the first, %s: %s",
+                len(report.rejected),
+                rejects,
+                first.clue_id or f"feature #{first.index}",
+                first.reason,
+            )
         # a held clue (its alert still probable) is not handed on: its site comes back confirmed
         return [o.clue_id for o in report.outcomes if o.action not in ("unchanged", "held")]
 

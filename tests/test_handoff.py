@@ -178,3 +178,19 @@ def test_the_nightly_hand_on_posts_signed_cases_to_the_webhook(tmp_path, monkeyp
     body, headers = received[0]
     assert verify(body, headers, secret)
     assert result.clues[0].clue_id in body.decode()
+
+
+def test_a_clue_the_tracker_cannot_store_is_set_aside_not_fatal(tmp_path, caplog):
+    config = _local_config(tmp_path)
+    (result,) = run(config)
+    clues_file = result.out_dir / "clues.geojson"  # what the sink ingests
+    data = json.loads(clues_file.read_text())
+    data["features"][0]["properties"]["change_type"] = "c" * 41  # longer than the ledger keeps
+    clues_file.write_text(json.dumps(data))
+    sink = default_sink(config)
+    with caplog.at_level("WARNING", logger="changedetect.handoff"):
+        assert sink.hand_on(result.clues, out_dir=result.out_dir) == []
+    rejects = json.loads((result.out_dir / "clues.rejects.geojson").read_text())
+    (reject,) = rejects["features"]
+    assert "change_type is 41 characters long" in reject["properties"]["reject_reason"]
+    assert "1 clues could not go to the tracker" in caplog.text

@@ -5,6 +5,9 @@ Wired into the main CLI by :func:`add_tracker_commands`; also runs alone as
 else ``sqlite:///changedetect-tracker.db``. A SQLite database is created and migrated on first
 use (it is the embedded default); a PostgreSQL one is migrated explicitly with ``migrate``,
 an operator's step on a shared server.
+
+Exit codes: 0 done; 1 ``ingest`` rejected clues and stored nothing of a file (all of its
+clues were rejected, or ``--strict``); 2 an error (unreadable input, database, invalid move).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..argtypes import iso_date
-from ..errors import ChangeDetectError
+from ..errors import ChangeDetectError, ConfigError
 from .settings import DB_ENV_VAR, DEFAULT_DB_URL, TrackerSettings
 from .states import CASE_STATES, TAGS
 
@@ -57,30 +60,66 @@ def _csv_list(text: str) -> list[str]:
 # --- commands ---------------------------------------------------------------------------------
 
 
+#: Rejected clues whose reasons are printed; the rest are counted (all are in the rejects file).
+SHOWN_REJECTS = 5
+
+
+def _say_rejects(path: str, batch: Any) -> None:
+    """The first reasons on stderr, so a night's log says what went wrong without the file."""
+    for reject in batch.rejected[:SHOWN_REJECTS]:
+        who = f"clue {reject.clue_id}" if reject.clue_id else "a clue"
+        log.warning("%s: %s (feature #%d) rejected: %s", path, who, reject.index, reject.reason)
+    if len(batch.rejected) > SHOWN_REJECTS:
+        log.warning("%s: ... and %d more rejected", path, len(batch.rejected) - SHOWN_REJECTS)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """Ingest clues files, then flag overdue cases."""
-    from .clues import read_clues_file
+    """Ingest clues files (bad clues set aside in rejects files), then flag overdue cases."""
+    from .clues import read_clue_batch
+    from .rejects import default_rejects_path, write_rejects
     from .webhook import WebhookConfig, escalate_and_hand_off, ingest_and_hand_off
 
+    if args.rejects and len(args.clues) > 1:
+        raise ConfigError(
+            "--rejects names one file: give it with one clues file, or leave it out to have "
+            "each file's rejects written beside it"
+        )
     settings = TrackerSettings(deadline_days=args.deadline_days, issue_probable=args.issue_probable)
     # new and changed cases go to the webhook of $CHANGEDETECT_WEBHOOK_URL, when there is one
     webhook = WebhookConfig.from_env()
-    # read every file before touching the database: a bad file leaves nothing behind
-    batches = [(path, read_clues_file(path)) for path in args.clues]
+    # read and check every file before touching the database: an unreadable file stores nothing
+    batches = [(path, read_clue_batch(path)) for path in args.clues]
+    rejects_files: dict[str, Path | None] = {}
+    for path, batch in batches:
+        target = Path(args.rejects) if args.rejects else default_rejects_path(path)
+        rejects_files[path] = write_rejects(target, batch.rejected)
+        _say_rejects(path, batch)
+    if args.strict and any(batch.rejected for _, batch in batches):
+        for path, batch in batches:
+            total = len(batch.clues) + len(batch.rejected)
+            _out(f"{path}: {len(batch.rejected)} of {total} clues rejected")
+        _out("nothing stored (--strict): correct or remove the rejected clues and ingest again")
+        return 1
+    nothing_stored_of_a_file = False
     with _open(args) as db:
-        for path, clues in batches:
-            source = str(Path(path).resolve())
+        for path, batch in batches:
             report, _ = ingest_and_hand_off(
-                db, clues, webhook=webhook, source=source, settings=settings, actor=args.actor
+                db, batch, webhook=webhook, settings=settings, actor=args.actor
             )
+            rejects_file = rejects_files[path]
             if args.json:
-                _out(json.dumps(report.to_dict(), ensure_ascii=False))
+                out = report.to_dict()
+                out["rejects_file"] = None if rejects_file is None else str(rejects_file)
+                _out(json.dumps(out, ensure_ascii=False))
             else:
                 _out(f"{path}: {report.summary()}")
+                if rejects_file is not None:
+                    _out(f"{path}: rejected clues set aside in {rejects_file}")
+            nothing_stored_of_a_file |= bool(batch.rejected) and not batch.clues
         escalated = escalate_and_hand_off(db, webhook=webhook)
         if escalated and not args.json:
             _out(f"{len(escalated)} overdue cases escalated: {', '.join(map(str, escalated))}")
-    return 0
+    return 1 if nothing_stored_of_a_file else 0
 
 
 def _query(args: argparse.Namespace) -> Any:
@@ -353,8 +392,31 @@ def build_tracker_parser(
     )
     sub = parser.add_subparsers(dest="tracker_command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", parents=[db], help="ingest clues.geojson files into cases")
+    p = sub.add_parser(
+        "ingest",
+        parents=[db],
+        help="ingest clues.geojson files into cases",
+        description="Ingest clues.geojson files into cases. A clue the ledger cannot store "
+        "(missing or mistyped property, text too long or with control characters, coordinates "
+        "that are not WGS84 degrees, a polygon crossing the antimeridian unsplit, no area, a "
+        "clue_id given twice with different content) is set aside with its reason in "
+        "NAME.rejects.geojson beside the file, and the rest are stored. Exit status: 0 when "
+        "every file had clues to store; 1 when a file's clues were all rejected, or with "
+        "--strict any clue was; 2 on an error (unreadable file, database).",
+    )
     p.add_argument("clues", nargs="+", help="clues.geojson file(s) written by a run")
+    p.add_argument(
+        "--rejects",
+        metavar="PATH",
+        help="write the rejected clues here (one clues file only; default: "
+        "NAME.rejects.geojson beside it)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="store nothing if any clue is rejected (the rejects file is still written; "
+        "exit status 1)",
+    )
     p.add_argument(
         "--deadline-days",
         type=int,

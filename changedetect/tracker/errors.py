@@ -34,7 +34,20 @@ class SchemaOutdatedError(TrackerDatabaseError):
 
 
 class ConcurrencyError(TrackerDatabaseError):
-    """A write kept conflicting with concurrent writers after all its retries."""
+    """A write kept conflicting with concurrent writers after all its retries.
+
+    Transient by nature: ``retry_after_s`` is how long a caller had best wait before trying
+    again (the API sends it as ``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DatabaseBusyError(ConcurrencyError):
+    """Another writer (an ingest, a look-back) held the database's write lock for longer than
+    this write was allowed to wait."""
 
 
 class PhotoError(TrackerError):

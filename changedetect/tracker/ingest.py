@@ -14,15 +14,24 @@ For each clue not seen before (its ``clue_id`` is the key), in detection-date or
    linked to it (``relapse``, priority at least high);
 5. else a new case is **created**.
 
-The whole batch is one transaction holding the ledger's case-write lock (see :mod:`.db`), and
-``detections.clue_id`` is unique, so re-ingesting a night, or two processes ingesting it at
-once, gives one case per site and one detection per clue.
+Clues are checked before any is stored (:mod:`.clues`): one that the ledger cannot hold is set
+aside in ``IngestReport.rejected`` with its reason, and the rest go in.
+
+The clues go in as committed chunks of :data:`CHUNK_CLUES`, each a transaction holding the
+ledger's case-write lock (see :mod:`.db`): a night of twenty thousand clues never holds the
+lock long enough to keep a person's transition waiting for more than a chunk. ``detections.
+clue_id`` is unique, so re-ingesting a night, or two processes ingesting it at once, gives one
+case per site and one detection per clue; and an ingest stopped part-way (a crash, a database
+error) leaves whole chunks behind: run it again and the clues already stored are skipped while
+the rest go in as they would have, in the same order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,15 +42,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .clock import utc_now
-from .clues import Clue, ClueInput, load_clues
+from .clues import Clue, ClueInput, RejectedClue, load_clues
 from .db import TrackerDB, lock_for_case_writes
-from .geometry import area_m2, bbox, from_wkb, local_epsg, overlap_share, to_wkb, union
+from .geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb, union
 from .models import Case, CaseEvent, Detection
 from .settings import TrackerSettings
 from .sites import apply_site_tags
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
 
 ClueAction = Literal["created", "updated", "suppressed", "unchanged", "held"]
+
+#: Clues per committed transaction: small enough that the write lock is free again within a
+#: second or so (a person's write waits for at most one chunk), large enough that commits and
+#: the hand-off pauses between chunks add only a few per cent to a night's ingest.
+CHUNK_CLUES = 250
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class IngestReport:
 
     source: str | None
     outcomes: list[ClueOutcome] = field(default_factory=list)
+    rejected: list[RejectedClue] = field(default_factory=list)
+    """Clues set aside, not stored: each with the one reason why."""
 
     def _count(self, action: str) -> int:
         return sum(1 for o in self.outcomes if o.action == action)
@@ -90,11 +106,17 @@ class IngestReport:
         """Clues of probable alerts held back until confirmed, and of dropped alerts."""
         return self._count("held")
 
+    @property
+    def stored(self) -> int:
+        """Clues written to the ledger by this ingest (created, updated or suppressed)."""
+        return self.created + self.updated + self.suppressed
+
     def summary(self) -> str:
         """One line for people."""
         return (
-            f"{len(self.outcomes)} clues: {self.created} created, {self.updated} updated, "
-            f"{self.suppressed} suppressed, {self.unchanged} unchanged, {self.held} held"
+            f"{len(self.outcomes) + len(self.rejected)} clues: {self.created} created, "
+            f"{self.updated} updated, {self.suppressed} suppressed, {self.unchanged} unchanged, "
+            f"{self.held} held, {len(self.rejected)} rejected"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +128,11 @@ class IngestReport:
             "suppressed": self.suppressed,
             "unchanged": self.unchanged,
             "held": self.held,
+            "rejected": len(self.rejected),
             "outcomes": [asdict(o) for o in self.outcomes],
+            "rejects": [
+                {"index": r.index, "clue_id": r.clue_id, "reason": r.reason} for r in self.rejected
+            ],
         }
 
 
@@ -118,28 +144,53 @@ def ingest(
     now: dt.datetime | None = None,
     settings: TrackerSettings | None = None,
     actor: str = "ingest",
+    chunk_clues: int = CHUNK_CLUES,
+    on_chunk: Callable[[Session, IngestReport], None] | None = None,
 ) -> IngestReport:
     """Ingest clues (a ``clues.geojson`` path, a FeatureCollection, Features or PatchClues).
 
-    With a :class:`TrackerDB`, the batch runs in its own write transaction, retried on
-    conflicts with concurrent writers. With a :class:`Session`, it runs inside the caller's
-    transaction (the caller commits, and owns retries).
+    Clues the ledger cannot store are not stored: they come back in ``report.rejected``
+    (:func:`~changedetect.tracker.rejects.write_rejects` sets them aside in a file). A path
+    that is not a readable FeatureCollection raises :class:`ClueFormatError`.
+
+    With a :class:`TrackerDB`, the clues go in as transactions of ``chunk_clues`` each, every
+    one committed before the next begins and retried on conflicts with concurrent writers;
+    ``on_chunk(session, chunk_report)`` runs inside each, so what it writes commits with that
+    chunk. With a :class:`Session`, everything runs inside the caller's transaction (the
+    caller commits, and owns retries).
 
     ``source`` labels where the clues came from (the GeoJSON path: relative chip paths are
     resolved against its folder); for a path argument it is the path itself.
     """
-    parsed, label = load_clues(clues, source=source)
+    if chunk_clues < 1:
+        raise ValueError(f"chunk_clues must be at least 1, got {chunk_clues}")
     now = utc_now(now)
+    batch = load_clues(clues, source=source)
     settings = settings or TrackerSettings()
+    report = IngestReport(batch.source, rejected=list(batch.rejected))
+    # oldest night first, so a case's first/latest geometry follow time even in a backfill;
+    # the same order on every run, so a re-run after a stop continues where the stop was
+    ordered = sorted(batch.clues, key=lambda c: (c.detected_on, c.clue_id))
 
-    def work(session: Session) -> IngestReport:
-        return _ingest_in(session, parsed, source=label, now=now, settings=settings, actor=actor)
+    def work(session: Session, chunk: list[Clue]) -> IngestReport:
+        part = _ingest_in(
+            session, chunk, source=batch.source, now=now, settings=settings, actor=actor
+        )
+        if on_chunk is not None:
+            on_chunk(session, part)
+        return part
 
-    if isinstance(target, TrackerDB):
-        report = target.run_write(work)
-        target.refresh_statistics()
+    if not isinstance(target, TrackerDB):
+        report.outcomes.extend(work(target, ordered).outcomes)
         return report
-    return work(target)
+    for start in range(0, len(ordered), chunk_clues):
+        if start:
+            target.let_waiting_writers_in()  # a transition posted meanwhile goes in here
+        chunk = ordered[start : start + chunk_clues]
+        part = target.run_write(lambda session, chunk=chunk: work(session, chunk))
+        report.outcomes.extend(part.outcomes)
+    target.refresh_statistics()
+    return report
 
 
 def _ingest_in(
@@ -154,8 +205,7 @@ def _ingest_in(
     lock_for_case_writes(session)
     report = IngestReport(source)
     seen = _known_clue_ids(session, [c.clue_id for c in clues])
-    # oldest night first, so a case's first/latest geometry follow time even in a backfill
-    for clue in sorted(clues, key=lambda c: (c.detected_on, c.clue_id)):
+    for clue in clues:
         if clue.clue_id in seen:
             report.outcomes.append(ClueOutcome(clue.clue_id, "unchanged", seen[clue.clue_id]))
             continue
@@ -192,10 +242,9 @@ def overlapping_cases(
         # PostgreSQL: a transition racing this ingest finishes first and we read its state
         .with_for_update()
     ).all()
-    epsg = local_epsg(geom)
     matches = []
     for case in candidates:
-        share = overlap_share(geom, from_wkb(case.geom_union), epsg)
+        share = overlap_share(geom, from_wkb(case.geom_union))
         if share >= settings.min_overlap:
             matches.append((share, case))
     # largest overlap first; the newer case wins a tie (it is the one people work on)
@@ -214,8 +263,7 @@ def _ingest_one(
     if clue.alert_status == "dropped":
         note = "its alert was dropped: the newest clear view shows the ground as before"
         return ClueOutcome(clue.clue_id, "held", None, note=note)
-    epsg = local_epsg(clue.geometry)
-    clue_area = area_m2(clue.geometry, epsg)
+    clue_area = area_m2(clue.geometry)
     matches = overlapping_cases(session, clue.geometry, settings)
 
     for _, case in matches:
@@ -230,7 +278,7 @@ def _ingest_one(
 
     for _, old in matches:
         if old.state in SUPPRESSING_STATES:
-            old_area = area_m2(from_wkb(old.geom_union), epsg)
+            old_area = area_m2(from_wkb(old.geom_union))
             grown = (
                 clue_area >= settings.regrowth_factor * old_area
                 and clue_area - old_area >= settings.regrowth_min_added_m2
@@ -284,7 +332,17 @@ def _jsonable(value: Any) -> Any:
             return str(obj)
         raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
-    return json.loads(json.dumps(value, default=default))
+    def finite(obj: Any) -> Any:
+        # JSON has no NaN or infinity, and PostgreSQL's json type refuses them: stored as null
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return None
+        if isinstance(obj, dict):
+            return {k: finite(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [finite(v) for v in obj]
+        return obj
+
+    return finite(json.loads(json.dumps(value, default=default)))
 
 
 def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bool) -> Detection:

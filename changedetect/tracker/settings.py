@@ -10,6 +10,9 @@ from ..errors import ConfigError
 DB_ENV_VAR = "CHANGEDETECT_DB"
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_DB_URL = "sqlite:///changedetect-tracker.db"
+#: How long an API write waits for another writer's lock before answering 503 (seconds): an
+#: ingest frees the lock between its chunks well within it, and a person is not left hanging.
+API_BUSY_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)

@@ -564,19 +564,17 @@ def ingest_and_hand_off(
 ) -> tuple[IngestReport, DeliveryReport | None]:
     """Ingest clues and, with a webhook, queue their new/changed cases and deliver (bounded).
 
-    The ingest and its outbox events commit together. The delivery pass that follows lasts at
-    most ``webhook.budget_s`` and never raises for the receiver: the ingest's result stands
-    whatever happens to the hand-off.
+    Each chunk of the ingest commits together with its outbox events. The delivery pass that
+    follows lasts at most ``webhook.budget_s`` and never raises for the receiver: the ingest's
+    result stands whatever happens to the hand-off.
     """
     when = utc_now(now)
 
-    def work(session: Session) -> IngestReport:
-        report = ingest(session, clues, now=when, **ingest_kwargs)
-        if webhook is not None:
-            enqueue_ingest(session, report, now=when, actor=ingest_kwargs.get("actor", "ingest"))
-        return report
+    def enqueue(session: Session, chunk: IngestReport) -> None:
+        enqueue_ingest(session, chunk, now=when, actor=ingest_kwargs.get("actor", "ingest"))
 
-    report = db.run_write(work)
+    on_chunk = enqueue if webhook is not None else None
+    report = ingest(db, clues, now=when, on_chunk=on_chunk, **ingest_kwargs)
     if webhook is None or not deliver:
         return report, None
     try:

@@ -207,3 +207,66 @@ def test_the_tracker_commands_load_without_the_heavy_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def night_with_bad_clues(folder: Path) -> Path:
+    """Two good clues, a 75-character change type and a clue with a NUL in its id."""
+    long_kind = feature("long-kind", rect(600, 0, 60), change_type="k" * 75)
+    nul_id = feature("nul", rect(900, 0, 60))
+    nul_id["properties"]["clue_id"] = "nul\x00id"
+    clues = folder / "clues.geojson"
+    good = [feature("good-1", rect(0, 0, 60)), feature("good-2", rect(300, 0, 60))]
+    clues.write_text(json.dumps(collection([*good, long_kind, nul_id])))
+    return clues
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_ingest_stores_the_good_clues_and_sets_the_bad_aside(engine, tmp_path, capsys, request):
+    url = request.getfixturevalue("sqlite_url" if engine == "sqlite" else "pg_url")
+    clues = night_with_bad_clues(tmp_path)
+    code, out, err = run_cli(capsys, "ingest", str(clues), "--db", url)
+    assert code == 0
+    assert (
+        f"{clues}: 4 clues: 2 created, 0 updated, 0 suppressed, 0 unchanged, 0 held, 2 rejected"
+        in out
+    )
+    rejects = tmp_path / "clues.rejects.geojson"
+    assert f"rejected clues set aside in {rejects}" in out
+    reasons = [
+        f["properties"]["reject_reason"] for f in json.loads(rejects.read_text())["features"]
+    ]
+    assert reasons == [
+        "change_type is 75 characters long; the ledger keeps at most 40",
+        "clue_id holds a control character (U+0000 NUL) at position 3",
+    ]
+    assert "change_type is 75 characters long" in err and "U+0000 NUL" in err
+    assert "[SQL" not in err and "k" * 75 not in err  # no database error, no dumped values
+    code, out, _ = run_cli(capsys, "list", "--json", "--db", url)
+    assert code == 0 and len(out.strip().splitlines()) == 2
+
+
+def test_ingest_exit_status_when_clues_are_rejected(sqlite_url, tmp_path, capsys):
+    db = ["--db", sqlite_url]
+    clues = night_with_bad_clues(tmp_path)
+    # --strict: nothing stored while any clue is rejected; the rejects are still written
+    code, out, _ = run_cli(capsys, "ingest", str(clues), "--strict", *db)
+    assert code == 1
+    assert f"{clues}: 2 of 4 clues rejected" in out and "nothing stored (--strict)" in out
+    assert (tmp_path / "clues.rejects.geojson").is_file()
+    assert run_cli(capsys, "list", *db)[1].strip().endswith("0 cases (none shown)")
+    # a file whose every clue is rejected stores nothing: exit status 1
+    hopeless = tmp_path / "hopeless.geojson"
+    hopeless.write_text(json.dumps(collection([feature("x", rect(0, 0, 60), confidence=7)])))
+    elsewhere = tmp_path / "out" / "x.rejects.geojson"
+    code, out, _ = run_cli(capsys, "ingest", str(hopeless), "--rejects", str(elsewhere), *db)
+    assert code == 1 and "1 clues: 0 created" in out and "1 rejected" in out
+    assert json.loads(elsewhere.read_text())["features"][0]["properties"]["clue_id"] == "x"
+    # --json reports the rejects with their reasons and the file
+    code, out, _ = run_cli(capsys, "ingest", str(clues), "--json", *db)
+    report = json.loads(out)
+    assert code == 0 and (report["created"], report["rejected"]) == (2, 2)
+    assert report["rejects_file"] == str(tmp_path / "clues.rejects.geojson")
+    assert [r["index"] for r in report["rejects"]] == [2, 3]
+    # one --rejects path for several files is refused before anything is read
+    code, _, err = run_cli(capsys, "ingest", str(clues), str(hopeless), "--rejects", "r.json", *db)
+    assert code == 2 and "--rejects names one file" in err

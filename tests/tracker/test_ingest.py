@@ -16,6 +16,7 @@ from changedetect.tracker import (
     clue_statuses,
     get_case,
     ingest,
+    parse_clues,
     transition,
 )
 from changedetect.tracker.geometry import from_wkb
@@ -85,8 +86,13 @@ def test_grown_patch_updates_its_case(db):
         dt.date(2025, 6, 23),
         dt.date(2025, 7, 3),
     )
-    history = [(d.clue_id, d.detected_on.isoformat(), round(d.area_m2)) for d in detail.detections]
-    assert history == [("g1", "2025-06-23", 3600), ("g2", "2025-07-03", 14400)]
+    history = [(d.clue_id, d.detected_on.isoformat(), d.area_m2) for d in detail.detections]
+    # areas are measured on the ellipsoid; the squares are drawn in UTM grid metres, which
+    # this far (2.75°) from the zone's central meridian are 0.04 % longer than ground metres
+    assert history == [
+        ("g1", "2025-06-23", pytest.approx(3600, rel=0.002)),
+        ("g2", "2025-07-03", pytest.approx(14400, rel=0.002)),
+    ]
     assert detail.case.detections == 2
     assert case.updated_at == DAY2
 
@@ -281,13 +287,18 @@ def test_ingest_accepts_pipeline_patch_clues(db):
         (lambda f: f["properties"].update(alert_status="maybe"), "alert_status 'maybe'"),
     ],
 )
-def test_malformed_clues_are_clear_errors_and_write_nothing(sqlite_db, mutate, message):
+def test_malformed_clues_are_set_aside_with_their_reason(sqlite_db, mutate, message):
     good = feature("ok", rect(0, 0, 60))
     bad = feature("bad", rect(300, 0, 60))
     mutate(bad)
+    report = ingest(sqlite_db, collection([good, bad]), now=NOW)
+    assert [o.clue_id for o in report.outcomes] == ["ok"]
+    (reject,) = report.rejected
+    assert reject.index == 1 and message in reject.reason
+    assert n_rows(sqlite_db, Case) == 1
+    # the strict readers still refuse the file, naming the clue
     with pytest.raises(ClueFormatError, match=message):
-        ingest(sqlite_db, collection([good, bad]), now=NOW)
-    assert n_rows(sqlite_db, Case) == 0
+        parse_clues(collection([good, bad]))
 
 
 def test_unreadable_clue_files_are_clear_errors(sqlite_db, tmp_path):

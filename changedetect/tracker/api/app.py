@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..clock import utc_now
 from ..db import TrackerDB
 from ..errors import (
     CaseNotFoundError,
+    ConcurrencyError,
     InvalidTransitionError,
     PhotoTooLargeError,
     TrackerDatabaseError,
@@ -26,7 +28,7 @@ from ..errors import (
     UnsupportedPhotoError,
 )
 from ..photos import PhotoStore
-from ..settings import TrackerSettings
+from ..settings import API_BUSY_WAIT_S, TrackerSettings
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
 from .deps import ApiState
@@ -51,7 +53,9 @@ reassignment), `officer` (its own county only: field verdicts and rectification 
 `viewer` (read-only). A case outside an officer's county answers 404, as if it did not exist.
 
 **Errors** are JSON `{"detail": "one line"}`; malformed requests answer 422 with `detail`
-summarising and `errors` locating each problem.
+summarising and `errors` locating each problem. A write that finds the database busy with
+another write (an ingest of clues) for more than a few seconds answers 503 with `Retry-After`:
+nothing was changed, send it again then.
 """
 
 
@@ -129,6 +133,19 @@ def _install_error_handlers(app: FastAPI) -> None:
             {"detail": str(exc)}, status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
         )
 
+    @app.exception_handler(ConcurrencyError)
+    async def on_busy(_: Request, exc: ConcurrencyError) -> JSONResponse:
+        # another writer (a night's ingest) holds the database: a short wait, not an outage
+        retry_after = max(1, math.ceil(exc.retry_after_s))
+        return JSONResponse(
+            {
+                "detail": "the tracker database is busy with another write (such as an "
+                f"ingest of clues); nothing was changed, try again in {retry_after} s"
+            },
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(retry_after)},
+        )
+
     @app.exception_handler(TrackerDatabaseError)
     async def on_database(_: Request, exc: TrackerDatabaseError) -> JSONResponse:
         # the message is already redacted by the store; still, say little to the client
@@ -204,6 +221,7 @@ def create_app(
     webhook_interval_s: float = 30.0,
     cookie_secure: bool = False,
     migrate: bool = False,
+    busy_wait_s: float = API_BUSY_WAIT_S,
     basemap: Basemap | None = None,
     photo_dir: str | Path | None = None,
     settings: TrackerSettings | None = None,
@@ -217,6 +235,8 @@ def create_app(
     chips may be served from (default: each detection's clues-file folder). With ``webhook``,
     transitions and assignments are queued for it and a background sender delivers them while
     the app runs. ``cookie_secure`` marks the session cookie Secure (set it behind HTTPS).
+    A write waits at most ``busy_wait_s`` for another writer (an ingest between two of its
+    chunks) before answering 503 with ``Retry-After``.
     ``basemap`` is an online tile server for the review page's map; without one the map has no
     basemap and the page loads nothing from outside the app.
     ``photo_dir`` is where field photos are kept (default: ``photos/`` beside a SQLite file;
@@ -241,7 +261,8 @@ def create_app(
         raise
     sender = WebhookSender(tracker, webhook, interval_s=webhook_interval_s) if webhook else None
     state = ApiState(
-        db=tracker,
+        # the routes' writes wait briefly for the lock, then answer 503 rather than hang
+        db=tracker.with_busy_wait(busy_wait_s),
         now=clock,
         evidence_roots=roots,
         webhook=webhook,

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..settings import API_BUSY_WAIT_S
+
 #: Where serve listens by default: this machine only. Exposing the API is a deliberate act
 #: (``--host 0.0.0.0``), best behind a TLS-terminating proxy (then add ``--cookie-secure``).
 DEFAULT_HOST = "127.0.0.1"
@@ -46,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             evidence_roots=args.evidence_root or None,
             webhook=webhook,
             cookie_secure=args.cookie_secure,
+            busy_wait_s=args.busy_wait,
             basemap=basemap,
             photo_dir=args.photo_dir,
         )
@@ -174,6 +177,14 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument(
         "--cookie-secure", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
+    p.add_argument(
+        "--busy-wait",
+        type=float,
+        default=API_BUSY_WAIT_S,
+        metavar="SECONDS",
+        help="how long a write waits for another writer (an ingest) before answering 503 with "
+        f"Retry-After (default: {API_BUSY_WAIT_S:g})",
     )
     p.add_argument(
         "--basemap-url",
