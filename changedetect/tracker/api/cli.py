@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..settings import API_BUSY_WAIT_S
@@ -31,34 +32,29 @@ def _open(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API and review page with uvicorn until interrupted."""
-    import uvicorn
+    from ..db import TrackerDB, resolve_db_url
+    from .serving import ServeOptions, evidence_folders, serve
 
-    from ..webhook import WebhookConfig
-    from .app import create_app
-    from .basemap import Basemap
-
-    webhook = WebhookConfig.from_env()
-    basemap = (
-        Basemap(args.basemap_url, args.basemap_attribution or "") if args.basemap_url else None
+    if args.workers < 1:
+        raise SystemExit("changedetect: error: --workers must be at least 1")
+    options = ServeOptions(
+        evidence_roots=evidence_folders(args.evidence_root),
+        cookie_secure=args.cookie_secure,
+        busy_wait_s=args.busy_wait,
+        basemap_url=args.basemap_url,
+        basemap_attribution=args.basemap_attribution or "",
+        photo_dir=str(Path(args.photo_dir).resolve()) if args.photo_dir else None,
     )
-    db = _open(args)
-    try:
-        app = create_app(
-            db,
-            evidence_roots=args.evidence_root or None,
-            webhook=webhook,
-            cookie_secure=args.cookie_secure,
-            busy_wait_s=args.busy_wait,
-            basemap=basemap,
-            photo_dir=args.photo_dir,
-        )
-        _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
-        if basemap is not None:
-            # the origin only: the URL's query may hold the tile service's key
-            _out(f"the review page's map loads basemap tiles from {basemap.origin}")
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
-    finally:
-        db.close()
+    url = resolve_db_url(args.db)
+    serve(
+        options,
+        url,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        open_db=lambda u: TrackerDB.open(u, migrate=u.startswith("sqlite")),
+        announce=_out,
+    )
     return 0
 
 
@@ -177,6 +173,14 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument(
         "--cookie-secure", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes answering requests (default: 1; about one per core serves the "
+        "most requests a second)",
     )
     p.add_argument(
         "--busy-wait",
