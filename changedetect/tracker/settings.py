@@ -8,6 +8,9 @@ from ..errors import ConfigError
 
 #: Environment variable naming the database URL.
 DB_ENV_VAR = "CHANGEDETECT_DB"
+#: Environment variable naming a file that holds the database URL: the Docker and Kubernetes
+#: secrets convention, so a password never has to sit on a command line or in ``env``.
+DB_FILE_ENV_VAR = "CHANGEDETECT_DB_FILE"
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_DB_URL = "sqlite:///changedetect-tracker.db"
 #: How long an API write waits for another writer's lock before answering 503 (seconds): an

@@ -111,6 +111,7 @@ def cli(url: str, *argv: str) -> tuple[str, str]:
     parser = argparse.ArgumentParser(prog="changedetect tracker")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db")
+    db.add_argument("--db-file")
     sub = parser.add_subparsers(dest="tracker_command", required=True)
     add_api_commands(sub, db_parent=db)
     args = parser.parse_args([*argv, "--db", url])

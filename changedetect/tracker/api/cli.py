@@ -23,9 +23,10 @@ def _out(line: str = "") -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from ..db import TrackerDB, resolve_db_url
+    from ..cli import db_url_of
+    from ..db import TrackerDB
 
-    url = resolve_db_url(args.db)
+    url = db_url_of(args)
     return TrackerDB.open(url, migrate=url.startswith("sqlite"))
 
 
