@@ -28,6 +28,7 @@ from ..errors import (
     UnsupportedPhotoError,
 )
 from ..photos import PhotoStore
+from ..sessions import SessionPolicy
 from ..settings import API_BUSY_WAIT_S, TrackerSettings
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
@@ -48,7 +49,9 @@ field (`issued → verifying → compliant | false_alarm | violation`, `violatio
 closed`).
 
 **Authentication**: `Authorization: Bearer <token>` (tokens come from
-`changedetect tracker token create NAME`). Roles: `analyst` (every county, every transition,
+`changedetect tracker token create NAME`; they expire, 90 days by default, and can be revoked or
+rotated). The review page logs in with `POST /login`, which opens a server-side session held by
+an HttpOnly cookie; `POST /logout` ends it. Roles: `analyst` (every county, every transition,
 reassignment), `officer` (its own county only: field verdicts and rectification progress),
 `viewer` (read-only). A case outside an officer's county answers 404, as if it did not exist.
 
@@ -241,8 +244,9 @@ def create_app(
     basemap and the page loads nothing from outside the app.
     ``photo_dir`` is where field photos are kept (default: ``photos/`` beside a SQLite file;
     required for PostgreSQL; see :func:`photo_folder`). ``settings`` gives the tracker's
-    limits (``photo_max_bytes``).
+    limits (``photo_max_bytes``) and the session lifetimes.
     """
+    settings = settings or TrackerSettings()
     owns_db = not isinstance(db, TrackerDB)
     tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
     if isinstance(now, dt.datetime):
@@ -271,7 +275,8 @@ def create_app(
         owns_db=owns_db,
         basemap=basemap,
         photos=photos,
-        settings=settings or TrackerSettings(),
+        settings=settings,
+        sessions=SessionPolicy.from_settings(settings),
     )
 
     @asynccontextmanager
