@@ -21,7 +21,7 @@ API_BUSY_WAIT_S = 5.0
 @dataclass(frozen=True)
 class TrackerSettings:
     """Thresholds that decide deduplication, site matching, look-back and deadlines, and the
-    HTTP API's session lifetimes."""
+    HTTP API's limits (upload size, session lifetimes)."""
 
     deadline_days: int = 30
     """Days from a case's issue to its verification deadline."""

@@ -33,6 +33,7 @@ from ..settings import API_BUSY_WAIT_S, TrackerSettings
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
 from .deps import ApiState
+from .limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, photo_upload_limit
 from .page import ASSETS, STATIC_PATH
 from .page import router as page_router
 from .review import router as review_router
@@ -58,7 +59,8 @@ reassignment), `officer` (its own county only: field verdicts and rectification 
 **Errors** are JSON `{"detail": "one line"}`; malformed requests answer 422 with `detail`
 summarising and `errors` locating each problem. A write that finds the database busy with
 another write (an ingest of clues) for more than a few seconds answers 503 with `Retry-After`:
-nothing was changed, send it again then.
+nothing was changed, send it again then. A request body over 64 KiB (a field photo: over its own
+limit) answers 413 before anything else is checked.
 """
 
 
@@ -228,6 +230,7 @@ def create_app(
     basemap: Basemap | None = None,
     photo_dir: str | Path | None = None,
     settings: TrackerSettings | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The tracker's HTTP API and review page.
 
@@ -245,6 +248,7 @@ def create_app(
     ``photo_dir`` is where field photos are kept (default: ``photos/`` beside a SQLite file;
     required for PostgreSQL; see :func:`photo_folder`). ``settings`` gives the tracker's
     limits (``photo_max_bytes``) and the session lifetimes.
+    Every other request body is limited to ``max_body_bytes``.
     """
     settings = settings or TrackerSettings()
     owns_db = not isinstance(db, TrackerDB)
@@ -306,4 +310,10 @@ def create_app(
     app.include_router(verification_router)
     app.include_router(page_router)
     app.mount(STATIC_PATH, ASSETS, name="static")
+    # the last added runs first: the body limit wraps everything that could read a body
+    app.add_middleware(
+        BodySizeLimit,
+        default_max_bytes=max_body_bytes,
+        routes=[photo_upload_limit(settings.photo_max_bytes)],
+    )
     return app
