@@ -33,6 +33,8 @@ from ..settings import API_BUSY_WAIT_S, TrackerSettings
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
 from .deps import ApiState
+from .docs import install_docs
+from .headers import SecurityHeaders
 from .limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, photo_upload_limit
 from .page import ASSETS, STATIC_PATH
 from .page import router as page_router
@@ -301,6 +303,8 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={422: {"model": ValidationErrorOut, "description": "Malformed request"}},
+        docs_url=None,  # install_docs serves it without a CDN
+        redoc_url=None,
     )
     app.state.tracker = state
     _install_error_handlers(app)
@@ -310,10 +314,13 @@ def create_app(
     app.include_router(verification_router)
     app.include_router(page_router)
     app.mount(STATIC_PATH, ASSETS, name="static")
-    # the last added runs first: the body limit wraps everything that could read a body
+    install_docs(app)
+    # the last added runs first: the body limit wraps everything that could read a body, and
+    # the headers wrap the limit's own 413s too (they only touch the answer, never the body)
     app.add_middleware(
         BodySizeLimit,
         default_max_bytes=max_body_bytes,
         routes=[photo_upload_limit(settings.photo_max_bytes)],
     )
+    app.add_middleware(SecurityHeaders)
     return app
