@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .auth import ApiToken, Principal, User, find_live_token, hash_token
 from .clock import utc_now
 from .db import TrackerDB
+from .errors import ConcurrencyError
 from .models import Base, UTCDateTime
 from .settings import TrackerSettings
 
@@ -147,11 +148,16 @@ def resolve_session(
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
     if now - row[2] >= policy.touch_every:
-        db.run_write(
-            lambda s: s.execute(
-                update(ApiSession).where(ApiSession.id == row[1]).values(last_seen_at=now)
+        try:
+            db.run_write(
+                lambda s: s.execute(
+                    update(ApiSession).where(ApiSession.id == row[1]).values(last_seen_at=now)
+                )
             )
-        )
+        except ConcurrencyError:
+            # an ingest holds the write lock: the session is valid, so the request goes on and
+            # a later request refreshes the idle clock (a read never fails for want of a write)
+            pass
     return Principal(row[3], row[4], row[5], row[6])
 
 

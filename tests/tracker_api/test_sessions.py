@@ -24,6 +24,7 @@ from changedetect.tracker.auth import (
     rotate_token,
     set_user_active,
 )
+from changedetect.tracker.errors import DatabaseBusyError
 from changedetect.tracker.sessions import ApiSession
 from changedetect.tracker.settings import TrackerSettings
 
@@ -109,6 +110,23 @@ def test_a_session_ends_after_its_idle_time(db, seeded):
         clock.advance(minutes=31)
         assert client.get("/me").status_code == 401
         log_in(client, seeded.tokens["viewer"])  # a fresh login works
+        assert client.get("/me").status_code == 200
+
+
+def test_a_busy_database_does_not_fail_a_session_read(db, seeded, monkeypatch):
+    """Refreshing the idle clock is a write; while an ingest holds the write lock, the request
+    still goes through on the valid session instead of answering 503."""
+    clock = Clock(API_NOW)
+    app = create_app(db, now=clock)
+    with TestClient(app) as client:
+        log_in(client, seeded.tokens["viewer"])
+        clock.advance(minutes=5)
+        store = app.state.tracker.db
+
+        def busy(*args, **kwargs):
+            raise DatabaseBusyError("another writer holds the database")
+
+        monkeypatch.setattr(store, "run_write", busy)
         assert client.get("/me").status_code == 200
 
 
