@@ -7,12 +7,15 @@ tracker's parser needs). Every command takes the same ``--db`` as the other trac
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..settings import API_BUSY_WAIT_S
 
+#: ``auth.DEFAULT_TOKEN_LIFETIME``, repeated so that building the parser imports no SQLAlchemy.
+DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=90)
 #: Where serve listens by default: this machine only. Exposing the API is a deliberate act
 #: (``--host 0.0.0.0``), best behind a TLS-terminating proxy (then add ``--cookie-secure``).
 DEFAULT_HOST = "127.0.0.1"
@@ -24,9 +27,10 @@ def _out(line: str = "") -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from ..db import TrackerDB, resolve_db_url
+    from ..cli import db_url_of
+    from ..db import TrackerDB
 
-    url = resolve_db_url(args.db)
+    url = db_url_of(args)
     return TrackerDB.open(url, migrate=url.startswith("sqlite"))
 
 
@@ -90,16 +94,60 @@ def cmd_user_active(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(text: str) -> dt.timedelta:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days, 1 or more")
+    return dt.timedelta(days=days)
+
+
+def _show_new_token(token: str, user: str, expires: dt.datetime, what: str) -> None:
+    sys.stderr.write(
+        f"{what} for {user}, valid until {expires:%Y-%m-%d %H:%M} UTC (shown once; keep it "
+        "secret, revoke with `token revoke`):\n"
+    )
+    _out(token)  # stdout holds just the token, for scripts
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     """Create a token and print it, once: only its hash is kept."""
     from ..auth import create_token
+    from ..clock import utc_now
 
+    now = utc_now()
     with _open(args) as db:
-        token = create_token(db, args.name, label=args.label)
-    sys.stderr.write(
-        f"token for {args.name} (shown once; keep it secret, revoke with `token revoke`):\n"
-    )
-    _out(token)
+        token = create_token(db, args.name, label=args.label, lifetime=args.expires_in, now=now)
+    _show_new_token(token, args.name, now + args.expires_in, "token")
+    return 0
+
+
+def cmd_token_rotate(args: argparse.Namespace) -> int:
+    """Replace a token by a new one: the old value stops working at once."""
+    from ..auth import rotate_token
+    from ..clock import utc_now
+
+    now = utc_now()
+    with _open(args) as db:
+        token = rotate_token(db, args.name, prefix=args.prefix, lifetime=args.expires_in, now=now)
+    _show_new_token(token, args.name, now + args.expires_in, "new token (the old one is revoked)")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """List tokens by prefix (never the tokens themselves) with their expiry and status."""
+    from ..auth import list_tokens
+    from ..clock import utc_now
+
+    now = utc_now()
+    with _open(args) as db, db.session() as session:
+        for t in list_tokens(session, args.name):
+            _out(
+                f"{t.user:<24} {t.prefix:<12} {t.status(now):<8} "
+                f"expires {t.expires_at:%Y-%m-%d}  {t.label or ''}".rstrip()
+            )
     return 0
 
 
@@ -142,6 +190,17 @@ def cmd_webhook_secret(args: argparse.Namespace) -> int:
 
     _out(new_secret())
     return 0
+
+
+def _add_lifetime(parser: argparse.ArgumentParser) -> None:
+    days = DEFAULT_TOKEN_LIFETIME.days
+    parser.add_argument(
+        "--expires-in",
+        type=_days,
+        default=DEFAULT_TOKEN_LIFETIME,
+        metavar="DAYS",
+        help=f"days until the token stops working (default: {days})",
+    )
 
 
 def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> None:
@@ -232,11 +291,24 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument("name", help="the user the token acts as")
     p.add_argument("--label", help="what the token is for (shown in listings)")
+    _add_lifetime(p)
     p.set_defaults(func=cmd_token_create)
-    p = tokens_sub.add_parser("revoke", parents=[db_parent], help="revoke a user's tokens")
+    p = tokens_sub.add_parser(
+        "rotate", parents=[db_parent], help="replace a token by a new one (the old one stops)"
+    )
+    p.add_argument("name")
+    p.add_argument("--prefix", help="the token to rotate, when the user has several live ones")
+    _add_lifetime(p)
+    p.set_defaults(func=cmd_token_rotate)
+    p = tokens_sub.add_parser(
+        "revoke", parents=[db_parent], help="revoke a user's tokens (and end their sessions)"
+    )
     p.add_argument("name")
     p.add_argument("--prefix", help="only the token starting with this (e.g. cdt_AbC123)")
     p.set_defaults(func=cmd_token_revoke)
+    p = tokens_sub.add_parser("list", parents=[db_parent], help="list tokens and their expiry")
+    p.add_argument("name", nargs="?", help="only this user's tokens")
+    p.set_defaults(func=cmd_token_list)
 
     hooks = subparsers.add_parser("webhook", help="the webhook outbox")
     hooks_sub = hooks.add_subparsers(dest="webhook_command", required=True, metavar="COMMAND")

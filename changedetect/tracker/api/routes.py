@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from ..auth import Principal, authenticate
+from ..auth import Principal
 from ..errors import CaseNotFoundError, InvalidTransitionError, TrackerError
 from ..lifecycle import reassign, transition
 from ..migrate import current_revision
@@ -28,6 +28,7 @@ from ..queries import (
     load_case,
 )
 from ..report import monthly_report
+from ..sessions import end_session, start_session
 from ..states import CASE_STATES, check_transition
 from ..webhook import enqueue_case_event
 from .deps import (
@@ -59,7 +60,12 @@ from .schemas import (
 MAX_ID = 2**31 - 1
 CaseId = Annotated[int, Path(ge=1, le=MAX_ID, description="Case id", examples=[42])]
 
-E401 = {401: {"model": ErrorOut, "description": "No token, or an unknown/revoked one"}}
+E401 = {
+    401: {
+        "model": ErrorOut,
+        "description": "No token, or an unknown/expired/revoked one (or an ended session)",
+    }
+}
 E403 = {403: {"model": ErrorOut, "description": "The user's role may not do this"}}
 E404 = {404: {"model": ErrorOut, "description": "No such case visible to this user"}}
 E409 = {409: {"model": ErrorOut, "description": "The case's current state does not allow it"}}
@@ -160,19 +166,21 @@ def me(user: UserDep, state: StateDep) -> Me:
     "/login",
     response_model=Me,
     tags=["auth"],
-    summary="Exchange a token for an HttpOnly session cookie (the review page)",
+    summary="Exchange a token for a session cookie (the review page)",
     responses={**E401},
 )
 def login(body: LoginIn, response: Response, state: StateDep) -> Me:
-    """Checks the token and sets it as an HttpOnly, SameSite=Strict cookie for the page."""
-    with state.db.session() as session:
-        user = authenticate(session, body.token)
-    if user is None:
-        raise unauthorized("the API token is unknown, revoked, or its user is disabled")
+    """Checks the token and opens a server-side session; the HttpOnly, SameSite=Strict cookie
+    carries only the session's id. The session ends after a spell without requests, at its
+    absolute end, on logout, or when the token is revoked."""
+    started = start_session(state.db, body.token, policy=state.sessions, now=state.now())
+    if started is None:
+        raise unauthorized("the API token is unknown, expired, revoked, or its user is disabled")
+    user = started.user
     response.set_cookie(
         COOKIE_NAME,
-        body.token,
-        max_age=12 * 3600,
+        started.session_id,
+        max_age=int(state.sessions.lifetime.total_seconds()),
         httponly=True,
         samesite="strict",
         secure=state.cookie_secure,
@@ -185,10 +193,15 @@ def login(body: LoginIn, response: Response, state: StateDep) -> Me:
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["auth"],
-    summary="Clear the session cookie",
+    summary="End the session and clear its cookie",
 )
-def logout(state: StateDep) -> Response:
-    """Forget the cookie (the token itself stays valid: revoke it with the CLI)."""
+def logout(request: Request, state: StateDep) -> Response:
+    """Deletes the session on the server, so its cookie stops working even if it was copied
+    (the API token itself stays valid: revoke it with the CLI). Without a session, nothing to
+    end: still 204."""
+    session_id = request.cookies.get(COOKIE_NAME)
+    if session_id:
+        end_session(state.db, session_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(
         COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=state.cookie_secure
