@@ -36,7 +36,8 @@ def _open(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API and review page with uvicorn until interrupted."""
-    from ..db import TrackerDB, resolve_db_url
+    from ..cli import db_url_of
+    from ..db import TrackerDB
     from .serving import ServeOptions, evidence_folders, serve
 
     if args.workers < 1:
@@ -49,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         basemap_attribution=args.basemap_attribution or "",
         photo_dir=str(Path(args.photo_dir).resolve()) if args.photo_dir else None,
     )
-    url = resolve_db_url(args.db)
+    url = db_url_of(args)
     serve(
         options,
         url,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from ..db import DB_ENV_VAR, resolve_db_url
-from ..settings import API_BUSY_WAIT_S
+from ..db import resolve_db_url
+from ..settings import API_BUSY_WAIT_S, DB_ENV_VAR, DB_FILE_ENV_VAR
 from .basemap import Basemap
 
 #: The serve options a worker process reads (JSON of :class:`ServeOptions`; no secret in it).
@@ -94,6 +94,7 @@ def serve(
             return
     finally:
         db.close()  # type: ignore[attr-defined]
+    os.environ.pop(DB_FILE_ENV_VAR, None)  # the workers take the URL the parent resolved
     os.environ[DB_ENV_VAR] = db_url
     os.environ[OPTIONS_ENV] = json.dumps(asdict(options))
     uvicorn.run(
