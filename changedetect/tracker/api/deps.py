@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import StringConstraints
+from sqlalchemy.orm import Session
 
 from ..auth import Principal, authenticate
 from ..db import TrackerDB
@@ -67,6 +68,17 @@ def get_state(request: Request) -> ApiState:
 StateDep = Annotated[ApiState, Depends(get_state)]
 
 
+def read_session(state: StateDep) -> Iterator[Session]:
+    """The request's read session: one per request, shared by the authentication and the
+    route, closed when the request is done. Writes go through ``state.db.run_write`` instead
+    (their own retried transaction)."""
+    with state.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(read_session)]
+
+
 def unauthorized(message: str) -> HTTPException:
     """401 with the challenge RFC 6750 asks for."""
     return HTTPException(
@@ -77,14 +89,14 @@ def unauthorized(message: str) -> HTTPException:
 def current_user(
     request: Request,
     state: StateDep,
+    session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
     """The user of the request's bearer token (else of the session cookie); 401 without one."""
     now = state.now()
     if bearer is not None:
-        with state.db.session() as session:
-            user = authenticate(session, bearer.credentials, now=now)
+        user = authenticate(session, bearer.credentials, now=now)
         if user is None:
             raise unauthorized(
                 "the API token is unknown, expired, revoked, or its user is disabled"
