@@ -218,7 +218,7 @@ def serve(url: str, workers: int) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**os.environ, "CHANGEDETECT_DB": url}
     command = [sys.executable, "-m", "changedetect.tracker", "serve", "--port", str(port)]
-    command += ["--workers", str(workers)]
+    command += ["--workers", str(workers), "--photo-dir", tempfile.mkdtemp(prefix="photos-")]
     server = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
