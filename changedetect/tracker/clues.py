@@ -38,6 +38,8 @@ class Clue:
     priority: str = "normal"
     chip_before: str | None = None
     chip_after: str | None = None
+    chip_change: str | None = None
+    """The NDVI-change chip (None for clues from runs before it was drawn)."""
     source: str | None = None
     alert_status: str | None = None
     """``probable``, ``confirmed`` or ``dropped`` (changedetect.algorithms.alerts); None for clues
@@ -144,6 +146,7 @@ def parse_feature(
         priority=priority,
         chip_before=_resolve(_text(props, "chip_before"), base_dir),
         chip_after=_resolve(_text(props, "chip_after"), base_dir),
+        chip_change=_resolve(_text(props, "chip_change"), base_dir),
         source=source,
         alert_status=alert_status,
         properties=dict(props),
