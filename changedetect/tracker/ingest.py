@@ -45,7 +45,7 @@ from .clock import utc_now
 from .clues import Clue, ClueInput, RejectedClue, load_clues
 from .db import TrackerDB, lock_for_case_writes
 from .geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb, union
-from .models import Case, CaseEvent, Detection
+from .models import CHIP_CHANGE, Case, CaseEvent, Detection
 from .settings import TrackerSettings
 from .sites import apply_site_tags
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
@@ -346,6 +346,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bool) -> Detection:
+    properties = _jsonable(clue.properties)
+    if clue.chip_change is not None:
+        # the change chip has no column of its own (a migration for one more path is not worth
+        # it): the properties keep it, resolved as the columns keep the before/after chips
+        properties[CHIP_CHANGE] = clue.chip_change
     return Detection(
         clue_id=clue.clue_id,
         detected_on=clue.detected_on,
@@ -353,7 +358,7 @@ def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bo
         confidence=clue.confidence,
         change_type=clue.change_type,
         geometry=to_wkb(clue.geometry),
-        properties=_jsonable(clue.properties),
+        properties=properties,
         source=clue.source,
         chip_before=clue.chip_before,
         chip_after=clue.chip_after,

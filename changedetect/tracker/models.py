@@ -9,6 +9,7 @@ shapely decides exactly. The schema itself is created only by the Alembic migrat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -189,6 +190,21 @@ class Detection(Base):
     ingested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     case: Mapped[Case] = relationship(back_populates="detections")
+
+    @property
+    def chip_change(self) -> str | None:
+        """The NDVI-change chip's path, kept in the properties (None for a clue without one)."""
+        return change_chip_of(self.properties)
+
+
+#: The properties key of a detection's NDVI-change chip (resolved at ingest, like the columns).
+CHIP_CHANGE = "chip_change"
+
+
+def change_chip_of(properties: Mapping[str, Any] | None) -> str | None:
+    """The NDVI-change chip path a detection's properties hold, if any."""
+    value = (properties or {}).get(CHIP_CHANGE)
+    return value if isinstance(value, str) and value else None
 
 
 #: Where an officer's position came from: the phone's location service, or typed in by hand

@@ -131,6 +131,8 @@ class DetectionView:
     chip_after: str | None
     ingested_at: dt.datetime
     geometry: dict[str, Any]
+    chip_change: str | None = None
+    """The NDVI-change chip (None for clues from runs before it was drawn)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -144,6 +146,7 @@ class DetectionView:
             "source": self.source,
             "chip_before": self.chip_before,
             "chip_after": self.chip_after,
+            "chip_change": self.chip_change,
             "ingested_at": self.ingested_at.isoformat(),
             "geometry": self.geometry,
         }
@@ -297,6 +300,7 @@ class CaseDetail:
                 ("geojson", d.source),
                 ("chips", d.chip_before),
                 ("chips", d.chip_after),
+                ("chips", d.chip_change),
             ):
                 if path and path not in out[key]:
                     out[key].append(path)
@@ -572,6 +576,7 @@ def get_case(session: Session, case_id: int, *, now: dt.datetime | None = None) 
             source=d.source,
             chip_before=d.chip_before,
             chip_after=d.chip_after,
+            chip_change=d.chip_change,
             ingested_at=d.ingested_at,
             geometry=to_geojson(from_wkb(d.geometry)),
         )

@@ -166,7 +166,7 @@ def case_detail(
     history = []
     for d in detail.detections:
         item = d.to_dict()
-        for which in ("before", "after"):
+        for which in ("before", "after", "change"):
             has = getattr(d, f"chip_{which}") is not None
             item[f"chip_{which}_url"] = (
                 _chip_url(request, case_id, which, d.clue_id) if has else None
