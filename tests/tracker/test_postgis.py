@@ -124,7 +124,9 @@ def _scenario(url: str) -> tuple[list[tuple], list[tuple]]:
             feature("b2", rect(405, 0, 70), "2025-07-03"),  # suppressed by the false alarm
             feature("c2", rect(790, -10, 400), "2025-07-03"),  # grew far: regrowth
             feature("d2", rect(1205, 5, 80), "2025-07-03"),  # disturbed again: relapse
-            feature("e2", rect(1660, 60, 80), "2025-07-03"),  # overlaps e1 by a corner (6 %): a case of its own
+            feature(
+                "e2", rect(1660, 60, 80), "2025-07-03"
+            ),  # overlaps e1 by a corner (6 %): a case of its own
             feature("l2", rect(3100, 100, 60), "2025-07-03"),  # in the L's empty corner
             feature("f2", rect(2010, 10, 90), "2025-07-03"),
         ]
