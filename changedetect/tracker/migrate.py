@@ -152,7 +152,8 @@ def ensure_schema(engine: Engine, *, migrate: bool = False) -> None:
     current = _read_revision(engine)
     if current == head:
         return
-    known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))  # the scripts need no URL
+    known = {s.revision for s in scripts.walk_revisions()}
     if current is not None and current not in known:
         raise SchemaOutdatedError(
             f"tracker database {redact(str(engine.url))} is at revision {current}, newer than "

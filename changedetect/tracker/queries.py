@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, union
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from ..navigation import navigation
 from .clock import utc_now
@@ -429,7 +429,10 @@ def list_cases(
     loaded = {
         c.id: c
         for c in session.scalars(
-            select(Case).where(Case.id.in_(ids)).options(selectinload(Case.tags))
+            select(Case)
+            .where(Case.id.in_(ids))
+            # a list row needs the union footprint only (its centroid), not the other two
+            .options(selectinload(Case.tags), defer(Case.geom_first), defer(Case.geom_latest))
         )
     }
     rows = [loaded[i] for i in ids]

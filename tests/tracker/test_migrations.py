@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import threading
 from collections.abc import Iterator
@@ -118,6 +119,63 @@ def test_migration_0004_adds_the_field_record_and_takes_it_off_again(empty_url):
     with TrackerDB(empty_url) as db, db.session() as s:
         kinds = s.scalars(select(CaseEvent.to_state).where(CaseEvent.case_id == case_id)).all()
         assert kinds == ["issued", "verifying", "violation"]
+
+
+def _as_utc(value: object) -> dt.datetime:
+    """A timestamp read with plain SQL: PostgreSQL gives an aware datetime, SQLite text (UTC)."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    assert isinstance(value, dt.datetime)
+    return value.astimezone(dt.UTC)
+
+
+def test_0005_gives_existing_tokens_an_expiry_adds_sessions_and_comes_off_again(empty_url):
+    upgrade(empty_url, "0004")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, name, role, active, created_at) "
+                    "VALUES (1, 'ana.lyst', 'analyst', true, '2025-07-01 12:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_tokens (id, user_id, token_hash, prefix, created_at) "
+                    "VALUES (1, 1, :hash, 'cdt_abcdef', '2025-07-01 12:00:00')"
+                ),
+                {"hash": "a" * 64},
+            )
+        before = dt.datetime.now(dt.UTC)
+        upgrade(empty_url, "0005")
+        after = dt.datetime.now(dt.UTC)
+        assert "api_sessions" in tables(empty_url)
+        with engine.connect() as conn:
+            expires = _as_utc(conn.execute(text("SELECT expires_at FROM api_tokens")).scalar_one())
+        # the default lifetime, counted from the upgrade: no token dies with the upgrade
+        assert before + dt.timedelta(days=90) - dt.timedelta(seconds=1) <= expires
+        assert expires <= after + dt.timedelta(days=90)
+        columns = {c["name"]: c for c in inspect(engine).get_columns("api_tokens")}
+        assert columns["expires_at"]["nullable"] is False
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO api_sessions (session_hash, user_id, token_id, created_at, "
+                    "last_seen_at, expires_at) VALUES (:hash, 1, 1, '2025-07-02 08:00:00', "
+                    "'2025-07-02 08:00:00', '2025-07-02 20:00:00')"
+                ),
+                {"hash": "b" * 64},
+            )
+        downgrade(empty_url, "0004")
+        assert "api_sessions" not in tables(empty_url)
+        assert "expires_at" not in {c["name"] for c in inspect(engine).get_columns("api_tokens")}
+        with engine.connect() as conn:  # the users and their tokens stay
+            assert conn.execute(text("SELECT prefix FROM api_tokens")).scalars().all() == [
+                "cdt_abcdef"
+            ]
+    finally:
+        engine.dispose()
     upgrade(empty_url)
     assert current_revision(empty_url) == head_revision()
 

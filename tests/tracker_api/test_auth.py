@@ -36,6 +36,8 @@ from changedetect.tracker.migrate import schema_differences
 from changedetect.tracker.states import TRANSITIONS
 from tests.tracker.helpers import NOW, collection, feature, rect
 
+from .conftest import API_NOW
+
 
 def test_only_a_hash_of_each_token_is_stored(db, seeded, db_url):
     token = seeded.tokens["analyst"]
@@ -52,13 +54,13 @@ def test_only_a_hash_of_each_token_is_stored(db, seeded, db_url):
 def test_authenticate(db, seeded):
     token = seeded.tokens["officer"]
     with db.session() as s:
-        user = authenticate(s, token)
+        user = authenticate(s, token, now=API_NOW)
         assert (user.name, user.role, user.county) == ("zhou.officer", "officer", "Zhouzhi")
         tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
-        assert authenticate(s, tampered) is None
-        assert authenticate(s, token + "x") is None
-        assert authenticate(s, "") is None
-        assert authenticate(s, seeded.tokens["revoked"]) is None
+        assert authenticate(s, tampered, now=API_NOW) is None
+        assert authenticate(s, token + "x", now=API_NOW) is None
+        assert authenticate(s, "", now=API_NOW) is None
+        assert authenticate(s, seeded.tokens["revoked"], now=API_NOW) is None
 
 
 def test_user_rules(db):
@@ -109,6 +111,7 @@ def cli(url: str, *argv: str) -> tuple[str, str]:
     parser = argparse.ArgumentParser(prog="changedetect tracker")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db")
+    db.add_argument("--db-file")
     sub = parser.add_subparsers(dest="tracker_command", required=True)
     add_api_commands(sub, db_parent=db)
     args = parser.parse_args([*argv, "--db", url])

@@ -20,8 +20,8 @@ from sqlalchemy import select
 
 from ..dossier import DOSSIER_CSP, render_dossier
 from ..models import Detection
+from .common import E401, E404, MAX_ID, visible_case_detail, visible_or_404
 from .deps import StateDep, UserDep
-from .routes import E401, E404, MAX_ID, visible_case_detail, visible_or_404
 from .verification import dossier_photos
 
 router = APIRouter()
