@@ -8,7 +8,7 @@ row's bounding-box columns narrow the candidates instead. Either way the exact o
 then measured in Python (:func:`.geometry.overlap_share`, :func:`.sites.match_sites`), so both
 engines decide alike.
 
-Migration 0005 turns the WKB columns into geometry columns on PostgreSQL; PostGIS must be
+Migration 0006 turns the WKB columns into geometry columns on PostgreSQL; PostGIS must be
 installed on the server, and enabled in the database (it tries ``CREATE EXTENSION postgis``
 itself, which needs a role allowed to, else a DBA runs it first: :func:`ensure_postgis`).
 """
@@ -33,7 +33,7 @@ from .geometry import to_wkb
 SRID = 4326
 #: Tables PostGIS itself keeps in the tracker's schema: not the tracker's to compare or empty.
 POSTGIS_TABLES = frozenset({"spatial_ref_sys"})
-#: The cases as one QGIS layer: a view with a typed MultiPolygon geometry (made by migration 0005).
+#: The cases as one QGIS layer: a view with a typed MultiPolygon geometry (made by migration 0006).
 CASES_MAP_VIEW = "cases_map"
 #: ``cases_map.geom``: QGIS wants one geometry type per layer, and unions may be either polygonal.
 CASES_MAP_GEOMETRY = "ST_Multi(geom_union)::geometry(MultiPolygon, 4326)"
@@ -75,7 +75,7 @@ class Footprint(TypeDecorator[bytes]):
 
 def postgis_index(name: str, column: str | TextClause) -> Index:
     """A GiST index on a footprint column (or expression), made on PostgreSQL only (by
-    migration 0005)."""
+    migration 0006)."""
     return Index(name, column, postgresql_using="gist", info={"dialects": ("postgresql",)})
 
 

@@ -212,12 +212,12 @@ def test_cases_open_in_qgis(pg_db, tmp_path):
 
 
 def test_migration_says_who_must_enable_postgis(pg_server):
-    """New: a database without PostGIS, whose role may not create it, is refused at 0005 with
+    """New: a database without PostGIS, whose role may not create it, is refused at 0006 with
     the statement a DBA must run; the schema before it needs no PostGIS."""
     if pg_server.fixed_url is not None:
         pytest.skip("needs a server it may create a database on")
     url = pg_server.create_database("nopostgis", postgis=False)
-    upgrade(url, "0004")
+    upgrade(url, "0005")
     with pytest.raises(TrackerDatabaseError, match=r"run `CREATE EXTENSION postgis;`") as info:
         upgrade(url)
     assert "may not enable it" in str(info.value)

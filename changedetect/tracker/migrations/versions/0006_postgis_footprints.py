@@ -1,7 +1,7 @@
 """PostgreSQL: footprints become PostGIS geometry with GiST indexes, and the cases a QGIS view.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06
 
 On PostgreSQL the WKB columns of the cases (union, latest and first footprints), the detections
@@ -23,8 +23,8 @@ from alembic import op
 
 from changedetect.tracker.spatial import ensure_postgis
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
