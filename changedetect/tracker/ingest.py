@@ -48,6 +48,7 @@ from .geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb, union
 from .models import CHIP_CHANGE, Case, CaseEvent, Detection
 from .settings import TrackerSettings
 from .sites import apply_site_tags
+from .spatial import footprint_meets
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
 
 ClueAction = Literal["created", "updated", "suppressed", "unchanged", "held"]
@@ -229,16 +230,15 @@ def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | No
 def overlapping_cases(
     session: Session, geom: BaseGeometry, settings: TrackerSettings
 ) -> list[tuple[float, Case]]:
-    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first."""
-    minx, miny, maxx, maxy = geom.bounds
+    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first.
+
+    The candidates come from SQL (PostGIS ``ST_Intersects`` on PostgreSQL, the bounding boxes
+    on SQLite: :func:`.spatial.footprint_meets`); the share is measured here, alike on both.
+    """
+    dialect = session.get_bind().dialect.name
     candidates = session.scalars(
         select(Case)
-        .where(
-            Case.max_lon >= minx,
-            Case.min_lon <= maxx,
-            Case.max_lat >= miny,
-            Case.min_lat <= maxy,
-        )
+        .where(footprint_meets(Case, Case.geom_union, geom, dialect))
         # PostgreSQL: a transition racing this ingest finishes first and we read its state
         .with_for_update()
     ).all()

@@ -35,6 +35,7 @@ from .errors import SiteRegistryError
 from .geometry import area_m2, bbox, from_wkb, local_epsg, polygonal, project, to_wkb
 from .models import Case, CaseEvent, CaseTag, KnownSite
 from .settings import TrackerSettings
+from .spatial import footprint_meets
 from .states import OPEN_STATES, at_least, priority_rank
 
 SITE_KINDS: tuple[str, ...] = ("permit", "restoration")
@@ -257,14 +258,12 @@ def _retag_open_cases(
     now: dt.datetime,
     settings: TrackerSettings,
 ) -> list[int]:
-    minx, miny, maxx, maxy = shapely.union_all(geometries).bounds
+    # a case meeting none of the changed boundaries (old or new) keeps the tags it has
+    touched = shapely.union_all(geometries)
+    dialect = session.get_bind().dialect.name
     cases = session.scalars(
         select(Case).where(
-            Case.state.in_(OPEN_STATES),
-            Case.max_lon >= minx,
-            Case.min_lon <= maxx,
-            Case.max_lat >= miny,
-            Case.min_lat <= maxy,
+            Case.state.in_(OPEN_STATES), footprint_meets(Case, Case.geom_union, touched, dialect)
         )
     ).all()
     changed = []
@@ -275,18 +274,10 @@ def _retag_open_cases(
 
 
 def sites_near(session: Session, geom: BaseGeometry) -> list[KnownSite]:
-    """Sites whose bounding box meets ``geom``'s (the SQL pre-filter)."""
-    minx, miny, maxx, maxy = geom.bounds
-    return list(
-        session.scalars(
-            select(KnownSite).where(
-                KnownSite.max_lon >= minx,
-                KnownSite.min_lon <= maxx,
-                KnownSite.max_lat >= miny,
-                KnownSite.min_lat <= maxy,
-            )
-        )
-    )
+    """Sites that may overlap ``geom`` (the SQL pre-filter: :func:`.spatial.footprint_meets`)."""
+    dialect = session.get_bind().dialect.name
+    condition = footprint_meets(KnownSite, KnownSite.geometry, geom, dialect)
+    return list(session.scalars(select(KnownSite).where(condition)))
 
 
 def match_sites(
