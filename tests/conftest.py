@@ -1,48 +1,27 @@
-"""Shared fixtures: small grids and in-memory scenes with planted changes."""
+"""Fixtures for every test package: a small grid, the shared data, a folder for screenshots, and
+one PostgreSQL server (with PostGIS) per session for the tracker's tests."""
 
 from __future__ import annotations
 
-import datetime as dt
+import importlib.util
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from affine import Affine
-from pyproj import CRS
+from sqlalchemy import text
 
 from changedetect.models import GridSpec
+from changedetect.testing.postgres import PgServer, PostgresUnavailable, local_server
+from changedetect.tracker.db import make_engine
+from tests.factories import DATA, make_grid
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Where tests leave what a person should look at after a run (browser screenshots); kept, unlike
 #: ``tmp_path``, and ignored by git. CI may point it elsewhere to upload it.
 ARTEFACTS = Path(
     os.environ.get("CHANGEDETECT_TEST_ARTEFACTS", Path(__file__).resolve().parent / "artefacts")
 )
-
-FOREST = {"B02": 0.03, "B03": 0.05, "B04": 0.03, "B08": 0.30, "B11": 0.15, "B12": 0.07}
-ROCK = {"B02": 0.20, "B03": 0.24, "B04": 0.29, "B08": 0.33, "B11": 0.40, "B12": 0.35}
-
-BEFORE_DAY = dt.date(2024, 5, 1)
-AFTER_DAY = dt.date(2025, 5, 1)
-
-
-def make_grid(height: int = 200, width: int = 200) -> GridSpec:
-    return GridSpec(CRS.from_epsg(32649), Affine(10, 0, 300000, 0, -10, 3750000), height, width)
-
-
-def forest_scene(shape: tuple[int, int], seed: int, noise: float = 0.008) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        b: (np.full(shape, v) + rng.normal(0, noise, shape)).astype(np.float32)
-        for b, v in FOREST.items()
-    }
-
-
-def paint(scene: dict[str, np.ndarray], mask: np.ndarray, spectrum: dict[str, float]) -> None:
-    for band, value in spectrum.items():
-        scene[band][mask] = value
 
 
 @pytest.fixture
@@ -66,3 +45,45 @@ def shared_data() -> Path:
     if not DATA.exists():
         pytest.skip(f"shared data not found at {DATA}")
     return DATA
+
+
+# --- PostgreSQL: one server per session for the tracker's tests (tests/tracker, tests/tracker_api)
+
+
+def _local_server() -> PgServer:
+    """The local cluster with our role, or skip with the reason."""
+    try:
+        return local_server()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL tests need a server: {exc}")
+
+
+def _require_postgis(url: str) -> None:
+    """Skip, saying why, unless PostGIS is enabled in the database at ``url``."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            enabled = conn.scalar(text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'"))
+    finally:
+        engine.dispose()
+    if not enabled:
+        pytest.skip(
+            "PostgreSQL tests need PostGIS in CHANGEDETECT_TEST_PG_URL's database: "
+            "have a superuser run CREATE EXTENSION postgis in it"
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A reachable PostgreSQL server (or the whole PostgreSQL half is skipped)."""
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("PostgreSQL tests need the driver: pip install 'psycopg[binary]'")
+    fixed = os.environ.get("CHANGEDETECT_TEST_PG_URL")
+    if fixed:
+        _require_postgis(fixed)
+        server = PgServer("", 0, "", [], fixed_url=fixed)
+        yield server
+        return
+    server = _local_server()
+    yield server
+    server.close()

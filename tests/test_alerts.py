@@ -16,8 +16,8 @@ from changedetect.errors import ConfigError
 from changedetect.pipeline import run
 from changedetect.state import AlertBook, RunState
 from changedetect.testing.rasters import write_multiband
+from tests.factories import ROCK
 
-from .conftest import ROCK
 from .regions import GRID, write_nightly_region
 from .test_cli import scene_dn
 

@@ -14,8 +14,7 @@ from changedetect.testing.rasters import (
     write_band_folder,
     write_multiband,
 )
-
-from .conftest import FOREST, ROCK
+from tests.factories import FOREST, ROCK
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 

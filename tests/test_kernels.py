@@ -28,8 +28,7 @@ from changedetect.testing.kernel_references import (
     REFERENCES,
     surface_state_reference,
 )
-
-from .conftest import DATA
+from tests.factories import DATA
 
 
 def with_references(monkeypatch: pytest.MonkeyPatch) -> None:

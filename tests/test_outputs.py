@@ -22,8 +22,7 @@ from changedetect.models import TimeWindow
 from changedetect.navigation import wgs84_to_gcj02
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
-
-from .conftest import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
+from tests.factories import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
 WINDOWS = (TimeWindow(BEFORE_DAY, BEFORE_DAY), TimeWindow(AFTER_DAY, AFTER_DAY))

@@ -11,8 +11,7 @@ from changedetect.testing.planting import (
     path_radiance,
     plant_disturbances,
 )
-
-from .conftest import FOREST
+from tests.factories import FOREST
 
 
 def hazy_forest(shape=(160, 160), seed=0) -> dict[str, np.ndarray]:

@@ -13,8 +13,7 @@ import pytest
 from bench.baselines import cva_otsu, robust_cva
 from bench.scenes import CITIES, SCENES, run_scene
 from changedetect.evaluation import evaluate_pixels
-
-from .conftest import DATA
+from tests.factories import DATA
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from changedetect.models import GridSpec, Patch, PatchClue, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
 from changedetect.testing.rasters import write_multiband
+from tests.factories import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
 
 from .browser import browser_page
-from .conftest import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
 
 BEFORE = ["2024-04-01", "2024-06-30"]
 AFTER = ["2025-04-01", "2025-06-30"]

@@ -15,8 +15,8 @@ from changedetect.pipeline import make_source, plan_aoi, plan_grid, run, run_aoi
 from changedetect.seasons import same_season, years_back
 from changedetect.testing.rasters import write_multiband
 from changedetect.testing.synthetic import score_clues
+from tests.factories import FOREST, ROCK
 
-from .conftest import FOREST, ROCK
 from .regions import GRID
 
 D = dt.date

@@ -1,8 +1,7 @@
 import numpy as np
 
 from changedetect.algorithms.site_signal import footprint_signal
-
-from .conftest import FOREST, ROCK
+from tests.factories import FOREST, ROCK
 
 # grey built-up surfaces: bright in the blue, no SWIR excess (bare-soil index below 0)
 CONCRETE = {"B02": 0.25, "B03": 0.26, "B04": 0.27, "B08": 0.29, "B11": 0.26, "B12": 0.24}

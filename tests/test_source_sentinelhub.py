@@ -39,8 +39,8 @@ from changedetect.io.sources.sentinelhub import (
 )
 from changedetect.models import Acquisition, GridSpec, TimeWindow
 from changedetect.types import ANALYSIS_BANDS
+from tests.factories import DATA
 
-from .conftest import DATA
 from .fakes.sentinelhub_api import FakeSentinelHub, Scene, Truth, oscd_truth, parse_evalscript
 
 CITY = DATA / "oscd" / "cupertino"

@@ -34,8 +34,8 @@ from changedetect.io.sources.stac import (
     wgs84_bounds,
 )
 from changedetect.models import Acquisition, GridSpec, TimeWindow
+from tests.factories import DATA
 
-from .conftest import DATA
 from .stac_fake import (
     EARTH_SEARCH_KEYS,
     PC_KEYS,

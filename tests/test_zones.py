@@ -15,8 +15,7 @@ from changedetect.io.zones import ZoneIndex, load_zones
 from changedetect.models import TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
-
-from .conftest import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
+from tests.factories import AFTER_DAY, BEFORE_DAY, ROCK, forest_scene, make_grid, paint
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 

@@ -9,8 +9,6 @@ only when no server with PostGIS can be had.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,48 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from changedetect.testing.postgres import PgServer, PostgresUnavailable, local_server
+from changedetect.testing.postgres import PgServer
 from changedetect.tracker import TrackerDB, downgrade, upgrade
-from changedetect.tracker.db import make_engine
-
-
-def _local_server() -> PgServer:
-    """The local cluster with our role, or skip with the reason."""
-    try:
-        return local_server()
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL tests need a server: {exc}")
-
-
-def _require_postgis(url: str) -> None:
-    """Skip, saying why, unless PostGIS is enabled in the database at ``url``."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            enabled = conn.scalar(text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'"))
-    finally:
-        engine.dispose()
-    if not enabled:
-        pytest.skip(
-            "PostgreSQL tests need PostGIS in CHANGEDETECT_TEST_PG_URL's database: "
-            "have a superuser run CREATE EXTENSION postgis in it"
-        )
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A reachable PostgreSQL server (or the whole PostgreSQL half is skipped)."""
-    if importlib.util.find_spec("psycopg") is None:
-        pytest.skip("PostgreSQL tests need the driver: pip install 'psycopg[binary]'")
-    fixed = os.environ.get("CHANGEDETECT_TEST_PG_URL")
-    if fixed:
-        _require_postgis(fixed)
-        server = PgServer("", 0, "", [], fixed_url=fixed)
-        yield server
-        return
-    server = _local_server()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="session")

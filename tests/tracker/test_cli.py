@@ -15,8 +15,7 @@ from sqlalchemy.engine import make_url
 
 from changedetect.tracker import head_revision
 from changedetect.tracker.cli import add_tracker_commands, main
-
-from .helpers import collection, feature, rect
+from tests.factories import collection, feature, rect
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,7 @@ from changedetect.tracker import ingest
 from changedetect.tracker.geometry import EARTH_AREA_M2, area_m2
 from changedetect.tracker.limits import max_length
 from changedetect.tracker.models import Case, Detection
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 
 def polygon(*ring: tuple[float, float]) -> dict:

@@ -20,8 +20,7 @@ from changedetect.tracker import TrackerDB, ingest
 from changedetect.tracker.db import is_retryable
 from changedetect.tracker.geometry import to_wkb
 from changedetect.tracker.models import Case, Detection
-
-from .helpers import NOW, ingest_worker, rect, two_nights
+from tests.factories import NOW, ingest_worker, rect, two_nights
 
 N_SITES = 12
 WORKERS = 4

@@ -6,8 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from changedetect.tracker import TrackerDB, TrackerSettings, ingest, upgrade
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 sizes = st.floats(min_value=30, max_value=150)
 shifts = st.floats(min_value=-160, max_value=160)

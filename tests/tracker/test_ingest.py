@@ -21,8 +21,7 @@ from changedetect.tracker import (
 )
 from changedetect.tracker.geometry import from_wkb
 from changedetect.tracker.models import Case, Detection
-
-from .helpers import NOW, area_m2, collection, feature, rect
+from tests.factories import NOW, area_m2, collection, feature, rect
 
 DAY2 = NOW + dt.timedelta(days=10)
 

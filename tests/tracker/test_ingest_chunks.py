@@ -13,8 +13,7 @@ from changedetect.tracker import TrackerDB, ingest, transition
 from changedetect.tracker.db import CASE_WRITE_LOCK_KEY
 from changedetect.tracker.errors import DatabaseBusyError
 from changedetect.tracker.models import Case, CaseEvent, CaseTag, Detection
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 SITES = 8
 NIGHTS = ("2025-06-03", "2025-06-13", "2025-06-23")

@@ -19,8 +19,7 @@ from changedetect.tracker import (
     transition,
 )
 from changedetect.tracker.models import Case
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 QUARRY = rect(0, 0, 100)  # 1 ha
 RESTORED = rect(2000, 0, 200)  # 4 ha

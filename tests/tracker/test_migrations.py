@@ -31,8 +31,7 @@ from changedetect.tracker.models import CaseEvent
 from changedetect.tracker.photos import PhotoFacts, StoredPhoto
 from changedetect.tracker.spatial import POSTGIS_TABLES
 from changedetect.tracker.verification import FieldPosition, add_photo, record_verification
-
-from .helpers import NOW, rect, seed_case, stored_footprints
+from tests.factories import NOW, rect, seed_case, stored_footprints
 
 TABLES = {"cases", "detections", "case_events", "case_tags", "known_sites", "site_observations"}
 PACKAGE = Path(__file__).resolve().parents[2] / "changedetect" / "tracker"

@@ -27,8 +27,7 @@ from changedetect.tracker.ingest import overlapping_cases
 from changedetect.tracker.models import Case, CaseTag
 from changedetect.tracker.settings import TrackerSettings
 from changedetect.tracker.sites import SiteRecord, sites_near
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 LATER = NOW + dt.timedelta(days=10)
 

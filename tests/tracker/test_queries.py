@@ -28,8 +28,7 @@ from changedetect.tracker import (
 from changedetect.tracker.models import Case
 from changedetect.tracker.queries import overdue_clause
 from changedetect.tracker.states import AWAITING_VERIFICATION
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 
 def day(n: int) -> dt.datetime:

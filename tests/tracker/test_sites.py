@@ -20,8 +20,7 @@ from changedetect.tracker import (
     read_sites,
 )
 from changedetect.tracker.models import Case, KnownSite
-
-from .helpers import NOW, UTM, collection, feature, rect
+from tests.factories import NOW, UTM, collection, feature, rect
 
 PERMIT = rect(0, 0, 400)  # a 16 ha licensed quarry
 RESTORATION = rect(1000, 0, 300)

@@ -26,8 +26,7 @@ from changedetect.tracker import (
 )
 from changedetect.tracker.models import Case, CaseEvent
 from changedetect.tracker.states import check_transition
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 ALLOWED = {
     ("issued", "verifying"),

@@ -7,80 +7,28 @@ SQLite file; each test gets its own copy, so tests may change cases freely.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image, ImageDraw
 
 from changedetect.tracker import TrackerDB, ingest, upgrade
 from changedetect.tracker.api import create_app
 from changedetect.tracker.auth import add_user, create_token, revoke_tokens
-from tests.tracker.helpers import NOW, collection, feature, rect
-
-#: The API's clock: the day after the clues were ingested.
-API_NOW = NOW + dt.timedelta(days=1)
-
-#: (key, x metres east of the origin, night, county, change type, tier, priority)
-SITES = [
-    ("z1", 0, "2025-06-03", "Zhouzhi", "quarry", "red_line_core", "urgent"),
-    ("z2", 500, "2025-06-13", "Zhouzhi", "construction", "red_line_core", "high"),
-    ("z3", 1000, "2025-06-23", "Zhouzhi", "vegetation_loss", "general_control", "normal"),
-    ("z4", 1500, "2025-06-23", "Zhouzhi", "quarry", "general_control", "low"),
-    ("z5", 2000, "2025-06-28", "Zhouzhi", "construction", "general_control", "normal"),
-    ("h1", 5000, "2025-06-23", "Huyi", "quarry", "red_line_core", "high"),
-    ("h2", 5500, "2025-06-28", "Huyi", "vegetation_loss", "general_control", "normal"),
-]
-COUNTIES = {key: county for key, _, _, county, *_ in SITES}
-
-USERS = {
-    # token key: (user name, role, county)
-    "analyst": ("ana.lyst", "analyst", None),
-    "officer": ("zhou.officer", "officer", "Zhouzhi"),
-    "huyi": ("hu.officer", "officer", "Huyi"),
-    "viewer": ("vi.ewer", "viewer", None),
-    "revoked": ("old.analyst", "analyst", None),
-}
-
-
-def write_chip(path: Path, colour: tuple[int, int, int]) -> None:
-    """A 64×64 chip with a yellow patch outline, as the pipeline draws it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", (64, 64), colour)
-    ImageDraw.Draw(img).rectangle((20, 20, 43, 43), outline=(255, 230, 0), width=2)
-    img.save(path)
-
-
-#: Sites whose clue comes from a run before the NDVI-change chip: before/after chips only.
-NO_CHANGE_CHIP = {"z1"}
-#: The NDVI-change chips' fixture size: wider than the before/after ones, to tell them apart.
-CHANGE_CHIP_SIZE = (80, 64)
-
-
-def write_night(folder: Path, features: list[dict]) -> Path:
-    """A run's output folder: clues.geojson plus chips/<clue>_{before,after,change}.png (each
-    that its clue names)."""
-    for f in features:
-        clue = f["properties"]["clue_id"]
-        if f["properties"].get("chip_before", "").startswith("chips/"):
-            write_chip(folder / f"chips/{clue}_before.png", (34, 90, 40))
-            write_chip(folder / f"chips/{clue}_after.png", (170, 120, 90))
-        if (f["properties"].get("chip_change") or "").startswith("chips/"):
-            change = folder / f"chips/{clue}_change.png"
-            Image.new("RGB", CHANGE_CHIP_SIZE, (120, 40, 10)).save(change)
-    path = folder / "clues.geojson"
-    path.write_text(json.dumps(collection(features)), encoding="utf-8")
-    return path
+from tests.factories import (
+    API_NOW,
+    NO_CHANGE_CHIP,
+    NOW,
+    SITES,
+    USERS,
+    feature,
+    rect,
+    write_chip,
+    write_night,
+)
 
 
 @dataclass
@@ -174,31 +122,3 @@ def auth(seeded: Seeded) -> dict[str, dict[str, str]]:
 def ids(seeded: Seeded) -> dict[str, int]:
     """Case ids by site key."""
     return seeded.case_ids
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve_app(app: FastAPI) -> Iterator[str]:
-    """``app`` on a real socket (uvicorn in a thread) for a browser; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 15 s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -18,9 +18,16 @@ from sqlalchemy import select
 from changedetect.navigation import wgs84_to_gcj02
 from changedetect.tracker import head_revision, ingest
 from changedetect.tracker.models import Case, CaseEvent
-from tests.tracker.helpers import NOW, feature, rect
-
-from .conftest import API_NOW, CHANGE_CHIP_SIZE, COUNTIES, SITES, write_night
+from tests.factories import (
+    API_NOW,
+    CHANGE_CHIP_SIZE,
+    COUNTIES,
+    NOW,
+    SITES,
+    feature,
+    rect,
+    write_night,
+)
 
 ALL = set(COUNTIES) | {"evil"}
 ZHOUZHI = {k for k, c in COUNTIES.items() if c == "Zhouzhi"} | {"evil"}

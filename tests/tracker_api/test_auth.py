@@ -34,9 +34,7 @@ from changedetect.tracker.auth import (
 from changedetect.tracker.db import make_engine
 from changedetect.tracker.migrate import schema_differences
 from changedetect.tracker.states import TRANSITIONS
-from tests.tracker.helpers import NOW, collection, feature, rect
-
-from .conftest import API_NOW
+from tests.factories import API_NOW, NOW, collection, feature, rect
 
 
 def test_only_a_hash_of_each_token_is_stored(db, seeded, db_url):

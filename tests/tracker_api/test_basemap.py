@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from changedetect.errors import ConfigError
 from changedetect.tracker.api import create_app
 from changedetect.tracker.api.basemap import Basemap
+from tests.factories import API_NOW
 
-from .conftest import API_NOW
 from .test_auth import cli
 
 TIANDITU = "https://t0.tianditu.gov.cn/img_w/wmts?tilematrix={z}&tilecol={x}&tilerow={y}&tk=SECRET"

@@ -13,9 +13,7 @@ from sqlalchemy import func, select
 from changedetect.tracker import TrackerDB, ingest
 from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Detection
-from tests.tracker.helpers import NOW, collection, feature, rect
-
-from .conftest import API_NOW
+from tests.factories import API_NOW, NOW, collection, feature, rect
 
 
 def sqlite_path(url: str) -> str:

@@ -8,9 +8,10 @@ import re
 from urllib.parse import urlsplit
 
 from changedetect.tracker.api import create_app
+from tests.factories import API_NOW
+from tests.servers import serve_app
 
 from ..browser import browser_page
-from .conftest import API_NOW, serve_app
 
 REFERENCE = re.compile(r"""(?:src|href|url)\s*[:=]\s*["']([^"']+)["']""")
 

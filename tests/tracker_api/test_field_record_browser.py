@@ -10,9 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from changedetect.tracker import transition
+from tests.factories import API_NOW
 
 from ..browser import browser_page
-from .conftest import API_NOW
 from .test_review_browser import log_in, served  # noqa: F401 - the served app fixture
 
 PHONE = {"width": 390, "height": 844}

@@ -23,8 +23,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection  # noqa: E
 
 from changedetect.tracker import transition  # noqa: E402
 from changedetect.tracker.api import create_app  # noqa: E402
-
-from .conftest import API_NOW  # noqa: E402
+from tests.factories import API_NOW  # noqa: E402
 
 EXAMPLES = 15
 #: Rules the OpenAPI document cannot state (they relate two values, or need the bbox parsed):

@@ -18,8 +18,8 @@ from changedetect.tracker.api import create_app
 from changedetect.tracker.api import deps as api_deps
 from changedetect.tracker.api.uploads import FRAMING_ALLOWANCE
 from changedetect.tracker.settings import TrackerSettings
-
-from .conftest import API_NOW, serve_app
+from tests.factories import API_NOW
+from tests.servers import serve_app
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -29,10 +29,13 @@ from changedetect.tracker.webhook import (  # noqa: E402
     ingest_and_hand_off,
     outbox_events,
 )
-from tests.tracker.conftest import pg_server  # noqa: E402,F401 - the core's server fixture
-from tests.tracker.helpers import NOW, collection, feature, rect  # noqa: E402
-
-from .conftest import API_NOW  # noqa: E402
+from tests.factories import (  # noqa: E402
+    API_NOW,  # noqa: E402
+    NOW,
+    collection,
+    feature,
+    rect,
+)
 
 SECRET = "whsec_cG9zdGdyZXMgd2ViaG9vayB0ZXN0IHNlY3JldCAwMTI="
 TAKEN_AT = "2025-07-02T10:31:05+08:00"

@@ -15,10 +15,19 @@ from changedetect.io.sinks.chips import preview_bytes, render_change_chip, rende
 from changedetect.tracker import ingest, reassign, transition
 from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Case, CaseEvent
-from tests.tracker.helpers import NOW, collection, feature, rect
+from tests.factories import (
+    API_NOW,
+    CHANGE_CHIP_SIZE,
+    COUNTIES,
+    NO_CHANGE_CHIP,
+    NOW,
+    collection,
+    feature,
+    rect,
+)
+from tests.servers import serve_app
 
 from ..browser import PageRequests, browser_page
-from .conftest import API_NOW, CHANGE_CHIP_SIZE, COUNTIES, NO_CHANGE_CHIP, serve_app
 
 
 @pytest.fixture

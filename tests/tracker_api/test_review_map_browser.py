@@ -11,9 +11,10 @@ from shapely.geometry import shape
 
 from changedetect.tracker.api import create_app
 from changedetect.tracker.api.basemap import Basemap
+from tests.factories import API_NOW
+from tests.servers import serve_app
 
 from ..browser import browser_page
-from .conftest import API_NOW, serve_app
 from .test_review_browser import log_in
 
 #: A tile server that does not exist: the browser's requests to it are answered by the test.

@@ -17,8 +17,7 @@ from changedetect.tracker.api.basemap import Basemap
 from changedetect.tracker.api.serving import OPTIONS_ENV, ServeOptions, app_from_environment
 from changedetect.tracker.auth import add_user, create_token
 from changedetect.tracker.settings import DB_ENV_VAR
-
-from .conftest import free_port
+from tests.servers import free_port
 
 TILES = "https://tiles.example.org/{z}/{x}/{y}.png"
 

@@ -27,8 +27,8 @@ from changedetect.tracker.auth import (
 from changedetect.tracker.errors import DatabaseBusyError
 from changedetect.tracker.sessions import ApiSession
 from changedetect.tracker.settings import TrackerSettings
+from tests.factories import API_NOW
 
-from .conftest import API_NOW
 from .test_auth import cli
 
 MINUTE = dt.timedelta(minutes=1)

@@ -25,8 +25,8 @@ from changedetect.tracker.api.deps import CSRF_HEADER
 from changedetect.tracker.models import Case, CasePhoto, EventPosition
 from changedetect.tracker.photos import display_name
 from changedetect.tracker.settings import TrackerSettings
+from tests.factories import API_NOW
 
-from .conftest import API_NOW
 from .test_webhook import Receiver, config
 
 #: Where the officer stood: a few metres from the z1 patch, at 10:31 Beijing time.

@@ -38,9 +38,7 @@ from changedetect.tracker.webhook import (
     sign,
     verify,
 )
-from tests.tracker.helpers import NOW, collection, feature, rect
-
-from .conftest import API_NOW
+from tests.factories import API_NOW, NOW, collection, feature, rect
 
 SECRET = "whsec_Y2hhbmdlZGV0ZWN0IHdlYmhvb2sgdGVzdHMga2V5ISE="  # 32 bytes
 OTHER_SECRET = "whsec_Y2hhbmdlZGV0ZWN0IHdlYmhvb2s6IGEgMm5kIGtleQ=="  # 31 bytes

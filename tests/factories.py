@@ -1,4 +1,6 @@
-"""Clues built in code: rectangles placed in metres, Features as the pipeline writes them.
+"""Test factories shared by every test package: clues built in code (rectangles placed in
+metres, Features as the pipeline writes them), the API tests' ledger of seven sites, and the
+worker functions the multi-process tests spawn.
 
 Also the worker functions the multi-process tests spawn (they must be importable by module).
 """
@@ -6,12 +8,18 @@ Also the worker functions the multi-process tests spawn (they must be importable
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import shapely
-from pyproj import Transformer
+from affine import Affine
+from PIL import Image, ImageDraw
+from pyproj import CRS, Transformer
 from shapely.geometry import box, mapping
+
+from changedetect.models import GridSpec
 
 #: Every test site sits near this point (Qinling north slope, UTM zone 49N).
 ORIGIN_LONLAT = (108.25, 34.0)
@@ -200,3 +208,87 @@ def stored_footprints(url: str) -> list[bytes]:
             return found
     finally:
         engine.dispose()
+
+
+# --- the API tests' ledger: seven sites in two counties, with chips ----------------------
+
+#: The API's clock: the day after the clues were ingested.
+API_NOW = NOW + dt.timedelta(days=1)
+
+#: (key, x metres east of the origin, night, county, change type, tier, priority)
+SITES = [
+    ("z1", 0, "2025-06-03", "Zhouzhi", "quarry", "red_line_core", "urgent"),
+    ("z2", 500, "2025-06-13", "Zhouzhi", "construction", "red_line_core", "high"),
+    ("z3", 1000, "2025-06-23", "Zhouzhi", "vegetation_loss", "general_control", "normal"),
+    ("z4", 1500, "2025-06-23", "Zhouzhi", "quarry", "general_control", "low"),
+    ("z5", 2000, "2025-06-28", "Zhouzhi", "construction", "general_control", "normal"),
+    ("h1", 5000, "2025-06-23", "Huyi", "quarry", "red_line_core", "high"),
+    ("h2", 5500, "2025-06-28", "Huyi", "vegetation_loss", "general_control", "normal"),
+]
+COUNTIES = {key: county for key, _, _, county, *_ in SITES}
+
+USERS = {
+    # token key: (user name, role, county)
+    "analyst": ("ana.lyst", "analyst", None),
+    "officer": ("zhou.officer", "officer", "Zhouzhi"),
+    "huyi": ("hu.officer", "officer", "Huyi"),
+    "viewer": ("vi.ewer", "viewer", None),
+    "revoked": ("old.analyst", "analyst", None),
+}
+
+
+def write_chip(path: Path, colour: tuple[int, int, int]) -> None:
+    """A 64×64 chip with a yellow patch outline, as the pipeline draws it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", (64, 64), colour)
+    ImageDraw.Draw(img).rectangle((20, 20, 43, 43), outline=(255, 230, 0), width=2)
+    img.save(path)
+
+
+#: Sites whose clue comes from a run before the NDVI-change chip: before/after chips only.
+NO_CHANGE_CHIP = {"z1"}
+#: The NDVI-change chips' fixture size: wider than the before/after ones, to tell them apart.
+CHANGE_CHIP_SIZE = (80, 64)
+
+
+def write_night(folder: Path, features: list[dict]) -> Path:
+    """A run's output folder: clues.geojson plus chips/<clue>_{before,after,change}.png (each
+    that its clue names)."""
+    for f in features:
+        clue = f["properties"]["clue_id"]
+        if f["properties"].get("chip_before", "").startswith("chips/"):
+            write_chip(folder / f"chips/{clue}_before.png", (34, 90, 40))
+            write_chip(folder / f"chips/{clue}_after.png", (170, 120, 90))
+        if (f["properties"].get("chip_change") or "").startswith("chips/"):
+            change = folder / f"chips/{clue}_change.png"
+            Image.new("RGB", CHANGE_CHIP_SIZE, (120, 40, 10)).save(change)
+    path = folder / "clues.geojson"
+    path.write_text(json.dumps(collection(features)), encoding="utf-8")
+    return path
+
+
+# --- scenes: small grids and in-memory reflectance with planted changes ---------------------
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FOREST = {"B02": 0.03, "B03": 0.05, "B04": 0.03, "B08": 0.30, "B11": 0.15, "B12": 0.07}
+ROCK = {"B02": 0.20, "B03": 0.24, "B04": 0.29, "B08": 0.33, "B11": 0.40, "B12": 0.35}
+
+BEFORE_DAY = dt.date(2024, 5, 1)
+AFTER_DAY = dt.date(2025, 5, 1)
+
+
+def make_grid(height: int = 200, width: int = 200) -> GridSpec:
+    return GridSpec(CRS.from_epsg(32649), Affine(10, 0, 300000, 0, -10, 3750000), height, width)
+
+
+def forest_scene(shape: tuple[int, int], seed: int, noise: float = 0.008) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        b: (np.full(shape, v) + rng.normal(0, noise, shape)).astype(np.float32)
+        for b, v in FOREST.items()
+    }
+
+
+def paint(scene: dict[str, np.ndarray], mask: np.ndarray, spectrum: dict[str, float]) -> None:
+    for band, value in spectrum.items():
+        scene[band][mask] = value
