@@ -215,7 +215,13 @@ def serve(url: str) -> tuple[subprocess.Popen, int]:
     """The tracker API in its own process (the URL through the environment, never argv)."""
     port = _free_port()
     env = {**os.environ, "CHANGEDETECT_DB": url}
-    command = [sys.executable, "-m", "changedetect.tracker", "serve", "--port", str(port)]
+    # a PostgreSQL ledger has no file to keep field photos beside: the API needs a folder
+    photos = tempfile.mkdtemp(prefix="tracker-bench-photos-")
+    command = [
+        sys.executable,
+        *("-m", "changedetect.tracker", "serve"),
+        *("--port", str(port), "--photo-dir", photos),
+    ]
     server = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
