@@ -14,11 +14,11 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..tracker import ClueOutcome, IngestReport
 from ..tracker.clock import utc_now
 from ..tracker.clues import Clue, ClueInput, load_clues
 from ..tracker.db import TrackerDB, lock_for_case_writes
 from ..tracker.geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb, union
-from ..tracker.ingest import ClueOutcome, IngestReport
 from ..tracker.models import Case, CaseEvent, Detection
 from ..tracker.settings import TrackerSettings
 from ..tracker.sites import apply_site_tags

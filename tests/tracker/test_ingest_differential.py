@@ -22,9 +22,8 @@ import pytest
 from sqlalchemy import text
 
 from changedetect.testing.reference_ingest import reference_ingest
-from changedetect.tracker import SiteRecord, TrackerDB, TrackerSettings, import_sites
+from changedetect.tracker import SiteRecord, TrackerDB, TrackerSettings, import_sites, ingest
 from changedetect.tracker import transition as move
-from changedetect.tracker.ingest import ingest
 
 from .helpers import NOW, collection, feature, rect
 
