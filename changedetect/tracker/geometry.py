@@ -223,6 +223,9 @@ def _ring_area_m2(ring: Any) -> float:
 
 def area_m2(geom: BaseGeometry) -> float:
     """Area in m² on the WGS84 ellipsoid (holes subtracted; non-polygonal parts count 0)."""
+    if geom.geom_type == "Polygon" and not geom.is_empty and not geom.interiors:
+        # most patches: one ring, measured without walking parts (the same sum as below)
+        return max(_ring_area_m2(geom.exterior), 0.0)
     total = 0.0
     for poly in _polygons(geom):
         if poly.is_empty:

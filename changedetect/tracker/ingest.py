@@ -50,7 +50,7 @@ from .models import Case, CaseEvent, Detection
 from .settings import TrackerSettings
 from .sites import apply_site_tags
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
-from .working_set import WorkingCase, WorkingSet, detection_values
+from .working_set import WorkingCase, WorkingSet, detection_values, one_of
 
 ClueAction = Literal["created", "updated", "suppressed", "unchanged", "held"]
 
@@ -253,7 +253,9 @@ def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | No
     for start in range(0, len(clue_ids), 500):  # stay under bound-parameter limits
         chunk = clue_ids[start : start + 500]
         rows = session.execute(
-            select(Detection.clue_id, Detection.case_id).where(Detection.clue_id.in_(chunk))
+            select(Detection.clue_id, Detection.case_id).where(
+                one_of(session, Detection.clue_id, chunk)
+            )
         )
         known.update({clue_id: case_id for clue_id, case_id in rows})
     return known

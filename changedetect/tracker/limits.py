@@ -46,6 +46,8 @@ def text_problem(field: str, value: str) -> str | None:
     limit = max_length(field)
     if limit is not None and len(value) > limit:
         return f"{field} is {len(value)} characters long; the ledger keeps at most {limit}"
+    if value.isascii() and value.isprintable():
+        return None  # printable ASCII holds neither control characters nor surrogates
     for position, char in enumerate(value):
         if unicodedata.category(char) == "Cc":
             name = "NUL" if char == "\x00" else unicodedata.name(char, "control character")

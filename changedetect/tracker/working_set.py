@@ -28,7 +28,7 @@ import datetime as dt
 import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,22 @@ from typing import Any
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Row, and_, bindparam, delete, insert, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Result,
+    Row,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from .clues import Clue
@@ -90,15 +105,23 @@ def candidate_cases(session: Session, bboxes: Sequence[Box]) -> list[Row[Any]]:
     """Every case (any state) whose bounding box meets one of ``bboxes`` (min_lon, min_lat,
     max_lon, max_lat), oldest first, with the columns ingest works on.
 
-    It may return more: the boxes are asked for by the envelopes of nearby ones (one query per
-    few hundred of those), and callers filter by the exact box. On PostgreSQL the rows are
-    locked until the transaction ends: a transition racing the ingest finishes first and the
-    ingest reads its state.
+    It may return more: nearby boxes are asked for by their common envelope, and callers
+    filter by the exact box. On PostgreSQL the rows are locked until the transaction ends: a
+    transition racing the ingest finishes first and the ingest reads its state.
     """
-    found: dict[int, Row[Any]] = {}
-    envelopes = box_envelopes(bboxes)
+    found = {
+        row.id: row
+        for batch in _cases_meeting_boxes(session, box_envelopes(bboxes))
+        for row in batch
+    }
+    return [found[key] for key in sorted(found)]
+
+
+def _cases_meeting_boxes(session: Session, boxes: list[Box]) -> Iterator[Result[Any]]:
+    """One query per few hundred boxes, a condition per box (PostgreSQL runs this faster than
+    a join with the boxes as arrays: a nested loop re-reading the array per case)."""
     columns = [_CASES.c[name] for name in _CASE_COLUMNS]
-    for start in range(0, len(envelopes), _BOXES_PER_QUERY):
+    for start in range(0, len(boxes), _BOXES_PER_QUERY):
         meets_any = or_(
             *(
                 and_(
@@ -107,12 +130,10 @@ def candidate_cases(session: Session, bboxes: Sequence[Box]) -> list[Row[Any]]:
                     _CASES.c.max_lat >= miny,
                     _CASES.c.min_lat <= maxy,
                 )
-                for minx, miny, maxx, maxy in envelopes[start : start + _BOXES_PER_QUERY]
+                for minx, miny, maxx, maxy in boxes[start : start + _BOXES_PER_QUERY]
             )
         )
-        for row in session.execute(select(*columns).where(meets_any).with_for_update()):
-            found.setdefault(row.id, row)
-    return [found[key] for key in sorted(found)]
+        yield session.execute(select(*columns).where(meets_any).with_for_update())
 
 
 @dataclass(eq=False)
@@ -213,9 +234,9 @@ class WorkingSet:
         """The cases ``bboxes`` may match (see :func:`candidate_cases`)."""
         work = cls()
         for row in candidate_cases(session, bboxes):
-            values = {k: getattr(row, k) for k in _CASE_COLUMNS if k not in ("id", "state")}
-            wkb = values.pop("geom_union")
-            work._add(WorkingCase(row.id, row.id, row.state, values, stored=dict(values), _wkb=wkb))
+            values = row._asdict()
+            case_id, state, wkb = values.pop("id"), values.pop("state"), values.pop("geom_union")
+            work._add(WorkingCase(case_id, case_id, state, values, stored=dict(values), _wkb=wkb))
         return work
 
     def _add(self, case: WorkingCase) -> None:
@@ -387,7 +408,7 @@ class WorkingSet:
         for start in range(0, len(ids), _IDS_PER_QUERY):
             rows = session.execute(
                 select(_TAGS.c.case_id, _TAGS.c.tag, _TAGS.c.site_id, _TAGS.c.added_at).where(
-                    _TAGS.c.case_id.in_(ids[start : start + _IDS_PER_QUERY])
+                    one_of(session, _TAGS.c.case_id, ids[start : start + _IDS_PER_QUERY])
                 )
             )
             for case_id, tag, site_id, added_at in rows:
@@ -442,7 +463,7 @@ class WorkingSet:
         stored_ids = [case.id for case in changed if case.stored_tags]
         for start in range(0, len(stored_ids), _IDS_PER_QUERY):
             batch = stored_ids[start : start + _IDS_PER_QUERY]
-            session.execute(delete(_TAGS).where(_TAGS.c.case_id.in_(batch)))
+            session.execute(delete(_TAGS).where(one_of(session, _TAGS.c.case_id, batch)))
         rows = [
             {"case_id": case.id, "tag": tag, "site_id": site_id, "added_at": added_at}
             for case in changed
@@ -454,29 +475,44 @@ class WorkingSet:
 
 def _insert_cases(session: Session, opened: list[WorkingCase]) -> None:
     """Insert the cases opened in the chunk, numbered in the order they were opened."""
-    rows = [
-        {"state": case.state, "geom_union": case.footprint_wkb(), **case.values} for case in opened
-    ]
-    if session.get_bind().dialect.name == "postgresql":
-        # ids drawn from the sequence in one query, rows sent as one pipelined executemany:
-        # a RETURNING insert of thousands of rows is one huge statement psycopg parses slowly
-        ids = session.scalars(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('cases', 'id')) "
-                "FROM generate_series(1, :n) ORDER BY 1"
-            ),
-            {"n": len(rows)},
-        ).all()
-        for row, new_id in zip(rows, ids, strict=True):
-            row["id"] = new_id
-        session.execute(insert(_CASES), rows)
-    else:
-        result = session.execute(
-            insert(_CASES).returning(_CASES.c.id, sort_by_parameter_order=True), rows
-        )
-        ids = result.scalars().all()
+    ids = _next_case_ids(session, len(opened))
     for case, new_id in zip(opened, ids, strict=True):
         case.id = new_id
+    # ids known beforehand, the rows go as a plain executemany: a RETURNING insert of thousands
+    # of rows is built as one huge statement, slow to assemble and (psycopg) to parse
+    session.execute(
+        insert(_CASES),
+        [
+            {"id": case.id, "state": case.state, "geom_union": case.footprint_wkb(), **case.values}
+            for case in opened
+        ],
+    )
+
+
+def _next_case_ids(session: Session, count: int) -> list[int]:
+    """The ids the next ``count`` cases get, the same the database would give one by one."""
+    if session.get_bind().dialect.name == "postgresql":
+        return list(
+            session.scalars(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('cases', 'id')) "
+                    "FROM generate_series(1, :n) ORDER BY 1"
+                ),
+                {"n": count},
+            )
+        )
+    # SQLite gives a new row the largest id so far plus one (no AUTOINCREMENT); the write lock
+    # is held (BEGIN IMMEDIATE), and elsewhere a racing writer makes the insert fail, not reuse
+    top = session.scalar(select(func.max(_CASES.c.id))) or 0
+    return list(range(top + 1, top + 1 + count))
+
+
+def one_of(session: Session, column: ColumnElement[Any], values: Sequence[Any]) -> Any:
+    """``column IN values``; on PostgreSQL as one array parameter (``= ANY``), as psycopg
+    parses a statement of hundreds of placeholders slowly, again on every call."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _overlap_share(a: BaseGeometry, a_area: float, b: BaseGeometry, b_area: float) -> float:
@@ -540,4 +576,7 @@ def jsonable(value: Any) -> Any:
             return [finite(v) for v in obj]
         return obj
 
-    return finite(json.loads(json.dumps(value, default=default)))
+    encoded = json.dumps(value, default=default)
+    decoded = json.loads(encoded)
+    # only a non-finite float writes NaN or Infinity: without either there is nothing to clear
+    return finite(decoded) if "NaN" in encoded or "Infinity" in encoded else decoded
