@@ -14,6 +14,8 @@ process on loopback, and ``--clients`` keep-alive connections ask for ``--second
 - ``list``: ``GET /cases?limit=50&county=…`` (the review page's first request);
 - ``detail``: ``GET /cases/{random id}`` (a case with its detections and events).
 
+The API runs with ``--workers`` processes (default: one per core, as a deployment would).
+
 Requests per second, p50 and p95 latency, and each endpoint's rate as a ratio to the health floor
 of the same run. The load comes from this process (plain HTTP/1.1 on asyncio streams, cheaper than
 an HTTP library) on the same two cores as the server, so the figures are for this machine's whole
@@ -211,17 +213,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(url: str) -> tuple[subprocess.Popen, int]:
-    """The tracker API in its own process (the URL through the environment, never argv)."""
+def serve(url: str, workers: int) -> tuple[subprocess.Popen, int]:
+    """The tracker API in its own processes (the URL through the environment, never argv)."""
     port = _free_port()
     env = {**os.environ, "CHANGEDETECT_DB": url}
-    # a PostgreSQL ledger has no file to keep field photos beside: the API needs a folder
-    photos = tempfile.mkdtemp(prefix="tracker-bench-photos-")
-    command = [
-        sys.executable,
-        *("-m", "changedetect.tracker", "serve"),
-        *("--port", str(port), "--photo-dir", photos),
-    ]
+    command = [sys.executable, "-m", "changedetect.tracker", "serve", "--port", str(port)]
+    command += ["--workers", str(workers), "--photo-dir", tempfile.mkdtemp(prefix="photos-")]
     server = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -257,7 +254,7 @@ def bench_engine(name: str, url: str, args: argparse.Namespace) -> list[str]:
             start = time.perf_counter()
             total = grow_ledger(db, size)
             grown = time.perf_counter() - start
-            server, port = serve(url)
+            server, port = serve(url, args.workers)
             try:
                 rng = random.Random(1)
                 endpoints = {
@@ -291,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", type=int, default=[10_000, 1_000_000])
     parser.add_argument("--ingest", type=int, default=10_000, help="clues per measured night")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="API worker processes"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint")
     parser.add_argument("--pg-url", help="an empty PostgreSQL database to use")
     args = parser.parse_args(argv)

@@ -417,14 +417,18 @@ class TrackerConfig(_Model):
 
     db: str | None = None
     """Case tracker database URL (sqlite:///file.db, postgresql+psycopg://...); None: the
-    CHANGEDETECT_DB environment variable, else a JSONL ledger in output.dir. Put no password
-    here: use CHANGEDETECT_DB from a secret for PostgreSQL."""
+    CHANGEDETECT_DB environment variable (or the file CHANGEDETECT_DB_FILE names), else a JSONL
+    ledger in output.dir. Put no password here: use CHANGEDETECT_DB_FILE (a mounted secret) or
+    CHANGEDETECT_DB for PostgreSQL."""
 
     @field_validator("db")
     @classmethod
     def _no_password(cls, url: str | None) -> str | None:
         if url is not None and re.search(r"://[^/@]*:[^/@]*@", url):
-            raise ValueError("the URL carries a password; set CHANGEDETECT_DB in the environment")
+            raise ValueError(
+                "the URL carries a password; put the URL in the file CHANGEDETECT_DB_FILE names "
+                "(a mounted secret), or in CHANGEDETECT_DB"
+            )
         return url
 
 

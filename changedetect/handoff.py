@@ -1,7 +1,7 @@
 """Handing patch clues on to the case tracker.
 
-Clues go to a :class:`ClueSink`. With a tracker database configured (``tracker.db`` or
-``CHANGEDETECT_DB``), :class:`TrackerSink` ingests the published ``clues.geojson`` through the same
+Clues go to a :class:`ClueSink`. With a tracker database configured (``tracker.db``,
+``CHANGEDETECT_DB`` or ``CHANGEDETECT_DB_FILE``), :class:`TrackerSink` ingests the published ``clues.geojson`` through the same
 code path as ``changedetect tracker ingest``; without one, :class:`JsonlLedger` appends one JSON
 line per clue to a ledger file. Either hands every clue id on once only: running the same night
 again hands on nothing new.
@@ -201,9 +201,11 @@ def db_url_is_sqlite(url: str) -> bool:
 
 
 def default_sink(config: RunConfig) -> ClueSink:
-    """The tracker when a database is configured (``tracker.db``, else ``CHANGEDETECT_DB``),
-    else the JSONL ledger under ``output.dir``."""
-    url = config.tracker.db or os.environ.get("CHANGEDETECT_DB")
+    """The tracker when a database is configured (``tracker.db``, else ``CHANGEDETECT_DB`` or
+    the file ``CHANGEDETECT_DB_FILE`` names), else the JSONL ledger under ``output.dir``."""
+    from .tracker.db import db_url_from_env
+
+    url = config.tracker.db or db_url_from_env()
     if url:
         return TrackerSink(url, issue_probable=config.alerts.issue_probable)
     return JsonlLedger(Path(config.output.dir) / LEDGER_NAME)

@@ -157,6 +157,8 @@ class PatchClue:
     priority: str = "normal"
     chip_before: str | None = None
     chip_after: str | None = None
+    chip_change: str | None = None
+    """The NDVI change (after - before) over the before/after chips' frame."""
     status: str = "new"
     model: str | None = None
     """The model that gave `confidence` (name@version)."""
@@ -207,6 +209,7 @@ class PatchClue:
             "priority": self.priority,
             "chip_before": self.chip_before,
             "chip_after": self.chip_after,
+            "chip_change": self.chip_change,
             "status": self.status,
             "model": self.model,
             "baseline": self.baseline,

@@ -803,11 +803,10 @@ def publish(
             metres_per_px=float(np.sqrt(pixel_area_m2(grid))),
         )
         for clue, patch in zip(clues, patches, strict=True):
-            before_png, after_png = written[patch.label]
-            clue.chip_before = f"chips/{clue.clue_id}_before.png"
-            clue.chip_after = f"chips/{clue.clue_id}_after.png"
-            before_png.rename(staged_chips / f"{clue.clue_id}_before.png")
-            after_png.rename(staged_chips / f"{clue.clue_id}_after.png")
+            for which, png in written[patch.label]._asdict().items():
+                name = f"{clue.clue_id}_{which}.png"
+                png.rename(staged_chips / name)
+                setattr(clue, f"chip_{which}", f"chips/{name}")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "change": write_cog(work / "score.tif", out_dir / "change.tif"),

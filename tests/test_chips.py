@@ -1,5 +1,6 @@
 """Chips that show the change: framed on the patch, true and false colour under one stretch for
-both dates, the outline around the changed pixels (not over them), a scale bar."""
+both dates, the outline around the changed pixels (not over them), a scale bar; and the NDVI
+change over the same frame on a fixed palette."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from changedetect.io.sinks.chips import (
     PREVIEW_BANDS,
     chip_window,
     preview_bytes,
+    preview_ndvi_change,
+    render_change_chip,
     render_chips,
 )
+from changedetect.io.sinks.ndvi_change import CHANGE_STOPS, NO_DATA_RGB, change_rgb
 from changedetect.models import Patch
 
 
@@ -102,3 +106,92 @@ def test_the_preview_keeps_no_data_apart():
     assert preview.shape == (PREVIEW_BANDS, 2, 2) and preview.dtype == np.uint8
     assert (preview[3:6, 0, 0] == 0).all() and (preview[8:10, 0, 0] == 0).all()
     assert (preview[:, 1, 1] > 0).all()
+
+
+# --- the NDVI change ---------------------------------------------------------------------------
+
+#: Preview bytes and the reflectance they stand for (sqrt stretch, 1-255): 128 is half way up the
+#: square root, a quarter of the top; 255 the top itself (or anything brighter, clipped).
+RED_QUARTER, RED_TOP = 0.25 * 0.3, 0.3  # VISIBLE_TOP
+NIR_QUARTER, NIR_TOP = 0.25 * 0.5, 0.5  # INFRARED_TOP
+
+
+def _ndvi(red: float, nir: float) -> float:
+    return (nir - red) / (nir + red)
+
+
+def _tiny_preview() -> np.ndarray:
+    """Four pixels: vegetation lost, vegetation gained, a moderate loss, no data after."""
+    data = np.full((PREVIEW_BANDS, 1, 4), 100, np.uint8)
+    # bands: 0 red before, 3 red after, 7 NIR before, 9 NIR after
+    data[[0, 7, 3, 9], 0, 0] = (128, 255, 255, 128)  # green field -> bare ground
+    data[[0, 7, 3, 9], 0, 1] = (255, 128, 128, 255)  # bare ground -> green field
+    data[[0, 7, 3, 9], 0, 2] = (128, 255, 128, 128)  # thinned
+    data[9, 0, 3] = 0  # no NIR after
+    return data
+
+
+def test_the_ndvi_change_is_read_back_from_the_preview_bytes():
+    change = preview_ndvi_change(_tiny_preview())
+    lost = _ndvi(RED_TOP, NIR_QUARTER) - _ndvi(RED_QUARTER, NIR_TOP)  # -0.4118 - 0.7391
+    gained = _ndvi(RED_QUARTER, NIR_TOP) - _ndvi(RED_TOP, NIR_QUARTER)
+    thinned = _ndvi(RED_QUARTER, NIR_QUARTER) - _ndvi(RED_QUARTER, NIR_TOP)  # 0.25 - 0.7391
+    assert change.shape == (1, 4)
+    assert change[0, :3] == pytest.approx([lost, gained, thinned], abs=1e-6)
+    assert lost == pytest.approx(-1.1509, abs=1e-4) and thinned == pytest.approx(-0.4891, abs=1e-4)
+    assert np.isnan(change[0, 3])
+
+
+def test_the_ndvi_change_survives_the_preview_stretch():
+    # forest (red 0.03, NIR 0.35) cleared to soil (red 0.2, NIR 0.25): the bytes keep the change
+    before = np.zeros((6, 1, 1), np.float32)
+    before[:, 0, 0] = (0.03, 0.05, 0.03, 0.35, 0.15, 0.08)  # B02 B03 B04 B08 B11 B12
+    after = before.copy()
+    after[:, 0, 0] = (0.15, 0.17, 0.2, 0.25, 0.3, 0.28)
+    change = preview_ndvi_change(preview_bytes(before, after))
+    assert change[0, 0] == pytest.approx(_ndvi(0.2, 0.25) - _ndvi(0.03, 0.35), abs=0.01)
+
+
+def test_the_palette_is_brown_for_loss_green_for_gain_grey_for_no_data():
+    rgb = change_rgb(preview_ndvi_change(_tiny_preview()))
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    lost, gained, thinned, missing = (tuple(int(v) for v in rgb[0, i]) for i in range(4))
+    # beyond the fixed scale the ends of the palette: red-brown and dark green
+    assert lost == CHANGE_STOPS[0][1] and gained == CHANGE_STOPS[-1][1]
+    assert lost[0] > lost[1] + 50 > lost[2] + 50  # red over green over blue: brown
+    assert gained[1] > gained[0] + 50 and gained[1] > gained[2] + 50
+    # a loss short of the scale's end is still a loss colour, and lighter than a clearing
+    assert thinned[0] > thinned[1] + 50 and sum(thinned) > sum(lost)
+    assert missing == NO_DATA_RGB
+    # near zero is pale; the same change is the same colour on every chip
+    assert min(change_rgb(np.array([0.02]))[0]) > 200
+    assert np.array_equal(change_rgb(np.array([-0.3, 0.3])), change_rgb(np.array([-0.3, 0.3])))
+    assert tuple(change_rgb(np.array([-0.9]))[0]) == CHANGE_STOPS[0][1]
+
+
+def test_the_change_chip_frames_the_patch_like_the_others():
+    data, own = _data()
+    # the patch was vegetated before (NIR high, red low) and is bare after
+    data[0][own], data[7][own] = 90, 230
+    data[3][own], data[9][own] = 250, 120
+    before, _ = render_chips(data, own, 10.0, 128)
+    change = render_change_chip(data, own, 10.0, 128)
+    assert change.shape == before.shape  # the same size: the cards line the three chips up
+    zoom = math.ceil(128 / 24)
+    panel = 24 * zoom
+    inside = np.kron(own, np.ones((zoom, zoom), bool))
+    # the outline on the same pixels as the before/after chips', never over the change
+    yellow = np.all(change[:, :panel] == OUTLINE_RGB, axis=-1)
+    assert np.array_equal(yellow, np.all(before[:, :panel] == OUTLINE_RGB, axis=-1))
+    assert not (yellow & inside).any()
+    # the patch in loss colours
+    patch_rgb = change[:, :panel][inside].astype(int)
+    assert (patch_rgb[:, 0] > patch_rgb[:, 1] + 50).all()
+    # the legend where the false colour is: white, the palette's ramp and no outline
+    legend = change[:, panel + PANEL_GAP :]
+    assert legend.shape == (panel, panel, 3)
+    assert not np.all(legend == OUTLINE_RGB, axis=-1).any()
+    colours = {tuple(int(v) for v in px) for px in legend.reshape(-1, 3)}
+    assert {CHANGE_STOPS[0][1], CHANGE_STOPS[-1][1], NO_DATA_RGB, (255, 255, 255)} <= colours
+    # and a scale bar in the corner of the change panel
+    assert np.all(change[-7:-3, 4:15] == 255, axis=-1).any(axis=0).all()

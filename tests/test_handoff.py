@@ -48,10 +48,21 @@ def test_tracker_sink_ingests_each_clue_once(tmp_path):
 
 def test_without_a_tracker_the_ledger_is_used(tmp_path, monkeypatch):
     monkeypatch.delenv("CHANGEDETECT_DB", raising=False)
+    monkeypatch.delenv("CHANGEDETECT_DB_FILE", raising=False)
     config = parse_config({**BASE, "output": {"dir": str(tmp_path)}})
     assert isinstance(default_sink(config), JsonlLedger)
     monkeypatch.setenv("CHANGEDETECT_DB", f"sqlite:///{tmp_path / 'x.db'}")
     assert isinstance(default_sink(config), TrackerSink)
+
+
+def test_the_tracker_url_can_come_from_a_secret_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHANGEDETECT_DB", raising=False)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    secret = tmp_path / "db-url"
+    secret.write_text(url + "\n")
+    monkeypatch.setenv("CHANGEDETECT_DB_FILE", str(secret))
+    sink = default_sink(parse_config({**BASE, "output": {"dir": str(tmp_path)}}))
+    assert isinstance(sink, TrackerSink) and sink.db_url == url
 
 
 def test_a_password_in_the_tracker_url_is_refused_without_echoing_it():

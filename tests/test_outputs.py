@@ -124,6 +124,7 @@ def test_geojson_is_rfc7946_and_readable(quarry_result):
         "priority",
         "chip_before",
         "chip_after",
+        "chip_change",
         "status",
         "model",
     ):
@@ -203,16 +204,27 @@ def test_chips_written(quarry_result):
     clue = result.clues[0]
     from PIL import Image
 
-    for rel in (clue.chip_before, clue.chip_after):
+    assert clue.chip_change == f"chips/{clue.clue_id}_change.png"
+    feature = json.loads(result.files["clues"].read_text())["features"][0]
+    assert feature["properties"]["chip_change"] == clue.chip_change
+    sizes = set()
+    for rel in (clue.chip_before, clue.chip_after, clue.chip_change):
         width, height = Image.open(result.out_dir / rel).size
-        # true and false colour side by side, each at least the chip size
+        # two panels side by side (true and false colour; the change and its legend), each at
+        # least the chip size
         assert height >= 64 and width == 2 * height + PANEL_GAP
+        sizes.add((width, height))
+    assert len(sizes) == 1  # the three chips of a clue line up
     before = np.asarray(Image.open(result.out_dir / clue.chip_before)).astype(float)
     after = np.asarray(Image.open(result.out_dir / clue.chip_after)).astype(float)
+    change = np.asarray(Image.open(result.out_dir / clue.chip_change)).astype(int)
     # the chip centres on the patch: bright rock after, dark forest before (true colour)
     n = before.shape[0]
     centre = (slice(n * 2 // 5, n * 3 // 5), slice(n * 2 // 5, n * 3 // 5))
     assert after[centre].mean() > before[centre].mean() + 60
+    # forest cleared to rock: vegetation lost, red-brown on the change chip
+    red, green = change[centre][..., 0], change[centre][..., 1]
+    assert (red > green + 40).mean() > 0.95
 
 
 def test_no_change_gives_no_clue(tmp_path):

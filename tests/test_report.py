@@ -208,6 +208,14 @@ def test_every_clue_has_a_card_in_order_with_its_facts(tmp_path):
     assert "NDVI -0.410" in first and "BSI +0.220" in first and "NDBI —" in first  # NaN -> dash
     assert NASTY_ZONE in first and "(core)" in first and NASTY_COUNTY in first
     assert "outside protected zones" in page.cards[3]
+    # each card shows the before, the after and the NDVI-change chip, in that order
+    alts = [a["alt"] for t, a in page.tags if t == "img"][1:]
+    assert alts == [
+        f"{which}, clue {n}"
+        for n in range(1, len(SPECS) + 1)
+        for which in ("before", "after", "NDVI change")
+    ]
+    assert "NDVI change, after − before" in first
     body = "".join(page.text)
     for window in ("2024-04-01 – 2024-06-30", "2025-04-01 – 2025-06-30", "2025-06-23"):
         assert window in body
@@ -259,7 +267,7 @@ def test_clue_text_is_escaped_never_markup(tmp_path):
 def test_page_is_self_contained(tmp_path):
     text, page = _write(tmp_path)
     srcs = page.srcs()
-    assert len(srcs) == 1 + 2 * len(SPECS)  # overview + before/after per clue
+    assert len(srcs) == 1 + 3 * len(SPECS)  # overview + before/after/change per clue
     for src in srcs:
         image = _image(src)
         image.load()  # decodes: a truncated or mangled data URI would fail here
@@ -360,13 +368,16 @@ def test_chips_come_from_chip_dir_else_are_cut_from_rgb(tmp_path):
     chip_dir = tmp_path / "chips"
     chip_dir.mkdir()
     magenta = Image.new("RGB", (128, 128), (255, 0, 255))
+    cyan = Image.new("RGB", (128, 128), (0, 255, 255))
     clues[0].chip_before = f"chips/{clues[0].clue_id}_before.png"
     clues[0].chip_after = f"chips/{clues[0].clue_id}_after.png"
+    clues[0].chip_change = f"chips/{clues[0].clue_id}_change.png"
     magenta.save(chip_dir / f"{clues[0].clue_id}_before.png")
     magenta.save(chip_dir / f"{clues[0].clue_id}_after.png")
+    cyan.save(chip_dir / f"{clues[0].clue_id}_change.png")
     # a recorded path may not lead out of chip_dir
     magenta.save(tmp_path / "secret.png")
-    clues[1].chip_before = clues[1].chip_after = "chips/../../secret.png"
+    clues[1].chip_before = clues[1].chip_after = clues[1].chip_change = "chips/../../secret.png"
     path = write_report(
         tmp_path / "report.html",
         aoi="t",
@@ -378,15 +389,19 @@ def test_chips_come_from_chip_dir_else_are_cut_from_rgb(tmp_path):
     )
     srcs = _Page(path.read_text(encoding="utf-8")).srcs()[1:]
     chips = [np.asarray(_image(s).convert("RGB")) for s in srcs]
+    # per card: before, after, change
     assert (chips[0] == (255, 0, 255)).all() and (chips[1] == (255, 0, 255)).all()
-    for i, chip in enumerate(chips[2:]):
-        patch = patches[1 + i // 2]
+    assert (chips[2] == (0, 255, 255)).all()
+    for i, chip in enumerate(chips[3:]):
+        patch = patches[1 + i // 3]
         window = chip_window(patch, grid.height, grid.width)
         zoom = math.ceil(128 / window.width)
         panel = window.width * zoom
-        # the true-colour and the false-colour panel side by side, upscaled to 128 px at least
+        # two panels side by side (true | false colour, or the change | its legend), upscaled
+        # to 128 px at least
         assert chip.shape == (panel, 2 * panel + PANEL_GAP, 3) and panel >= 128
         assert not (chip == (255, 0, 255)).all(axis=-1).any()
+        assert not (chip == (0, 255, 255)).all(axis=-1).any()
         yellow = np.all(chip[:, :panel] == OUTLINE_RGB, axis=-1)
         assert yellow.sum() > 30  # the outline, kept exact through the palette
         # around the patch in the frame chips.py gives it, in both panels alike
@@ -395,9 +410,13 @@ def test_chips_come_from_chip_dir_else_are_cut_from_rgb(tmp_path):
         assert rows.mean() == pytest.approx(((r0 + r1) / 2 - window.row_off) * zoom, abs=2)
         assert cols.mean() == pytest.approx(((c0 + c1) / 2 - window.col_off) * zoom, abs=2)
         right = np.all(chip[:, panel + PANEL_GAP :] == OUTLINE_RGB, axis=-1)
-        assert np.array_equal(yellow, right)
-    # before and after differ (bands 1-3 vs 4-6)
-    assert not np.array_equal(chips[2], chips[3])
+        if i % 3 == 2:  # the change chip's legend has no outline
+            assert not right.any()
+        else:
+            assert np.array_equal(yellow, right)
+    # before and after differ (bands 1-3 vs 4-6), and the change chip is neither
+    assert not np.array_equal(chips[3], chips[4])
+    assert not np.array_equal(chips[5][:, :128], chips[4][:, :128])
 
 
 def test_hundreds_of_clues_stay_small(tmp_path):
@@ -492,12 +511,18 @@ def test_report_from_a_real_pipeline_run(tmp_path):
     for card, clue in zip(page.cards, result.clues, strict=True):
         assert clue.clue_id in card
     # the chips are the pipeline's own (64 px at least), not cut again (128 px)
-    for src, clue in zip(page.srcs()[1::2], result.clues, strict=True):
-        written = Image.open(result.out_dir / clue.chip_before)
-        assert _image(src).size == written.size
-        assert 64 <= written.size[1] < 128
-        shown = np.asarray(_image(src).convert("RGB"), dtype=float)
-        assert np.abs(shown - np.asarray(written, dtype=float)).mean() < 6  # palette, same chip
+    srcs = page.srcs()[1:]
+    for i, clue in enumerate(result.clues):
+        for src, rel in zip(
+            srcs[3 * i : 3 * i + 3],
+            (clue.chip_before, clue.chip_after, clue.chip_change),
+            strict=True,
+        ):
+            written = Image.open(result.out_dir / rel)
+            assert _image(src).size == written.size
+            assert 64 <= written.size[1] < 128
+            shown = np.asarray(_image(src).convert("RGB"), dtype=float)
+            assert np.abs(shown - np.asarray(written, dtype=float)).mean() < 6  # same chip
 
 
 def test_geometry_may_be_multipart(tmp_path):
@@ -548,12 +573,20 @@ def test_report_renders_offline_in_chromium(tmp_path, artefact_dir):
         )
         dom = page.content()
         page.screenshot(path=str(shot))
+        # a card's three chips at one width, one under the other: the NDVI change lines up
+        # under the true-colour panels and its legend under the false-colour ones
+        boxes = [page.locator("#clue-1 .chips img").nth(i).bounding_box() for i in range(3)]
+        page.locator("#clue-1").screenshot(path=str(artefact_dir / "report-card.png"))
     assert requests.seen == [report]
     assert requests.refused == [], f"the report made requests: {requests.refused}"
     assert requests.errors == [], requests.errors
     assert broken == 0
     rendered = _Page(dom)
     assert len(rendered.cards) == len(page_html.cards) == len(SPECS)
+    before, after, change = boxes
+    assert before["width"] == after["width"] == change["width"] == 400
+    assert before["x"] == after["x"] == change["x"]
+    assert before["y"] < after["y"] < change["y"]
     assert NASTY_ZONE in rendered.cards[0]  # still text after the browser parsed it
     assert [t for t, _ in rendered.tags].count("script") == 1  # the report's own only
     image = np.asarray(Image.open(shot).convert("RGB"))

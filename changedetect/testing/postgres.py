@@ -1,6 +1,9 @@
 """A PostgreSQL server to test and measure the tracker on: the local Debian cluster, started if
 needed, with a role and databases of our own (dropped again by :meth:`PgServer.close`).
 
+The tracker's schema needs PostGIS on PostgreSQL; our role may not create the extension (that
+takes a superuser), so each database gets it from the admin when it is made, as a DBA would.
+
 Used by the tracker's tests (which skip, with the reason, when no server can be had) and by
 ``bench/tracker_load.py``. It needs root (to start the cluster and run ``psql`` as ``postgres``).
 """
@@ -32,25 +35,33 @@ class PgServer:
     databases: list[str] = field(default_factory=list)
     fixed_url: str | None = None
 
-    def psql(self, sql: str, database: str = "postgres") -> None:
-        command = [*self.admin, "psql", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(self.port)]
-        subprocess.run(
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` as the superuser; its output, unaligned, without headers."""
+        command = [*self.admin, "psql", "-qAt", "-v", "ON_ERROR_STOP=1", "-p", str(self.port)]
+        return subprocess.run(
             [*command, "-d", database, "-c", sql],
             check=True,
             capture_output=True,
             text=True,
             timeout=60,
-        )
+        ).stdout.strip()
 
-    def create_database(self, suffix: str) -> str:
-        """A fresh empty database owned by our role; its URL."""
+    def create_database(self, suffix: str, *, postgis: bool = True) -> str:
+        """A fresh empty database owned by our role, with PostGIS enabled (unless not asked
+        for: a DBA has not been by yet); its URL."""
         if self.fixed_url is not None:
             raise RuntimeError("a fixed CHANGEDETECT_TEST_PG_URL offers one database only")
         name = f"{ROLE}_{os.getpid()}_{suffix}"
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.psql(f'CREATE DATABASE "{name}" OWNER {ROLE}')
         self.databases.append(name)
-        return f"postgresql+psycopg://{ROLE}:{self.password}@{self.host}:{self.port}/{name}"
+        if postgis:
+            self.psql("CREATE EXTENSION IF NOT EXISTS postgis", database=name)
+        return self.url(name)
+
+    def url(self, database: str) -> str:
+        """Our role's URL for ``database``."""
+        return f"postgresql+psycopg://{ROLE}:{self.password}@{self.host}:{self.port}/{database}"
 
     def close(self) -> None:
         """Drop our databases, and stop the cluster if we started it."""
@@ -90,6 +101,18 @@ def local_server() -> PgServer:
         started = f"{version}/{name}"
     admin = ["runuser", "-u", "postgres", "--"]
     server = PgServer("127.0.0.1", int(port), secrets.token_hex(12), admin, started)
+    try:
+        postgis = server.psql("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+    except subprocess.CalledProcessError as exc:
+        raise PostgresUnavailable(
+            f"cannot query PostgreSQL {version}/{name}: {exc.stderr}"
+        ) from None
+    if not postgis:
+        server.close()
+        raise PostgresUnavailable(
+            f"PostgreSQL {version} has no PostGIS, which the tracker's schema needs there "
+            f"(apt-get install postgresql-{version}-postgis-3)"
+        )
     try:
         server.psql(
             f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "

@@ -19,9 +19,10 @@ from ..tracker.clock import utc_now
 from ..tracker.clues import Clue, ClueInput, load_clues
 from ..tracker.db import TrackerDB, lock_for_case_writes
 from ..tracker.geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb, union
-from ..tracker.models import Case, CaseEvent, Detection
+from ..tracker.models import CHIP_CHANGE, Case, CaseEvent, Detection
 from ..tracker.settings import TrackerSettings
 from ..tracker.sites import apply_site_tags
+from ..tracker.spatial import footprint_meets
 from ..tracker.states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
 from ..tracker.working_set import jsonable
 
@@ -93,16 +94,15 @@ def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | No
 def overlapping_cases(
     session: Session, geom: BaseGeometry, settings: TrackerSettings
 ) -> list[tuple[float, Case]]:
-    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first."""
-    minx, miny, maxx, maxy = geom.bounds
+    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first.
+
+    The candidates come from SQL (PostGIS ``ST_Intersects`` on PostgreSQL, the bounding boxes
+    on SQLite: :func:`.spatial.footprint_meets`); the share is measured here, alike on both.
+    """
+    dialect = session.get_bind().dialect.name
     candidates = session.scalars(
         select(Case)
-        .where(
-            Case.max_lon >= minx,
-            Case.min_lon <= maxx,
-            Case.max_lat >= miny,
-            Case.min_lat <= maxy,
-        )
+        .where(footprint_meets(Case, Case.geom_union, geom, dialect))
         # PostgreSQL: a transition racing this ingest finishes first and we read its state
         .with_for_update()
     ).all()
@@ -187,6 +187,11 @@ def _ingest_one(
 
 
 def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bool) -> Detection:
+    properties = jsonable(clue.properties)
+    if clue.chip_change is not None:
+        # the change chip has no column of its own (a migration for one more path is not worth
+        # it): the properties keep it, resolved as the columns keep the before/after chips
+        properties[CHIP_CHANGE] = clue.chip_change
     return Detection(
         clue_id=clue.clue_id,
         detected_on=clue.detected_on,
@@ -194,7 +199,7 @@ def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bo
         confidence=clue.confidence,
         change_type=clue.change_type,
         geometry=to_wkb(clue.geometry),
-        properties=jsonable(clue.properties),
+        properties=properties,
         source=clue.source,
         chip_before=clue.chip_before,
         chip_after=clue.chip_after,

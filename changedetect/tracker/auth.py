@@ -4,7 +4,9 @@
   transition), ``officer`` (one county: sees only the cases assigned to it; field verdicts and
   rectification progress) or ``viewer`` (read-only, every county).
 - A user holds any number of **API tokens**: ``cdt_`` + 32 random bytes (URL-safe base64). Only
-  the SHA-256 of a token is stored. A token carries 256 bits of entropy, so a fast hash is
+  the SHA-256 of a token is stored. Every token expires (:data:`DEFAULT_TOKEN_LIFETIME` unless
+  issued for longer or shorter), can be revoked, and can be rotated: replaced by a fresh token
+  with the same label while the old value stops working. A token carries 256 bits of entropy, so a fast hash is
   enough (a slow KDF defends guessable passwords, not random keys) and lets every request be
   checked with one indexed look-up. The look-up is by hash — timing reveals nothing an attacker
   could steer, since they cannot choose the hash bytes — and the digests are compared again with
@@ -13,7 +15,8 @@
   :mod:`.states`) plus :func:`can_see` (officers: their county only).
 
 The ORM models live here, on the tracker's declarative ``Base``; the tables are created by the
-migration ``0002_users_and_tokens``.
+migration ``0002_users_and_tokens`` (token expiry: ``0005``). The review page's cookie sessions,
+which hang off a token, are :mod:`.sessions`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ from .models import Base, UTCDateTime
 from .states import TRANSITIONS
 
 T = TypeVar("T")
+
+#: How long a token works unless issued with another lifetime: long enough that integrations are
+#: not re-keyed every month, short enough that a forgotten token does not work for ever.
+DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=90)
 
 Role = Literal["analyst", "officer", "viewer"]
 ROLES: tuple[str, ...] = ("analyst", "officer", "viewer")
@@ -113,9 +120,33 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     label: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: The token stops working at this moment.
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+    def is_live(self, now: dt.datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and self.expires_at > now
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What listings show of a token (never the token itself)."""
+
+    user: str
+    prefix: str
+    label: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    def status(self, now: dt.datetime) -> str:
+        """``live``, ``expired`` or ``revoked``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "live" if self.expires_at > now else "expired"
 
 
 @dataclass(frozen=True)
@@ -224,7 +255,8 @@ def add_user(
 
 
 def set_user_active(target: TrackerDB | Session, name: str, active: bool) -> None:
-    """Disable (or re-enable) a user: a disabled user's tokens stop working at once."""
+    """Disable (or re-enable) a user: a disabled user's tokens and sessions stop working at
+    once."""
 
     def work(session: Session) -> None:
         user = session.scalar(select(User).where(User.name == name))
@@ -235,13 +267,46 @@ def set_user_active(target: TrackerDB | Session, name: str, active: bool) -> Non
     _run(target, work)
 
 
-def list_users(session: Session) -> list[tuple[Principal, bool, int]]:
+def list_users(
+    session: Session, *, now: dt.datetime | None = None
+) -> list[tuple[Principal, bool, int]]:
     """Every user with whether it is active and how many live tokens it has."""
+    now = utc_now(now)
     out = []
     for user in session.scalars(select(User).order_by(User.name)):
-        live = sum(1 for t in user.tokens if t.revoked_at is None)
+        live = sum(1 for t in user.tokens if t.is_live(now))
         out.append((Principal(user.id, user.name, user.role, user.county), user.active, live))
     return out
+
+
+def _check_lifetime(lifetime: dt.timedelta) -> dt.timedelta:
+    if lifetime <= dt.timedelta(0):
+        raise AuthError(f"a token's lifetime must be positive, got {lifetime}")
+    return lifetime
+
+
+def _add_token(
+    session: Session, user: User, label: str | None, lifetime: dt.timedelta, now: dt.datetime
+) -> str:
+    token = new_token()
+    session.add(
+        ApiToken(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            prefix=token[: len(TOKEN_PREFIX) + 6],
+            label=label,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    return token
+
+
+def _user(session: Session, user_name: str) -> User:
+    user = session.scalar(select(User).where(User.name == user_name))
+    if user is None:
+        raise AuthError(f"no user {user_name!r}: create it first (tracker user add)")
+    return user
 
 
 def create_token(
@@ -249,28 +314,71 @@ def create_token(
     user_name: str,
     *,
     label: str | None = None,
+    lifetime: dt.timedelta = DEFAULT_TOKEN_LIFETIME,
     now: dt.datetime | None = None,
 ) -> str:
-    """A new token for ``user_name``. The token itself is returned once and never stored."""
+    """A new token for ``user_name``, working for ``lifetime`` from ``now``. The token itself
+    is returned once and never stored."""
     now = utc_now(now)
-    token = new_token()
+    lifetime = _check_lifetime(lifetime)
+    return _run(
+        target, lambda session: _add_token(session, _user(session, user_name), label, lifetime, now)
+    )
+
+
+def rotate_token(
+    target: TrackerDB | Session,
+    user_name: str,
+    *,
+    prefix: str | None = None,
+    lifetime: dt.timedelta = DEFAULT_TOKEN_LIFETIME,
+    now: dt.datetime | None = None,
+) -> str:
+    """Replace one live token of ``user_name`` by a new one with the same label.
+
+    The old token is revoked in the same transaction (so are the sessions logged in with it);
+    ``prefix`` picks the token when the user has several live ones. Returns the new token.
+    """
+    now = utc_now(now)
+    lifetime = _check_lifetime(lifetime)
 
     def work(session: Session) -> str:
-        user = session.scalar(select(User).where(User.name == user_name))
-        if user is None:
-            raise AuthError(f"no user {user_name!r}: create it first (tracker user add)")
-        session.add(
-            ApiToken(
-                user_id=user.id,
-                token_hash=hash_token(token),
-                prefix=token[: len(TOKEN_PREFIX) + 6],
-                label=label,
-                created_at=now,
+        user = _user(session, user_name)
+        live = [
+            t
+            for t in user.tokens
+            if t.is_live(now) and (prefix is None or t.prefix.startswith(prefix))
+        ]
+        if not live:
+            which = f" starting with {prefix!r}" if prefix else ""
+            raise AuthError(f"user {user_name!r} has no live token{which} to rotate")
+        if len(live) > 1:
+            prefixes = ", ".join(t.prefix for t in live)
+            raise AuthError(
+                f"user {user_name!r} has {len(live)} live tokens ({prefixes}): "
+                "name the one to rotate with --prefix"
             )
-        )
-        return token
+        old = live[0]
+        old.revoked_at = now
+        return _add_token(session, user, old.label, lifetime, now)
 
     return _run(target, work)
+
+
+def list_tokens(session: Session, user_name: str | None = None) -> list[TokenInfo]:
+    """Every token (of ``user_name``, if given), newest first per user."""
+    query = (
+        select(User.name, ApiToken)
+        .join(User, User.id == ApiToken.user_id)
+        .order_by(User.name, ApiToken.id.desc())
+    )
+    if user_name is not None:
+        _user(session, user_name)
+        query = query.where(User.name == user_name)
+    return [
+        TokenInfo(name, t.prefix, t.label, t.created_at, t.expires_at, t.revoked_at)
+        for name, t in session.execute(query)
+    ]
 
 
 def revoke_tokens(
@@ -280,7 +388,8 @@ def revoke_tokens(
     prefix: str | None = None,
     now: dt.datetime | None = None,
 ) -> int:
-    """Revoke the user's live tokens (only those starting with ``prefix``, if given)."""
+    """Revoke the user's live tokens (only those starting with ``prefix``, if given); the
+    sessions logged in with them end too."""
     now = utc_now(now)
 
     def work(session: Session) -> int:
@@ -297,20 +406,34 @@ def revoke_tokens(
     return _run(target, work)
 
 
-def authenticate(session: Session, token: str) -> Principal | None:
-    """The active user holding this live token, or None (unknown, revoked, disabled, malformed)."""
+def find_live_token(
+    session: Session, token: str, *, now: dt.datetime | None = None
+) -> tuple[int, Principal] | None:
+    """The id of this token and its active user, if the token is live at ``now``; else None
+    (unknown, revoked, expired, user disabled, malformed)."""
     if not looks_like_token(token):
         return None
+    now = utc_now(now)
     digest = hash_token(token)
     row = session.execute(
-        select(ApiToken.token_hash, User.id, User.name, User.role, User.county)
+        select(ApiToken.token_hash, ApiToken.id, User.id, User.name, User.role, User.county)
         .join(User, User.id == ApiToken.user_id)
         .where(
             ApiToken.token_hash == digest,
             ApiToken.revoked_at.is_(None),
+            ApiToken.expires_at > now,
             User.active.is_(True),
         )
     ).first()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return Principal(row[1], row[2], row[3], row[4])
+    return row[1], Principal(row[2], row[3], row[4], row[5])
+
+
+def authenticate(
+    session: Session, token: str, *, now: dt.datetime | None = None
+) -> Principal | None:
+    """The active user holding this token if it is live at ``now``, or None (unknown, revoked,
+    expired, disabled, malformed)."""
+    found = find_live_token(session, token, now=now)
+    return None if found is None else found[1]

@@ -1,8 +1,10 @@
 """``changedetect tracker ...``: the case ledger from the command line.
 
 Wired into the main CLI by :func:`add_tracker_commands`; also runs alone as
-``python -m changedetect.tracker ...``. The database is ``--db URL``, else ``$CHANGEDETECT_DB``,
-else ``sqlite:///changedetect-tracker.db``. A SQLite database is created and migrated on first
+``python -m changedetect.tracker ...``. The database is ``--db URL`` or ``--db-file PATH``, else
+``$CHANGEDETECT_DB`` or ``$CHANGEDETECT_DB_FILE``, else ``sqlite:///changedetect-tracker.db``.
+A URL with a password belongs in a file (a Docker or Kubernetes secret) or the environment:
+on a command line every user of the machine can read it. A SQLite database is created and migrated on first
 use (it is the embedded default); a PostgreSQL one is migrated explicitly with ``migrate``,
 an operator's step on a shared server.
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..argtypes import iso_date
 from ..errors import ChangeDetectError, ConfigError
-from .settings import DB_ENV_VAR, DEFAULT_DB_URL, TrackerSettings
+from .settings import DB_ENV_VAR, DB_FILE_ENV_VAR, DEFAULT_DB_URL, TrackerSettings
 from .states import CASE_STATES, TAGS
 
 if TYPE_CHECKING:  # heavy (SQLAlchemy): imported by the commands that need it
@@ -36,10 +38,18 @@ def _out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
 
-def _open(args: argparse.Namespace) -> TrackerDB:
-    from .db import TrackerDB, resolve_db_url
+def db_url_of(args: argparse.Namespace) -> str:
+    """The database URL the command line and the environment name (see the module doc)."""
+    from .db import resolve_db_url
 
-    url = resolve_db_url(args.db)
+    return resolve_db_url(args.db, args.db_file)
+
+
+def _open(args: argparse.Namespace) -> TrackerDB:
+    """The command's database; a SQLite one is created and migrated on first use."""
+    from .db import TrackerDB
+
+    url = db_url_of(args)
     return TrackerDB.open(url, migrate=url.startswith("sqlite"))
 
 
@@ -346,10 +356,10 @@ def cmd_escalate(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade (or downgrade) the database schema."""
-    from .db import redact, resolve_db_url
+    from .db import redact
     from .migrate import current_revision, downgrade, upgrade
 
-    url = resolve_db_url(args.db)
+    url = db_url_of(args)
     if args.downgrade:
         downgrade(url, args.downgrade)
     else:
@@ -385,10 +395,18 @@ def build_tracker_parser(
     # main() reads these; defaults keep it working when no common parent parser is passed
     parser.set_defaults(debug=False, verbose=False, quiet=False)
     db = argparse.ArgumentParser(add_help=False, parents=list(parents))
-    db.add_argument(
+    where = db.add_mutually_exclusive_group()
+    where.add_argument(
         "--db",
         metavar="URL",
-        help=f"database URL (default: ${DB_ENV_VAR}, else {DEFAULT_DB_URL})",
+        help=f"database URL (default: ${DB_ENV_VAR} or ${DB_FILE_ENV_VAR}, else {DEFAULT_DB_URL}); "
+        "a URL with a password belongs in --db-file, never here",
+    )
+    where.add_argument(
+        "--db-file",
+        metavar="PATH",
+        help="file holding the database URL, e.g. a Docker or Kubernetes secret "
+        f"(default: ${DB_FILE_ENV_VAR})",
     )
     sub = parser.add_subparsers(dest="tracker_command", required=True, metavar="COMMAND")
 
@@ -506,8 +524,8 @@ def add_tracker_commands(
     tracker = subparsers.add_parser(
         "tracker",
         help="case ledger: ingest clues, follow cases to their verdict, report",
-        description="The case ledger. Database: --db URL, else $CHANGEDETECT_DB, "
-        f"else {DEFAULT_DB_URL}.",
+        description="The case ledger. Database: --db URL or --db-file PATH, else "
+        f"$CHANGEDETECT_DB or $CHANGEDETECT_DB_FILE, else {DEFAULT_DB_URL}.",
     )
     build_tracker_parser(tracker, parents=parents)
     return tracker

@@ -53,6 +53,8 @@ class Clue:
     priority: str = "normal"
     chip_before: str | None = None
     chip_after: str | None = None
+    chip_change: str | None = None
+    """The NDVI-change chip (None for clues from runs before it was drawn)."""
     source: str | None = None
     alert_status: str | None = None
     """``probable``, ``confirmed`` or ``dropped`` (changedetect.algorithms.alerts); None for clues
@@ -212,6 +214,7 @@ def _clue_from_feature(feature: Any, *, base_dir: Path | None, source: str | Non
         priority=priority,
         chip_before=_resolve(text("chip_before"), base_dir),
         chip_after=_resolve(text("chip_after"), base_dir),
+        chip_change=_resolve(text("chip_change"), base_dir),
         source=source,
         alert_status=alert_status,
         properties=dict(props),

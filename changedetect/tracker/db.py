@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from .errors import ConcurrencyError, DatabaseBusyError, TrackerDatabaseError
-from .settings import DB_ENV_VAR, DEFAULT_DB_URL
+from .settings import DB_ENV_VAR, DB_FILE_ENV_VAR, DEFAULT_DB_URL
 
 log = logging.getLogger("changedetect.tracker")
 
@@ -65,16 +65,52 @@ _LOCK_WAIT_SQLSTATES = {"55P03"}
 _RETRY_SQLSTATES = {"23505", "40001", "40P01", *_LOCK_WAIT_SQLSTATES}
 
 
-def resolve_db_url(url: str | None = None) -> str:
-    """The database URL: ``url``, else ``$CHANGEDETECT_DB``, else the SQLite default."""
-    return url or os.environ.get(DB_ENV_VAR) or DEFAULT_DB_URL
+def read_db_url_file(path: str | Path) -> str:
+    """The database URL kept in a file (a mounted secret): its one line, blanks stripped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise TrackerDatabaseError(f"database URL file {path}: cannot read it ({reason})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        what = "is empty" if not lines else f"holds {len(lines)} lines"
+        raise TrackerDatabaseError(f"database URL file {path} {what}: it must hold one URL")
+    return lines[0]
+
+
+def resolve_db_url(url: str | None = None, url_file: str | Path | None = None) -> str:
+    """The database URL: ``url`` (``--db``), else read from ``url_file`` (``--db-file``), else
+    ``$CHANGEDETECT_DB``, else read from the file ``$CHANGEDETECT_DB_FILE`` names, else the
+    SQLite default. A password belongs in the environment or the file, never on a command line
+    (where ``ps`` shows it to every user of the machine)."""
+    if url and url_file:
+        raise TrackerDatabaseError("give the database as --db URL or --db-file PATH, not both")
+    if url:
+        return url
+    if url_file:
+        return read_db_url_file(url_file)
+    return db_url_from_env() or DEFAULT_DB_URL
+
+
+def db_url_from_env() -> str | None:
+    """``$CHANGEDETECT_DB``, else the URL in the file ``$CHANGEDETECT_DB_FILE`` names, else
+    None."""
+    env_url, env_file = os.environ.get(DB_ENV_VAR), os.environ.get(DB_FILE_ENV_VAR)
+    if env_url and env_file:
+        raise TrackerDatabaseError(
+            f"${DB_ENV_VAR} and ${DB_FILE_ENV_VAR} are both set: keep one of them"
+        )
+    if env_file:
+        return read_db_url_file(env_file)
+    return env_url or None
 
 
 def redact(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable URL>"
 
 
@@ -83,9 +119,10 @@ def make_engine(url: str | None = None) -> Engine:
     url = resolve_db_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
+        # not echoed: what failed to parse may still hold a password
         raise TrackerDatabaseError(
-            f"database URL {url!r} is not a URL: use e.g. sqlite:///tracker.db or "
+            "the database URL is not a URL: use e.g. sqlite:///tracker.db or "
             "postgresql+psycopg://user:password@host/dbname"
         ) from None
     backend = parsed.get_backend_name()

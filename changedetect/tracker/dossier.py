@@ -1,12 +1,13 @@
 """A case's dossier for the enforcement file: one self-contained HTML page (chips inline, no
 script, no request), laid out to print on A4.
 
-It holds what a file needs to stand on its own: the before/after chips of the latest detection,
-the place in WGS84 and in GCJ-02 (what Chinese map apps show), the area in m², ha and 亩, zone,
-tier and counties, the detection and verification dates, the officer's findings on site (the
-verdict, the note, where the officer stood in both datums and how far that is from the patch,
-the phone's time and the server's, and the photos), every detection, and the full event trail
-with actors and comments. Pure rendering: the caller reads the case, the chip and photo files.
+It holds what a file needs to stand on its own: the before/after chips of the latest detection
+(and its NDVI-change chip where it has one), the place in WGS84 and in GCJ-02 (what Chinese map
+apps show), the area in m², ha and 亩, zone, tier and counties, the detection and verification
+dates, the officer's findings on site (the verdict, the note, where the officer stood in both
+datums and how far that is from the patch, the phone's time and the server's, and the photos),
+every detection, and the full event trail with actors and comments. Pure rendering: the caller
+reads the case, the chip and photo files.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def render_dossier(
     now: dt.datetime,
     photos: Mapping[int, tuple[bytes, str] | None] | None = None,
 ) -> str:
-    """The dossier of `detail` as HTML. `chips` maps ``before`` / ``after`` to the latest
-    detection's chip (its bytes and media type), where there is one; `photos` maps the id of
+    """The dossier of `detail` as HTML. `chips` maps ``before`` / ``after`` / ``change`` to the
+    latest detection's chip (its bytes and media type), where there is one (a missing change
+    chip is left out: runs before it did not draw one); `photos` maps the id of
     each field photo to the image to embed (None when its file is gone)."""
     case = detail.case
     lon, lat = case.centroid
@@ -163,6 +165,13 @@ def render_dossier(
             )
         else:
             figures.append(f"<p class='none'>no {which} chip on record</p>")
+    if "change" in chips:
+        data, media_type = chips["change"]
+        figures.append(
+            f"<figure><img src='{_data_uri(data, media_type)}' alt='NDVI change chip'>"
+            "<figcaption>NDVI change, after \u2212 before \u00b7 brown: vegetation lost, "
+            "green: gained (the same scale on every case)</figcaption></figure>"
+        )
     detections = "".join(
         f"<tr><td>{_when(d.detected_on)}</td><td>{_e(d.clue_id)}</td><td>{_e(d.change_type)}</td>"
         f"<td>{d.area_m2:,.0f} m²</td><td>{d.confidence:.2f}</td>"

@@ -33,6 +33,10 @@ class SchemaOutdatedError(TrackerDatabaseError):
     """The database schema is behind (or ahead of) this version's migrations."""
 
 
+class PostGISUnavailableError(TrackerDatabaseError):
+    """A PostgreSQL ledger needs PostGIS, and the server or the database does not have it."""
+
+
 class ConcurrencyError(TrackerDatabaseError):
     """A write kept conflicting with concurrent writers after all its retries.
 

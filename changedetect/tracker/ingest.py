@@ -45,10 +45,11 @@ from sqlalchemy.orm import Session
 from .clock import utc_now
 from .clues import Clue, ClueInput, RejectedClue, load_clues
 from .db import TrackerDB, lock_for_case_writes
-from .geometry import area_m2, bbox, to_wkb
+from .geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb
 from .models import Case, CaseEvent, Detection
 from .settings import TrackerSettings
 from .sites import apply_site_tags
+from .spatial import footprint_meets
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
 from .working_set import WorkingCase, WorkingSet, detection_values, one_of
 
@@ -259,6 +260,33 @@ def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | No
         )
         known.update({clue_id: case_id for clue_id, case_id in rows})
     return known
+
+
+def overlapping_cases(
+    session: Session, geom: BaseGeometry, settings: TrackerSettings
+) -> list[tuple[float, Case]]:
+    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first: one
+    geometry's matches as ingest finds them, through the ORM (ingest itself matches a whole
+    chunk at once, :func:`.working_set.candidate_cases`).
+
+    The candidates come from SQL (PostGIS ``ST_Intersects`` on PostgreSQL, the bounding boxes
+    on SQLite: :func:`.spatial.footprint_meets`); the share is measured here, alike on both.
+    """
+    dialect = session.get_bind().dialect.name
+    candidates = session.scalars(
+        select(Case)
+        .where(footprint_meets(Case, Case.geom_union, geom, dialect))
+        # PostgreSQL: a transition racing this ingest finishes first and we read its state
+        .with_for_update()
+    ).all()
+    matches = []
+    for case in candidates:
+        share = overlap_share(geom, from_wkb(case.geom_union))
+        if share >= settings.min_overlap:
+            matches.append((share, case))
+    # largest overlap first; the newer case wins a tie (it is the one people work on)
+    matches.sort(key=lambda m: (-m[0], -m[1].id))
+    return matches
 
 
 @dataclass(frozen=True)

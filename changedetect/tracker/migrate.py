@@ -8,10 +8,13 @@ migrations, never with ``create_all``.
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -20,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .db import is_retryable, log, make_engine, redact, resolve_db_url
 from .errors import SchemaOutdatedError, TrackerDatabaseError
+from .spatial import comparison_filters
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = zlib.crc32(b"changedetect.tracker.migrate")
@@ -99,6 +103,27 @@ def current_revision(target: str | Engine | None = None) -> str | None:
             engine.dispose()
 
 
+def schema_differences(target: str | Engine | None = None) -> list[Any]:
+    """How the database's schema differs from the models (Alembic's diff; [] when they match).
+
+    Only tables and indexes the tracker owns are compared (see :func:`.spatial.comparison_filters`).
+    Models of every feature must be imported first, or their tables count as differences.
+    """
+    from .models import Base
+
+    engine = target if isinstance(target, Engine) else make_engine(target)
+    try:
+        with engine.connect() as connection, warnings.catch_warnings():
+            # the PostGIS expression index is PostgreSQL's only: SQLite has nothing to compare
+            warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
+            options = {"compare_type": True, **comparison_filters(connection.dialect.name)}
+            context = MigrationContext.configure(connection, opts=options)
+            return compare_metadata(context, Base.metadata)
+    finally:
+        if not isinstance(target, Engine):
+            engine.dispose()
+
+
 def _read_revision(engine: Engine, attempts: int = 10) -> str | None:
     """The current revision, waiting out a concurrent first use of a new SQLite file.
 
@@ -127,7 +152,8 @@ def ensure_schema(engine: Engine, *, migrate: bool = False) -> None:
     current = _read_revision(engine)
     if current == head:
         return
-    known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))  # the scripts need no URL
+    known = {s.revision for s in scripts.walk_revisions()}
     if current is not None and current not in known:
         raise SchemaOutdatedError(
             f"tracker database {redact(str(engine.url))} is at revision {current}, newer than "

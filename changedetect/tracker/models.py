@@ -1,14 +1,16 @@
 """The case ledger's tables, as typed SQLAlchemy 2 declarative models.
 
-Geometries are stored as WKB (WGS84) next to their bounding box in plain float columns, so the
-ledger runs on SQLite and on PostgreSQL without PostGIS: the box narrows candidates in SQL and
-shapely decides exactly. The schema itself is created only by the Alembic migrations in
+Geometries are WKB (WGS84) in Python, next to their bounding box in plain float columns. Their
+columns are :class:`~.spatial.Footprint`: PostGIS geometry with a GiST index on PostgreSQL (found
+by ``ST_Intersects``), a BLOB on SQLite (found by the box); shapely decides exactly on both.
+The schema itself is created only by the Alembic migrations in
 ``migrations/``; these models must match them (a test compares the two).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -26,11 +28,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from .spatial import CASES_MAP_GEOMETRY, Footprint, postgis_index
 from .states import CASE_STATES, TAGS
 
 UTC = dt.UTC
@@ -99,6 +103,22 @@ class Case(BBoxMixin, Base):
         Index("ix_cases_queue", "priority_rank", "deadline", "id"),
         Index("ix_cases_county_queue", "assigned_county", "priority_rank", "deadline", "id"),
         Index("ix_cases_state_deadline", "state", "deadline"),  # overdue cases, found directly
+        # the escalated ones per county (an officer's list). Not (county, state, deadline): on
+        # SQLite 3.40 a query with IN on county and state and a range on deadline answered wrong
+        # rows through such an index (tests/tracker/test_queries.py catches it)
+        Index(
+            "ix_cases_county_escalated",
+            "assigned_county",
+            "escalated",
+            "priority_rank",
+            "deadline",
+            "id",
+        ),
+        postgis_index("ix_cases_geom_union", "geom_union"),  # clue matching, the QGIS layer
+        postgis_index("ix_cases_geom_latest", "geom_latest"),
+        postgis_index("ix_cases_geom_first", "geom_first"),
+        # what QGIS filters the cases_map view by, as it pans
+        postgis_index("ix_cases_map_geom", text(f"({CASES_MAP_GEOMETRY})")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -125,10 +145,10 @@ class Case(BBoxMixin, Base):
     site_id: Mapped[int | None] = mapped_column(
         ForeignKey("known_sites.id", ondelete="SET NULL"), index=True
     )
-    geom_first: Mapped[bytes] = mapped_column(LargeBinary)
-    geom_latest: Mapped[bytes] = mapped_column(LargeBinary)
+    geom_first: Mapped[bytes] = mapped_column(Footprint())
+    geom_latest: Mapped[bytes] = mapped_column(Footprint())
     #: Everything any detection of the case covered: the footprint matched against new clues.
-    geom_union: Mapped[bytes] = mapped_column(LargeBinary)
+    geom_union: Mapped[bytes] = mapped_column(Footprint())
     area_m2: Mapped[float] = mapped_column(Float)
     first_detected_on: Mapped[dt.date] = mapped_column(Date)
     last_detected_on: Mapped[dt.date] = mapped_column(Date, index=True)
@@ -159,6 +179,7 @@ class Detection(Base):
     """One night's clue attached to a case (``suppressed`` when it only re-saw a closed one)."""
 
     __tablename__ = "detections"
+    __table_args__ = (postgis_index("ix_detections_geometry", "geometry"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -169,7 +190,7 @@ class Detection(Base):
     area_m2: Mapped[float] = mapped_column(Float)
     confidence: Mapped[float] = mapped_column(Float)
     change_type: Mapped[str] = mapped_column(String(40))
-    geometry: Mapped[bytes] = mapped_column(LargeBinary)
+    geometry: Mapped[bytes] = mapped_column(Footprint())
     properties: Mapped[dict[str, Any]] = mapped_column(JSON)
     source: Mapped[str | None] = mapped_column(Text)
     chip_before: Mapped[str | None] = mapped_column(Text)
@@ -178,6 +199,21 @@ class Detection(Base):
     ingested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     case: Mapped[Case] = relationship(back_populates="detections")
+
+    @property
+    def chip_change(self) -> str | None:
+        """The NDVI-change chip's path, kept in the properties (None for a clue without one)."""
+        return change_chip_of(self.properties)
+
+
+#: The properties key of a detection's NDVI-change chip (resolved at ingest, like the columns).
+CHIP_CHANGE = "chip_change"
+
+
+def change_chip_of(properties: Mapping[str, Any] | None) -> str | None:
+    """The NDVI-change chip path a detection's properties hold, if any."""
+    value = (properties or {}).get(CHIP_CHANGE)
+    return value if isinstance(value, str) and value else None
 
 
 #: Where an officer's position came from: the phone's location service, or typed in by hand
@@ -309,6 +345,7 @@ class KnownSite(BBoxMixin, Base):
     __table_args__ = (
         UniqueConstraint("kind", "name", name="uq_known_sites_kind_name"),
         CheckConstraint("kind IN ('permit', 'restoration')", name="kind"),
+        postgis_index("ix_known_sites_geometry", "geometry"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -316,7 +353,7 @@ class KnownSite(BBoxMixin, Base):
     kind: Mapped[str] = mapped_column(String(20))
     valid_from: Mapped[dt.date | None] = mapped_column(Date)
     valid_to: Mapped[dt.date | None] = mapped_column(Date)
-    geometry: Mapped[bytes] = mapped_column(LargeBinary)
+    geometry: Mapped[bytes] = mapped_column(Footprint())
     area_m2: Mapped[float] = mapped_column(Float)
     source: Mapped[str | None] = mapped_column(Text)
     imported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -5,12 +5,13 @@ GeoJSON export. Results are frozen dataclasses with ``to_dict()`` (JSON-ready) f
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, union
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, defer, selectinload
 
 from ..navigation import navigation
 from .clock import utc_now
@@ -130,6 +131,8 @@ class DetectionView:
     chip_after: str | None
     ingested_at: dt.datetime
     geometry: dict[str, Any]
+    chip_change: str | None = None
+    """The NDVI-change chip (None for clues from runs before it was drawn)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -143,6 +146,7 @@ class DetectionView:
             "source": self.source,
             "chip_before": self.chip_before,
             "chip_after": self.chip_after,
+            "chip_change": self.chip_change,
             "ingested_at": self.ingested_at.isoformat(),
             "geometry": self.geometry,
         }
@@ -296,6 +300,7 @@ class CaseDetail:
                 ("geojson", d.source),
                 ("chips", d.chip_before),
                 ("chips", d.chip_after),
+                ("chips", d.chip_change),
             ):
                 if path and path not in out[key]:
                     out[key].append(path)
@@ -429,7 +434,10 @@ def list_cases(
     loaded = {
         c.id: c
         for c in session.scalars(
-            select(Case).where(Case.id.in_(ids)).options(selectinload(Case.tags))
+            select(Case)
+            .where(Case.id.in_(ids))
+            # a list row needs the union footprint only (its centroid), not the other two
+            .options(selectinload(Case.tags), defer(Case.geom_first), defer(Case.geom_latest))
         )
     }
     rows = [loaded[i] for i in ids]
@@ -450,23 +458,22 @@ def _page_ids(
 
     The order is urgent (escalated, or overdue but not yet flagged by the nightly escalation)
     first, then priority, deadline and id. Urgency depends on the time of the request, so no
-    index holds it; the two halves are asked for separately instead, each in the order of the
-    ``ix_cases_queue`` indexes, which a database walks and stops after the page (the urgent half
-    is the short one in a working ledger).
+    index holds it; the two halves are asked for separately instead, each walked in the order of
+    an index and stopped after the page (the urgent half is the short one in a working ledger).
     """
     order = (Case.priority_rank, Case.deadline, Case.id)
-    # each half of the urgency test on its own index (ix_cases_order, ix_cases_state_deadline):
-    # asked as one OR, a planner walks the whole queue index looking for the few urgent cases
-    urgent_ids = union(
-        select(Case.id).where(Case.escalated == True),  # noqa: E712 - SQL equality, indexable
-        select(Case.id).where(overdue_clause(now)),
-    )
-    head = session.scalars(
-        select(Case.id)
-        .where(*where, Case.id.in_(urgent_ids))
-        .order_by(*order)
-        .limit(offset + limit)
+    wanted = offset + limit
+    # the urgent cases from two indexes: the escalated ones walked in list order on
+    # ix_cases_order and stopped after the page, the overdue ones not yet flagged taken from
+    # ix_cases_state_deadline (without an ORDER BY, which would make a planner walk an ordered
+    # index over every case to find the few) and sorted here; asked as one OR, the same walk
+    flagged = session.execute(
+        select(*order).where(*where, Case.escalated == True).order_by(*order).limit(wanted)  # noqa: E712 - SQL equality, indexable
     ).all()
+    overdue = session.execute(select(*order, Case.escalated).where(*where, overdue_clause(now)))
+    unflagged = sorted(tuple(row[:3]) for row in overdue if not row.escalated)
+    merged = heapq.merge((tuple(row) for row in flagged), unflagged)
+    head = [case_id for _, _, case_id in merged][:wanted]
     urgent = or_(Case.escalated, overdue_clause(now))
     ids = list(head[offset:])
     if len(head) < offset + limit:  # the urgent half ends within this page: all of it was read
@@ -569,6 +576,7 @@ def get_case(session: Session, case_id: int, *, now: dt.datetime | None = None) 
             source=d.source,
             chip_before=d.chip_before,
             chip_after=d.chip_after,
+            chip_change=d.chip_change,
             ingested_at=d.ingested_at,
             geometry=to_geojson(from_wkb(d.geometry)),
         )

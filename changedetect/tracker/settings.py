@@ -8,6 +8,9 @@ from ..errors import ConfigError
 
 #: Environment variable naming the database URL.
 DB_ENV_VAR = "CHANGEDETECT_DB"
+#: Environment variable naming a file that holds the database URL: the Docker and Kubernetes
+#: secrets convention, so a password never has to sit on a command line or in ``env``.
+DB_FILE_ENV_VAR = "CHANGEDETECT_DB_FILE"
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_DB_URL = "sqlite:///changedetect-tracker.db"
 #: How long an API write waits for another writer's lock before answering 503 (seconds): an
@@ -17,7 +20,8 @@ API_BUSY_WAIT_S = 5.0
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """Thresholds that decide deduplication, site matching, look-back and deadlines."""
+    """Thresholds that decide deduplication, site matching, look-back and deadlines, and the
+    HTTP API's limits (upload size, session lifetimes)."""
 
     deadline_days: int = 30
     """Days from a case's issue to its verification deadline."""
@@ -64,6 +68,12 @@ class TrackerSettings:
     """Largest field photo the API accepts (bytes); a larger upload is refused with 413 as soon
     as its bytes pass this, before the rest is read. 10 MB holds a full-resolution phone JPEG."""
 
+    session_idle_minutes: int = 120
+    """A review-page session ends after this long without a request ..."""
+
+    session_max_hours: int = 12
+    """... and this long after its login whatever happens (one field day)."""
+
     def __post_init__(self) -> None:
         if self.deadline_days < 1:
             raise ConfigError(f"deadline_days must be at least 1, got {self.deadline_days}")
@@ -79,3 +89,6 @@ class TrackerSettings:
             raise ConfigError(
                 f"relapse_min_growth must be in (0, 1], got {self.relapse_min_growth}"
             )
+        for name in ("session_idle_minutes", "session_max_hours"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

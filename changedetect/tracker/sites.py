@@ -26,7 +26,7 @@ import pyogrio
 import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..grids import WGS84, reproject_geometry
@@ -44,6 +44,7 @@ from .geometry import (
 )
 from .models import Case, CaseEvent, CaseTag, KnownSite
 from .settings import TrackerSettings
+from .spatial import box_meets, footprint_meets
 from .states import OPEN_STATES, at_least, priority_rank
 
 SITE_KINDS: tuple[str, ...] = ("permit", "restoration")
@@ -266,14 +267,12 @@ def _retag_open_cases(
     now: dt.datetime,
     settings: TrackerSettings,
 ) -> list[int]:
-    minx, miny, maxx, maxy = shapely.union_all(geometries).bounds
+    # a case meeting none of the changed boundaries (old or new) keeps the tags it has
+    touched = shapely.union_all(geometries)
+    dialect = session.get_bind().dialect.name
     cases = session.scalars(
         select(Case).where(
-            Case.state.in_(OPEN_STATES),
-            Case.max_lon >= minx,
-            Case.min_lon <= maxx,
-            Case.max_lat >= miny,
-            Case.min_lat <= maxy,
+            Case.state.in_(OPEN_STATES), footprint_meets(Case, Case.geom_union, touched, dialect)
         )
     ).all()
     changed = []
@@ -284,21 +283,12 @@ def _retag_open_cases(
 
 
 def sites_near(session: Session, geom: BaseGeometry) -> list[KnownSite]:
-    """Sites whose bounding box meets ``geom``'s (the SQL pre-filter), oldest first."""
-    minx, miny, maxx, maxy = geom.bounds
-    return list(
-        session.scalars(
-            select(KnownSite)
-            .where(
-                KnownSite.max_lon >= minx,
-                KnownSite.min_lon <= maxx,
-                KnownSite.max_lat >= miny,
-                KnownSite.min_lat <= maxy,
-            )
-            # a fixed order: of two permits the patch shares equally, the older one is named
-            .order_by(KnownSite.id)
-        )
-    )
+    """Sites that may overlap ``geom`` (the SQL pre-filter: :func:`.spatial.footprint_meets`),
+    oldest first."""
+    dialect = session.get_bind().dialect.name
+    condition = footprint_meets(KnownSite, KnownSite.geometry, geom, dialect)
+    # a fixed order: of two permits the patch shares equally, the older one is named
+    return list(session.scalars(select(KnownSite).where(condition).order_by(KnownSite.id)))
 
 
 @dataclass(frozen=True)
@@ -333,17 +323,13 @@ def site_shapes_near(
     oldest first; maybe a few more (nearby boxes are asked for by their envelope)."""
     found: dict[int, SiteShape] = {}
     table = KnownSite.__table__
+    dialect = session.get_bind().dialect.name
     boxes = box_envelopes(boxes)
     for start in range(0, len(boxes), _BOXES_PER_QUERY):
         meets_any = or_(
             *(
-                and_(
-                    table.c.max_lon >= minx,
-                    table.c.min_lon <= maxx,
-                    table.c.max_lat >= miny,
-                    table.c.min_lat <= maxy,
-                )
-                for minx, miny, maxx, maxy in boxes[start : start + _BOXES_PER_QUERY]
+                box_meets(table, table.c.geometry, box, dialect)
+                for box in boxes[start : start + _BOXES_PER_QUERY]
             )
         )
         rows = session.execute(

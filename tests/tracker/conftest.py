@@ -1,9 +1,10 @@
 """Tracker fixtures: a migrated SQLite file per test, and a PostgreSQL database per session.
 
 PostgreSQL: ``CHANGEDETECT_TEST_PG_URL`` names a database to use (it is reset to an empty
-schema); otherwise the local cluster is started if needed (``pg_ctlcluster``, as root) and a
-role and databases of our own are created, then dropped at the end. PostgreSQL tests are
-skipped, with the reason, only when no server can be had.
+schema; PostGIS must be enabled in it); otherwise the local cluster is started if needed
+(``pg_ctlcluster``, as root) and a role and databases of our own are created, each with PostGIS
+enabled by the admin, then dropped at the end. PostgreSQL tests are skipped, with the reason,
+only when no server with PostGIS can be had.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import text
 
 from changedetect.testing.postgres import PgServer, PostgresUnavailable, local_server
 from changedetect.tracker import TrackerDB, downgrade, upgrade
+from changedetect.tracker.db import make_engine
 
 
 def _local_server() -> PgServer:
@@ -29,6 +31,21 @@ def _local_server() -> PgServer:
         pytest.skip(f"PostgreSQL tests need a server: {exc}")
 
 
+def _require_postgis(url: str) -> None:
+    """Skip, saying why, unless PostGIS is enabled in the database at ``url``."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            enabled = conn.scalar(text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'"))
+    finally:
+        engine.dispose()
+    if not enabled:
+        pytest.skip(
+            "PostgreSQL tests need PostGIS in CHANGEDETECT_TEST_PG_URL's database: "
+            "have a superuser run CREATE EXTENSION postgis in it"
+        )
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A reachable PostgreSQL server (or the whole PostgreSQL half is skipped)."""
@@ -36,6 +53,7 @@ def pg_server() -> Iterator[PgServer]:
         pytest.skip("PostgreSQL tests need the driver: pip install 'psycopg[binary]'")
     fixed = os.environ.get("CHANGEDETECT_TEST_PG_URL")
     if fixed:
+        _require_postgis(fixed)
         server = PgServer("", 0, "", [], fixed_url=fixed)
         yield server
         return
@@ -61,11 +79,15 @@ def pg_url(pg_session_url: str) -> str:
     """The session PostgreSQL database, emptied (ids restart at 1)."""
     db = TrackerDB(pg_session_url)
     with db.engine.begin() as conn:
-        # every table the migrations made (later revisions add some), not just this suite's
+        # every table the migrations made (later revisions add some), not just this suite's,
+        # and none an extension owns (PostGIS's spatial_ref_sys)
         names = conn.scalars(
             text(
-                "SELECT quote_ident(tablename) FROM pg_tables "
-                "WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+                "SELECT quote_ident(c.relname) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
+                "AND c.relname <> 'alembic_version' AND NOT EXISTS ("
+                "SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')"
             )
         ).all()
         conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))

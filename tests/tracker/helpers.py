@@ -102,3 +102,101 @@ def ingest_worker(url: str, clues: dict[str, Any], barrier: Any, results: Any) -
         results.put(("error", f"{type(exc).__name__}: {exc}", 0, 0))
     finally:
         db.close()
+
+
+def seed_case(url: str, clue_id: str, geom: Any, day: str = "2025-06-23") -> int:
+    """A case with its detection and creation event, written into whatever schema revision the
+    database is at (its tables as reflected, footprints as plain WKB): a ledger made by an older
+    version, for the migrations to carry. The new case's id."""
+    from sqlalchemy import MetaData, Table, insert
+
+    from changedetect.tracker.db import make_engine
+
+    engine = make_engine(url)
+    # SQLite's DATETIME takes naive UTC (what the tracker stores there)
+    now = NOW if engine.dialect.name == "postgresql" else NOW.replace(tzinfo=None)
+    on = dt.date.fromisoformat(day)
+    wkb = shapely.to_wkb(geom)
+    minx, miny, maxx, maxy = geom.bounds
+    try:
+        with engine.begin() as conn:
+            meta = MetaData()
+            cases, detections, events = (
+                Table(name, meta, autoload_with=conn)
+                for name in ("cases", "detections", "case_events")
+            )
+            case_id = conn.execute(
+                insert(cases).returning(cases.c.id),
+                {
+                    "state": "issued",
+                    "change_type": "quarry",
+                    "confidence": 0.8,
+                    "clue_priority": "high",
+                    "priority": "high",
+                    "priority_rank": 1,
+                    "escalated": False,
+                    "county": "Zhouzhi",
+                    "assigned_county": "Zhouzhi",
+                    "geom_first": wkb,
+                    "geom_latest": wkb,
+                    "geom_union": wkb,
+                    "area_m2": area_m2(geom),
+                    "first_detected_on": on,
+                    "last_detected_on": on,
+                    "deadline": now + dt.timedelta(days=30),
+                    "created_at": now,
+                    "updated_at": now,
+                    "min_lon": minx,
+                    "min_lat": miny,
+                    "max_lon": maxx,
+                    "max_lat": maxy,
+                },
+            ).scalar_one()
+            conn.execute(
+                insert(detections),
+                {
+                    "case_id": case_id,
+                    "clue_id": clue_id,
+                    "detected_on": on,
+                    "area_m2": area_m2(geom),
+                    "confidence": 0.8,
+                    "change_type": "quarry",
+                    "geometry": wkb,
+                    "properties": {"clue_id": clue_id},
+                    "suppressed": False,
+                    "ingested_at": now,
+                },
+            )
+            conn.execute(
+                insert(events),
+                {
+                    "case_id": case_id,
+                    "at": now,
+                    "actor": "ingest",
+                    "kind": "created",
+                    "to_state": "issued",
+                },
+            )
+    finally:
+        engine.dispose()
+    return case_id
+
+
+def stored_footprints(url: str) -> list[bytes]:
+    """Every footprint the ledger holds, as the bytes in its columns (read as reflected)."""
+    from sqlalchemy import MetaData, Table, select
+
+    from changedetect.tracker.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            meta = MetaData()
+            cases = Table("cases", meta, autoload_with=conn)
+            detections = Table("detections", meta, autoload_with=conn)
+            rows = conn.execute(select(cases.c.geom_first, cases.c.geom_latest, cases.c.geom_union))
+            found = [bytes(v) for row in rows for v in row]
+            found += [bytes(v) for v in conn.scalars(select(detections.c.geometry))]
+            return found
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from changedetect.tracker import head_revision
 from changedetect.tracker.cli import add_tracker_commands, main
@@ -140,6 +141,54 @@ def test_default_database_comes_from_the_environment(tmp_path, monkeypatch, caps
     assert (tmp_path / "changedetect-tracker.db").is_file()
 
 
+def test_the_database_url_can_come_from_a_file(tmp_path, monkeypatch, capsys):
+    """The Docker/Kubernetes secrets convention: --db-file or $CHANGEDETECT_DB_FILE."""
+    monkeypatch.delenv("CHANGEDETECT_DB", raising=False)
+    monkeypatch.delenv("CHANGEDETECT_DB_FILE", raising=False)
+    secret = tmp_path / "db-url"
+    secret.write_text(f"sqlite:///{tmp_path / 'from-file.db'}\n")  # secrets often end in a newline
+    code, out, _ = run_cli(capsys, "list", "--db-file", str(secret))
+    assert code == 0 and out.strip().endswith("0 cases (none shown)")
+    assert (tmp_path / "from-file.db").is_file()
+
+    monkeypatch.setenv("CHANGEDETECT_DB_FILE", str(secret))
+    code, out, _ = run_cli(capsys, "migrate")
+    assert code == 0 and out.startswith(f"sqlite:///{tmp_path / 'from-file.db'} is at revision")
+
+    monkeypatch.setenv("CHANGEDETECT_DB", f"sqlite:///{tmp_path / 'other.db'}")
+    code, _, err = run_cli(capsys, "list")
+    assert code == 2 and "$CHANGEDETECT_DB and $CHANGEDETECT_DB_FILE are both set" in err
+    monkeypatch.delenv("CHANGEDETECT_DB")
+
+    with pytest.raises(SystemExit):  # one or the other on the command line
+        main(["list", "--db", "sqlite://", "--db-file", str(secret)])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+    secret.write_text("\n")
+    code, _, err = run_cli(capsys, "list")
+    assert code == 2 and f"database URL file {secret} is empty" in err
+    code, _, err = run_cli(capsys, "list", "--db-file", str(tmp_path / "missing"))
+    assert code == 2 and "cannot read it (No such file or directory)" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://ops:hunter2@127.0.0.1:9/cases", "//ops:***@127.0.0.1:9/cases"),
+        ("postgresql//ops:hunter2@127.0.0.1/cases", "is not a URL"),
+        ("postgresql://ops:hunter2@127.0.0.1:port/cases", "is not a URL"),
+        ("mysql://ops:hunter2@127.0.0.1/cases", "supports sqlite and postgresql"),
+    ],
+)
+@pytest.mark.parametrize("command", [["list"], ["migrate"], ["user", "list"]])
+def test_the_database_password_is_never_printed(tmp_path, capsys, url, message, command):
+    secret = tmp_path / "db-url"
+    secret.write_text(url)
+    code, out, err = run_cli(capsys, *command, "--db-file", str(secret))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert "hunter2" not in out + err
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     code, out, err = run_cli(
         capsys, "ingest", str(tmp_path / "none.geojson"), "--db", f"sqlite:///{tmp_path / 'x.db'}"
@@ -159,7 +208,8 @@ def test_postgresql_needs_an_explicit_migrate(pg_server, capsys):
     url = pg_server.create_database("cli")
     code, _, err = run_cli(capsys, "list", "--db", url)
     assert code == 2 and "run `changedetect tracker migrate`" in err
-    assert run_cli(capsys, "migrate", "--db", url)[0] == 0
+    code, out, err = run_cli(capsys, "migrate", "--db", url)
+    assert code == 0 and make_url(url).password not in out + err
     code, out, _ = run_cli(capsys, "list", "--db", url)
     assert code == 0 and "0 cases" in out
 

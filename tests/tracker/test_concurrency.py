@@ -18,9 +18,10 @@ from sqlalchemy.exc import IntegrityError
 
 from changedetect.tracker import TrackerDB, ingest
 from changedetect.tracker.db import is_retryable
+from changedetect.tracker.geometry import to_wkb
 from changedetect.tracker.models import Case, Detection
 
-from .helpers import NOW, ingest_worker, two_nights
+from .helpers import NOW, ingest_worker, rect, two_nights
 
 N_SITES = 12
 WORKERS = 4
@@ -114,7 +115,8 @@ def test_a_conflicting_insert_is_retried_and_then_sees_the_winner(db):
                     area_m2=1.0,
                     confidence=0.5,
                     change_type="other",
-                    geometry=b"",
+                    # a real footprint: PostGIS parses it before the key can collide
+                    geometry=to_wkb(rect(0, 0, 60)),
                     properties={},
                     suppressed=False,
                     ingested_at=NOW,

@@ -241,6 +241,7 @@ def test_case_records_evidence_and_clue_attributes(db, tmp_path):
     )
     chips = [str(path.parent / "chips" / f"e1_{w}.png") for w in ("before", "after")]
     assert detail.evidence == {"geojson": [str(path.resolve())], "chips": chips}
+    assert detail.detections[0].chip_change is None  # a clue from before the change chip
     assert detail.detections[0].geometry["type"] == "Polygon"
     assert c.aoi == "test-aoi"
 
@@ -265,6 +266,7 @@ def test_ingest_accepts_pipeline_patch_clues(db):
         county="Zhouzhi",
         priority="urgent",
         chip_before="chips/pc1_before.png",
+        chip_change="chips/pc1_change.png",
     )
     report = ingest(db, [clue], source="/data/night/clues.geojson", now=NOW)
     assert counts(report) == (1, 0, 0, 0)
@@ -272,6 +274,12 @@ def test_ingest_accepts_pipeline_patch_clues(db):
         detail = get_case(s, report.outcomes[0].case_id, now=NOW)
     assert detail.case.priority == "urgent"
     assert detail.detections[0].chip_before == "/data/night/chips/pc1_before.png"
+    # the NDVI-change chip resolved alike, kept in the detection's properties
+    assert detail.detections[0].chip_change == "/data/night/chips/pc1_change.png"
+    assert "/data/night/chips/pc1_change.png" in detail.evidence["chips"]
+    with db.session() as s:
+        properties = s.scalar(select(Detection.properties).where(Detection.clue_id == "pc1"))
+    assert properties["chip_change"] == "/data/night/chips/pc1_change.png"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import threading
 from collections.abc import Iterator
@@ -9,8 +10,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
 from changedetect.tracker import (
@@ -21,17 +20,19 @@ from changedetect.tracker import (
     downgrade,
     get_case,
     head_revision,
-    ingest,
     list_cases,
     transition,
     upgrade,
 )
 from changedetect.tracker.db import make_engine
-from changedetect.tracker.models import Base, CaseEvent
+from changedetect.tracker.geometry import to_geojson
+from changedetect.tracker.migrate import schema_differences
+from changedetect.tracker.models import CaseEvent
 from changedetect.tracker.photos import PhotoFacts, StoredPhoto
+from changedetect.tracker.spatial import POSTGIS_TABLES
 from changedetect.tracker.verification import FieldPosition, add_photo, record_verification
 
-from .helpers import NOW, collection, feature, rect
+from .helpers import NOW, rect, seed_case, stored_footprints
 
 TABLES = {"cases", "detections", "case_events", "case_tags", "known_sites", "site_observations"}
 PACKAGE = Path(__file__).resolve().parents[2] / "changedetect" / "tracker"
@@ -57,7 +58,7 @@ def empty_url(request, tmp_path) -> Iterator[str]:
 def tables(url: str) -> set[str]:
     engine = make_engine(url)
     try:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        return set(inspect(engine).get_table_names()) - {"alembic_version", *POSTGIS_TABLES}
     finally:
         engine.dispose()
 
@@ -67,18 +68,21 @@ def test_upgrade_and_downgrade(empty_url):
     upgrade(empty_url, "0001")
     assert current_revision(empty_url) == "0001"
     assert tables(empty_url) == TABLES
-    with TrackerDB(empty_url) as db:
-        ingest(db, collection([feature("m1", rect(0, 0, 60))]), now=NOW)
+    footprint = rect(0, 0, 60)
+    case_id = seed_case(empty_url, "m1", footprint)  # a ledger the first version wrote
+    wkb = stored_footprints(empty_url)
     upgrade(empty_url)  # the rest of the chain, over existing data
     assert current_revision(empty_url) == head_revision()
     assert tables(empty_url) >= TABLES
     with TrackerDB.open(empty_url) as db, db.session() as s:
         assert list_cases(s, now=NOW).total == 1
+        case = get_case(s, case_id, now=NOW)
+        assert case.geometry_union == to_geojson(footprint)
+        assert [d.geometry for d in case.detections] == [to_geojson(footprint)]
     upgrade(empty_url)  # at head already: a no-op
     downgrade(empty_url, "0001")  # later revisions come off, the ledger stays
     assert (current_revision(empty_url), tables(empty_url)) == ("0001", TABLES)
-    with TrackerDB(empty_url) as db, db.session() as s:
-        assert list_cases(s, now=NOW).total == 1
+    assert stored_footprints(empty_url) == wkb  # the very bytes the first version wrote
     downgrade(empty_url, "base")
     assert current_revision(empty_url) is None
     assert tables(empty_url) == set()
@@ -89,16 +93,15 @@ def test_upgrade_and_downgrade(empty_url):
 def test_migration_0004_adds_the_field_record_and_takes_it_off_again(empty_url):
     """Positions and photos come with 0004 over an existing ledger, and go without it."""
     upgrade(empty_url, "0003")
-    with TrackerDB(empty_url) as db:
-        report = ingest(db, collection([feature("m1", rect(0, 0, 60))]), now=NOW)
-        case_id = report.outcomes[0].case_id
-        transition(db, case_id, "verifying", actor="ana.lyst", now=NOW)
+    case_id = seed_case(empty_url, "m1", rect(0, 0, 60))
     assert not tables(empty_url) & {"event_positions", "case_photos"}
     upgrade(empty_url, "0004")
     assert {"event_positions", "case_photos"} <= tables(empty_url)
+    upgrade(empty_url)  # the tracker records with the newest schema
     photo = StoredPhoto("ab" * 32, 1234, PhotoFacts("image/jpeg", 40, 30))
     position = FieldPosition(34.0, 108.25, 6.0, NOW, "device")
     with TrackerDB(empty_url) as db:
+        transition(db, case_id, "verifying", actor="ana.lyst", now=NOW)
         view, _ = add_photo(db, case_id, photo, filename="a.jpg", actor="o", now=NOW)
         _, event_id = record_verification(
             db, case_id, "violation", actor="o", position=position, photo_ids=[view.id], now=NOW
@@ -116,6 +119,63 @@ def test_migration_0004_adds_the_field_record_and_takes_it_off_again(empty_url):
     with TrackerDB(empty_url) as db, db.session() as s:
         kinds = s.scalars(select(CaseEvent.to_state).where(CaseEvent.case_id == case_id)).all()
         assert kinds == ["issued", "verifying", "violation"]
+
+
+def _as_utc(value: object) -> dt.datetime:
+    """A timestamp read with plain SQL: PostgreSQL gives an aware datetime, SQLite text (UTC)."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    assert isinstance(value, dt.datetime)
+    return value.astimezone(dt.UTC)
+
+
+def test_0005_gives_existing_tokens_an_expiry_adds_sessions_and_comes_off_again(empty_url):
+    upgrade(empty_url, "0004")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, name, role, active, created_at) "
+                    "VALUES (1, 'ana.lyst', 'analyst', true, '2025-07-01 12:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_tokens (id, user_id, token_hash, prefix, created_at) "
+                    "VALUES (1, 1, :hash, 'cdt_abcdef', '2025-07-01 12:00:00')"
+                ),
+                {"hash": "a" * 64},
+            )
+        before = dt.datetime.now(dt.UTC)
+        upgrade(empty_url, "0005")
+        after = dt.datetime.now(dt.UTC)
+        assert "api_sessions" in tables(empty_url)
+        with engine.connect() as conn:
+            expires = _as_utc(conn.execute(text("SELECT expires_at FROM api_tokens")).scalar_one())
+        # the default lifetime, counted from the upgrade: no token dies with the upgrade
+        assert before + dt.timedelta(days=90) - dt.timedelta(seconds=1) <= expires
+        assert expires <= after + dt.timedelta(days=90)
+        columns = {c["name"]: c for c in inspect(engine).get_columns("api_tokens")}
+        assert columns["expires_at"]["nullable"] is False
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO api_sessions (session_hash, user_id, token_id, created_at, "
+                    "last_seen_at, expires_at) VALUES (:hash, 1, 1, '2025-07-02 08:00:00', "
+                    "'2025-07-02 08:00:00', '2025-07-02 20:00:00')"
+                ),
+                {"hash": "b" * 64},
+            )
+        downgrade(empty_url, "0004")
+        assert "api_sessions" not in tables(empty_url)
+        assert "expires_at" not in {c["name"] for c in inspect(engine).get_columns("api_tokens")}
+        with engine.connect() as conn:  # the users and their tokens stay
+            assert conn.execute(text("SELECT prefix FROM api_tokens")).scalars().all() == [
+                "cdt_abcdef"
+            ]
+    finally:
+        engine.dispose()
     upgrade(empty_url)
     assert current_revision(empty_url) == head_revision()
 
@@ -129,14 +189,7 @@ def _import_every_model_module() -> None:
 
 def test_models_match_the_migrated_schema(db_url):
     _import_every_model_module()
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diff = compare_metadata(context, Base.metadata)
-    finally:
-        engine.dispose()
-    assert diff == []
+    assert schema_differences(db_url) == []
 
 
 def test_open_refuses_an_unmigrated_database_and_names_the_command(tmp_path):

@@ -61,13 +61,23 @@ def write_chip(path: Path, colour: tuple[int, int, int]) -> None:
     img.save(path)
 
 
+#: Sites whose clue comes from a run before the NDVI-change chip: before/after chips only.
+NO_CHANGE_CHIP = {"z1"}
+#: The NDVI-change chips' fixture size: wider than the before/after ones, to tell them apart.
+CHANGE_CHIP_SIZE = (80, 64)
+
+
 def write_night(folder: Path, features: list[dict]) -> Path:
-    """A run's output folder: clues.geojson plus chips/<clue>_{before,after}.png."""
+    """A run's output folder: clues.geojson plus chips/<clue>_{before,after,change}.png (each
+    that its clue names)."""
     for f in features:
         clue = f["properties"]["clue_id"]
         if f["properties"].get("chip_before", "").startswith("chips/"):
             write_chip(folder / f"chips/{clue}_before.png", (34, 90, 40))
             write_chip(folder / f"chips/{clue}_after.png", (170, 120, 90))
+        if (f["properties"].get("chip_change") or "").startswith("chips/"):
+            change = folder / f"chips/{clue}_change.png"
+            Image.new("RGB", CHANGE_CHIP_SIZE, (120, 40, 10)).save(change)
     path = folder / "clues.geojson"
     path.write_text(json.dumps(collection(features)), encoding="utf-8")
     return path
@@ -99,6 +109,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
             change_type=kind,
             zone_tier=tier,
             priority=priority,
+            **({} if key in NO_CHANGE_CHIP else {"chip_change": f"chips/clue-{key}_change.png"}),
         )
         for key, x, night, county, kind, tier, priority in SITES
     ]
@@ -111,6 +122,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
             county="Zhouzhi",
             chip_before="../../../../../../etc/passwd",
             chip_after="chips/link_after.png",
+            chip_change="../outside.png",  # a real image, beside the folder but not in it
         )
     )
     night = write_night(root / "night1", features)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import shapely
+from PIL import Image
 from shapely.geometry import shape
 from sqlalchemy import select
 
@@ -19,7 +20,7 @@ from changedetect.tracker import head_revision, ingest
 from changedetect.tracker.models import Case, CaseEvent
 from tests.tracker.helpers import NOW, feature, rect
 
-from .conftest import API_NOW, COUNTIES, SITES, write_night
+from .conftest import API_NOW, CHANGE_CHIP_SIZE, COUNTIES, SITES, write_night
 
 ALL = set(COUNTIES) | {"evil"}
 ZHOUZHI = {k for k, c in COUNTIES.items() if c == "Zhouzhi"} | {"evil"}
@@ -202,18 +203,40 @@ def test_case_detail_has_its_history_and_working_chip_links(client, auth, ids, d
     assert case["events"][0]["actor"] == "ingest"
     assert shape(case["geometry_union"]).contains(shape(case["geometry_first"]).centroid)
     assert "chip_before" not in case["detection_history"][0]  # no server paths leak
+    assert "chip_change" not in case["detection_history"][0]
     for d in case["detection_history"]:
         for which in ("before", "after"):
             chip = client.get(d[f"chip_{which}_url"], headers=auth["officer"])
             assert chip.status_code == 200
             assert chip.headers["content-type"] == "image/png"
             assert chip.content.startswith(b"\x89PNG")
+        # both of z1's nights come from runs before the NDVI-change chip
+        assert d["chip_change_url"] is None
+    r = client.get(f"/cases/{ids['z1']}/chips/change", headers=auth["officer"])
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"no change chip available for case {ids['z1']}"
     # without clue_id: the latest detection's chip
     latest = client.get(f"/cases/{ids['z1']}/chips/after", headers=auth["officer"])
     by_clue = client.get(
         f"/cases/{ids['z1']}/chips/after?clue_id=clue-z1-night2", headers=auth["officer"]
     )
     assert latest.content == by_clue.content
+
+
+def test_the_ndvi_change_chip_is_served_beside_before_and_after(client, auth, ids):
+    case = client.get(f"/cases/{ids['z2']}", headers=auth["officer"]).json()
+    (d,) = case["detection_history"]
+    assert d["chip_change_url"] == f"/cases/{ids['z2']}/chips/change?clue_id=clue-z2"
+    chip = client.get(d["chip_change_url"], headers=auth["officer"])
+    assert chip.status_code == 200 and chip.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(chip.content)).size == CHANGE_CHIP_SIZE
+    latest = client.get(f"/cases/{ids['z2']}/chips/change", headers=auth["officer"])
+    assert latest.content == chip.content
+    # as private as the case's other chips
+    assert (
+        client.get(f"/cases/{ids['h1']}/chips/change", headers=auth["officer"]).status_code == 404
+    )
+    assert client.get(f"/cases/{ids['h1']}/chips/change", headers=auth["huyi"]).status_code == 200
 
 
 def test_a_case_dossier_is_one_printable_page_with_everything_inline(client, auth, ids, db):
@@ -233,6 +256,8 @@ def test_a_case_dossier_is_one_printable_page_with_everything_inline(client, aut
     chip = client.get(f"/cases/{ids['z1']}/chips/before", headers=auth["officer"]).content
     assert base64.b64encode(chip).decode("ascii") in page
     assert page.count("src='data:image/png;base64,") == 2
+    # z1's clue has no NDVI-change chip: left out, not announced as missing
+    assert "change chip" not in page and "NDVI change" not in page
     assert "zhou.officer" in page and "fresh spoil, no permit" in page and "violation" in page
     # nothing to fetch and nothing to run: it stands on its own, saved or printed
     assert "<script" not in page and "http://" not in page and "https://" not in page
@@ -241,10 +266,21 @@ def test_a_case_dossier_is_one_printable_page_with_everything_inline(client, aut
     assert client.get(f"/cases/{ids['z1']}/dossier").status_code == 401
 
 
+def test_the_dossier_holds_the_ndvi_change_chip_after_before_and_after(client, auth, ids):
+    page = client.get(f"/cases/{ids['z2']}/dossier", headers=auth["officer"]).text
+    uris = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    sizes = [Image.open(io.BytesIO(base64.b64decode(u))).size for u in uris]
+    assert sizes == [(64, 64), (64, 64), CHANGE_CHIP_SIZE]
+    change = client.get(f"/cases/{ids['z2']}/chips/change", headers=auth["officer"]).content
+    assert uris[2] == base64.b64encode(change).decode("ascii")
+    assert "alt='NDVI change chip'" in page and "brown: vegetation lost" in page
+
+
 def test_chips_never_leave_their_evidence_folder(client, auth, ids):
     evil = ids["evil"]
-    # before: ../../etc/passwd; after: a symlink inside chips/ pointing outside the folder
-    for which in ("before", "after"):
+    # before: ../../etc/passwd; after: a symlink inside chips/ pointing outside the folder;
+    # change: ../outside.png, a real image beside the evidence folder
+    for which in ("before", "after", "change"):
         r = client.get(f"/cases/{evil}/chips/{which}", headers=auth["analyst"])
         assert r.status_code == 404, which
         assert r.json()["detail"] == f"no {which} chip available for case {evil}"
@@ -266,6 +302,8 @@ def test_evidence_roots_restrict_chips_to_configured_folders(db, auth, ids, tmp_
     with TestClient(create_app(db, now=API_NOW, evidence_roots=[allowed])) as c:
         r = c.get(f"/cases/{ids['z1']}/chips/before", headers=auth["analyst"])
         assert r.status_code == 404  # the chips exist, but outside the allowed root
+        r = c.get(f"/cases/{ids['z2']}/chips/change", headers=auth["analyst"])
+        assert r.status_code == 404
 
 
 # --- GeoJSON export ---------------------------------------------------------------------------

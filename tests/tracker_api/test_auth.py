@@ -9,8 +9,6 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select
 
 from changedetect.errors import ConfigError
@@ -34,9 +32,11 @@ from changedetect.tracker.auth import (
     revoke_tokens,
 )
 from changedetect.tracker.db import make_engine
-from changedetect.tracker.models import Base
+from changedetect.tracker.migrate import schema_differences
 from changedetect.tracker.states import TRANSITIONS
 from tests.tracker.helpers import NOW, collection, feature, rect
+
+from .conftest import API_NOW
 
 
 def test_only_a_hash_of_each_token_is_stored(db, seeded, db_url):
@@ -54,13 +54,13 @@ def test_only_a_hash_of_each_token_is_stored(db, seeded, db_url):
 def test_authenticate(db, seeded):
     token = seeded.tokens["officer"]
     with db.session() as s:
-        user = authenticate(s, token)
+        user = authenticate(s, token, now=API_NOW)
         assert (user.name, user.role, user.county) == ("zhou.officer", "officer", "Zhouzhi")
         tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
-        assert authenticate(s, tampered) is None
-        assert authenticate(s, token + "x") is None
-        assert authenticate(s, "") is None
-        assert authenticate(s, seeded.tokens["revoked"]) is None
+        assert authenticate(s, tampered, now=API_NOW) is None
+        assert authenticate(s, token + "x", now=API_NOW) is None
+        assert authenticate(s, "", now=API_NOW) is None
+        assert authenticate(s, seeded.tokens["revoked"], now=API_NOW) is None
 
 
 def test_user_rules(db):
@@ -111,6 +111,7 @@ def cli(url: str, *argv: str) -> tuple[str, str]:
     parser = argparse.ArgumentParser(prog="changedetect tracker")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db")
+    db.add_argument("--db-file")
     sub = parser.add_subparsers(dest="tracker_command", required=True)
     add_api_commands(sub, db_parent=db)
     args = parser.parse_args([*argv, "--db", url])
@@ -170,9 +171,7 @@ def test_migration_0002_upgrades_keeps_data_and_downgrades(tmp_path):
     engine = make_engine(url)
     try:
         assert {"users", "api_tokens", "webhook_outbox"} <= set(inspect(engine).get_table_names())
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert compare_metadata(context, Base.metadata) == []  # models == migrations
+        assert schema_differences(engine) == []  # models == migrations
     finally:
         engine.dispose()
     with TrackerDB.open(url) as db:

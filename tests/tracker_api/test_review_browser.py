@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
-from changedetect.tracker import reassign, transition
+from changedetect.io.sinks.chips import preview_bytes, render_change_chip, render_chips
+from changedetect.tracker import ingest, reassign, transition
 from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Case, CaseEvent
+from tests.tracker.helpers import NOW, collection, feature, rect
 
 from ..browser import PageRequests, browser_page
-from .conftest import API_NOW, COUNTIES, serve_app
+from .conftest import API_NOW, CHANGE_CHIP_SIZE, COUNTIES, NO_CHANGE_CHIP, serve_app
 
 
 @pytest.fixture
@@ -84,6 +90,27 @@ def test_officer_reviews_its_county_and_records_a_verdict(
     # the clue whose chips point outside its folder gets placeholders, not the files
     evil = f"article.case[data-case-id='{ids['evil']}']"
     assert page.locator(f"{evil} .nochip").count() == 2
+
+    # the NDVI-change chip beside before and after, where the clue has one; left out (no
+    # placeholder, no broken image) where it has none or it may not be served
+    for key in ("z1", "z2", "z3", "z4", "z5", "evil"):
+        card = f"article.case[data-case-id='{ids[key]}']"
+        if key in NO_CHANGE_CHIP or key == "evil":
+            page.wait_for_function(
+                "sel => !document.querySelector(sel)", arg=f"{card} figure.change"
+            )
+            assert page.locator(f"{card} img.chip").count() == (0 if key == "evil" else 2)
+            continue
+        page.wait_for_selector(f"{card} figure.change figcaption:not([hidden])")
+        width = page.eval_on_selector(f"{card} img.chip-change", "i => i.naturalWidth")
+        assert width == CHANGE_CHIP_SIZE[0], key
+        after = page.locator(f"{card} img.chip-after").bounding_box()
+        change = page.locator(f"{card} img.chip-change").bounding_box()
+        # three in a row on a desktop: the change chip right of the after chip
+        assert change["x"] > after["x"] + after["width"] - 1 and change["y"] == after["y"]
+    z2_card = page.locator(f"article.case[data-case-id='{ids['z2']}']")
+    assert "NDVI change" in z2_card.inner_text()
+    z2_card.screenshot(path=str(artefact_dir / "review-card-three-chips.png"))
 
     # exactly the transitions an officer may make, per state
     z1 = f"article.case[data-case-id='{ids['z1']}']"
@@ -200,6 +227,62 @@ def test_the_dossier_opens_from_the_review_page_and_prints(
     assert requests.errors == [], requests.errors
 
 
+def _cleared_forest_night(folder: Path) -> Path:
+    """A night with one clue and the chips the pipeline draws for it: a forest patch cleared to
+    bare soil between the two dates."""
+    rng = np.random.default_rng(7)
+    forest = np.array([0.03, 0.05, 0.03, 0.35, 0.15, 0.08], np.float32)  # B02 B03 B04 B08 B11 B12
+    soil = np.array([0.15, 0.17, 0.2, 0.25, 0.3, 0.28], np.float32)
+    before = forest[:, None, None] + rng.normal(0, 0.006, (6, 32, 32)).astype(np.float32)
+    after = before.copy()
+    own = np.zeros((32, 32), bool)
+    own[12:20, 11:22] = True
+    after[:, own] = soil[:, None] + rng.normal(0, 0.01, (6, int(own.sum()))).astype(np.float32)
+    data = preview_bytes(before, after)
+    chips = dict(zip(("before", "after"), render_chips(data, own, 10.0, 128), strict=True))
+    chips["change"] = render_change_chip(data, own, 10.0, 128)
+    (folder / "chips").mkdir(parents=True)
+    for which, chip in chips.items():
+        Image.fromarray(chip).save(folder / f"chips/clue-cleared_{which}.png")
+    clue = feature(
+        "clue-cleared",
+        rect(20_000, 0, 110, 80),
+        "2025-06-28",
+        county="Zhouzhi",
+        change_type="vegetation_loss",
+        chip_change="chips/clue-cleared_change.png",
+    )
+    path = folder / "clues.geojson"
+    path.write_text(json.dumps(collection([clue])), encoding="utf-8")
+    return path
+
+
+def test_a_review_card_shows_the_ndvi_change_beside_before_and_after(
+    browser, served, db, seeded, tmp_path, artefact_dir
+):
+    report = ingest(db, _cleared_forest_night(tmp_path / "night-cleared"), now=NOW)
+    case_id = report.outcomes[0].case_id
+    page, requests = browser
+    log_in(page, served, seeded.tokens["officer"])
+    card = f"article.case[data-case-id='{case_id}']"
+    page.wait_for_selector(f"{card} figure.change figcaption:not([hidden])")
+    for which in ("before", "after"):
+        page.wait_for_function(
+            "sel => { const i = document.querySelector(sel); return i && i.complete; }",
+            arg=f"{card} img.chip-{which}",
+        )
+    sizes = page.eval_on_selector_all(
+        f"{card} img.chip", "is => is.map(i => [i.naturalWidth, i.naturalHeight])"
+    )
+    assert len(sizes) == 3 and sizes[0] == sizes[1] == sizes[2]  # the pipeline's own three
+    boxes = [page.locator(f"{card} img.chip-{w}").bounding_box() for w in ("after", "change")]
+    assert boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] - 1  # in a row
+    assert boxes[1]["width"] == boxes[0]["width"]
+    page.locator(card).screenshot(path=str(artefact_dir / "review-card-ndvi-change.png"))
+    assert requests.refused == [], requests.refused
+    assert requests.errors == [], requests.errors
+
+
 def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, artefact_dir):
     transition(db, ids["z1"], "verifying", actor="ana.lyst", now=API_NOW)
     allowed = lambda url: url.startswith(f"{served}/")  # noqa: E731
@@ -213,6 +296,21 @@ def test_the_review_page_fits_a_phone_in_the_field(served, db, ids, seeded, arte
         for which in ("before", "after"):
             box = page.locator(f"{card} img.chip-{which}").bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+        # the three chips one under the other, each the screen's width, none past its edge
+        z2 = f"article.case[data-case-id='{ids['z2']}']"
+        page.wait_for_selector(f"{z2} figure.change figcaption:not([hidden])")
+        page.wait_for_function(
+            "sel => document.querySelector(sel).getBoundingClientRect().width > 0",
+            arg=f"{z2} img.chip-change",
+        )
+        boxes = [
+            page.locator(f"{z2} img.chip-{which}").bounding_box()
+            for which in ("before", "after", "change")
+        ]
+        assert boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"]
+        for box in boxes:
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["width"] > 250
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
         # verdict buttons big enough for a thumb (44 px, the usual touch target)
         heights = page.eval_on_selector_all(
             f"{card} button.act", "bs => bs.map(b => b.getBoundingClientRect().height)"

@@ -45,6 +45,11 @@ def wait_for_map(page) -> list[int]:  # noqa: ANN001
     page.wait_for_selector("article.case.current")
     ids = listed_ids(page)
     page.wait_for_function(MAP_READY, arg=len(ids))
+    # a card has its final height once its chips have loaded (or were left out): scrolling to
+    # a card before then leaves it where the cards above it grow
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#cases img.chip')).every(i => i.complete)"
+    )
     return ids
 
 

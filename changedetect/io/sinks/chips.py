@@ -1,6 +1,7 @@
 """Before/after PNG chips per clue, for analysts to check a change on: framed on the patch,
 true colour and false colour (SWIR-NIR-red) side by side under one stretch for both dates, the
-outline drawn around the changed pixels, not over them, and a scale bar."""
+outline drawn around the changed pixels, not over them, and a scale bar. A third chip shows the
+NDVI change over the same frame on a fixed diverging palette, with its legend beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -19,8 +21,14 @@ from scipy import ndimage
 from ...models import Patch
 from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
+from .ndvi_change import CHANGE_LIMIT, NO_DATA_RGB, change_rgb, ndvi_change
 
 OUTLINE_RGB = (255, 230, 0)
+#: A dark edge just outside the change chip's outline: the palette's pale middle (no change,
+#: most of the ground around a patch) is too close to the outline's yellow to show it alone.
+OUTLINE_EDGE_RGB = (0, 0, 0)
+#: The legend's text.
+LEGEND_INK = (29, 35, 42)
 
 #: The preview raster's bands (uint8): before R, G, B; after R, G, B; then before SWIR2, NIR and
 #: after SWIR2, NIR (with red, the false-colour SWIR-NIR-red composite that tells bare ground,
@@ -62,6 +70,25 @@ def preview_bytes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
             _to_byte(before[_INFRARED], INFRARED_TOP),
             _to_byte(after[_INFRARED], INFRARED_TOP),
         ]
+    )
+
+
+def _from_byte(values: np.ndarray, top: float) -> np.ndarray:
+    """Reflectance back from preview bytes (:func:`_to_byte` inverted); NaN where 0 (no data).
+    Reflectance above `top` was clipped to 255 on the way in, so a saturated pixel comes back
+    as `top`: bright soil and rock in NIR, or bright ground in red, read a little low."""
+    scaled = (values.astype(np.float32) - 1.0) / 254.0
+    return np.where(values > 0, scaled * scaled * top, np.float32(np.nan)).astype(np.float32)
+
+
+def preview_ndvi_change(data: np.ndarray) -> np.ndarray:
+    """The NDVI change (after - before) of a window of the preview raster
+    (:data:`PREVIEW_BANDS`, y, x): (y, x) float32, NaN where either date has no data."""
+    return ndvi_change(
+        _from_byte(data[0], VISIBLE_TOP),
+        _from_byte(data[7], INFRARED_TOP),
+        _from_byte(data[3], VISIBLE_TOP),
+        _from_byte(data[9], INFRARED_TOP),
     )
 
 
@@ -127,24 +154,92 @@ def render_chips(
     true-colour panel and the false-colour panel side by side, upscaled by a whole factor to at
     least `size` px, with the outline drawn just outside the patch's pixels (the changed pixels
     stay visible) and a scale bar."""
-    edge = data.shape[1]
-    zoom = max(1, math.ceil(size / edge))
-    inside = np.kron(own, np.ones((zoom, zoom), bool))
-    outline = ndimage.binary_dilation(inside, np.ones((3, 3), bool)) & ~inside
+    zoom = _zoom(data, size)
+    _, outline = _outline(own, zoom)
     true_pair = _stretch(data[0:3], data[3:6])
     false_pair = _stretch(data[[6, 7, 0]], data[[8, 9, 3]])
     chips = []
     for true, false in zip(true_pair, false_pair, strict=True):
         panels = []
         for img in (true, false):
-            up = np.repeat(np.repeat(np.moveaxis(img, 0, -1), zoom, axis=0), zoom, axis=1)
+            up = _upscale(np.moveaxis(img, 0, -1), zoom)
             up[outline] = OUTLINE_RGB
             panel = Image.fromarray(np.ascontiguousarray(up), mode="RGB")
             _scale_bar(panel, metres_per_px / zoom)
             panels.append(np.asarray(panel))
-        gap = np.full((panels[0].shape[0], PANEL_GAP, 3), 255, np.uint8)
-        chips.append(np.concatenate([panels[0], gap, panels[1]], axis=1))
+        chips.append(_side_by_side(panels[0], panels[1]))
     return chips[0], chips[1]
+
+
+def render_change_chip(
+    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int
+) -> np.ndarray:
+    """The NDVI-change chip of one patch, from the same window as :func:`render_chips` and of the
+    same size: the change (after - before) on the fixed palette of
+    :func:`~changedetect.io.sinks.ndvi_change.change_rgb`, the outline (edged in dark) and a
+    scale bar, then its legend where the other chips have their false-colour panel."""
+    zoom = _zoom(data, size)
+    inside, outline = _outline(own, zoom)
+    ringed = inside | outline
+    edge = ndimage.binary_dilation(ringed, np.ones((3, 3), bool)) & ~ringed
+    up = _upscale(change_rgb(preview_ndvi_change(data)), zoom)
+    up[edge] = OUTLINE_EDGE_RGB
+    up[outline] = OUTLINE_RGB
+    panel = Image.fromarray(np.ascontiguousarray(up), mode="RGB")
+    _scale_bar(panel, metres_per_px / zoom)
+    return _side_by_side(np.asarray(panel), _change_legend(*panel.size))
+
+
+def _change_legend(width: int, height: int) -> np.ndarray:
+    """The change chip's legend on white: what is shown, the colour ramp from -limit to +limit
+    with its ends and middle labelled, and the no-data grey. A short panel gets the ramp and
+    its labels only."""
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    margin = max(4, width // 16)
+    ramp_w, ramp_h = width - 2 * margin, max(8, height // 14)
+    full = height >= 96
+    y = (height - (ramp_h + (70 if full else 14))) // 2
+    if full:
+        draw.text((margin, y), "NDVI change", fill=LEGEND_INK)
+        draw.text((margin, y + 13), "after - before", fill=LEGEND_INK)
+        y += 30
+    ramp = change_rgb(np.linspace(-CHANGE_LIMIT, CHANGE_LIMIT, ramp_w, dtype=np.float32))
+    image.paste(Image.fromarray(np.repeat(ramp[None], ramp_h, axis=0), mode="RGB"), (margin, y))
+    draw.rectangle((margin - 1, y - 1, margin + ramp_w, y + ramp_h), outline=LEGEND_INK)
+    y += ramp_h + 3
+    labels = (f"-{CHANGE_LIMIT:g}", "0", f"+{CHANGE_LIMIT:g}")
+    for label, x in zip(labels, (margin, width / 2, width - margin), strict=True):
+        anchor = "la" if x == margin else "ra" if x == width - margin else "ma"
+        draw.text((x, y), label, fill=LEGEND_INK, anchor=anchor)
+    if full:
+        y += 13
+        draw.text((margin, y), "loss", fill=LEGEND_INK, anchor="la")
+        draw.text((width - margin, y), "gain", fill=LEGEND_INK, anchor="ra")
+        y += 18
+        draw.rectangle((margin, y, margin + 10, y + 9), fill=NO_DATA_RGB, outline=LEGEND_INK)
+        draw.text((margin + 15, y), "no data", fill=LEGEND_INK)
+    return np.asarray(image)
+
+
+def _zoom(data: np.ndarray, size: int) -> int:
+    """The whole factor a window is upscaled by to reach `size` px at least."""
+    return max(1, math.ceil(size / data.shape[1]))
+
+
+def _outline(own: np.ndarray, zoom: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patch's pixels upscaled, and the one display pixel ring just outside them."""
+    inside = np.kron(own, np.ones((zoom, zoom), bool))
+    return inside, ndimage.binary_dilation(inside, np.ones((3, 3), bool)) & ~inside
+
+
+def _upscale(rgb: np.ndarray, zoom: int) -> np.ndarray:
+    return np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+
+
+def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    gap = np.full((left.shape[0], PANEL_GAP, 3), 255, np.uint8)
+    return np.concatenate([left, gap, right], axis=1)
 
 
 def png_workers() -> int:
@@ -163,6 +258,14 @@ def _save_chip(img: np.ndarray, target: Path) -> Path:
     return target
 
 
+class ChipFiles(NamedTuple):
+    """The chip files of one patch."""
+
+    before: Path
+    after: Path
+    change: Path
+
+
 def write_chips(
     preview_path: Path,
     labels: np.ndarray,
@@ -171,17 +274,17 @@ def write_chips(
     *,
     size: int,
     metres_per_px: float,
-) -> dict[int, tuple[Path, Path]]:
-    """Write `<label>_before.png` / `_after.png` per patch (:func:`render_chips`) from the
-    preview raster.
+) -> dict[int, ChipFiles]:
+    """Write `<label>_before.png` / `_after.png` (:func:`render_chips`) and `<label>_change.png`
+    (:func:`render_change_chip`) per patch from the preview raster.
 
     Windows are read one after the other (a dataset handle is not shared between threads) and
     the chips rendered and encoded on :func:`png_workers` threads; each file is the same
     whatever the order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[int, tuple[Path, Path]] = {}
+    written: dict[int, ChipFiles] = {}
     workers = png_workers()
-    pending: deque[Future[tuple[Path, Path]]] = deque()
+    pending: deque[Future[ChipFiles]] = deque()
     with rasterio.open(preview_path) as src, ThreadPoolExecutor(workers, "chips") as pool:
         for patch in patches:
             window = chip_window(patch, src.height, src.width)
@@ -189,9 +292,8 @@ def write_chips(
             rows = slice(int(window.row_off), int(window.row_off + window.height))
             cols = slice(int(window.col_off), int(window.col_off + window.width))
             own = labels[rows, cols] == patch.label
-            paths = (
-                out_dir / f"{patch.label:05d}_before.png",
-                out_dir / f"{patch.label:05d}_after.png",
+            paths = ChipFiles(
+                *(out_dir / f"{patch.label:05d}_{which}.png" for which in ChipFiles._fields)
             )
             pending.append(pool.submit(_render_and_save, data, own, metres_per_px, size, paths))
             written[patch.label] = paths
@@ -204,7 +306,12 @@ def write_chips(
 
 
 def _render_and_save(
-    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int, paths: tuple[Path, Path]
-) -> tuple[Path, Path]:
+    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int, paths: ChipFiles
+) -> ChipFiles:
     before, after = render_chips(data, own, metres_per_px, size)
-    return _save_chip(before, paths[0]), _save_chip(after, paths[1])
+    change = render_change_chip(data, own, metres_per_px, size)
+    return ChipFiles(
+        _save_chip(before, paths.before),
+        _save_chip(after, paths.after),
+        _save_chip(change, paths.change),
+    )

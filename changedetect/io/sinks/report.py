@@ -10,8 +10,8 @@ allowed by its SHA-256 alone. It holds:
   each number links to its card;
 - summary tables by change type, protection zone (and tier), county and priority;
 - a table of every clue, which the script lets the analyst sort by any column and filter by
-  change type, zone, county and priority, then one card per clue with its facts and the
-  before/after chips side by side; the cards follow the filter. Without the script the page shows
+  change type, zone, county and priority, then one card per clue with its facts, the
+  before/after chips and the NDVI-change chip; the cards follow the filter. Without the script the page shows
   every clue in review order.
 
 This module prepares the values (numbers formatted, dashes for what is missing); the jinja2
@@ -355,13 +355,14 @@ class _ClueView:
     after: str
     before_chip: str
     after_chip: str
+    change_chip: str
 
 
 def _priority_rank(priority: str) -> int:
     return _PRIORITIES.index(priority) if priority in _PRIORITIES else len(_PRIORITIES)
 
 
-def _clue_view(number: int, clue: PatchClue, chips: tuple[str, str]) -> _ClueView:
+def _clue_view(number: int, clue: PatchClue, chips: tuple[str, str, str]) -> _ClueView:
     lon, lat = clue.centroid
     nav = navigation(lon, lat, clue.area_m2, clue.clue_id)
     gcj_lon, gcj_lat = nav["centroid_gcj02"]  # type: ignore[misc]
@@ -408,6 +409,7 @@ def _clue_view(number: int, clue: PatchClue, chips: tuple[str, str]) -> _ClueVie
         after=_window_text(clue.after),
         before_chip=chips[0],
         after_chip=chips[1],
+        change_chip=chips[2],
     )
 
 
@@ -471,9 +473,9 @@ def write_report(
     them); clues are numbered 1..n on the overview, the table and the cards in the order a
     morning's review takes them: by priority (urgent first), then by confidence (highest first).
     `rgb_path` is the run's preview raster on `grid` (bands 1-3 before RGB, 4-6 after). Chips are
-    taken from `chip_dir` (the file named by `chip_before`/`chip_after`, or
-    `<clue_id>_{before,after}.png`) and, where missing, cut from `rgb_path` (`chip_px` a side,
-    framed as chips.py frames them). `before`, `after` and
+    taken from `chip_dir` (the file named by `chip_before`/`chip_after`/`chip_change`, or
+    `<clue_id>_{before,after,change}.png`) and, where missing, cut from `rgb_path` (`chip_px` a
+    side, framed as chips.py frames them). `before`, `after` and
     `detected_at` fill the header when there are no clues to take them from. `run_info` is shown
     as a key/value table (timings, source, ...). `zones` are drawn on the overview. Returns
     `out_path`.

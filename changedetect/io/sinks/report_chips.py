@@ -1,4 +1,4 @@
-"""The before/after chips each card of the report shows, as PNG `data:` URIs.
+"""The before, after and NDVI-change chips each card of the report shows, as PNG `data:` URIs.
 
 The pipeline's own chip PNGs are used where they exist; a clue without them (no `chip_dir`, or a
 file missing) gets chips cut from the run's preview raster, framed as chips.py frames them.
@@ -20,14 +20,18 @@ from rasterio.windows import transform as window_transform
 
 from ...models import GridSpec, Patch, PatchClue
 from ..raster import GDAL_READ_OPTIONS
-from .chips import chip_window, render_chips
+from .chips import chip_window, render_change_chip, render_chips
 from .palette import palette_image, png_data_uri
 
 __all__ = ["CardChips"]
 
 
-def _cut_chips(src: Any, grid: GridSpec, patch: Patch, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Before/after chips of `patch` as chips.py renders them, from the preview raster."""
+#: The chips of a card, in the order it shows them.
+CHIP_TAGS = ("before", "after", "change")
+
+
+def _cut_chips(src: Any, grid: GridSpec, patch: Patch, size: int) -> dict[str, np.ndarray]:
+    """The chips of `patch` as chips.py renders them, from the preview raster, by tag."""
     window = chip_window(patch, src.height, src.width)
     data = src.read(window=window)
     own = rasterize(
@@ -36,7 +40,10 @@ def _cut_chips(src: Any, grid: GridSpec, patch: Patch, size: int) -> tuple[np.nd
         transform=window_transform(window, grid.transform),
         dtype="uint8",
     ).astype(bool)
-    return render_chips(data, own, math.sqrt(abs(grid.transform.a * grid.transform.e)), size)
+    metres_per_px = math.sqrt(abs(grid.transform.a * grid.transform.e))
+    before, after = render_chips(data, own, metres_per_px, size)
+    change = render_change_chip(data, own, metres_per_px, size)
+    return {"before": before, "after": after, "change": change}
 
 
 class CardChips:
@@ -61,7 +68,7 @@ class CardChips:
     def _from_dir(self, clue: PatchClue, tag: str) -> np.ndarray | None:
         if self.chip_dir is None:
             return None
-        recorded = clue.chip_before if tag == "before" else clue.chip_after
+        recorded = getattr(clue, f"chip_{tag}")
         # only the file name counts: the recorded path is relative to the output folder, and a
         # clue must not be able to point outside chip_dir
         name = Path(recorded).name if recorded else f"{clue.clue_id}_{tag}.png"
@@ -71,14 +78,21 @@ class CardChips:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
 
-    def uris(self, clue: PatchClue, patch: Patch) -> tuple[str, str]:
-        """The clue's (before, after) chips as PNG data URIs; safe to call from several threads."""
-        before, after = self._from_dir(clue, "before"), self._from_dir(clue, "after")
-        if before is None or after is None:
+    def uris(self, clue: PatchClue, patch: Patch) -> tuple[str, str, str]:
+        """The clue's (before, after, change) chips as PNG data URIs; safe to call from several
+        threads. A chip not in `chip_dir` (an output folder from before the change chip, say) is
+        cut from the preview raster."""
+        chips = {tag: self._from_dir(clue, tag) for tag in CHIP_TAGS}
+        if chips["before"] is None or chips["after"] is None:
+            # the two dates under one stretch: both from the folder or both cut
+            chips["before"] = chips["after"] = None
+        if any(chip is None for chip in chips.values()):
             # one dataset handle, opened once and read by one thread at a time; a GDAL
             # environment belongs to the thread that entered it, so each read enters its own
             with self._lock, rasterio.Env(**GDAL_READ_OPTIONS):
                 if self._src is None:
                     self._src = self._stack.enter_context(rasterio.open(self.rgb_path))
-                before, after = _cut_chips(self._src, self.grid, patch, self.size)
-        return png_data_uri(palette_image(before)), png_data_uri(palette_image(after))
+                cut = _cut_chips(self._src, self.grid, patch, self.size)
+            chips = {tag: cut[tag] if chip is None else chip for tag, chip in chips.items()}
+        before, after, change = (png_data_uri(palette_image(chips[tag])) for tag in CHIP_TAGS)
+        return before, after, change

@@ -3,7 +3,7 @@
 ``create_app(db_url | TrackerDB, *, now=...)`` builds the app; serve it with
 ``changedetect tracker serve`` (uvicorn) or any ASGI server. Endpoints: ``/cases`` (filters,
 paging), ``/cases.geojson``, ``/cases/{id}`` (history), ``/cases/{id}/transitions``,
-``/cases/{id}/assign``, ``/cases/{id}/chips/{before|after}``, ``/reports/monthly`` (JSON) and
+``/cases/{id}/assign``, ``/cases/{id}/chips/{before|after|change}``, ``/reports/monthly`` (JSON) and
 ``/reports/monthly.csv``, ``/health``, ``/me``, ``/login``, ``/logout``, ``/review`` (the page) and ``/static`` (its files).
 Who may do what: :mod:`changedetect.tracker.auth`.
 """

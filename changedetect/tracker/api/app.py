@@ -28,14 +28,18 @@ from ..errors import (
     UnsupportedPhotoError,
 )
 from ..photos import PhotoStore
+from ..sessions import SessionPolicy
 from ..settings import API_BUSY_WAIT_S, TrackerSettings
 from ..webhook import WebhookConfig, WebhookSender
+from . import cases, health, identity, reports
 from .basemap import Basemap
 from .deps import ApiState
+from .docs import install_docs
+from .headers import SecurityHeaders
+from .limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, photo_upload_limit
 from .page import ASSETS, STATIC_PATH
 from .page import router as page_router
 from .review import router as review_router
-from .routes import router as api_router
 from .schemas import PATTERN_MESSAGES, ValidationErrorOut
 from .verification import router as verification_router
 
@@ -48,14 +52,17 @@ field (`issued → verifying → compliant | false_alarm | violation`, `violatio
 closed`).
 
 **Authentication**: `Authorization: Bearer <token>` (tokens come from
-`changedetect tracker token create NAME`). Roles: `analyst` (every county, every transition,
+`changedetect tracker token create NAME`; they expire, 90 days by default, and can be revoked or
+rotated). The review page logs in with `POST /login`, which opens a server-side session held by
+an HttpOnly cookie; `POST /logout` ends it. Roles: `analyst` (every county, every transition,
 reassignment), `officer` (its own county only: field verdicts and rectification progress),
 `viewer` (read-only). A case outside an officer's county answers 404, as if it did not exist.
 
 **Errors** are JSON `{"detail": "one line"}`; malformed requests answer 422 with `detail`
 summarising and `errors` locating each problem. A write that finds the database busy with
 another write (an ingest of clues) for more than a few seconds answers 503 with `Retry-After`:
-nothing was changed, send it again then.
+nothing was changed, send it again then. A request body over 64 KiB (a field photo: over its own
+limit) answers 413 before anything else is checked.
 """
 
 
@@ -225,6 +232,7 @@ def create_app(
     basemap: Basemap | None = None,
     photo_dir: str | Path | None = None,
     settings: TrackerSettings | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The tracker's HTTP API and review page.
 
@@ -241,8 +249,10 @@ def create_app(
     basemap and the page loads nothing from outside the app.
     ``photo_dir`` is where field photos are kept (default: ``photos/`` beside a SQLite file;
     required for PostgreSQL; see :func:`photo_folder`). ``settings`` gives the tracker's
-    limits (``photo_max_bytes``).
+    limits (``photo_max_bytes``) and the session lifetimes.
+    Every other request body is limited to ``max_body_bytes``.
     """
+    settings = settings or TrackerSettings()
     owns_db = not isinstance(db, TrackerDB)
     tracker = db if isinstance(db, TrackerDB) else TrackerDB.open(db, migrate=migrate)
     if isinstance(now, dt.datetime):
@@ -271,7 +281,8 @@ def create_app(
         owns_db=owns_db,
         basemap=basemap,
         photos=photos,
-        settings=settings or TrackerSettings(),
+        settings=settings,
+        sessions=SessionPolicy.from_settings(settings),
     )
 
     @asynccontextmanager
@@ -292,13 +303,26 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={422: {"model": ValidationErrorOut, "description": "Malformed request"}},
+        docs_url=None,  # install_docs serves it without a CDN
+        redoc_url=None,
     )
     app.state.tracker = state
     _install_error_handlers(app)
     _document_media_types(app)
-    app.include_router(api_router)
+    # one router per resource; their order is the order of the documentation's sections
+    for resource in (health, identity, cases, reports):
+        app.include_router(resource.router)
     app.include_router(review_router)
     app.include_router(verification_router)
     app.include_router(page_router)
     app.mount(STATIC_PATH, ASSETS, name="static")
+    install_docs(app)
+    # the last added runs first: the body limit wraps everything that could read a body, and
+    # the headers wrap the limit's own 413s too (they only touch the answer, never the body)
+    app.add_middleware(
+        BodySizeLimit,
+        default_max_bytes=max_body_bytes,
+        routes=[photo_upload_limit(settings.photo_max_bytes)],
+    )
+    app.add_middleware(SecurityHeaders)
     return app

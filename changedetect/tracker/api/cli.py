@@ -7,11 +7,15 @@ tracker's parser needs). Every command takes the same ``--db`` as the other trac
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..settings import API_BUSY_WAIT_S
 
+#: ``auth.DEFAULT_TOKEN_LIFETIME``, repeated so that building the parser imports no SQLAlchemy.
+DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=90)
 #: Where serve listens by default: this machine only. Exposing the API is a deliberate act
 #: (``--host 0.0.0.0``), best behind a TLS-terminating proxy (then add ``--cookie-secure``).
 DEFAULT_HOST = "127.0.0.1"
@@ -23,42 +27,39 @@ def _out(line: str = "") -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from ..db import TrackerDB, resolve_db_url
+    from ..cli import db_url_of
+    from ..db import TrackerDB
 
-    url = resolve_db_url(args.db)
+    url = db_url_of(args)
     return TrackerDB.open(url, migrate=url.startswith("sqlite"))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API and review page with uvicorn until interrupted."""
-    import uvicorn
+    from ..cli import db_url_of
+    from ..db import TrackerDB
+    from .serving import ServeOptions, evidence_folders, serve
 
-    from ..webhook import WebhookConfig
-    from .app import create_app
-    from .basemap import Basemap
-
-    webhook = WebhookConfig.from_env()
-    basemap = (
-        Basemap(args.basemap_url, args.basemap_attribution or "") if args.basemap_url else None
+    if args.workers < 1:
+        raise SystemExit("changedetect: error: --workers must be at least 1")
+    options = ServeOptions(
+        evidence_roots=evidence_folders(args.evidence_root),
+        cookie_secure=args.cookie_secure,
+        busy_wait_s=args.busy_wait,
+        basemap_url=args.basemap_url,
+        basemap_attribution=args.basemap_attribution or "",
+        photo_dir=str(Path(args.photo_dir).resolve()) if args.photo_dir else None,
     )
-    db = _open(args)
-    try:
-        app = create_app(
-            db,
-            evidence_roots=args.evidence_root or None,
-            webhook=webhook,
-            cookie_secure=args.cookie_secure,
-            busy_wait_s=args.busy_wait,
-            basemap=basemap,
-            photo_dir=args.photo_dir,
-        )
-        _out(f"serving the tracker API on http://{args.host}:{args.port} (review page: /review)")
-        if basemap is not None:
-            # the origin only: the URL's query may hold the tile service's key
-            _out(f"the review page's map loads basemap tiles from {basemap.origin}")
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=True)
-    finally:
-        db.close()
+    url = db_url_of(args)
+    serve(
+        options,
+        url,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        open_db=lambda u: TrackerDB.open(u, migrate=u.startswith("sqlite")),
+        announce=_out,
+    )
     return 0
 
 
@@ -94,16 +95,60 @@ def cmd_user_active(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(text: str) -> dt.timedelta:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days, 1 or more")
+    return dt.timedelta(days=days)
+
+
+def _show_new_token(token: str, user: str, expires: dt.datetime, what: str) -> None:
+    sys.stderr.write(
+        f"{what} for {user}, valid until {expires:%Y-%m-%d %H:%M} UTC (shown once; keep it "
+        "secret, revoke with `token revoke`):\n"
+    )
+    _out(token)  # stdout holds just the token, for scripts
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     """Create a token and print it, once: only its hash is kept."""
     from ..auth import create_token
+    from ..clock import utc_now
 
+    now = utc_now()
     with _open(args) as db:
-        token = create_token(db, args.name, label=args.label)
-    sys.stderr.write(
-        f"token for {args.name} (shown once; keep it secret, revoke with `token revoke`):\n"
-    )
-    _out(token)
+        token = create_token(db, args.name, label=args.label, lifetime=args.expires_in, now=now)
+    _show_new_token(token, args.name, now + args.expires_in, "token")
+    return 0
+
+
+def cmd_token_rotate(args: argparse.Namespace) -> int:
+    """Replace a token by a new one: the old value stops working at once."""
+    from ..auth import rotate_token
+    from ..clock import utc_now
+
+    now = utc_now()
+    with _open(args) as db:
+        token = rotate_token(db, args.name, prefix=args.prefix, lifetime=args.expires_in, now=now)
+    _show_new_token(token, args.name, now + args.expires_in, "new token (the old one is revoked)")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """List tokens by prefix (never the tokens themselves) with their expiry and status."""
+    from ..auth import list_tokens
+    from ..clock import utc_now
+
+    now = utc_now()
+    with _open(args) as db, db.session() as session:
+        for t in list_tokens(session, args.name):
+            _out(
+                f"{t.user:<24} {t.prefix:<12} {t.status(now):<8} "
+                f"expires {t.expires_at:%Y-%m-%d}  {t.label or ''}".rstrip()
+            )
     return 0
 
 
@@ -148,6 +193,17 @@ def cmd_webhook_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_lifetime(parser: argparse.ArgumentParser) -> None:
+    days = DEFAULT_TOKEN_LIFETIME.days
+    parser.add_argument(
+        "--expires-in",
+        type=_days,
+        default=DEFAULT_TOKEN_LIFETIME,
+        metavar="DAYS",
+        help=f"days until the token stops working (default: {days})",
+    )
+
+
 def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> None:
     """Add ``serve``, ``user``, ``token`` and ``webhook`` to the tracker's subparsers.
 
@@ -177,6 +233,14 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument(
         "--cookie-secure", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes answering requests (default: 1; about one per core serves the "
+        "most requests a second)",
     )
     p.add_argument(
         "--busy-wait",
@@ -228,11 +292,24 @@ def add_api_commands(subparsers: Any, *, db_parent: argparse.ArgumentParser) -> 
     )
     p.add_argument("name", help="the user the token acts as")
     p.add_argument("--label", help="what the token is for (shown in listings)")
+    _add_lifetime(p)
     p.set_defaults(func=cmd_token_create)
-    p = tokens_sub.add_parser("revoke", parents=[db_parent], help="revoke a user's tokens")
+    p = tokens_sub.add_parser(
+        "rotate", parents=[db_parent], help="replace a token by a new one (the old one stops)"
+    )
+    p.add_argument("name")
+    p.add_argument("--prefix", help="the token to rotate, when the user has several live ones")
+    _add_lifetime(p)
+    p.set_defaults(func=cmd_token_rotate)
+    p = tokens_sub.add_parser(
+        "revoke", parents=[db_parent], help="revoke a user's tokens (and end their sessions)"
+    )
     p.add_argument("name")
     p.add_argument("--prefix", help="only the token starting with this (e.g. cdt_AbC123)")
     p.set_defaults(func=cmd_token_revoke)
+    p = tokens_sub.add_parser("list", parents=[db_parent], help="list tokens and their expiry")
+    p.add_argument("name", nargs="?", help="only this user's tokens")
+    p.set_defaults(func=cmd_token_list)
 
     hooks = subparsers.add_parser("webhook", help="the webhook outbox")
     hooks_sub = hooks.add_subparsers(dest="webhook_command", required=True, metavar="COMMAND")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -14,19 +14,22 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import StringConstraints
+from sqlalchemy.orm import Session
 
 from ..auth import Principal, authenticate
 from ..db import TrackerDB
 from ..photos import PhotoStore
 from ..queries import CaseQuery
+from ..sessions import SessionPolicy, resolve_session
 from ..settings import TrackerSettings
 from ..states import CaseState, Tag
 from ..webhook import WebhookConfig, WebhookSender
 from .basemap import Basemap
 from .schemas import BBOX_PATTERN, NO_NUL
 
-#: The review page's session cookie (HttpOnly: page scripts never see the token).
-COOKIE_NAME = "changedetect_token"
+#: The review page's session cookie: it carries a server-side session's id, never the API token
+#: (HttpOnly: page scripts never see it either).
+COOKIE_NAME = "changedetect_session"
 #: A cookie-authenticated write must carry this header. Browsers send cookies on cross-site
 #: form posts but never let another origin set a custom header without a CORS preflight (which
 #: this API never grants), so the header proves the request came from our own page. The cookie
@@ -52,6 +55,7 @@ class ApiState:
     cookie_secure: bool
     owns_db: bool
     photos: PhotoStore
+    sessions: SessionPolicy
     basemap: Basemap | None = None
     settings: TrackerSettings = dataclasses.field(default_factory=TrackerSettings)
 
@@ -64,6 +68,17 @@ def get_state(request: Request) -> ApiState:
 StateDep = Annotated[ApiState, Depends(get_state)]
 
 
+def read_session(state: StateDep) -> Iterator[Session]:
+    """The request's read session: one per request, shared by the authentication and the
+    route, closed when the request is done. Writes go through ``state.db.run_write`` instead
+    (their own retried transaction)."""
+    with state.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(read_session)]
+
+
 def unauthorized(message: str) -> HTTPException:
     """401 with the challenge RFC 6750 asks for."""
     return HTTPException(
@@ -74,21 +89,27 @@ def unauthorized(message: str) -> HTTPException:
 def current_user(
     request: Request,
     state: StateDep,
+    session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
     """The user of the request's bearer token (else of the session cookie); 401 without one."""
+    now = state.now()
     if bearer is not None:
-        token, via_cookie = bearer.credentials, False
-    elif cookie:
-        token, via_cookie = cookie, True
-    else:
+        user = authenticate(session, bearer.credentials, now=now)
+        if user is None:
+            raise unauthorized(
+                "the API token is unknown, expired, revoked, or its user is disabled"
+            )
+        return user
+    if not cookie:
         raise unauthorized("no API token: send `Authorization: Bearer <token>`")
-    with state.db.session() as session:
-        user = authenticate(session, token)
+    user = resolve_session(state.db, cookie, policy=state.sessions, now=now)
     if user is None:
-        raise unauthorized("the API token is unknown, revoked, or its user is disabled")
-    if via_cookie and request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        raise unauthorized(
+            "the session has ended (logged out, expired or its token revoked): log in again"
+        )
+    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             f"a write authenticated by the session cookie needs the {CSRF_HEADER} header",

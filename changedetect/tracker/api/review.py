@@ -1,11 +1,12 @@
 """The evidence the review page shows: a case's chips and its printable dossier.
 
-(The page itself is :mod:`.page`.) Chips are served by ``GET /cases/{id}/chips/{before|after}``:
-the case must be visible to the user, the file is the one a detection of that case names (the
-request never names a path), and the path must resolve — symlinks followed — to an image file
-inside an evidence root: the folders given to :func:`~changedetect.tracker.api.create_app`, or
-by default the folder of the ``clues.geojson`` the detection was ingested from (its chips sit
-beside it in ``chips/``).
+(The page itself is :mod:`.page`.) Chips are served by
+``GET /cases/{id}/chips/{before|after|change}``: the case must be visible to the user, the file
+is the one a detection of that case names (the request never names a path), and the path must
+resolve — symlinks followed — to an image file inside an evidence root: the folders given to
+:func:`~changedetect.tracker.api.create_app`, or by default the folder of the ``clues.geojson``
+the detection was ingested from (its chips sit beside it in ``chips/``). ``change`` is the
+NDVI-change chip, which detections from runs before it was drawn do not have.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..dossier import DOSSIER_CSP, render_dossier
-from ..models import Detection
+from ..models import Detection, change_chip_of
+from .common import E401, E404, MAX_ID, visible_case_detail, visible_or_404
 from .deps import StateDep, UserDep
-from .routes import E401, E404, MAX_ID, visible_case_detail, visible_or_404
 from .verification import dossier_photos
 
 router = APIRouter()
 
 #: Image types a chip may be; anything else is refused even inside an evidence root.
 CHIP_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+#: A detection's chips: before and after (true | false colour), and the NDVI change.
+ChipKind = Literal["before", "after", "change"]
 
 
 def resolve_evidence(path: str, source: str | None, roots: tuple[Path, ...] | None) -> Path | None:
@@ -60,7 +64,9 @@ def resolve_evidence(path: str, source: str | None, roots: tuple[Path, ...] | No
 @router.get(
     "/cases/{case_id}/chips/{which}",
     tags=["cases"],
-    summary="The before or after chip of a case (the latest detection's, or clue_id's)",
+    summary=(
+        "The before, after or NDVI-change chip of a case (the latest detection's, or clue_id's)"
+    ),
     response_class=FileResponse,
     responses={
         200: {
@@ -73,7 +79,7 @@ def resolve_evidence(path: str, source: str | None, roots: tuple[Path, ...] | No
 )
 def chip(
     case_id: Annotated[int, PathParam(ge=1, le=MAX_ID, description="Case id")],
-    which: Literal["before", "after"],
+    which: ChipKind,
     user: UserDep,
     state: StateDep,
     clue_id: Annotated[
@@ -83,16 +89,7 @@ def chip(
     """404 for a case the user may not see, and when the chip is missing or not allowed."""
     with state.db.session() as session:
         visible_or_404(session, case_id, user)
-        column = Detection.chip_before if which == "before" else Detection.chip_after
-        stmt = (
-            select(column, Detection.source)
-            .where(Detection.case_id == case_id, column.is_not(None))
-            # the newest non-suppressed detection shows the site as it is now
-            .order_by(Detection.suppressed, Detection.detected_on.desc(), Detection.id.desc())
-        )
-        if clue_id is not None:
-            stmt = stmt.where(Detection.clue_id == clue_id)
-        found = session.execute(stmt.limit(1)).first()
+        found = _chip_on_record(session, case_id, which, clue_id)
     resolved = resolve_evidence(found[0], found[1], state.evidence_roots) if found else None
     if resolved is None:
         raise HTTPException(
@@ -103,6 +100,35 @@ def chip(
         media_type=CHIP_TYPES[resolved.suffix.lower()],
         headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
     )
+
+
+def _chip_on_record(
+    session: Session, case_id: int, which: ChipKind, clue_id: str | None
+) -> tuple[str, str | None] | None:
+    """(path, source) of the case's `which` chip: clue_id's, else the newest detection's that
+    has one; the newest non-suppressed detection first, as it shows the site as it is now."""
+    order = (Detection.suppressed, Detection.detected_on.desc(), Detection.id.desc())
+    by_clue = () if clue_id is None else (Detection.clue_id == clue_id,)
+    if which == "change":
+        # kept in the properties (no column): a case has a handful of detections to look at
+        rows = session.execute(
+            select(Detection.properties, Detection.source)
+            .where(Detection.case_id == case_id, *by_clue)
+            .order_by(*order)
+        )
+        for properties, source in rows:
+            path = change_chip_of(properties)
+            if path is not None:
+                return path, source
+        return None
+    column = Detection.chip_before if which == "before" else Detection.chip_after
+    found = session.execute(
+        select(column, Detection.source)
+        .where(Detection.case_id == case_id, column.is_not(None), *by_clue)
+        .order_by(*order)
+        .limit(1)
+    ).first()
+    return (found[0], found[1]) if found else None
 
 
 @router.get(
@@ -130,7 +156,7 @@ def dossier(
     # the newest detection that was not suppressed shows the site as it is now
     shown = sorted(detail.detections, key=lambda d: (d.suppressed, -d.detected_on.toordinal()))
     chips: dict[str, tuple[bytes, str]] = {}
-    for which in ("before", "after"):
+    for which in ("before", "after", "change"):
         for d in shown:
             path = getattr(d, f"chip_{which}")
             found = resolve_evidence(path, d.source, state.evidence_roots) if path else None

@@ -245,6 +245,10 @@ class DetectionOut(BaseModel):
         description="API URL of the before chip", examples=["/cases/42/chips/before?clue_id=..."]
     )
     chip_after_url: str | None = Field(description="API URL of the after chip")
+    chip_change_url: str | None = Field(
+        default=None,
+        description="API URL of the NDVI-change chip (null for clues from runs before it)",
+    )
 
 
 class PositionOut(BaseModel):

@@ -32,8 +32,7 @@ from ..verification import (
 )
 from ..verification import record_verification as record
 from ..webhook import enqueue_case_event
-from .deps import StateDep, UserDep, invalid
-from .routes import (
+from .common import (
     E401,
     E403,
     E404,
@@ -45,6 +44,7 @@ from .routes import (
     photo_url,
     visible_or_404,
 )
+from .deps import StateDep, UserDep, invalid
 from .schemas import CaseOut, ErrorOut, PhotoOut, VerificationIn
 from .uploads import PHOTO_FIELD, receive_photo
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from changedetect.tracker.db import make_engine
 from changedetect.tracker.models import Base
+from changedetect.tracker.spatial import comparison_filters
 
 config = context.config
 target_metadata = Base.metadata
@@ -24,6 +25,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things: later migrations get copy-and-move batch mode
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        **comparison_filters(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -137,6 +137,19 @@
     return fig;
   }
 
+  /** The NDVI-change chip, loaded like the other two (so the card settles as they do), its
+   *  caption shown with it; left out, with no placeholder and no broken image, for a case whose
+   *  clues come from runs that did not draw one. */
+  function changeChip(c) {
+    const img = el("img", {class: "chip chip-change", alt: "NDVI change chip of case " + c.id,
+                           src: "/cases/" + c.id + "/chips/change"});
+    const caption = el("figcaption", {hidden: true}, "NDVI change · brown: loss, green: gain");
+    const fig = el("figure", {class: "change"}, img, caption);
+    img.addEventListener("load", () => { caption.hidden = false; });
+    img.addEventListener("error", () => { fig.remove(); });
+    return fig;
+  }
+
   function card(c) {
     const badges = el("span", {});
     badges.append(el("span", {class: "badge state", "data-role": "state"}, c.state));
@@ -165,7 +178,7 @@
          "Case " + c.id + " ", badges),
       el("div", {class: "meta"}, meta.join(" · ")),
       place,
-      el("div", {class: "chips"}, chip(c, "before"), chip(c, "after")));
+      el("div", {class: "chips"}, chip(c, "before"), chip(c, "after"), changeChip(c)));
     // what a bulk assignment expects the case's county to be (absent: unassigned)
     if (c.assigned_county !== null) article.dataset.assignedCounty = c.assigned_county;
     const msg = el("div", {class: "msg", role: "status"});

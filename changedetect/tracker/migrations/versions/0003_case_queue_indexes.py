@@ -16,9 +16,14 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    """Add ``ix_cases_queue``, ``ix_cases_county_queue`` and ``ix_cases_state_deadline``."""
+    """Add the list-order indexes, whole and per county, and those of urgent cases."""
     op.create_index("ix_cases_queue", "cases", ["priority_rank", "deadline", "id"])
     op.create_index("ix_cases_state_deadline", "cases", ["state", "deadline"])
+    op.create_index(
+        "ix_cases_county_escalated",
+        "cases",
+        ["assigned_county", "escalated", "priority_rank", "deadline", "id"],
+    )
     op.create_index(
         "ix_cases_county_queue", "cases", ["assigned_county", "priority_rank", "deadline", "id"]
     )
@@ -26,6 +31,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop them."""
+    op.drop_index("ix_cases_county_escalated", table_name="cases")
     op.drop_index("ix_cases_state_deadline", table_name="cases")
     op.drop_index("ix_cases_county_queue", table_name="cases")
     op.drop_index("ix_cases_queue", table_name="cases")
