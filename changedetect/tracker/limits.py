@@ -9,6 +9,7 @@ the models, so a migration that widens a column widens the check with it.
 from __future__ import annotations
 
 import unicodedata
+from functools import cache
 
 from sqlalchemy import Column
 
@@ -31,6 +32,7 @@ CLUE_TEXT_COLUMNS: dict[str, tuple[Column, ...]] = {
 }
 
 
+@cache  # the columns are fixed: every clue asks about the same few fields
 def max_length(field: str) -> int | None:
     """The most characters the ledger keeps for ``field`` (None: no limit)."""
     lengths = [
