@@ -5,18 +5,19 @@ it in the chunk did: a case opened or grown by the previous clue is the next clu
 A :class:`WorkingSet` keeps those cases in memory for the whole chunk instead of asking the
 database per clue:
 
-1. :func:`candidate_cases` reads, in one query per few hundred clues, every case whose bounding
-   box meets a clue of the chunk (on PostgreSQL locked ``FOR UPDATE``, so a transition racing
-   the ingest finishes first and the ingest reads its state). A case no clue of the chunk meets
-   at the start cannot come to meet one later: cases only grow by the clues that match them.
+1. :func:`candidate_cases` reads every case a clue of the chunk may meet, in one query per
+   few hundred envelopes of nearby clues (PostgreSQL: ``ST_Intersects`` in the GiST index, rows
+   locked ``FOR UPDATE`` so a transition racing the ingest finishes first and the ingest reads
+   its state; SQLite: the bounding boxes). A case no clue of the chunk meets at the start
+   cannot come to meet one later: cases only grow by the clues that match them.
 2. Clues grow, suppress over and open cases in memory, in order; each growth and opening
    records a *step* (the footprint and day at that moment) for the site rules.
 3. :meth:`WorkingSet.tag` reads the known sites near all steps' footprints in one go and
    replays the site rules step by step, so tags, priorities and ``tags`` events come out as if
    each step had been judged on its own.
 4. :meth:`WorkingSet.write` stores it all with one executemany per table: new cases inserted
-   with their ids returned in order, grown cases updated by primary key, detections, tags and
-   events inserted.
+   with the ids the database would have given them one by one (drawn beforehand), grown cases
+   updated by primary key, detections, tags and events inserted.
 
 Rows come out as the per-clue ORM ingest wrote them, ids included (new cases, detections and
 events are numbered in the order the clues made them).
@@ -357,7 +358,7 @@ class WorkingSet:
     def _step(self, case: WorkingCase, created: dict[str, Any] | None = None) -> None:
         v = case.values
         self.steps.append(
-            _Step(case, case.geom, v["last_detected_on"], v["clue_priority"], created)  # type: ignore[arg-type]
+            _Step(case, case.geom, v["last_detected_on"], v["clue_priority"], created)
         )
 
     # --- known sites -----------------------------------------------------------------------
