@@ -171,8 +171,13 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    loaded = importlib.import_module(f"{__name__}.{module}")
+    value = getattr(loaded, name)
     globals()[name] = value  # later look-ups skip this function
+    if _EXPORTS.get(module) == module:
+        # loading a submodule makes it an attribute of the package: ``ingest`` the module would
+        # hide ``ingest`` the function from a later ``from changedetect.tracker import ingest``
+        globals()[module] = getattr(loaded, module)
     return value
 
 

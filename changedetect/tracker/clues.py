@@ -360,7 +360,8 @@ def sort_clues(data: Any, *, base_dir: Path | None = None, source: str | None = 
     conflicting = {
         clue_id: sorted(i for i, _ in group)
         for clue_id, group in copies.items()
-        if len({_fingerprint(original) for _, original in group}) > 1
+        # a clue_id given once cannot conflict: only repeated ones are compared
+        if len(group) > 1 and len({_fingerprint(original) for _, original in group}) > 1
     }
     clues = []
     for index, original, clue in accepted:

@@ -11,7 +11,7 @@ metre is a square metre to well under 1 % across a zone.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -145,6 +145,32 @@ def bbox(geom: BaseGeometry) -> tuple[float, float, float, float]:
     return (float(minx), float(miny), float(maxx), float(maxy))
 
 
+#: Boxes whose centres share a cell of this many degrees (about 5 km) are looked up together,
+#: by their common envelope: a night's clues cluster, so a few envelopes stand for many boxes
+#: and a query asks for each place once, while boxes far apart never make one huge envelope.
+ENVELOPE_CELL_DEG = 0.05
+
+
+def box_envelopes(
+    boxes: Sequence[tuple[float, float, float, float]], cell_deg: float = ENVELOPE_CELL_DEG
+) -> list[tuple[float, float, float, float]]:
+    """Envelopes covering ``boxes`` (min_lon, min_lat, max_lon, max_lat): one per grid cell
+    holding box centres, in the order the cells are first met. Whatever meets a box meets one
+    of the envelopes."""
+    cells: dict[tuple[int, int], list[float]] = {}
+    for minx, miny, maxx, maxy in boxes:
+        key = (math.floor((minx + maxx) / 2 / cell_deg), math.floor((miny + maxy) / 2 / cell_deg))
+        envelope = cells.get(key)
+        if envelope is None:
+            cells[key] = [minx, miny, maxx, maxy]
+        else:
+            envelope[0] = min(envelope[0], minx)
+            envelope[1] = min(envelope[1], miny)
+            envelope[2] = max(envelope[2], maxx)
+            envelope[3] = max(envelope[3], maxy)
+    return [(e[0], e[1], e[2], e[3]) for e in cells.values()]
+
+
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS84 / UTM zone containing (lon, lat) (standard 6° zones)."""
     zone = min(60, max(1, int(math.floor((lon + 180.0) / 6.0)) + 1))
@@ -185,9 +211,10 @@ def _polygons(geom: BaseGeometry) -> Iterator[Polygon]:
 def _ring_area_m2(ring: Any) -> float:
     """Area enclosed by one ring on the WGS84 ellipsoid, m² (orientation does not matter)."""
     if not ring.is_ccw:  # counter-clockwise: the enclosed side is the left one
-        ring = shapely.LinearRing(list(ring.coords)[::-1])
+        ring = shapely.reverse(ring)
     xy = shapely.get_coordinates(shapely.segmentize(ring, _EDGE_STEP_DEG))
-    lat = np.clip(xy[:, 1], -90.0 + _POLE_MARGIN_DEG, 90.0 - _POLE_MARGIN_DEG)
+    # np.minimum/np.maximum: what np.clip computes, without its dispatch (costly on a few points)
+    lat = np.minimum(np.maximum(xy[:, 1], -90.0 + _POLE_MARGIN_DEG), 90.0 - _POLE_MARGIN_DEG)
     signed, _ = _GEOD.polygon_area_perimeter(xy[:, 0], lat)
     # Geod reports areas as -E/2..E/2: a ring enclosing more than half the Earth comes negative
     if signed < 0.0 and Polygon(ring).area > _HALF_EARTH_MIN_DEG2:
@@ -197,6 +224,9 @@ def _ring_area_m2(ring: Any) -> float:
 
 def area_m2(geom: BaseGeometry) -> float:
     """Area in m² on the WGS84 ellipsoid (holes subtracted; non-polygonal parts count 0)."""
+    if geom.geom_type == "Polygon" and not geom.is_empty and not geom.interiors:
+        # most patches: one ring, measured without walking parts (the same sum as below)
+        return max(_ring_area_m2(geom.exterior), 0.0)
     total = 0.0
     for poly in _polygons(geom):
         if poly.is_empty:

@@ -17,26 +17,28 @@ For each clue not seen before (its ``clue_id`` is the key), in detection-date or
 Clues are checked before any is stored (:mod:`.clues`): one that the ledger cannot hold is set
 aside in ``IngestReport.rejected`` with its reason, and the rest go in.
 
-The clues go in as committed chunks of :data:`CHUNK_CLUES`, each a transaction holding the
-ledger's case-write lock (see :mod:`.db`): a night of twenty thousand clues never holds the
-lock long enough to keep a person's transition waiting for more than a chunk. ``detections.
-clue_id`` is unique, so re-ingesting a night, or two processes ingesting it at once, gives one
-case per site and one detection per clue; and an ingest stopped part-way (a crash, a database
-error) leaves whole chunks behind: run it again and the clues already stored are skipped while
-the rest go in as they would have, in the same order.
+The clues go in as committed chunks, each a transaction holding the ledger's case-write lock
+(see :mod:`.db`) for about :data:`CHUNK_SECONDS`: a night of twenty thousand clues never holds
+the lock long enough to keep a person's transition waiting for more than a chunk. Within a
+chunk the work is done in memory and written in bulk (:mod:`.working_set`): the candidate cases
+of all its clues read in a few queries, each clue decided in order against them, then one
+executemany per table. ``detections.clue_id`` is unique, so re-ingesting a night, or two
+processes ingesting it at once, gives one case per site and one detection per clue; and an
+ingest stopped part-way (a crash, a database error) leaves whole chunks behind: run it again
+and the clues already stored are skipped while the rest go in as they would have, in the same
+order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
+import gc
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,19 +46,27 @@ from sqlalchemy.orm import Session
 from .clock import utc_now
 from .clues import Clue, ClueInput, RejectedClue, load_clues
 from .db import TrackerDB, lock_for_case_writes
-from .geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb, union
-from .models import CHIP_CHANGE, Case, CaseEvent, Detection
+from .geometry import area_m2, bbox, from_wkb, overlap_share, to_wkb
+from .models import Case, CaseEvent, Detection
 from .settings import TrackerSettings
 from .sites import apply_site_tags
 from .spatial import footprint_meets
 from .states import OPEN_STATES, SUPPRESSING_STATES, at_least, priority_rank
+from .working_set import WorkingCase, WorkingSet, detection_values, one_of
 
 ClueAction = Literal["created", "updated", "suppressed", "unchanged", "held"]
 
-#: Clues per committed transaction: small enough that the write lock is free again within a
-#: second or so (a person's write waits for at most one chunk), large enough that commits and
-#: the hand-off pauses between chunks add only a few per cent to a night's ingest.
+#: How long one committed chunk should hold the case-write lock: short enough that a person's
+#: write waits a second or so at most (it goes in between two chunks), long enough that SQLite's
+#: hand-off pause between chunks (:data:`~.db.SQLITE_HANDOFF_S`, 0.12 s) costs about a tenth of
+#: the ingest's time whatever its speed. Chunk sizes follow the measured pace.
+CHUNK_SECONDS = 1.0
+#: Clues in the first chunk, before the pace is known.
 CHUNK_CLUES = 250
+#: Bounds of a paced chunk: a slow start does not make chunks of a few clues, a fast one does
+#: not hold thousands of clues' cases in memory at once.
+MIN_CHUNK_CLUES = 50
+MAX_CHUNK_CLUES = 5000
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def ingest(
     now: dt.datetime | None = None,
     settings: TrackerSettings | None = None,
     actor: str = "ingest",
-    chunk_clues: int = CHUNK_CLUES,
+    chunk_clues: int | None = None,
     on_chunk: Callable[[Session, IngestReport], None] | None = None,
 ) -> IngestReport:
     """Ingest clues (a ``clues.geojson`` path, a FeatureCollection, Features or PatchClues).
@@ -154,8 +164,9 @@ def ingest(
     (:func:`~changedetect.tracker.rejects.write_rejects` sets them aside in a file). A path
     that is not a readable FeatureCollection raises :class:`ClueFormatError`.
 
-    With a :class:`TrackerDB`, the clues go in as transactions of ``chunk_clues`` each, every
-    one committed before the next begins and retried on conflicts with concurrent writers;
+    With a :class:`TrackerDB`, the clues go in as transactions of ``chunk_clues`` each (None:
+    as many as take about :data:`CHUNK_SECONDS`), every one committed before the next begins
+    and retried on conflicts with concurrent writers;
     ``on_chunk(session, chunk_report)`` runs inside each, so what it writes commits with that
     chunk. With a :class:`Session`, everything runs inside the caller's transaction (the
     caller commits, and owns retries).
@@ -163,11 +174,42 @@ def ingest(
     ``source`` labels where the clues came from (the GeoJSON path: relative chip paths are
     resolved against its folder); for a path argument it is the path itself.
     """
-    if chunk_clues < 1:
+    if chunk_clues is not None and chunk_clues < 1:
         raise ValueError(f"chunk_clues must be at least 1, got {chunk_clues}")
     now = utc_now(now)
+    # what lives through the whole ingest (the input, the clues, the report) is set aside from
+    # the cyclic garbage collector: with a night's hundreds of thousands of containers, each of
+    # its full collections walked them all again, a third of the ingest's time. A chunk's own
+    # objects are collected as usual; everything is handed back at the end.
+    gc.freeze()
+    try:
+        return _ingest(
+            target,
+            clues,
+            source=source,
+            now=now,
+            settings=settings or TrackerSettings(),
+            actor=actor,
+            chunk_clues=chunk_clues,
+            on_chunk=on_chunk,
+        )
+    finally:
+        gc.unfreeze()
+
+
+def _ingest(
+    target: TrackerDB | Session,
+    clues: ClueInput,
+    *,
+    source: str | Path | None,
+    now: dt.datetime,
+    settings: TrackerSettings,
+    actor: str,
+    chunk_clues: int | None,
+    on_chunk: Callable[[Session, IngestReport], None] | None,
+) -> IngestReport:
     batch = load_clues(clues, source=source)
-    settings = settings or TrackerSettings()
+    gc.freeze()
     report = IngestReport(batch.source, rejected=list(batch.rejected))
     # oldest night first, so a case's first/latest geometry follow time even in a backfill;
     # the same order on every run, so a re-run after a stop continues where the stop was
@@ -184,14 +226,28 @@ def ingest(
     if not isinstance(target, TrackerDB):
         report.outcomes.extend(work(target, ordered).outcomes)
         return report
-    for start in range(0, len(ordered), chunk_clues):
-        if start:
+    position, size = 0, chunk_clues or CHUNK_CLUES
+    while position < len(ordered):
+        if position:
             target.let_waiting_writers_in()  # a transition posted meanwhile goes in here
-        chunk = ordered[start : start + chunk_clues]
+            gc.freeze()  # the chunks done (their outcomes) live on too
+        chunk = ordered[position : position + size]
+        started = time.monotonic()
         part = target.run_write(lambda session, chunk=chunk: work(session, chunk))
         report.outcomes.extend(part.outcomes)
+        position += len(chunk)
+        if chunk_clues is None:
+            size = paced_chunk_size(len(chunk), time.monotonic() - started)
     target.refresh_statistics()
     return report
+
+
+def paced_chunk_size(clues: int, seconds: float) -> int:
+    """The next chunk's size, after a chunk of ``clues`` took ``seconds``: as many clues as
+    take about :data:`CHUNK_SECONDS` at that pace, growing at most fourfold a chunk."""
+    pace = clues / max(seconds, 1e-3)
+    size = min(int(pace * CHUNK_SECONDS), 4 * clues)
+    return max(MIN_CHUNK_CLUES, min(MAX_CHUNK_CLUES, size))
 
 
 def _ingest_in(
@@ -204,16 +260,26 @@ def _ingest_in(
     actor: str,
 ) -> IngestReport:
     lock_for_case_writes(session)
-    report = IngestReport(source)
-    seen = _known_clue_ids(session, [c.clue_id for c in clues])
+    session.flush()  # a caller's pending changes are in the rows read below
+    seen: dict[str, WorkingCase | int | None] = dict(
+        _known_clue_ids(session, [c.clue_id for c in clues])
+    )
+    fresh = [c for c in clues if c.clue_id not in seen]
+    work = WorkingSet.load(
+        session, [bbox(c.geometry) for c in fresh if c.alert_status != "dropped"]
+    )
+    decided: list[_Decision] = []
     for clue in clues:
         if clue.clue_id in seen:
-            report.outcomes.append(ClueOutcome(clue.clue_id, "unchanged", seen[clue.clue_id]))
+            decided.append(_Decision(clue.clue_id, "unchanged", seen[clue.clue_id]))
             continue
-        outcome = _ingest_one(session, clue, now=now, settings=settings, actor=actor)
-        seen[clue.clue_id] = outcome.case_id
-        report.outcomes.append(outcome)
-    return report
+        decision = _decide(work, clue, now=now, settings=settings, actor=actor)
+        seen[clue.clue_id] = decision.case
+        decided.append(decision)
+    work.tag(session, now=now, settings=settings, actor=actor)
+    work.write(session)
+    session.expire_all()  # ORM objects the caller holds reload what was written around them
+    return IngestReport(source, [d.outcome() for d in decided])
 
 
 def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | None]:
@@ -221,7 +287,9 @@ def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | No
     for start in range(0, len(clue_ids), 500):  # stay under bound-parameter limits
         chunk = clue_ids[start : start + 500]
         rows = session.execute(
-            select(Detection.clue_id, Detection.case_id).where(Detection.clue_id.in_(chunk))
+            select(Detection.clue_id, Detection.case_id).where(
+                one_of(session, Detection.clue_id, chunk)
+            )
         )
         known.update({clue_id: case_id for clue_id, case_id in rows})
     return known
@@ -230,7 +298,9 @@ def _known_clue_ids(session: Session, clue_ids: list[str]) -> dict[str, int | No
 def overlapping_cases(
     session: Session, geom: BaseGeometry, settings: TrackerSettings
 ) -> list[tuple[float, Case]]:
-    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first.
+    """Cases (any state) whose footprint overlaps ``geom`` by the dedup rule, best first: one
+    geometry's matches as ingest finds them, through the ORM (ingest itself matches a whole
+    chunk at once, :func:`.working_set.candidate_cases`).
 
     The candidates come from SQL (PostGIS ``ST_Intersects`` on PostgreSQL, the bounding boxes
     on SQLite: :func:`.spatial.footprint_meets`); the share is measured here, alike on both.
@@ -252,119 +322,80 @@ def overlapping_cases(
     return matches
 
 
-def _ingest_one(
-    session: Session,
+@dataclass(frozen=True)
+class _Decision:
+    """A clue's outcome before the chunk is written (a case opened here has no id yet)."""
+
+    clue_id: str
+    action: ClueAction
+    case: WorkingCase | int | None
+    linked: WorkingCase | None = None
+    note: str = ""
+
+    def outcome(self) -> ClueOutcome:
+        case_id = self.case.id if isinstance(self.case, WorkingCase) else self.case
+        linked_id = None if self.linked is None else self.linked.id
+        return ClueOutcome(self.clue_id, self.action, case_id, linked_id, self.note)
+
+
+def _decide(
+    work: WorkingSet,
     clue: Clue,
     *,
     now: dt.datetime,
     settings: TrackerSettings,
     actor: str,
-) -> ClueOutcome:
+) -> _Decision:
+    """One clue against the chunk's cases, by the rules of the module docstring."""
     if clue.alert_status == "dropped":
         note = "its alert was dropped: the newest clear view shows the ground as before"
-        return ClueOutcome(clue.clue_id, "held", None, note=note)
+        return _Decision(clue.clue_id, "held", None, note=note)
     clue_area = area_m2(clue.geometry)
-    matches = overlapping_cases(session, clue.geometry, settings)
+    matches = work.matches(clue.geometry, clue_area, settings.min_overlap)
 
     for _, case in matches:
         if case.state in OPEN_STATES:
-            _grow(case, clue, clue_area, now=now)
-            apply_site_tags(session, case, now=now, settings=settings, actor=actor)
-            return ClueOutcome(clue.clue_id, "updated", case.id)
+            work.grow(case, clue, clue_area, now=now)
+            return _Decision(clue.clue_id, "updated", case)
 
     if clue.alert_status == "probable" and not settings.issue_probable:
         note = "its alert is probable: held until later clear acquisitions confirm it"
-        return ClueOutcome(clue.clue_id, "held", None, note=note)
+        return _Decision(clue.clue_id, "held", None, note=note)
+
+    def open_linked(old: WorkingCase, reason: str) -> WorkingCase:
+        return work.open(
+            clue, clue_area, now=now, settings=settings, actor=actor, linked=old, reason=reason
+        )
 
     for _, old in matches:
         if old.state in SUPPRESSING_STATES:
-            old_area = area_m2(from_wkb(old.geom_union))
+            old_area = old.area  # a closed case does not grow: its stored footprint's area
             grown = (
                 clue_area >= settings.regrowth_factor * old_area
                 and clue_area - old_area >= settings.regrowth_min_added_m2
             )
             if not grown:
-                old.detections.append(_detection(clue, clue_area, now, suppressed=True))
-                session.flush()
+                work.suppress(old, clue, clue_area, now=now)
                 note = f"over case {old.id} closed as {old.state}"
-                return ClueOutcome(clue.clue_id, "suppressed", old.id, note=note)
-            new = open_case(
-                session,
-                clue,
-                clue_area,
-                now=now,
-                settings=settings,
-                actor=actor,
-                linked=old,
-                reason="regrowth",
-            )
+                return _Decision(clue.clue_id, "suppressed", old.id, note=note)
+            new = open_linked(old, "regrowth")
             note = (
                 f"grew from {old_area:.0f} to {clue_area:.0f} m² over case {old.id} ({old.state})"
             )
-            return ClueOutcome(clue.clue_id, "created", new.id, old.id, note)
+            return _Decision(clue.clue_id, "created", new, old, note)
 
     for _, old in matches:
         if old.state == "closed":
-            new = open_case(
-                session,
-                clue,
-                clue_area,
-                now=now,
-                settings=settings,
-                actor=actor,
-                linked=old,
-                reason="relapse",
-            )
+            new = open_linked(old, "relapse")
             note = f"disturbed again after case {old.id} was rectified and closed"
-            return ClueOutcome(clue.clue_id, "created", new.id, old.id, note)
+            return _Decision(clue.clue_id, "created", new, old, note)
 
-    new = open_case(session, clue, clue_area, now=now, settings=settings, actor=actor)
-    return ClueOutcome(clue.clue_id, "created", new.id)
-
-
-def _jsonable(value: Any) -> Any:
-    """Clue properties as plain JSON (PatchClue properties may hold numpy scalars)."""
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, dt.date | Path):
-            return str(obj)
-        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-    def finite(obj: Any) -> Any:
-        # JSON has no NaN or infinity, and PostgreSQL's json type refuses them: stored as null
-        if isinstance(obj, float) and not math.isfinite(obj):
-            return None
-        if isinstance(obj, dict):
-            return {k: finite(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [finite(v) for v in obj]
-        return obj
-
-    return finite(json.loads(json.dumps(value, default=default)))
+    new = work.open(clue, clue_area, now=now, settings=settings, actor=actor)
+    return _Decision(clue.clue_id, "created", new)
 
 
 def _detection(clue: Clue, clue_area: float, now: dt.datetime, *, suppressed: bool) -> Detection:
-    properties = _jsonable(clue.properties)
-    if clue.chip_change is not None:
-        # the change chip has no column of its own (a migration for one more path is not worth
-        # it): the properties keep it, resolved as the columns keep the before/after chips
-        properties[CHIP_CHANGE] = clue.chip_change
-    return Detection(
-        clue_id=clue.clue_id,
-        detected_on=clue.detected_on,
-        area_m2=clue_area,
-        confidence=clue.confidence,
-        change_type=clue.change_type,
-        geometry=to_wkb(clue.geometry),
-        properties=properties,
-        source=clue.source,
-        chip_before=clue.chip_before,
-        chip_after=clue.chip_after,
-        suppressed=suppressed,
-        ingested_at=now,
-    )
+    return Detection(**detection_values(clue, clue_area, to_wkb(clue.geometry), now, suppressed))
 
 
 def _set_footprint(case: Case, geom: BaseGeometry) -> None:
@@ -384,6 +415,8 @@ def open_case(
     linked: Case | None = None,
     reason: str | None = None,
 ) -> Case:
+    """Open one case from ``clue`` through the ORM, tagged by the known sites (look-back opens
+    relapses this way, one at a time; ingest opens many in bulk through its working set)."""
     # a site disturbed again after rectification is an enforcement matter however small
     clue_priority = at_least(clue.priority, "high") if reason == "relapse" else clue.priority
     wkb = to_wkb(clue.geometry)
@@ -420,27 +453,6 @@ def open_case(
     case.events.append(
         CaseEvent(at=now, actor=actor, kind="created", to_state="issued", comment=comment)
     )
-    session.flush()  # the id, for the outcome and for the next clue's overlap query
+    session.flush()  # the id, for the caller
     apply_site_tags(session, case, now=now, settings=settings, actor=actor)
     return case
-
-
-def _grow(case: Case, clue: Clue, clue_area: float, *, now: dt.datetime) -> None:
-    case.detections.append(_detection(clue, clue_area, now, suppressed=False))
-    _set_footprint(case, union(from_wkb(case.geom_union), clue.geometry))
-    if clue.detected_on >= case.last_detected_on:
-        case.geom_latest = to_wkb(clue.geometry)
-        case.last_detected_on = clue.detected_on
-        case.change_type = clue.change_type  # the newest look at the site says what it is now
-    if clue.detected_on < case.first_detected_on:
-        case.geom_first = to_wkb(clue.geometry)
-        case.first_detected_on = clue.detected_on
-    if clue.confidence > case.confidence:
-        case.confidence, case.confidence_level = clue.confidence, clue.confidence_level
-    case.clue_priority = at_least(case.clue_priority, clue.priority)
-    for attr in ("zone", "zone_tier", "county", "aoi"):
-        if getattr(case, attr) is None:
-            setattr(case, attr, getattr(clue, attr))
-    if case.assigned_county is None:
-        case.assigned_county = clue.county
-    case.updated_at = now

@@ -9,6 +9,7 @@ the models, so a migration that widens a column widens the check with it.
 from __future__ import annotations
 
 import unicodedata
+from functools import cache
 
 from sqlalchemy import Column
 
@@ -31,6 +32,7 @@ CLUE_TEXT_COLUMNS: dict[str, tuple[Column, ...]] = {
 }
 
 
+@cache  # the columns are fixed: every clue asks about the same few fields
 def max_length(field: str) -> int | None:
     """The most characters the ledger keeps for ``field`` (None: no limit)."""
     lengths = [
@@ -46,6 +48,8 @@ def text_problem(field: str, value: str) -> str | None:
     limit = max_length(field)
     if limit is not None and len(value) > limit:
         return f"{field} is {len(value)} characters long; the ledger keeps at most {limit}"
+    if value.isascii() and value.isprintable():
+        return None  # printable ASCII holds neither control characters nor surrogates
     for position, char in enumerate(value):
         if unicodedata.category(char) == "Cc":
             name = "NUL" if char == "\x00" else unicodedata.name(char, "control character")

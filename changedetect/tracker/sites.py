@@ -26,16 +26,25 @@ import pyogrio
 import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..grids import WGS84, reproject_geometry
 from .db import TrackerDB, lock_for_case_writes
 from .errors import SiteRegistryError
-from .geometry import area_m2, bbox, from_wkb, local_epsg, polygonal, project, to_wkb
+from .geometry import (
+    area_m2,
+    bbox,
+    box_envelopes,
+    from_wkb,
+    local_epsg,
+    polygonal,
+    project,
+    to_wkb,
+)
 from .models import Case, CaseEvent, CaseTag, KnownSite
 from .settings import TrackerSettings
-from .spatial import footprint_meets
+from .spatial import box_meets, footprint_meets
 from .states import OPEN_STATES, at_least, priority_rank
 
 SITE_KINDS: tuple[str, ...] = ("permit", "restoration")
@@ -274,10 +283,83 @@ def _retag_open_cases(
 
 
 def sites_near(session: Session, geom: BaseGeometry) -> list[KnownSite]:
-    """Sites that may overlap ``geom`` (the SQL pre-filter: :func:`.spatial.footprint_meets`)."""
+    """Sites that may overlap ``geom`` (the SQL pre-filter: :func:`.spatial.footprint_meets`),
+    oldest first."""
     dialect = session.get_bind().dialect.name
     condition = footprint_meets(KnownSite, KnownSite.geometry, geom, dialect)
-    return list(session.scalars(select(KnownSite).where(condition)))
+    # a fixed order: of two permits the patch shares equally, the older one is named
+    return list(session.scalars(select(KnownSite).where(condition).order_by(KnownSite.id)))
+
+
+@dataclass(frozen=True)
+class SiteShape:
+    """A known site as matching needs it, its boundary read once (for matching many
+    footprints against the same sites in memory)."""
+
+    id: int
+    kind: str
+    geometry: BaseGeometry
+    bounds: tuple[float, float, float, float]
+    valid_from: dt.date | None = None
+    valid_to: dt.date | None = None
+
+    def valid_on(self, day: dt.date) -> bool:
+        """Whether the registration covers ``day`` (open ends are unbounded)."""
+        return (self.valid_from is None or self.valid_from <= day) and (
+            self.valid_to is None or day <= self.valid_to
+        )
+
+    def meets(self, bounds: tuple[float, float, float, float]) -> bool:
+        """Whether the site's bounding box meets ``bounds`` (what :func:`sites_near` asks SQL)."""
+        minx, miny, maxx, maxy = bounds
+        min_lon, min_lat, max_lon, max_lat = self.bounds
+        return max_lon >= minx and min_lon <= maxx and max_lat >= miny and min_lat <= maxy
+
+
+def site_shapes_near(
+    session: Session, boxes: Sequence[tuple[float, float, float, float]]
+) -> list[SiteShape]:
+    """The sites whose bounding box meets any of ``boxes`` (min_lon, min_lat, max_lon, max_lat),
+    oldest first; maybe a few more (nearby boxes are asked for by their envelope)."""
+    found: dict[int, SiteShape] = {}
+    table = KnownSite.__table__
+    dialect = session.get_bind().dialect.name
+    boxes = box_envelopes(boxes)
+    for start in range(0, len(boxes), _BOXES_PER_QUERY):
+        meets_any = or_(
+            *(
+                box_meets(table, table.c.geometry, box, dialect)
+                for box in boxes[start : start + _BOXES_PER_QUERY]
+            )
+        )
+        rows = session.execute(
+            select(
+                table.c.id,
+                table.c.kind,
+                table.c.geometry,
+                table.c.min_lon,
+                table.c.min_lat,
+                table.c.max_lon,
+                table.c.max_lat,
+                table.c.valid_from,
+                table.c.valid_to,
+            ).where(meets_any)
+        )
+        for row in rows:
+            if row.id not in found:
+                found[row.id] = SiteShape(
+                    row.id,
+                    row.kind,
+                    from_wkb(row.geometry),
+                    (row.min_lon, row.min_lat, row.max_lon, row.max_lat),
+                    row.valid_from,
+                    row.valid_to,
+                )
+    return [found[key] for key in sorted(found)]
+
+
+#: Boxes per site query: four bound parameters each, well under every engine's limit.
+_BOXES_PER_QUERY = 200
 
 
 def match_sites(
@@ -287,7 +369,30 @@ def match_sites(
     settings: TrackerSettings,
 ) -> SiteMatch:
     """Tags that ``geom`` (WGS84) earns from the sites valid on ``day``."""
-    candidates = [s for s in sites_near(session, geom) if s.valid_on(day)]
+    candidates = [
+        (s.id, s.kind, from_wkb(s.geometry)) for s in sites_near(session, geom) if s.valid_on(day)
+    ]
+    return _match(candidates, geom, settings)
+
+
+def match_site_shapes(
+    sites: Iterable[SiteShape],
+    geom: BaseGeometry,
+    day: dt.date,
+    settings: TrackerSettings,
+) -> SiteMatch:
+    """What :func:`match_sites` finds, among ``sites`` (any superset of the sites near ``geom``,
+    oldest first) instead of by a query."""
+    bounds = geom.bounds
+    candidates = [(s.id, s.kind, s.geometry) for s in sites if s.meets(bounds) and s.valid_on(day)]
+    return _match(candidates, geom, settings)
+
+
+def _match(
+    candidates: list[tuple[int, str, BaseGeometry]],
+    geom: BaseGeometry,
+    settings: TrackerSettings,
+) -> SiteMatch:
     if not candidates:
         return SiteMatch({})
     epsg = local_epsg(geom)
@@ -298,15 +403,15 @@ def match_sites(
     tags: dict[str, int] = {}
     permits: list[tuple[float, int, BaseGeometry]] = []
     restoration: list[tuple[float, int]] = []
-    for site in candidates:
-        boundary = project(from_wkb(site.geometry), epsg)
+    for site_id, kind, site_geom in candidates:
+        boundary = project(site_geom, epsg)
         share = shapely.intersection(footprint, boundary).area / total
         if share < settings.site_overlap_min:
             continue
-        if site.kind == "restoration":
-            restoration.append((share, site.id))
+        if kind == "restoration":
+            restoration.append((share, site_id))
         else:
-            permits.append((share, site.id, boundary))
+            permits.append((share, site_id, boundary))
     if restoration:
         tags["restoration_breach"] = max(restoration)[1]
     if permits:
@@ -360,10 +465,15 @@ def apply_site_tags(
             at=now,
             actor=actor,
             kind="tags",
-            comment=(
-                f"tags {', '.join(sorted(before)) or 'none'} → {', '.join(sorted(after)) or 'none'}"
-                f"; priority {case.priority}"
-            ),
+            comment=tags_comment(before, after, case.priority),
         )
     )
     return True
+
+
+def tags_comment(before: Iterable[str], after: Iterable[str], priority: str) -> str:
+    """The comment of a ``tags`` event: the tags before and after, and the priority now."""
+    return (
+        f"tags {', '.join(sorted(before)) or 'none'} → {', '.join(sorted(after)) or 'none'}"
+        f"; priority {priority}"
+    )

@@ -98,6 +98,27 @@ def footprint_meets(row: Any, footprint: Any, geom: BaseGeometry, dialect: str) 
     )
 
 
+def box_meets(
+    row: Any, footprint: Any, box: tuple[float, float, float, float], dialect: str
+) -> ColumnElement:
+    """SQL condition: ``row``'s footprint may meet the box (min_lon, min_lat, max_lon, max_lat).
+
+    PostgreSQL: ``ST_Intersects`` with the box (found in the footprint's GiST index). SQLite:
+    the row's bounding-box columns meet it. Either way every footprint meeting something inside
+    the box is among them, for callers that judge exactly afterwards (a chunk of ingest asks
+    for the envelopes of its clues at once).
+    """
+    minx, miny, maxx, maxy = box
+    if dialect == "postgresql":
+        return func.ST_Intersects(footprint, func.ST_MakeEnvelope(minx, miny, maxx, maxy, SRID))
+    return and_(
+        row.c.max_lon >= minx,
+        row.c.min_lon <= maxx,
+        row.c.max_lat >= miny,
+        row.c.min_lat <= maxy,
+    )
+
+
 def ensure_postgis(connection: Connection) -> None:
     """Enable PostGIS in the connection's database, or say clearly who must and how.
 

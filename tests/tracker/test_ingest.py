@@ -369,3 +369,13 @@ def test_the_tracker_follows_the_alert_state(db):
     # clues from runs that do not follow alerts are taken as confirmed
     assert night(later, feature("n1", rect(2700, 0, 60))) == {"n1": "created"}
     assert n_rows(db, Case) == 3
+
+
+def test_the_ingest_export_stays_the_function_after_its_module_loads():
+    """Loading the ``ingest`` module through another export must not hide the function."""
+    import subprocess
+    import sys
+
+    code = "from changedetect.tracker import ClueOutcome, ingest; print(callable(ingest))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"

@@ -174,3 +174,52 @@ def test_a_transition_gets_through_while_a_long_ingest_runs(db):
     assert moved.state == "verifying"
     assert ingest_still_running  # it went in between two chunks, not after the last
     assert n_detections(db) == 241
+
+
+def count_statements(db: TrackerDB) -> list[str]:
+    """Every statement sent to the database from now on (an executemany counts once)."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    return sent
+
+
+def test_a_chunk_costs_a_few_statements_however_many_clues_it_holds(db):
+    """Clue by clue, a chunk cost about seven statements a clue; now a few per table."""
+    sites = 200
+    first = collection(
+        [feature(f"a{i}", rect((i % 20) * 300.0, (i // 20) * 300.0, 60)) for i in range(sites)]
+    )
+    again = collection(
+        [
+            feature(f"b{i}", rect((i % 20) * 300.0 + 5, (i // 20) * 300.0, 60), "2025-07-03")
+            for i in range(sites)
+        ]
+    )
+    sent = count_statements(db)
+    assert ingest(db, first, now=NOW, chunk_clues=sites).created == sites
+    opened = len(sent)
+    sent.clear()
+    assert ingest(db, again, now=NOW, chunk_clues=sites).updated == sites
+    assert opened < 20, sent
+    assert len(sent) < 20, sent
+
+
+@pytest.mark.parametrize(
+    ("clues", "seconds", "size"),
+    [
+        (250, 0.1, 1000),  # fast: grows, but at most fourfold a chunk
+        (1000, 0.5, 2000),  # about CHUNK_SECONDS of work at the pace measured
+        (5000, 0.5, 5000),  # never more than MAX_CHUNK_CLUES
+        (250, 10.0, 50),  # slow (a lock waited for): never fewer than MIN_CHUNK_CLUES
+    ],
+)
+def test_chunks_are_sized_by_the_pace_of_the_last_one(clues, seconds, size):
+    from changedetect.tracker.ingest import paced_chunk_size
+
+    assert paced_chunk_size(clues, seconds) == size
