@@ -24,8 +24,7 @@ from sqlalchemy import text
 from changedetect.testing.reference_ingest import reference_ingest
 from changedetect.tracker import SiteRecord, TrackerDB, TrackerSettings, import_sites, ingest
 from changedetect.tracker import transition as move
-
-from .helpers import NOW, collection, feature, rect
+from tests.factories import NOW, collection, feature, rect
 
 TABLES = ("cases", "detections", "case_events", "case_tags", "known_sites")
 #: Where a verdict may lead, and the walks through the lifecycle a case takes between nights.
