@@ -145,8 +145,14 @@ def grow_ledger(db: TrackerDB, target: int) -> int:
                         f"(SELECT max(id) FROM {table}))"
                     )
                 )
-    with db.engine.begin() as conn:
-        conn.execute(text("ANALYZE"))  # the planner sees the grown tables, as in a live ledger
+    if db.engine.dialect.name == "postgresql":
+        # what autovacuum does to a live ledger: statistics, and the visibility map that lets a
+        # count read an index alone
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE cases, detections, case_events"))
+    else:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))  # the planner sees the grown tables
     return total
 
 
