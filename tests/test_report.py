@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import re
+import tracemalloc
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,10 +18,14 @@ from markupsafe import escape
 from PIL import Image
 from shapely.geometry import MultiPolygon, box
 
+from changedetect import __version__
 from changedetect.errors import GridMismatchError, SinkError
+from changedetect.io.sinks import report
 from changedetect.io.sinks.chips import OUTLINE_RGB, PANEL_GAP, chip_window
 from changedetect.io.sinks.overview import render_overview
+from changedetect.io.sinks.palette import png_data_uri
 from changedetect.io.sinks.report import write_report
+from changedetect.io.sinks.report_chips import CardChips
 from changedetect.models import GridSpec, Patch, PatchClue, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
@@ -432,6 +437,91 @@ def test_hundreds_of_clues_stay_small(tmp_path):
     size = (tmp_path / "out" / "report.html").stat().st_size
     # noisy 128 px chips are ~35 kB as true-colour PNG; the palette keeps them near 10 kB
     assert size < 150 * 40_000
+
+
+def _random_specs(n: int, edge: int, seed: int) -> list[tuple]:
+    """`n` small clues anywhere on an `edge`² scene, of every type, priority, zone and county."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    for i in range(n):
+        r, c = (int(v) for v in rng.integers(0, edge - 10, 2))
+        kind = ("quarry", "construction", "vegetation_loss", "other")[i % 4]
+        priority = ("urgent", "high", "normal", "low")[i % 3]
+        specs.append((r, c, r + 6, c + 9, kind, f"Z{i % 5}", "core", f"C{i % 7}", priority))
+    return specs
+
+
+@pytest.mark.parametrize("ahead", [1, report.CARDS_AHEAD])
+def test_the_page_written_as_it_renders_is_the_page_rendered_whole(tmp_path, monkeypatch, ahead):
+    """Writing the page as it renders, each card's chips encoded only a few cards ahead, changes
+    no byte of it: it is the page rendered in one piece from every card built first, as the
+    report used to be made."""
+    specs = SPECS + _random_specs(report.CARDS_AHEAD + 8, 160, seed=5)  # more cards than ahead
+    grid, rgb, patches, clues = _scene(tmp_path, specs, (160, 160))
+    run_info = {"source": "test", "seconds": 1.5}
+    monkeypatch.setattr(report, "CARDS_AHEAD", ahead)
+    path = write_report(
+        tmp_path / "out" / "report.html",
+        aoi="t",
+        clues=clues,
+        patches=patches,
+        grid=grid,
+        rgb_path=rgb,
+        run_info=run_info,
+        chip_px=48,
+    )
+
+    order = sorted(range(len(clues)), key=lambda i: report._review_order(clues[i], i))
+    clues, patches = [clues[i] for i in order], [patches[i] for i in order]
+    overview = render_overview(rgb, grid, patches, max_px=1600)
+    with CardChips(None, rgb, grid, 48) as chips:
+        views = [
+            report._clue_view(number, clue, chips.uris(clue, patch))
+            for number, (clue, patch) in enumerate(zip(clues, patches, strict=True), start=1)
+        ]
+    templates = report._templates()
+    page = templates.get_template("report.html.j2").render(
+        csp=report._content_security_policy(templates.get_template("report.js").render()),
+        version=__version__,
+        header=report._header("Change report \u2014 t", "t", clues, None, None, None, run_info),
+        overview=report._overview_figure(
+            overview, png_data_uri(overview.image), report._window_text(clues[0].after)
+        ),
+        summary=report._summary(clues),
+        filters=report._filters(views),
+        clues=views,
+        cards=views,
+    )
+    assert path.read_bytes() == (page + "\n").encode("utf-8")
+
+
+def test_the_memory_of_writing_a_report_does_not_grow_with_its_clues(tmp_path):
+    """The page goes to the file as it renders and a card's chips are made only a few dozen
+    cards ahead of it: four times the clues, about the same peak (it grew about 2.5 times when
+    the report held every card's chips and the whole page)."""
+
+    def peak(n: int) -> int:
+        work = tmp_path / f"n{n}"
+        work.mkdir()
+        grid, rgb, patches, clues = _scene(work, _random_specs(n, 120, seed=n), (120, 120))
+        tracemalloc.start()
+        try:
+            write_report(
+                work / "report.html",
+                aoi="t",
+                clues=clues,
+                patches=patches,
+                grid=grid,
+                rgb_path=rgb,
+                chip_px=32,
+            )
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(4)  # templates compiled, modules loaded: part of neither figure
+    few, many = peak(40), peak(160)
+    assert many < 1.5 * few, f"peak {few / 1e6:.1f} MB for 40 clues, {many / 1e6:.1f} MB for 160"
 
 
 def _write_specs(tmp_path: Path, specs: list[tuple], shape: tuple[int, int]) -> tuple[str, _Page]:

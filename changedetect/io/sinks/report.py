@@ -26,9 +26,10 @@ import datetime as dt
 import hashlib
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ _OUTSIDE_ZONES = "outside protected zones"
 _UNKNOWN_COUNTY = "unknown county"
 #: The template of the page's one script, which the policy allows by its hash.
 _SCRIPT = "report.js"
+#: Cards whose chips are being encoded ahead of the one being written: enough to keep every
+#: encoding thread busy while the page is written, few enough that the report's memory does not
+#: grow with the number of clues (a card's three chips are some tens of kB of text).
+CARDS_AHEAD = 32
 
 
 @cache
@@ -362,7 +367,10 @@ def _priority_rank(priority: str) -> int:
     return _PRIORITIES.index(priority) if priority in _PRIORITIES else len(_PRIORITIES)
 
 
-def _clue_view(number: int, clue: PatchClue, chips: tuple[str, str, str]) -> _ClueView:
+def _clue_view(
+    number: int, clue: PatchClue, chips: tuple[str, str, str] = ("", "", "")
+) -> _ClueView:
+    """The clue's row and card; without `chips` its card is not ready (see _Cards)."""
     lon, lat = clue.centroid
     nav = navigation(lon, lat, clue.area_m2, clue.clue_id)
     gcj_lon, gcj_lat = nav["centroid_gcj02"]  # type: ignore[misc]
@@ -441,6 +449,49 @@ def _filters(views: Sequence[_ClueView]) -> list[_Filter]:
     ]
 
 
+class _Cards:
+    """The cards of the page in order, each with its chips, encoded on `pool` only a bounded
+    number of cards ahead of the one the template is writing: a report of any number of clues
+    holds the chips of at most `ahead` + 1 cards. Encoding starts when this is made, so it
+    overlaps the writing of everything above the cards. Iterate once; `cancel` drops the work
+    not yet started (the page failed)."""
+
+    def __init__(
+        self,
+        views: Sequence[_ClueView],
+        clues: Sequence[PatchClue],
+        patches: Sequence[Patch],
+        chips: CardChips,
+        pool: ThreadPoolExecutor,
+        ahead: int,
+    ) -> None:
+        if ahead < 1:
+            raise ValueError(f"ahead must be at least 1, got {ahead}")
+        self._views = views
+        self._work = zip(clues, patches, strict=True)
+        self._chips = chips
+        self._pool = pool
+        self._pending: deque[Future[tuple[str, str, str]]] = deque()
+        for _ in range(ahead):
+            self._submit()
+
+    def _submit(self) -> None:
+        job = next(self._work, None)
+        if job is not None:
+            self._pending.append(self._pool.submit(self._chips.uris, *job))
+
+    def __iter__(self) -> Iterator[_ClueView]:
+        for view in self._views:
+            before, after, change = self._pending.popleft().result()
+            self._submit()
+            yield replace(view, before_chip=before, after_chip=after, change_chip=change)
+
+    def cancel(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+
+
 def _review_order(clue: PatchClue, index: int) -> tuple[int, float, int]:
     confidence = clue.confidence if math.isfinite(clue.confidence) else 0.0
     return _priority_rank(str(clue.priority)), -confidence, index
@@ -479,6 +530,10 @@ def write_report(
     `detected_at` fill the header when there are no clues to take them from. `run_info` is shown
     as a key/value table (timings, source, ...). `zones` are drawn on the overview. Returns
     `out_path`.
+
+    The page is written to the file as it renders, each card's chips made a few dozen cards
+    ahead of it: the memory this takes does not grow with the number of clues (beyond a few kB
+    of text per clue for the index).
     """
     if len(clues) != len(patches):
         raise ValueError(f"{len(clues)} clues but {len(patches)} patches: they must be parallel")
@@ -493,32 +548,38 @@ def write_report(
     order = sorted(range(len(clues)), key=lambda i: _review_order(clues[i], i))
     clues, patches = [clues[i] for i in order], [patches[i] for i in order]
     overview = render_overview(rgb_path, grid, patches, max_px=max_overview_px, zones=zones)
+    # the index, the summary and the filters need every clue's text but none of its chips: the
+    # rows are made now, each card's chips only as the page reaches it
+    views = [_clue_view(number, clue) for number, clue in enumerate(clues, start=1)]
+    after_text = _window_text(after if after is not None else (clues[0].after if clues else None))
+    templates = _templates()
+    # the policy at the top of the page carries the script's hash: it is known before the page
+    # is written because the script does not depend on the clues
+    script = templates.get_template(_SCRIPT).render() if views else None
     # decoding, quantising and encoding the chips (and the overview) is most of a large report's
-    # time: done on threads (Pillow releases the GIL), the cards kept in clue order
+    # time: done on threads (Pillow releases the GIL) a few dozen cards ahead of the page, which
+    # is written as it is rendered, so neither the chips nor the page are ever held whole
     with (
         CardChips(chip_dir, rgb_path, grid, chip_px) as chips,
         ThreadPoolExecutor(png_workers(), "report-chips") as pool,
     ):
         overview_png = pool.submit(png_data_uri, overview.image)
-        views = [
-            _clue_view(number, clue, uris)
-            for number, (clue, uris) in enumerate(
-                zip(clues, pool.map(chips.uris, clues, patches), strict=True), start=1
+        cards = _Cards(views, clues, patches, chips, pool, CARDS_AHEAD)
+        try:
+            stream = templates.get_template("report.html.j2").stream(
+                csp=_content_security_policy(script),
+                version=__version__,
+                header=_header(title, aoi, clues, before, after, detected_at, run_info),
+                overview=_overview_figure(overview, overview_png.result(), after_text),
+                summary=_summary(clues),
+                filters=_filters(views),
+                clues=views,
+                cards=cards,
             )
-        ]
-        overview_uri = overview_png.result()
-    after_text = _window_text(after if after is not None else (clues[0].after if clues else None))
-    templates = _templates()
-    script = templates.get_template(_SCRIPT).render() if views else None
-    page = templates.get_template("report.html.j2").render(
-        csp=_content_security_policy(script),
-        version=__version__,
-        header=_header(title, aoi, clues, before, after, detected_at, run_info),
-        overview=_overview_figure(overview, overview_uri, after_text),
-        summary=_summary(clues),
-        filters=_filters(views),
-        clues=views,
-    )
-    with atomic_path(out_path) as tmp:
-        tmp.write_text(page + "\n", encoding="utf-8")
+            with atomic_path(out_path) as tmp, tmp.open("w", encoding="utf-8") as out:
+                stream.dump(out)
+                out.write("\n")
+        finally:
+            # after a failure, do not wait for chips no page will show
+            cards.cancel()
     return out_path
