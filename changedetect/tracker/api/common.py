@@ -70,10 +70,11 @@ def photo_url(request: Request, case_id: int, photo_id: int) -> str:
     return f"{request.scope.get('root_path', '')}/cases/{case_id}/photos/{photo_id}"
 
 
-def load_visible(session: Session, case_id: int, user: Principal) -> Any:
-    """The case locked for this write, or 404 when the user may not see it."""
+def load_visible(session: Session, case_id: int, user: Principal, *, lock: bool = True) -> Any:
+    """The case (locked for this write unless ``lock`` is false), or 404 when the user may not
+    see it."""
     try:
-        case = load_case(session, case_id, for_update=True)
+        case = load_case(session, case_id, for_update=lock)
     except CaseNotFoundError:
         raise not_found(case_id) from None
     if not user.can_see(case.assigned_county):

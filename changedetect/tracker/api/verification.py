@@ -18,10 +18,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal
-from ..errors import CaseNotFoundError
 from ..models import Case, CasePhoto
 from ..photos import EXTENSIONS, PhotoStore, display_name, dossier_copy
-from ..queries import CaseDetail, PhotoView, load_case
+from ..queries import CaseDetail, PhotoView
 from ..states import check_transition
 from ..verification import (
     FieldPosition,
@@ -40,7 +39,7 @@ from .common import (
     MAX_ID,
     CaseId,
     case_out,
-    not_found,
+    load_visible,
     photo_url,
     visible_or_404,
 )
@@ -100,12 +99,7 @@ def dossier_photos(detail: CaseDetail, store: PhotoStore) -> dict[int, tuple[byt
 def _verifiable(session: Session, case_id: int, user: Principal, *, lock: bool) -> Case:
     """The case, if the user may see it (else 404), gives field verdicts (else 403) and the
     case awaits one (else 409)."""
-    try:
-        case = load_case(session, case_id, for_update=lock)
-    except CaseNotFoundError:
-        raise not_found(case_id) from None
-    if not user.can_see(case.assigned_county):
-        raise not_found(case_id)
+    case = load_visible(session, case_id, user, lock=lock)
     if not can_verify(user.allowed_targets("verifying")):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
@@ -224,12 +218,7 @@ def verification(case_id: CaseId, body: VerificationIn, user: UserDep, state: St
     position = FieldPosition(where.lat, where.lon, where.accuracy_m, where.taken_at, where.source)
 
     def work(session: Session) -> dict[str, Any]:
-        try:
-            case = load_case(session, case_id, for_update=True)
-        except CaseNotFoundError:
-            raise not_found(case_id) from None
-        if not user.can_see(case.assigned_county):
-            raise not_found(case_id)
+        case = load_visible(session, case_id, user)
         current = case.state
         check_transition(case.id, current, body.verdict)  # InvalidTransitionError → 409
         if not user.may_transition(current, body.verdict):
