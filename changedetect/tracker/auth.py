@@ -33,9 +33,11 @@ from typing import Literal, TypeVar
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    ColumnElement,
     ForeignKey,
     Integer,
     String,
+    and_,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
@@ -406,6 +408,12 @@ def revoke_tokens(
     return _run(target, work)
 
 
+def live_token_clause(now: dt.datetime) -> ColumnElement[bool]:
+    """SQL: the joined token is neither revoked nor expired at ``now`` and its user is active
+    (what makes a token, and any session opened with it, usable)."""
+    return and_(ApiToken.revoked_at.is_(None), ApiToken.expires_at > now, User.active.is_(True))
+
+
 def find_live_token(
     session: Session, token: str, *, now: dt.datetime | None = None
 ) -> tuple[int, Principal] | None:
@@ -420,9 +428,7 @@ def find_live_token(
         .join(User, User.id == ApiToken.user_id)
         .where(
             ApiToken.token_hash == digest,
-            ApiToken.revoked_at.is_(None),
-            ApiToken.expires_at > now,
-            User.active.is_(True),
+            live_token_clause(now),
         )
     ).first()
     if row is None or not hmac.compare_digest(row[0], digest):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import ForeignKey, Integer, String, delete, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .auth import ApiToken, Principal, User, find_live_token, hash_token
+from .auth import ApiToken, Principal, User, find_live_token, hash_token, live_token_clause
 from .clock import utc_now
 from .db import TrackerDB
 from .errors import ConcurrencyError
@@ -140,9 +140,7 @@ def resolve_session(
                 ApiSession.session_hash == digest,
                 ApiSession.expires_at > now,
                 ApiSession.last_seen_at > now - policy.idle,
-                ApiToken.revoked_at.is_(None),
-                ApiToken.expires_at > now,
-                User.active.is_(True),
+                live_token_clause(now),
             )
         ).first()
     if row is None or not hmac.compare_digest(row[0], digest):
