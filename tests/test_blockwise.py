@@ -67,21 +67,30 @@ def test_every_chunk_is_computed_once_and_the_result_is_that_of_one_chunk(tmp_pa
     assert gathered.n_valid == whole.n_valid == SHAPE[0] * SHAPE[1]
 
 
-def test_stripes_of_columns_give_the_same_result_and_recompute_only_their_borders(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("chunks", "stripes"),
+    [(64, [[0, 1, 2], [3, 4]]), (40, [[0, 1, 2], [3, 4, 5], [6]])],
+)
+def test_stripes_of_columns_give_the_same_result_and_recompute_only_one_column_at_a_border(
+    tmp_path, monkeypatch, chunks, stripes
 ):
     whole, whole_score, _, _ = pass_over(tmp_path, 512)
-    # room for three 64 x 64 chunks in a row: the five columns of chunks make two stripes
-    monkeypatch.setattr(blockwise, "STRIPE_BYTES", 3 * 14 * 64 * 64 * 4)
-    assert [list(r) for r in blockwise._stripes(_cube_of_chunks(64))] == [[0, 1, 2], [3, 4]]
-    gathered, score, computed, numblocks = pass_over(tmp_path / "striped", 64, count=True)
+    # room for three chunks in a row: the columns of chunks make two or three stripes
+    monkeypatch.setattr(blockwise, "STRIPE_BYTES", 3 * 14 * chunks * chunks * 4)
+    assert [list(r) for r in blockwise._stripes(_cube_of_chunks(chunks))] == stripes
+    gathered, score, computed, numblocks = pass_over(tmp_path / "striped", chunks, count=True)
     np.testing.assert_array_equal(score, whole_score)
-    np.testing.assert_array_equal(np.sort(gathered.flat_index), np.sort(whole.flat_index))
-    # the two chunk columns on either side of the stripes' border are computed twice, once
-    # for each stripe; every other chunk once
+    order, whole_order = np.argsort(gathered.flat_index), np.argsort(whole.flat_index)
+    np.testing.assert_array_equal(gathered.flat_index[order], whole.flat_index[whole_order])
+    for name, values in whole.values.items():
+        np.testing.assert_array_equal(gathered.values[name][order], values[whole_order], name)
+    # a stripe's first column is computed twice, once for the halo of the stripe before; that
+    # stripe's last column is not computed again, its right strips are carried over
     twice = {k for k, n in computed.items() if n == 2}
-    assert twice == {(i, j) for i in range(numblocks[1]) for j in (2, 3)}
+    firsts = [stripe[0] for stripe in stripes[1:]]
+    assert twice == {(i, j) for i in range(numblocks[1]) for j in firsts}
     assert set(computed.values()) == {1, 2}
+    assert sorted(computed) == [(i, j) for i in range(numblocks[1]) for j in range(numblocks[2])]
 
 
 def _cube_of_chunks(chunks: int):

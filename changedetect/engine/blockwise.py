@@ -32,8 +32,8 @@ from ..progress import report
 #: Chunks tested per dask call: the two cores' worth of work at a time.
 STEP_CHUNKS = 2
 #: What a row of the composites' chunks may hold (bytes): the pass works in stripes of columns
-#: this wide, so memory does not grow with the AOI's width. The chunks at a stripe's border are
-#: computed again by the next stripe, for their halo.
+#: this wide, so memory does not grow with the AOI's width. The first column of chunks of a
+#: stripe is computed twice: once by the stripe before, for its halo, and once by its own.
 STRIPE_BYTES = 160 * 2**20
 
 
@@ -155,11 +155,20 @@ def _part(array: np.ndarray, index: tuple[slice, ...]) -> np.ndarray:
 class _Rows:
     """A stripe of the composites' chunks (`columns`) as a row-major stream: each chunk computed
     once (kept on the scheduler: in this process, or on a cluster's workers) and, once tested,
-    shrunk to the halo strips its later neighbours still need. The chunks just outside the stripe
-    are read for their halo only, and let go row by row."""
+    shrunk to the halo strips its later neighbours still need. The chunks just right of the
+    stripe are read for their halo only, and let go row by row; those just left of it are not
+    read again: `carried` holds their right strips, kept by the stripe before."""
 
-    def __init__(self, cube: da.Array, halo: int, graph: dict[Any, Any], columns: range) -> None:
+    def __init__(
+        self,
+        cube: da.Array,
+        halo: int,
+        graph: dict[Any, Any],
+        columns: range,
+        carried: dict[tuple[int, int], Delayed] | None = None,
+    ) -> None:
         self.cube, self.halo, self.graph, self.columns = cube, halo, graph, columns
+        self.carried = dict(carried or {})
         self.n_rows, self.n_cols = cube.numblocks[1], cube.numblocks[2]
         # a token: the scheduler names a task by the words of its key before the first token
         self.name = tokenize(cube.name, columns.start)
@@ -177,7 +186,10 @@ class _Rows:
         return [
             k
             for k in dict.fromkeys(wanted)
-            if self.inside(*k) and k not in self.full and k not in self.finished
+            if self.inside(*k)
+            and k not in self.full
+            and k not in self.finished
+            and k not in self.carried
         ]
 
     def load(self, keys: list[tuple[int, int]]) -> list[Delayed]:
@@ -213,6 +225,8 @@ class _Rows:
                 xs = slice(-h, None) if dj == -1 else slice(None, h) if dj == 1 else slice(None)
                 if k in self.full:
                     row.append((self.full[k], (ys, xs)))
+                elif k in self.carried:  # left of the stripe: the strip the last one kept
+                    row.append((self.carried[k], (ys, slice(None))))
                 elif di == -1:  # a chunk of the row above: its kept bottom strip
                     row.append((self.bottom[k], (slice(None), xs)))
                 else:  # the chunk to the left: its kept right strip
@@ -227,6 +241,7 @@ class _Rows:
         self._shrink((i, j), right=j + 1 < self.n_cols)
         self.right.pop((i, j - 1), None)
         self.bottom.pop((i - 1, j - 1), None)
+        self.carried.pop((i - 1, j - 1), None)
         if j == self.columns[-1]:  # the row is done: so is the halo from beyond the stripe
             self.bottom.pop((i - 1, j), None)
             self.bottom.pop((i - 1, j + 1), None)
@@ -250,6 +265,12 @@ class _Rows:
 
     def _key(self, side: str, k: tuple[int, int]) -> tuple[str, int, int]:
         return (f"halo_strip-{side}{self.name}", *k)
+
+    def carry(self) -> dict[tuple[int, int], Delayed]:
+        """The right strips of the stripe's last column, for the next stripe's halo (computed:
+        call after the pass over the stripe has kept its due strips)."""
+        last = self.columns[-1]
+        return {k: strip for k, strip in self.right.items() if k[1] == last}
 
     def strips_due(self) -> list[Delayed]:
         """The strips cut since the last call that a chunk still to come reads: persisted with
@@ -329,7 +350,9 @@ def run_pass(
     The chunks are taken in rows, a couple at a time. Each chunk of the composites is computed
     once: a chunk is tested as soon as the chunks around it are computed, and then only its halo
     strips are kept for the neighbours still to come, so about one row of chunks is held: of
-    a stripe of columns (STRIPE_BYTES) whose border chunks the next stripe computes again."""
+    a stripe of columns (STRIPE_BYTES). A stripe computes the column of chunks right of it again
+    for its halo (it is the next stripe's first); the column left of it it takes from the right
+    strips the stripe before kept."""
     cube = _halo_wide(inputs.cube, test.halo)
     height, width = cube.shape[1:]
     row_starts = np.cumsum((0, *cube.chunks[1][:-1]))
@@ -340,8 +363,9 @@ def run_pass(
     value_parts: list[dict[str, np.ndarray]] = []
     n_valid = done_blocks = 0
     report(what, 0, n_rows * n_cols)
+    carried: dict[tuple[int, int], Delayed] = {}
     for columns in _stripes(cube):
-        stream = _Rows(cube, test.halo, graph, columns)
+        stream = _Rows(cube, test.halo, graph, columns, carried)
         steps = list(_steps(n_rows, columns))
         first = stream.missing(_around(steps[0]))
         stream.keep(first, list(dask.persist(*stream.load(first), optimize_graph=False)))
@@ -373,6 +397,8 @@ def run_pass(
                 report(what, done_blocks, n_rows * n_cols)
             for i, j in step:
                 stream.tested(i, j)
+        stream.kept_strips(list(dask.persist(*stream.strips_due(), optimize_graph=False)))
+        carried = stream.carry()
     _release_freed_memory()
     names = tuple(value_parts[0]) if value_parts else ()
     flat_index = np.concatenate(flat_parts) if flat_parts else np.empty(0, np.int64)
