@@ -33,7 +33,7 @@ from changedetect.algorithms import classify
 from changedetect.algorithms.patches import polygonise
 from changedetect.evaluation import evaluate_patches, footprints_match
 from changedetect.testing.planting import plant_disturbances
-from changedetect.testing.scenes import analyse_pair, oscd_before
+from changedetect.testing.scenes import analyse_pair, oscd_before, unseen_before
 
 try:  # run as `python bench/type_accuracy.py` or imported as bench.type_accuracy
     from scenes import CITIES, DEFAULT_DATA
@@ -99,20 +99,25 @@ def score(name, patches, clues, truth_geoms, truth_types, truth_ids, scored, mat
 
 
 def oscd_scene(data: Path, city: str, seed: int, materials: str, work: Path) -> SceneScore:
-    grid, before = oscd_before(data, city)
+    return planted_scene(city, *oscd_before(data, city), seed, materials, work)
+
+
+def planted_scene(
+    name: str, grid, before: dict[str, np.ndarray], seed: int, materials: str, work: Path
+) -> SceneScore:
     with np.errstate(invalid="ignore", divide="ignore"):
         nd = (before["B08"] - before["B04"]) / (before["B08"] + before["B04"])
     min_ndvi = min(MIN_NDVI, float(np.nanquantile(nd, 0.8)))
     after, blobs = plant_disturbances(
         before, seed=seed, n_blobs=24, materials=materials, min_ndvi=min_ndvi
     )
-    result = analyse_pair(grid, before, after, work, city)
+    result = analyse_pair(grid, before, after, work, name)
     truth = [
         next(iter(polygonise(blob.mask.astype(np.int32), grid.transform).values()))
         for blob in blobs
     ]
     return score(
-        city,
+        name,
         result.patches,
         result.clues,
         truth,
@@ -276,7 +281,34 @@ def main(argv: list[str] | None = None) -> int:
     print_table(scenes, args.materials)
     if args.materials_table:
         confusion(scenes)
+    if not args.rescore:
+        unseen(args.data, scenes, args.seed, args.materials)
     return 0
+
+
+def unseen(data: Path, scenes: list[SceneScore], seed: int, materials: str) -> None:
+    """The same planting in a scene none of the rules or constants was chosen on
+    (changedetect.testing.scenes.UNSEEN_L1C), and that scene with nothing planted."""
+    grid, before = unseen_before(data)
+    with tempfile.TemporaryDirectory(prefix="type-accuracy-") as tmp:
+        s = planted_scene("brandenburg", grid, before, seed, materials, Path(tmp))
+        after, _ = plant_disturbances(before, seed=seed, n_blobs=0)
+        quiet = analyse_pair(grid, before, after, Path(tmp), "brandenburg-nothing")
+    constants = select_constants(scenes)
+    chosen = sum(
+        classify.classify_patch(stats, **constants) == truth
+        for stats, truth in zip(s.hit_stats, s.hit_truth, strict=True)
+    )
+    hits = max(s.hits, 1)
+    false = ", ".join(
+        f"{c.change_type} {c.area_m2:,.0f} m2, confidence {c.confidence:.2f}" for c in quiet.clues
+    )
+    print(
+        f"\nunseen scene {s.scene}: {s.planted} planted, {s.hits} hits, recall {s.recall:.2f}, "
+        f"precision {s.precision:.2f}, type right {s.type_right / hits:.1%} (constants chosen on "
+        f"the scenes above: {chosen / hits:.1%}); nothing planted: {len(quiet.clues)} clues "
+        f"({false or 'none'})"
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from changedetect.testing.planting import plant_disturbances
-from changedetect.testing.scenes import analyse_pair, oscd_before, planted_quality
+from changedetect.testing.scenes import analyse_pair, oscd_before, planted_quality, unseen_before
 
 
 @pytest.mark.parametrize(("city", "seed"), [("hongkong", 7), ("mumbai", 11), ("bordeaux", 3)])
@@ -78,3 +78,31 @@ def test_a_second_overpass_with_nothing_changed_gives_almost_no_clue(shared_data
         result = analyse_pair(grid, before, after, tmp_path, city)
         false_clues += [(city, round(c.area_m2)) for c in result.clues]
     assert len(false_clues) <= 1 and all(area < 2000 for _, area in false_clues), false_clues
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("materials", "min_recall", "min_type"), [("fixed", 0.95, 0.85), ("varied", 0.75, 0.80)]
+)
+def test_planted_changes_in_a_scene_no_rule_was_chosen_on(
+    shared_data, tmp_path, materials, min_recall, min_type
+):
+    """The targets above on a scene outside the development set: Sentinel-2 L1C over Brandenburg
+    in February (winter farmland, forest and water, not a city), which no rule or constant of the
+    detector was chosen on. Little is green in winter: sites go into the greenest fifth."""
+    grid, before = unseen_before(shared_data)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nd = (before["B08"] - before["B04"]) / (before["B08"] + before["B04"])
+    min_ndvi = min(0.45, float(np.nanquantile(nd, 0.8)))
+    after, blobs = plant_disturbances(
+        before, seed=1, n_blobs=24, materials=materials, min_ndvi=min_ndvi
+    )
+    assert len(blobs) >= 20, "not enough ground to plant into"
+    q = planted_quality(analyse_pair(grid, before, after, tmp_path, "unseen"), blobs, grid)
+    summary = (
+        f"recall {q.recall:.2f} precision {q.precision:.2f} type {q.type_accuracy:.2f} "
+        f"({q.n_clues} clues, {len(blobs)} planted, missed {q.missed})"
+    )
+    assert q.recall >= min_recall, summary
+    assert q.precision >= 0.90, summary
+    assert q.type_accuracy >= min_type, summary

