@@ -214,9 +214,9 @@ def test_chips_written(quarry_result):
         assert height >= 64 and width == 2 * height + PANEL_GAP
         sizes.add((width, height))
     assert len(sizes) == 1  # the three chips of a clue line up
-    before = np.asarray(Image.open(result.out_dir / clue.chip_before)).astype(float)
-    after = np.asarray(Image.open(result.out_dir / clue.chip_after)).astype(float)
-    change = np.asarray(Image.open(result.out_dir / clue.chip_change)).astype(int)
+    before = np.asarray(Image.open(result.out_dir / clue.chip_before).convert("RGB")).astype(float)
+    after = np.asarray(Image.open(result.out_dir / clue.chip_after).convert("RGB")).astype(float)
+    change = np.asarray(Image.open(result.out_dir / clue.chip_change).convert("RGB")).astype(int)
     # the chip centres on the patch: bright rock after, dark forest before (true colour)
     n = before.shape[0]
     centre = (slice(n * 2 // 5, n * 3 // 5), slice(n * 2 // 5, n * 3 // 5))

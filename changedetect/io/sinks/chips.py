@@ -22,8 +22,8 @@ from ...models import Patch
 from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
 from .ndvi_change import CHANGE_LIMIT, NO_DATA_RGB, change_rgb, ndvi_change
+from .palette import OUTLINE_RGB, palette_image
 
-OUTLINE_RGB = (255, 230, 0)
 #: A dark edge just outside the change chip's outline: the palette's pale middle (no change,
 #: most of the ground around a patch) is too close to the outline's yellow to show it alone.
 OUTLINE_EDGE_RGB = (0, 0, 0)
@@ -253,8 +253,10 @@ def png_workers() -> int:
 
 
 def _save_chip(img: np.ndarray, target: Path) -> Path:
+    # as the report embeds it (palette.py): the report then takes the file's bytes as they are,
+    # instead of decoding, quantising and encoding every chip a second time
     with atomic_path(target) as tmp:
-        Image.fromarray(img, mode="RGB").save(tmp, format="PNG")
+        palette_image(img).save(tmp, format="PNG")
     return target
 
 

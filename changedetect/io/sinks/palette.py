@@ -13,8 +13,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from .chips import OUTLINE_RGB
-
+#: The patch outline drawn on chips and on the overview.
+OUTLINE_RGB = (255, 230, 0)
 #: Colour of the protection-zone boundaries on the overview.
 ZONE_RGB = (0, 220, 255)
 #: Colours drawn over the imagery. They get the last palette slots, after the imagery has been
@@ -51,4 +51,9 @@ def png_data_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
     # no `optimize`: ~10 % smaller files for ~10x the encoding time on a big overview
     image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_uri(buffer.getvalue())
+
+
+def png_uri(png: bytes) -> str:
+    """PNG file contents as a `data:` URI."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from PIL import Image
 from rasterio.features import rasterize
 from rasterio.windows import transform as window_transform
 
 from ...models import GridSpec, Patch, PatchClue
 from ..raster import GDAL_READ_OPTIONS
 from .chips import chip_window, render_change_chip, render_chips
-from .palette import palette_image, png_data_uri
+from .palette import palette_image, png_data_uri, png_uri
 
 __all__ = ["CardChips"]
 
@@ -65,7 +64,7 @@ class CardChips:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def _from_dir(self, clue: PatchClue, tag: str) -> np.ndarray | None:
+    def _from_dir(self, clue: PatchClue, tag: str) -> bytes | None:
         if self.chip_dir is None:
             return None
         recorded = getattr(clue, f"chip_{tag}")
@@ -75,24 +74,25 @@ class CardChips:
         path = self.chip_dir / name
         if not path.is_file():
             return None
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        # the pipeline writes its chips as the report would encode them (chips._save_chip)
+        return path.read_bytes()
 
     def uris(self, clue: PatchClue, patch: Patch) -> tuple[str, str, str]:
         """The clue's (before, after, change) chips as PNG data URIs; safe to call from several
         threads. A chip not in `chip_dir` (an output folder from before the change chip, say) is
         cut from the preview raster."""
-        chips = {tag: self._from_dir(clue, tag) for tag in CHIP_TAGS}
-        if chips["before"] is None or chips["after"] is None:
+        files = {tag: self._from_dir(clue, tag) for tag in CHIP_TAGS}
+        if files["before"] is None or files["after"] is None:
             # the two dates under one stretch: both from the folder or both cut
-            chips["before"] = chips["after"] = None
-        if any(chip is None for chip in chips.values()):
+            files["before"] = files["after"] = None
+        uris = {tag: png_uri(png) for tag, png in files.items() if png is not None}
+        if len(uris) < len(CHIP_TAGS):
             # one dataset handle, opened once and read by one thread at a time; a GDAL
             # environment belongs to the thread that entered it, so each read enters its own
             with self._lock, rasterio.Env(**GDAL_READ_OPTIONS):
                 if self._src is None:
                     self._src = self._stack.enter_context(rasterio.open(self.rgb_path))
                 cut = _cut_chips(self._src, self.grid, patch, self.size)
-            chips = {tag: cut[tag] if chip is None else chip for tag, chip in chips.items()}
-        before, after, change = (png_data_uri(palette_image(chips[tag])) for tag in CHIP_TAGS)
-        return before, after, change
+            for tag in CHIP_TAGS:
+                uris.setdefault(tag, png_data_uri(palette_image(cut[tag])))
+        return uris["before"], uris["after"], uris["change"]
