@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 
 from ..algorithms.patches import polygonise
 from ..config import SensorConfig
 from ..evaluation import PatchQuality, evaluate_patches
 from ..io.sources.local import LocalSource, acquisition_from_path
-from ..models import AoiResult, GridSpec, TimeWindow
+from ..models import AoiResult, TimeWindow
 from ..pipeline import AnalysisOptions, analyse
 from ..types import ANALYSIS_BANDS
 from .memory import MemorySource
@@ -25,7 +26,7 @@ from .planting import PlantedBlob
 BEFORE_DAY, AFTER_DAY = dt.date(2017, 5, 1), dt.date(2018, 5, 1)
 
 
-def oscd_before(data: Path, city: str) -> tuple[GridSpec, dict[str, np.ndarray]]:
+def oscd_before(data: Path, city: str) -> tuple[GeoBox, dict[str, np.ndarray]]:
     """An OSCD city's date-1 image (``data/oscd/<city>/imgs_1``) as reflectance band arrays."""
     sensor = SensorConfig(preset="sentinel2_l1c")
     acq = acquisition_from_path(data / "oscd" / city / "imgs_1", sensor)
@@ -35,7 +36,7 @@ def oscd_before(data: Path, city: str) -> tuple[GridSpec, dict[str, np.ndarray]]
 
 
 def analyse_pair(
-    grid: GridSpec,
+    grid: GeoBox,
     before: Mapping[str, np.ndarray],
     after: Mapping[str, np.ndarray],
     out_dir: Path,
@@ -50,9 +51,7 @@ def analyse_pair(
     return analyse(*stacks, grid, *windows, AnalysisOptions(name, chips=False), out_dir / name)
 
 
-def planted_quality(
-    result: AoiResult, blobs: Sequence[PlantedBlob], grid: GridSpec
-) -> PatchQuality:
+def planted_quality(result: AoiResult, blobs: Sequence[PlantedBlob], grid: GeoBox) -> PatchQuality:
     """Recall, precision and type accuracy of `result`'s clues against the planted blobs."""
     truth = [
         next(iter(polygonise(blob.mask.astype(np.int32), grid.transform).values()))

@@ -12,20 +12,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
-from pyproj import CRS
-
-from ...models import GridSpec
-
-_WGS84 = CRS.from_epsg(4326)
+from odc.geo.geobox import GeoBox
 
 
 def _num(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def grid_id(grid: GridSpec) -> str:
+def grid_id(grid: GeoBox) -> str:
     """``epsg32610_x585570_y4135590_300x240_r10``: CRS, top-left corner, size, pixel size."""
-    epsg = grid.crs.to_epsg()
+    epsg = grid.crs.epsg
     crs = (
         f"epsg{epsg}" if epsg else "crs" + hashlib.sha1(grid.crs.to_wkt().encode()).hexdigest()[:10]
     )
@@ -70,19 +66,19 @@ def split_lengths(size: int, max_px: int) -> list[tuple[int, int]]:
     return pieces
 
 
-def split_grid(grid: GridSpec, max_px: int) -> list[tuple[int, int, GridSpec]]:
+def split_grid(grid: GeoBox, max_px: int) -> list[tuple[int, int, GeoBox]]:
     """(row, col, window) pieces of `grid`, at most `max_px` pixels a side, row by row; their
     edges are the grid's pixel edges, so they stitch back pixel for pixel."""
     return [
-        (row, col, grid.window(row, col, height, width))
+        (row, col, grid[row : row + height, col : col + width])
         for row, height in split_lengths(grid.height, max_px)
         for col, width in split_lengths(grid.width, max_px)
     ]
 
 
 def vrt_mosaic(
-    grid: GridSpec,
-    pieces: Sequence[tuple[GridSpec, str]],
+    grid: GeoBox,
+    pieces: Sequence[tuple[GeoBox, str]],
     bands: Sequence[str],
     dtype: str,
     nodata: float | None,
