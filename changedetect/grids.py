@@ -3,20 +3,17 @@ grid, and the few measures of a grid the pipeline needs in metres."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import rasterio.features
-import rasterio.windows
 import shapely
-from affine import Affine
 from odc.geo import SomeCRS
 from odc.geo.crs import CRS, norm_crs_or_error
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from odc.geo.roi import roi_is_empty, roi_shape
 from pyproj import Transformer
-from pyproj.aoi import AreaOfInterest
-from pyproj.database import query_utm_crs_info
 from pyproj.geod import Geod
 
 from .config import AoiConfig
@@ -26,11 +23,7 @@ WGS84 = CRS("EPSG:4326")
 
 def utm_crs_for(lon: float, lat: float) -> CRS:
     """The WGS84 / UTM zone CRS containing (lon, lat)."""
-    infos = query_utm_crs_info(
-        datum_name="WGS 84",
-        area_of_interest=AreaOfInterest(lon, lat, lon, lat),
-    )
-    return CRS(int(infos[0].code))
+    return CRS.utm(lon, lat)
 
 
 def grid_for_bbox(
@@ -39,15 +32,12 @@ def grid_for_bbox(
     """A north-up grid covering a WGS84 bbox, edges snapped to multiples of the resolution."""
     west, south, east, north = bbox
     crs = CRS(crs) if crs is not None else utm_crs_for((west + east) / 2, (south + north) / 2)
+    # pyproj's densified bounds (21 points an edge), not BoundingBox.to_crs, which projects the
+    # corners only: a UTM grid must hold the bbox's curved edges
     tr = Transformer.from_crs(WGS84.proj, crs.proj, always_xy=True)
-    left, bottom, right, top = tr.transform_bounds(west, south, east, north, densify_pts=21)
-    left = math.floor(left / resolution) * resolution
-    top = math.ceil(top / resolution) * resolution
-    right = math.ceil(right / resolution) * resolution
-    bottom = math.floor(bottom / resolution) * resolution
-    width = int(round((right - left) / resolution))
-    height = int(round((top - bottom) / resolution))
-    return GeoBox((height, width), Affine(resolution, 0, left, 0, -resolution, top), crs)
+    bounds = tr.transform_bounds(west, south, east, north, densify_pts=21)
+    # tol=0: edges snap outwards however little the bbox pokes past a pixel edge
+    return GeoBox.from_bbox(bounds, crs, resolution=resolution, tol=0)
 
 
 def grid_for_aoi(aoi: AoiConfig) -> GeoBox:
@@ -102,21 +92,17 @@ def footprint_pixels(
     """The pixels of `grid` that a polygon in the grid's CRS covers: the rows and columns of its
     bounding window, clipped to the grid, and where inside that window the polygon is
     (``all_touched`` as rasterio.features). None when it lies outside the grid."""
-    transform = grid.transform
-    window = rasterio.windows.from_bounds(*geometry.bounds, transform=transform)
-    row0, col0 = max(int(np.floor(window.row_off)), 0), max(int(np.floor(window.col_off)), 0)
-    row1 = min(int(np.ceil(window.row_off + window.height)), grid.height)
-    col1 = min(int(np.ceil(window.col_off + window.width)), grid.width)
-    if row1 <= row0 or col1 <= col0:
+    roi = grid.overlap_roi(grid.enclosing(Geometry(geometry, grid.crs)))
+    if roi_is_empty(roi):
         return None
     inside = rasterio.features.geometry_mask(
         [geometry],
-        out_shape=(row1 - row0, col1 - col0),
-        transform=transform * Affine.translation(col0, row0),
+        out_shape=roi_shape(roi),
+        transform=grid[roi].transform,
         invert=True,
         all_touched=all_touched,
     )
-    return (slice(row0, row1), slice(col0, col1)), inside
+    return roi, inside
 
 
 def wgs84_bounds(grid: GeoBox) -> tuple[float, float, float, float]:

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from affine import Affine
 from odc.geo import SomeCRS
 from odc.geo.crs import CRS, norm_crs_or_error
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import BoundingBox
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -154,11 +154,13 @@ def _last_block_window(ds: Any, bidx: int, name: Path) -> Window:
     )
 
 
-def bounds_in(grid: GeoBox, crs: SomeCRS) -> tuple[float, float, float, float] | None:
+def bounds_in(grid: GeoBox, crs: SomeCRS) -> BoundingBox | None:
     """`grid`'s bounds transformed into `crs` (densified edges); None if they cannot be transformed."""
     crs = norm_crs_or_error(crs)
     if grid.crs == crs:
-        return tuple(grid.boundingbox)  # type: ignore[return-value]
+        return grid.boundingbox
+    # rasterio's densified transform (21 points an edge), as BoundingBox.to_crs projects the
+    # corners only
     try:
         bounds = transform_bounds(
             grid.crs.to_wkt(), crs.to_wkt(), *grid.boundingbox, densify_pts=21
@@ -167,31 +169,24 @@ def bounds_in(grid: GeoBox, crs: SomeCRS) -> tuple[float, float, float, float] |
         return None
     if not all(np.isfinite(bounds)):
         return None
-    return tuple(float(v) for v in bounds)  # type: ignore[return-value]
+    return BoundingBox(*(float(v) for v in bounds), crs=crs)
 
 
 def overlap_fraction(grid_a: GeoBox, grid_b: GeoBox) -> float:
     """Share of `grid_a`'s bounding box covered by `grid_b`'s (bounding boxes, in a's CRS)."""
+    a: BoundingBox | None = grid_a.boundingbox
     b = bounds_in(grid_b, grid_a.crs)
-    a = tuple(grid_a.boundingbox)
     if b is None:
         # Fall back to comparing both in WGS84.
         a = bounds_in(grid_a, "EPSG:4326")
         b = bounds_in(grid_b, "EPSG:4326")
         if a is None or b is None:
             return 0.0
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
+    both = a & b
+    if both.span_x <= 0 or both.span_y <= 0:
         return 0.0
-    area = (a[2] - a[0]) * (a[3] - a[1])
-    return float(width * height / area) if area > 0 else 0.0
-
-
-def chunk_transform(transform: Affine | Sequence[float], row: int, col: int) -> Affine:
-    """The transform of the sub-grid starting at (row, col)."""
-    t = transform if isinstance(transform, Affine) else Affine(*transform[:6])
-    return t @ Affine.translation(col, row)
+    area = a.span_x * a.span_y
+    return float(both.span_x * both.span_y / area) if area > 0 else 0.0
 
 
 def _one_line(exc: BaseException) -> str:

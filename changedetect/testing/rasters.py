@@ -54,10 +54,7 @@ def make_grid(
 
 def coarsen_grid(grid: GeoBox, factor: float) -> GeoBox:
     """The grid covering the same extent with pixels `factor` times larger (e.g. a 20 m band)."""
-    t = grid.transform
-    height = int(np.ceil(grid.height / factor))
-    width = int(np.ceil(grid.width / factor))
-    return GeoBox((height, width), Affine(t.a * factor, 0.0, t.c, 0.0, t.e * factor, t.f), grid.crs)
+    return grid.zoom_out(factor)
 
 
 def seeded_reflectance(

@@ -17,7 +17,6 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from PIL import Image
 from rasterio.features import rasterize
-from rasterio.windows import transform as window_transform
 
 from ...models import Patch, PatchClue
 from ..raster import GDAL_READ_OPTIONS
@@ -38,7 +37,7 @@ def _cut_chips(src: Any, grid: GeoBox, patch: Patch, size: int) -> dict[str, np.
     own = rasterize(
         [patch.geometry],
         out_shape=data.shape[1:],
-        transform=window_transform(window, grid.transform),
+        transform=grid[window.toslices()].transform,
         dtype="uint8",
     ).astype(bool)
     metres_per_px = math.sqrt(abs(grid.transform.a * grid.transform.e))

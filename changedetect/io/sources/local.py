@@ -59,7 +59,6 @@ from ...types import ANALYSIS_BANDS, QUALITY_BANDS
 from ..raster import (
     GDAL_READ_OPTIONS,
     RASTER_ERRORS,
-    chunk_transform,
     grid_of,
     open_raster,
     overlap_fraction,
@@ -591,7 +590,7 @@ def _read_chunk(
     assert block_info is not None
     (row0, row1), (col0, col1) = block_info[0]["array-location"]
     height, width = row1 - row0, col1 - col0
-    dst_transform = chunk_transform(transform, row0, col0)
+    dst_transform = GeoBox(shape, Affine(*transform[:6]), crs_wkt)[row0:row1, col0:col1].transform
     try:
         src = _open_dataset(path, session)
         with rasterio.Env(**GDAL_READ_OPTIONS):

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
-from odc.geo.geobox import GeoBox
+from odc.geo.geobox import GeoBox, bounding_box_in_pixel_domain
 
 
 def _num(value: float) -> str:
@@ -91,14 +91,14 @@ def vrt_mosaic(
     ET.SubElement(root, "GeoTransform").text = ", ".join(
         repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)
     )
+    # where each piece starts in the grid; raises unless it lies on the grid's pixels
+    origins = [bounding_box_in_pixel_domain(piece, grid)[:2] for piece, _ in pieces]
     for index, band in enumerate(bands, start=1):
         element = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(index))
         ET.SubElement(element, "Description").text = band
         if nodata is not None:
             ET.SubElement(element, "NoDataValue").text = repr(nodata)
-        for piece, relpath in pieces:
-            row = round((piece.transform.f - t.f) / t.e)
-            col = round((piece.transform.c - t.c) / t.a)
+        for (piece, relpath), (col, row) in zip(pieces, origins, strict=True):
             source = ET.SubElement(element, "SimpleSource")
             ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = relpath
             ET.SubElement(source, "SourceBand").text = str(index)
