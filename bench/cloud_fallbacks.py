@@ -46,7 +46,7 @@ def load_pair(data: Path, name: str) -> tuple[Bands, Bands, np.ndarray]:
     for acq in acquisitions:
         stack = source.load([acq], list(ANALYSIS_BANDS), grid, 1024)
         dates.append({b: stack[b].values[0].astype("f4") for b in ANALYSIS_BANDS})
-    changed, scored = read_reference(data, name, grid.shape)
+    changed, scored = read_reference(data, name, grid.shape.yx)
     return dates[0], dates[1], changed & scored
 
 

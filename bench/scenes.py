@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.features
+from odc.geo.geobox import GeoBox
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
@@ -22,7 +23,7 @@ from changedetect.algorithms.clues import object_features
 from changedetect.config import DetectionConfig, SensorConfig
 from changedetect.evaluation import MIN_OVERLAP_SHARE
 from changedetect.io.sources.local import LocalSource, acquisition_from_path
-from changedetect.models import GridSpec, Patch, TimeWindow
+from changedetect.models import Patch, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse, bands_to_load
 from changedetect.types import ANALYSIS_BANDS
 
@@ -39,7 +40,7 @@ class SceneRun:
     """One labelled scene and what the pipeline made of it."""
 
     name: str
-    grid: GridSpec
+    grid: GeoBox
     before: np.ndarray
     """(band, y, x) reflectance of ANALYSIS_BANDS as the pipeline reads it."""
     after: np.ndarray
@@ -105,12 +106,12 @@ def run_scene(
             *stacks, grid, *days, options, out or Path(tmp) / name, progress=lambda _: None
         )
     cubes = [np.stack([s[b].values[0] for b in ANALYSIS_BANDS]).astype(np.float32) for s in stacks]
-    changed, scored = read_reference(data, name, grid.shape)
-    labels = np.zeros(grid.shape, np.int32)
+    changed, scored = read_reference(data, name, grid.shape.yx)
+    labels = np.zeros(grid.shape.yx, np.int32)
     if result.patches:
         labels = rasterio.features.rasterize(
             ((p.geometry, i) for i, p in enumerate(result.patches, start=1)),
-            out_shape=grid.shape,
+            out_shape=grid.shape.yx,
             transform=grid.transform,
             dtype="int32",
         )

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
 from changedetect.algorithms.alerts import SEEN_SHARE, Alert
@@ -38,7 +39,7 @@ from changedetect.config import RunConfig, parse_config
 from changedetect.evaluation import footprints_match
 from changedetect.grids import WGS84, footprint_pixels, reproject_geometry
 from changedetect.io.sources.synthetic import SyntheticSource
-from changedetect.models import GridSpec, TimeWindow
+from changedetect.models import TimeWindow
 from changedetect.pipeline import plan_grid, run_aoi
 from changedetect.state import AlertBook, RunState
 from changedetect.testing.synthetic import PlantedChange
@@ -83,7 +84,7 @@ def season_config(out: Path, size: int, seed: int, cloud_cover: float, baseline:
 
 def clear_days(
     source: SyntheticSource,
-    grid: GridSpec,
+    grid: GeoBox,
     change: PlantedChange,
     days: list[dt.date],
     cloud_classes: list[int],
@@ -91,7 +92,7 @@ def clear_days(
     """The acquisition days on which most of `change`'s footprint has valid data by the run's
     own rule (its SCL classes), as the alert's sightings judge it."""
     scene = source.scene(grid)
-    pixels = footprint_pixels(change.geometry, grid.transform, grid.shape)
+    pixels = footprint_pixels(change.geometry, grid)
     if pixels is None:
         return []
     (rows, cols), inside = pixels
@@ -107,7 +108,7 @@ def clear_days(
 def evaluate(
     alerts: list[Alert],
     truth: list[PlantedChange],
-    grid: GridSpec,
+    grid: GeoBox,
     source: SyntheticSource,
     days: list[dt.date],
     area_km2: float,

@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 import rasterio.windows
 import xarray as xr
+from odc.geo.geobox import GeoBox
 from shapely.geometry.base import BaseGeometry
 
 from .algorithms.alerts import (
@@ -29,7 +30,7 @@ from .algorithms.alerts import (
 )
 from .algorithms.patches import BlockPixels, block_pixels
 from .grids import WGS84, footprint_pixels, reproject_geometry
-from .models import Composite, GridSpec, Patch, PatchClue
+from .models import Composite, Patch, PatchClue
 from .types import ANALYSIS_BANDS
 
 
@@ -189,12 +190,12 @@ def _site_pixels(
     return obs[:, :, start:stop], clear[:, start:stop]
 
 
-def site_observation(change_path: Path, grid: GridSpec, footprint: BaseGeometry) -> Observation:
+def site_observation(change_path: Path, grid: GeoBox, footprint: BaseGeometry) -> Observation:
     """What a run's change raster shows over an alert's footprint (WGS84): "unobserved" when
     clouds or no data hide most of it, "changed" when a clue covers part of it, else
     "unchanged" (the change test ran there and found nothing)."""
     local = reproject_geometry(footprint, WGS84, grid.crs)
-    pixels = footprint_pixels(local, grid.transform, grid.shape, all_touched=True)
+    pixels = footprint_pixels(local, grid, all_touched=True)
     if pixels is None:  # the site lies outside this grid
         return "unobserved"
     (rows, cols), inside = pixels
@@ -212,7 +213,7 @@ def follow_alerts(
     clues: Sequence[PatchClue],
     sightings: dict[str, list[Sighting]],
     change_path: Path,
-    grid: GridSpec,
+    grid: GeoBox,
 ) -> list[Alert]:
     """Continue or open an alert for each clue from its sightings (by clue id), see whether the
     run's change raster shows the sites of the other alerts, and give each clue its alert's

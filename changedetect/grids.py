@@ -1,77 +1,83 @@
-"""Analysis grids: from an AOI bounding box to a projected, pixel-snapped grid."""
+"""Analysis grids: odc-geo GeoBoxes, from an AOI bounding box to a projected, pixel-snapped
+grid, and the few measures of a grid the pipeline needs in metres."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import rasterio.features
-import rasterio.windows
 import shapely
-from affine import Affine
-from pyproj import CRS, Transformer
-from pyproj.aoi import AreaOfInterest
-from pyproj.database import query_utm_crs_info
+from odc.geo import SomeCRS
+from odc.geo.crs import CRS, norm_crs_or_error
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from odc.geo.roi import roi_is_empty, roi_shape
+from pyproj import Transformer
 from pyproj.geod import Geod
 
 from .config import AoiConfig
-from .models import GridSpec
 
-WGS84 = CRS.from_epsg(4326)
+WGS84 = CRS("EPSG:4326")
 
 
 def utm_crs_for(lon: float, lat: float) -> CRS:
     """The WGS84 / UTM zone CRS containing (lon, lat)."""
-    infos = query_utm_crs_info(
-        datum_name="WGS 84",
-        area_of_interest=AreaOfInterest(lon, lat, lon, lat),
-    )
-    return CRS.from_epsg(infos[0].code)
+    return CRS.utm(lon, lat)
 
 
 def grid_for_bbox(
-    bbox: tuple[float, float, float, float], resolution: float, crs: CRS | None = None
-) -> GridSpec:
+    bbox: tuple[float, float, float, float], resolution: float, crs: SomeCRS | None = None
+) -> GeoBox:
     """A north-up grid covering a WGS84 bbox, edges snapped to multiples of the resolution."""
     west, south, east, north = bbox
-    crs = crs or utm_crs_for((west + east) / 2, (south + north) / 2)
-    tr = Transformer.from_crs(WGS84, crs, always_xy=True)
-    left, bottom, right, top = tr.transform_bounds(west, south, east, north, densify_pts=21)
-    left = math.floor(left / resolution) * resolution
-    top = math.ceil(top / resolution) * resolution
-    right = math.ceil(right / resolution) * resolution
-    bottom = math.floor(bottom / resolution) * resolution
-    width = int(round((right - left) / resolution))
-    height = int(round((top - bottom) / resolution))
-    return GridSpec(crs, Affine(resolution, 0, left, 0, -resolution, top), height, width)
+    crs = CRS(crs) if crs is not None else utm_crs_for((west + east) / 2, (south + north) / 2)
+    # pyproj's densified bounds (21 points an edge), not BoundingBox.to_crs, which projects the
+    # corners only: a UTM grid must hold the bbox's curved edges
+    tr = Transformer.from_crs(WGS84.proj, crs.proj, always_xy=True)
+    bounds = tr.transform_bounds(west, south, east, north, densify_pts=21)
+    # tol=0: edges snap outwards however little the bbox pokes past a pixel edge
+    return GeoBox.from_bbox(bounds, crs, resolution=resolution, tol=0)
 
 
-def grid_for_aoi(aoi: AoiConfig) -> GridSpec:
+def grid_for_aoi(aoi: AoiConfig) -> GeoBox:
     if aoi.bbox is None:
         raise ValueError(f"AOI {aoi.name} has no bbox")
-    crs = CRS.from_user_input(aoi.crs) if aoi.crs else None
-    return grid_for_bbox(aoi.bbox, aoi.resolution, crs)
+    return grid_for_bbox(aoi.bbox, aoi.resolution, aoi.crs or None)
 
 
-def pixel_area_m2(grid: GridSpec) -> float:
+def pixel_size(grid: GeoBox) -> float:
+    """Pixel size along x, in CRS units (positive; GeoBox.resolution.y is negative north-up)."""
+    return abs(grid.resolution.x)
+
+
+def projected_pixel_area_m2(grid: GeoBox) -> float:
+    """Area of one pixel of a projected grid; a geographic grid's pixels have no one area."""
+    if not grid.crs.projected:
+        raise ValueError("pixel area needs a projected CRS")
+    t = grid.transform
+    return abs(t.a * t.e)
+
+
+def pixel_area_m2(grid: GeoBox) -> float:
     """Area of one pixel; for a geographic grid, the geodesic area at the grid centre."""
-    if grid.crs.is_projected:
-        return grid.pixel_area_m2
-    left, bottom, right, top = grid.bounds
+    if grid.crs.projected:
+        return projected_pixel_area_m2(grid)
+    left, bottom, right, top = grid.boundingbox
     cx, cy = (left + right) / 2, (bottom + top) / 2
     dx, dy = abs(grid.transform.a), abs(grid.transform.e)
-    to_geo = Transformer.from_crs(grid.crs, WGS84, always_xy=True)
+    to_geo = Transformer.from_crs(grid.crs.proj, WGS84.proj, always_xy=True)
     lons, lats = to_geo.transform([cx, cx + dx, cx + dx, cx], [cy, cy, cy + dy, cy + dy])
     area, _ = Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)
     return abs(area)
 
 
-def reproject_geometry(geom: Any, src: CRS, dst: CRS) -> Any:
+def reproject_geometry(geom: Any, src: SomeCRS, dst: SomeCRS) -> Any:
     """A shapely geometry transformed between CRSs (x/y axis order throughout)."""
-    if src.equals(dst):
+    src, dst = norm_crs_or_error(src), norm_crs_or_error(dst)
+    if src == dst:
         return geom
-    tr = Transformer.from_crs(src, dst, always_xy=True)
+    tr = Transformer.from_crs(src.proj, dst.proj, always_xy=True)
 
     def apply(xy: np.ndarray) -> np.ndarray:
         x, y = tr.transform(xy[:, 0], xy[:, 1])
@@ -81,33 +87,30 @@ def reproject_geometry(geom: Any, src: CRS, dst: CRS) -> Any:
 
 
 def footprint_pixels(
-    geometry: Any, transform: Affine, shape: tuple[int, int], *, all_touched: bool = False
+    geometry: Any, grid: GeoBox, *, all_touched: bool = False
 ) -> tuple[tuple[slice, slice], np.ndarray] | None:
-    """The pixels of a grid (`transform`, `shape`) that a polygon in the grid's CRS covers: the
-    rows and columns of its bounding window, clipped to the grid, and where inside that window
-    the polygon is (``all_touched`` as rasterio.features). None when it lies outside the grid."""
-    window = rasterio.windows.from_bounds(*geometry.bounds, transform=transform)
-    row0, col0 = max(int(np.floor(window.row_off)), 0), max(int(np.floor(window.col_off)), 0)
-    row1 = min(int(np.ceil(window.row_off + window.height)), shape[0])
-    col1 = min(int(np.ceil(window.col_off + window.width)), shape[1])
-    if row1 <= row0 or col1 <= col0:
+    """The pixels of `grid` that a polygon in the grid's CRS covers: the rows and columns of its
+    bounding window, clipped to the grid, and where inside that window the polygon is
+    (``all_touched`` as rasterio.features). None when it lies outside the grid."""
+    roi = grid.overlap_roi(grid.enclosing(Geometry(geometry, grid.crs)))
+    if roi_is_empty(roi):
         return None
     inside = rasterio.features.geometry_mask(
         [geometry],
-        out_shape=(row1 - row0, col1 - col0),
-        transform=transform * Affine.translation(col0, row0),
+        out_shape=roi_shape(roi),
+        transform=grid[roi].transform,
         invert=True,
         all_touched=all_touched,
     )
-    return (slice(row0, row1), slice(col0, col1)), inside
+    return roi, inside
 
 
-def wgs84_bounds(grid: GridSpec) -> tuple[float, float, float, float]:
+def wgs84_bounds(grid: GeoBox) -> tuple[float, float, float, float]:
     """(west, south, east, north) in degrees of the grid's extent (edges densified, so a UTM
     grid's curved edges stay inside)."""
-    left, bottom, right, top = grid.bounds
-    if grid.crs.equals(WGS84):
+    left, bottom, right, top = grid.boundingbox
+    if grid.crs == WGS84:
         return (left, bottom, right, top)
-    tr = Transformer.from_crs(grid.crs, WGS84, always_xy=True)
+    tr = Transformer.from_crs(grid.crs.proj, WGS84.proj, always_xy=True)
     west, south, east, north = tr.transform_bounds(left, bottom, right, top, densify_pts=21)
     return (west, south, east, north)

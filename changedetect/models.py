@@ -9,70 +9,9 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from affine import Affine
-from pyproj import CRS
+from odc.geo.geobox import GeoBox
 
 from .navigation import navigation
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """A north-up raster grid: CRS, affine transform and shape (rows, cols)."""
-
-    crs: CRS
-    transform: Affine
-    height: int
-    width: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.height, self.width)
-
-    @property
-    def resolution(self) -> float:
-        """Pixel size along x, in CRS units."""
-        return abs(self.transform.a)
-
-    @property
-    def pixel_area_m2(self) -> float:
-        if not self.crs.is_projected:
-            raise ValueError("pixel area needs a projected CRS")
-        return abs(self.transform.a * self.transform.e)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in CRS units."""
-        left, top = self.transform.c, self.transform.f
-        right = left + self.transform.a * self.width
-        bottom = top + self.transform.e * self.height
-        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
-
-    def coords(self) -> dict[str, np.ndarray]:
-        """Pixel-centre coordinates for the y and x dimensions."""
-        t = self.transform
-        x = t.c + t.a * (np.arange(self.width) + 0.5)
-        y = t.f + t.e * (np.arange(self.height) + 0.5)
-        return {"y": y, "x": x}
-
-    def window(self, row: int, col: int, height: int, width: int) -> GridSpec:
-        """The sub-grid starting at (row, col)."""
-        return GridSpec(self.crs, self.transform @ Affine.translation(col, row), height, width)
-
-    def attach(self, obj: xr.Dataset | xr.DataArray) -> Any:
-        """Record this grid on an xarray object (attrs survive lazy operations we apply)."""
-        obj.attrs["crs"] = self.crs.to_wkt()
-        obj.attrs["transform"] = tuple(self.transform)[:6]
-        return obj
-
-    @classmethod
-    def of(cls, obj: xr.Dataset | xr.DataArray) -> GridSpec:
-        """The grid recorded on an xarray object by :meth:`attach`."""
-        try:
-            crs = CRS.from_wkt(obj.attrs["crs"])
-            transform = Affine(*obj.attrs["transform"])
-        except KeyError as exc:
-            raise ValueError(f"xarray object carries no grid attribute {exc}") from None
-        return cls(crs, transform, int(obj.sizes["y"]), int(obj.sizes["x"]))
 
 
 @dataclass(frozen=True)
@@ -100,7 +39,7 @@ class Acquisition:
     #: Where the bands live: band name -> (path, band index starting at 1).
     assets: dict[str, tuple[str, int]] = field(default_factory=dict)
     cloud_cover: float | None = None
-    grid: GridSpec | None = None
+    grid: GeoBox | None = None
 
 
 @dataclass
@@ -232,7 +171,7 @@ class AoiResult:
     out_dir: Path
     clues: list[PatchClue]
     files: dict[str, Path]
-    grid: GridSpec
+    grid: GeoBox
     patches: list[Patch] = field(default_factory=list)
     note: str | None = None
     """Why the AOI produced nothing this time (e.g. no new acquisition), None when it ran."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import xarray as xr
+from odc.geo.geobox import GeoBox
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
@@ -51,6 +52,7 @@ from .grids import (
     footprint_pixels,
     grid_for_aoi,
     pixel_area_m2,
+    pixel_size,
     reproject_geometry,
     wgs84_bounds,
 )
@@ -65,7 +67,6 @@ from .models import (
     Acquisition,
     AoiResult,
     Composite,
-    GridSpec,
     Patch,
     PatchClue,
     TimeWindow,
@@ -132,7 +133,7 @@ def make_source(config: RunConfig, *, refresh: bool = False) -> ImagerySource:
     raise ConfigError(f"unsupported source kind {config.source!r}")  # pragma: no cover
 
 
-def plan_grid(config: RunConfig, aoi_index: int, source: ImagerySource) -> GridSpec:
+def plan_grid(config: RunConfig, aoi_index: int, source: ImagerySource) -> GeoBox:
     """The AOI's analysis grid: its bbox on a UTM grid, or the first acquisition's native grid."""
     aoi = config.aois[aoi_index]
     if aoi.bbox is not None:
@@ -215,7 +216,7 @@ class AoiPlan:
     """What one AOI's run analyses, decided from metadata alone (:func:`plan_aoi`)."""
 
     aoi: str
-    grid: GridSpec
+    grid: GeoBox
     before_window: TimeWindow
     after_window: TimeWindow
     before: list[Acquisition]
@@ -280,7 +281,8 @@ def plan_aoi(
     aoi = config.aois[aoi_index]
     grid = plan_grid(config, aoi_index, source)
     before_w, after_w = config.before.to_window(), after or config.after.to_window()
-    say(f"[{aoi.name}] grid {grid.width}x{grid.height} px at {grid.resolution:g} ({grid.crs.name})")
+    size = f"{grid.width}x{grid.height} px at {pixel_size(grid):g}"
+    say(f"[{aoi.name}] grid {size} ({grid.crs.proj.name})")
     after_acq = source.search(grid, after_w)
     previous = state.get(aoi.name) if state is not None else None
     if previous is not None:
@@ -339,7 +341,7 @@ def plan_aoi(
 
 def _no_acquisition(
     aoi: str,
-    grid: GridSpec,
+    grid: GeoBox,
     source: ImagerySource,
     where: str,
     windows: Sequence[TimeWindow],
@@ -430,7 +432,7 @@ def footprint_measure(
 
     def measure(footprint: BaseGeometry) -> FootprintSignal | None:
         local = reproject_geometry(footprint, WGS84, grid.crs)
-        pixels = footprint_pixels(local, grid.transform, grid.shape)
+        pixels = footprint_pixels(local, grid)
         if pixels is None:
             return None
         (rows, cols), inside = pixels
@@ -521,7 +523,7 @@ def run_aoi(
 
 
 def screened(
-    stack: xr.Dataset, options: AnalysisOptions, grid: GridSpec
+    stack: xr.Dataset, options: AnalysisOptions, grid: GeoBox
 ) -> tuple[xr.DataArray, CloudMask]:
     """Where each acquisition of `stack` is valid (data, no cloud or shadow), and the cloud mask
     that decided it (:func:`choose_cloud_mask` from ``detection.cloud_mask``)."""
@@ -549,7 +551,7 @@ def composite_of(
     stack: xr.Dataset,
     window: TimeWindow,
     options: AnalysisOptions,
-    grid: GridSpec,
+    grid: GeoBox,
     *,
     within: Sequence[TimeWindow] | None = None,
 ) -> Composite:
@@ -565,7 +567,7 @@ def composite_of(
 def analyse(
     before_stack: xr.Dataset,
     after_stack: xr.Dataset,
-    grid: GridSpec,
+    grid: GeoBox,
     before_window: TimeWindow,
     after_window: TimeWindow,
     options: AnalysisOptions,
@@ -621,7 +623,7 @@ def analyse(
         px_area = pixel_area_m2(grid)
         min_pixels = max(1, int(np.ceil(det.min_area_m2 / px_area - 1e-9)))
         labels, n = label_changed_pixels(
-            gathered.flat_index, grid.shape, radius=CLEAN_RADIUS, min_pixels=min_pixels
+            gathered.flat_index, grid.shape.yx, radius=CLEAN_RADIUS, min_pixels=min_pixels
         )
         stats = patch_statistics(
             labels, n, gathered.flat_index, gathered.values, derive=pixel_features
@@ -730,7 +732,7 @@ def _detected_at(after_stack: xr.Dataset, after_window: TimeWindow) -> str:
 
 def make_clues(
     patches: Sequence[Patch],
-    grid: GridSpec,
+    grid: GeoBox,
     aoi: str,
     before_window: TimeWindow,
     after_window: TimeWindow,
@@ -743,9 +745,7 @@ def make_clues(
     clues = []
     for patch in patches:
         geom = reproject_geometry(patch.geometry, grid.crs, WGS84)
-        area = (
-            patch.area_m2 if grid.crs.is_projected else abs(geod.geometry_area_perimeter(geom)[0])
-        )
+        area = patch.area_m2 if grid.crs.projected else abs(geod.geometry_area_perimeter(geom)[0])
         change_type = classify_patch(patch.stats)
         confidence = float(model.probability(object_features(patch))[0])
         zone = zones.lookup(geom) if zones is not None else None
@@ -786,7 +786,7 @@ def publish(
     out_dir: Path,
     options: AnalysisOptions,
     *,
-    grid: GridSpec,
+    grid: GeoBox,
     windows: tuple[TimeWindow, TimeWindow],
     zones: Sequence[ProtectionZone] = (),
 ) -> dict[str, Path]:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from odc.geo.geobox import GeoBox
 from sqlalchemy import text
 
-from changedetect.models import GridSpec
 from changedetect.testing.postgres import PgServer, PostgresUnavailable, local_server
 from changedetect.tracker.db import make_engine
 from tests.factories import DATA, make_grid
@@ -25,7 +25,7 @@ ARTEFACTS = Path(
 
 
 @pytest.fixture
-def grid() -> GridSpec:
+def grid() -> GeoBox:
     return make_grid()
 
 

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import shapely
 from affine import Affine
+from odc.geo.geobox import GeoBox
 from PIL import Image, ImageDraw
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 from shapely.geometry import box, mapping
-
-from changedetect.models import GridSpec
 
 #: Every test site sits near this point (Qinling north slope, UTM zone 49N).
 ORIGIN_LONLAT = (108.25, 34.0)
@@ -277,8 +276,8 @@ BEFORE_DAY = dt.date(2024, 5, 1)
 AFTER_DAY = dt.date(2025, 5, 1)
 
 
-def make_grid(height: int = 200, width: int = 200) -> GridSpec:
-    return GridSpec(CRS.from_epsg(32649), Affine(10, 0, 300000, 0, -10, 3750000), height, width)
+def make_grid(height: int = 200, width: int = 200) -> GeoBox:
+    return GeoBox((height, width), Affine(10, 0, 300000, 0, -10, 3750000), "EPSG:32649")
 
 
 def forest_scene(shape: tuple[int, int], seed: int, noise: float = 0.008) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ def write_nightly_region(root: Path, *, chips: bool = True) -> tuple[Path, Path]
     folder = root / "imagery"
     folder.mkdir()
     for day, seed in (("20240503", 1), ("20240513", 4)):
-        write_multiband(folder / f"S2_{day}.tif", scene_dn(GRID.shape, seed), GRID, nodata=0)
+        write_multiband(folder / f"S2_{day}.tif", scene_dn(GRID.shape.yx, seed), GRID, nodata=0)
     output = f"{{dir: {root / 'out'}}}" if chips else f"{{dir: {root / 'out'}, chips: false}}"
     config = root / "nightly.yaml"
     config.write_text(
@@ -36,8 +36,8 @@ def write_nightly_region(root: Path, *, chips: bool = True) -> tuple[Path, Path]
 
 
 def _inner_wgs84_bbox(grid, margin_deg=0.0005):
-    to_geo = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    left, bottom, right, top = grid.bounds
+    to_geo = Transformer.from_crs(grid.crs.proj, "EPSG:4326", always_xy=True)
+    left, bottom, right, top = grid.boundingbox
     lons, lats = to_geo.transform([left, right, right, left], [bottom, bottom, top, top])
     west, east = max(lons[0], lons[3]), min(lons[1], lons[2])
     south, north = max(lats[0], lats[1]), min(lats[2], lats[3])

@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 import numpy as np
 import rasterio
 from affine import Affine
+from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from pytest_httpserver.httpserver import HTTPServerBase
 from rasterio.enums import Resampling
@@ -43,7 +44,6 @@ from rasterio.warp import reproject
 from werkzeug import Request, Response
 
 from changedetect.grids import utm_crs_for
-from changedetect.models import GridSpec
 
 #: Band -> asset key in Earth Search's sentinel-2-l2a (the StacSourceConfig default).
 EARTH_SEARCH_KEYS = {
@@ -79,7 +79,7 @@ CONFORMANCE = (
 # Assets
 
 
-def city_grid(city_dir: Path, size: int = 300, resolution: float = 10.0) -> GridSpec:
+def city_grid(city_dir: Path, size: int = 300, resolution: float = 10.0) -> GeoBox:
     """A `size` x `size` UTM grid at the centre of an OSCD city, origin deliberately *not* on a
     multiple of the resolution (3 m off), so a loader that snaps to the resolution shows."""
     b02 = next((city_dir / "imgs_1").glob("*_B02.tif"))
@@ -87,11 +87,11 @@ def city_grid(city_dir: Path, size: int = 300, resolution: float = 10.0) -> Grid
         west, south, east, north = ds.bounds
     lon, lat = (west + east) / 2, (south + north) / 2
     crs = utm_crs_for(lon, lat)
-    x, y = Transformer.from_crs(4326, crs, always_xy=True).transform(lon, lat)
+    x, y = Transformer.from_crs(4326, crs.proj, always_xy=True).transform(lon, lat)
     half = size * resolution / 2
     left = math.floor((x - half) / resolution) * resolution + 3.0
     top = math.floor((y + half) / resolution) * resolution + 3.0
-    return GridSpec(crs, Affine(resolution, 0, left, 0, -resolution, top), size, size)
+    return GeoBox((size, size), Affine(resolution, 0, left, 0, -resolution, top), crs)
 
 
 def synthetic_scl(bands: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -107,7 +107,7 @@ def synthetic_scl(bands: Mapping[str, np.ndarray]) -> np.ndarray:
     return scl
 
 
-def write_cog(path: Path, data: np.ndarray, grid: GridSpec, nodata: float | None = 0) -> Path:
+def write_cog(path: Path, data: np.ndarray, grid: GeoBox, nodata: float | None = 0) -> Path:
     """One-band COG on `grid`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = {
@@ -127,14 +127,12 @@ def write_cog(path: Path, data: np.ndarray, grid: GridSpec, nodata: float | None
     return path
 
 
-def write_city_assets(
-    city_dir: Path, images: str, grid: GridSpec, out_dir: Path
-) -> dict[str, Path]:
+def write_city_assets(city_dir: Path, images: str, grid: GeoBox, out_dir: Path) -> dict[str, Path]:
     """Band -> COG of one OSCD date (``imgs_1`` / ``imgs_2``) reprojected onto `grid`, plus SCL."""
     arrays: dict[str, np.ndarray] = {}
     for band in REFLECTANCE_BANDS:
         src_path = next((city_dir / images).glob(f"*_{band}.tif"))
-        out = np.zeros(grid.shape, np.uint16)
+        out = np.zeros(grid.shape.yx, np.uint16)
         with rasterio.open(src_path) as src:
             reproject(
                 rasterio.band(src, 1),
@@ -151,11 +149,11 @@ def write_city_assets(
 
 
 def cut_assets(
-    files: Mapping[str, Path], grid: GridSpec, window: tuple[int, int, int, int], out_dir: Path
-) -> tuple[dict[str, Path], GridSpec]:
+    files: Mapping[str, Path], grid: GeoBox, window: tuple[int, int, int, int], out_dir: Path
+) -> tuple[dict[str, Path], GeoBox]:
     """The (row, col, height, width) `window` of every file, as COGs of their own (a tile)."""
     row, col, height, width = window
-    sub = grid.window(row, col, height, width)
+    sub = grid[row : row + height, col : col + width]
     out: dict[str, Path] = {}
     for band, path in files.items():
         with rasterio.open(path) as src:
@@ -172,7 +170,7 @@ def with_boa_offset(
     out: dict[str, Path] = {}
     for band, path in files.items():
         with rasterio.open(path) as src:
-            data, grid = src.read(1), GridSpec(src.crs, src.transform, src.width, src.height)
+            data, grid = src.read(1), GeoBox.from_rio(src)
         if band in REFLECTANCE_BANDS:
             data = np.where(data == 0, 0, data.astype(np.int64) + offset_dn).astype(np.uint16)
         out[band] = write_cog(out_dir / path.name, data, grid)
@@ -188,9 +186,9 @@ def read_band(path: Path) -> np.ndarray:
 # Items
 
 
-def _footprint(grid: GridSpec) -> tuple[list[float], dict[str, Any]]:
-    left, bottom, right, top = grid.bounds
-    tr = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+def _footprint(grid: GeoBox) -> tuple[list[float], dict[str, Any]]:
+    left, bottom, right, top = grid.boundingbox
+    tr = Transformer.from_crs(grid.crs.proj, 4326, always_xy=True)
     west, south, east, north = tr.transform_bounds(left, bottom, right, top, densify_pts=21)
     ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
     return [west, south, east, north], {"type": "Polygon", "coordinates": [ring]}
@@ -201,7 +199,7 @@ def make_item(
     when: dt.datetime,
     collection: str,
     files: Mapping[str, Path],
-    grid: GridSpec,
+    grid: GeoBox,
     *,
     keys: Mapping[str, str] = EARTH_SEARCH_KEYS,
     cloud_cover: float | None = 10.0,

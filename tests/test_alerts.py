@@ -280,7 +280,7 @@ def test_the_alert_book_round_trips_per_aoi_and_refuses_a_corrupt_file(tmp_path)
 
 
 def _night(folder, day, seed, transient=False):
-    bands = scene_dn(GRID.shape, seed, quarry=True)
+    bands = scene_dn(GRID.shape.yx, seed, quarry=True)
     if transient:  # a bright patch for one night only: a cloud edge, a tarp, wet ground
         for b, value in ROCK.items():
             bands[b][70:90, 5:30] = round(value * 1e4)
@@ -371,7 +371,7 @@ def test_one_run_counts_every_clear_acquisition_of_its_window(region):
     folder, config, out = region
     for day, seed in (("20250508", 2), ("20250518", 3), ("20250528", 5)):
         _night(folder, day, seed)
-    clouded = scene_dn(GRID.shape, 6, quarry=True)
+    clouded = scene_dn(GRID.shape.yx, 6, quarry=True)
     for band in clouded.values():
         band[20:70, 30:85] = 0  # no data over the quarry on this date
     write_multiband(folder / "S2_20250523.tif", clouded, GRID, nodata=0)

@@ -35,8 +35,8 @@ def pair(tmp_path):
     grid = make_grid("EPSG:32649", shape=(96, 112))
     before = tmp_path / "S2_20240501.tif"
     after = tmp_path / "S2_20250501.tif"
-    write_multiband(before, scene_dn(grid.shape, 1), grid, nodata=0)
-    write_multiband(after, scene_dn(grid.shape, 2, quarry=True), grid, nodata=0)
+    write_multiband(before, scene_dn(grid.shape.yx, 1), grid, nodata=0)
+    write_multiband(after, scene_dn(grid.shape.yx, 2, quarry=True), grid, nodata=0)
     return before, after, grid
 
 
@@ -54,8 +54,8 @@ def test_compare_writes_outputs(pair, tmp_path, capsys):
 def test_compare_dates_what_the_files_do_not_and_refuses_to_guess(tmp_path, capsys):
     grid = make_grid("EPSG:32649", shape=(96, 112))
     before, after = tmp_path / "old.tif", tmp_path / "new.tif"
-    write_multiband(before, scene_dn(grid.shape, 1), grid, nodata=0)
-    write_multiband(after, scene_dn(grid.shape, 2, quarry=True), grid, nodata=0)
+    write_multiband(before, scene_dn(grid.shape.yx, 1), grid, nodata=0)
+    write_multiband(after, scene_dn(grid.shape.yx, 2, quarry=True), grid, nodata=0)
     out = tmp_path / "out"
     argv = ["compare", str(before), str(after), "--out", str(out), "--quiet"]
     expect_error(capsys, argv, "old", "no date", "--before-date")
@@ -72,7 +72,7 @@ def test_compare_dates_what_the_files_do_not_and_refuses_to_guess(tmp_path, caps
 def test_compare_band_folder_with_explicit_bands(tmp_path):
     grid = make_grid("EPSG:32649", shape=(64, 64))
     for name, seed in (("a_20240501", 1), ("b_20250501", 2)):
-        arrays = scene_dn(grid.shape, seed, quarry=seed == 2)
+        arrays = scene_dn(grid.shape.yx, seed, quarry=seed == 2)
         write_multiband(tmp_path / f"{name}.tif", arrays, grid, descriptions=False)
     out = tmp_path / "out"
     code = main(
@@ -105,7 +105,7 @@ def expect_error(capsys, argv, *fragments):
 
 def test_missing_band_is_a_clear_error(tmp_path, capsys):
     grid = make_grid("EPSG:32649", shape=(32, 32))
-    arrays = scene_dn(grid.shape, 1)
+    arrays = scene_dn(grid.shape.yx, 1)
     del arrays["B11"]
     write_band_folder(tmp_path / "a", "T49_20240501", arrays, grid)
     write_band_folder(tmp_path / "b", "T49_20250501", arrays, grid)
@@ -126,9 +126,9 @@ def test_corrupt_file_is_a_clear_error(pair, tmp_path, capsys):
 
 def test_non_overlapping_pair_is_a_clear_error(pair, tmp_path, capsys):
     before, _, grid = pair
-    far = make_grid("EPSG:32649", left=900_000, shape=grid.shape)
+    far = make_grid("EPSG:32649", left=900_000, shape=grid.shape.yx)
     other = tmp_path / "far_20250501.tif"
-    write_multiband(other, scene_dn(grid.shape, 3), far, nodata=0)
+    write_multiband(other, scene_dn(grid.shape.yx, 3), far, nodata=0)
     out = tmp_path / "out"
     expect_error(capsys, ["compare", str(before), str(other), "--out", str(out)], "overlap")
     assert not out.exists()
@@ -168,7 +168,7 @@ def test_run_with_local_folder_config(tmp_path, capsys):
         ("20250508", 2, True),
     ):
         write_multiband(
-            folder / f"S2_{day}.tif", scene_dn(grid.shape, seed, quarry), grid, nodata=0
+            folder / f"S2_{day}.tif", scene_dn(grid.shape.yx, seed, quarry), grid, nodata=0
         )
     config = tmp_path / "local.yaml"
     config.write_text(
@@ -190,7 +190,7 @@ def test_run_window_without_imagery_is_a_clear_error(tmp_path, capsys):
     grid = make_grid("EPSG:32649", shape=(32, 32))
     folder = tmp_path / "imagery"
     folder.mkdir()
-    write_multiband(folder / "S2_20240503.tif", scene_dn(grid.shape, 1), grid, nodata=0)
+    write_multiband(folder / "S2_20240503.tif", scene_dn(grid.shape.yx, 1), grid, nodata=0)
     config = tmp_path / "local.yaml"
     config.write_text(
         f"source: {{kind: local, path: {folder}}}\n"
@@ -243,7 +243,7 @@ def test_an_aoi_outside_the_imagery_is_told_apart_from_a_date_problem(tmp_path, 
     folder = tmp_path / "imagery"
     folder.mkdir()
     for day in ("20240503", "20250508"):
-        write_multiband(folder / f"S2_{day}.tif", scene_dn(grid.shape, 1), grid, nodata=0)
+        write_multiband(folder / f"S2_{day}.tif", scene_dn(grid.shape.yx, 1), grid, nodata=0)
     config = tmp_path / "local.yaml"
     config.write_text(
         f"source: {{kind: local, path: {folder}}}\n"

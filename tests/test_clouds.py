@@ -306,7 +306,7 @@ def landsat_pair(root, eolearn, *, with_qa):
     write("20240711", tiled(4), np.tile(clm[4], (5, 3)))
     after = tiled(2)
     overcast = tiled(0)
-    cloud = np.zeros(grid.shape, bool)
+    cloud = np.zeros(grid.shape.yx, bool)
     cloud[:150] = np.tile(clm[0], (5, 3))[:150]
     for b in bands:
         after[b][QUARRY] = ROCK_L1C[b]

@@ -74,10 +74,10 @@ def test_a_password_in_the_tracker_url_is_refused_without_echoing_it():
 def _local_config(tmp_path, quarry_after=True):
     folder = tmp_path / "imagery"
     folder.mkdir(exist_ok=True)
-    write_multiband(folder / "S2_20240503.tif", scene_dn(GRID.shape, 1), GRID, nodata=0)
+    write_multiband(folder / "S2_20240503.tif", scene_dn(GRID.shape.yx, 1), GRID, nodata=0)
     # three clear acquisitions after: a quarry on them is confirmed, so the tracker issues it
     for day, seed in (("20250508", 2), ("20250518", 3), ("20250528", 5)):
-        arrays = scene_dn(GRID.shape, seed, quarry_after)
+        arrays = scene_dn(GRID.shape.yx, seed, quarry_after)
         write_multiband(folder / f"S2_{day}.tif", arrays, GRID, nodata=0)
     return parse_config(
         {

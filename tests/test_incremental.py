@@ -22,7 +22,7 @@ from .test_cli import scene_dn
 def setup(tmp_path, monkeypatch):
     folder, config = write_nightly_region(tmp_path)
     write_multiband(
-        folder / "S2_20250508.tif", scene_dn(GRID.shape, 2, quarry=True), GRID, nodata=0
+        folder / "S2_20250508.tif", scene_dn(GRID.shape.yx, 2, quarry=True), GRID, nodata=0
     )
     loaded: list[list[str]] = []
     original = LocalSource.load
@@ -37,7 +37,7 @@ def setup(tmp_path, monkeypatch):
 
 def add_after(folder, day, seed=5):
     write_multiband(
-        folder / f"S2_{day}.tif", scene_dn(GRID.shape, seed, quarry=True), GRID, nodata=0
+        folder / f"S2_{day}.tif", scene_dn(GRID.shape.yx, seed, quarry=True), GRID, nodata=0
     )
 
 

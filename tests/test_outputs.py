@@ -39,13 +39,13 @@ def run_scene(tmp_path, before, after, grid, chunk=64, name="t", detection=None)
 @pytest.fixture
 def quarry_result(tmp_path):
     grid = make_grid(200, 200)
-    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
     yy, xx = np.mgrid[:200, :200]
     quarry = ((yy - 70) ** 2 + (xx - 64) ** 2) < 20**2  # straddles chunk borders at 64
     paint(after, quarry, ROCK)
     # a cloud over another corner on the after date, flagged in SCL
     for scene, scl_value in ((before, 4), (after, 4)):
-        scene["SCL"] = np.full(grid.shape, scl_value, np.uint8)
+        scene["SCL"] = np.full(grid.shape.yx, scl_value, np.uint8)
     after["SCL"][150:190, 150:190] = 9
     for b in ROCK:
         after[b][150:190, 150:190] = 0.7
@@ -75,7 +75,7 @@ def test_confidence_is_the_clue_models_probability(quarry_result):
 
 def test_min_confidence_drops_the_less_likely_clues_and_their_pixels(tmp_path):
     grid = make_grid(200, 200)
-    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
     yy, xx = np.mgrid[:200, :200]
     big = ((yy - 60) ** 2 + (xx - 60) ** 2) < 18**2
     small = (np.abs(yy - 150) < 3) & (np.abs(xx - 150) < 4)  # 5 x 7 px: a small, weak-looking site
@@ -228,16 +228,18 @@ def test_chips_written(quarry_result):
 
 def test_no_change_gives_no_clue(tmp_path):
     grid = make_grid(128, 128)
-    result = run_scene(tmp_path, forest_scene(grid.shape, 5), forest_scene(grid.shape, 6), grid)
+    result = run_scene(
+        tmp_path, forest_scene(grid.shape.yx, 5), forest_scene(grid.shape.yx, 6), grid
+    )
     assert result.clues == []
     assert json.loads(result.files["clues"].read_text())["features"] == []
 
 
 def test_all_cloud_scene_is_a_clear_error_and_writes_nothing(tmp_path):
     grid = make_grid(96, 96)
-    before, after = forest_scene(grid.shape, 5), forest_scene(grid.shape, 6)
-    before["SCL"] = np.full(grid.shape, 4, np.uint8)
-    after["SCL"] = np.full(grid.shape, 9, np.uint8)
+    before, after = forest_scene(grid.shape.yx, 5), forest_scene(grid.shape.yx, 6)
+    before["SCL"] = np.full(grid.shape.yx, 4, np.uint8)
+    after["SCL"] = np.full(grid.shape.yx, 9, np.uint8)
     with pytest.raises(NoClearViewError, match="every after-window acquisition .* under cloud"):
         run_scene(tmp_path, before, after, grid, name="cloudy")
     assert not (tmp_path / "cloudy").exists()
@@ -253,7 +255,7 @@ def test_rerun_is_idempotent(tmp_path, quarry_result):
     result, _ = quarry_result
     first = result.files["clues"].read_bytes()
     grid = result.grid
-    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
     yy, xx = np.mgrid[:200, :200]
     paint(after, ((yy - 70) ** 2 + (xx - 64) ** 2) < 20**2, ROCK)
     again = run_scene(tmp_path, before, after, grid, chunk=100)

@@ -15,18 +15,20 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from markupsafe import escape
+from odc.geo.geobox import GeoBox
 from PIL import Image
 from shapely.geometry import MultiPolygon, box
 
 from changedetect import __version__
 from changedetect.errors import GridMismatchError, SinkError
+from changedetect.grids import projected_pixel_area_m2
 from changedetect.io.sinks import report
 from changedetect.io.sinks.chips import OUTLINE_RGB, PANEL_GAP, chip_window
 from changedetect.io.sinks.overview import render_overview
 from changedetect.io.sinks.palette import png_data_uri
 from changedetect.io.sinks.report import write_report
 from changedetect.io.sinks.report_chips import CardChips
-from changedetect.models import GridSpec, Patch, PatchClue, TimeWindow
+from changedetect.models import Patch, PatchClue, TimeWindow
 from changedetect.pipeline import AnalysisOptions, analyse
 from changedetect.testing.memory import MemorySource
 from changedetect.testing.rasters import write_multiband
@@ -49,23 +51,23 @@ SPECS = [
 ]
 
 
-def _rgb(grid: GridSpec, path: Path, seed: int = 0) -> Path:
+def _rgb(grid: GeoBox, path: Path, seed: int = 0) -> Path:
     """A uint8 preview raster like the pipeline's rgb.tif (before/after RGB, then SWIR and NIR)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[: grid.height, : grid.width]
     base = (60 + 40 * np.sin(xx / 17.0) * np.cos(yy / 23.0)).astype(np.int16)
     bands = {}
     for i, offset in enumerate((0, 30, -10, 5, 35, -5, 50, 70, 55, 75)):
-        noise = rng.integers(0, 12, grid.shape)
+        noise = rng.integers(0, 12, grid.shape.yx)
         bands[f"b{i + 1}"] = np.clip(base + offset + noise, 1, 255).astype(np.uint8)
     return write_multiband(path, bands, grid)
 
 
-def _patch(grid: GridSpec, label: int, r0: int, c0: int, r1: int, c1: int) -> Patch:
+def _patch(grid: GeoBox, label: int, r0: int, c0: int, r1: int, c1: int) -> Patch:
     t = grid.transform
     geom = box(t.c + c0 * t.a, t.f + r1 * t.e, t.c + c1 * t.a, t.f + r0 * t.e)
     n = (r1 - r0) * (c1 - c0)
-    return Patch(label, geom, n * grid.pixel_area_m2, n, {}, (r0, c0, r1, c1))
+    return Patch(label, geom, n * projected_pixel_area_m2(grid), n, {}, (r0, c0, r1, c1))
 
 
 def _clue(i: int, spec: tuple, patch: Patch) -> PatchClue:
@@ -582,12 +584,12 @@ def test_a_failed_write_keeps_the_previous_report(tmp_path):
 def test_report_from_a_real_pipeline_run(tmp_path):
     """The pipeline writes report.html beside clues.geojson, with its own chips embedded."""
     grid = make_grid(160, 160)
-    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
     yy, xx = np.mgrid[:160, :160]
     paint(after, ((yy - 60) ** 2 + (xx - 70) ** 2) < 15**2, ROCK)
     paint(after, (abs(yy - 120) < 8) & (abs(xx - 30) < 12), ROCK)
     for scene in (before, after):
-        scene["SCL"] = np.full(grid.shape, 4, np.uint8)
+        scene["SCL"] = np.full(grid.shape.yx, 4, np.uint8)
     source = MemorySource(grid, {BEFORE_DAY: before, AFTER_DAY: after})
     bands = ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"]
     windows = (TimeWindow(BEFORE_DAY, BEFORE_DAY), TimeWindow(AFTER_DAY, AFTER_DAY))
@@ -729,7 +731,7 @@ def test_the_overview_shows_zone_boundaries_a_scale_bar_and_its_corners(tmp_path
     from changedetect.io.zones import ProtectionZone
 
     grid, rgb, patches, clues = _scene(tmp_path)
-    left, bottom, right, top = grid.bounds
+    left, bottom, right, top = grid.boundingbox
     # a zone over the west half of the scene and beyond it: its east edge crosses the picture
     west = box(left - 500, bottom - 500, (left + right) / 2, top + 500)
     zone = ProtectionZone(
@@ -748,7 +750,9 @@ def test_the_overview_shows_zone_boundaries_a_scale_bar_and_its_corners(tmp_path
     assert overview.scale_bar_m == 200
     bar = np.all(picture[-20:, : picture.shape[1] // 3] == (255, 255, 255), axis=-1)
     assert bar.any(axis=0).sum() == pytest.approx(200 / 10 * scale, abs=3)
-    west_deg, south, east_deg, north = transform_bounds(grid.crs, WGS84, *grid.bounds)
+    west_deg, south, east_deg, north = transform_bounds(
+        grid.crs.to_wkt(), WGS84.to_wkt(), *grid.boundingbox
+    )
     assert overview.corners[0] == pytest.approx((west_deg, north))
     text = write_report(
         tmp_path / "r.html", aoi="t", clues=clues, patches=patches, grid=grid, rgb_path=rgb,

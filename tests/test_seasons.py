@@ -119,7 +119,7 @@ def scene(seed, *, field_bare=False, quarry=False):
     rng = np.random.default_rng(seed)
     out = {}
     for b in FOREST:
-        values = np.full(GRID.shape, FOREST[b]) * (1 + rng.normal(0, 0.03, GRID.shape))
+        values = np.full(GRID.shape.yx, FOREST[b]) * (1 + rng.normal(0, 0.03, GRID.shape.yx))
         if field_bare:
             values[FIELD] = SOIL[b] * (1 + rng.normal(0, 0.03, values[FIELD].shape))
         if quarry:

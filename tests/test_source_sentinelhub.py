@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from odc.geo.geobox import GeoBox
 from pyproj import CRS, Transformer
 from sentinelhub import SHConfig
 
@@ -37,7 +38,7 @@ from changedetect.io.sources.sentinelhub import (
     request_tiles,
     retry_after_seconds,
 )
-from changedetect.models import Acquisition, GridSpec, TimeWindow
+from changedetect.models import Acquisition, TimeWindow
 from changedetect.types import ANALYSIS_BANDS
 from tests.factories import DATA
 
@@ -90,8 +91,8 @@ def fake(server: FakeSentinelHub, monkeypatch: pytest.MonkeyPatch) -> FakeSentin
 
 
 @pytest.fixture
-def aoi(truth: Truth) -> GridSpec:
-    return truth.grid.window(ROW, COL, HEIGHT, WIDTH)
+def aoi(truth: Truth) -> GeoBox:
+    return truth.grid[ROW : ROW + HEIGHT, COL : COL + WIDTH]
 
 
 def make_source(
@@ -193,7 +194,7 @@ def cached_tiles(root: Path) -> list[Path]:
 
 
 def test_request_tiles_cover_the_grid_on_its_pixels() -> None:
-    grid = GridSpec(CRS.from_epsg(32610), Affine(10, 0, 585573, 0, -10, 4135597), 257, 300)
+    grid = GeoBox((257, 300), Affine(10, 0, 585573, 0, -10, 4135597), "EPSG:32610")
     tiles = request_tiles(grid, 128)
     assert [(t.row, t.col, t.grid.height, t.grid.width) for t in tiles[:4]] == [
         (0, 0, 86, 100),
@@ -201,7 +202,7 @@ def test_request_tiles_cover_the_grid_on_its_pixels() -> None:
         (0, 200, 86, 100),
         (86, 0, 86, 100),
     ]
-    cover = np.zeros(grid.shape, int)
+    cover = np.zeros(grid.shape.yx, int)
     for tile in tiles:
         assert tile.grid.height <= 128 and tile.grid.width <= 128
         assert tile.grid.transform == grid.transform @ Affine.translation(tile.col, tile.row)
@@ -211,7 +212,7 @@ def test_request_tiles_cover_the_grid_on_its_pixels() -> None:
     assert tiles[0].id == "epsg32610_x585573_y4135597_100x86_r10"
     assert len(request_tiles(grid, 2500)) == 1
 
-    rotated = GridSpec(grid.crs, Affine(10, 1, 0, 0, -10, 0), 10, 10)
+    rotated = GeoBox((10, 10), Affine(10, 1, 0, 0, -10, 0), grid.crs)
     with pytest.raises(SourceError, match="north-up"):
         request_tiles(rotated, 128)
 
@@ -284,7 +285,7 @@ def test_evalscript_asks_dn_for_uint16_and_reflectance_for_float32() -> None:
 
 
 def test_search_groups_a_day_and_filters_cloud_cover(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     source = make_source(fake, tmp_path / "cache")
     assert isinstance(source, ImagerySource)
@@ -309,8 +310,8 @@ def test_search_groups_a_day_and_filters_cloud_cover(
     assert body["filter"] == "eo:cloud_cover <= 60"
     assert requests[1].body is not None and requests[1].body["next"] == 2
     west, south, east, north = body["bbox"]
-    tr = Transformer.from_crs(aoi.crs, 4326, always_xy=True)
-    left, bottom, right, top = aoi.bounds
+    tr = Transformer.from_crs(aoi.crs.proj, 4326, always_xy=True)
+    left, bottom, right, top = aoi.boundingbox
     for x, y in [(left, bottom), (right, top), (left, top), (right, bottom)]:
         lon, lat = tr.transform(x, y)
         assert west <= lon <= east and south <= lat <= north
@@ -322,7 +323,7 @@ def test_search_groups_a_day_and_filters_cloud_cover(
 
 
 def test_search_of_a_past_window_is_cached_a_present_one_is_not(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     first = make_source(fake, tmp_path / "cache").search(aoi, WINDOW)
     asked = fake.count()
@@ -340,7 +341,7 @@ def test_search_of_a_past_window_is_cached_a_present_one_is_not(
 
 
 def test_an_empty_answer_is_not_cached_the_archive_may_fill_in(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     fake.reset([])
     assert make_source(fake, tmp_path / "cache").search(aoi, WINDOW) == []
@@ -353,7 +354,7 @@ def test_an_empty_answer_is_not_cached_the_archive_may_fill_in(
 
 
 def test_an_empty_answer_cached_by_an_older_release_is_asked_again(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     make_source(fake, tmp_path / "cache").search(aoi, WINDOW)
     (kept,) = (tmp_path / "cache" / "sentinelhub-search").glob("*.json")
@@ -364,7 +365,7 @@ def test_an_empty_answer_cached_by_an_older_release_is_asked_again(
 
 
 def test_a_refreshing_source_searches_past_the_cache(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     assert len(make_source(fake, tmp_path / "cache").search(aoi, WINDOW)) == 2
     fake.publish(Scene(dt.datetime(2018, 3, 26, 18, 50, 2), 3.0, 300, "S2B_20180326"))
@@ -384,7 +385,7 @@ def test_a_refreshing_source_searches_past_the_cache(
 
 
 def test_load_stitches_tiles_back_into_the_truth_pixel_for_pixel(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     source = make_source(fake, tmp_path / "cache")
     found = source.search(aoi, WINDOW)
@@ -393,7 +394,7 @@ def test_load_stitches_tiles_back_into_the_truth_pixel_for_pixel(
     assert fake.count("process") == 2 * N_TILES
     assert fake.count("token") == 1
     assert dict(ds.sizes) == {"time": 2, "y": HEIGHT, "x": WIDTH}
-    assert GridSpec.of(ds) == aoi
+    assert ds.odc.geobox == aoi
     assert ds["B02"].chunks[1][0] == 96
     assert list(ds["acquisition"].values) == [a.id for a in found]
     loaded = assert_equals_truth(ds, truth, [dt.date(2018, 3, 11), dt.date(2018, 3, 21)])
@@ -402,7 +403,7 @@ def test_load_stitches_tiles_back_into_the_truth_pixel_for_pixel(
 
     bodies = [r.body for r in fake.recorded("process")]
     assert all(b is not None for b in bodies)
-    left, bottom, right, top = aoi.bounds
+    left, bottom, right, top = aoi.boundingbox
     xs, ys = set(), set()
     for body in bodies:
         assert body is not None
@@ -433,7 +434,7 @@ def test_load_stitches_tiles_back_into_the_truth_pixel_for_pixel(
 
 
 def test_a_better_granule_arriving_later_is_fetched_for_its_day(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     source = make_source(fake, cache)
@@ -461,7 +462,7 @@ def test_a_better_granule_arriving_later_is_fetched_for_its_day(
 
 
 def test_float32_replies_load_as_reflectance(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     day = dt.date(2018, 3, 21)
     source = make_source(fake, tmp_path / "cache", sample_type="FLOAT32", max_tile_px=200)
@@ -483,7 +484,7 @@ def test_float32_replies_load_as_reflectance(
 def test_the_service_encoding_wins_over_a_sensor_offset(
     fake: FakeSentinelHub,
     truth: Truth,
-    aoi: GridSpec,
+    aoi: GeoBox,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -499,7 +500,7 @@ def test_the_service_encoding_wins_over_a_sensor_offset(
 
 
 def test_l1c_is_loaded_without_scl(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     day = dt.date(2018, 3, 21)
     source = make_source(fake, tmp_path / "cache", collection="sentinel-2-l1c", max_tile_px=2500)
@@ -513,7 +514,7 @@ def test_l1c_is_loaded_without_scl(
 
 
 def test_tiles_are_fetched_concurrently_up_to_the_limit(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     fake.process_delay_s = 0.25
     source = make_source(fake, tmp_path / "cache", max_concurrent_requests=3)
@@ -526,7 +527,7 @@ def test_tiles_are_fetched_concurrently_up_to_the_limit(
 
 
 def test_requests_never_start_faster_than_the_rate_limit(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     source = make_source(
         fake, tmp_path / "cache", max_concurrent_requests=4, requests_per_second=10.0
@@ -561,7 +562,7 @@ def test_requests_never_start_faster_than_the_rate_limit(
 def test_transient_faults_are_retried(
     fake: FakeSentinelHub,
     truth: Truth,
-    aoi: GridSpec,
+    aoi: GeoBox,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     kind: str,
@@ -596,7 +597,7 @@ def test_transient_faults_are_retried(
     ],
 )
 def test_retry_after_is_read_as_milliseconds_and_capped(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, header: str, wait: float
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path, header: str, wait: float
 ) -> None:
     if header.startswith("http-date"):
         later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=31)
@@ -613,7 +614,7 @@ def test_retry_after_is_read_as_milliseconds_and_capped(
 
 
 def test_a_millisecond_retry_after_is_waited_out_and_no_longer(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     # Really slept: the fake throttles again whatever comes back before its 300 ms are up.
     recorded: list[float] = []
@@ -630,7 +631,7 @@ def test_a_millisecond_retry_after_is_waited_out_and_no_longer(
 
 
 def test_workers_throttled_together_come_back_apart(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     recorded: list[float] = []
     source = make_source(
@@ -677,7 +678,7 @@ def test_workers_throttled_together_come_back_apart(
 )
 def test_a_request_that_keeps_failing_names_itself(
     fake: FakeSentinelHub,
-    aoi: GridSpec,
+    aoi: GeoBox,
     tmp_path: Path,
     kind: str | int,
     retry_after: str | None,
@@ -717,7 +718,7 @@ def test_a_request_that_keeps_failing_names_itself(
 )
 def test_search_and_token_requests_are_retried_then_named(
     fake: FakeSentinelHub,
-    aoi: GridSpec,
+    aoi: GeoBox,
     tmp_path: Path,
     endpoint: str,
     transient: str,
@@ -739,9 +740,7 @@ def test_search_and_token_requests_are_retried_then_named(
     assert fake.count(endpoint) == 4
 
 
-def test_a_client_error_is_not_retried(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
-) -> None:
+def test_a_client_error_is_not_retried(fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path) -> None:
     source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
     # B05 is a real Sentinel-2 band, but the fake has none: it answers 400 like the service would
     with pytest.raises(RemoteServiceError, match=r"HTTP 400: .*B05") as info:
@@ -755,7 +754,7 @@ def test_a_client_error_is_not_retried(
 def test_a_token_revoked_mid_run_is_replaced_once(
     fake: FakeSentinelHub,
     truth: Truth,
-    aoi: GridSpec,
+    aoi: GeoBox,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -779,7 +778,7 @@ def test_a_token_revoked_mid_run_is_replaced_once(
 
 
 def test_a_service_that_refuses_even_a_fresh_token_names_the_token_url(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
     fake.fail_next(401, count=None)
@@ -794,7 +793,7 @@ def test_a_service_that_refuses_even_a_fresh_token_names_the_token_url(
 
 
 def test_a_client_revoked_mid_run_is_a_credentials_error(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
     source.search(aoi, WINDOW)
@@ -808,7 +807,7 @@ def test_a_client_revoked_mid_run_is_a_credentials_error(
 
 
 def test_a_403_carries_the_service_message(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     source = make_source(fake, tmp_path / "cache", max_concurrent_requests=1)
     said = "Your account has used up its processing units for this month"
@@ -824,7 +823,7 @@ def test_a_403_carries_the_service_message(
 
 
 def test_a_run_killed_half_way_fetches_only_the_missing_tiles(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     days = [dt.date(2018, 3, 11), dt.date(2018, 3, 21)]
@@ -847,7 +846,7 @@ def test_a_run_killed_half_way_fetches_only_the_missing_tiles(
 
 
 def test_a_token_about_to_expire_is_replaced_before_use(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path
 ) -> None:
     lifetime = fake.token_lifetime_s
     fake.token_lifetime_s = 60  # inside the two-minute margin: every request needs a new one
@@ -882,7 +881,7 @@ def test_only_the_public_api_of_sentinelhub_is_used() -> None:
 
 
 def test_missing_credentials_fail_only_when_a_request_is_needed(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     anonymous = make_source(fake, cache, environ={})
@@ -904,9 +903,7 @@ def test_missing_credentials_fail_only_when_a_request_is_needed(
     assert fake.count() == 0
 
 
-def test_base_url_from_the_environment(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path
-) -> None:
+def test_base_url_from_the_environment(fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path) -> None:
     config = SentinelHubSourceConfig(cache_dir=tmp_path / "cache")  # sentinel-hub.com by default
     environ = {
         "SH_BASE_URL": fake.base_url,
@@ -920,7 +917,7 @@ def test_base_url_from_the_environment(
 
 
 def test_prefect_secret_blocks(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocks = {"sh-id": fake.client_id, "sh-secret": fake.client_secret}
     settings = {"client_id_block": "sh-id", "client_secret_block": "sh-secret"}
@@ -960,7 +957,7 @@ def test_prefect_secret_blocks(
 
 
 def test_secrets_stay_out_of_logs_and_errors(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     errors: list[BaseException] = []
@@ -1007,7 +1004,7 @@ def test_real_service_small_area(tmp_path: Path) -> None:
         pytest.skip("SH_CLIENT_ID / SH_CLIENT_SECRET not set")
     crs = CRS.from_epsg(32610)
     x, y = Transformer.from_crs(4326, crs, always_xy=True).transform(-122.03, 37.335)
-    grid = GridSpec(crs, Affine(10, 0, round(x, -1), 0, -10, round(y, -1)), 96, 120)
+    grid = GeoBox((96, 120), Affine(10, 0, round(x, -1), 0, -10, round(y, -1)), crs)
     config = SentinelHubSourceConfig(cache_dir=tmp_path, max_cloud_cover=20.0, max_tile_px=64)
     source = SentinelHubSource(config, SensorConfig())
     found = source.search(grid, TimeWindow(dt.date(2023, 6, 1), dt.date(2023, 7, 31)))
@@ -1024,14 +1021,14 @@ def test_real_service_small_area(tmp_path: Path) -> None:
 
 
 def run_config(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, before: TimeWindow, after: TimeWindow
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path, before: TimeWindow, after: TimeWindow
 ) -> Any:
     """A run configuration of one AOI (a little inside `aoi`) on the fake."""
     from changedetect.config import parse_config
 
     west, south, east, north = Transformer.from_crs(
-        aoi.crs, "EPSG:4326", always_xy=True
-    ).transform_bounds(*aoi.bounds)
+        aoi.crs.proj, "EPSG:4326", always_xy=True
+    ).transform_bounds(*aoi.boundingbox)
     # a little inside the AOI, so the UTM grid planned from the bbox stays inside the truth
     pad_x, pad_y = (east - west) * 0.05, (north - south) * 0.05
     return parse_config(
@@ -1059,7 +1056,7 @@ def run_config(
 
 
 def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
-    fake: FakeSentinelHub, truth: Truth, aoi: GridSpec, tmp_path: Path, monkeypatch
+    fake: FakeSentinelHub, truth: Truth, aoi: GeoBox, tmp_path: Path, monkeypatch
 ) -> None:
     from changedetect.pipeline import run
 
@@ -1089,7 +1086,7 @@ def test_run_config_end_to_end_then_nothing_new_then_fully_cached(
 
 
 def test_the_next_night_analyses_a_day_again_when_a_better_granule_came_in(
-    fake: FakeSentinelHub, aoi: GridSpec, tmp_path: Path, monkeypatch
+    fake: FakeSentinelHub, aoi: GeoBox, tmp_path: Path, monkeypatch
 ) -> None:
     from changedetect.pipeline import run
 

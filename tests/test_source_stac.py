@@ -18,7 +18,8 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
-from pyproj import CRS, Transformer
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
 
 from changedetect.algorithms.composite import composite
 from changedetect.config import SensorConfig, StacSourceConfig
@@ -33,7 +34,7 @@ from changedetect.io.sources.stac import (
     solar_day,
     wgs84_bounds,
 )
-from changedetect.models import Acquisition, GridSpec, TimeWindow
+from changedetect.models import Acquisition, TimeWindow
 from tests.factories import DATA
 
 from .stac_fake import (
@@ -73,7 +74,7 @@ ID_CLOUDY = "S2A_31UDQ_20170315_0_L2A"
 class Scene:
     """The fake catalog's assets: the grid they share and band -> file for each date."""
 
-    grid: GridSpec
+    grid: GeoBox
     day1: dict[str, Path]
     day2: dict[str, Path]
     root: Path
@@ -208,8 +209,8 @@ def test_search_groups_days_filters_cloud_and_pages(
     assert first["query"] == {"eo:cloud_cover": {"lte": 60.0}}
     assert first["datetime"] == "2016-01-01T00:00:00Z/2017-12-31T23:59:59Z"
     # The bbox is the grid's extent in WGS84: it holds the grid corners, with no margin.
-    left, bottom, right, top = scene.grid.bounds
-    lons, lats = Transformer.from_crs(scene.grid.crs, 4326, always_xy=True).transform(
+    left, bottom, right, top = scene.grid.boundingbox
+    lons, lats = Transformer.from_crs(scene.grid.crs.proj, 4326, always_xy=True).transform(
         [left, right, left, right], [bottom, bottom, top, top]
     )
     west, south, east, north = first["bbox"]
@@ -323,7 +324,7 @@ def test_load_equals_source_pixels_on_asset_grid(
     assert ds["B02"].dims == ("time", "y", "x")
     assert isinstance(ds["B02"].data, da.Array)
     assert ds["B02"].data.chunks[1:] == ((128, 128, 44), (128, 128, 44))
-    assert GridSpec.of(ds) == scene.grid
+    assert ds.odc.geobox == scene.grid
     assert list(ds["acquisition"].values) == [a.id for a in found]
     assert ds["SCL"].dtype == np.uint8
     for band in REFLECTANCE_BANDS:
@@ -349,7 +350,7 @@ def test_load_equals_source_pixels_on_asset_grid(
 
 
 def test_load_sub_window_of_assets(scene: Scene, api: FakeStacApi, tmp_path: Path) -> None:
-    sub = scene.grid.window(40, 60, 150, 170)
+    sub = scene.grid[40:190, 60:230]
     source = make_source(api, tmp_path)
     found = source.search(sub, WINDOW_1)
     ds = source.load(found, ["B04", "B08", "SCL"], sub, chunk_size=64)
@@ -527,7 +528,7 @@ def _es(baseline: str, applied: bool) -> dict[str, Any]:
 
 
 def _baseline_items(
-    style: str, cid: str, true: dict[str, Path], shifted: dict[str, Path], grid: GridSpec
+    style: str, cid: str, true: dict[str, Path], shifted: dict[str, Path], grid: GeoBox
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """An item of baseline 03.01 and one of 04.00 holding the same reflectance, described the way
     `style`'s catalog describes them; and the catalog's asset keys."""
@@ -698,7 +699,7 @@ def test_unreachable_api_is_a_remote_service_error(tmp_path: Path) -> None:
     config = StacSourceConfig(url="http://127.0.0.1:9/", cache_dir=tmp_path, max_retries=0)
     with pytest.raises(RemoteServiceError, match=r"GET http://127.0.0.1:9/"):
         StacSource(config, L2A).search(
-            GridSpec(CRS.from_epsg(32631), Affine(10, 0, 450000, 0, -10, 5410000), 10, 10),
+            GeoBox((10, 10), Affine(10, 0, 450000, 0, -10, 5410000), "EPSG:32631"),
             WINDOW_ALL,
         )
 
@@ -708,12 +709,12 @@ def test_unreachable_api_is_a_remote_service_error(tmp_path: Path) -> None:
 
 def test_grid_id_is_stable_and_distinct(scene: Scene) -> None:
     grid = scene.grid
-    assert grid_id(grid) == grid_id(GridSpec(grid.crs, grid.transform, 300, 300))
+    assert grid_id(grid) == grid_id(GeoBox((300, 300), grid.transform, grid.crs))
     ids = {
         grid_id(grid),
-        grid_id(grid.window(0, 1, 300, 300)),
-        grid_id(grid.window(0, 0, 300, 299)),
-        grid_id(GridSpec(grid.crs, grid.transform @ Affine.scale(2), 150, 150)),
+        grid_id(grid[0:300, 1:301]),
+        grid_id(grid[0:300, 0:299]),
+        grid_id(grid.zoom_out(2)),
     }
     assert len(ids) == 4
     assert grid_id(grid) == "epsg32631_x453023_y5411753_300x300_r10"
@@ -928,6 +929,6 @@ def test_landsat_qa_pixel_bits_come_through_a_mosaic_unblended(
     np.testing.assert_array_equal(ds["QA_PIXEL"].values[1], read_band(day2["QA_PIXEL"]))
     assert (ds["QA_PIXEL"].values == cloud).any()
     # onto a coarser grid: nearest neighbour, never a blend of a cloud's bits with clear ones
-    coarse = GridSpec(scene.grid.crs, scene.grid.transform * Affine.scale(3), 100, 100)
+    coarse = scene.grid.zoom_out(3)
     ds = source.load(found, ["QA_PIXEL"], coarse, chunk_size=64)
     assert set(np.unique(ds["QA_PIXEL"].values)) == {clear, cloud}

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import shapely
 from affine import Affine
-from pyproj import CRS
+from odc.geo.geobox import GeoBox
 from shapely.geometry import shape
 
 from changedetect.config import SyntheticSourceConfig
 from changedetect.errors import MissingBandError, SourceError
 from changedetect.io.sources import ImagerySource
 from changedetect.io.sources.synthetic import SyntheticSource
-from changedetect.models import GridSpec, TimeWindow
+from changedetect.models import TimeWindow
 from changedetect.testing.synthetic import (
     BANDS,
     LC_CROP,
@@ -37,12 +37,12 @@ ALL = [*BANDS, "SCL"]
 CLOUDY = (8, 9, 10)
 
 
-def make_grid(height: int = 1200, width: int = 1200) -> GridSpec:
-    return GridSpec(CRS.from_epsg(32650), Affine(10, 0, 500000, 0, -10, 4400000), height, width)
+def make_grid(height: int = 1200, width: int = 1200) -> GeoBox:
+    return GeoBox((height, width), Affine(10, 0, 500000, 0, -10, 4400000), "EPSG:32650")
 
 
 @pytest.fixture(scope="module")
-def grid() -> GridSpec:
+def grid() -> GeoBox:
     return make_grid()
 
 
@@ -52,12 +52,12 @@ def source() -> SyntheticSource:
 
 
 @pytest.fixture(scope="module")
-def scene(source: SyntheticSource, grid: GridSpec) -> SyntheticScene:
+def scene(source: SyntheticSource, grid: GeoBox) -> SyntheticScene:
     return source.scene(grid)
 
 
 @pytest.fixture(scope="module")
-def truth(source: SyntheticSource, grid: GridSpec) -> list[PlantedChange]:
+def truth(source: SyntheticSource, grid: GeoBox) -> list[PlantedChange]:
     return source.truth(grid, BEFORE, AFTER)
 
 
@@ -79,7 +79,7 @@ def ndbi(x: dict[str, np.ndarray]) -> np.ndarray:
     return (x["B11"] - x["B08"]) / (x["B11"] + x["B08"])
 
 
-def pixel_window(geom: shapely.Geometry, grid: GridSpec, pad: int = 2) -> tuple[int, int, int, int]:
+def pixel_window(geom: shapely.Geometry, grid: GeoBox, pad: int = 2) -> tuple[int, int, int, int]:
     """Row/col range (exclusive ends) covering a CRS geometry."""
     inv = ~grid.transform
     minx, miny, maxx, maxy = geom.bounds
@@ -93,16 +93,14 @@ def pixel_window(geom: shapely.Geometry, grid: GridSpec, pad: int = 2) -> tuple[
     )
 
 
-def inside(geom: shapely.Geometry, grid: GridSpec, win: tuple[int, int, int, int]) -> np.ndarray:
+def inside(geom: shapely.Geometry, grid: GeoBox, win: tuple[int, int, int, int]) -> np.ndarray:
     """Pixels of the window whose centre lies in `geom`."""
     r0, r1, c0, c1 = win
-    coords = grid.coords()
-    return shapely.contains_xy(geom, coords["x"][None, c0:c1], coords["y"][r0:r1, None])
+    x, y = grid.coords["x"].values, grid.coords["y"].values
+    return shapely.contains_xy(geom, x[None, c0:c1], y[r0:r1, None])
 
 
-def mean_in(
-    change: PlantedChange, grid: GridSpec, scene: SyntheticScene, day: dt.date, fn
-) -> float:
+def mean_in(change: PlantedChange, grid: GeoBox, scene: SyntheticScene, day: dt.date, fn) -> float:
     """Mean of `fn` over the pixels well inside the change (mixed edge pixels left out)."""
     core = change.geometry.buffer(-5.0)
     geom = core if core.area > 200 else change.geometry
@@ -116,9 +114,7 @@ def mean_in(
 # -- the dataset contract ---------------------------------------------------------------------
 
 
-def test_source_meets_protocol_and_dataset_contract(
-    source: SyntheticSource, grid: GridSpec
-) -> None:
+def test_source_meets_protocol_and_dataset_contract(source: SyntheticSource, grid: GeoBox) -> None:
     assert isinstance(source, ImagerySource)
     assert source.name == "synthetic"
     acquisitions = source.search(grid, BEFORE)
@@ -138,9 +134,9 @@ def test_source_meets_protocol_and_dataset_contract(
     assert ds["SCL"].dtype == np.uint8
     assert ds["time"].dtype == np.dtype("datetime64[ns]")
     assert list(ds["acquisition"].values) == [a.id for a in acquisitions[:2]]
-    np.testing.assert_array_equal(ds["x"].values, grid.coords()["x"])
-    np.testing.assert_array_equal(ds["y"].values, grid.coords()["y"])
-    assert GridSpec.of(ds) == grid
+    np.testing.assert_array_equal(ds["x"].values, grid.coords["x"].values)
+    np.testing.assert_array_equal(ds["y"].values, grid.coords["y"].values)
+    assert ds.odc.geobox == grid
     block = ds.isel(time=0, y=slice(0, 300), x=slice(0, 300)).compute()
     for band in BANDS:
         values = block[band].values
@@ -151,7 +147,7 @@ def test_source_meets_protocol_and_dataset_contract(
 
 
 def test_load_rejects_unknown_bands_and_foreign_acquisitions(
-    source: SyntheticSource, grid: GridSpec
+    source: SyntheticSource, grid: GeoBox
 ) -> None:
     acquisitions = source.search(grid, BEFORE)[:1]
     with pytest.raises(MissingBandError, match="B05"):
@@ -176,7 +172,7 @@ def test_acquisition_dates_count_from_the_epoch() -> None:
 # -- chunking and seeds -----------------------------------------------------------------------
 
 
-def test_values_do_not_depend_on_chunk_size(source: SyntheticSource, grid: GridSpec) -> None:
+def test_values_do_not_depend_on_chunk_size(source: SyntheticSource, grid: GeoBox) -> None:
     acquisitions = source.search(grid, BEFORE)
     cloudy = max(acquisitions, key=lambda a: a.cloud_cover or 0)  # clouds, shadows and all
     assert (cloudy.cloud_cover or 0) > 10
@@ -187,7 +183,7 @@ def test_values_do_not_depend_on_chunk_size(source: SyntheticSource, grid: GridS
         np.testing.assert_array_equal(small[name].values, large[name].values, err_msg=name)
 
 
-def test_same_seed_same_scene_other_seed_other_scene(grid: GridSpec) -> None:
+def test_same_seed_same_scene_other_seed_other_scene(grid: GeoBox) -> None:
     day = dt.date(2024, 5, 9)
     a = SyntheticScene(600, 600, seed=7).render(day, (0, 300), (0, 300), ALL)
     b = SyntheticScene(600, 600, seed=7).render(day, (0, 300), (0, 300), ALL)
@@ -242,7 +238,7 @@ def test_grown_quarries_hold_only_the_new_ground(truth: list[PlantedChange]) -> 
         assert t.geometry.distance(t.grew_from) < 1.0  # it adjoins the old pit
 
 
-def test_truth_depends_on_the_windows(source: SyntheticSource, grid: GridSpec) -> None:
+def test_truth_depends_on_the_windows(source: SyntheticSource, grid: GeoBox) -> None:
     everything = source.planted(grid)
     late = source.truth(grid, TimeWindow(dt.date(2024, 4, 1), dt.date(2024, 11, 1)), AFTER)
     assert 0 < len(late) < len(source.truth(grid, BEFORE, AFTER))
@@ -265,7 +261,7 @@ def test_source_for_other_windows_plants_changes_between_them() -> None:
 
 
 def test_truth_geojson_is_wgs84_one_feature_per_change(
-    truth: list[PlantedChange], grid: GridSpec, tmp_path
+    truth: list[PlantedChange], grid: GeoBox, tmp_path
 ) -> None:
     fc = truth_geojson(truth, grid)
     assert fc["type"] == "FeatureCollection"
@@ -293,7 +289,7 @@ def test_truth_geojson_is_wgs84_one_feature_per_change(
 
 
 def test_quarries_turn_green_ground_into_bright_bare_rock(
-    scene: SyntheticScene, grid: GridSpec, truth: list[PlantedChange]
+    scene: SyntheticScene, grid: GeoBox, truth: list[PlantedChange]
 ) -> None:
     before, after = clear_days(scene, BEFORE)[-1], clear_days(scene, AFTER)[-1]
     quarries = [t for t in truth if t.change_type == "quarry" and not t.below_mmu]
@@ -308,7 +304,7 @@ def test_quarries_turn_green_ground_into_bright_bare_rock(
 
 
 def test_construction_looks_built_up(
-    scene: SyntheticScene, grid: GridSpec, truth: list[PlantedChange]
+    scene: SyntheticScene, grid: GeoBox, truth: list[PlantedChange]
 ) -> None:
     before, after = clear_days(scene, BEFORE)[-1], clear_days(scene, AFTER)[-1]
     sites = [t for t in truth if t.change_type == "construction" and not t.below_mmu]
@@ -326,7 +322,7 @@ def test_construction_looks_built_up(
 
 
 def test_vegetation_loss_drops_ndvi(
-    scene: SyntheticScene, grid: GridSpec, truth: list[PlantedChange]
+    scene: SyntheticScene, grid: GeoBox, truth: list[PlantedChange]
 ) -> None:
     before, after = clear_days(scene, BEFORE)[-1], clear_days(scene, AFTER)[-1]
     losses = [t for t in truth if t.change_type == "vegetation_loss" and not t.below_mmu]

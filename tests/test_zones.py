@@ -86,10 +86,10 @@ def test_missing_name_field_is_a_clear_error(tmp_path):
 
 def test_clues_carry_zone_and_limit_to_zones(tmp_path):
     grid = make_grid(200, 200)
-    before, after = forest_scene(grid.shape, 1), forest_scene(grid.shape, 2)
-    inside = np.zeros(grid.shape, bool)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
+    inside = np.zeros(grid.shape.yx, bool)
     inside[30:60, 30:60] = True
-    outside = np.zeros(grid.shape, bool)
+    outside = np.zeros(grid.shape.yx, bool)
     outside[140:170, 140:170] = True
     paint(after, inside | outside, ROCK)
     zone_geom = grid_box_wgs84(grid, (0, 100), (0, 100))

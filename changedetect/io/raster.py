@@ -12,15 +12,16 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from affine import Affine
-from pyproj import CRS
+from odc.geo import SomeCRS
+from odc.geo.crs import CRS, norm_crs_or_error
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import BoundingBox
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from ..errors import CorruptInputError, SourceError
-from ..models import GridSpec
 
 #: GDAL settings for every read: a small block cache (in bytes), so that memory stays bounded by
 #: the chunk size. (Directory listing stays on: ENVI and other formats find sidecar headers by it.)
@@ -58,7 +59,7 @@ def open_raster(path: str | Path) -> Iterator[Any]:
             ds.close()
 
 
-def grid_of(ds: Any, path: str | Path | None = None) -> GridSpec:
+def grid_of(ds: Any, path: str | Path | None = None) -> GeoBox:
     """The native grid of an open dataset, made north-up if the file is rotated or south-up.
 
     Raises SourceError if the file carries no georeference (no CRS or no geotransform).
@@ -69,14 +70,14 @@ def grid_of(ds: Any, path: str | Path | None = None) -> GridSpec:
             f"raster {name} has no georeference (no CRS or geotransform); export it as a GeoTIFF "
             "with its CRS (gdalwarp it first if it only has ground control points)"
         )
-    crs = CRS.from_user_input(ds.crs.to_wkt())
+    crs = CRS(ds.crs.to_wkt())
     t = ds.transform
     if t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0:
-        return GridSpec(crs, t, ds.height, ds.width)
+        return GeoBox((ds.height, ds.width), t, crs)
     transform, width, height = calculate_default_transform(
         ds.crs, ds.crs, ds.width, ds.height, *ds.bounds
     )
-    return GridSpec(crs, transform, int(height), int(width))
+    return GeoBox((int(height), int(width)), transform, crs)
 
 
 def verify_readable(ds: Any, bands: Sequence[int], path: str | Path | None = None) -> None:
@@ -153,41 +154,39 @@ def _last_block_window(ds: Any, bidx: int, name: Path) -> Window:
     )
 
 
-def bounds_in(grid: GridSpec, crs: CRS) -> tuple[float, float, float, float] | None:
+def bounds_in(grid: GeoBox, crs: SomeCRS) -> BoundingBox | None:
     """`grid`'s bounds transformed into `crs` (densified edges); None if they cannot be transformed."""
+    crs = norm_crs_or_error(crs)
     if grid.crs == crs:
-        return grid.bounds
+        return grid.boundingbox
+    # rasterio's densified transform (21 points an edge), as BoundingBox.to_crs projects the
+    # corners only
     try:
-        bounds = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
+        bounds = transform_bounds(
+            grid.crs.to_wkt(), crs.to_wkt(), *grid.boundingbox, densify_pts=21
+        )
     except (*RASTER_ERRORS, ValueError):
         return None
     if not all(np.isfinite(bounds)):
         return None
-    return tuple(float(v) for v in bounds)  # type: ignore[return-value]
+    return BoundingBox(*(float(v) for v in bounds), crs=crs)
 
 
-def overlap_fraction(grid_a: GridSpec, grid_b: GridSpec) -> float:
+def overlap_fraction(grid_a: GeoBox, grid_b: GeoBox) -> float:
     """Share of `grid_a`'s bounding box covered by `grid_b`'s (bounding boxes, in a's CRS)."""
+    a: BoundingBox | None = grid_a.boundingbox
     b = bounds_in(grid_b, grid_a.crs)
-    a = grid_a.bounds
     if b is None:
         # Fall back to comparing both in WGS84.
-        a = bounds_in(grid_a, CRS.from_epsg(4326))
-        b = bounds_in(grid_b, CRS.from_epsg(4326))
+        a = bounds_in(grid_a, "EPSG:4326")
+        b = bounds_in(grid_b, "EPSG:4326")
         if a is None or b is None:
             return 0.0
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
+    both = a & b
+    if both.span_x <= 0 or both.span_y <= 0:
         return 0.0
-    area = (a[2] - a[0]) * (a[3] - a[1])
-    return float(width * height / area) if area > 0 else 0.0
-
-
-def chunk_transform(transform: Affine | Sequence[float], row: int, col: int) -> Affine:
-    """The transform of the sub-grid starting at (row, col)."""
-    t = transform if isinstance(transform, Affine) else Affine(*transform[:6])
-    return t @ Affine.translation(col, row)
+    area = a.span_x * a.span_y
+    return float(both.span_x * both.span_y / area) if area > 0 else 0.0
 
 
 def _one_line(exc: BaseException) -> str:

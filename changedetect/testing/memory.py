@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 import dask.array as da
 import numpy as np
 import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
-from ..models import Acquisition, GridSpec, TimeWindow
+from ..models import Acquisition, TimeWindow
 
 
 class MemorySource:
@@ -17,7 +19,7 @@ class MemorySource:
 
     name = "memory"
 
-    def __init__(self, grid: GridSpec, scenes: Mapping[dt.date, Mapping[str, np.ndarray]]) -> None:
+    def __init__(self, grid: GeoBox, scenes: Mapping[dt.date, Mapping[str, np.ndarray]]) -> None:
         self.grid = grid
         self.scenes = dict(sorted(scenes.items()))
         self.acquisitions = [
@@ -30,14 +32,14 @@ class MemorySource:
             for day in self.scenes
         ]
 
-    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+    def search(self, grid: GeoBox, window: TimeWindow) -> list[Acquisition]:
         return [a for a in self.acquisitions if window.contains(a.datetime)]
 
     def load(
         self,
         acquisitions: Sequence[Acquisition],
         bands: Sequence[str],
-        grid: GridSpec,
+        grid: GeoBox,
         chunk_size: int,
     ) -> xr.Dataset:
         if grid != self.grid:
@@ -58,6 +60,6 @@ class MemorySource:
         coords = {
             "time": np.array([np.datetime64(a.datetime, "ns") for a in acquisitions]),
             "acquisition": ("time", [a.id for a in acquisitions]),
-            **grid.coords(),
+            **xr_coords(grid, dims=("y", "x")),
         }
-        return grid.attach(xr.Dataset(data_vars, coords=coords))
+        return xr.Dataset(data_vars, coords=coords)

@@ -3,7 +3,7 @@
 Typical use::
 
     grid = make_grid("EPSG:32650", shape=(64, 64), resolution=10.0)
-    bands = seeded_reflectance(["B02", "B04", "B08"], grid.shape, seed=1)
+    bands = seeded_reflectance(["B02", "B04", "B08"], grid.shape.yx, seed=1)
     write_multiband(tmp_path / "S2_20200501.tif", bands, grid, nodata=0)
     write_band_folder(tmp_path / "acq", "T50_20200501", {"B02": b02, "B11": b11},
                       {"B02": grid, "B11": coarsen_grid(grid, 2)})
@@ -24,9 +24,8 @@ import numpy as np
 import rasterio
 import rasterio.errors
 from affine import Affine
-from pyproj import CRS
-
-from ..models import GridSpec
+from odc.geo import SomeCRS
+from odc.geo.geobox import GeoBox
 
 __all__ = [
     "coarsen_grid",
@@ -39,26 +38,23 @@ __all__ = [
 
 
 def make_grid(
-    crs: str | int | CRS = "EPSG:32650",
+    crs: SomeCRS = "EPSG:32650",
     *,
     left: float = 500_000.0,
     top: float = 3_500_000.0,
     resolution: float = 10.0,
     shape: tuple[int, int] = (64, 64),
     resolution_y: float | None = None,
-) -> GridSpec:
+) -> GeoBox:
     """A north-up grid with its top-left corner at (left, top) and square (or given) pixels."""
     res_y = resolution if resolution_y is None else resolution_y
     transform = Affine(resolution, 0.0, left, 0.0, -abs(res_y), top)
-    return GridSpec(CRS.from_user_input(crs), transform, int(shape[0]), int(shape[1]))
+    return GeoBox((int(shape[0]), int(shape[1])), transform, crs)
 
 
-def coarsen_grid(grid: GridSpec, factor: float) -> GridSpec:
+def coarsen_grid(grid: GeoBox, factor: float) -> GeoBox:
     """The grid covering the same extent with pixels `factor` times larger (e.g. a 20 m band)."""
-    t = grid.transform
-    height = int(np.ceil(grid.height / factor))
-    width = int(np.ceil(grid.width / factor))
-    return GridSpec(grid.crs, Affine(t.a * factor, 0.0, t.c, 0.0, t.e * factor, t.f), height, width)
+    return grid.zoom_out(factor)
 
 
 def seeded_reflectance(
@@ -81,7 +77,7 @@ def seeded_reflectance(
 def write_multiband(
     path: str | Path,
     arrays: Mapping[str, np.ndarray],
-    grid: GridSpec | None,
+    grid: GeoBox | None,
     dtype: Any = None,
     nodata: float | None = None,
     descriptions: bool | Sequence[str] = True,
@@ -103,8 +99,8 @@ def write_multiband(
     data = np.stack([np.asarray(arrays[name]) for name in names])
     if data.ndim != 3:
         raise ValueError(f"bands must be 2-D arrays, got shape {data.shape[1:]}")
-    if grid is not None and data.shape[1:] != grid.shape:
-        raise ValueError(f"band arrays have shape {data.shape[1:]}, the grid {grid.shape}")
+    if grid is not None and data.shape[1:] != grid.shape.yx:
+        raise ValueError(f"band arrays have shape {data.shape[1:]}, the grid {grid.shape.yx}")
     if descriptions is True:
         labels: list[str] | None = names
     elif descriptions is False:
@@ -148,7 +144,7 @@ def write_band_folder(
     folder: str | Path,
     prefix: str,
     arrays: Mapping[str, np.ndarray],
-    grids_per_band: Mapping[str, GridSpec] | GridSpec,
+    grids_per_band: Mapping[str, GeoBox] | GeoBox,
     dtype: Any = None,
     nodata: float | None = None,
     *,
@@ -164,7 +160,7 @@ def write_band_folder(
     folder = Path(folder)
     written: dict[str, Path] = {}
     for band, array in arrays.items():
-        grid = grids_per_band if isinstance(grids_per_band, GridSpec) else grids_per_band[band]
+        grid = grids_per_band if isinstance(grids_per_band, GeoBox) else grids_per_band[band]
         written[band] = write_multiband(
             folder / f"{prefix}_{band}.tif",
             {band: array},

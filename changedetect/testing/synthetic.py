@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from odc.geo.geobox import GeoBox
 from pyproj import CRS, Transformer
 from scipy import ndimage
 from shapely import affinity
@@ -63,7 +64,8 @@ from shapely.geometry import Polygon, mapping
 from shapely.geometry.polygon import orient
 
 from ..evaluation import PatchQuality, evaluate_patches
-from ..models import AoiResult, GridSpec, TimeWindow
+from ..grids import projected_pixel_area_m2
+from ..models import AoiResult, TimeWindow
 
 #: Reflectance bands the scene renders, in Sentinel-2 naming.
 BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -1467,22 +1469,22 @@ class SyntheticScene:
         """Land-cover class (LC_*) of every pixel on `day`; active planted changes are LC_DISTURBED."""
         return self._surface(day, rows[0], rows[1], cols[0], cols[1])[1]
 
-    def planted(self, grid: GridSpec) -> list[PlantedChange]:
+    def planted(self, grid: GeoBox) -> list[PlantedChange]:
         """Every planted disturbance, old and new, with geometry in the grid CRS."""
         if grid.shape != (self.height, self.width):
             raise ValueError(
-                f"grid shape {grid.shape} is not the scene's {(self.height, self.width)}"
+                f"grid shape {grid.shape.yx} is not the scene's {(self.height, self.width)}"
             )
         t = grid.transform
         matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
-        px_area = grid.pixel_area_m2 if grid.crs.is_projected else 100.0
+        px_area = projected_pixel_area_m2(grid) if grid.crs.projected else 100.0
         out = []
         for p in self._planted:
             geom = orient(_valid(affinity.affine_transform(p.poly, matrix)), 1.0)
             old = None
             if p.grew_from is not None:
                 old = orient(_valid(affinity.affine_transform(p.grew_from, matrix)), 1.0)
-            area = float(geom.area) if grid.crs.is_projected else float(p.poly.area * px_area)
+            area = float(geom.area) if grid.crs.projected else float(p.poly.area * px_area)
             out.append(PlantedChange(p.id, p.kind, p.start, geom, area, area < MMU_M2, old, p.note))
         return out
 
@@ -1627,8 +1629,8 @@ def new_changes(
 _WGS84 = CRS.from_epsg(4326)
 
 
-def _to_wgs84(grid: GridSpec) -> Callable[[Any], Any]:
-    tr = Transformer.from_crs(grid.crs, _WGS84, always_xy=True)
+def _to_wgs84(grid: GeoBox) -> Callable[[Any], Any]:
+    tr = Transformer.from_crs(grid.crs.proj, _WGS84, always_xy=True)
 
     def convert(geom: Any) -> Any:
         g = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
@@ -1637,7 +1639,7 @@ def _to_wgs84(grid: GridSpec) -> Callable[[Any], Any]:
     return convert
 
 
-def truth_geojson(changes: Sequence[PlantedChange], grid: GridSpec) -> dict[str, Any]:
+def truth_geojson(changes: Sequence[PlantedChange], grid: GeoBox) -> dict[str, Any]:
     """An RFC 7946 FeatureCollection (WGS84, counter-clockwise exteriors) of the planted changes."""
     convert = _to_wgs84(grid)
     features = []
@@ -1655,7 +1657,7 @@ def truth_geojson(changes: Sequence[PlantedChange], grid: GridSpec) -> dict[str,
     return {"type": "FeatureCollection", "features": json.loads(json.dumps(features))}
 
 
-def write_truth_geojson(path: str | Path, changes: Sequence[PlantedChange], grid: GridSpec) -> Path:
+def write_truth_geojson(path: str | Path, changes: Sequence[PlantedChange], grid: GeoBox) -> Path:
     """Write :func:`truth_geojson` to `path` (atomically: a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

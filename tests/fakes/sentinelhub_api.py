@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, unquote_plus
 import numpy as np
 import rasterio
 from affine import Affine
+from odc.geo.geobox import GeoBox
 from pyproj import CRS, Transformer
 from pytest_httpserver.httpserver import HTTPServerBase
 from rasterio.enums import Resampling
@@ -61,7 +62,6 @@ from rasterio.warp import reproject
 from werkzeug import Request, Response
 
 from changedetect.grids import utm_crs_for
-from changedetect.models import GridSpec
 
 #: The token endpoint of the main deployment's Keycloak realm, and the legacy one.
 TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
@@ -95,9 +95,8 @@ class Truth:
     bands: Mapping[str, np.ndarray]
 
     @property
-    def grid(self) -> GridSpec:
-        height, width = self.bands["SCL"].shape
-        return GridSpec(self.crs, self.transform, height, width)
+    def grid(self) -> GeoBox:
+        return GeoBox(self.bands["SCL"].shape, self.transform, self.crs)
 
     def dn(self, band: str, scene: Scene) -> np.ndarray:
         """The stored values of `band` on the date of `scene` (its DN offset added where data)."""
@@ -186,7 +185,7 @@ def oscd_truth(
     with rasterio.open(b02) as ds:
         west, south, east, north = ds.bounds
     lon, lat = (west + east) / 2, (south + north) / 2
-    crs = utm_crs_for(lon, lat)
+    crs = utm_crs_for(lon, lat).proj
     x, y = Transformer.from_crs(4326, crs, always_xy=True).transform(lon, lat)
     left = math.floor((x - width * resolution / 2) / resolution) * resolution
     top = math.floor((y + height * resolution / 2) / resolution) * resolution
@@ -635,7 +634,7 @@ class FakeSentinelHub(HTTPServerBase):
         )
 
     def _footprint(self) -> tuple[float, float, float, float]:
-        left, bottom, right, top = self.truth.grid.bounds
+        left, bottom, right, top = self.truth.grid.boundingbox
         tr = Transformer.from_crs(self.truth.crs, 4326, always_xy=True)
         return tr.transform_bounds(left, bottom, right, top, densify_pts=21)
 

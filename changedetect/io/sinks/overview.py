@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import rasterio
 import shapely
+from odc.geo.geobox import GeoBox
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 
 from ...errors import GridMismatchError, SinkError
 from ...grids import WGS84, pixel_area_m2, reproject_geometry, wgs84_bounds
-from ...models import GridSpec, Patch
+from ...models import Patch
 from ..raster import GDAL_READ_OPTIONS
 from ..zones import ProtectionZone
 from .chips import PREVIEW_BANDS, SCALE_BAR_M, distance_label
@@ -55,7 +56,7 @@ class Overview:
     """Length of the scale bar drawn in the bottom-left corner, metres (None: none fits)."""
 
 
-def _to_pixels(grid: GridSpec, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> Callable:
+def _to_pixels(grid: GeoBox, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> Callable:
     """A shapely coordinate function: grid CRS -> pixels of an image showing the grid's pixels
     shifted by (-dx, -dy) and scaled by (sx, sy)."""
     inv = ~grid.transform
@@ -160,7 +161,7 @@ def _place_label(
 
 def render_overview(
     rgb_path: Path,
-    grid: GridSpec,
+    grid: GeoBox,
     patches: Sequence[Patch],
     *,
     max_px: int = 1600,
@@ -175,7 +176,7 @@ def render_overview(
     # a small GDAL block cache: the decimated read streams through every block once, and the
     # default cache (5 % of RAM) would otherwise keep hundreds of MB of them
     with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(rgb_path) as src:
-        if (src.height, src.width) != grid.shape:
+        if (src.height, src.width) != grid.shape.yx:
             raise GridMismatchError(
                 f"{rgb_path}: {src.width}x{src.height} px, but the analysis grid is "
                 f"{grid.width}x{grid.height}; pass the rgb.tif written for this grid"
@@ -202,7 +203,7 @@ def render_overview(
     to_px = _to_pixels(grid, out_w / grid.width, out_h / grid.height)
     line = 2 if max(out_h, out_w) < 1200 else 3
     # zone boundaries under the clue outlines: the outlines must stay whole
-    frame = shapely.box(*grid.bounds)
+    frame = shapely.box(*grid.boundingbox)
     drawn_zones = 0
     for zone in zones:
         boundary = reproject_geometry(zone.geometry, WGS84, grid.crs).boundary

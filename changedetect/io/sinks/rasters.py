@@ -7,15 +7,15 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from odc.geo.geobox import GeoBox
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
-from ...models import GridSpec
 from ..atomic import atomic_path
 from .chips import PREVIEW_BANDS
 
 
-def scratch_profile(grid: GridSpec, count: int, dtype: str, nodata: float | None) -> dict:
+def scratch_profile(grid: GeoBox, count: int, dtype: str, nodata: float | None) -> dict:
     """A tiled, uncompressed GeoTIFF profile for intermediate rasters written block by block."""
     return {
         "driver": "GTiff",
@@ -82,7 +82,7 @@ class ScratchRasters:
     (:data:`~changedetect.io.sinks.chips.PREVIEW_BANDS`), each in a tiled scratch GeoTIFF on `grid` (a context manager; `write` takes any
     object with the `Block` fields row0, col0, score and preview)."""
 
-    def __init__(self, grid: GridSpec, score_path: Path, preview_path: Path) -> None:
+    def __init__(self, grid: GeoBox, score_path: Path, preview_path: Path) -> None:
         self.grid, self.score_path, self.preview_path = grid, score_path, preview_path
         self._score: Any = None
         self._preview: Any = None

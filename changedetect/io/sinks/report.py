@@ -36,10 +36,11 @@ from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from odc.geo.geobox import GeoBox
 
 from ... import __version__
 from ...errors import SinkError
-from ...models import GridSpec, Patch, PatchClue, TimeWindow
+from ...models import Patch, PatchClue, TimeWindow
 from ...navigation import navigation
 from ...types import CHANGE_TYPES
 from ..atomic import atomic_path
@@ -506,7 +507,7 @@ def write_report(
     aoi: str,
     clues: Sequence[PatchClue],
     patches: Sequence[Patch],
-    grid: GridSpec,
+    grid: GeoBox,
     rgb_path: Path,
     chip_dir: Path | None = None,
     title: str | None = None,

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from odc.geo.geobox import GeoBox
 from rasterio.features import rasterize
-from rasterio.windows import transform as window_transform
 
-from ...models import GridSpec, Patch, PatchClue
+from ...models import Patch, PatchClue
 from ..raster import GDAL_READ_OPTIONS
 from .chips import chip_window, render_change_chip, render_chips
 from .palette import palette_image, png_data_uri, png_uri
@@ -29,14 +29,14 @@ __all__ = ["CardChips"]
 CHIP_TAGS = ("before", "after", "change")
 
 
-def _cut_chips(src: Any, grid: GridSpec, patch: Patch, size: int) -> dict[str, np.ndarray]:
+def _cut_chips(src: Any, grid: GeoBox, patch: Patch, size: int) -> dict[str, np.ndarray]:
     """The chips of `patch` as chips.py renders them, from the preview raster, by tag."""
     window = chip_window(patch, src.height, src.width)
     data = src.read(window=window)
     own = rasterize(
         [patch.geometry],
         out_shape=data.shape[1:],
-        transform=window_transform(window, grid.transform),
+        transform=grid[window.toslices()].transform,
         dtype="uint8",
     ).astype(bool)
     metres_per_px = math.sqrt(abs(grid.transform.a * grid.transform.e))
@@ -49,7 +49,7 @@ class CardChips:
     """Chips for each clue: the pipeline's PNGs from `chip_dir` where present, else cut from
     `rgb_path` (opened once, only if needed). Use as a context manager: it closes the raster."""
 
-    def __init__(self, chip_dir: Path | None, rgb_path: Path, grid: GridSpec, size: int) -> None:
+    def __init__(self, chip_dir: Path | None, rgb_path: Path, grid: GeoBox, size: int) -> None:
         self.chip_dir = chip_dir
         self.rgb_path = rgb_path
         self.grid = grid

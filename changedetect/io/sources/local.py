@@ -35,10 +35,12 @@ import numpy as np
 import rasterio
 import xarray as xr
 from affine import Affine
+from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import compute_reproject_roi
 from odc.geo.roi import roi_is_empty
-from pyproj import CRS
+from odc.geo.xr import xr_coords
+from pyproj import CRS as ProjCRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
@@ -52,12 +54,11 @@ from ...errors import (
     MissingBandError,
     SourceError,
 )
-from ...models import Acquisition, GridSpec, TimeWindow
+from ...models import Acquisition, TimeWindow
 from ...types import ANALYSIS_BANDS, QUALITY_BANDS
 from ..raster import (
     GDAL_READ_OPTIONS,
     RASTER_ERRORS,
-    chunk_transform,
     grid_of,
     open_raster,
     overlap_fraction,
@@ -334,7 +335,7 @@ def _from_band_files(
     when: dt.datetime | None = None,
 ) -> Acquisition:
     assets: dict[str, tuple[str, int]] = {}
-    grids: dict[str, GridSpec] = {}
+    grids: dict[str, GeoBox] = {}
     tiff_datetime: str | None = None
     for band, file in sorted(files.items()):
         with open_raster(file) as ds:
@@ -352,13 +353,13 @@ def _from_band_files(
     return Acquisition(id=acq_id, datetime=when, source="local", assets=assets, grid=grid)
 
 
-def _finest(grids: dict[str, GridSpec]) -> GridSpec:
+def _finest(grids: dict[str, GeoBox]) -> GeoBox:
     """The grid of the finest band; among equals the first analysis band (B02, B03, ...)."""
     order = {b: i for i, b in enumerate(ANALYSIS_BANDS)}
 
     def key(band: str) -> tuple[float, int, str]:
-        g = grids[band]
-        return (abs(g.transform.a * g.transform.e), order.get(band, len(order)), band)
+        t = grids[band].transform
+        return (abs(t.a * t.e), order.get(band, len(order)), band)
 
     return grids[min(grids, key=key)]
 
@@ -500,7 +501,7 @@ def _make_ids_unique(acquisitions: list[Acquisition]) -> None:
 # Overlap
 
 
-def check_overlap(grid_a: GridSpec, grid_b: GridSpec | Acquisition, *, what: str = "") -> float:
+def check_overlap(grid_a: GeoBox, grid_b: GeoBox | Acquisition, *, what: str = "") -> float:
     """Raise GridMismatchError unless `grid_b` (a grid or an acquisition's grid) overlaps `grid_a`;
     return the share of `grid_a`'s extent that `grid_b` covers (0-1]."""
     label = f"acquisition {grid_b.id}" if isinstance(grid_b, Acquisition) else (what or "the grid")
@@ -517,13 +518,13 @@ def check_overlap(grid_a: GridSpec, grid_b: GridSpec | Acquisition, *, what: str
     return fraction
 
 
-def _fmt_bounds(grid: GridSpec) -> str:
-    return "[" + ", ".join(f"{v:.6g}" for v in grid.bounds) + "]"
+def _fmt_bounds(grid: GeoBox) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in grid.boundingbox) + "]"
 
 
 def _crs_name(crs: CRS) -> str:
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.name
+    epsg = crs.epsg
+    return f"EPSG:{epsg}" if epsg else crs.proj.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,7 +590,7 @@ def _read_chunk(
     assert block_info is not None
     (row0, row1), (col0, col1) = block_info[0]["array-location"]
     height, width = row1 - row0, col1 - col0
-    dst_transform = chunk_transform(transform, row0, col0)
+    dst_transform = GeoBox(shape, Affine(*transform[:6]), crs_wkt)[row0:row1, col0:col1].transform
     try:
         src = _open_dataset(path, session)
         with rasterio.Env(**GDAL_READ_OPTIONS):
@@ -730,7 +731,7 @@ def _resampling_scale(
     rows, cols = shape
     probes = [t @ (cols / 2, rows / 2), t @ (cols / 2 + 1, rows / 2), t @ (cols / 2, rows / 2 + 1)]
     try:
-        if CRS.from_wkt(crs_wkt) != CRS.from_user_input(src.crs.to_wkt()):
+        if ProjCRS.from_wkt(crs_wkt) != ProjCRS.from_user_input(src.crs.to_wkt()):
             xs, ys = warp_transform(
                 crs_wkt, src.crs, [p[0] for p in probes], [p[1] for p in probes]
             )
@@ -782,7 +783,7 @@ class LocalSource:
         """Every acquisition this source knows, in its order."""
         return list(self._acquisitions)
 
-    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+    def search(self, grid: GeoBox, window: TimeWindow) -> list[Acquisition]:
         """Acquisitions dated inside `window` whose footprint intersects `grid`, oldest first."""
         found = [
             acq
@@ -796,7 +797,7 @@ class LocalSource:
         self,
         acquisitions: Sequence[Acquisition],
         bands: Sequence[str],
-        grid: GridSpec,
+        grid: GeoBox,
         chunk_size: int,
     ) -> xr.Dataset:
         """Lazily load `bands` of `acquisitions` (kept in the given order) onto `grid`.
@@ -821,7 +822,7 @@ class LocalSource:
             if acq.grid is not None:
                 check_overlap(grid, acq)
 
-        template = da.zeros(grid.shape, chunks=(chunk_size, chunk_size), dtype=np.uint8)
+        template = da.zeros(grid.shape.yx, chunks=(chunk_size, chunk_size), dtype=np.uint8)
         # the files this load opens are kept open for it alone: a later load (another night)
         # opens them again, whatever their timestamps say
         session = uuid.uuid4().hex
@@ -848,17 +849,14 @@ class LocalSource:
             for band, arrays in per_band.items()
             if arrays
         }
-        coords = grid.coords()
-        ds = xr.Dataset(
+        return xr.Dataset(
             data_vars,
             coords={
                 "time": np.array([_to_datetime64(a.datetime) for a in acquisitions]),
-                "y": coords["y"],
-                "x": coords["x"],
+                **xr_coords(grid, dims=("y", "x")),
                 "acquisition": ("time", [a.id for a in acquisitions]),
             },
         )
-        return grid.attach(ds)
 
     def _check_bands(self, acquisitions: list[Acquisition], bands: list[str]) -> None:
         for acq in acquisitions:
@@ -874,7 +872,7 @@ class LocalSource:
         self,
         acq: Acquisition,
         bands: list[str],
-        grid: GridSpec,
+        grid: GeoBox,
         template: da.Array,
         session: str,
     ) -> dict[str, da.Array]:
@@ -904,7 +902,7 @@ class LocalSource:
                 quality=quality,
                 crs_wkt=grid.crs.to_wkt(),
                 transform=tuple(grid.transform)[:6],
-                shape=grid.shape,
+                shape=grid.shape.yx,
                 scale=float(self.sensor.resolved_scale()),
                 offset=float(self.sensor.resolved_offset()),
                 nodata=self.sensor.nodata,

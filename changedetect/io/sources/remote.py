@@ -12,20 +12,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
-from pyproj import CRS
-
-from ...models import GridSpec
-
-_WGS84 = CRS.from_epsg(4326)
+from odc.geo.geobox import GeoBox, bounding_box_in_pixel_domain
 
 
 def _num(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def grid_id(grid: GridSpec) -> str:
+def grid_id(grid: GeoBox) -> str:
     """``epsg32610_x585570_y4135590_300x240_r10``: CRS, top-left corner, size, pixel size."""
-    epsg = grid.crs.to_epsg()
+    epsg = grid.crs.epsg
     crs = (
         f"epsg{epsg}" if epsg else "crs" + hashlib.sha1(grid.crs.to_wkt().encode()).hexdigest()[:10]
     )
@@ -70,19 +66,19 @@ def split_lengths(size: int, max_px: int) -> list[tuple[int, int]]:
     return pieces
 
 
-def split_grid(grid: GridSpec, max_px: int) -> list[tuple[int, int, GridSpec]]:
+def split_grid(grid: GeoBox, max_px: int) -> list[tuple[int, int, GeoBox]]:
     """(row, col, window) pieces of `grid`, at most `max_px` pixels a side, row by row; their
     edges are the grid's pixel edges, so they stitch back pixel for pixel."""
     return [
-        (row, col, grid.window(row, col, height, width))
+        (row, col, grid[row : row + height, col : col + width])
         for row, height in split_lengths(grid.height, max_px)
         for col, width in split_lengths(grid.width, max_px)
     ]
 
 
 def vrt_mosaic(
-    grid: GridSpec,
-    pieces: Sequence[tuple[GridSpec, str]],
+    grid: GeoBox,
+    pieces: Sequence[tuple[GeoBox, str]],
     bands: Sequence[str],
     dtype: str,
     nodata: float | None,
@@ -95,14 +91,14 @@ def vrt_mosaic(
     ET.SubElement(root, "GeoTransform").text = ", ".join(
         repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)
     )
+    # where each piece starts in the grid; raises unless it lies on the grid's pixels
+    origins = [bounding_box_in_pixel_domain(piece, grid)[:2] for piece, _ in pieces]
     for index, band in enumerate(bands, start=1):
         element = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(index))
         ET.SubElement(element, "Description").text = band
         if nodata is not None:
             ET.SubElement(element, "NoDataValue").text = repr(nodata)
-        for piece, relpath in pieces:
-            row = round((piece.transform.f - t.f) / t.e)
-            col = round((piece.transform.c - t.c) / t.a)
+        for (piece, relpath), (col, row) in zip(pieces, origins, strict=True):
             source = ET.SubElement(element, "SimpleSource")
             ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = relpath
             ET.SubElement(source, "SourceBand").text = str(index)

@@ -64,6 +64,7 @@ import tifffile
 import xarray as xr
 from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
+from odc.geo.geobox import GeoBox
 from requests_oauthlib import OAuth2Session
 from sentinelhub import (
     CRS,
@@ -87,7 +88,7 @@ from sentinelhub.exceptions import ImageDecodingError, MissingDataInRequestExcep
 from ...config import SensorConfig, SentinelHubSourceConfig
 from ...errors import CredentialsError, MissingBandError, RemoteServiceError, SourceError
 from ...grids import wgs84_bounds
-from ...models import Acquisition, GridSpec, TimeWindow
+from ...models import Acquisition, TimeWindow
 from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
@@ -187,7 +188,7 @@ class RequestTile:
 
     row: int
     col: int
-    grid: GridSpec
+    grid: GeoBox
 
     @property
     def id(self) -> str:
@@ -195,7 +196,7 @@ class RequestTile:
         return grid_id(self.grid)
 
 
-def request_tiles(grid: GridSpec, max_tile_px: int) -> list[RequestTile]:
+def request_tiles(grid: GeoBox, max_tile_px: int) -> list[RequestTile]:
     """Cut `grid` into request tiles of at most `max_tile_px` pixels a side, row by row.
 
     The grid's pixel lattice is split directly (not with sentinelhub's BBoxSplitter, whose equal
@@ -782,7 +783,7 @@ class SentinelHubSource:
 
     # -- search --------------------------------------------------------------------------------
 
-    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+    def search(self, grid: GeoBox, window: TimeWindow) -> list[Acquisition]:
         """One acquisition per UTC day with granules over `grid` in `window` whose cloud cover is
         at most ``max_cloud_cover``, oldest first."""
         bounds = wgs84_bounds(grid)
@@ -905,7 +906,7 @@ class SentinelHubSource:
         self,
         acquisitions: Sequence[Acquisition],
         bands: Sequence[str],
-        grid: GridSpec,
+        grid: GeoBox,
         chunk_size: int,
     ) -> xr.Dataset:
         """Fetch what the cache lacks, then lazily load `bands` of `acquisitions` on `grid`."""
@@ -981,7 +982,7 @@ class SentinelHubSource:
         return fetch
 
     def _granules_of(
-        self, acquisitions: Sequence[Acquisition], grid: GridSpec
+        self, acquisitions: Sequence[Acquisition], grid: GeoBox
     ) -> list[tuple[str, ...]]:
         """The granules the Process API mosaics for each acquisition: as this source's search
         found them, else (an acquisition made elsewhere) as a search of its days finds them now."""
@@ -1016,12 +1017,12 @@ class SentinelHubSource:
             self.name, self._collection_key, tile.id, f"{day.isoformat()}_{mosaic}", tuple(bands)
         )
 
-    def _sh_crs(self, grid: GridSpec) -> CRS:
-        epsg = grid.crs.to_epsg()
+    def _sh_crs(self, grid: GeoBox) -> CRS:
+        epsg = grid.crs.epsg
         if epsg is None:
             raise SourceError(
-                f"the grid CRS ({grid.crs.name}) has no EPSG code, and the Process API takes EPSG "
-                "codes only; set the AOI crs to an EPSG code such as EPSG:32650"
+                f"the grid CRS ({grid.crs.proj.name}) has no EPSG code, and the Process API takes "
+                "EPSG codes only; set the AOI crs to an EPSG code such as EPSG:32650"
             )
         try:
             return CRS(epsg)
@@ -1044,7 +1045,7 @@ class SentinelHubSource:
             )
         return self.sensor.model_copy(update={"scale": scale, "offset": 0.0, "nodata": 0})
 
-    def _fetch(self, jobs: Sequence[_TileJob], bands: Sequence[str], grid: GridSpec) -> None:
+    def _fetch(self, jobs: Sequence[_TileJob], bands: Sequence[str], grid: GeoBox) -> None:
         """Fetch `jobs` a few at a time; the first failure cancels what has not started and is
         raised once the requests in flight are done (their tiles are cached: nothing is lost)."""
         self._auth.headers()  # credentials and a token before any worker starts
@@ -1094,7 +1095,7 @@ class SentinelHubSource:
                 )
             ],
             responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
-            bbox=BBox(tile.bounds, crs=crs),
+            bbox=BBox(tuple(tile.boundingbox), crs=crs),
             size=(tile.width, tile.height),
             config=self._sh_config,
         )
@@ -1135,7 +1136,7 @@ class SentinelHubSource:
         day: dt.date,
         mosaic: str,
         tiles: Sequence[RequestTile],
-        grid: GridSpec,
+        grid: GeoBox,
         bands: Sequence[str],
     ) -> Path:
         """A GDAL VRT stitching the day's cached tiles into `grid` (a few hundred bytes, no pixel

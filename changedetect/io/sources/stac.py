@@ -17,10 +17,10 @@ naming the item, since guessing would leave it 0.1 off.
 
 ``load`` fetches, for each acquisition and each piece of the analysis grid (at most ``tile_px``
 pixels a side, so memory does not grow with the area), the mapped assets with ``odc.stac.load``
-onto exactly those pixels (an ``odc.geo`` GeoBox built from the grid, no snapping). Each item's
-numbers are brought to the sensor config's scale and offset (:func:`harmonise`) before the items
-of the day are fused, kept in their type (e.g. uint16 DN), and written as a COG into the
-:class:`DownloadCache` before moving on. Pieces already in the cache are not fetched again: a
+onto exactly those pixels (the piece's GeoBox, no snapping). Each item's numbers are brought to
+the sensor config's scale and offset (:func:`harmonise`) before the items of the day are fused,
+kept in their type (e.g. uint16 DN), and written as a COG into the :class:`DownloadCache` before
+moving on. Pieces already in the cache are not fetched again: a
 second load makes no request. The cached files are then read lazily by :class:`LocalSource`, which
 applies the sensor's scale and offset, right for every item.
 
@@ -59,7 +59,7 @@ from urllib3 import Retry
 from ...config import KNOWN_BANDS, SensorConfig, StacSourceConfig
 from ...errors import ConfigError, MissingBandError, RemoteServiceError, SourceError
 from ...grids import wgs84_bounds
-from ...models import Acquisition, GridSpec, TimeWindow
+from ...models import Acquisition, TimeWindow
 from ...types import QUALITY_BANDS
 from ..atomic import atomic_path
 from ..cache import CacheKey, DownloadCache
@@ -144,7 +144,7 @@ def resolve_signer(spec: str) -> Signer:
     return obj  # type: ignore[no-any-return]
 
 
-def _centre_lon(grid: GridSpec) -> float:
+def _centre_lon(grid: GeoBox) -> float:
     west, _, east, _ = wgs84_bounds(grid)
     return (west + east) / 2
 
@@ -329,7 +329,7 @@ class StacSource:
 
     # -- search ------------------------------------------------------------------------------
 
-    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+    def search(self, grid: GeoBox, window: TimeWindow) -> list[Acquisition]:
         """Acquisitions (one per solar day) of the collection over `grid` inside `window` whose
         cloud cover is at most ``max_cloud_cover``, oldest first."""
         client = self._open()
@@ -573,7 +573,7 @@ class StacSource:
         self,
         acquisitions: Sequence[Acquisition],
         bands: Sequence[str],
-        grid: GridSpec,
+        grid: GeoBox,
         chunk_size: int,
     ) -> xr.Dataset:
         """Fetch what the cache lacks, then lazily load `bands` of `acquisitions` onto `grid`."""
@@ -619,17 +619,17 @@ class StacSource:
             f"_scale{target.scale:g}_offset{target.offset:g}"
         )
 
-    def _key(self, day: dt.date, stored: list[str], grid: GridSpec) -> CacheKey:
+    def _key(self, day: dt.date, stored: list[str], grid: GeoBox) -> CacheKey:
         return CacheKey(
             self.name, self._collection_key(), grid_id(grid), day.strftime("%Y%m%d"), tuple(stored)
         )
 
-    def _ensure_cached(self, acq: Acquisition, stored: list[str], grid: GridSpec) -> Acquisition:
+    def _ensure_cached(self, acq: Acquisition, stored: list[str], grid: GeoBox) -> Acquisition:
         """The acquisition as a local file (fetching the grid pieces the cache lacks)."""
         # The solar day the search grouped the items by (the same for every piece of the grid).
         day = solar_day(acq.datetime, _centre_lon(grid))
         signed: list[pystac.Item] | None = None
-        files: list[tuple[GridSpec, Path]] = []
+        files: list[tuple[GeoBox, Path]] = []
         for _, _, tile in split_grid(grid, self.tile_px):
             key = self._key(day, stored, tile)
             path = self.cache.get(key)
@@ -716,7 +716,7 @@ class StacSource:
         acq: Acquisition,
         items: list[pystac.Item],
         stored: list[str],
-        tile: GridSpec,
+        tile: GeoBox,
         key: CacheKey,
     ) -> Path:
         """Read `stored` bands of `items` onto `tile` and put them into the cache."""
@@ -725,7 +725,6 @@ class StacSource:
         for band in stored:
             if band in QUALITY_BANDS:  # class numbers and bit flags are never blended
                 resampling[self.config.assets[band]] = "nearest"
-        geobox = GeoBox(tile.shape, tile.transform, tile.crs.to_wkt())
         # odc-stac fuses the items of a group before we see their numbers, so items that store
         # reflectance differently must not share a group: consecutive items (in the time, id
         # order odc-stac fuses in) that store it alike do, and each group is harmonised on its own.
@@ -741,7 +740,7 @@ class StacSource:
                 ds = odc.stac.load(
                     items,
                     bands=keys,
-                    geobox=geobox,
+                    geobox=tile,
                     groupby=lambda _item, _parsed, idx: run[idx],
                     resampling=resampling,
                     # a class or bit-flag layer's overviews may be averaged (GDAL's COG default
@@ -787,7 +786,7 @@ class StacSource:
             "source.timeout_s"
         )
 
-    def _mosaic(self, key: CacheKey, grid: GridSpec, files: list[tuple[GridSpec, Path]]) -> Path:
+    def _mosaic(self, key: CacheKey, grid: GeoBox, files: list[tuple[GeoBox, Path]]) -> Path:
         """A VRT over the cached pieces of one acquisition (written once, atomically)."""
         target = self.cache.path(key).with_suffix(".vrt")
         if target.is_file():

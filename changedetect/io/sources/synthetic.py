@@ -16,10 +16,12 @@ import numpy as np
 import xarray as xr
 from dask.array.core import normalize_chunks
 from dask.base import tokenize
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
 from ...config import SyntheticSourceConfig
 from ...errors import MissingBandError, SourceError
-from ...models import Acquisition, GridSpec, TimeWindow
+from ...models import Acquisition, TimeWindow
 from ...testing.synthetic import (
     BANDS,
     PlantedChange,
@@ -103,11 +105,11 @@ class SyntheticSource:
         base = config or SyntheticSourceConfig()
         return cls(base.model_copy(update={"changes_from": first, "changes_until": last}))
 
-    def scene(self, grid: GridSpec) -> SyntheticScene:
+    def scene(self, grid: GeoBox) -> SyntheticScene:
         """The scene laid out on `grid` (cached)."""
         return _scene(self.config, grid.height, grid.width)
 
-    def search(self, grid: GridSpec, window: TimeWindow) -> list[Acquisition]:
+    def search(self, grid: GeoBox, window: TimeWindow) -> list[Acquisition]:
         """One acquisition every `revisit_days` days (counted from 2020-01-01) inside `window`.
 
         `cloud_cover` is the flagged cloud and cirrus share of the scene in percent (0-100), as in
@@ -129,7 +131,7 @@ class SyntheticSource:
         self,
         acquisitions: Sequence[Acquisition],
         bands: Sequence[str],
-        grid: GridSpec,
+        grid: GeoBox,
         chunk_size: int,
     ) -> xr.Dataset:
         """Lazily render `bands` of `acquisitions` on `grid`, one dask task per (date, block)."""
@@ -148,7 +150,7 @@ class SyntheticSource:
                 "the source that listed them"
             )
         days = tuple(a.datetime.date() for a in acquisitions)
-        height, width = grid.shape
+        height, width = grid.shape.yx
         shape = (len(days), len(bands), height, width)
         if days:
             chunks = normalize_chunks((1, len(bands), chunk_size, chunk_size), shape)
@@ -174,22 +176,19 @@ class SyntheticSource:
                 arr = arr.astype(np.uint8)
             data_vars[band] = (("time", "y", "x"), arr)
         times = np.array([_utc_naive(a.datetime) for a in acquisitions], dtype="datetime64[ns]")
-        coords = grid.coords()
-        ds = xr.Dataset(
+        return xr.Dataset(
             data_vars,
             coords={
                 "time": times,
-                "y": coords["y"],
-                "x": coords["x"],
+                **xr_coords(grid, dims=("y", "x")),
                 "acquisition": ("time", [a.id for a in acquisitions]),
             },
         )
-        return grid.attach(ds)
 
-    def truth(self, grid: GridSpec, before: TimeWindow, after: TimeWindow) -> list[PlantedChange]:
+    def truth(self, grid: GeoBox, before: TimeWindow, after: TimeWindow) -> list[PlantedChange]:
         """Planted disturbances absent throughout `before` and present throughout `after`."""
         return new_changes(self.scene(grid).planted(grid), before, after)
 
-    def planted(self, grid: GridSpec) -> list[PlantedChange]:
+    def planted(self, grid: GeoBox) -> list[PlantedChange]:
         """Every planted disturbance, including the history that predates any analysis window."""
         return self.scene(grid).planted(grid)
