@@ -158,15 +158,22 @@ def _nodes(labels: np.ndarray, offset: int) -> np.ndarray:
 def _first_pixels(strip_labels: np.ndarray) -> np.ndarray:
     """Raveled position in the strip of the first pixel of each label 1..n: labels numbered in
     raster order of their first pixel (as ``ndimage.label`` numbers them) first appear where a
-    label exceeds every label before it."""
+    label exceeds every label before it, which can only be where a run of a label starts."""
     flat = strip_labels.ravel()
     if flat.size == 0:
         return np.zeros(0, np.int64)
-    running = np.maximum.accumulate(flat)
-    new = np.empty(flat.size, dtype=bool)
-    new[0] = flat[0] > 0
-    np.greater(flat[1:], running[:-1], out=new[1:])
-    return np.flatnonzero(new)
+    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat[0] > 0:
+        starts = np.concatenate(([0], starts))
+    starts = starts[flat[starts] > 0]
+    values = flat[starts]
+    if values.size == 0:
+        return starts
+    running = np.maximum.accumulate(values)
+    new = np.empty(values.size, dtype=bool)
+    new[0] = True
+    np.greater(values[1:], running[:-1], out=new[1:])
+    return starts[new]
 
 
 def label_pixels(
@@ -215,12 +222,12 @@ def label_pixels(
             strip += holes[background]
             del background
         at = np.flatnonzero(strip)
-        index_parts.append(at + rows.start * width)
+        index_parts.append(at.astype(np.int64) + rows.start * width)
         label_parts.append(strip.ravel()[at])
     return PatchPixels(
         shape,
-        np.concatenate(index_parts).astype(np.int64),
-        np.concatenate(label_parts).astype(np.int32),
+        np.concatenate(index_parts).astype(np.int64, copy=False),
+        np.concatenate(label_parts).astype(np.int32, copy=False),
         n_kept,
     )
 
@@ -278,7 +285,9 @@ def _foreground(
         del cl
         first_pixel.append(_first_pixels(lab) + rows.start * width)
         at = np.flatnonzero(lab)
-        closed.append((at, lab.ravel()[at].astype(np.int64) + offset))
+        # positions in a strip and node ids both count pixels: int32 unless the grid is huge
+        small = np.int32 if height * width < 2**31 else np.int64
+        closed.append((at.astype(small), (lab.ravel()[at] + offset).astype(small, copy=False)))
         del lab
     return _Foreground(
         closed,
