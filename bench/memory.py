@@ -193,7 +193,6 @@ STAGES = {
     "patches": (
         "label_changed_pixels",
         "patch_statistics",
-        "label_counts",
         "build_patches",
         "make_clues",
         "site_views",

@@ -27,7 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject
 
 from changedetect.algorithms.detect import detect_change
-from changedetect.algorithms.patches import clean_mask, label_patches
+from changedetect.algorithms.labelling import clean_mask, label_patches
 from changedetect.models import Composite, TimeWindow
 from changedetect.types import ANALYSIS_BANDS
 

@@ -28,6 +28,7 @@ from .algorithms.alerts import (
     advance,
     site_sighting,
 )
+from .algorithms.patch_pixels import PatchPixels
 from .algorithms.patches import BlockPixels, block_pixels
 from .grids import WGS84, footprint_pixels, reproject_geometry
 from .models import Composite, Patch, PatchClue
@@ -112,11 +113,12 @@ GATHER_CHUNKS = 16
 
 def site_views(
     patches: Sequence[Patch],
-    labels: np.ndarray,
+    pixels: PatchPixels,
     sides: Sequence[tuple[xr.Dataset, Composite]],
 ) -> dict[int, SiteView]:
-    """For each patch (by label), every acquisition of the before and after `sides` (a stack and
-    the composite built from it, whose validity mask it reuses) over its pixels, in raster order.
+    """For each patch (by label; its pixels are those of `pixels`), every acquisition of the
+    before and after `sides` (a stack and the composite built from it, whose validity mask it
+    reuses) over its pixels, in raster order.
     Read from the stacks themselves (no composite is computed again), one task per chunk
     holding any patch pixel: slicing the stacks patch by patch made a graph that grew with
     patches x chunks, and its culling took most of the time on scenes with thousands of
@@ -140,8 +142,8 @@ def site_views(
         cube = cube.rechunk({0: -1, 1: -1})
         valid = da.asarray(comp.valid.data).rechunk((-1, *cube.chunks[2:]))
         if layout is None or layout[0] != cube.chunks[2:]:
-            layout = (cube.chunks[2:], block_pixels(labels, wanted, *cube.chunks[2:]))
-        pixels = layout[1]
+            layout = (cube.chunks[2:], block_pixels(pixels, wanted, *cube.chunks[2:]))
+        where = layout[1]
         # not optimised one by one: each would fuse the chunk reads into its own tasks, and the
         # bands were read once for the observations and again for the validity mask (2,600
         # chunk reads instead of 1,400 on the 5,000 px bench scene)
@@ -149,20 +151,20 @@ def site_views(
         valid_blocks = valid.to_delayed(optimize_graph=False)
         tasks = [
             dask.delayed(_gather_block)(cube_blocks[0, 0, i, j], valid_blocks[0, i, j], at)
-            for i, j, at in pixels.blocks
+            for i, j, at in where.blocks
         ]
         # each chunk's pixels go straight to their place in label order
-        total = len(pixels.order)
+        total = len(where.order)
         place = np.empty(total, dtype=np.int64)
-        place[pixels.order] = np.arange(total)
-        starts = np.cumsum([0, *(len(at) for _, _, at in pixels.blocks)])
+        place[where.order] = np.arange(total)
+        starts = np.cumsum([0, *(len(at) for _, _, at in where.blocks)])
         obs = np.empty((*cube.shape[:2], total), dtype=cube.dtype)
         clear = np.empty((cube.shape[0], total), dtype=bool)
         for k in range(0, len(tasks), GATHER_CHUNKS):
             for n, (b_obs, b_clear) in enumerate(dask.compute(*tasks[k : k + GATHER_CHUNKS]), k):
                 at = place[starts[n] : starts[n + 1]]
                 obs[:, :, at], clear[:, at] = b_obs, b_clear
-        per_side.append((pixels, obs, clear))
+        per_side.append((where, obs, clear))
     views = {}
     for p in patches:
         (b, b_ok), (a, a_ok) = (_site_pixels(side, p.label) for side in per_side)

@@ -28,13 +28,12 @@ from .algorithms.clues import confidence_level, load_clue_model, object_features
 from .algorithms.composite import composite
 from .algorithms.detect import prepare_change_test
 from .algorithms.detect.features import pixel_features
+from .algorithms.labelling import label_changed_pixels
 from .algorithms.masking import CloudMask, choose_cloud_mask, valid_mask
+from .algorithms.patch_pixels import PatchPixels
 from .algorithms.patches import (
     build_patches,
-    label_changed_pixels,
-    label_counts,
     patch_statistics,
-    relabel,
 )
 from .algorithms.site_signal import FootprintSignal, footprint_signal
 from .config import (
@@ -622,14 +621,13 @@ def analyse(
         say(f"[{options.aoi}] valid on both dates: {coverage:.1%} of the grid")
         px_area = pixel_area_m2(grid)
         min_pixels = max(1, int(np.ceil(det.min_area_m2 / px_area - 1e-9)))
-        labels, n = label_changed_pixels(
+        pixels = label_changed_pixels(
             gathered.flat_index, grid.shape.yx, radius=CLEAN_RADIUS, min_pixels=min_pixels
         )
         stats = patch_statistics(
-            labels, n, gathered.flat_index, gathered.values, derive=pixel_features
+            pixels, gathered.flat_index, gathered.values, derive=pixel_features
         )
-        pixel_counts = label_counts(labels, n)
-        patches = build_patches(labels, n, grid.transform, stats, pixel_counts * px_area)
+        patches = build_patches(pixels, grid.transform, stats, pixels.counts * px_area)
         clues = make_clues(
             patches, grid, options.aoi, before_window, after_window, after_stack, zones
         )
@@ -642,7 +640,7 @@ def analyse(
             clue.cloud_mask, clue.baseline = screened_by, options.baseline
         # what each acquisition shows at each patch: before-side ones tell ground already seen
         # as it is now; after-side ones follow the alerts
-        views = site_views(patches, labels, [(before_stack, before), (after_stack, after)])
+        views = site_views(patches, pixels, [(before_stack, before), (after_stack, after)])
         recurring = {label for label, view in views.items() if view.recurs()}
         reported = [
             (not limit_to_zones or c.zone is not None)
@@ -659,19 +657,16 @@ def analyse(
         if not all(reported):
             patches = [p for p, keep in zip(patches, reported, strict=True) if keep]
             clues = [c for c, keep in zip(clues, reported, strict=True) if keep]
-            kept = np.zeros(n + 1, dtype=np.int32)
-            for p in patches:
-                kept[p.label] = p.label
-            relabel(labels, kept)
+            pixels = pixels.only([p.label for p in patches])
             say(
                 f"[{options.aoi}] {len(reported) - len(clues)} patches not reported in all "
                 "(recurring, outside the zones or below detection.min_confidence)"
             )
         say(f"[{options.aoi}] {len(clues)} patch clues")
-        patch_score = np.zeros(n + 1, dtype=np.float32)
+        patch_score = np.zeros(pixels.n_labels + 1, dtype=np.float32)
         for clue, patch in zip(clues, patches, strict=True):
             patch_score[patch.label] = max(clue.confidence, np.float32(1e-3))
-        mask_score_to_patches(work / "score.tif", labels, patch_score)
+        mask_score_to_patches(work / "score.tif", pixels, patch_score)
         alerts = None
         if following is not None:
             sightings = {
@@ -682,7 +677,7 @@ def analyse(
         files = publish(
             clues,
             patches,
-            labels,
+            pixels,
             work,
             out_dir,
             options,
@@ -781,7 +776,7 @@ def make_clues(
 def publish(
     clues: list[PatchClue],
     patches: list[Patch],
-    labels: np.ndarray,
+    pixels: PatchPixels,
     work: Path,
     out_dir: Path,
     options: AnalysisOptions,
@@ -796,7 +791,7 @@ def publish(
     if options.chips and patches:
         written = write_chips(
             work / "rgb.tif",
-            labels,
+            pixels,
             patches,
             staged_chips,
             size=options.chip_size,

@@ -436,6 +436,7 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
 
     from changedetect import alerting
     from changedetect.alerting import site_views
+    from changedetect.algorithms.patch_pixels import PatchPixels
     from changedetect.algorithms.patches import build_patches
     from changedetect.models import Composite
     from changedetect.types import ANALYSIS_BANDS
@@ -443,9 +444,8 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
     from .test_patches import many_patches
 
     labels, n = many_patches()
-    patches = build_patches(
-        labels, n, GRID.transform, {}, np.bincount(labels.ravel(), minlength=n + 1) * 100.0
-    )
+    pixels = PatchPixels.from_raster(labels, n)
+    patches = build_patches(pixels, GRID.transform, {}, pixels.counts * 100.0)
     rng = np.random.default_rng(5)
 
     def side(n_times, day):
@@ -464,7 +464,7 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
 
     sides = [side(4, "2024-05-01"), side(2, "2025-05-01")]
     monkeypatch.setattr(alerting, "GATHER_CHUNKS", per_call)
-    views = site_views(patches, labels, sides)
+    views = site_views(patches, pixels, sides)
     assert len(patches) == n and set(views) == set(range(1, n + 1))
     cubes = [
         (np.stack([s[b].values for b in ANALYSIS_BANDS], axis=1), c.valid.values) for s, c in sides
@@ -483,4 +483,4 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
             np.testing.assert_array_equal(got, expected)
         assert view.before_days == ["2024-05-01"] * 4 and view.after_days == ["2025-05-01"] * 2
         np.testing.assert_array_equal(view.before_baseline, sides[0][1].members)
-    assert site_views([], labels, sides) == {}
+    assert site_views([], pixels, sides) == {}

@@ -8,11 +8,11 @@ from hypothesis.extra.numpy import arrays
 from rasterio.features import rasterize
 from scipy import ndimage
 
+from changedetect.algorithms.labelling import clean_mask, label_patches
+from changedetect.algorithms.patch_pixels import PatchPixels
 from changedetect.algorithms.patches import (
     block_pixels,
     build_patches,
-    clean_mask,
-    label_patches,
     patch_statistics,
     polygonise,
 )
@@ -54,8 +54,9 @@ def test_polygons_statistics_and_bbox():
     transform = Affine(10, 0, 1000, 0, -10, 5000)
     flat = np.flatnonzero(mask)
     values = {"d_ndvi": np.full(flat.size, -0.5, np.float32)}
-    stats = patch_statistics(labels, n, flat, values)
-    patches = build_patches(labels, n, transform, stats, np.bincount(labels.ravel()) * 100.0)
+    sparse = PatchPixels.from_raster(labels, n)
+    stats = patch_statistics(sparse, flat, values)
+    patches = build_patches(sparse, transform, stats, sparse.counts * 100.0)
     (patch,) = patches
     assert patch.geometry.area == pytest.approx(100 * 100.0)
     assert patch.geometry.bounds == pytest.approx((1200, 4850, 1300, 4950))
@@ -103,8 +104,9 @@ def test_patch_geometry_of_a_diagonal_patch_is_valid_and_keeps_its_area():
     labels, n = label_patches(mask, min_pixels=1)
     assert n == 1
     flat = np.flatnonzero(mask)
-    stats = patch_statistics(labels, n, flat, {"d_ndvi": np.full(flat.size, -0.5, np.float32)})
-    (patch,) = build_patches(labels, n, TRANSFORM, stats, np.bincount(labels.ravel()) * 100.0)
+    sparse = PatchPixels.from_raster(labels, n)
+    stats = patch_statistics(sparse, flat, {"d_ndvi": np.full(flat.size, -0.5, np.float32)})
+    (patch,) = build_patches(sparse, TRANSFORM, stats, sparse.counts * 100.0)
     assert_valid_outline_of(patch.geometry, labels == 1, TRANSFORM)
     assert patch.geometry.length == pytest.approx(8 * 100.0)  # the same edges as before
     assert patch.geometry.centroid.coords[0] == pytest.approx((1150.0, 4850.0))
@@ -142,7 +144,7 @@ def test_cleaning_and_seeding_strip_by_strip_equal_the_whole_grid_operations(mon
     from scipy import ndimage
     from skimage import morphology
 
-    import changedetect.algorithms.patches as patches
+    import changedetect.algorithms.labelling as patches
 
     rng = np.random.default_rng(5)
     # speckle, blobs and lines that cross the strips' borders, and touch the grid's edges
@@ -174,15 +176,15 @@ def test_cleaning_and_seeding_strip_by_strip_equal_the_whole_grid_operations(mon
 
 
 def test_labels_from_changed_pixels_are_those_of_the_cleaned_mask():
-    from changedetect.algorithms.patches import label_changed_pixels
+    from changedetect.algorithms.labelling import label_changed_pixels
 
     mask = blob_mask()
     mask[40:44, 100:118] = True
     mask[70, 5:40] = True  # a line without a core: dropped
-    labels, n = label_changed_pixels(np.flatnonzero(mask), mask.shape, radius=1, min_pixels=10)
+    sparse = label_changed_pixels(np.flatnonzero(mask), mask.shape, radius=1, min_pixels=10)
     expected, n_expected = label_patches(clean_mask(mask), min_pixels=10, seed_radius=1)
-    assert n == n_expected == 2
-    np.testing.assert_array_equal(labels, expected)
+    assert sparse.n_labels == n_expected == 2
+    np.testing.assert_array_equal(sparse.raster(), expected)
 
 
 def many_patches(shape=(157, 133), seed=3):
@@ -224,7 +226,7 @@ def test_block_pixels_gather_each_label_as_its_window_does(row_chunks, col_chunk
     values[0, 1, ::7, ::5] = np.nan
     # every label, one that has no pixel, and a few left out on purpose
     wanted = [k for k in range(1, n + 1) if k % 5] + [n + 10]
-    pixels = block_pixels(labels, wanted, row_chunks, col_chunks)
+    pixels = block_pixels(PatchPixels.from_raster(labels, n), wanted, row_chunks, col_chunks)
     starts = np.cumsum((0, *row_chunks)), np.cumsum((0, *col_chunks))
     gathered = np.concatenate(
         [
@@ -248,7 +250,7 @@ def test_block_pixels_gather_each_label_as_its_window_does(row_chunks, col_chunk
 def test_block_pixels_refuses_blocks_that_do_not_tile_the_grid():
     labels, _ = many_patches()
     with pytest.raises(ValueError, match="do not tile"):
-        block_pixels(labels, [1], (100,), (133,))
+        block_pixels(PatchPixels.from_raster(labels), [1], (100,), (133,))
 
 
 def test_statistics_of_derived_values_in_parts_are_those_of_the_whole(monkeypatch):
@@ -270,25 +272,32 @@ def test_statistics_of_derived_values_in_parts_are_those_of_the_whole(monkeypatc
     kept = kept_values(before, after, test_values)
     features = pixel_features(kept)
     assert len(features) > 25 and all(v.dtype == np.float32 for v in features.values())
-    whole = patch_statistics(labels, n, flat, features)
+    sparse = PatchPixels.from_raster(labels, n)
+    whole = patch_statistics(sparse, flat, features)
     monkeypatch.setattr(patches, "STATISTICS_PART", 7)
-    in_parts = patch_statistics(labels, n, flat, kept, derive=pixel_features)
+    in_parts = patch_statistics(sparse, flat, kept, derive=pixel_features)
     assert list(in_parts) == list(whole)
     for name in whole:
         np.testing.assert_array_equal(in_parts[name], whole[name], name)
     assert np.isfinite(whole["ndvi_after"][1:]).all()
 
 
-def test_labels_are_uint16_until_there_are_more_components():
+def test_reference_labels_are_uint16_until_there_are_more_components():
+    """The whole-grid reference holds its labels as the pipeline did (uint16 while they fit)."""
+    from changedetect.testing.reference_labels import reference_label_patches
+
     few = np.zeros((40, 40), bool)
     few[5:10, 5:10] = few[20:30, 20:30] = True
-    labels, n = label_patches(few, min_pixels=1)
+    labels, n = reference_label_patches(few, min_pixels=1)
     assert labels.dtype == np.uint16 and n == 2
     # 90,000 isolated pixels: more components than uint16 labels can number
     many = np.zeros((600, 600), bool)
     many[::2, ::2] = True
     many[98:142, 98:142] = False
     many[100:140, 100:140] = True  # one patch of 1,600 px, kept; the rest below the unit
-    labels, n = label_patches(many, min_pixels=2)
+    labels, n = reference_label_patches(many, min_pixels=2)
     assert labels.dtype == np.int32 and n == 1
     assert (labels[100:140, 100:140] == 1).all() and np.count_nonzero(labels) == 1600
+    sparse, n_sparse = label_patches(many, min_pixels=2)
+    assert n_sparse == 1
+    np.testing.assert_array_equal(sparse, labels)

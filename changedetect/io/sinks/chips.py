@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from rasterio.windows import Window
 from scipy import ndimage
 
+from ...algorithms.patch_pixels import PatchPixels
 from ...models import Patch
 from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
@@ -270,7 +271,7 @@ class ChipFiles(NamedTuple):
 
 def write_chips(
     preview_path: Path,
-    labels: np.ndarray,
+    pixels: PatchPixels,
     patches: list[Patch],
     out_dir: Path,
     *,
@@ -293,7 +294,7 @@ def write_chips(
             data = src.read(window=window)
             rows = slice(int(window.row_off), int(window.row_off + window.height))
             cols = slice(int(window.col_off), int(window.col_off + window.width))
-            own = labels[rows, cols] == patch.label
+            own = pixels.window(rows, cols) == patch.label
             paths = ChipFiles(
                 *(out_dir / f"{patch.label:05d}_{which}.png" for which in ChipFiles._fields)
             )

@@ -11,6 +11,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
+from ...algorithms.patch_pixels import PatchPixels
 from ..atomic import atomic_path
 from .chips import PREVIEW_BANDS
 
@@ -53,7 +54,7 @@ def write_cog(source: Path, target: Path) -> Path:
 
 def mask_score_to_patches(
     score_path: Path,
-    labels: np.ndarray,
+    pixels: PatchPixels,
     patch_score: np.ndarray,
     *,
     block_rows: int = 256,
@@ -69,7 +70,7 @@ def mask_score_to_patches(
         for row in range(0, raster.height, block_rows):
             window = Window(0, row, raster.width, min(block_rows, raster.height - row))
             score = raster.read(1, window=window)
-            lab = labels[row : row + window.height]
+            lab = pixels.window(slice(row, row + window.height), slice(0, raster.width))
             inside = lab > 0
             weak = inside & ~(score > 0)
             out = np.where(inside | np.isnan(score), score, np.float32(0.0))
