@@ -195,7 +195,7 @@ STAGES = {
         "patch_statistics",
         "build_patches",
         "make_clues",
-        "site_views",
+        "site_findings",
     ),
     "outputs": ("mask_score_to_patches", "publish"),
 }

@@ -20,7 +20,7 @@ from odc.geo.geobox import GeoBox
 from pyproj.geod import Geod
 from shapely.geometry.base import BaseGeometry
 
-from .alerting import AlertFollowing, follow_alerts, site_views
+from .alerting import AlertFollowing, follow_alerts, site_findings
 from .algorithms.alerts import RECURRING_SIGHTINGS
 from .algorithms.classify import classify_patch
 from .algorithms.clouds import MIN_OBSERVATIONS, S2CLOUDLESS_BANDS
@@ -640,8 +640,8 @@ def analyse(
             clue.cloud_mask, clue.baseline = screened_by, options.baseline
         # what each acquisition shows at each patch: before-side ones tell ground already seen
         # as it is now; after-side ones follow the alerts
-        views = site_views(patches, pixels, [(before_stack, before), (after_stack, after)])
-        recurring = {label for label, view in views.items() if view.recurs()}
+        found = site_findings(patches, pixels, [(before_stack, before), (after_stack, after)])
+        recurring = {label for label, seen in found.items() if seen.recurs}
         reported = [
             (not limit_to_zones or c.zone is not None)
             and c.confidence >= det.min_confidence
@@ -670,8 +670,7 @@ def analyse(
         alerts = None
         if following is not None:
             sightings = {
-                c.clue_id: views[p.label].sightings("after")
-                for c, p in zip(clues, patches, strict=True)
+                c.clue_id: found[p.label].after for c, p in zip(clues, patches, strict=True)
             }
             alerts = follow_alerts(following, clues, sightings, work / "score.tif", grid)
         files = publish(

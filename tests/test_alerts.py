@@ -426,16 +426,12 @@ def test_a_stable_site_seen_by_one_noisy_acquisition_is_recognised_as_seen_befor
     assert not SiteView(forest, clear, days, after, clear[:1], ["2025-05-01"]).recurs()
 
 
-@pytest.mark.parametrize("per_call", [1, 16])
-def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call):
-    """site_views gathers the patches' pixels chunk by chunk (`per_call` chunks per dask call);
-    the result must be what slicing each patch's bounding window out of the stacks gives, pixel
-    for pixel, in raster order."""
+def _patches_and_sides():
+    """Many patches on a small grid and two sides of random acquisitions (4 before, 2 after)
+    with gaps and clouds, as lazy stacks in chunks smaller than the grid."""
     import dask.array as da
     import xarray as xr
 
-    from changedetect import alerting
-    from changedetect.alerting import site_views
     from changedetect.algorithms.patch_pixels import PatchPixels
     from changedetect.algorithms.patches import build_patches
     from changedetect.models import Composite
@@ -462,7 +458,19 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
         comp = Composite(None, None, None, [], valid=xr.DataArray(clear), members=members)
         return stack, comp
 
-    sides = [side(4, "2024-05-01"), side(2, "2025-05-01")]
+    return labels, n, pixels, patches, [side(4, "2024-05-01"), side(2, "2025-05-01")]
+
+
+@pytest.mark.parametrize("per_call", [1, 16])
+def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call):
+    """site_views gathers the patches' pixels chunk by chunk (`per_call` chunks per dask call);
+    the result must be what slicing each patch's bounding window out of the stacks gives, pixel
+    for pixel, in raster order."""
+    from changedetect import alerting
+    from changedetect.alerting import site_views
+    from changedetect.types import ANALYSIS_BANDS
+
+    labels, n, pixels, patches, sides = _patches_and_sides()
     monkeypatch.setattr(alerting, "GATHER_CHUNKS", per_call)
     views = site_views(patches, pixels, sides)
     assert len(patches) == n and set(views) == set(range(1, n + 1))
@@ -484,3 +492,34 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
         assert view.before_days == ["2024-05-01"] * 4 and view.after_days == ["2025-05-01"] * 2
         np.testing.assert_array_equal(view.before_baseline, sides[0][1].members)
     assert site_views([], pixels, sides) == {}
+
+
+@pytest.mark.parametrize("batch", [1, 50, 10**9])
+def test_site_findings_are_the_views_findings_whatever_the_batch(monkeypatch, batch):
+    """site_findings holds the views of a batch of patches at a time (`batch` pixels: one patch
+    each, a few, all): each patch's findings are those of its view gathered with all the others."""
+    from changedetect import alerting
+    from changedetect.alerting import site_findings, site_views
+
+    _, n, pixels, patches, sides = _patches_and_sides()
+    views = site_views(patches, pixels, sides)
+    calls = []
+    gather = alerting.site_views
+
+    def counted(batch_patches, *args):
+        calls.append(len(batch_patches))
+        return gather(batch_patches, *args)
+
+    monkeypatch.setattr(alerting, "site_views", counted)
+    monkeypatch.setattr(alerting, "FINDINGS_BATCH_PIXELS", batch)
+    found = site_findings(patches, pixels, sides)
+    assert sum(calls) == n
+    expected_calls = {1: n, 10**9: 1}.get(batch)
+    if expected_calls is None:
+        assert 1 < len(calls) < n
+    else:
+        assert len(calls) == expected_calls
+    assert set(found) == set(views)
+    for label, view in views.items():
+        assert found[label].recurs == view.recurs()
+        assert found[label].after == view.sightings("after")
