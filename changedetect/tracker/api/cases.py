@@ -19,13 +19,13 @@ from ..queries import (
     list_cases,
 )
 from ..states import check_transition
-from ..webhook import enqueue_case_event
 from .common import (
     E401,
     E403,
     E404,
     E409,
     CaseId,
+    announce,
     case_out,
     load_visible,
     not_found,
@@ -208,15 +208,15 @@ def case_transition(case_id: CaseId, body: TransitionIn, user: UserDep, state: S
         summary = transition(
             session, case_id, body.to, actor=user.name, comment=body.comment, now=now
         )
-        if state.webhook is not None:
-            enqueue_case_event(
-                session,
-                case_id,
-                "case.transitioned",
-                now=now,
-                actor=user.name,
-                details={"from_state": current, "to_state": body.to, "comment": body.comment},
-            )
+        announce(
+            state,
+            session,
+            case_id,
+            "case.transitioned",
+            user,
+            now,
+            {"from_state": current, "to_state": body.to, "comment": body.comment},
+        )
         return summary.to_dict()
 
     try:
@@ -261,15 +261,15 @@ def case_assign(case_id: CaseId, body: AssignIn, user: UserDep, state: StateDep)
             raise not_found(case_id) from None
         except TrackerError as exc:  # a final case: the lifecycle refuses, not the input
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        if state.webhook is not None:
-            enqueue_case_event(
-                session,
-                case_id,
-                "case.assigned",
-                now=now,
-                actor=user.name,
-                details={"from_county": previous, "to_county": county, "comment": body.comment},
-            )
+        announce(
+            state,
+            session,
+            case_id,
+            "case.assigned",
+            user,
+            now,
+            {"from_county": previous, "to_county": county, "comment": body.comment},
+        )
         return summary.to_dict()
 
     out = state.db.run_write(work)

@@ -1,4 +1,5 @@
-"""What the routes share: id bounds, documented error answers, visibility checks, URLs."""
+"""What the routes share: id bounds, documented error answers, visibility checks, URLs, the
+webhook's case events."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from ..queries import (
     get_case,
     load_case,
 )
+from ..webhook import enqueue_case_event
+from .deps import ApiState
 from .schemas import (
     ErrorOut,
 )
@@ -58,6 +61,20 @@ def visible_case_detail(session: Session, case_id: int, user: Principal, now: An
         return get_case(session, case_id, now=now)
     except CaseNotFoundError:
         raise not_found(case_id) from None
+
+
+def announce(
+    state: ApiState,
+    session: Session,
+    case_id: int,
+    kind: str,
+    user: Principal,
+    now: Any,
+    details: dict[str, Any],
+) -> None:
+    """Queue a case event for the webhook, in the request's transaction; nothing without one."""
+    if state.webhook is not None:
+        enqueue_case_event(session, case_id, kind, now=now, actor=user.name, details=details)
 
 
 def case_out(summary: dict[str, Any], user: Principal) -> dict[str, Any]:

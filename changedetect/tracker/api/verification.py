@@ -30,7 +30,6 @@ from ..verification import (
     check_verifying,
 )
 from ..verification import record_verification as record
-from ..webhook import enqueue_case_event
 from .common import (
     E401,
     E403,
@@ -38,6 +37,7 @@ from .common import (
     E409,
     MAX_ID,
     CaseId,
+    announce,
     case_out,
     load_visible,
     photo_url,
@@ -239,24 +239,24 @@ def verification(case_id: CaseId, body: VerificationIn, user: UserDep, state: St
             )
         except PhotoNotAttachableError as exc:
             raise invalid(("body", "photo_ids"), str(exc)) from None
-        if state.webhook is not None:
-            enqueue_case_event(
-                session,
-                case_id,
-                "case.transitioned",
-                now=now,
-                actor=user.name,
-                details={
-                    "from_state": current,
-                    "to_state": body.verdict,
-                    "comment": body.note,
-                    "field_record": {
-                        "event_id": event_id,
-                        "position": {**where.model_dump(mode="json")},
-                        "photo_ids": list(dict.fromkeys(body.photo_ids)),
-                    },
+        announce(
+            state,
+            session,
+            case_id,
+            "case.transitioned",
+            user,
+            now,
+            {
+                "from_state": current,
+                "to_state": body.verdict,
+                "comment": body.note,
+                "field_record": {
+                    "event_id": event_id,
+                    "position": {**where.model_dump(mode="json")},
+                    "photo_ids": list(dict.fromkeys(body.photo_ids)),
                 },
-            )
+            },
+        )
         return summary.to_dict()
 
     out = state.db.run_write(work)
