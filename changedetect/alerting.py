@@ -180,20 +180,23 @@ FINDINGS_BATCH_PIXELS = 2**20
 @dataclass(frozen=True)
 class SiteFindings:
     """What a run keeps of a patch's :class:`SiteView`: whether it recurs, and what each
-    after-side acquisition shows."""
+    after-side acquisition shows (None when not asked for: a run that follows no alerts)."""
 
     recurs: bool
-    after: list[Sighting]
+    after: list[Sighting] | None
 
 
 def site_findings(
     patches: Sequence[Patch],
     pixels: PatchPixels,
     sides: Sequence[tuple[xr.Dataset, Composite]],
+    *,
+    after: bool = True,
 ) -> dict[int, SiteFindings]:
-    """:func:`site_views`' findings for each patch (by label), the views gathered for a batch of
-    patches (FINDINGS_BATCH_PIXELS, in label order) and let go before the next: memory stays
-    flat however much changed, for a few chunks read again where batches meet."""
+    """:func:`site_views`' findings for each patch (by label), the after-side sightings only
+    with `after`; the views gathered for a batch of patches (FINDINGS_BATCH_PIXELS, in label
+    order) and let go before the next: memory stays flat however much changed, for a few chunks
+    read again where batches meet."""
     findings: dict[int, SiteFindings] = {}
     batch: list[Patch] = []
     held = 0
@@ -202,7 +205,8 @@ def site_findings(
         held += patch.n_pixels
         if held >= FINDINGS_BATCH_PIXELS or k == len(patches) - 1:
             for label, view in site_views(batch, pixels, sides).items():
-                findings[label] = SiteFindings(view.recurs(), view.sightings("after"))
+                seen = view.sightings("after") if after else None
+                findings[label] = SiteFindings(view.recurs(), seen)
             batch, held = [], 0
     return findings
 

@@ -640,7 +640,12 @@ def analyse(
             clue.cloud_mask, clue.baseline = screened_by, options.baseline
         # what each acquisition shows at each patch: before-side ones tell ground already seen
         # as it is now; after-side ones follow the alerts
-        found = site_findings(patches, pixels, [(before_stack, before), (after_stack, after)])
+        found = site_findings(
+            patches,
+            pixels,
+            [(before_stack, before), (after_stack, after)],
+            after=following is not None,
+        )
         recurring = {label for label, seen in found.items() if seen.recurs}
         reported = [
             (not limit_to_zones or c.zone is not None)

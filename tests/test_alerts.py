@@ -523,3 +523,6 @@ def test_site_findings_are_the_views_findings_whatever_the_batch(monkeypatch, ba
     for label, view in views.items():
         assert found[label].recurs == view.recurs()
         assert found[label].after == view.sightings("after")
+    # a run that follows no alert asks for the recurrences only
+    for label, seen in site_findings(patches, pixels, sides, after=False).items():
+        assert seen.recurs == views[label].recurs() and seen.after is None
