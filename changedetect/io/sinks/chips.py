@@ -23,7 +23,7 @@ from ...models import Patch
 from ...types import ANALYSIS_BANDS
 from ..atomic import atomic_path
 from .ndvi_change import CHANGE_LIMIT, NO_DATA_RGB, change_rgb, ndvi_change
-from .palette import OUTLINE_RGB, palette_image
+from .palette import OUTLINE_RGB, palette_image, png_bytes
 
 #: A dark edge just outside the change chip's outline: the palette's pale middle (no change,
 #: most of the ground around a patch) is too close to the outline's yellow to show it alone.
@@ -256,8 +256,9 @@ def png_workers() -> int:
 def _save_chip(img: np.ndarray, target: Path) -> Path:
     # as the report embeds it (palette.py): the report then takes the file's bytes as they are,
     # instead of decoding, quantising and encoding every chip a second time
+    png = png_bytes(palette_image(img))
     with atomic_path(target) as tmp:
-        palette_image(img).save(tmp, format="PNG")
+        tmp.write_bytes(png)
     return target
 
 

@@ -46,12 +46,17 @@ def palette_image(rgb: np.ndarray) -> Image.Image:
     return image
 
 
-def png_data_uri(image: Image.Image) -> str:
-    """`image` as a `data:image/png;base64,...` URI, which a page shows without a request."""
+def png_bytes(image: Image.Image) -> bytes:
+    """`image` encoded as PNG: the one encoding of the chip files and the report's images."""
     buffer = io.BytesIO()
     # no `optimize`: ~10 % smaller files for ~10x the encoding time on a big overview
     image.save(buffer, format="PNG")
-    return png_uri(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def png_data_uri(image: Image.Image) -> str:
+    """`image` as a `data:image/png;base64,...` URI, which a page shows without a request."""
+    return png_uri(png_bytes(image))
 
 
 def png_uri(png: bytes) -> str:
