@@ -270,11 +270,19 @@ def test_the_analysis_runs_on_a_dask_cluster_with_the_same_clues(prefect_harness
         record = nightly(config=cluster_config)
         ran = {prefix for prefix in cluster.scheduler.task_prefixes}
     assert record.scheduler == cluster.scheduler_address
-    assert {"load_chunk", "finish_block"} <= ran  # the per-chunk work ran on the workers
+    # the per-chunk work and the chips ran on the workers
+    assert {"load_chunk", "finish_block", "render_chip_batch"} <= ran
     for aoi, expected in zip(record.aois, (expected_valley, expected_ridge), strict=True):
         assert aoi.status == "published"
         assert len(expected.clues) == 1
         assert clue_summary(Path(aoi.out_dir)) == clue_summary(expected.out_dir)
+        chips = sorted((Path(aoi.out_dir) / "chips").iterdir())
+        assert [p.name for p in chips] == sorted(
+            p.name for p in (expected.out_dir / "chips").iterdir()
+        )
+        assert all(
+            p.read_bytes() == (expected.out_dir / "chips" / p.name).read_bytes() for p in chips
+        )
 
 
 def test_the_nightly_deployment_runs_at_two_in_the_morning_shanghai_time():

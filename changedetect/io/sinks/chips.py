@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import dask
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw
@@ -244,8 +243,8 @@ def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def png_workers() -> int:
-    """Threads that encode PNGs: zlib releases the GIL, and encoding is most of a chip's cost
-    (about 5 ms of a 128 px chip against well under 1 ms to read and outline it)."""
+    """Threads that encode the report's PNGs: zlib releases the GIL, and encoding is most of an
+    image's cost."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on every platform
@@ -253,13 +252,13 @@ def png_workers() -> int:
     return max(1, min(cores, 8))
 
 
-def _save_chip(img: np.ndarray, target: Path) -> Path:
-    # as the report embeds it (palette.py): the report then takes the file's bytes as they are,
-    # instead of decoding, quantising and encoding every chip a second time
-    png = png_bytes(palette_image(img))
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(png)
-    return target
+#: Patches whose chips one dask task renders: a patch takes about 15 ms (render, quantise,
+#: encode three chips), so a task of 16 outweighs its scheduling (about 1 ms on threads, a few on
+#: a cluster) while the windows it carries stay a few hundred kB.
+CHIP_BATCH = 16
+#: Tasks handed to dask at once: enough to keep a cluster's or the machine's threads busy, few
+#: enough that memory stays flat however many patches there are.
+TASKS_AT_ONCE = 16
 
 
 class ChipFiles(NamedTuple):
@@ -268,6 +267,29 @@ class ChipFiles(NamedTuple):
     before: Path
     after: Path
     change: Path
+
+
+def chip_pngs(
+    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int
+) -> tuple[bytes, bytes, bytes]:
+    """The before, after and change chips of one patch (:func:`render_chips`,
+    :func:`render_change_chip`) as the bytes of their PNG files, encoded as the report embeds
+    them (palette.py): the report takes the files' bytes as they are."""
+    before, after = render_chips(data, own, metres_per_px, size)
+    change = render_change_chip(data, own, metres_per_px, size)
+    return (
+        png_bytes(palette_image(before)),
+        png_bytes(palette_image(after)),
+        png_bytes(palette_image(change)),
+    )
+
+
+def render_chip_batch(
+    windows: list[tuple[np.ndarray, np.ndarray]], metres_per_px: float, size: int
+) -> list[tuple[bytes, bytes, bytes]]:
+    """:func:`chip_pngs` of each (preview window, patch pixels) pair: one dask task, which needs
+    no file, so a cluster's workers run it as well as local threads."""
+    return [chip_pngs(data, own, metres_per_px, size) for data, own in windows]
 
 
 def write_chips(
@@ -279,43 +301,43 @@ def write_chips(
     size: int,
     metres_per_px: float,
 ) -> dict[int, ChipFiles]:
-    """Write `<label>_before.png` / `_after.png` (:func:`render_chips`) and `<label>_change.png`
-    (:func:`render_change_chip`) per patch from the preview raster.
+    """Write `<label>_before.png` / `_after.png` / `_change.png` (:func:`chip_pngs`) per patch.
 
-    Windows are read one after the other (a dataset handle is not shared between threads) and
-    the chips rendered and encoded on :func:`png_workers` threads; each file is the same
-    whatever the order."""
+    This process reads each patch's window of the preview raster and writes the files; the
+    rendering and encoding run as dask tasks of :data:`CHIP_BATCH` patches on dask's current
+    scheduler (the local threads, or the workers of a cluster, like the pass). Each file is the
+    same whatever the scheduler."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[int, ChipFiles] = {}
-    workers = png_workers()
-    pending: deque[Future[ChipFiles]] = deque()
-    with rasterio.open(preview_path) as src, ThreadPoolExecutor(workers, "chips") as pool:
-        for patch in patches:
-            window = chip_window(patch, src.height, src.width)
-            data = src.read(window=window)
-            rows = slice(int(window.row_off), int(window.row_off + window.height))
-            cols = slice(int(window.col_off), int(window.col_off + window.width))
-            own = pixels.window(rows, cols) == patch.label
-            paths = ChipFiles(
-                *(out_dir / f"{patch.label:05d}_{which}.png" for which in ChipFiles._fields)
-            )
-            pending.append(pool.submit(_render_and_save, data, own, metres_per_px, size, paths))
-            written[patch.label] = paths
-            # a few chips in flight per thread: memory stays flat however many patches
-            while len(pending) > 4 * workers:
-                pending.popleft().result()
-        for future in pending:
-            future.result()
+    with rasterio.open(preview_path) as src:
+        for start in range(0, len(patches), CHIP_BATCH * TASKS_AT_ONCE):
+            batches = [
+                patches[at : at + CHIP_BATCH]
+                for at in range(
+                    start, min(start + CHIP_BATCH * TASKS_AT_ONCE, len(patches)), CHIP_BATCH
+                )
+            ]
+            tasks = [
+                dask.delayed(render_chip_batch, pure=True)(
+                    [_chip_input(src, pixels, patch) for patch in batch], metres_per_px, size
+                )
+                for batch in batches
+            ]
+            for batch, pngs in zip(batches, dask.compute(*tasks), strict=True):
+                for patch, files in zip(batch, pngs, strict=True):
+                    paths = ChipFiles(
+                        *(out_dir / f"{patch.label:05d}_{which}.png" for which in ChipFiles._fields)
+                    )
+                    for path, png in zip(paths, files, strict=True):
+                        with atomic_path(path) as tmp:
+                            tmp.write_bytes(png)
+                    written[patch.label] = paths
     return written
 
 
-def _render_and_save(
-    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int, paths: ChipFiles
-) -> ChipFiles:
-    before, after = render_chips(data, own, metres_per_px, size)
-    change = render_change_chip(data, own, metres_per_px, size)
-    return ChipFiles(
-        _save_chip(before, paths.before),
-        _save_chip(after, paths.after),
-        _save_chip(change, paths.change),
-    )
+def _chip_input(src: Any, pixels: PatchPixels, patch: Patch) -> tuple[np.ndarray, np.ndarray]:
+    """A patch's window of the preview raster and which of its pixels are the patch's."""
+    window = chip_window(patch, src.height, src.width)
+    rows = slice(int(window.row_off), int(window.row_off + window.height))
+    cols = slice(int(window.col_off), int(window.col_off + window.width))
+    return src.read(window=window), pixels.window(rows, cols) == patch.label
