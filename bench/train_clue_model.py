@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
     from bench.scenes import DEFAULT_DATA, SCENES, run_scene
 
 #: Bump when the features, the labels or the fitting change.
-MODEL_VERSION = "3"
+MODEL_VERSION = "4"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "changedetect" / "data" / MODEL_FILE
 
 

@@ -117,7 +117,7 @@ def test_object_features_tell_a_compact_site_from_a_thin_line():
 
 def test_the_shipped_model_loads_offline_and_favours_strong_compact_sites():
     model = load_clue_model()
-    assert model.tag == "clue-logistic@3"
+    assert model.tag == "clue-logistic@4"
     assert set(model.trained_on) >= {"abudhabi", "bercy", "mumbai", "taizhou"}
     strong = object_features(_patch(box(0, 0, 300, 300), 900, evidence=200.0))
     weak = object_features(_patch(box(0, 0, 200, 20), 40, evidence=3.0))

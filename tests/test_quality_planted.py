@@ -12,6 +12,8 @@ import pytest
 from changedetect.testing.planting import plant_disturbances
 from changedetect.testing.scenes import analyse_pair, oscd_before, planted_quality, unseen_before
 
+OSCD_CITIES = ("abudhabi", "aguasclaras", "bercy", "bordeaux", "cupertino", "hongkong", "mumbai")
+
 
 @pytest.mark.parametrize(("city", "seed"), [("hongkong", 7), ("mumbai", 11), ("bordeaux", 3)])
 def test_planted_changes_in_real_imagery(shared_data, tmp_path, city, seed):
@@ -62,22 +64,28 @@ def test_change_type_with_varied_materials(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_overpass_with_nothing_changed_gives_almost_no_clue(shared_data, tmp_path):
-    """The planting helper with nothing planted, in all seven cities: the after image is the
-    before image with a calibration gain, an offset and fresh sensor noise, as a second overpass
-    over unchanged ground looks. Every clue is a false alarm sent into the field.
+@pytest.mark.parametrize("seed", [1, 100])
+def test_a_second_overpass_with_nothing_changed_gives_no_clue(shared_data, tmp_path, seed):
+    """The planting helper with nothing planted, in all seven cities and in the scene no rule
+    was chosen on: the after image is the before image with a calibration gain, an offset and
+    fresh sensor noise, as a second overpass over unchanged ground looks. Every clue is a false
+    alarm sent into the field.
 
-    One small clue is tolerated: in hazy Mumbai the blue band's contrast is so low that the added
-    noise (on top of the noise the before image already has, unlike a real pair) biases the gain
-    fit to 1.064 instead of 1.03, and a bright 13-pixel roof cluster passes."""
+    The after image carries the before image's noise besides its own (a real pair does not), so
+    it is twice as noisy as the observation counts say; where a band's contrast is low (hazy
+    Mumbai's blue, winter farmland) that tilted the normalisation line fitted on pixels (gains
+    of 1.05-1.06 for 1.03) and bright unchanged ground became clues (one in Mumbai, one or two
+    in the unseen scene). The line is fitted on local means now."""
     false_clues = []
-    for city in ("abudhabi", "aguasclaras", "bercy", "bordeaux", "cupertino", "hongkong", "mumbai"):
-        grid, before = oscd_before(shared_data, city)
-        after, blobs = plant_disturbances(before, seed=1, n_blobs=0)
+    for city in (*OSCD_CITIES, "unseen"):
+        grid, before = (
+            unseen_before(shared_data) if city == "unseen" else oscd_before(shared_data, city)
+        )
+        after, blobs = plant_disturbances(before, seed=seed, n_blobs=0)
         assert blobs == []
         result = analyse_pair(grid, before, after, tmp_path, city)
         false_clues += [(city, round(c.area_m2)) for c in result.clues]
-    assert len(false_clues) <= 1 and all(area < 2000 for _, area in false_clues), false_clues
+    assert false_clues == []
 
 
 @pytest.mark.slow
