@@ -5,15 +5,17 @@ NDVI change over the same frame on a fixed diverging palette, with its legend be
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import dask
 import numpy as np
 import rasterio
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from rasterio.windows import Window
 from scipy import ndimage
 
@@ -52,6 +54,19 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 SCALE_BAR_M = (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
 #: White between the true-colour and the false-colour panel, in pixels.
 PANEL_GAP = 4
+
+
+_thread_fonts = threading.local()
+
+
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """PIL's default font, loaded once per thread: a new ImageDraw loads it again for its first
+    text (a base64 decode and a FreeType face, about a sixth of a chip's cost), and a FreeType
+    face is not for sharing between threads."""
+    font = getattr(_thread_fonts, "font", None)
+    if font is None:
+        font = _thread_fonts.font = ImageFont.load_default()
+    return font
 
 
 def _to_byte(reflectance: np.ndarray, top: float) -> np.ndarray:
@@ -106,7 +121,7 @@ def chip_window(patch: Patch, height: int, width: int) -> Window:
 def _stretch(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both (3, y, x) byte images stretched per channel by the same percentiles of the two."""
     out = []
-    valid = [np.any(img > 0, axis=0) for img in (before, after)]
+    valid = [(img[0] > 0) | (img[1] > 0) | (img[2] > 0) for img in (before, after)]
     low, high = [], []
     for c in range(3):
         values = np.concatenate([before[c][valid[0]], after[c][valid[1]]])
@@ -135,6 +150,7 @@ def _scale_bar(image: Image.Image, metres_per_px: float) -> None:
     draw.text(
         (x0, y1 - 16),
         distance_label(metres),
+        font=_font(),
         fill=(255, 255, 255),
         stroke_width=1,
         stroke_fill=(0, 0, 0),
@@ -190,12 +206,14 @@ def render_change_chip(
     return _side_by_side(np.asarray(panel), _change_legend(*panel.size))
 
 
+@functools.lru_cache(maxsize=32)
 def _change_legend(width: int, height: int) -> np.ndarray:
     """The change chip's legend on white: what is shown, the colour ramp from -limit to +limit
     with its ends and middle labelled, and the no-data grey. A short panel gets the ramp and
-    its labels only."""
+    its labels only. The same for every chip of a size: drawn once (read-only)."""
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
+    draw.font = _font()
     margin = max(4, width // 16)
     ramp_w, ramp_h = width - 2 * margin, max(8, height // 14)
     full = height >= 96
@@ -219,7 +237,9 @@ def _change_legend(width: int, height: int) -> np.ndarray:
         y += 18
         draw.rectangle((margin, y, margin + 10, y + 9), fill=NO_DATA_RGB, outline=LEGEND_INK)
         draw.text((margin + 15, y), "no data", fill=LEGEND_INK)
-    return np.asarray(image)
+    legend = np.asarray(image)
+    legend.flags.writeable = False
+    return legend
 
 
 def _zoom(data: np.ndarray, size: int) -> int:

@@ -40,7 +40,8 @@ def palette_image(rgb: np.ndarray) -> Image.Image:
     for colour in OVERLAY:
         palette.extend(colour)
     image.putpalette(palette)
-    outline = np.all(rgb == np.asarray(OUTLINE_RGB, dtype=np.uint8), axis=-1)
+    red, green, blue = OUTLINE_RGB
+    outline = (rgb[..., 0] == red) & (rgb[..., 1] == green) & (rgb[..., 2] == blue)
     if outline.any():
         image.paste(SLOT_OUTLINE, None, Image.fromarray(outline.astype(np.uint8) * 255, mode="L"))
     return image
