@@ -62,6 +62,7 @@ from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
 from .io.sinks.report import write_report
 from .io.sources.base import ImagerySource
 from .io.zones import ProtectionZone, ZoneIndex, load_zones
+from .memory import release_freed_memory
 from .models import (
     Acquisition,
     AoiResult,
@@ -614,6 +615,8 @@ def analyse(
                 scratch.write,
                 preview_bytes,
                 what=f"[{options.aoi}] change test",
+                # on disk, not in memory: with heavy change they were most of the run's memory
+                spill=work / "changed-pixels",
             )
         if gathered.n_valid == 0:
             raise _nothing_to_compare(options.aoi, before, after)
@@ -627,6 +630,8 @@ def analyse(
         stats = patch_statistics(
             pixels, gathered.flat_index, gathered.values, derive=pixel_features
         )
+        del gathered  # the changed pixels' positions: not needed past the patch means
+        release_freed_memory()  # the labelling's arrays, before the site views'
         patches = build_patches(pixels, grid.transform, stats, pixels.counts * px_area)
         clues = make_clues(
             patches, grid, options.aoi, before_window, after_window, after_stack, zones

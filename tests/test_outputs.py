@@ -306,3 +306,39 @@ def test_a_night_without_clues_writes_empty_exports(tmp_path):
     assert list(csv.reader(io.StringIO(files["csv"].read_text("utf-8-sig"))))[0][0] == "clue_id"
     for name, layer in (("gpkg", None), ("kml", None), ("gpx", "waypoints")):
         assert len(pyogrio.raw.read(files[name], layer=layer)[2]) == 0, name
+
+
+def test_the_changed_pixels_values_wait_in_the_scratch_and_go_with_it(tmp_path, monkeypatch):
+    import changedetect.pipeline as pipeline
+
+    held = []
+    patch_statistics = pipeline.patch_statistics
+
+    def spied(pixels, flat_index, values, derive=None):
+        # the pass spilled them to the run's scratch folder: read from files, not held
+        folder = values["score"].path.parent
+        held.append((folder, sorted(p.name for p in folder.iterdir())))
+        assert folder.parent.name.startswith(".work-") and folder.parent.parent == tmp_path
+        return patch_statistics(pixels, flat_index, values, derive=derive)
+
+    monkeypatch.setattr(pipeline, "patch_statistics", spied)
+    grid = make_grid(120, 120)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
+    yy, xx = np.mgrid[:120, :120]
+    paint(after, ((yy - 60) ** 2 + (xx - 60) ** 2) < 15**2, ROCK)
+    result = run_scene(tmp_path, before, after, grid, name="spilled")
+    assert len(result.clues) == 1
+    ((folder, files),) = held
+    assert len(files) == 15 and "score.raw" in files
+    assert not folder.exists() and not list(tmp_path.glob(".work-*"))
+
+    # a run that fails after the pass leaves nothing behind either
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken after the pass")
+
+    monkeypatch.setattr(pipeline, "build_patches", broken)
+    with pytest.raises(RuntimeError, match="broken after the pass"):
+        run_scene(tmp_path, before, after, grid, name="failed")
+    assert len(held) == 2
+    assert not held[1][0].exists() and not list(tmp_path.glob(".work-*"))
+
