@@ -607,6 +607,7 @@ def analyse(
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
+        release_freed_memory()  # the sample statistics' arrays (45 MB at 10,000²), before the pass
         with ScratchRasters(grid, work / "score.tif", work / "rgb.tif") as scratch:
             gathered = run_pass(
                 test,
