@@ -31,6 +31,7 @@ from .algorithms.alerts import (
 from .algorithms.patch_pixels import PatchPixels
 from .algorithms.patches import BlockPixels, block_pixels
 from .grids import WGS84, footprint_pixels, reproject_geometry
+from .memory import release_freed_memory
 from .models import Composite, Patch, PatchClue
 from .types import ANALYSIS_BANDS
 
@@ -208,6 +209,7 @@ def site_findings(
                 seen = view.sightings("after") if after else None
                 findings[label] = SiteFindings(view.recurs(), seen)
             batch, held = [], 0
+            release_freed_memory()  # the batch's views, before the next batch's
     return findings
 
 

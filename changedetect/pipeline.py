@@ -62,6 +62,7 @@ from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
 from .io.sinks.report import write_report
 from .io.sources.base import ImagerySource
 from .io.zones import ProtectionZone, ZoneIndex, load_zones
+from .memory import release_freed_memory
 from .models import (
     Acquisition,
     AoiResult,
@@ -606,6 +607,7 @@ def analyse(
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
+        release_freed_memory()  # the sample statistics' arrays (45 MB at 10,000²), before the pass
         with ScratchRasters(grid, work / "score.tif", work / "rgb.tif") as scratch:
             gathered = run_pass(
                 test,
@@ -614,6 +616,8 @@ def analyse(
                 scratch.write,
                 preview_bytes,
                 what=f"[{options.aoi}] change test",
+                # on disk, not in memory: with heavy change they were most of the run's memory
+                spill=work / "changed-pixels",
             )
         if gathered.n_valid == 0:
             raise _nothing_to_compare(options.aoi, before, after)
@@ -627,6 +631,8 @@ def analyse(
         stats = patch_statistics(
             pixels, gathered.flat_index, gathered.values, derive=pixel_features
         )
+        del gathered  # the changed pixels' positions: not needed past the patch means
+        release_freed_memory()  # the labelling's arrays, before the site views'
         patches = build_patches(pixels, grid.transform, stats, pixels.counts * px_area)
         clues = make_clues(
             patches, grid, options.aoi, before_window, after_window, after_stack, zones

@@ -20,7 +20,7 @@ from .test_detect import BARE, FOREST, ROCK, SLASH, SOIL, composite, disk, scene
 SHAPE = (300, 280)
 
 
-def pass_over(tmp_path, chunks: int, count: bool = False):
+def pass_over(tmp_path, chunks: int, count: bool = False, spill: bool = False):
     tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(18)
     patches = [
@@ -44,7 +44,9 @@ def pass_over(tmp_path, chunks: int, count: bool = False):
     out.mkdir()
     grid = make_grid(shape=SHAPE)
     with ScratchRasters(grid, out / "score.tif", out / "rgb.tif") as scratch:
-        gathered = run_pass(test, inputs, 1, scratch.write, preview_bytes)
+        gathered = run_pass(
+            test, inputs, 1, scratch.write, preview_bytes, spill=out / "spill" if spill else None
+        )
     with rasterio.open(out / "score.tif") as src:
         score = src.read(1)
     return gathered, score, computed, inputs.cube.numblocks
@@ -91,6 +93,21 @@ def test_stripes_of_columns_give_the_same_result_and_recompute_only_one_column_a
     assert twice == {(i, j) for i in range(numblocks[1]) for j in firsts}
     assert set(computed.values()) == {1, 2}
     assert sorted(computed) == [(i, j) for i in range(numblocks[1]) for j in range(numblocks[2])]
+
+
+def test_values_spilled_by_the_pass_are_those_it_keeps_in_memory(tmp_path):
+    kept, score, _, _ = pass_over(tmp_path / "memory", 64)
+    spilled, spilled_score, _, _ = pass_over(tmp_path / "disk", 64, spill=True)
+    np.testing.assert_array_equal(spilled_score, score)
+    # the same pixels in the same order, so the patch means sum them in the same order
+    np.testing.assert_array_equal(spilled.flat_index, kept.flat_index)
+    assert kept.flat_index.size > 500 and list(spilled.values) == list(kept.values)
+    for name, values in kept.values.items():
+        assert isinstance(values, np.ndarray)
+        np.testing.assert_array_equal(np.asarray(spilled.values[name]), values, name)
+    assert (tmp_path / "disk" / "c64" / "spill" / "score.raw").stat().st_size == kept.values[
+        "score"
+    ].nbytes
 
 
 def _cube_of_chunks(chunks: int):

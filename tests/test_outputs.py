@@ -306,3 +306,76 @@ def test_a_night_without_clues_writes_empty_exports(tmp_path):
     assert list(csv.reader(io.StringIO(files["csv"].read_text("utf-8-sig"))))[0][0] == "clue_id"
     for name, layer in (("gpkg", None), ("kml", None), ("gpx", "waypoints")):
         assert len(pyogrio.raw.read(files[name], layer=layer)[2]) == 0, name
+
+
+def test_the_changed_pixels_values_wait_in_the_scratch_and_go_with_it(tmp_path, monkeypatch):
+    import changedetect.pipeline as pipeline
+
+    held = []
+    patch_statistics = pipeline.patch_statistics
+
+    def spied(pixels, flat_index, values, derive=None):
+        # the pass spilled them to the run's scratch folder: read from files, not held
+        folder = values["score"].path.parent
+        held.append((folder, sorted(p.name for p in folder.iterdir())))
+        assert folder.parent.name.startswith(".work-") and folder.parent.parent == tmp_path
+        return patch_statistics(pixels, flat_index, values, derive=derive)
+
+    monkeypatch.setattr(pipeline, "patch_statistics", spied)
+    grid = make_grid(120, 120)
+    before, after = forest_scene(grid.shape.yx, 1), forest_scene(grid.shape.yx, 2)
+    yy, xx = np.mgrid[:120, :120]
+    paint(after, ((yy - 60) ** 2 + (xx - 60) ** 2) < 15**2, ROCK)
+    result = run_scene(tmp_path, before, after, grid, name="spilled")
+    assert len(result.clues) == 1
+    ((folder, files),) = held
+    assert len(files) == 15 and "score.raw" in files
+    assert not folder.exists() and not list(tmp_path.glob(".work-*"))
+
+    # a run that fails after the pass leaves nothing behind either
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken after the pass")
+
+    monkeypatch.setattr(pipeline, "build_patches", broken)
+    with pytest.raises(RuntimeError, match="broken after the pass"):
+        run_scene(tmp_path, before, after, grid, name="failed")
+    assert len(held) == 2
+    assert not held[1][0].exists() and not list(tmp_path.glob(".work-*"))
+
+
+def test_geojson_written_feature_by_feature_is_the_collection_dumped_whole(tmp_path):
+    from changedetect.io.sinks.geojson import clues_feature_collection, write_clues_geojson
+    from changedetect.models import PatchClue
+
+    ring = box(108.1, 34.1, 108.2, 34.2)
+    shapes = [
+        ring,
+        ring.difference(box(108.14, 34.14, 108.16, 34.16)),  # a hole
+        shapely.MultiPolygon([box(108.3, 34.3, 108.31, 34.31), box(108.32, 34.3, 108.33, 34.31)]),
+    ]
+    clues = [
+        PatchClue(
+            clue_id=f"t-20250623-{i:08x}",
+            aoi="t",
+            detected_at="2025-06-23",
+            before=["2025-05-01", "2025-05-31"],
+            after=["2025-06-01", "2025-06-23"],
+            geometry_wgs84=geom,
+            area_m2=1234.5 * (i + 1),
+            centroid=(108.123456789, 34.987654321),
+            change_type="quarry",
+            confidence=0.91,
+            confidence_level="high",
+            d_ndvi=-0.41,
+            d_bsi=0.22,
+            d_ndbi=float("nan"),
+            zone='秦岭 "core"\nzone' if i == 1 else None,  # non-ASCII, a quote, a newline
+            county="长安区" if i else None,
+        )
+        for i, geom in enumerate(shapes)
+    ]
+    for n in (0, 1, 3):
+        written = write_clues_geojson(clues[:n], tmp_path / f"c{n}.geojson").read_bytes()
+        whole = json.dumps(clues_feature_collection(clues[:n]), ensure_ascii=False, indent=1)
+        assert written == whole.encode("utf-8"), n
+        assert len(json.loads(written)["features"]) == n

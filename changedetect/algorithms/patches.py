@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import shapely
@@ -61,27 +62,36 @@ def outline(own: np.ndarray, transform: Affine, row0: int = 0, col0: int = 0) ->
 STATISTICS_PART = 2**18
 
 
+class PixelColumn(Protocol):
+    """One value per pixel, sliced like a 1-d array: an array, or values read from a file a
+    slice at a time (the pass's spilled values, :mod:`changedetect.engine.pixel_values`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, part: slice, /) -> np.ndarray: ...
+
+
 def patch_statistics(
     pixels: PatchPixels,
     flat_index: np.ndarray,
-    values: Mapping[str, np.ndarray],
+    values: Mapping[str, PixelColumn],
     derive: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean of each sparse per-pixel value over each label 0..n_labels (NaN-aware).
 
     `flat_index` holds raveled pixel positions where `values` were gathered; pixels outside any
-    kept label are ignored. With `derive`, the means are of the values it derives from `values`,
-    which it is given STATISTICS_PART pixels at a time (so only that many pixels' derived values
-    exist at once); the sums run over the pixels in order as one ``np.bincount`` would.
+    kept label are ignored. The values are read, labelled and (with `derive`) derived
+    STATISTICS_PART pixels at a time, so only that many pixels' labels and derived values exist
+    at once; with `derive`, the means are of the values it derives from `values`. The sums run
+    over the pixels in order as one ``np.bincount`` would.
     """
     n_labels = pixels.n_labels
-    lab = pixels.label_at(flat_index)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for start in range(0, lab.size, STATISTICS_PART) if lab.size else [0]:
+    for start in range(0, flat_index.size, STATISTICS_PART) if flat_index.size else [0]:
         part = slice(start, start + STATISTICS_PART)
         part_values = {name: v[part] for name, v in values.items()}
-        part_labels = lab[part]
+        part_labels = pixels.label_at(flat_index[part])
         for name, vals in (derive(part_values) if derive else part_values).items():
             finite = np.isfinite(vals) & (part_labels > 0)
             total = sums.setdefault(name, np.zeros(n_labels + 1))

@@ -10,10 +10,10 @@ its changed pixels and their features, which the pass gathers.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -25,7 +25,9 @@ from dask.optimization import cull
 
 from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
 from ..algorithms.detect.features import kept_values
+from ..memory import release_freed_memory
 from ..progress import report
+from .pixel_values import Column, ValueParts, ValueSpill
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
 
@@ -39,10 +41,11 @@ STRIPE_BYTES = 160 * 2**20
 
 @dataclass
 class Gathered:
-    """The changed pixels (raveled positions on the grid) with their :func:`kept_values`."""
+    """The changed pixels (raveled positions on the grid) with their :func:`kept_values`: in
+    memory, or read from the files the pass spilled them to, a slice at a time."""
 
     flat_index: np.ndarray
-    values: dict[str, np.ndarray]
+    values: Mapping[str, Column]
     n_valid: int
     n_pixels: int
 
@@ -299,15 +302,6 @@ def _stripes(cube: da.Array) -> list[range]:
     return [range(c, min(c + width, n_cols)) for c in range(0, n_cols, width)]
 
 
-def _release_freed_memory() -> None:
-    """Give the pass's freed chunk buffers back to the system. glibc keeps them in the arenas of
-    the threads that computed them (about 0.4 GB after a 10,000² pass), under the whole-grid
-    patch stage that comes next; elsewhere there is nothing to do."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
 def _halo_wide(cube: da.Array, halo: int) -> da.Array:
     """`cube` with a last row or column of chunks narrower than the halo joined to the one
     before it: a chunk's halo is taken from its next neighbour alone."""
@@ -342,6 +336,7 @@ def run_pass(
     write: BlockWriter,
     preview: Preview,
     what: str = "change test",
+    spill: Path | None = None,
 ) -> Gathered:
     """Test every pixel on dask's current scheduler (threads, or a distributed cluster when a
     client is active): each finished block goes to `write`, and the changed pixels' features
@@ -352,7 +347,11 @@ def run_pass(
     strips are kept for the neighbours still to come, so about one row of chunks is held: of
     a stripe of columns (STRIPE_BYTES). A stripe computes the column of chunks right of it again
     for its halo (it is the next stripe's first); the column left of it it takes from the right
-    strips the stripe before kept."""
+    strips the stripe before kept.
+
+    With `spill`, the changed pixels' values are appended to files in that folder as the blocks
+    come (the caller removes it) and read from there, so that their memory does not grow with
+    the amount of change."""
     cube = _halo_wide(inputs.cube, test.halo)
     height, width = cube.shape[1:]
     row_starts = np.cumsum((0, *cube.chunks[1][:-1]))
@@ -360,7 +359,7 @@ def run_pass(
     graph = dict(cube.__dask_graph__())
     n_rows, n_cols = cube.numblocks[1:]
     flat_parts: list[np.ndarray] = []
-    value_parts: list[dict[str, np.ndarray]] = []
+    kept = ValueSpill(spill) if spill is not None else ValueParts()
     n_valid = done_blocks = 0
     report(what, 0, n_rows * n_cols)
     carried: dict[tuple[int, int], Delayed] = {}
@@ -391,7 +390,7 @@ def run_pass(
             for block in dask.compute(*done[len(ahead) + len(strips) :]):
                 write(block)
                 flat_parts.append(block.flat_index)
-                value_parts.append(block.values)
+                kept.append(block.values)
                 n_valid += block.n_valid
                 done_blocks += 1
                 report(what, done_blocks, n_rows * n_cols)
@@ -399,8 +398,6 @@ def run_pass(
                 stream.tested(i, j)
         stream.kept_strips(list(dask.persist(*stream.strips_due(), optimize_graph=False)))
         carried = stream.carry()
-    _release_freed_memory()
-    names = tuple(value_parts[0]) if value_parts else ()
+    release_freed_memory()  # the chunk buffers, before the patch stage
     flat_index = np.concatenate(flat_parts) if flat_parts else np.empty(0, np.int64)
-    values = {n: np.concatenate([v[n] for v in value_parts]) for n in names}
-    return Gathered(flat_index, values, n_valid, height * width)
+    return Gathered(flat_index, kept.columns(), n_valid, height * width)

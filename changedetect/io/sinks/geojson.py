@@ -45,26 +45,41 @@ def _oriented(geom: Any) -> Any:
     return geom
 
 
-def clues_feature_collection(clues: Sequence[PatchClue]) -> dict[str, Any]:
+def clue_feature(clue: PatchClue) -> dict[str, Any]:
     return {
-        "type": "FeatureCollection",
-        "features": [
-            {
-                "type": "Feature",
-                "id": clue.clue_id,
-                "geometry": rfc7946_geometry(clue.geometry_wgs84),
-                "properties": clue.properties(),
-            }
-            for clue in clues
-        ],
+        "type": "Feature",
+        "id": clue.clue_id,
+        "geometry": rfc7946_geometry(clue.geometry_wgs84),
+        "properties": clue.properties(),
     }
 
 
+def clues_feature_collection(clues: Sequence[PatchClue]) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": [clue_feature(clue) for clue in clues]}
+
+
+#: The collection's text around its features, as ``json.dumps(..., indent=1)`` writes it.
+_HEAD = '{\n "type": "FeatureCollection",\n "features": ['
+_TAIL = "\n ]\n}"
+#: A feature's lines inside the collection: two levels deeper than on its own.
+_FEATURE_INDENT = "\n  "
+
+
 def write_clues_geojson(clues: Sequence[PatchClue], path: Path) -> Path:
-    """Write the clues atomically; an empty list gives an empty FeatureCollection."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(
-            json.dumps(clues_feature_collection(clues), ensure_ascii=False, indent=1),
-            encoding="utf-8",
-        )
+    """Write the clues atomically; an empty list gives an empty FeatureCollection.
+
+    Feature by feature, the bytes ``json.dumps`` gives for the whole collection with
+    ``indent=1``: the whole collection as Python objects and text took 0.2 GB with 6,300 clues.
+    Strings in JSON hold no raw newline, so indenting a feature's own dump by its depth gives
+    its lines in the collection."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as out:
+        if clues:
+            out.write(_HEAD)
+            for k, clue in enumerate(clues):
+                feature = json.dumps(clue_feature(clue), ensure_ascii=False, indent=1)
+                out.write(("," if k else "") + _FEATURE_INDENT)
+                out.write(feature.replace("\n", _FEATURE_INDENT))
+            out.write(_TAIL)
+        else:  # "features": [], on one line
+            out.write(json.dumps(clues_feature_collection(clues), ensure_ascii=False, indent=1))
     return path
