@@ -537,11 +537,14 @@ def _local_means(window: np.ndarray) -> np.ndarray:
     with pixels, an error in that ratio on a scene of little contrast (hazy blue, winter
     farmland) tilted the line by 3-6 % and made bright unchanged ground a clue, with means it
     does not (tests/test_quality_planted.py: a second overpass of unchanged ground)."""
-    whole = ndimage.minimum_filter(np.all(np.isfinite(window), axis=0), size=3, mode="nearest")
-    out = np.full(window.shape, np.nan, dtype=np.float32)
+    finite = np.isfinite(window)
+    whole = ndimage.minimum_filter(np.all(finite, axis=0), size=3, mode="nearest")
+    out = np.full(window.shape, np.nan)
     for i in range(window.shape[0]):
-        means = kernels.box_mean3x3(np.ascontiguousarray(window[i], dtype=np.float32))
-        out[i] = np.where(whole, means, np.float32(np.nan))
+        # float64, as the rest of the scene statistics; a mean counts only where all nine are
+        # valid, so the zeros put in for missing pixels never enter one
+        means = ndimage.uniform_filter(np.where(finite[i], window[i], 0.0), size=3, mode="nearest")
+        out[i][whole] = means[whole]
     return out
 
 
