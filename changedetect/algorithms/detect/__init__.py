@@ -59,7 +59,7 @@ from scipy.stats import chi2, norm
 from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
-from ..composite import MAD_TO_SIGMA
+from ..composite import MAD_TO_SIGMA, CompositeChunk, CompositeLayers, layer_blocks
 from . import kernels
 from .features import index_features
 
@@ -743,6 +743,16 @@ def prepare_change_test(
         raise ValueError(f"support_level must be in (0, 1), got {support_level}")
     median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
     support_size = max(1, int(support_size)) | 1
+    if _has_layers(before) and _has_layers(after):
+        return _prepare_from_layers(
+            before,
+            after,
+            false_alarm_rate=false_alarm_rate,
+            support_level=support_level,
+            support_size=support_size,
+            median_size=median_size,
+            use_spread=use_spread,
+        )
     b_cube = _cube(before.bands)
     chunks = b_cube.chunks[1:]
     a_cube = _cube(after.bands, chunks)
@@ -783,6 +793,75 @@ def prepare_change_test(
         meta=np.empty((0, 0, 0), np.float32),
     )
     return test, ChangeInputs(cube)
+
+
+def _has_layers(comp: Composite) -> bool:
+    """Whether `comp` carries the one-call form of its layers (:class:`CompositeLayers`) for
+    the analysis bands."""
+    layers = comp.layers
+    return (
+        isinstance(layers, CompositeLayers)
+        and layers.chunk.names[:_K] == tuple(ANALYSIS_BANDS)
+        and layers.chunk.n_bands == _K
+        and list(comp.bands.data_vars) == list(ANALYSIS_BANDS)
+    )
+
+
+def _prepare_from_layers(
+    before: Composite,
+    after: Composite,
+    *,
+    false_alarm_rate: float,
+    support_level: float,
+    support_size: int,
+    median_size: int,
+    use_spread: bool,
+) -> tuple[ChangeTest, ChangeInputs]:
+    """:func:`prepare_change_test` from the composites' one-call layers: the same statistics
+    and inputs, each chunk of the inputs one task reading the stacks' chunks."""
+    layers: list[CompositeLayers] = [before.layers, after.layers]
+    chunks = layers[0].arrays[0].chunks[1:]
+    if any(a.chunks[1:] != chunks for c in layers for a in c.arrays):
+        layers = [
+            CompositeLayers(
+                tuple(a.rechunk({1: chunks[0], 2: chunks[1]}) for a in c.arrays), c.chunk
+            )
+            for c in layers
+        ]
+    parts = [c.chunk for c in layers]
+    # the sample reads every layer: bands, spreads (NaN for a window without one, as
+    # prepare_change_test fills them) and counts
+    everything = layer_blocks(_inputs_chunk, 4 * _K + 2, layers, parts=parts, use_spread=True)
+    spreads: list[da.Array | None] = [None, None]
+    if use_spread and any(p.has_spread for p in parts):
+        spreads = [everything[2 * _K : 3 * _K], everything[3 * _K : 4 * _K]]
+    counts = [everything[-2:-1].astype(np.int16), everything[-1:].astype(np.int16)]
+    g = _globals_for([everything[:_K], everything[_K : 2 * _K], *spreads, *counts], median_size)
+    test = ChangeTest(
+        g.as_float32(),
+        float(-np.log10(false_alarm_rate)),
+        float(-np.log10(support_level)),
+        support_size,
+        median_size,
+    )
+    n_layers = (4 if g.use_spread else 2) * _K + 2
+    cube = layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
+    return test, ChangeInputs(cube)
+
+
+def _inputs_chunk(
+    blocks: list[list[np.ndarray]], parts: list[CompositeChunk], use_spread: bool
+) -> np.ndarray:
+    """A chunk of :class:`ChangeInputs` from the stacks' chunks of the before and after
+    composites (`parts`)."""
+    shape = blocks[0][0].shape[1:]
+    out = np.empty(((4 if use_spread else 2) * _K + 2, *shape), np.float32)
+    if use_spread:
+        out[2 * _K : 4 * _K] = np.nan
+    for k, (part, chunks) in enumerate(zip(parts, blocks, strict=True)):
+        spreads = out[(2 + k) * _K : (3 + k) * _K] if use_spread else None
+        part.fill(chunks, out[k * _K : (k + 1) * _K], spreads, out[out.shape[0] - 2 + k])
+    return out
 
 
 def _evaluate_stacked(block: np.ndarray, test: ChangeTest) -> np.ndarray:
