@@ -124,3 +124,14 @@ def test_pixel_mask_is_valid_mask(method):
 def test_a_stack_in_memory_has_no_layers():
     ds = stack(8, 2).compute()
     assert composite_of(ds, SPRING).layers is None
+
+
+def test_pixel_mask_reads_scl_of_any_integer_type():
+    ds = stack(9, 2)
+    wide = ds.assign(SCL=ds["SCL"].astype("int16"))
+    mask = pixel_mask(wide, ANALYSIS_BANDS, [*CLOUDS, 300], cloud_mask="scl")
+    blocks = {name: wide[name].values for name in mask.reads}
+    narrow = {**blocks, "SCL": ds["SCL"].values}
+    expected = valid_mask(wide, ANALYSIS_BANDS, [*CLOUDS, 300]).values
+    assert np.array_equal(mask(blocks), expected)
+    assert np.array_equal(mask(narrow), expected)

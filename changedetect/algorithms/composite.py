@@ -123,7 +123,7 @@ class CompositeChunk:
             values = by_name[band][index]
             if len(self.members) == 1:
                 # one observation is its own median: the value where valid and enough
-                bands[i] = np.where(valid[0] & enough, values[0], np.nan).astype("float32")
+                bands[i] = np.where(valid[0] & enough, values[0], np.nan)
                 continue
             med, mad = _nan_median_mad(np.where(valid, values, np.nan))
             bands[i] = np.where(enough, med, nan)

@@ -150,7 +150,13 @@ class PixelMask:
         if valid is None:
             raise ValueError("valid_mask needs at least one band")
         if self.quality == "SCL":
-            valid = valid & ~np.isin(blocks["SCL"], list(self.rejected))
+            scl = blocks["SCL"]
+            if scl.dtype == np.uint8:  # a lookup of the 256 classes: np.isin sorts
+                rejected = np.zeros(256, bool)
+                rejected[[c for c in self.rejected if 0 <= c < 256]] = True
+                valid = valid & ~rejected[scl]
+            else:
+                valid = valid & ~np.isin(scl, list(self.rejected))
         elif self.quality == "QA_PIXEL":
             invalid = sum(1 << bit for bit in QA_INVALID_BITS)
             valid = valid & ((blocks["QA_PIXEL"].astype("uint16") & invalid) == 0)
