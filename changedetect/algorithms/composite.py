@@ -119,11 +119,12 @@ class CompositeChunk:
         count[...] = counted
         enough = counted >= self.min_valid
         nan = np.float32(np.nan)
+        # one observation is its own median: the value where valid and enough
+        alone = valid[0] & enough if len(self.members) == 1 else None
         for i, band in enumerate(self.names[: self.n_bands]):
             values = by_name[band][index]
-            if len(self.members) == 1:
-                # one observation is its own median: the value where valid and enough
-                bands[i] = np.where(valid[0] & enough, values[0], np.nan)
+            if alone is not None:
+                bands[i] = np.where(alone, values[0], np.nan)
                 continue
             med, mad = _nan_median_mad(np.where(valid, values, np.nan))
             bands[i] = np.where(enough, med, nan)
