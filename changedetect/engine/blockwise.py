@@ -1,8 +1,8 @@
 """The one pass over the imagery: test every chunk and hand each finished block to a writer.
 
 Each chunk of the composites is computed once, as one task running the chunk's own part of the
-lazy graph (its bands decoded, masked and composited: a hundred small steps, not a hundred
-scheduled tasks), and kept while the chunks around it are tested; its test needs a halo of its
+lazy graph (its bands decoded, then masked and composited by one call: some forty small steps,
+not forty scheduled tasks), and kept while the chunks around it are tested; its test needs a halo of its
 neighbours, which are kept as strips once tested themselves. A chunk's test returns its score
 and preview blocks, which the caller's writer puts where it wants them, with the (small) set of
 its changed pixels and their features, which the pass gathers.
@@ -143,7 +143,7 @@ def _finish_block(
 
 class _ChunkGraph:
     """A chunk's own part of the composites' graph, opaque to dask (which would otherwise
-    schedule each of its hundred steps as a task of its own)."""
+    schedule each of its forty steps as a task of its own)."""
 
     __slots__ = ("graph", "key")
 
