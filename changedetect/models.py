@@ -58,6 +58,10 @@ class Composite:
     valid: xr.DataArray | None = None
     #: Which acquisitions of that stack the median was taken over (None: all of them).
     members: np.ndarray | None = None
+    #: How a chunk of its medians, spreads and valid count is computed from the stack's chunks
+    #: by one call (changedetect.algorithms.composite.CompositeLayers); None where the composite
+    #: was not built from a lazy stack.
+    layers: Any | None = None
 
 
 @dataclass

@@ -29,7 +29,7 @@ from .algorithms.composite import composite
 from .algorithms.detect import prepare_change_test
 from .algorithms.detect.features import pixel_features
 from .algorithms.labelling import label_changed_pixels
-from .algorithms.masking import CloudMask, choose_cloud_mask, valid_mask
+from .algorithms.masking import CloudMask, choose_cloud_mask, pixel_mask, valid_mask
 from .algorithms.patch_pixels import PatchPixels
 from .algorithms.patches import (
     build_patches,
@@ -558,7 +558,13 @@ def composite_of(
     valid, method = screened(stack, options, grid)
     det = options.detection
     built = composite(
-        stack, valid, window, ANALYSIS_BANDS, min_valid=det.min_valid_observations, within=within
+        stack,
+        valid,
+        window,
+        ANALYSIS_BANDS,
+        min_valid=det.min_valid_observations,
+        within=within,
+        mask=pixel_mask(stack, ANALYSIS_BANDS, det.cloud_classes, cloud_mask=method),
     )
     built.cloud_mask = method
     return built

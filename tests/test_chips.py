@@ -195,3 +195,21 @@ def test_the_change_chip_frames_the_patch_like_the_others():
     assert {CHANGE_STOPS[0][1], CHANGE_STOPS[-1][1], NO_DATA_RGB, (255, 255, 255)} <= colours
     # and a scale bar in the corner of the change panel
     assert np.all(change[-7:-3, 4:15] == 255, axis=-1).any(axis=0).all()
+
+
+def test_the_compiled_preview_is_numpys_to_the_byte():
+    from changedetect.io.sinks.chips import _preview_numpy
+
+    rng = np.random.default_rng(5)
+    before, after = (rng.uniform(-0.1, 0.8, (6, 61, 47)).astype(np.float32) for _ in range(2))
+    before[:, 3:9, 4:20] = np.nan
+    after[2, 10:12, :] = np.inf
+    after[3, 20:22, :] = -np.inf
+    before[1, 30, :] = np.float32(0.3)  # exactly the top
+    after[5, 40, :] = np.nextafter(np.float32(0.5), np.float32(0))
+    fast, slow = preview_bytes(before, after), _preview_numpy(before, after)
+    assert fast.dtype == slow.dtype == np.uint8 and fast.shape == slow.shape
+    assert np.array_equal(fast, slow)
+    assert len(np.unique(fast)) > 200
+    grid = np.linspace(-0.1, 0.6, 6 * 64 * 64, dtype=np.float32).reshape(6, 64, 64)
+    assert np.array_equal(preview_bytes(grid, grid[::-1]), _preview_numpy(grid, grid[::-1]))

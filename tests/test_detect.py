@@ -411,3 +411,39 @@ def _means(ndvi_b: float, ndvi_a: float, redness: float, redness_std: float, **e
 def test_classify_patch_types(stats, expected):
     assert classify_patch(stats) == expected
     assert classify_patch(stats) in CHANGE_TYPES
+
+
+@pytest.mark.parametrize("dof", [1.0, 2.5, 3.7, 5.123456, 6.0, 12.3])
+def test_chi_square_tail_and_gaussian_quantile_are_scipy_stats_to_the_bit(dof):
+    from scipy.stats import chi2, norm
+
+    from changedetect.algorithms.detect import (
+        MAX_EVIDENCE,
+        _chi2_logsf,
+        _evidence_table,
+        gaussian_isf,
+    )
+
+    grid, table = _evidence_table(dof)
+    q_max = float(chi2.isf(10.0**-MAX_EVIDENCE, dof))
+    assert grid[-1] == np.linspace(0.0, np.sqrt(q_max), 8192)[-1] ** 2
+    assert _chi2_logsf(grid, dof).tobytes() == chi2.logsf(grid, dof).tobytes()
+    expected = np.clip(-chi2.logsf(grid, dof) / np.log(10.0), 0.0, MAX_EVIDENCE)
+    assert table.tobytes() == expected.tobytes()
+    for p in (1e-6, 0.03, 0.5, 0.9, 10.0**-dof):
+        assert repr(gaussian_isf(p)) == repr(float(norm.isf(p)))
+
+
+def test_median_is_numpys_to_the_bit():
+    from changedetect.algorithms.detect import median
+
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 3, 10, 11, 4096, 590_001, 590_000):
+        values = rng.standard_normal(n) * 0.3 + 0.1
+        values[: n // 3] = np.round(values[: n // 3], 2)  # ties
+        assert repr(median(values)) == repr(float(np.median(values))), n
+        assert repr(median(np.abs(values))) == repr(float(np.median(np.abs(values)))), n
+    with_nan = np.array([1.0, np.nan, 3.0])
+    assert np.isnan(median(with_nan))
+    counts = np.array([3, 1, 2, 2], np.int16)
+    assert median(counts) == float(np.median(counts)) == 2.0

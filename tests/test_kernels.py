@@ -175,3 +175,38 @@ def test_real_scenes_give_the_same_patches_with_the_numpy_references(scene, monk
     # the patch score averages the support share, now an exact count / 81 where scipy's box
     # filter rounded it: the same within float32 rounding
     np.testing.assert_allclose(fast.features, reference.features, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(("lever", "spread"), [(True, False), (False, False), (True, True)])
+def test_squared_z_sum_is_numpys_bit_for_bit(shape, lever, spread) -> None:
+    from changedetect.algorithms.detect import _Globals
+
+    rng = np.random.default_rng(11)
+    k = 6
+    cube = (rng.standard_normal((4, k, *shape)) * 0.05 + 0.2).astype(np.float32)
+    filtered, before, sb, sa = cube
+    filtered[0, ::3] = np.nan
+    before[1, ::2] = np.nan
+    before[2, ..., -1:] = np.inf
+    before[3, :1] = -np.inf
+    sb[4, 1::2] = np.nan
+    sa[5, ..., :1] = np.inf
+
+    def f32(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32)
+
+    g = _Globals(
+        f32(rng.uniform(0.9, 1.1, k)), f32(rng.uniform(0.1, 0.3, k)),
+        f32(rng.uniform(0.1, 0.3, k)), f32(np.zeros(k)), f32(np.zeros(k)),
+        f32(rng.normal(0, 0.01, k)), f32(rng.uniform(0.01, 0.05, k)),
+        f32(rng.uniform(0.0, 0.2, k)), f32(rng.uniform(0.0, 0.2, k)), spread, 1.0, 6.0,
+        f32(rng.uniform(0.0, 0.05, k) if lever else np.zeros(k)),
+    )  # fmt: skip
+    z = g.z_scores(filtered, sb, sa, before=before)
+    expected = np.sum(z * z, axis=0)
+    got = g.squared_z_sum(filtered, sb, sa, before)
+    assert got.dtype == expected.dtype == np.float32
+    assert got.tobytes() == expected.tobytes()
+    if shape[0] > 3:
+        assert np.isnan(got).any() and np.isfinite(got).any()

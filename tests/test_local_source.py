@@ -602,3 +602,53 @@ def test_a_grid_on_the_same_pixels_is_read_by_a_plain_window_and_no_other() -> N
     assert origin((20.0, 0.0, 500_000.0, 0.0, -20.0, 4_000_000.0)) is None
     assert origin(src, crs=CRS.from_epsg(32650).to_wkt()) is None
     assert origin((10.0, 0.1, 500_000.0, 0.1, -10.0, 4_000_000.0)) is None
+
+
+def _read_aligned_numpy(src, indexes, offset_rc, height, width, src_nodata, scale, offset):
+    """The windowed reflectance read as numpy did it (the reference of the compiled one)."""
+    row, col = offset_rc
+    out = np.full((len(indexes), height, width), np.nan, "float32")
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + height, src.height), min(col + width, src.width)
+    if r1 > r0 and c1 > c0:
+        data = src.read(list(indexes), window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+        values = data.astype(np.float32)
+        if src_nodata is not None:
+            values[data == src_nodata] = np.nan
+        out[:, r0 - row : r1 - row, c0 - col : c1 - col] = values
+    if scale != 1.0 or offset != 0.0:
+        out = out * np.float32(scale) + np.float32(offset)
+    return out.astype(np.float32, copy=False)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "nodata", "scale", "offset"),
+    [
+        ("uint16", 0, 1e-4, 0.0),
+        ("uint16", None, 1e-4, -0.1),
+        ("int16", -9999, 2.75e-5, -0.2),
+        ("float32", None, 1.0, 0.0),
+        ("float64", 0.0, 0.5, 0.25),
+    ],
+)
+def test_the_compiled_aligned_read_is_numpys_to_the_bit(tmp_path, dtype, nodata, scale, offset):
+    from changedetect.io.sources.local import _read_aligned
+
+    rng = np.random.default_rng(4)
+    data = rng.integers(-50, 12000, (2, 37, 45)).astype(dtype)
+    if dtype.startswith("float"):
+        data = data * 1.37
+        data[0, 3, :] = np.nan
+    data[:, 5:7, 2:9] = nodata if nodata is not None else data[:, 5:7, 2:9]
+    path = tmp_path / "r.tif"
+    profile = {"driver": "GTiff", "width": 45, "height": 37, "count": 2, "dtype": dtype}
+    with rasterio.open(path, "w", **profile, nodata=nodata) as dst:
+        dst.write(data)
+    with rasterio.open(path) as src:
+        for offset_rc, h, w in [((0, 0), 37, 45), ((4, 6), 20, 30), ((-3, 30), 16, 24)]:
+            for indexes in ((1,), (2, 1)):
+                got = _read_aligned(src, indexes, offset_rc, h, w, nodata, None, scale, offset)
+                want = _read_aligned_numpy(src, indexes, offset_rc, h, w, nodata, scale, offset)
+                assert got.dtype == want.dtype == np.float32
+                assert got.tobytes() == want.tobytes()
+                assert np.isfinite(got).any()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -10,6 +12,7 @@ import xarray as xr
 
 from ..models import Composite, TimeWindow
 from .arrays import as_dask
+from .masking import PixelMask
 
 #: Consistency constant that turns a median absolute deviation into a normal standard deviation.
 MAD_TO_SIGMA = 1.4826
@@ -23,6 +26,7 @@ def composite(
     *,
     min_valid: int = 1,
     within: Sequence[TimeWindow] | None = None,
+    mask: PixelMask | None = None,
 ) -> Composite:
     """Median of valid observations per pixel, with the count and the temporal spread.
 
@@ -33,6 +37,9 @@ def composite(
     `spread` per band is the robust temporal standard deviation (1.4826 * MAD over time) where a
     pixel has at least three valid observations, NaN elsewhere: it tells how much a pixel varies
     on its own (crops, phenology, residual haze) so a change can be judged against it.
+
+    `mask`, the pixel-by-pixel form of `valid` where it has one, lets the composite's
+    ``layers`` compute it inside each chunk's task (see :func:`composite_layers`).
     """
     times = [np.datetime64(t, "D").astype(object) for t in stack["time"].values]
     in_window = [
@@ -65,7 +72,152 @@ def composite(
         spread=spread_ds,
         valid=valid,
         members=np.asarray(in_window, dtype=bool),
+        layers=composite_layers(stack, valid, np.flatnonzero(in_window), bands, min_valid, mask),
     )
+
+
+@dataclass(frozen=True)
+class CompositeChunk:
+    """How one chunk of a composite's layers (medians, spreads, valid count) is computed from
+    the chunks of the stack it was built from: by one plain function call (:meth:`fill`), the
+    same values as the composite's xarray layers, without the hundred small steps (and graph
+    entries) a chunk of those takes."""
+
+    names: tuple[str, ...]
+    """The stack's layers read, in the order of the chunks :meth:`fill` is given (then the
+    valid mask without a `mask`)."""
+    n_bands: int
+    """The first `n_bands` of `names` are the composite's bands, in order."""
+    members: tuple[int, ...]
+    """The acquisitions (positions along time) the median is taken over."""
+    n_times: int
+    min_valid: int
+    mask: PixelMask | None
+    """The validity mask computed per chunk; None: the valid mask is the last chunk given."""
+
+    @property
+    def has_spread(self) -> bool:
+        """Whether the composite has spreads (more than one acquisition)."""
+        return len(self.members) > 1
+
+    def fill(
+        self,
+        blocks: Sequence[np.ndarray],
+        bands: np.ndarray,
+        spreads: np.ndarray | None,
+        count: np.ndarray,
+    ) -> None:
+        """Write one chunk's medians into `bands` (band, y, x), its spreads into `spreads`
+        (left as they are without a spread; None: not wanted) and its valid count into `count`
+        (y, x), from the stack's chunks (time, y, x) of :attr:`names`."""
+        by_name: Mapping[str, np.ndarray] = dict(zip(self.names, blocks, strict=False))
+        valid = self.mask(by_name) if self.mask is not None else blocks[-1]
+        everything = self.members == tuple(range(self.n_times))
+        index = slice(None) if everything else list(self.members)
+        valid = valid[index]
+        counted = valid.sum(axis=0).astype("int16")
+        count[...] = counted
+        enough = counted >= self.min_valid
+        nan = np.float32(np.nan)
+        # one observation is its own median: the value where valid and enough
+        alone = valid[0] & enough if len(self.members) == 1 else None
+        for i, band in enumerate(self.names[: self.n_bands]):
+            values = by_name[band][index]
+            if alone is not None:
+                bands[i] = np.where(alone, values[0], np.nan)
+                continue
+            med, mad = _nan_median_mad(np.where(valid, values, np.nan))
+            bands[i] = np.where(enough, med, nan)
+            if spreads is not None:
+                spreads[i] = np.where(counted >= 3, mad * MAD_TO_SIGMA, nan)
+
+
+@dataclass(frozen=True)
+class CompositeLayers:
+    """A composite's layers as the stack's lazy chunks and the call that makes a chunk of the
+    layers from them (:func:`layer_blocks` runs it, one task per chunk)."""
+
+    arrays: tuple[da.Array, ...]
+    """The lazy (time, y, x) inputs of :attr:`chunk`, in its order."""
+    chunk: CompositeChunk
+
+
+def composite_layers(
+    stack: xr.Dataset,
+    valid: xr.DataArray,
+    members: np.ndarray,
+    bands: Sequence[str],
+    min_valid: int,
+    mask: PixelMask | None,
+) -> CompositeLayers | None:
+    """The :class:`CompositeLayers` of a composite of `stack`'s acquisitions `members`. `valid`
+    is read as it is where `mask` is None (a cloud mask that needs neighbouring pixels). None
+    when the stack is not lazy or has no acquisition in the window."""
+    names = list(bands) + [b for b in (mask.reads if mask is not None else ()) if b not in bands]
+    if not len(members) or any(b not in stack for b in names):
+        return None
+    if any(stack[b].dims != ("time", "y", "x") for b in names):
+        return None
+    arrays = [stack[b].data for b in names]
+    if mask is None:
+        arrays.append(valid.transpose("time", "y", "x").data)
+    if not all(isinstance(a, da.Array) for a in arrays):
+        return None
+    chunk = CompositeChunk(
+        tuple(names),
+        len(bands),
+        tuple(int(m) for m in members),
+        int(stack.sizes["time"]),
+        min_valid,
+        mask,
+    )
+    return CompositeLayers(tuple(arrays), chunk)
+
+
+def layer_blocks(
+    function: Callable[..., np.ndarray],
+    n_layers: int,
+    composites: Sequence[CompositeLayers],
+    **kwargs: Any,
+) -> da.Array:
+    """A lazy (n_layers, y, x) float32 array, each chunk one task: ``function(blocks, **kwargs)``
+    where ``blocks[k]`` are the chunks (time, y, x) of ``composites[k].arrays`` (the acquisitions
+    of a chunk joined along time). `kwargs` must hold no lazy array."""
+    args: list[object] = []
+    sizes = []
+    for k, layers in enumerate(composites):
+        sizes.append(len(layers.arrays))
+        # each stack its own time axis (a shared index would be one dimension to blockwise)
+        time = "abcdefghijk"[k]
+        for array in layers.arrays:
+            args += [array, f"{time}yx"]
+    return da.blockwise(
+        _blocks_of,
+        "lyx",
+        *args,
+        new_axes={"l": n_layers},
+        concatenate=False,
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+        function=function,
+        sizes=tuple(sizes),
+        kwargs=kwargs,
+    )
+
+
+def _blocks_of(
+    *parts: list[np.ndarray],
+    function: Callable[..., np.ndarray],
+    sizes: tuple[int, ...],
+    kwargs: dict[str, Any],
+) -> np.ndarray:
+    # each input comes as the list of its time chunks (usually one: no copy then)
+    joined = [p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts]
+    groups, start = [], 0
+    for size in sizes:
+        groups.append(joined[start : start + size])
+        start += size
+    return function(groups, **kwargs)
 
 
 def nan_median(values: np.ndarray, axis: int = 0) -> np.ndarray:

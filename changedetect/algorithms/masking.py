@@ -13,7 +13,8 @@ new construction and any change of illumination for cloud and shadow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import dask.array as da
@@ -120,6 +121,68 @@ def valid_mask(
         cloud = _computed_mask(stack, present, _multitemporal(pixel_m), halo, -1)
         valid = valid & ~cloud
     return valid.rename("valid")
+
+
+@dataclass(frozen=True)
+class PixelMask:
+    """:func:`valid_mask` for the cloud masks decided pixel by pixel (``scl``, ``qa_pixel``,
+    ``none``), as a function of a block of the stack's own layers: the composites then compute
+    it inside each chunk's own task (:func:`changedetect.algorithms.composite.composite`)."""
+
+    bands: tuple[str, ...]
+    """The bands that must all have data."""
+    quality: str | None = None
+    """The layer that flags clouds (``SCL`` or ``QA_PIXEL``), or None."""
+    rejected: tuple[int, ...] = ()
+    """The SCL classes rejected."""
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every layer the mask reads."""
+        return (*self.bands, self.quality) if self.quality is not None else self.bands
+
+    def __call__(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Where a block (time, y, x) of `blocks` (layer -> array) is valid, as valid_mask."""
+        valid = None
+        for band in self.bands:
+            has = ~np.isnan(blocks[band])
+            valid = has if valid is None else (valid & has)
+        if valid is None:
+            raise ValueError("valid_mask needs at least one band")
+        if self.quality == "SCL":
+            scl = blocks["SCL"]
+            if scl.dtype == np.uint8:  # a lookup of the 256 classes: np.isin sorts
+                rejected = np.zeros(256, bool)
+                rejected[[c for c in self.rejected if 0 <= c < 256]] = True
+                valid = valid & ~rejected[scl]
+            else:
+                valid = valid & ~np.isin(scl, list(self.rejected))
+        elif self.quality == "QA_PIXEL":
+            invalid = sum(1 << bit for bit in QA_INVALID_BITS)
+            valid = valid & ((blocks["QA_PIXEL"].astype("uint16") & invalid) == 0)
+        return valid
+
+
+def pixel_mask(
+    stack: xr.Dataset,
+    bands: Sequence[str],
+    cloud_classes: Sequence[int],
+    *,
+    cloud_mask: CloudMask = "scl",
+) -> PixelMask | None:
+    """The :class:`PixelMask` equal to ``valid_mask(stack, bands, cloud_classes, cloud_mask=...)``,
+    or None where the mask needs neighbouring pixels (``s2cloudless``, ``multitemporal``) or a
+    layer the stack lacks, or a band is not floating point (no data is then not NaN)."""
+    if not bands or any(b not in stack or stack[b].dtype.kind != "f" for b in bands):
+        return None
+    if cloud_mask == "scl":
+        quality = "SCL" if "SCL" in stack else None
+        return PixelMask(tuple(bands), quality, tuple(int(c) for c in cloud_classes))
+    if cloud_mask == "qa_pixel" and "QA_PIXEL" in stack:
+        return PixelMask(tuple(bands), "QA_PIXEL")
+    if cloud_mask == "none":
+        return PixelMask(tuple(bands))
+    return None
 
 
 def qa_pixel_flagged(qa: xr.DataArray) -> xr.DataArray:

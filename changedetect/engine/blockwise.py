@@ -1,8 +1,8 @@
 """The one pass over the imagery: test every chunk and hand each finished block to a writer.
 
 Each chunk of the composites is computed once, as one task running the chunk's own part of the
-lazy graph (its bands decoded, masked and composited: a hundred small steps, not a hundred
-scheduled tasks), and kept while the chunks around it are tested; its test needs a halo of its
+lazy graph (its bands decoded, then masked and composited by one call: some forty small steps,
+not forty scheduled tasks), and kept while the chunks around it are tested; its test needs a halo of its
 neighbours, which are kept as strips once tested themselves. A chunk's test returns its score
 and preview blocks, which the caller's writer puts where it wants them, with the (small) set of
 its changed pixels and their features, which the pass gathers.
@@ -91,16 +91,25 @@ def _assemble(pieces: list[list[Piece]]) -> np.ndarray:
     return np.concatenate([np.concatenate(row, axis=2) for row in rows if row], axis=1)
 
 
+#: Where each of the 3 x 3 pieces of :data:`Piece` comes from: the position of its array among
+#: the task's arrays and the part of it, or None beyond the grid's edges.
+PieceLayout = tuple[int, tuple[slice, slice]] | None
+
+
 def _finish_block(
     test: ChangeTest,
     origin: tuple[int, int],
     place: tuple[int, int, int, int, int],
     min_valid: int,
     preview: Preview,
-    pieces: list[list[Piece]],
+    layout: list[list[PieceLayout]],
+    *arrays: np.ndarray,
 ) -> Block:
     # the whole per-chunk work in one task (join the halo, test, trim, gather); the task is pure
-    # and picklable, so it runs on a distributed cluster's worker processes as well as on threads
+    # and picklable, so it runs on a distributed cluster's worker processes as well as on threads.
+    # The arrays come as arguments of their own: dask finds one nested in a list only by a costly
+    # walk of the list (a few ms a task on the scheduler's thread)
+    pieces = [[(arrays[p[0]], p[1]) if p is not None else None for p in row] for row in layout]
     expanded = _assemble(pieces)
     (i, n_rows, j, n_cols, width), halo = place, test.halo
     ys = _trim(halo, i, n_rows, expanded.shape[1])
@@ -137,7 +146,7 @@ def _finish_block(
 
 class _ChunkGraph:
     """A chunk's own part of the composites' graph, opaque to dask (which would otherwise
-    schedule each of its hundred steps as a task of its own)."""
+    schedule each of its forty steps as a task of its own)."""
 
     __slots__ = ("graph", "key")
 
@@ -290,6 +299,21 @@ class _Rows:
         self.pending = []
 
 
+def _laid_out(pieces: list[list[Piece]]) -> tuple[list[list[PieceLayout]], ...]:
+    """The layout of `pieces` and their arrays, for :func:`_finish_block`'s arguments."""
+    arrays: list[Any] = []
+    layout: list[list[PieceLayout]] = []
+    for row in pieces:
+        layout.append([])
+        for piece in row:
+            if piece is None:
+                layout[-1].append(None)
+                continue
+            layout[-1].append((len(arrays), piece[1]))
+            arrays.append(piece[0])
+    return (layout, *arrays)
+
+
 def _stripes(cube: da.Array) -> list[range]:
     """Column ranges of chunks, each as wide as STRIPE_BYTES allows for a row of the cube's
     chunks (at least 3), and as even as can be: what a row holds, whatever the AOI's width."""
@@ -363,6 +387,8 @@ def run_pass(
     n_valid = done_blocks = 0
     report(what, 0, n_rows * n_cols)
     carried: dict[tuple[int, int], Delayed] = {}
+    # the test once in the graph, so building each chunk's task does not walk its statistics
+    shared_test = dask.delayed(test, traverse=False)
     for columns in _stripes(cube):
         stream = _Rows(cube, test.halo, graph, columns, carried)
         steps = list(_steps(n_rows, columns))
@@ -371,12 +397,12 @@ def run_pass(
         for t, step in enumerate(steps):
             tests = [
                 dask.delayed(_finish_block, pure=True)(
-                    test,
+                    shared_test,
                     (int(row_starts[i]), int(col_starts[j])),
                     (i, n_rows, j, n_cols, width),
                     min_valid,
                     preview,
-                    stream.pieces(i, j),
+                    *_laid_out(stream.pieces(i, j)),
                     dask_key_name=(f"finish_block-{stream.name}", i, j),
                 )
                 for i, j in step

@@ -54,13 +54,12 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy import ndimage
-from scipy.stats import chi2, norm
+from scipy import ndimage, special
 
 from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
-from ..composite import MAD_TO_SIGMA
+from ..composite import MAD_TO_SIGMA, CompositeChunk, CompositeLayers, layer_blocks
 from . import kernels
 from .features import index_features
 
@@ -139,7 +138,7 @@ class ChangeLayers:
     (d_ndvi, d_bsi, d_ndbi, d_brightness), the after-state colour (redness_after and its square),
     the change evidence (-log10 p) and the brightening of the ground (log ratio, > 0 brighter)."""
     threshold: float
-    """Gaussian-equivalent z of the stand-alone per-pixel test (norm.isf(false_alarm_rate))."""
+    """Gaussian-equivalent z of the stand-alone per-pixel test (its upper-tail quantile)."""
     diagnostics: dict[str, Any] = field(default_factory=dict)
     """Global statistics estimated from the sample (gains, scales, chi-square fit, offsets)."""
 
@@ -149,13 +148,27 @@ class ChangeLayers:
 # ----------------------------------------------------------------------------------------------
 
 
+def median(values: np.ndarray) -> float:
+    """``float(np.median(values))`` to the bit, by one selection where `values` is 1-D float64:
+    numpy's median selects three ranks at once (the two middle ones and the last, to tell NaN),
+    several times slower on the half million values of the statistics sample. The middle value
+    or values are averaged by np.mean, as np.median does."""
+    a = np.asarray(values)
+    if a.ndim != 1 or a.dtype != np.float64 or a.size == 0 or np.isnan(a).any():
+        return float(np.median(a))
+    k = a.size // 2
+    part = np.partition(a, k)
+    middle = part[k : k + 1] if a.size % 2 else np.array([part[:k].max(), part[k]])
+    return float(np.mean(middle))
+
+
 def robust_location_scale(sample: np.ndarray) -> tuple[float, float]:
     """Median and MAD-based sigma of the finite values of `sample`."""
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         return 0.0, 1.0
-    med = float(np.median(finite))
-    sigma = float(np.median(np.abs(finite - med))) * MAD_TO_SIGMA
+    med = median(finite)
+    sigma = median(np.abs(finite - med)) * MAD_TO_SIGMA
     return med, max(sigma, 1e-6)
 
 
@@ -198,7 +211,7 @@ def _deming_line(x: np.ndarray, y: np.ndarray, noise_ratio: float) -> tuple[floa
     the visible bands over vegetation the orthogonal line then tilts towards y: gains of 1.3-1.6
     where the true ones are within 3 % (bench/timeseries.py scene), which turns a stable bright
     surface (an old quarry, a roof) into a "change" every night."""
-    mx, my = float(np.median(x)), float(np.median(y))
+    mx, my = median(x), median(y)
     cov = np.cov(x - mx, y - my)
     gain = _deming_gain(cov[0, 0], cov[1, 1], cov[0, 1], noise_ratio)
     return float(gain), mx, my
@@ -261,10 +274,31 @@ def _evidence(q: np.ndarray, scale: float, dof: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _evidence_table(dof: float) -> tuple[np.ndarray, np.ndarray]:
-    q_max = float(chi2.isf(10.0**-MAX_EVIDENCE, dof))
+    q_max = float(special.chdtri(dof, 10.0**-MAX_EVIDENCE))
     grid = np.linspace(0.0, np.sqrt(q_max), 8192) ** 2
-    table = np.clip(-chi2.logsf(grid, dof) / np.log(10.0), 0.0, MAX_EVIDENCE)
+    table = np.clip(-_chi2_logsf(grid, dof) / np.log(10.0), 0.0, MAX_EVIDENCE)
     return grid, table
+
+
+def _chi2_logsf(x: np.ndarray, dof: float) -> np.ndarray:
+    """log of the chi-square survival function at `x` (>= 0) as ``scipy.stats.chi2.logsf``
+    computes it (``tests/test_detect.py`` holds them equal to the bit), without importing
+    scipy.stats (half a second of every run's start): log of the upper tail above the median,
+    log1p of minus the lower tail below it, 0 at 0."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(x.shape)
+    inside = x > 0
+    median = 2 * special.gammaincinv(dof / 2, 0.5)
+    upper, lower = inside & (x > median), inside & ~(x > median)
+    with np.errstate(divide="ignore"):
+        out[upper] = np.log(special.chdtrc(dof, x[upper]))
+        out[lower] = np.log1p(-special.chdtr(dof, x[lower]))
+    return out
+
+
+def gaussian_isf(p: float) -> float:
+    """The standard normal's upper-tail quantile, as ``scipy.stats.norm.isf``."""
+    return 0.0 - float(special.ndtri(p))
 
 
 def _support_share(passing: np.ndarray, size: int) -> np.ndarray:
@@ -291,7 +325,8 @@ def _surface_state(
 
 def _box_brightness(state: np.ndarray) -> np.ndarray:
     """3x3 box mean of the brightness layers of `_surface_state` (NaN-aware); indices untouched."""
-    out = state.copy()
+    out = np.empty_like(state)
+    out[:4] = state[:4]
     for i in range(4, state.shape[0]):
         out[i] = kernels.box_mean3x3(state[i])
     return out
@@ -400,6 +435,39 @@ class _Globals:
             )
         return centred / np.sqrt(var)
 
+    def squared_z_sum(
+        self,
+        filtered: np.ndarray,
+        sb: np.ndarray | None,
+        sa: np.ndarray | None,
+        before: np.ndarray,
+    ) -> np.ndarray:
+        """``np.sum(z * z, axis=0)`` of :meth:`z_scores` on float32 (band, y, x) blocks, in one
+        compiled pass where the statistics are float32 (:meth:`as_float32`), else in numpy."""
+        arrays = [filtered, before, self.loc, self.sigma, self.mx, self.gain, self.gain_error]
+        spread = self.use_spread and sb is not None and sa is not None
+        if spread:
+            arrays += [sb, sa, self.noise_before, self.noise_after]  # type: ignore[list-item]
+        if any(np.asarray(a).dtype != np.float32 for a in arrays):
+            z = self.z_scores(filtered, sb, sa, before=before)
+            return np.sum(z * z, axis=0)
+        empty = np.empty((0, 1, 1), np.float32)
+        return kernels.squared_z_sum(
+            np.ascontiguousarray(filtered),
+            np.ascontiguousarray(before),
+            self.loc,
+            self.sigma**2,
+            self.mx,
+            self.gain,
+            self.gain_error,
+            bool(np.any(self.gain_error > 0)),
+            np.ascontiguousarray(sb) if spread else empty,
+            np.ascontiguousarray(sa) if spread else empty,
+            self.noise_before**2,
+            self.noise_after**2,
+            spread,
+        )
+
     def as_float32(self) -> _Globals:
         """The same statistics as float32, so block kernels do not promote pixels to float64."""
 
@@ -478,7 +546,7 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
         for i in range(_K):
             loc, sig = robust_location_scale(diff[i])
             z2 += ((diff[i] - loc) / sig) ** 2
-        calm = z2 <= np.median(z2)
+        calm = z2 <= median(z2)
         for i in range(_K):
             gain[i], mx[i], my[i] = _deming_line(b[i, calm], a[i, calm], noise_ratio)
         diff = (a - my[:, None]) / gain[:, None] + mx[:, None] - b
@@ -700,10 +768,10 @@ class ChangeTest:
         g = self.g
         diff = _median_bands(g.normalised_diff(b, a), self.median_size)
         spreads = (sb, sa) if g.use_spread else (None, None)
-        z = g.z_scores(diff, *spreads, before=b)
+        q = g.squared_z_sum(diff, *spreads, before=b)
         del diff
-        evidence = _evidence(np.sum(z * z, axis=0), g.chi_scale, g.chi_dof)
-        del z
+        evidence = _evidence(q, g.chi_scale, g.chi_dof)
+        del q
         state = _box_brightness(_surface_state(b, a, g.dark_before, g.dark_after))
         plausible = _plausible(state)
         brightening = _brightening(state)
@@ -774,6 +842,16 @@ def prepare_change_test(
         raise ValueError(f"support_level must be in (0, 1), got {support_level}")
     median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
     support_size = max(1, int(support_size)) | 1
+    if _has_layers(before) and _has_layers(after):
+        return _prepare_from_layers(
+            before,
+            after,
+            false_alarm_rate=false_alarm_rate,
+            support_level=support_level,
+            support_size=support_size,
+            median_size=median_size,
+            use_spread=use_spread,
+        )
     b_cube = _cube(before.bands)
     chunks = b_cube.chunks[1:]
     a_cube = _cube(after.bands, chunks)
@@ -814,6 +892,75 @@ def prepare_change_test(
         meta=np.empty((0, 0, 0), np.float32),
     )
     return test, ChangeInputs(cube)
+
+
+def _has_layers(comp: Composite) -> bool:
+    """Whether `comp` carries the one-call form of its layers (:class:`CompositeLayers`) for
+    the analysis bands."""
+    layers = comp.layers
+    return (
+        isinstance(layers, CompositeLayers)
+        and layers.chunk.names[:_K] == tuple(ANALYSIS_BANDS)
+        and layers.chunk.n_bands == _K
+        and list(comp.bands.data_vars) == list(ANALYSIS_BANDS)
+    )
+
+
+def _prepare_from_layers(
+    before: Composite,
+    after: Composite,
+    *,
+    false_alarm_rate: float,
+    support_level: float,
+    support_size: int,
+    median_size: int,
+    use_spread: bool,
+) -> tuple[ChangeTest, ChangeInputs]:
+    """:func:`prepare_change_test` from the composites' one-call layers: the same statistics
+    and inputs, each chunk of the inputs one task reading the stacks' chunks."""
+    layers: list[CompositeLayers] = [before.layers, after.layers]
+    chunks = layers[0].arrays[0].chunks[1:]
+    if any(a.chunks[1:] != chunks for c in layers for a in c.arrays):
+        layers = [
+            CompositeLayers(
+                tuple(a.rechunk({1: chunks[0], 2: chunks[1]}) for a in c.arrays), c.chunk
+            )
+            for c in layers
+        ]
+    parts = [c.chunk for c in layers]
+    # the sample reads every layer: bands, spreads (NaN for a window without one, as
+    # prepare_change_test fills them) and counts
+    everything = layer_blocks(_inputs_chunk, 4 * _K + 2, layers, parts=parts, use_spread=True)
+    spreads: list[da.Array | None] = [None, None]
+    if use_spread and any(p.has_spread for p in parts):
+        spreads = [everything[2 * _K : 3 * _K], everything[3 * _K : 4 * _K]]
+    counts = [everything[-2:-1].astype(np.int16), everything[-1:].astype(np.int16)]
+    g = _globals_for([everything[:_K], everything[_K : 2 * _K], *spreads, *counts], median_size)
+    test = ChangeTest(
+        g.as_float32(),
+        float(-np.log10(false_alarm_rate)),
+        float(-np.log10(support_level)),
+        support_size,
+        median_size,
+    )
+    n_layers = (4 if g.use_spread else 2) * _K + 2
+    cube = layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
+    return test, ChangeInputs(cube)
+
+
+def _inputs_chunk(
+    blocks: list[list[np.ndarray]], parts: list[CompositeChunk], use_spread: bool
+) -> np.ndarray:
+    """A chunk of :class:`ChangeInputs` from the stacks' chunks of the before and after
+    composites (`parts`)."""
+    shape = blocks[0][0].shape[1:]
+    out = np.empty(((4 if use_spread else 2) * _K + 2, *shape), np.float32)
+    if use_spread:
+        out[2 * _K : 4 * _K] = np.nan
+    for k, (part, chunks) in enumerate(zip(parts, blocks, strict=True)):
+        spreads = out[(2 + k) * _K : (3 + k) * _K] if use_spread else None
+        part.fill(chunks, out[k * _K : (k + 1) * _K], spreads, out[out.shape[0] - 2 + k])
+    return out
 
 
 def _evaluate_stacked(block: np.ndarray, test: ChangeTest) -> np.ndarray:
@@ -877,7 +1024,7 @@ def detect_change(
         score=wrap(out[0], "score"),
         disturbed=wrap(out[1] > 0.5, "disturbed"),
         features=features,
-        threshold=float(norm.isf(false_alarm_rate)),
+        threshold=gaussian_isf(false_alarm_rate),
         diagnostics=test.g.as_dict()
         | {"evidence_strict": test.ev_strict, "evidence_loose": test.ev_loose},
     )

@@ -251,3 +251,64 @@ def surface_state(
                 out[4 + date, y, x] = total[x] / count
                 out[6 + date, y, x] = n
     return out
+
+
+@ngjit
+def squared_z_sum(
+    filtered: np.ndarray,
+    before: np.ndarray,
+    loc: np.ndarray,
+    variance: np.ndarray,
+    mx: np.ndarray,
+    gain: np.ndarray,
+    gain_error: np.ndarray,
+    lever: bool,
+    spread_before: np.ndarray,
+    spread_after: np.ndarray,
+    noise_before2: np.ndarray,
+    noise_after2: np.ndarray,
+    spread: bool,
+) -> np.ndarray:
+    """The sum over bands of the squared z-scores of (band, y, x) float32 filtered differences
+    (`_Globals.z_scores`, then ``np.sum(z * z, axis=0)``): the band's `variance`, with
+    `lever` the normalisation's uncertainty at the `before` reflectance, with `spread` each
+    date's own variability above its noise floor (squared: `noise_*2`). Pixel by pixel, the same
+    float32 operations in the same order, so the sum is numpy's to the bit (NaN to 0 and
+    infinities to the largest finite values as np.nan_to_num, the bands summed in order)."""
+    n_bands, h, w = filtered.shape
+    out = np.zeros((h, w), np.float32)
+    zero = np.float32(0.0)
+    big = np.float32(np.finfo(np.float32).max)
+    # band by band, each row in a loop over contiguous pixels (the compiler vectorises it); each
+    # pixel's sum still runs over the bands in order, from 0 as numpy's
+    for k in range(n_bands):
+        var0, centre, m, g, e = variance[k], loc[k], mx[k], gain[k], gain_error[k]
+        nb2, na2 = (noise_before2[k], noise_after2[k]) if spread else (zero, zero)
+        for y in range(h):
+            f_row, b_row, o_row = filtered[k, y], before[k, y], out[y]
+            sb_row = spread_before[k, y] if spread else f_row
+            sa_row = spread_after[k, y] if spread else f_row
+            for x in range(w):
+                var = var0
+                if lever:
+                    t = (_finite(b_row[x] - m, big) / g) * e
+                    var = var + t * t
+                if spread:
+                    sb = _finite(sb_row[x], big)
+                    sa = _finite(sa_row[x], big)
+                    vb = sb * sb - nb2
+                    va = sa * sa - na2
+                    vb = zero if vb < zero else vb
+                    va = zero if va < zero else va
+                    var = var + (vb + va)
+                z = (f_row[x] - centre) / np.sqrt(var)
+                o_row[x] = o_row[x] + z * z
+    return out
+
+
+@ngjit
+def _finite(v: np.float32, big: np.float32) -> np.float32:
+    """np.nan_to_num of one float32: NaN to 0, infinities to the largest finite values."""
+    v = np.float32(0.0) if v != v else v
+    v = big if v > big else v
+    return -big if v < -big else v

@@ -46,6 +46,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
+from ...algorithms.jit import ngjit
 from ...config import LocalSourceConfig, SensorConfig
 from ...errors import (
     ConfigError,
@@ -590,7 +591,6 @@ def _read_chunk(
     assert block_info is not None
     (row0, row1), (col0, col1) = block_info[0]["array-location"]
     height, width = row1 - row0, col1 - col0
-    dst_transform = GeoBox(shape, Affine(*transform[:6]), crs_wkt)[row0:row1, col0:col1].transform
     try:
         src = _open_dataset(path, session)
         with rasterio.Env(**GDAL_READ_OPTIONS):
@@ -609,9 +609,12 @@ def _read_chunk(
             origin = _aligned_origin(src, crs_wkt, transform, shape)
             if origin is not None:
                 aligned = (origin[0] + row0, origin[1] + col0)
-                data = _read_aligned(src, indexes, aligned, height, width, src_nodata, quality)
-                return _finish(data, quality, scale, offset)
+                return _read_aligned(
+                    src, indexes, aligned, height, width, src_nodata, quality, scale, offset
+                )
             options.update(_resampling_scale(src, crs_wkt, transform, shape))
+            grid = GeoBox(shape, Affine(*transform[:6]), crs_wkt)
+            dst_transform = grid[row0:row1, col0:col1].transform
             # Each band's no-data on its own (GDAL may otherwise need every band to be no-data).
             options["UNIFIED_SRC_NODATA"] = "NO"
             with WarpedVRT(
@@ -697,14 +700,18 @@ def _read_aligned(
     width: int,
     src_nodata: float | None,
     quality: str | None,
+    scale: float = 1.0,
+    offset: float = 0.0,
 ) -> np.ndarray:
     """Windowed read of the overlap, the rest filled with no data (a quality layer's own no-data
-    value, NaN for reflectance)."""
+    value, NaN for reflectance); reflectance scaled as :func:`_finish` does."""
     row, col = offset_rc
     dtype, fill = QUALITY_BANDS[quality] if quality is not None else ("float32", np.nan)
-    out = np.full((len(indexes), height, width), fill, dtype)
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + height, src.height), min(col + width, src.width)
+    whole = (r0, c0, r1, c1) == (row, col, row + height, col + width)
+    size = (len(indexes), height, width)
+    out = np.empty(size, dtype) if whole else np.full(size, fill, dtype)
     if r1 <= r0 or c1 <= c0:
         return out
     data = src.read(list(indexes), window=Window(c0, r0, c1 - c0, r1 - r0))
@@ -713,12 +720,39 @@ def _read_aligned(
         target[...] = data
         if src_nodata is not None:
             target[data == src_nodata] = fill
-    else:
-        values = data.astype(np.float32)
-        if src_nodata is not None:
-            values[data == src_nodata] = np.nan
-        target[...] = values
+        return _finish(out, quality, scale, offset)
+    # in one pass what numpy did in five: float32, no data to NaN, then _finish's scaling
+    _reflectance(
+        data,
+        np.float64(src_nodata if src_nodata is not None else np.nan),
+        src_nodata is not None,
+        np.float32(scale),
+        np.float32(offset),
+        scale != 1.0 or offset != 0.0,
+        target,
+    )
     return out
+
+
+@ngjit
+def _reflectance(
+    data: np.ndarray,
+    nodata: np.float64,
+    has_nodata: bool,
+    scale: np.float32,
+    offset: np.float32,
+    scaled: bool,
+    out: np.ndarray,
+) -> None:
+    # the same float32 operations as data.astype(float32), NaN where data == nodata, then
+    # values * scale + offset (tests/test_local_source.py holds them equal to the bit)
+    nan = np.float32(np.nan)
+    for b in range(data.shape[0]):
+        for y in range(data.shape[1]):
+            for x in range(data.shape[2]):
+                raw = data[b, y, x]
+                v = nan if has_nodata and raw == nodata else np.float32(raw)
+                out[b, y, x] = v * scale + offset if scaled else v
 
 
 def _resampling_scale(
