@@ -18,7 +18,6 @@ from changedetect.io.sinks.chips import (
     chip_window,
     preview_bytes,
     preview_ndvi_change,
-    render_change_chip,
     render_chips,
 )
 from changedetect.io.sinks.ndvi_change import CHANGE_STOPS, NO_DATA_RGB, change_rgb
@@ -52,7 +51,7 @@ def _data(edge: int = 24) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_outline_is_drawn_around_the_changed_pixels_not_over_them():
     data, own = _data()
-    before, after = render_chips(data, own, 10.0, 128)
+    before, after, _ = render_chips(data, own, 10.0, 128)
     zoom = math.ceil(128 / 24)
     panel = 24 * zoom
     assert after.shape == (panel, 2 * panel + PANEL_GAP, 3)
@@ -73,7 +72,7 @@ def test_both_dates_share_one_stretch():
     data, own = _data()
     data[3:6] = data[0:3]  # after = before in true colour ...
     data[3:6][:, :, :12] = data[0:3][:, :, :12] // 2  # ... but half as bright on the west
-    before, after = render_chips(data, own, 10.0, 24)
+    before, after, _ = render_chips(data, own, 10.0, 24)
     east = (slice(0, 24), slice(14, 22))
     # the unchanged east side comes out alike; a separate stretch per date would move it
     assert np.array_equal(before[east], after[east])
@@ -82,7 +81,7 @@ def test_both_dates_share_one_stretch():
 
 def test_the_false_colour_panel_is_swir_nir_red():
     data, own = _data()
-    before, after = render_chips(data, own, 10.0, 24)
+    before, after, _ = render_chips(data, own, 10.0, 24)
     false = after[:, 24 + PANEL_GAP :]
     inside = false[own]
     # the patch is bright in SWIR (red channel) and not in NIR (green) after
@@ -92,7 +91,7 @@ def test_the_false_colour_panel_is_swir_nir_red():
 def test_a_scale_bar_of_a_round_length_sits_in_the_corner():
     data, own = _data(60)
     own[:] = False
-    (before, _) = render_chips(data, own, 10.0, 60)  # 600 m across: a 100 m bar (10 px)
+    before, _, _ = render_chips(data, own, 10.0, 60)  # 600 m across: a 100 m bar (10 px)
     bottom = before[-7:-3, :60]
     white = np.all(bottom == 255, axis=-1).any(axis=0)
     assert white[4:15].all() and not white[20:].any()
@@ -174,8 +173,7 @@ def test_the_change_chip_frames_the_patch_like_the_others():
     # the patch was vegetated before (NIR high, red low) and is bare after
     data[0][own], data[7][own] = 90, 230
     data[3][own], data[9][own] = 250, 120
-    before, _ = render_chips(data, own, 10.0, 128)
-    change = render_change_chip(data, own, 10.0, 128)
+    before, _, change = render_chips(data, own, 10.0, 128)
     assert change.shape == before.shape  # the same size: the cards line the three chips up
     zoom = math.ceil(128 / 24)
     panel = 24 * zoom

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from changedetect.io.sinks.chips import preview_bytes, render_change_chip, render_chips
+from changedetect.io.sinks.chips import preview_bytes, render_chips
 from changedetect.tracker import ingest, reassign, transition
 from changedetect.tracker.api import create_app
 from changedetect.tracker.models import Case, CaseEvent
@@ -248,8 +248,7 @@ def _cleared_forest_night(folder: Path) -> Path:
     own[12:20, 11:22] = True
     after[:, own] = soil[:, None] + rng.normal(0, 0.01, (6, int(own.sum()))).astype(np.float32)
     data = preview_bytes(before, after)
-    chips = dict(zip(("before", "after"), render_chips(data, own, 10.0, 128), strict=True))
-    chips["change"] = render_change_chip(data, own, 10.0, 128)
+    chips = render_chips(data, own, 10.0, 128)._asdict()
     (folder / "chips").mkdir(parents=True)
     for which, chip in chips.items():
         Image.fromarray(chip).save(folder / f"chips/clue-cleared_{which}.png")

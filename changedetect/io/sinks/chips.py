@@ -214,48 +214,48 @@ def distance_label(metres: float) -> str:
     return f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km"
 
 
-def render_chips(
-    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The before and after chips of one patch from its window of the preview raster
-    (:data:`PREVIEW_BANDS`, y, x) and its pixels in that window: each (h, w, 3) uint8, the
-    true-colour panel and the false-colour panel side by side, upscaled by a whole factor to at
-    least `size` px, with the outline drawn just outside the patch's pixels (the changed pixels
-    stay visible) and a scale bar."""
+class ChipImages(NamedTuple):
+    """The three chips of one patch, each (h, w, 3) uint8."""
+
+    before: np.ndarray
+    after: np.ndarray
+    change: np.ndarray
+
+
+def render_chips(data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int) -> ChipImages:
+    """The chips of one patch from its window of the preview raster (:data:`PREVIEW_BANDS`, y, x)
+    and its pixels in that window, all upscaled by the same whole factor to at least `size` px,
+    with the outline drawn just outside the patch's pixels (the changed pixels stay visible) and
+    a scale bar:
+
+    - before and after: the true-colour panel and the false-colour panel side by side;
+    - change: the NDVI change (after - before) on the fixed palette of
+      :func:`~changedetect.io.sinks.ndvi_change.change_rgb`, the outline edged in dark, then its
+      legend where the others have their false-colour panel."""
     zoom = _zoom(data, size)
-    _, outline = _outline(own, zoom)
+    inside, outline = _outline(own, zoom)
+    metres_per_display_px = metres_per_px / zoom
     true_pair = _stretch(data[0:3], data[3:6])
     false_pair = _stretch(data[[6, 7, 0]], data[[8, 9, 3]])
-    chips = []
+    dates = []
     for true, false in zip(true_pair, false_pair, strict=True):
         panels = []
         for img in (true, false):
             up = _upscale(np.moveaxis(img, 0, -1), zoom)
             up[outline] = OUTLINE_RGB
             panel = Image.fromarray(np.ascontiguousarray(up), mode="RGB")
-            _scale_bar(panel, metres_per_px / zoom)
+            _scale_bar(panel, metres_per_display_px)
             panels.append(np.asarray(panel))
-        chips.append(_side_by_side(panels[0], panels[1]))
-    return chips[0], chips[1]
-
-
-def render_change_chip(
-    data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int
-) -> np.ndarray:
-    """The NDVI-change chip of one patch, from the same window as :func:`render_chips` and of the
-    same size: the change (after - before) on the fixed palette of
-    :func:`~changedetect.io.sinks.ndvi_change.change_rgb`, the outline (edged in dark) and a
-    scale bar, then its legend where the other chips have their false-colour panel."""
-    zoom = _zoom(data, size)
-    inside, outline = _outline(own, zoom)
+        dates.append(_side_by_side(panels[0], panels[1]))
     ringed = inside | outline
     edge = ndimage.binary_dilation(ringed, np.ones((3, 3), bool)) & ~ringed
     up = _upscale(change_rgb(preview_ndvi_change(data)), zoom)
     up[edge] = OUTLINE_EDGE_RGB
     up[outline] = OUTLINE_RGB
     panel = Image.fromarray(np.ascontiguousarray(up), mode="RGB")
-    _scale_bar(panel, metres_per_px / zoom)
-    return _side_by_side(np.asarray(panel), _change_legend(*panel.size))
+    _scale_bar(panel, metres_per_display_px)
+    change = _side_by_side(np.asarray(panel), _change_legend(*panel.size))
+    return ChipImages(dates[0], dates[1], change)
 
 
 @functools.lru_cache(maxsize=32)
@@ -344,11 +344,10 @@ class ChipFiles(NamedTuple):
 def chip_pngs(
     data: np.ndarray, own: np.ndarray, metres_per_px: float, size: int
 ) -> tuple[bytes, bytes, bytes]:
-    """The before, after and change chips of one patch (:func:`render_chips`,
-    :func:`render_change_chip`) as the bytes of their PNG files, encoded as the report embeds
-    them (palette.py): the report takes the files' bytes as they are."""
-    before, after = render_chips(data, own, metres_per_px, size)
-    change = render_change_chip(data, own, metres_per_px, size)
+    """The before, after and change chips of one patch (:func:`render_chips`) as the bytes of
+    their PNG files, encoded as the report embeds them (palette.py): the report takes the files'
+    bytes as they are."""
+    before, after, change = render_chips(data, own, metres_per_px, size)
     return (
         png_bytes(palette_image(before)),
         png_bytes(palette_image(after)),
@@ -382,20 +381,16 @@ def write_chips(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[int, ChipFiles] = {}
     with rasterio.open(preview_path) as src:
-        for start in range(0, len(patches), CHIP_BATCH * TASKS_AT_ONCE):
-            batches = [
-                patches[at : at + CHIP_BATCH]
-                for at in range(
-                    start, min(start + CHIP_BATCH * TASKS_AT_ONCE, len(patches)), CHIP_BATCH
-                )
-            ]
+        batches = [patches[at : at + CHIP_BATCH] for at in range(0, len(patches), CHIP_BATCH)]
+        for first in range(0, len(batches), TASKS_AT_ONCE):
+            group = batches[first : first + TASKS_AT_ONCE]
             tasks = [
                 dask.delayed(render_chip_batch, pure=True)(
                     [_chip_input(src, pixels, patch) for patch in batch], metres_per_px, size
                 )
-                for batch in batches
+                for batch in group
             ]
-            for batch, pngs in zip(batches, dask.compute(*tasks), strict=True):
+            for batch, pngs in zip(group, dask.compute(*tasks), strict=True):
                 for patch, files in zip(batch, pngs, strict=True):
                     paths = ChipFiles(
                         *(out_dir / f"{patch.label:05d}_{which}.png" for which in ChipFiles._fields)

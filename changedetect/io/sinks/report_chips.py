@@ -19,7 +19,7 @@ from rasterio.features import rasterize
 
 from ...models import Patch, PatchClue
 from ..raster import GDAL_READ_OPTIONS
-from .chips import chip_window, render_change_chip, render_chips
+from .chips import chip_window, render_chips
 from .palette import palette_image, png_data_uri, png_uri
 
 __all__ = ["CardChips"]
@@ -40,9 +40,7 @@ def _cut_chips(src: Any, grid: GeoBox, patch: Patch, size: int) -> dict[str, np.
         dtype="uint8",
     ).astype(bool)
     metres_per_px = math.sqrt(abs(grid.transform.a * grid.transform.e))
-    before, after = render_chips(data, own, metres_per_px, size)
-    change = render_change_chip(data, own, metres_per_px, size)
-    return {"before": before, "after": after, "change": change}
+    return render_chips(data, own, metres_per_px, size)._asdict()
 
 
 class CardChips:
