@@ -843,15 +843,24 @@ def prepare_change_test(
     median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
     support_size = max(1, int(support_size)) | 1
     if _has_layers(before) and _has_layers(after):
-        return _prepare_from_layers(
-            before,
-            after,
-            false_alarm_rate=false_alarm_rate,
-            support_level=support_level,
-            support_size=support_size,
-            median_size=median_size,
-            use_spread=use_spread,
-        )
+        g, cube = _inputs_from_layers(before, after, median_size, use_spread)
+    else:
+        g, cube = _inputs_from_bands(before, after, median_size, use_spread)
+    test = ChangeTest(
+        g.as_float32(),
+        float(-np.log10(false_alarm_rate)),
+        float(-np.log10(support_level)),
+        support_size,
+        median_size,
+    )
+    return test, ChangeInputs(cube)
+
+
+def _inputs_from_bands(
+    before: Composite, after: Composite, median_size: int, use_spread: bool
+) -> tuple[_Globals, da.Array]:
+    """The scene statistics and the stacked input cube of the test from the composites' band,
+    spread and count arrays."""
     b_cube = _cube(before.bands)
     chunks = b_cube.chunks[1:]
     a_cube = _cube(after.bands, chunks)
@@ -864,13 +873,6 @@ def prepare_change_test(
         sa = da.full_like(sb, np.nan)
     counts = [_valid_count(c, chunks) for c in (before, after)]
     g = _globals_for([b_cube, a_cube, sb, sa, *(c[None] for c in counts)], median_size)
-    test = ChangeTest(
-        g.as_float32(),
-        float(-np.log10(false_alarm_rate)),
-        float(-np.log10(support_level)),
-        support_size,
-        median_size,
-    )
     # every layer of a chunk stacked by one copy (a stack-then-concatenate graph copies each
     # chunk three or four times, which costs as much as the test itself)
     composites = [before.bands, after.bands]
@@ -891,7 +893,7 @@ def prepare_change_test(
         dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
     )
-    return test, ChangeInputs(cube)
+    return g, cube
 
 
 def _has_layers(comp: Composite) -> bool:
@@ -906,18 +908,11 @@ def _has_layers(comp: Composite) -> bool:
     )
 
 
-def _prepare_from_layers(
-    before: Composite,
-    after: Composite,
-    *,
-    false_alarm_rate: float,
-    support_level: float,
-    support_size: int,
-    median_size: int,
-    use_spread: bool,
-) -> tuple[ChangeTest, ChangeInputs]:
-    """:func:`prepare_change_test` from the composites' one-call layers: the same statistics
-    and inputs, each chunk of the inputs one task reading the stacks' chunks."""
+def _inputs_from_layers(
+    before: Composite, after: Composite, median_size: int, use_spread: bool
+) -> tuple[_Globals, da.Array]:
+    """:func:`_inputs_from_bands` from the composites' one-call layers: the same statistics and
+    cube, each chunk of the cube one task reading the stacks' chunks."""
     layers: list[CompositeLayers] = [before.layers, after.layers]
     chunks = layers[0].arrays[0].chunks[1:]
     if any(a.chunks[1:] != chunks for c in layers for a in c.arrays):
@@ -936,16 +931,8 @@ def _prepare_from_layers(
         spreads = [everything[2 * _K : 3 * _K], everything[3 * _K : 4 * _K]]
     counts = [everything[-2:-1].astype(np.int16), everything[-1:].astype(np.int16)]
     g = _globals_for([everything[:_K], everything[_K : 2 * _K], *spreads, *counts], median_size)
-    test = ChangeTest(
-        g.as_float32(),
-        float(-np.log10(false_alarm_rate)),
-        float(-np.log10(support_level)),
-        support_size,
-        median_size,
-    )
     n_layers = (4 if g.use_spread else 2) * _K + 2
-    cube = layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
-    return test, ChangeInputs(cube)
+    return g, layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
 
 
 def _inputs_chunk(
