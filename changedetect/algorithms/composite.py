@@ -45,8 +45,10 @@ def composite(
     in_window = [
         window.contains(t) and (within is None or any(w.contains(t) for w in within)) for t in times
     ]
-    sel = stack.isel(time=np.flatnonzero(in_window))
-    sel_valid = valid.isel(time=np.flatnonzero(in_window))
+    # selecting every acquisition would still add a task (and a graph entry) per chunk
+    every = all(in_window)
+    sel = stack if every else stack.isel(time=np.flatnonzero(in_window))
+    sel_valid = valid if every else valid.isel(time=np.flatnonzero(in_window))
     ids = [str(i) for i in sel["acquisition"].values] if "acquisition" in sel.coords else []
     count = sel_valid.sum("time").astype("int16").rename("valid_count")
     enough = count >= min_valid

@@ -583,13 +583,19 @@ def _read_chunk(
     offset: float,
     nodata: float | None,
     session: str = "",
-    block_info: dict[Any, Any] | None = None,
+    chunk: tuple[int, int] = (0, 0),
+    squeeze: bool = False,
+    block_id: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Warp one chunk of the target grid out of `path`: shape (len(indexes), rows, cols). A
-    `quality` layer (a QUALITY_BANDS name) keeps its numbers, resampled by nearest neighbour.
-    The file stays open in this thread for the rest of the load `session`."""
-    assert block_info is not None
-    (row0, row1), (col0, col1) = block_info[0]["array-location"]
+    """Warp chunk `block_id` (of `chunk`-sized chunks of the target grid) out of `path`: shape
+    (len(indexes), rows, cols), or (rows, cols) with one index. A `quality` layer (a
+    QUALITY_BANDS name) keeps its numbers, resampled by nearest neighbour. The file stays open in
+    this thread for the rest of the load `session`."""
+    # block_id, not dask's block_info: block_info is a dict built for every chunk of the grid
+    # when the graph is made (some 20 MB per file at 20,000² px), block_id costs nothing
+    assert block_id is not None
+    row0, col0 = block_id[-2] * chunk[0], block_id[-1] * chunk[1]
+    row1, col1 = min(row0 + chunk[0], shape[0]), min(col0 + chunk[1], shape[1])
     height, width = row1 - row0, col1 - col0
     try:
         src = _open_dataset(path, session)
@@ -609,9 +615,10 @@ def _read_chunk(
             origin = _aligned_origin(src, crs_wkt, transform, shape)
             if origin is not None:
                 aligned = (origin[0] + row0, origin[1] + col0)
-                return _read_aligned(
+                data = _read_aligned(
                     src, indexes, aligned, height, width, src_nodata, quality, scale, offset
                 )
+                return data[0] if squeeze else data
             options.update(_resampling_scale(src, crs_wkt, transform, shape))
             grid = GeoBox(shape, Affine(*transform[:6]), crs_wkt)
             dst_transform = grid[row0:row1, col0:col1].transform
@@ -641,7 +648,8 @@ def _read_chunk(
             f"raster {path} band(s) {', '.join(map(str, indexes))} cannot be read ({message}); "
             "the file is truncated or corrupt: re-download or re-export it"
         ) from None
-    return _finish(data, quality, scale, offset)
+    data = _finish(data, quality, scale, offset)
+    return data[0] if squeeze else data
 
 
 def _finish(data: np.ndarray, quality: str | None, scale: float, offset: float) -> np.ndarray:
@@ -922,14 +930,19 @@ class LocalSource:
         out: dict[str, da.Array] = {}
         for (path, quality), members in groups.items():
             dtype = np.dtype(QUALITY_BANDS[quality][0] if quality is not None else np.float32)
+            # a file of one band is read straight into its 2-D array: taking band 0 of a stack
+            # would add a task (and a graph entry) per chunk
+            one = len(members) == 1
             stack = da.map_blocks(
                 _read_chunk,
                 template,
-                new_axis=0,
-                chunks=((len(members),), *template.chunks),
+                new_axis=None if one else 0,
+                chunks=template.chunks if one else ((len(members),), *template.chunks),
                 dtype=dtype,
-                meta=np.empty((0, 0, 0), dtype=dtype),
+                meta=np.empty((0,) * (2 if one else 3), dtype=dtype),
                 token="local-read",
+                chunk=template.chunksize,
+                squeeze=one,
                 session=session,
                 path=path,
                 indexes=tuple(bidx for _, bidx in members),
@@ -941,6 +954,9 @@ class LocalSource:
                 offset=float(self.sensor.resolved_offset()),
                 nodata=self.sensor.nodata,
             )
+            if one:
+                out[members[0][0]] = stack
+                continue
             for i, (band, _) in enumerate(members):
                 out[band] = stack[i]
         return out
