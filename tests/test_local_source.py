@@ -652,3 +652,32 @@ def test_the_compiled_aligned_read_is_numpys_to_the_bit(tmp_path, dtype, nodata,
                 assert got.dtype == want.dtype == np.float32
                 assert got.tobytes() == want.tobytes()
                 assert np.isfinite(got).any()
+
+
+def test_a_band_files_chunk_is_one_graph_entry(tmp_path: Path) -> None:
+    # the whole cube's graph is held while the pass runs: entries per chunk are memory that
+    # grows with the AOI (20,000² px: 1,600 chunks a layer)
+    grid = make_grid(shape=(64, 96))
+    folder = tmp_path / "one_20200601"
+    write_band_folder(
+        folder, "T49_20200601", seeded_reflectance(["B04", "B08"], grid.shape.yx, 3), grid, nodata=0
+    )
+    stacked = write_multiband(
+        tmp_path / "S2A_20200602T031539.tif",
+        seeded_reflectance(["B04", "B08"], grid.shape.yx, 4),
+        grid,
+        nodata=0,
+    )
+    acqs = [acquisition_from_path(folder, L2A), acquisition_from_path(stacked, L2A)]
+    n_chunks = 2 * 3
+    for acq in acqs:
+        ds = load([acq], ["B04", "B08"], grid, chunk_size=32)
+        graph = dict(ds["B04"].data.__dask_graph__())
+        reads = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("local-read")]
+        assert len(reads) == n_chunks
+    one_band = dict(load(acqs[:1], ["B04"], grid, chunk_size=32)["B04"].data.__dask_graph__())
+    # the read, the grid's template and the stack over acquisitions: nothing taken out of a stack
+    assert len(one_band) == 3 * n_chunks
+    both = load(acqs, ["B04", "B08"], grid, chunk_size=32).compute()
+    expected = seeded_reflectance(["B04"], grid.shape.yx, 3)["B04"] * np.float32(1e-4)
+    np.testing.assert_allclose(both["B04"].values[0], expected, rtol=1e-6)
