@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..algorithms.detect import kernels
 from ..algorithms.indices import mndwi, ndvi
 
 
@@ -55,6 +56,32 @@ def surface_state_reference(b, a, dark_b, dark_a, green, red, nir, swir, absorbi
     return np.stack(layers).astype(np.float32)
 
 
+def filtered_differences_reference(b, a, gain, mx, my):  # noqa: ANN001, ANN201
+    shape = (-1, 1, 1)
+    diff = (a - my.reshape(shape)) / gain.reshape(shape) + mx.reshape(shape) - b
+    return median3x3_bands_reference(diff)
+
+
+def decision_reference(evidence, plausible, strict, loose, support_size, majority):  # noqa: ANN001, ANN201
+    """What `ChangeTest.evaluate` computed in numpy, the levels as the Python floats it had and
+    the support share from its kernel (or, swapped in, that kernel's reference)."""
+    strict, loose, majority = float(strict), float(loose), float(majority)
+    finite = np.isfinite(evidence)
+    with np.errstate(invalid="ignore"):
+        disturbed = (evidence > strict) & plausible
+        ratio = evidence / np.float32(strict)
+        if support_size > 0:
+            passing = (evidence > loose) & plausible
+            share = kernels.share_passing(passing, support_size)
+            disturbed |= passing & (share >= majority)
+            ratio = np.maximum(
+                ratio, np.minimum(evidence / np.float32(loose), share / np.float32(majority))
+            )
+        score = np.where(plausible, ratio / (1.0 + ratio), 0.0)
+    score = np.where(finite, score, np.nan).astype(np.float32)
+    return score, disturbed & finite
+
+
 REFERENCES = {
     "surface_state": surface_state_reference,
     "median3x3": median3x3_reference,
@@ -62,4 +89,6 @@ REFERENCES = {
     "box_mean3x3": box_mean3x3_reference,
     "share_passing": share_passing_reference,
     "evidence_lookup": evidence_lookup_reference,
+    "filtered_differences": filtered_differences_reference,
+    "decision": decision_reference,
 }

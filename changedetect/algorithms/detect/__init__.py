@@ -255,6 +255,15 @@ def _median_bands(diff: np.ndarray, size: int) -> np.ndarray:
     return np.where(np.isfinite(diff), out, np.nan).astype(np.float32)
 
 
+def _filtered_differences(g: _Globals, b: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
+    """The median-filtered normalised differences of a block, in one compiled pass where the
+    filter is 3x3 and the statistics float32 (:meth:`_Globals.as_float32`), else in numpy."""
+    line = (g.gain, g.mx, g.my)
+    if size != 3 or any(np.asarray(v).dtype != np.float32 for v in (b, a, *line)):
+        return _median_bands(g.normalised_diff(b, a), size)
+    return kernels.filtered_differences(np.ascontiguousarray(b), np.ascontiguousarray(a), *line)
+
+
 def _natural_var(sb: np.ndarray, sa: np.ndarray, nb: Any, na: Any) -> np.ndarray:
     """Within-window variance above the sensor-noise floor, both windows summed (NaN -> 0)."""
     vb = np.clip(np.nan_to_num(sb) ** 2 - nb**2, 0.0, None)
@@ -299,11 +308,6 @@ def _chi2_logsf(x: np.ndarray, dof: float) -> np.ndarray:
 def gaussian_isf(p: float) -> float:
     """The standard normal's upper-tail quantile, as ``scipy.stats.norm.isf``."""
     return 0.0 - float(special.ndtri(p))
-
-
-def _support_share(passing: np.ndarray, size: int) -> np.ndarray:
-    """Share of the size x size neighbourhood that passes (outside the grid counts as not)."""
-    return kernels.share_passing(passing, size)
 
 
 def _surface_state(
@@ -766,7 +770,7 @@ class ChangeTest:
         """The test on (band, y, x) composites (and spreads); results are exact `halo` pixels
         away from a block edge that is not the grid's edge."""
         g = self.g
-        diff = _median_bands(g.normalised_diff(b, a), self.median_size)
+        diff = _filtered_differences(g, b, a, self.median_size)
         spreads = (sb, sa) if g.use_spread else (None, None)
         q = g.squared_z_sum(diff, *spreads, before=b)
         del diff
@@ -776,23 +780,23 @@ class ChangeTest:
         plausible = _plausible(state)
         brightening = _brightening(state)
         del state
-        finite = np.isfinite(evidence)
-        with np.errstate(invalid="ignore"):
-            disturbed = (evidence > self.ev_strict) & plausible
-            ratio = evidence / np.float32(self.ev_strict)
-            if self.uses_support:
-                loose = (evidence > self.ev_loose) & plausible
-                share = _support_share(loose, self.support_size)
-                disturbed |= loose & (share >= SUPPORT_SHARE)
-                ratio = np.maximum(
-                    ratio,
-                    np.minimum(
-                        evidence / np.float32(self.ev_loose), share / np.float32(SUPPORT_SHARE)
-                    ),
-                )
-            score = np.where(plausible, ratio / (1.0 + ratio), 0.0)
-        score = np.where(finite, score, np.nan).astype(np.float32)
-        return BlockChange(score, disturbed & finite, evidence, brightening)
+        score, disturbed = _decision(self, evidence, plausible)
+        return BlockChange(score, disturbed, evidence, brightening)
+
+
+def _decision(
+    test: ChangeTest, evidence: np.ndarray, plausible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score and decision of each pixel of a block (:func:`kernels.decision`)."""
+    # numpy compares float32 evidence with a Python float level in float32: so does the kernel
+    return kernels.decision(
+        np.ascontiguousarray(evidence, dtype=np.float32),
+        np.ascontiguousarray(plausible),
+        np.float32(test.ev_strict),
+        np.float32(test.ev_loose),
+        test.support_size if test.uses_support else 0,
+        np.float32(SUPPORT_SHARE),
+    )
 
 
 @dataclass

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import ngjit
+from ..jit import ngjit_numpy_division
 
 
-@ngjit
+@ngjit_numpy_division
 def _median9(
     p0: float,
     p1: float,
@@ -49,7 +49,7 @@ def _median9(
     return min(p4, p2)
 
 
-@ngjit
+@ngjit_numpy_division
 def _padded(image: np.ndarray, fill: float) -> np.ndarray:
     """`image` with one pixel mirrored around it (scipy's mode="reflect"), pixels that are not
     finite set to `fill`."""
@@ -64,12 +64,12 @@ def _padded(image: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def _clamp(i: int, n: int) -> int:
     return min(max(i, 0), n - 1)
 
 
-@ngjit
+@ngjit_numpy_division
 def median3x3(image: np.ndarray, fill: float) -> np.ndarray:
     """3x3 median of a float32 (y, x) image with mirrored edges (scipy's mode="reflect"),
     pixels that are not finite read as `fill`."""
@@ -86,7 +86,7 @@ def median3x3(image: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def median3x3_bands(cube: np.ndarray) -> np.ndarray:
     """The 3x3 median of each band of a float32 (band, y, x) cube, missing pixels counted as 0
     in their neighbours' medians and left missing themselves."""
@@ -100,7 +100,7 @@ def median3x3_bands(cube: np.ndarray) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def box_mean3x3(image: np.ndarray) -> np.ndarray:
     """3x3 mean of the finite pixels of a float32 (y, x) image, edges repeated (scipy's
     mode="nearest"); NaN where the pixel itself is not finite."""
@@ -129,7 +129,7 @@ def box_mean3x3(image: np.ndarray) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
     """Share of each pixel's `size` x `size` neighbourhood that passes; outside the grid
     counts as not passing. By running column sums, so the cost does not grow with `size`."""
@@ -160,7 +160,7 @@ def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def evidence_lookup(
     q: np.ndarray, scale: np.float32, step: float, grid: np.ndarray, table: np.ndarray, top: float
 ) -> np.ndarray:
@@ -192,7 +192,7 @@ def evidence_lookup(
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def _clipped_rows(cube: np.ndarray, dark: np.ndarray, band: int, y: int, out: np.ndarray) -> None:
     """Row `y` of `band` minus its dark value, clipped at 0 (NaN stays NaN, as np.maximum)."""
     d = dark[band]
@@ -202,7 +202,7 @@ def _clipped_rows(cube: np.ndarray, dark: np.ndarray, band: int, y: int, out: np
         out[x] = zero if v < zero else v
 
 
-@ngjit
+@ngjit_numpy_division
 def surface_state(
     before: np.ndarray,
     after: np.ndarray,
@@ -253,7 +253,7 @@ def surface_state(
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def squared_z_sum(
     filtered: np.ndarray,
     before: np.ndarray,
@@ -306,9 +306,120 @@ def squared_z_sum(
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def _finite(v: np.float32, big: np.float32) -> np.float32:
     """np.nan_to_num of one float32: NaN to 0, infinities to the largest finite values."""
     v = np.float32(0.0) if v != v else v
     v = big if v > big else v
     return -big if v < -big else v
+
+
+@ngjit_numpy_division
+def _mirror_edges(p: np.ndarray) -> None:
+    """Fill the one-pixel border of padded `p` by mirroring its inside (scipy's
+    mode="reflect": the edge pixel repeated)."""
+    h, w = p.shape[0] - 2, p.shape[1] - 2
+    for y in range(1, h + 1):
+        p[y, 0] = p[y, 1]
+        p[y, w + 1] = p[y, w]
+    for x in range(w + 2):
+        p[0, x] = p[1, x]
+        p[h + 1, x] = p[h, x]
+
+
+@ngjit_numpy_division
+def filtered_differences(
+    before: np.ndarray, after: np.ndarray, gain: np.ndarray, mx: np.ndarray, my: np.ndarray
+) -> np.ndarray:
+    """`median3x3_bands` of the normalised differences of float32 (band, y, x) composites
+    (``(after - my) / gain + mx - before`` per band, `_Globals.normalised_diff`).
+
+    Each band's differences go straight into the median's padded buffer, then the output holds
+    them until the median replaces them pixel by pixel: no cube of differences, no numpy
+    temporaries. The same float32 operations in the same order, so numpy's to the bit."""
+    n_bands, h, w = before.shape
+    out = np.empty((n_bands, h, w), np.float32)
+    p = np.empty((h + 2, w + 2), np.float32)
+    zero = np.float32(0.0)
+    nan = np.float32(np.nan)
+    for k in range(n_bands):
+        g, cx, cy = gain[k], mx[k], my[k]
+        for y in range(h):
+            for x in range(w):
+                d = (after[k, y, x] - cy) / g + cx - before[k, y, x]
+                out[k, y, x] = d
+                p[y + 1, x + 1] = d if np.isfinite(d) else zero
+        _mirror_edges(p)
+        for y in range(h):
+            for x in range(w):
+                m = _median9(
+                    p[y, x], p[y, x + 1], p[y, x + 2],
+                    p[y + 1, x], p[y + 1, x + 1], p[y + 1, x + 2],
+                    p[y + 2, x], p[y + 2, x + 1], p[y + 2, x + 2],
+                )  # fmt: skip
+                out[k, y, x] = m if np.isfinite(out[k, y, x]) else nan
+    return out
+
+
+@ngjit_numpy_division
+def _maximum(a: np.float32, b: np.float32) -> np.float32:
+    """np.maximum of two numbers that are not NaN: `b` where they are equal, as numpy, which
+    tells 0 from -0 (the evidence of a zero difference is -0)."""
+    return a if a > b else b
+
+
+@ngjit_numpy_division
+def _minimum(a: np.float32, b: np.float32) -> np.float32:
+    """np.minimum of two numbers that are not NaN: `b` where they are equal, as numpy."""
+    return a if a < b else b
+
+
+@ngjit_numpy_division
+def decision(
+    evidence: np.ndarray,
+    plausible: np.ndarray,
+    strict: np.float32,
+    loose: np.float32,
+    support_size: int,
+    majority: np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score and decision of each pixel from its evidence (`ChangeTest.evaluate`): changed on
+    its own evidence above `strict`, or above `loose` where a `majority` share of its
+    `support_size` neighbourhood passes `loose` too (a size of 0: no supported test); the score
+    is the ratio of the evidence to its level over one plus it, 0 where a change is not
+    plausible, NaN where the evidence is not finite.
+
+    The levels come as float32: numpy compares a float32 array with a Python float in float32.
+    The same float32 operations as numpy's, so its result to the bit."""
+    h, w = evidence.shape
+    score = np.empty((h, w), np.float32)
+    disturbed = np.empty((h, w), np.bool_)
+    support = support_size > 0
+    passing = np.empty((h, w) if support else (0, 0), np.bool_)
+    if support:
+        for y in range(h):
+            for x in range(w):
+                passing[y, x] = evidence[y, x] > loose and plausible[y, x]
+        share = share_passing(passing, support_size)
+    else:
+        share = np.empty((0, 0), np.float32)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    nan = np.float32(np.nan)
+    for y in range(h):
+        for x in range(w):
+            e = evidence[y, x]
+            if not np.isfinite(e):
+                score[y, x] = nan
+                disturbed[y, x] = False
+                continue
+            ok = plausible[y, x]
+            changed = e > strict and ok
+            ratio = e / strict
+            if support:
+                s = share[y, x]
+                changed = changed or (passing[y, x] and s >= majority)
+                ratio = _maximum(ratio, _minimum(e / loose, s / majority))
+            score[y, x] = ratio / (one + ratio) if ok else zero
+            disturbed[y, x] = changed
+    return score, disturbed
