@@ -50,23 +50,32 @@ def _median9(
 
 
 @ngjit_numpy_division
+def _mirror_edges(p: np.ndarray) -> None:
+    """Fill the one-pixel border of padded `p` by mirroring its inside (scipy's
+    mode="reflect": the edge pixel repeated)."""
+    h, w = p.shape[0] - 2, p.shape[1] - 2
+    for y in range(1, h + 1):
+        p[y, 0] = p[y, 1]
+        p[y, w + 1] = p[y, w]
+    for x in range(w + 2):
+        p[0, x] = p[1, x]
+        p[h + 1, x] = p[h, x]
+
+
+@ngjit_numpy_division
 def _padded(image: np.ndarray, fill: float) -> np.ndarray:
     """`image` with one pixel mirrored around it (scipy's mode="reflect"), pixels that are not
     finite set to `fill`."""
     h, w = image.shape
     out = np.empty((h + 2, w + 2), np.float32)
-    for y in range(-1, h + 1):
-        yy = -y - 1 if y < 0 else 2 * h - y - 1 if y >= h else y
-        for x in range(-1, w + 1):
-            xx = -x - 1 if x < 0 else 2 * w - x - 1 if x >= w else x
-            value = image[yy, xx]
-            out[y + 1, x + 1] = value if np.isfinite(value) else fill
+    fill32 = np.float32(fill)
+    # the inside first, a loop without index arithmetic that the compiler vectorises
+    for y in range(h):
+        for x in range(w):
+            value = image[y, x]
+            out[y + 1, x + 1] = value if np.isfinite(value) else fill32
+    _mirror_edges(out)
     return out
-
-
-@ngjit_numpy_division
-def _clamp(i: int, n: int) -> int:
-    return min(max(i, 0), n - 1)
 
 
 @ngjit_numpy_division
@@ -105,17 +114,19 @@ def box_mean3x3(image: np.ndarray) -> np.ndarray:
     """3x3 mean of the finite pixels of a float32 (y, x) image, edges repeated (scipy's
     mode="nearest"); NaN where the pixel itself is not finite."""
     h, w = image.shape
-    # values (0 where missing) and their weights, padded by repeating the edges, so that the
-    # loop below has no branch and vectorises
+    # values (0 where missing) and their weights, padded by repeating the edges (for one pixel
+    # the same as mirroring them), so that the loop below has no branch and vectorises
     value = np.empty((h + 2, w + 2), np.float32)
     weight = np.empty((h + 2, w + 2), np.float32)
-    for y in range(-1, h + 1):
-        yy = _clamp(y, h)
-        for x in range(-1, w + 1):
-            v = image[yy, _clamp(x, w)]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for y in range(h):
+        for x in range(w):
+            v = image[y, x]
             ok = np.isfinite(v)
-            value[y + 1, x + 1] = v if ok else 0.0
-            weight[y + 1, x + 1] = 1.0 if ok else 0.0
+            value[y + 1, x + 1] = v if ok else zero
+            weight[y + 1, x + 1] = one if ok else zero
+    _mirror_edges(value)
+    _mirror_edges(weight)
     out = np.empty((h, w), np.float32)
     for y in range(h):
         for x in range(w):
@@ -312,19 +323,6 @@ def _finite(v: np.float32, big: np.float32) -> np.float32:
     v = np.float32(0.0) if v != v else v
     v = big if v > big else v
     return -big if v < -big else v
-
-
-@ngjit_numpy_division
-def _mirror_edges(p: np.ndarray) -> None:
-    """Fill the one-pixel border of padded `p` by mirroring its inside (scipy's
-    mode="reflect": the edge pixel repeated)."""
-    h, w = p.shape[0] - 2, p.shape[1] - 2
-    for y in range(1, h + 1):
-        p[y, 0] = p[y, 1]
-        p[y, w + 1] = p[y, w]
-    for x in range(w + 2):
-        p[0, x] = p[1, x]
-        p[h + 1, x] = p[h, x]
 
 
 @ngjit_numpy_division
