@@ -283,7 +283,7 @@ def test_a_block_tests_the_same_as_with_the_numpy_steps(monkeypatch) -> None:
         test = ChangeTest(g, 6.0, float(-np.log10(0.03)), support, 3)
         fast = test.evaluate(b, a)
         with monkeypatch.context() as patch:
-            for name in ("filtered_differences", "decision"):
+            for name in ("filtered_differences", "decision", "surface_rules"):
                 patch.setattr(kernels, name, REFERENCES[name])
             slow = test.evaluate(b, a)
         assert fast.disturbed.any()
@@ -328,3 +328,49 @@ def test_box_mean_adds_in_the_same_order_bit_for_bit(shape: tuple[int, int]) -> 
     if img.size > 4:
         img.reshape(-1)[3] = np.inf
     assert kernels.box_mean3x3(img).tobytes() == box_mean_in_order(img).tobytes()
+
+
+def surface_layers(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """(8, y, x) layers as `surface_state` gives them: vegetation before, little after, dry,
+    so that each rule decides; NDVI after at its threshold (as float32 and as the Python
+    float) over stripes wide enough for the median to pick it, brightness unchanged in places,
+    missing pixels and zero brightness."""
+    from changedetect.algorithms.detect import BARE_AFTER_NDVI
+
+    rng = np.random.default_rng(seed)
+    state = np.stack(
+        [rng.uniform(0.4, 0.9, shape), rng.uniform(0.0, 0.6, shape),
+         rng.uniform(-0.5, 0.05, shape), rng.uniform(-0.5, 0.05, shape),
+         *rng.uniform(0.0, 0.4, (4, *shape))]
+    ).astype(np.float32)  # fmt: skip
+    at = np.float32(BARE_AFTER_NDVI)
+    for k, value in enumerate([at, np.nextafter(at, np.float32(1)), np.nextafter(at, 0)]):
+        state[1, 3 * k : 3 * k + 3, ::2] = value
+    # and at the vegetation and water thresholds
+    state[0, ::5] = state[1, 1::5] = np.float32(0.5)
+    state[2, 2::7] = state[3, 3::7] = np.float32(0.0)
+    # the left half neither brighter nor darker
+    half = shape[1] // 2
+    state[5, :, :half], state[7, :, :half] = state[4, :, :half], state[6, :, :half]
+    state[:, rng.random(shape) < 0.05] = np.nan
+    state[4:][rng.random((4, *shape)) < 0.05] = np.float32(0.0)
+    return state
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_surface_rules_are_numpys_bit_for_bit(shape) -> None:
+    from changedetect.algorithms.detect import _surface_rules
+
+    state = surface_layers(shape, seed=sum(shape))
+    levels = (np.float32(0.5), np.float32(0.17), np.float32(0.0))
+    plausible, ratio = kernels.surface_rules(state, *levels)
+    expected_plausible, expected_ratio = REFERENCES["surface_rules"](state, *levels)
+    np.testing.assert_array_equal(plausible, expected_plausible)
+    assert ratio.dtype == np.float32 and ratio.tobytes() == expected_ratio.tobytes()
+    # the wrapper: the thresholds as the Python floats the numpy code compared with
+    plausible, brightening = _surface_rules(state)
+    expected_plausible, expected_ratio = REFERENCES["surface_rules"](state, 0.5, 0.17, 0.0)
+    np.testing.assert_array_equal(plausible, expected_plausible)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.log(np.where(expected_ratio > 0, expected_ratio, np.nan))
+    assert brightening.tobytes() == (0.5 * logs).astype(np.float32).tobytes()

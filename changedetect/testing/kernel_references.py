@@ -82,6 +82,22 @@ def decision_reference(evidence, plausible, strict, loose, support_size, majorit
     return score, disturbed & finite
 
 
+def surface_rules_reference(state, vegetated, bare, water):  # noqa: ANN001, ANN201
+    """What `ChangeTest.evaluate` computed in numpy, the thresholds as the Python floats it had
+    and the boxes and median from their kernels (or, swapped in, their references)."""
+    vegetated, bare, water = float(vegetated), float(bare), float(water)
+    ndvi_b, ndvi_a, mndwi_b, mndwi_a = state[:4]
+    abs_b, abs_a, nir_b, nir_a = (kernels.box_mean3x3(layer) for layer in state[4:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vegetated_after = ndvi_a > vegetated
+        wet = (mndwi_b > water) | (mndwi_a > water)
+        not_brighter = abs_a * nir_a <= abs_b * nir_b
+        bare_after = kernels.median3x3(ndvi_a, 1.0) < bare
+        faded = (ndvi_b > vegetated) & not_brighter & ~bare_after
+        ratio = (abs_a * nir_a) / (abs_b * nir_b)
+    return ~(vegetated_after | wet | faded), ratio
+
+
 REFERENCES = {
     "surface_state": surface_state_reference,
     "median3x3": median3x3_reference,
@@ -91,4 +107,5 @@ REFERENCES = {
     "evidence_lookup": evidence_lookup_reference,
     "filtered_differences": filtered_differences_reference,
     "decision": decision_reference,
+    "surface_rules": surface_rules_reference,
 }

@@ -327,40 +327,22 @@ def _surface_state(
     )
 
 
-def _box_brightness(state: np.ndarray) -> np.ndarray:
-    """3x3 box mean of the brightness layers of `_surface_state` (NaN-aware); indices untouched."""
-    out = np.empty_like(state)
-    out[:4] = state[:4]
-    for i in range(4, state.shape[0]):
-        out[i] = kernels.box_mean3x3(state[i])
-    return out
-
-
-def _brightening(state: np.ndarray) -> np.ndarray:
-    """log of the after / before ratio of the geometric mean of absorbing-band and NIR
-    brightness (> 0: the ground got brighter, as when a canopy is removed)."""
-    _, _, _, _, abs_b, abs_a, nir_b, nir_a = state
+def _surface_rules(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether a change could be a human disturbance (rule 5 of the module doc), and the
+    brightening of the ground: the log of the after / before ratio of the geometric mean of
+    absorbing-band and NIR brightness over 3x3 boxes (> 0: brighter, as when a canopy is
+    removed), from the layers of `_surface_state` (:func:`kernels.surface_rules`)."""
+    # numpy compares float32 layers with a Python float threshold in float32: so does the kernel
+    plausible, ratio = kernels.surface_rules(
+        np.ascontiguousarray(state, dtype=np.float32),
+        np.float32(VEGETATED_NDVI),
+        np.float32(BARE_AFTER_NDVI),
+        np.float32(WATER_MNDWI),
+    )
+    # numpy's logarithm, not the compiled one: the two may differ in the last bit
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = (abs_a * nir_a) / (abs_b * nir_b)
-        return (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
-
-
-def _plausible(state: np.ndarray) -> np.ndarray:
-    """Could a change here be a human disturbance? (see rule 5 of the module doc)
-
-    "Brighter" compares the geometric mean of absorbing-band and NIR brightness, so each side of
-    the red edge weighs the same whatever its absolute level.
-    """
-    ndvi_b, ndvi_a, mndwi_b, mndwi_a, abs_b, abs_a, nir_b, nir_a = state
-    with np.errstate(invalid="ignore"):
-        vegetated_after = ndvi_a > VEGETATED_NDVI
-        water = (mndwi_b > WATER_MNDWI) | (mndwi_a > WATER_MNDWI)
-        not_brighter = abs_a * nir_a <= abs_b * nir_b
-        # on the 3x3 median of NDVI: a dark surface's own NDVI is mostly noise, and a box mean
-        # would blend a small site into the vegetation around it
-        bare_after = kernels.median3x3(ndvi_a, 1.0) < BARE_AFTER_NDVI
-        faded = (ndvi_b > VEGETATED_NDVI) & not_brighter & ~bare_after
-    return ~(vegetated_after | water | faded)
+        brightening = (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
+    return plausible, brightening
 
 
 # ----------------------------------------------------------------------------------------------
@@ -776,10 +758,7 @@ class ChangeTest:
         del diff
         evidence = _evidence(q, g.chi_scale, g.chi_dof)
         del q
-        state = _box_brightness(_surface_state(b, a, g.dark_before, g.dark_after))
-        plausible = _plausible(state)
-        brightening = _brightening(state)
-        del state
+        plausible, brightening = _surface_rules(_surface_state(b, a, g.dark_before, g.dark_after))
         score, disturbed = _decision(self, evidence, plausible)
         return BlockChange(score, disturbed, evidence, brightening)
 

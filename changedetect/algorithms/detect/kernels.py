@@ -421,3 +421,40 @@ def decision(
             score[y, x] = ratio / (one + ratio) if ok else zero
             disturbed[y, x] = changed
     return score, disturbed
+
+
+@ngjit_numpy_division
+def surface_rules(
+    state: np.ndarray, vegetated: np.float32, bare: np.float32, water: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """From the (8, y, x) layers of `surface_state`: whether a change could be a human
+    disturbance, and the after / before ratio of the absorbing-band times NIR brightness, both
+    brightnesses as 3x3 box means (`box_mean3x3`). Not plausible: densely vegetated after (NDVI
+    above `vegetated`), open water on either date (MNDWI above `water`), or vegetation that faded
+    without the ground getting brighter and without becoming bare (the 3x3 median of NDVI after
+    below `bare`).
+
+    "Brighter" compares the geometric mean of absorbing-band and NIR brightness, so each side of
+    the red edge weighs the same whatever its absolute level. The thresholds come as float32, as
+    numpy compares a float32 layer with a Python float; the same float32 products and ratio as
+    numpy's, so its results to the bit."""
+    _, h, w = state.shape
+    boxes = np.empty((4, h, w), np.float32)
+    for i in range(4):
+        boxes[i] = box_mean3x3(state[4 + i])
+    # on the 3x3 median of NDVI: a dark surface's own NDVI is mostly noise, and a box mean
+    # would blend a small site into the vegetation around it
+    ndvi_after = median3x3(state[1], 1.0)
+    plausible = np.empty((h, w), np.bool_)
+    ratio = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            after = boxes[1, y, x] * boxes[3, y, x]
+            before = boxes[0, y, x] * boxes[2, y, x]
+            vegetated_after = state[1, y, x] > vegetated
+            wet = state[2, y, x] > water or state[3, y, x] > water
+            bare_after = ndvi_after[y, x] < bare
+            faded = state[0, y, x] > vegetated and after <= before and not bare_after
+            plausible[y, x] = not (vegetated_after or wet or faded)
+            ratio[y, x] = after / before
+    return plausible, ratio
