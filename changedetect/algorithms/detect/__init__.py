@@ -164,7 +164,9 @@ def median(values: np.ndarray) -> float:
 
 def robust_location_scale(sample: np.ndarray) -> tuple[float, float]:
     """Median and MAD-based sigma of the finite values of `sample`."""
-    finite = sample[np.isfinite(sample)]
+    ok = np.isfinite(sample)
+    # the statistics' samples are mostly all finite: copy out the finite values only if not
+    finite = sample.reshape(-1) if ok.all() else sample[ok]
     if finite.size == 0:
         return 0.0, 1.0
     med = median(finite)
