@@ -447,3 +447,27 @@ def test_median_is_numpys_to_the_bit():
     assert np.isnan(median(with_nan))
     counts = np.array([3, 1, 2, 2], np.int16)
     assert median(counts) == float(np.median(counts)) == 2.0
+
+
+def test_robust_location_scale_is_that_of_the_finite_values_to_the_bit():
+    from changedetect.algorithms.detect import MAD_TO_SIGMA, median, robust_location_scale
+
+    def of_the_finite_values(sample: np.ndarray) -> tuple[float, float]:
+        finite = sample[np.isfinite(sample)]
+        if finite.size == 0:
+            return 0.0, 1.0
+        med = median(finite)
+        return med, max(median(np.abs(finite - med)) * MAD_TO_SIGMA, 1e-6)
+
+    rng = np.random.default_rng(4)
+    for dtype in (np.float64, np.float32):
+        for n in (1, 2, 7, 4096, 100_001):
+            values = (rng.standard_normal(n) * 0.3 + 0.1).astype(dtype)
+            assert robust_location_scale(values) == of_the_finite_values(values), n
+            values[::3] = np.nan
+            values[1::5] = np.inf
+            assert robust_location_scale(values) == of_the_finite_values(values), n
+    rows = rng.standard_normal((6, 300))
+    assert robust_location_scale(rows[2]) == of_the_finite_values(rows[2])
+    assert robust_location_scale(rows) == of_the_finite_values(rows)
+    assert robust_location_scale(np.full(5, np.nan)) == (0.0, 1.0)

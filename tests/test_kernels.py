@@ -210,3 +210,167 @@ def test_squared_z_sum_is_numpys_bit_for_bit(shape, lever, spread) -> None:
     assert got.tobytes() == expected.tobytes()
     if shape[0] > 3:
         assert np.isnan(got).any() and np.isfinite(got).any()
+
+
+# --- fused passes of the test: numpy's results to the bit ------------------------------------
+
+
+def line_statistics(k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    gain, mx, my = rng.uniform(0.8, 1.2, k), rng.uniform(0.05, 0.3, k), rng.uniform(0.05, 0.3, k)
+    return gain.astype(np.float32), mx.astype(np.float32), my.astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_filtered_differences_are_the_band_medians_of_the_differences(shape) -> None:
+    from changedetect.algorithms.detect import _Globals
+
+    b = np.stack([image(shape, seed=k) for k in range(6)])
+    a = np.stack([image(shape, seed=10 + k) for k in range(6)])
+    a[2] = b[2]  # a band without change: exact zeros (and ties) in the differences
+    b[3, ..., :1] = np.inf
+    gain, mx, my = line_statistics(6, seed=sum(shape))
+    gain[2], mx[2], my[2] = 1.0, 0.0, 0.0
+    got = kernels.filtered_differences(b, a, gain, mx, my)
+    reference = REFERENCES["filtered_differences"](b, a, gain, mx, my)
+    assert got.dtype == np.float32 and got.tobytes() == reference.tobytes()
+    # and the compiled path it replaced: the differences in numpy, then the band medians
+    g = _Globals(gain, mx, my, np.zeros(6, np.float32), np.zeros(6, np.float32))
+    assert got.tobytes() == kernels.median3x3_bands(g.normalised_diff(b, a)).tobytes()
+
+
+def evidence_cases(shape: tuple[int, int], seed: int, loose: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ev = rng.exponential(3.0, shape).astype(np.float32)
+    flat = ev.reshape(-1)
+    n = flat.size
+    # the levels themselves, as float32 and just around, signed zeros, and no data
+    special = [np.float32(6.0), np.float32(loose), np.nextafter(np.float32(loose), np.float32(9)),
+               np.nextafter(np.float32(loose), np.float32(0)), np.float32(0.0), np.float32(-0.0),
+               np.float32(np.nan), np.float32(300.0)]  # fmt: skip
+    picks = rng.integers(0, len(special), n)
+    chosen = rng.random(n) < 0.3
+    flat[chosen] = np.array(special, np.float32)[picks[chosen]]
+    return ev
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("support_size", [0, 1, 3, 9])
+def test_decision_is_numpys_bit_for_bit(shape, support_size) -> None:
+    loose = float(-np.log10(0.03))  # a level that float32 rounds up
+    evidence = evidence_cases(shape, seed=support_size + sum(shape), loose=loose)
+    plausible = np.random.default_rng(sum(shape)).random(shape) < 0.8
+    args = (evidence, plausible, np.float32(6.0), np.float32(loose), support_size, np.float32(0.5))
+    score, disturbed = kernels.decision(*args)
+    expected_score, expected_disturbed = REFERENCES["decision"](*args)
+    assert score.dtype == np.float32 and score.tobytes() == expected_score.tobytes()
+    np.testing.assert_array_equal(disturbed, expected_disturbed)
+
+
+def test_a_block_tests_the_same_as_with_the_numpy_steps(monkeypatch) -> None:
+    from changedetect.algorithms.detect import ChangeTest, _Globals
+
+    rng = np.random.default_rng(5)
+    b = (0.05 + 0.25 * rng.random((6, 70, 90))).astype(np.float32)
+    a = (b * 1.03 + 0.01 * rng.standard_normal(b.shape)).astype(np.float32)
+    a[:, 30:50, 40:60] += 0.2  # a site
+    b[:, :5, :5] = np.nan
+    gain, mx, my = line_statistics(6, seed=1)
+    k6 = np.full(6, 0.01, np.float32)
+    g = _Globals(gain, mx, my, k6, k6, np.zeros(6, np.float32), k6, k6, k6, False, 1.1, 5.2, k6)
+    # a (1, 1) support turns the supported test off
+    for support in (9, 1):
+        test = ChangeTest(g, 6.0, float(-np.log10(0.03)), support, 3)
+        fast = test.evaluate(b, a)
+        with monkeypatch.context() as patch:
+            for name in ("filtered_differences", "decision", "surface_rules"):
+                patch.setattr(kernels, name, REFERENCES[name])
+            slow = test.evaluate(b, a)
+        assert fast.disturbed.any()
+        for got, expected in zip(fast, slow, strict=True):
+            assert got.tobytes() == expected.tobytes()
+
+
+def test_the_levels_are_compared_in_float32_as_numpy_does() -> None:
+    from changedetect.algorithms.detect import ChangeTest, _decision, _Globals
+
+    ones = np.ones(6)
+    test = ChangeTest(_Globals(ones, ones, ones, ones, ones), 6.0, float(-np.log10(0.03)), 9, 3)
+    # evidence at the loose level rounded to float32, which lies above the level itself
+    evidence = evidence_cases((40, 40), seed=3, loose=test.ev_loose)
+    plausible = np.ones((40, 40), bool)
+    score, disturbed = _decision(test, evidence, plausible)
+    reference = REFERENCES["decision"](evidence, plausible, test.ev_strict, test.ev_loose, 9, 0.5)
+    assert score.tobytes() == reference[0].tobytes()
+    np.testing.assert_array_equal(disturbed, reference[1])
+
+
+def box_mean_in_order(img: np.ndarray) -> np.ndarray:
+    """The kernel's box mean in numpy: the nine values added in float32 from 0, row by row, as
+    the kernel adds them (scipy's separable filter rounds differently)."""
+    ok = np.isfinite(img)
+    value = np.pad(np.where(ok, img, np.float32(0.0)), 1, mode="edge")
+    weight = np.pad(ok.astype(np.float32), 1, mode="edge")
+    h, w = img.shape
+    total, n = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            total += value[dy : dy + h, dx : dx + w]
+            n += weight[dy : dy + h, dx : dx + w]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, total / n, np.float32(np.nan))
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, (3, 40), (40, 3)])
+def test_box_mean_adds_in_the_same_order_bit_for_bit(shape: tuple[int, int]) -> None:
+    img = image(shape, seed=5 * sum(shape), holes=0.3)
+    img[0, -1] = -np.float32(0.0)
+    if img.size > 4:
+        img.reshape(-1)[3] = np.inf
+    assert kernels.box_mean3x3(img).tobytes() == box_mean_in_order(img).tobytes()
+
+
+def surface_layers(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """(8, y, x) layers as `surface_state` gives them: vegetation before, little after, dry,
+    so that each rule decides; NDVI after at its threshold (as float32 and as the Python
+    float) over stripes wide enough for the median to pick it, brightness unchanged in places,
+    missing pixels and zero brightness."""
+    from changedetect.algorithms.detect import BARE_AFTER_NDVI
+
+    rng = np.random.default_rng(seed)
+    state = np.stack(
+        [rng.uniform(0.4, 0.9, shape), rng.uniform(0.0, 0.6, shape),
+         rng.uniform(-0.5, 0.05, shape), rng.uniform(-0.5, 0.05, shape),
+         *rng.uniform(0.0, 0.4, (4, *shape))]
+    ).astype(np.float32)  # fmt: skip
+    at = np.float32(BARE_AFTER_NDVI)
+    for k, value in enumerate([at, np.nextafter(at, np.float32(1)), np.nextafter(at, 0)]):
+        state[1, 3 * k : 3 * k + 3, ::2] = value
+    # and at the vegetation and water thresholds
+    state[0, ::5] = state[1, 1::5] = np.float32(0.5)
+    state[2, 2::7] = state[3, 3::7] = np.float32(0.0)
+    # the left half neither brighter nor darker
+    half = shape[1] // 2
+    state[5, :, :half], state[7, :, :half] = state[4, :, :half], state[6, :, :half]
+    state[:, rng.random(shape) < 0.05] = np.nan
+    state[4:][rng.random((4, *shape)) < 0.05] = np.float32(0.0)
+    return state
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_surface_rules_are_numpys_bit_for_bit(shape) -> None:
+    from changedetect.algorithms.detect import _surface_rules
+
+    state = surface_layers(shape, seed=sum(shape))
+    levels = (np.float32(0.5), np.float32(0.17), np.float32(0.0))
+    plausible, ratio = kernels.surface_rules(state, *levels)
+    expected_plausible, expected_ratio = REFERENCES["surface_rules"](state, *levels)
+    np.testing.assert_array_equal(plausible, expected_plausible)
+    assert ratio.dtype == np.float32 and ratio.tobytes() == expected_ratio.tobytes()
+    # the wrapper: the thresholds as the Python floats the numpy code compared with
+    plausible, brightening = _surface_rules(state)
+    expected_plausible, expected_ratio = REFERENCES["surface_rules"](state, 0.5, 0.17, 0.0)
+    np.testing.assert_array_equal(plausible, expected_plausible)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.log(np.where(expected_ratio > 0, expected_ratio, np.nan))
+    assert brightening.tobytes() == (0.5 * logs).astype(np.float32).tobytes()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..algorithms.detect import kernels
 from ..algorithms.indices import mndwi, ndvi
 
 
@@ -55,6 +56,48 @@ def surface_state_reference(b, a, dark_b, dark_a, green, red, nir, swir, absorbi
     return np.stack(layers).astype(np.float32)
 
 
+def filtered_differences_reference(b, a, gain, mx, my):  # noqa: ANN001, ANN201
+    shape = (-1, 1, 1)
+    diff = (a - my.reshape(shape)) / gain.reshape(shape) + mx.reshape(shape) - b
+    return median3x3_bands_reference(diff)
+
+
+def decision_reference(evidence, plausible, strict, loose, support_size, majority):  # noqa: ANN001, ANN201
+    """What `ChangeTest.evaluate` computed in numpy, the levels as the Python floats it had and
+    the support share from its kernel (or, swapped in, that kernel's reference)."""
+    strict, loose, majority = float(strict), float(loose), float(majority)
+    finite = np.isfinite(evidence)
+    with np.errstate(invalid="ignore"):
+        disturbed = (evidence > strict) & plausible
+        ratio = evidence / np.float32(strict)
+        if support_size > 0:
+            passing = (evidence > loose) & plausible
+            share = kernels.share_passing(passing, support_size)
+            disturbed |= passing & (share >= majority)
+            ratio = np.maximum(
+                ratio, np.minimum(evidence / np.float32(loose), share / np.float32(majority))
+            )
+        score = np.where(plausible, ratio / (1.0 + ratio), 0.0)
+    score = np.where(finite, score, np.nan).astype(np.float32)
+    return score, disturbed & finite
+
+
+def surface_rules_reference(state, vegetated, bare, water):  # noqa: ANN001, ANN201
+    """What `ChangeTest.evaluate` computed in numpy, the thresholds as the Python floats it had
+    and the boxes and median from their kernels (or, swapped in, their references)."""
+    vegetated, bare, water = float(vegetated), float(bare), float(water)
+    ndvi_b, ndvi_a, mndwi_b, mndwi_a = state[:4]
+    abs_b, abs_a, nir_b, nir_a = (kernels.box_mean3x3(layer) for layer in state[4:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vegetated_after = ndvi_a > vegetated
+        wet = (mndwi_b > water) | (mndwi_a > water)
+        not_brighter = abs_a * nir_a <= abs_b * nir_b
+        bare_after = kernels.median3x3(ndvi_a, 1.0) < bare
+        faded = (ndvi_b > vegetated) & not_brighter & ~bare_after
+        ratio = (abs_a * nir_a) / (abs_b * nir_b)
+    return ~(vegetated_after | wet | faded), ratio
+
+
 REFERENCES = {
     "surface_state": surface_state_reference,
     "median3x3": median3x3_reference,
@@ -62,4 +105,7 @@ REFERENCES = {
     "box_mean3x3": box_mean3x3_reference,
     "share_passing": share_passing_reference,
     "evidence_lookup": evidence_lookup_reference,
+    "filtered_differences": filtered_differences_reference,
+    "decision": decision_reference,
+    "surface_rules": surface_rules_reference,
 }

@@ -164,7 +164,9 @@ def median(values: np.ndarray) -> float:
 
 def robust_location_scale(sample: np.ndarray) -> tuple[float, float]:
     """Median and MAD-based sigma of the finite values of `sample`."""
-    finite = sample[np.isfinite(sample)]
+    ok = np.isfinite(sample)
+    # the statistics' samples are mostly all finite: copy out the finite values only if not
+    finite = sample.reshape(-1) if ok.all() else sample[ok]
     if finite.size == 0:
         return 0.0, 1.0
     med = median(finite)
@@ -255,6 +257,15 @@ def _median_bands(diff: np.ndarray, size: int) -> np.ndarray:
     return np.where(np.isfinite(diff), out, np.nan).astype(np.float32)
 
 
+def _filtered_differences(g: _Globals, b: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
+    """The median-filtered normalised differences of a block, in one compiled pass where the
+    filter is 3x3 and the statistics float32 (:meth:`_Globals.as_float32`), else in numpy."""
+    line = (g.gain, g.mx, g.my)
+    if size != 3 or any(np.asarray(v).dtype != np.float32 for v in (b, a, *line)):
+        return _median_bands(g.normalised_diff(b, a), size)
+    return kernels.filtered_differences(np.ascontiguousarray(b), np.ascontiguousarray(a), *line)
+
+
 def _natural_var(sb: np.ndarray, sa: np.ndarray, nb: Any, na: Any) -> np.ndarray:
     """Within-window variance above the sensor-noise floor, both windows summed (NaN -> 0)."""
     vb = np.clip(np.nan_to_num(sb) ** 2 - nb**2, 0.0, None)
@@ -301,11 +312,6 @@ def gaussian_isf(p: float) -> float:
     return 0.0 - float(special.ndtri(p))
 
 
-def _support_share(passing: np.ndarray, size: int) -> np.ndarray:
-    """Share of the size x size neighbourhood that passes (outside the grid counts as not)."""
-    return kernels.share_passing(passing, size)
-
-
 def _surface_state(
     b: np.ndarray, a: np.ndarray, dark_b: np.ndarray, dark_a: np.ndarray
 ) -> np.ndarray:
@@ -323,40 +329,22 @@ def _surface_state(
     )
 
 
-def _box_brightness(state: np.ndarray) -> np.ndarray:
-    """3x3 box mean of the brightness layers of `_surface_state` (NaN-aware); indices untouched."""
-    out = np.empty_like(state)
-    out[:4] = state[:4]
-    for i in range(4, state.shape[0]):
-        out[i] = kernels.box_mean3x3(state[i])
-    return out
-
-
-def _brightening(state: np.ndarray) -> np.ndarray:
-    """log of the after / before ratio of the geometric mean of absorbing-band and NIR
-    brightness (> 0: the ground got brighter, as when a canopy is removed)."""
-    _, _, _, _, abs_b, abs_a, nir_b, nir_a = state
+def _surface_rules(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether a change could be a human disturbance (rule 5 of the module doc), and the
+    brightening of the ground: the log of the after / before ratio of the geometric mean of
+    absorbing-band and NIR brightness over 3x3 boxes (> 0: brighter, as when a canopy is
+    removed), from the layers of `_surface_state` (:func:`kernels.surface_rules`)."""
+    # numpy compares float32 layers with a Python float threshold in float32: so does the kernel
+    plausible, ratio = kernels.surface_rules(
+        np.ascontiguousarray(state, dtype=np.float32),
+        np.float32(VEGETATED_NDVI),
+        np.float32(BARE_AFTER_NDVI),
+        np.float32(WATER_MNDWI),
+    )
+    # numpy's logarithm, not the compiled one: the two may differ in the last bit
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = (abs_a * nir_a) / (abs_b * nir_b)
-        return (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
-
-
-def _plausible(state: np.ndarray) -> np.ndarray:
-    """Could a change here be a human disturbance? (see rule 5 of the module doc)
-
-    "Brighter" compares the geometric mean of absorbing-band and NIR brightness, so each side of
-    the red edge weighs the same whatever its absolute level.
-    """
-    ndvi_b, ndvi_a, mndwi_b, mndwi_a, abs_b, abs_a, nir_b, nir_a = state
-    with np.errstate(invalid="ignore"):
-        vegetated_after = ndvi_a > VEGETATED_NDVI
-        water = (mndwi_b > WATER_MNDWI) | (mndwi_a > WATER_MNDWI)
-        not_brighter = abs_a * nir_a <= abs_b * nir_b
-        # on the 3x3 median of NDVI: a dark surface's own NDVI is mostly noise, and a box mean
-        # would blend a small site into the vegetation around it
-        bare_after = kernels.median3x3(ndvi_a, 1.0) < BARE_AFTER_NDVI
-        faded = (ndvi_b > VEGETATED_NDVI) & not_brighter & ~bare_after
-    return ~(vegetated_after | water | faded)
+        brightening = (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
+    return plausible, brightening
 
 
 # ----------------------------------------------------------------------------------------------
@@ -766,33 +754,30 @@ class ChangeTest:
         """The test on (band, y, x) composites (and spreads); results are exact `halo` pixels
         away from a block edge that is not the grid's edge."""
         g = self.g
-        diff = _median_bands(g.normalised_diff(b, a), self.median_size)
+        diff = _filtered_differences(g, b, a, self.median_size)
         spreads = (sb, sa) if g.use_spread else (None, None)
         q = g.squared_z_sum(diff, *spreads, before=b)
         del diff
         evidence = _evidence(q, g.chi_scale, g.chi_dof)
         del q
-        state = _box_brightness(_surface_state(b, a, g.dark_before, g.dark_after))
-        plausible = _plausible(state)
-        brightening = _brightening(state)
-        del state
-        finite = np.isfinite(evidence)
-        with np.errstate(invalid="ignore"):
-            disturbed = (evidence > self.ev_strict) & plausible
-            ratio = evidence / np.float32(self.ev_strict)
-            if self.uses_support:
-                loose = (evidence > self.ev_loose) & plausible
-                share = _support_share(loose, self.support_size)
-                disturbed |= loose & (share >= SUPPORT_SHARE)
-                ratio = np.maximum(
-                    ratio,
-                    np.minimum(
-                        evidence / np.float32(self.ev_loose), share / np.float32(SUPPORT_SHARE)
-                    ),
-                )
-            score = np.where(plausible, ratio / (1.0 + ratio), 0.0)
-        score = np.where(finite, score, np.nan).astype(np.float32)
-        return BlockChange(score, disturbed & finite, evidence, brightening)
+        plausible, brightening = _surface_rules(_surface_state(b, a, g.dark_before, g.dark_after))
+        score, disturbed = _decision(self, evidence, plausible)
+        return BlockChange(score, disturbed, evidence, brightening)
+
+
+def _decision(
+    test: ChangeTest, evidence: np.ndarray, plausible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score and decision of each pixel of a block (:func:`kernels.decision`)."""
+    # numpy compares float32 evidence with a Python float level in float32: so does the kernel
+    return kernels.decision(
+        np.ascontiguousarray(evidence, dtype=np.float32),
+        np.ascontiguousarray(plausible),
+        np.float32(test.ev_strict),
+        np.float32(test.ev_loose),
+        test.support_size if test.uses_support else 0,
+        np.float32(SUPPORT_SHARE),
+    )
 
 
 @dataclass

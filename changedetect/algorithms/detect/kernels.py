@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import ngjit
+from ..jit import ngjit_numpy_division
 
 
-@ngjit
+@ngjit_numpy_division
 def _median9(
     p0: float,
     p1: float,
@@ -49,27 +49,36 @@ def _median9(
     return min(p4, p2)
 
 
-@ngjit
+@ngjit_numpy_division
+def _mirror_edges(p: np.ndarray) -> None:
+    """Fill the one-pixel border of padded `p` by mirroring its inside (scipy's
+    mode="reflect": the edge pixel repeated)."""
+    h, w = p.shape[0] - 2, p.shape[1] - 2
+    for y in range(1, h + 1):
+        p[y, 0] = p[y, 1]
+        p[y, w + 1] = p[y, w]
+    for x in range(w + 2):
+        p[0, x] = p[1, x]
+        p[h + 1, x] = p[h, x]
+
+
+@ngjit_numpy_division
 def _padded(image: np.ndarray, fill: float) -> np.ndarray:
     """`image` with one pixel mirrored around it (scipy's mode="reflect"), pixels that are not
     finite set to `fill`."""
     h, w = image.shape
     out = np.empty((h + 2, w + 2), np.float32)
-    for y in range(-1, h + 1):
-        yy = -y - 1 if y < 0 else 2 * h - y - 1 if y >= h else y
-        for x in range(-1, w + 1):
-            xx = -x - 1 if x < 0 else 2 * w - x - 1 if x >= w else x
-            value = image[yy, xx]
-            out[y + 1, x + 1] = value if np.isfinite(value) else fill
+    fill32 = np.float32(fill)
+    # the inside first, a loop without index arithmetic that the compiler vectorises
+    for y in range(h):
+        for x in range(w):
+            value = image[y, x]
+            out[y + 1, x + 1] = value if np.isfinite(value) else fill32
+    _mirror_edges(out)
     return out
 
 
-@ngjit
-def _clamp(i: int, n: int) -> int:
-    return min(max(i, 0), n - 1)
-
-
-@ngjit
+@ngjit_numpy_division
 def median3x3(image: np.ndarray, fill: float) -> np.ndarray:
     """3x3 median of a float32 (y, x) image with mirrored edges (scipy's mode="reflect"),
     pixels that are not finite read as `fill`."""
@@ -86,7 +95,7 @@ def median3x3(image: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def median3x3_bands(cube: np.ndarray) -> np.ndarray:
     """The 3x3 median of each band of a float32 (band, y, x) cube, missing pixels counted as 0
     in their neighbours' medians and left missing themselves."""
@@ -100,22 +109,24 @@ def median3x3_bands(cube: np.ndarray) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def box_mean3x3(image: np.ndarray) -> np.ndarray:
     """3x3 mean of the finite pixels of a float32 (y, x) image, edges repeated (scipy's
     mode="nearest"); NaN where the pixel itself is not finite."""
     h, w = image.shape
-    # values (0 where missing) and their weights, padded by repeating the edges, so that the
-    # loop below has no branch and vectorises
+    # values (0 where missing) and their weights, padded by repeating the edges (for one pixel
+    # the same as mirroring them), so that the loop below has no branch and vectorises
     value = np.empty((h + 2, w + 2), np.float32)
     weight = np.empty((h + 2, w + 2), np.float32)
-    for y in range(-1, h + 1):
-        yy = _clamp(y, h)
-        for x in range(-1, w + 1):
-            v = image[yy, _clamp(x, w)]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for y in range(h):
+        for x in range(w):
+            v = image[y, x]
             ok = np.isfinite(v)
-            value[y + 1, x + 1] = v if ok else 0.0
-            weight[y + 1, x + 1] = 1.0 if ok else 0.0
+            value[y + 1, x + 1] = v if ok else zero
+            weight[y + 1, x + 1] = one if ok else zero
+    _mirror_edges(value)
+    _mirror_edges(weight)
     out = np.empty((h, w), np.float32)
     for y in range(h):
         for x in range(w):
@@ -129,7 +140,7 @@ def box_mean3x3(image: np.ndarray) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
     """Share of each pixel's `size` x `size` neighbourhood that passes; outside the grid
     counts as not passing. By running column sums, so the cost does not grow with `size`."""
@@ -160,7 +171,7 @@ def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def evidence_lookup(
     q: np.ndarray, scale: np.float32, step: float, grid: np.ndarray, table: np.ndarray, top: float
 ) -> np.ndarray:
@@ -192,7 +203,7 @@ def evidence_lookup(
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def _clipped_rows(cube: np.ndarray, dark: np.ndarray, band: int, y: int, out: np.ndarray) -> None:
     """Row `y` of `band` minus its dark value, clipped at 0 (NaN stays NaN, as np.maximum)."""
     d = dark[band]
@@ -202,7 +213,7 @@ def _clipped_rows(cube: np.ndarray, dark: np.ndarray, band: int, y: int, out: np
         out[x] = zero if v < zero else v
 
 
-@ngjit
+@ngjit_numpy_division
 def surface_state(
     before: np.ndarray,
     after: np.ndarray,
@@ -253,7 +264,7 @@ def surface_state(
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def squared_z_sum(
     filtered: np.ndarray,
     before: np.ndarray,
@@ -306,9 +317,144 @@ def squared_z_sum(
     return out
 
 
-@ngjit
+@ngjit_numpy_division
 def _finite(v: np.float32, big: np.float32) -> np.float32:
     """np.nan_to_num of one float32: NaN to 0, infinities to the largest finite values."""
     v = np.float32(0.0) if v != v else v
     v = big if v > big else v
     return -big if v < -big else v
+
+
+@ngjit_numpy_division
+def filtered_differences(
+    before: np.ndarray, after: np.ndarray, gain: np.ndarray, mx: np.ndarray, my: np.ndarray
+) -> np.ndarray:
+    """`median3x3_bands` of the normalised differences of float32 (band, y, x) composites
+    (``(after - my) / gain + mx - before`` per band, `_Globals.normalised_diff`).
+
+    Each band's differences go straight into the median's padded buffer, then the output holds
+    them until the median replaces them pixel by pixel: no cube of differences, no numpy
+    temporaries. The same float32 operations in the same order, so numpy's to the bit."""
+    n_bands, h, w = before.shape
+    out = np.empty((n_bands, h, w), np.float32)
+    p = np.empty((h + 2, w + 2), np.float32)
+    zero = np.float32(0.0)
+    nan = np.float32(np.nan)
+    for k in range(n_bands):
+        g, cx, cy = gain[k], mx[k], my[k]
+        for y in range(h):
+            for x in range(w):
+                d = (after[k, y, x] - cy) / g + cx - before[k, y, x]
+                out[k, y, x] = d
+                p[y + 1, x + 1] = d if np.isfinite(d) else zero
+        _mirror_edges(p)
+        for y in range(h):
+            for x in range(w):
+                m = _median9(
+                    p[y, x], p[y, x + 1], p[y, x + 2],
+                    p[y + 1, x], p[y + 1, x + 1], p[y + 1, x + 2],
+                    p[y + 2, x], p[y + 2, x + 1], p[y + 2, x + 2],
+                )  # fmt: skip
+                out[k, y, x] = m if np.isfinite(out[k, y, x]) else nan
+    return out
+
+
+@ngjit_numpy_division
+def _maximum(a: np.float32, b: np.float32) -> np.float32:
+    """np.maximum of two numbers that are not NaN: `b` where they are equal, as numpy, which
+    tells 0 from -0 (the evidence of a zero difference is -0)."""
+    return a if a > b else b
+
+
+@ngjit_numpy_division
+def _minimum(a: np.float32, b: np.float32) -> np.float32:
+    """np.minimum of two numbers that are not NaN: `b` where they are equal, as numpy."""
+    return a if a < b else b
+
+
+@ngjit_numpy_division
+def decision(
+    evidence: np.ndarray,
+    plausible: np.ndarray,
+    strict: np.float32,
+    loose: np.float32,
+    support_size: int,
+    majority: np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score and decision of each pixel from its evidence (`ChangeTest.evaluate`): changed on
+    its own evidence above `strict`, or above `loose` where a `majority` share of its
+    `support_size` neighbourhood passes `loose` too (a size of 0: no supported test); the score
+    is the ratio of the evidence to its level over one plus it, 0 where a change is not
+    plausible, NaN where the evidence is not finite.
+
+    The levels come as float32: numpy compares a float32 array with a Python float in float32.
+    The same float32 operations as numpy's, so its result to the bit."""
+    h, w = evidence.shape
+    score = np.empty((h, w), np.float32)
+    disturbed = np.empty((h, w), np.bool_)
+    support = support_size > 0
+    passing = np.empty((h, w) if support else (0, 0), np.bool_)
+    if support:
+        for y in range(h):
+            for x in range(w):
+                passing[y, x] = evidence[y, x] > loose and plausible[y, x]
+        share = share_passing(passing, support_size)
+    else:
+        share = np.empty((0, 0), np.float32)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    nan = np.float32(np.nan)
+    for y in range(h):
+        for x in range(w):
+            e = evidence[y, x]
+            if not np.isfinite(e):
+                score[y, x] = nan
+                disturbed[y, x] = False
+                continue
+            ok = plausible[y, x]
+            changed = e > strict and ok
+            ratio = e / strict
+            if support:
+                s = share[y, x]
+                changed = changed or (passing[y, x] and s >= majority)
+                ratio = _maximum(ratio, _minimum(e / loose, s / majority))
+            score[y, x] = ratio / (one + ratio) if ok else zero
+            disturbed[y, x] = changed
+    return score, disturbed
+
+
+@ngjit_numpy_division
+def surface_rules(
+    state: np.ndarray, vegetated: np.float32, bare: np.float32, water: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """From the (8, y, x) layers of `surface_state`: whether a change could be a human
+    disturbance, and the after / before ratio of the absorbing-band times NIR brightness, both
+    brightnesses as 3x3 box means (`box_mean3x3`). Not plausible: densely vegetated after (NDVI
+    above `vegetated`), open water on either date (MNDWI above `water`), or vegetation that faded
+    without the ground getting brighter and without becoming bare (the 3x3 median of NDVI after
+    below `bare`).
+
+    "Brighter" compares the geometric mean of absorbing-band and NIR brightness, so each side of
+    the red edge weighs the same whatever its absolute level. The thresholds come as float32, as
+    numpy compares a float32 layer with a Python float; the same float32 products and ratio as
+    numpy's, so its results to the bit."""
+    _, h, w = state.shape
+    boxes = np.empty((4, h, w), np.float32)
+    for i in range(4):
+        boxes[i] = box_mean3x3(state[4 + i])
+    # on the 3x3 median of NDVI: a dark surface's own NDVI is mostly noise, and a box mean
+    # would blend a small site into the vegetation around it
+    ndvi_after = median3x3(state[1], 1.0)
+    plausible = np.empty((h, w), np.bool_)
+    ratio = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            after = boxes[1, y, x] * boxes[3, y, x]
+            before = boxes[0, y, x] * boxes[2, y, x]
+            vegetated_after = state[1, y, x] > vegetated
+            wet = state[2, y, x] > water or state[3, y, x] > water
+            bare_after = ndvi_after[y, x] < bare
+            faded = state[0, y, x] > vegetated and after <= before and not bare_after
+            plausible[y, x] = not (vegetated_after or wet or faded)
+            ratio[y, x] = after / before
+    return plausible, ratio
