@@ -624,6 +624,8 @@ def analyse(
                 what=f"[{options.aoi}] change test",
                 # on disk, not in memory: with heavy change they were most of the run's memory
                 spill=work / "changed-pixels",
+                # the chunks a stripe of the pass computed for its halo, for the next stripe
+                handover=work / "stripe-handover",
             )
         if gathered.n_valid == 0:
             raise _nothing_to_compare(options.aoi, before, after)

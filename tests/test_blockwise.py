@@ -20,7 +20,7 @@ from .test_detect import BARE, FOREST, ROCK, SLASH, SOIL, composite, disk, scene
 SHAPE = (300, 280)
 
 
-def pass_over(tmp_path, chunks: int, count: bool = False, spill: bool = False):
+def pass_over(tmp_path, chunks: int, count: bool = False, spill: bool = False, handover=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(18)
     patches = [
@@ -45,7 +45,13 @@ def pass_over(tmp_path, chunks: int, count: bool = False, spill: bool = False):
     grid = make_grid(shape=SHAPE)
     with ScratchRasters(grid, out / "score.tif", out / "rgb.tif") as scratch:
         gathered = run_pass(
-            test, inputs, 1, scratch.write, preview_bytes, spill=out / "spill" if spill else None
+            test,
+            inputs,
+            1,
+            scratch.write,
+            preview_bytes,
+            spill=out / "spill" if spill else None,
+            handover=handover,
         )
     with rasterio.open(out / "score.tif") as src:
         score = src.read(1)
@@ -73,26 +79,55 @@ def test_every_chunk_is_computed_once_and_the_result_is_that_of_one_chunk(tmp_pa
     ("chunks", "stripes"),
     [(64, [[0, 1, 2], [3, 4]]), (40, [[0, 1, 2], [3, 4, 5], [6]])],
 )
-def test_stripes_of_columns_give_the_same_result_and_recompute_only_one_column_at_a_border(
+def test_stripes_of_columns_give_the_same_result_and_compute_every_chunk_once(
     tmp_path, monkeypatch, chunks, stripes
 ):
     whole, whole_score, _, _ = pass_over(tmp_path, 512)
     # room for three chunks in a row: the columns of chunks make two or three stripes
     monkeypatch.setattr(blockwise, "STRIPE_BYTES", 3 * 14 * chunks * chunks * 4)
     assert [list(r) for r in blockwise._stripes(_cube_of_chunks(chunks))] == stripes
-    gathered, score, computed, numblocks = pass_over(tmp_path / "striped", chunks, count=True)
+    handover = tmp_path / "handover"
+    gathered, score, computed, numblocks = pass_over(
+        tmp_path / "striped", chunks, count=True, handover=handover
+    )
+    _assert_same_pass(gathered, score, whole, whole_score)
+    # a stripe's first column, computed by the stripe before for its halo, is read back from
+    # the handover folder, not computed again; the files are gone once read
+    assert sorted(computed) == [(i, j) for i in range(numblocks[1]) for j in range(numblocks[2])]
+    assert set(computed.values()) == {1}
+    assert list(handover.iterdir()) == []
+
+
+def test_stripes_hand_their_next_column_over_between_a_clusters_worker_processes(
+    tmp_path, monkeypatch
+):
+    distributed = pytest.importorskip("distributed")
+    whole, whole_score, _, _ = pass_over(tmp_path, 512)
+    monkeypatch.setattr(blockwise, "STRIPE_BYTES", 3 * 14 * 40 * 40 * 4)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        gathered, score, _, _ = pass_over(
+            tmp_path / "cluster", 40, spill=True, handover=tmp_path / "handover"
+        )
+        ran = set(cluster.scheduler.task_prefixes)
+    assert {"load_chunk", "finish_block"} <= ran
+    _assert_same_pass(gathered, score, whole, whole_score)
+    assert list((tmp_path / "handover").iterdir()) == []
+
+
+def _assert_same_pass(gathered, score, whole, whole_score) -> None:
     np.testing.assert_array_equal(score, whole_score)
     order, whole_order = np.argsort(gathered.flat_index), np.argsort(whole.flat_index)
     np.testing.assert_array_equal(gathered.flat_index[order], whole.flat_index[whole_order])
     for name, values in whole.values.items():
-        np.testing.assert_array_equal(gathered.values[name][order], values[whole_order], name)
-    # a stripe's first column is computed twice, once for the halo of the stripe before; that
-    # stripe's last column is not computed again, its right strips are carried over
-    twice = {k for k, n in computed.items() if n == 2}
-    firsts = [stripe[0] for stripe in stripes[1:]]
-    assert twice == {(i, j) for i in range(numblocks[1]) for j in firsts}
-    assert set(computed.values()) == {1, 2}
-    assert sorted(computed) == [(i, j) for i in range(numblocks[1]) for j in range(numblocks[2])]
+        np.testing.assert_array_equal(
+            np.asarray(gathered.values[name])[order], values[whole_order], name
+        )
+    assert gathered.n_valid == whole.n_valid
 
 
 def test_values_spilled_by_the_pass_are_those_it_keeps_in_memory(tmp_path):

@@ -6,12 +6,21 @@ not forty scheduled tasks), and kept while the chunks around it are tested; its 
 neighbours, which are kept as strips once tested themselves. A chunk's test returns its score
 and preview blocks, which the caller's writer puts where it wants them, with the (small) set of
 its changed pixels and their features, which the pass gathers.
+
+The pass works in stripes of columns, so that memory does not grow with the AOI's width; the
+column of chunks just right of a stripe is computed for that stripe's halo, written to a scratch
+folder as it is, and read back from there by the next stripe, whose first column it is: a chunk's
+bands are read and decoded once, and a stripe holds no more than a row of its chunks.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +44,7 @@ from .pixel_values import Column, ValueParts, ValueSpill
 STEP_CHUNKS = 2
 #: What a row of the composites' chunks may hold (bytes): the pass works in stripes of columns
 #: this wide, so memory does not grow with the AOI's width. The first column of chunks of a
-#: stripe is computed twice: once by the stripe before, for its halo, and once by its own.
+#: stripe is computed by the stripe before, for its halo, and handed over through a file.
 STRIPE_BYTES = 160 * 2**20
 
 
@@ -159,6 +168,31 @@ def _compute_chunk(chunk: _ChunkGraph) -> np.ndarray:
     return block
 
 
+def _compute_and_hand_over(chunk: _ChunkGraph, path: Path) -> np.ndarray:
+    """Compute a chunk of the next stripe's first column and write it to `path` for that
+    stripe. Written under a passing name and then renamed, so a reader never finds half a
+    chunk."""
+    block = _compute_chunk(chunk)
+    passing = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+    with passing.open("wb") as file:
+        np.save(file, block, allow_pickle=False)
+    os.replace(passing, path)
+    return block
+
+
+def _take_over(chunk: _ChunkGraph, path: Path) -> np.ndarray:
+    """A chunk of this stripe's first column as the stripe before wrote it, the file removed
+    once read (the scratch holds about one column of chunks). Computed afresh when the file is
+    not there: a task a cluster runs again after its first result was lost still gets the same
+    chunk."""
+    try:
+        block = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return _compute_chunk(chunk)
+    path.unlink(missing_ok=True)
+    return block
+
+
 def _part(array: np.ndarray, index: tuple[slice, ...]) -> np.ndarray:
     # a copy, so the whole chunk it was cut from can be let go
     return np.ascontiguousarray(array[index])
@@ -169,7 +203,9 @@ class _Rows:
     once (kept on the scheduler: in this process, or on a cluster's workers) and, once tested,
     shrunk to the halo strips its later neighbours still need. The chunks just right of the
     stripe are read for their halo only, and let go row by row; those just left of it are not
-    read again: `carried` holds their right strips, kept by the stripe before."""
+    read again: `carried` holds their right strips, kept by the stripe before. The chunks just
+    right of the stripe are the next stripe's first column: each is written to `handover` as it
+    is computed, and the next stripe reads its first column from there."""
 
     def __init__(
         self,
@@ -177,9 +213,11 @@ class _Rows:
         halo: int,
         graph: dict[Any, Any],
         columns: range,
+        handover: Path,
         carried: dict[tuple[int, int], Delayed] | None = None,
     ) -> None:
         self.cube, self.halo, self.graph, self.columns = cube, halo, graph, columns
+        self.handover = handover
         self.carried = dict(carried or {})
         self.n_rows, self.n_cols = cube.numblocks[1], cube.numblocks[2]
         # a token: the scheduler names a task by the words of its key before the first token
@@ -211,11 +249,24 @@ class _Rows:
         for i, j in keys:
             key = (self.cube.name, 0, i, j)
             graph, _ = cull(self.graph, [key])
-            task = dask.delayed(_compute_chunk, traverse=False)
-            out.append(
-                task(_ChunkGraph(graph, key), dask_key_name=(f"load_chunk-{self.name}", i, j))
-            )
+            chunk = _ChunkGraph(graph, key)
+            if j == self.columns.stop:
+                task = dask.delayed(_compute_and_hand_over, traverse=False)
+                out.append(task(chunk, self._handed_over(i, j), dask_key_name=self._load(i, j)))
+            elif j == self.columns.start > 0:
+                task = dask.delayed(_take_over, traverse=False)
+                out.append(task(chunk, self._handed_over(i, j), dask_key_name=self._load(i, j)))
+            else:
+                task = dask.delayed(_compute_chunk, traverse=False)
+                out.append(task(chunk, dask_key_name=self._load(i, j)))
         return out
+
+    def _load(self, i: int, j: int) -> tuple[str, int, int]:
+        return (f"load_chunk-{self.name}", i, j)
+
+    def _handed_over(self, i: int, j: int) -> Path:
+        # named by the cube too: the file stands for one chunk of one cube, whatever the stripe
+        return self.handover / f"{tokenize(self.cube.name)}-{i}-{j}.npy"
 
     def keep(self, keys: list[tuple[int, int]], done: list[Delayed]) -> None:
         """Record the computed chunks `done` of `keys`."""
@@ -353,6 +404,55 @@ def _steps(n_rows: int, columns: range) -> Iterator[list[tuple[int, int]]]:
         yield step
 
 
+class _Gathering:
+    """Hands each finished block to the caller's writer, reports it, and gathers its changed
+    pixels (in memory, or appended to files in `spill`)."""
+
+    def __init__(self, write: BlockWriter, what: str, total: int, spill: Path | None) -> None:
+        self.write, self.what, self.total = write, what, total
+        self.kept = ValueSpill(spill) if spill is not None else ValueParts()
+        self.flat_parts: list[np.ndarray] = []
+        self.n_valid = self.done = 0
+        report(what, 0, total)
+
+    def take(self, block: Block) -> None:
+        self.write(block)
+        self.flat_parts.append(block.flat_index)
+        self.kept.append(block.values)
+        self.n_valid += block.n_valid
+        self.done += 1
+        report(self.what, self.done, self.total)
+
+    def gathered(self, n_pixels: int) -> Gathered:
+        parts = self.flat_parts
+        flat_index = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        return Gathered(flat_index, self.kept.columns(), self.n_valid, n_pixels)
+
+
+#: The delayed tests of a step's chunks, with their pieces from the stripe's stream.
+StepTests = Callable[["_Rows", list[tuple[int, int]]], list[Delayed]]
+
+
+def _test_stripe(stream: _Rows, tests_of: StepTests, gathering: _Gathering) -> None:
+    """Test the chunks of `stream`'s stripe, row by row, a step at a time: each step's chunks are
+    tested while the next step's are computed."""
+    steps = list(_steps(stream.n_rows, stream.columns))
+    first = stream.missing(_around(steps[0]))
+    stream.keep(first, list(dask.persist(*stream.load(first), optimize_graph=False)))
+    for t, step in enumerate(steps):
+        tests = tests_of(stream, step)
+        ahead = stream.missing(_around(steps[t + 1])) if t + 1 < len(steps) else []
+        strips = stream.strips_due()
+        done = dask.persist(*stream.load(ahead), *strips, *tests, optimize_graph=False)
+        stream.keep(ahead, list(done[: len(ahead)]))
+        stream.kept_strips(list(done[len(ahead) : len(ahead) + len(strips)]))
+        for block in dask.compute(*done[len(ahead) + len(strips) :]):
+            gathering.take(block)
+        for i, j in step:
+            stream.tested(i, j)
+    stream.kept_strips(list(dask.persist(*stream.strips_due(), optimize_graph=False)))
+
+
 def run_pass(
     test: ChangeTest,
     inputs: ChangeInputs,
@@ -361,6 +461,7 @@ def run_pass(
     preview: Preview,
     what: str = "change test",
     spill: Path | None = None,
+    handover: Path | None = None,
 ) -> Gathered:
     """Test every pixel on dask's current scheduler (threads, or a distributed cluster when a
     client is active): each finished block goes to `write`, and the changed pixels' features
@@ -369,9 +470,11 @@ def run_pass(
     The chunks are taken in rows, a couple at a time. Each chunk of the composites is computed
     once: a chunk is tested as soon as the chunks around it are computed, and then only its halo
     strips are kept for the neighbours still to come, so about one row of chunks is held: of
-    a stripe of columns (STRIPE_BYTES). A stripe computes the column of chunks right of it again
-    for its halo (it is the next stripe's first); the column left of it it takes from the right
-    strips the stripe before kept.
+    a stripe of columns (STRIPE_BYTES). The column of chunks right of a stripe is computed for
+    its halo and written to `handover` (a folder the caller removes; None: a temporary folder of
+    the pass's own), from where the next stripe, whose first column it is, reads it; the column
+    left of a stripe it takes from the right strips the stripe before kept. On a cluster the
+    folder must be one every worker reads and writes, as `spill` must be.
 
     With `spill`, the changed pixels' values are appended to files in that folder as the blocks
     come (the caller removes it) and read from there, so that their memory does not grow with
@@ -382,48 +485,33 @@ def run_pass(
     col_starts = np.cumsum((0, *cube.chunks[2][:-1]))
     graph = dict(cube.__dask_graph__())
     n_rows, n_cols = cube.numblocks[1:]
-    flat_parts: list[np.ndarray] = []
-    kept = ValueSpill(spill) if spill is not None else ValueParts()
-    n_valid = done_blocks = 0
-    report(what, 0, n_rows * n_cols)
-    carried: dict[tuple[int, int], Delayed] = {}
+    gathering = _Gathering(write, what, n_rows * n_cols, spill)
     # the test once in the graph, so building each chunk's task does not walk its statistics
     shared_test = dask.delayed(test, traverse=False)
-    for columns in _stripes(cube):
-        stream = _Rows(cube, test.halo, graph, columns, carried)
-        steps = list(_steps(n_rows, columns))
-        first = stream.missing(_around(steps[0]))
-        stream.keep(first, list(dask.persist(*stream.load(first), optimize_graph=False)))
-        for t, step in enumerate(steps):
-            tests = [
-                dask.delayed(_finish_block, pure=True)(
-                    shared_test,
-                    (int(row_starts[i]), int(col_starts[j])),
-                    (i, n_rows, j, n_cols, width),
-                    min_valid,
-                    preview,
-                    *_laid_out(stream.pieces(i, j)),
-                    dask_key_name=(f"finish_block-{stream.name}", i, j),
-                )
-                for i, j in step
-            ]
-            # this step's chunks are tested while the next step's are computed
-            ahead = stream.missing(_around(steps[t + 1])) if t + 1 < len(steps) else []
-            strips = stream.strips_due()
-            done = dask.persist(*stream.load(ahead), *strips, *tests, optimize_graph=False)
-            stream.keep(ahead, list(done[: len(ahead)]))
-            stream.kept_strips(list(done[len(ahead) : len(ahead) + len(strips)]))
-            for block in dask.compute(*done[len(ahead) + len(strips) :]):
-                write(block)
-                flat_parts.append(block.flat_index)
-                kept.append(block.values)
-                n_valid += block.n_valid
-                done_blocks += 1
-                report(what, done_blocks, n_rows * n_cols)
-            for i, j in step:
-                stream.tested(i, j)
-        stream.kept_strips(list(dask.persist(*stream.strips_due(), optimize_graph=False)))
-        carried = stream.carry()
+
+    def tests_of(stream: _Rows, step: list[tuple[int, int]]) -> list[Delayed]:
+        return [
+            dask.delayed(_finish_block, pure=True)(
+                shared_test,
+                (int(row_starts[i]), int(col_starts[j])),
+                (i, n_rows, j, n_cols, width),
+                min_valid,
+                preview,
+                *_laid_out(stream.pieces(i, j)),
+                dask_key_name=(f"finish_block-{stream.name}", i, j),
+            )
+            for i, j in step
+        ]
+
+    carried: dict[tuple[int, int], Delayed] = {}
+    with ExitStack() as scratch:
+        if handover is None:
+            prefix = "changedetect-handover-"
+            handover = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        handover.mkdir(parents=True, exist_ok=True)
+        for columns in _stripes(cube):
+            stream = _Rows(cube, test.halo, graph, columns, handover, carried)
+            _test_stripe(stream, tests_of, gathering)
+            carried = stream.carry()
     release_freed_memory()  # the chunk buffers, before the patch stage
-    flat_index = np.concatenate(flat_parts) if flat_parts else np.empty(0, np.int64)
-    return Gathered(flat_index, kept.columns(), n_valid, height * width)
+    return gathering.gathered(height * width)
