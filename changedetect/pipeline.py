@@ -601,17 +601,19 @@ def analyse(
                 f"bands, and fewer than {MIN_OBSERVATIONS} acquisitions for the multitemporal test"
             )
     det = options.detection
-    test, inputs = prepare_change_test(
-        before,
-        after,
-        false_alarm_rate=det.false_alarm_rate,
-        support_level=det.support_level,
-        support_size=det.support_pixels(float(np.sqrt(pixel_area_m2(grid)))),
-        median_size=det.median_size,
-    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
+        test, inputs = prepare_change_test(
+            before,
+            after,
+            false_alarm_rate=det.false_alarm_rate,
+            support_level=det.support_level,
+            support_size=det.support_pixels(float(np.sqrt(pixel_area_m2(grid)))),
+            median_size=det.median_size,
+            # the chunks the sample computes, for the pass to read rather than compute again
+            keep=work / "sample-chunks",
+        )
         say(f"[{options.aoi}] computing change over {grid.width * grid.height / 1e6:.1f} Mpx")
         release_freed_memory()  # the sample statistics' arrays (45 MB at 10,000²), before the pass
         with ScratchRasters(grid, work / "score.tif", work / "rgb.tif") as scratch:

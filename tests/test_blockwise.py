@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
 import pytest
 import rasterio
 
+from changedetect.algorithms import detect
 from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
 from changedetect.engine import blockwise
 from changedetect.engine.blockwise import run_pass
@@ -15,6 +17,7 @@ from changedetect.io.sinks.chips import preview_bytes
 from changedetect.io.sinks.rasters import ScratchRasters
 from changedetect.testing.rasters import make_grid
 
+from .test_composite_layers import SPRING, composite_of, stack
 from .test_detect import BARE, FOREST, ROCK, SLASH, SOIL, composite, disk, scene
 
 SHAPE = (300, 280)
@@ -149,3 +152,67 @@ def _cube_of_chunks(chunks: int):
     import dask.array as da
 
     return da.zeros((14, *SHAPE), chunks=(14, chunks, chunks), dtype=np.float32)
+
+
+def _counted_stack(seed: int, n_times: int, reads: Counter, *, changed: bool = False):
+    """A stack of :func:`stack` in 2 x 5 chunks of 35 x 18 pixels, counting each read of a band
+    chunk."""
+    ds = stack(seed, n_times, changed=changed).chunk({"y": 35, "x": 18})
+
+    def counted(block: np.ndarray, name: str, block_info=None) -> np.ndarray:
+        reads[(seed, name, *block_info[0]["chunk-location"])] += 1
+        return block
+
+    return ds.assign(
+        {
+            name: ds[name].copy(data=ds[name].data.map_blocks(counted, name, dtype=ds[name].dtype))
+            for name in ds.data_vars
+        }
+    )
+
+
+def _layered_pass(tmp_path, n_before: int, n_after: int, keep: bool, reads: Counter):
+    before = composite_of(_counted_stack(1, n_before, reads), SPRING)
+    after = composite_of(_counted_stack(2, n_after, reads, changed=True), SPRING)
+    tmp_path.mkdir(parents=True)
+    test, inputs = prepare_change_test(before, after, keep=tmp_path / "sample" if keep else None)
+    grid = make_grid(shape=(70, 90))
+    with ScratchRasters(grid, tmp_path / "score.tif", tmp_path / "rgb.tif") as scratch:
+        gathered = run_pass(
+            test, inputs, 1, scratch.write, preview_bytes, handover=tmp_path / "handover"
+        )
+    with rasterio.open(tmp_path / "score.tif") as src:
+        return test, inputs, gathered, src.read(1)
+
+
+@pytest.mark.parametrize(("n_before", "n_after"), [(4, 3), (1, 1)])
+def test_the_chunks_the_statistics_sample_computed_are_read_by_the_pass_not_computed_again(
+    tmp_path, monkeypatch, n_before, n_after
+):
+    # a sample of four windows over eight of the ten chunks
+    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
+    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
+    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    reads: Counter = Counter()
+    whole_test, _, whole, whole_score = _layered_pass(
+        tmp_path / "whole", n_before, n_after, False, reads
+    )
+    every_chunk = set(reads)
+    assert max(reads.values()) == 2  # read by the sample, and again by the pass
+    # stripes of three and two columns: the sample's chunks in the column right of the first
+    # stripe are read from their files for its halo, and again as the second stripe's own
+    monkeypatch.setattr(blockwise, "STRIPE_BYTES", 1)
+    reads.clear()
+    test, inputs, gathered, score = _layered_pass(tmp_path / "kept", n_before, n_after, True, reads)
+    assert sorted(inputs.kept) == [(i, j) for i in (0, 1) for j in (0, 1, 3, 4)]
+    assert [list(r) for r in blockwise._stripes(inputs.cube)] == [[0, 1, 2], [3, 4]]
+    # every chunk of every band of both stacks read once, by the sample or by the pass
+    assert set(reads) == every_chunk and set(reads.values()) == {1}
+    assert not any((tmp_path / "kept" / "sample").iterdir())
+    assert not any((tmp_path / "kept" / "handover").iterdir())
+    # the statistics and the pass as when the sample's chunks are computed again
+    assert test.g.use_spread == (n_before > 1)
+    for field in dataclasses.fields(whole_test.g):
+        kept, was = getattr(test.g, field.name), getattr(whole_test.g, field.name)
+        assert np.asarray(kept).tobytes() == np.asarray(was).tobytes(), field.name
+    _assert_same_pass(gathered, score, whole, whole_score)

@@ -16,9 +16,7 @@ bands are read and decoded once, and a stripe holds no more than a row of its ch
 from __future__ import annotations
 
 import itertools
-import os
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
 from ..algorithms.detect.features import kept_values
 from ..memory import release_freed_memory
 from ..progress import report
+from .chunk_files import KeptChunk, load_chunk, save_chunk
 from .pixel_values import Column, ValueParts, ValueSpill
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
@@ -170,26 +169,22 @@ def _compute_chunk(chunk: _ChunkGraph) -> np.ndarray:
 
 def _compute_and_hand_over(chunk: _ChunkGraph, path: Path) -> np.ndarray:
     """Compute a chunk of the next stripe's first column and write it to `path` for that
-    stripe. Written under a passing name and then renamed, so a reader never finds half a
-    chunk."""
+    stripe."""
     block = _compute_chunk(chunk)
-    passing = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
-    with passing.open("wb") as file:
-        np.save(file, block, allow_pickle=False)
-    os.replace(passing, path)
+    save_chunk(path, block)
     return block
 
 
-def _take_over(chunk: _ChunkGraph, path: Path) -> np.ndarray:
-    """A chunk of this stripe's first column as the stripe before wrote it, the file removed
-    once read (the scratch holds about one column of chunks). Computed afresh when the file is
-    not there: a task a cluster runs again after its first result was lost still gets the same
-    chunk."""
+def _take_over(chunk: _ChunkGraph, kept: KeptChunk, *, last: bool) -> np.ndarray:
+    """A chunk from the file a step before wrote, the file removed when this is its `last` read
+    (the scratch holds about one column of chunks). Computed afresh when the file is not there:
+    a task a cluster runs again after its first result was lost still gets the same chunk."""
     try:
-        block = np.load(path, allow_pickle=False)
+        block = load_chunk(kept)
     except FileNotFoundError:
         return _compute_chunk(chunk)
-    path.unlink(missing_ok=True)
+    if last:
+        kept.path.unlink(missing_ok=True)
     return block
 
 
@@ -205,7 +200,8 @@ class _Rows:
     stripe are read for their halo only, and let go row by row; those just left of it are not
     read again: `carried` holds their right strips, kept by the stripe before. The chunks just
     right of the stripe are the next stripe's first column: each is written to `handover` as it
-    is computed, and the next stripe reads its first column from there."""
+    is computed, and the next stripe reads its first column from there. The chunks in `kept`
+    (computed by the statistics sample) are read from their files, never computed."""
 
     def __init__(
         self,
@@ -215,9 +211,10 @@ class _Rows:
         columns: range,
         handover: Path,
         carried: dict[tuple[int, int], Delayed] | None = None,
+        kept: Mapping[tuple[int, int], KeptChunk] | None = None,
     ) -> None:
         self.cube, self.halo, self.graph, self.columns = cube, halo, graph, columns
-        self.handover = handover
+        self.handover, self.kept = handover, kept or {}
         self.carried = dict(carried or {})
         self.n_rows, self.n_cols = cube.numblocks[1], cube.numblocks[2]
         # a token: the scheduler names a task by the words of its key before the first token
@@ -249,16 +246,22 @@ class _Rows:
         for i, j in keys:
             key = (self.cube.name, 0, i, j)
             graph, _ = cull(self.graph, [key])
-            chunk = _ChunkGraph(graph, key)
-            if j == self.columns.stop:
+            chunk, name = _ChunkGraph(graph, key), self._load(i, j)
+            kept = self.kept.get((i, j))
+            if kept is not None:
+                # read for this stripe's halo, the file stays for the next stripe
+                task = dask.delayed(_take_over, traverse=False)
+                out.append(task(chunk, kept, last=j != self.columns.stop, dask_key_name=name))
+            elif j == self.columns.stop:
                 task = dask.delayed(_compute_and_hand_over, traverse=False)
-                out.append(task(chunk, self._handed_over(i, j), dask_key_name=self._load(i, j)))
+                out.append(task(chunk, self._handed_over(i, j), dask_key_name=name))
             elif j == self.columns.start > 0:
                 task = dask.delayed(_take_over, traverse=False)
-                out.append(task(chunk, self._handed_over(i, j), dask_key_name=self._load(i, j)))
+                handed = KeptChunk(self._handed_over(i, j))
+                out.append(task(chunk, handed, last=True, dask_key_name=name))
             else:
                 task = dask.delayed(_compute_chunk, traverse=False)
-                out.append(task(chunk, dask_key_name=self._load(i, j)))
+                out.append(task(chunk, dask_key_name=name))
         return out
 
     def _load(self, i: int, j: int) -> tuple[str, int, int]:
@@ -474,7 +477,8 @@ def run_pass(
     its halo and written to `handover` (a folder the caller removes; None: a temporary folder of
     the pass's own), from where the next stripe, whose first column it is, reads it; the column
     left of a stripe it takes from the right strips the stripe before kept. On a cluster the
-    folder must be one every worker reads and writes, as `spill` must be.
+    folder must be one every worker reads and writes, as `spill` must be. The chunks the
+    statistics sample computed (`inputs.kept`) are read from its files.
 
     With `spill`, the changed pixels' values are appended to files in that folder as the blocks
     come (the caller removes it) and read from there, so that their memory does not grow with
@@ -485,6 +489,8 @@ def run_pass(
     col_starts = np.cumsum((0, *cube.chunks[2][:-1]))
     graph = dict(cube.__dask_graph__())
     n_rows, n_cols = cube.numblocks[1:]
+    # the sample's chunks are those of the cube as it came, before any rechunking for the halo
+    kept = inputs.kept if cube is inputs.cube else {}
     gathering = _Gathering(write, what, n_rows * n_cols, spill)
     # the test once in the graph, so building each chunk's task does not walk its statistics
     shared_test = dask.delayed(test, traverse=False)
@@ -510,7 +516,7 @@ def run_pass(
             handover = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
         handover.mkdir(parents=True, exist_ok=True)
         for columns in _stripes(cube):
-            stream = _Rows(cube, test.halo, graph, columns, handover, carried)
+            stream = _Rows(cube, test.halo, graph, columns, handover, carried, kept)
             _test_stripe(stream, tests_of, gathering)
             carried = stream.carry()
     release_freed_memory()  # the chunk buffers, before the patch stage

@@ -46,8 +46,9 @@ neighbourhood operation runs with a full overlap, so the result does not depend 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import dask
@@ -56,6 +57,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage, special
 
+from ...engine.chunk_files import KeptChunk, save_chunk
 from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
@@ -699,18 +701,128 @@ def _sample(
     return out
 
 
-def _globals_for(cubes: Sequence[da.Array | None], median_size: int) -> _Globals:
+#: The sample windows' values, given the windows.
+Sampler = Callable[[Sequence[tuple[slice, slice]]], list[Sample]]
+
+
+def _globals_for(shape: tuple[int, int], sample: Sampler, median_size: int) -> _Globals:
     """Global statistics from the sample windows, a denser lattice if clouds hide them, or
     neutral values when there is no valid pixel to learn from (then every pixel is NaN anyway)."""
-    shape = cubes[0].shape[1:]  # type: ignore[union-attr]
     for lattice, window in ((SAMPLE_LATTICE, SAMPLE_WINDOW), (FALLBACK_LATTICE, FALLBACK_WINDOW)):
-        g = estimate_globals(_sample(cubes, sample_windows(shape, lattice, window)), median_size)
+        g = estimate_globals(sample(sample_windows(shape, lattice, window)), median_size)
         if g is not None:
             return g
         if shape[0] * shape[1] <= FULL_SAMPLE_PIXELS:
             break  # the sample was the whole grid already
     zeros = np.zeros(_K)
     return _Globals(np.ones(_K), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy())
+
+
+class _ChunkSample:
+    """The sample windows cut out of whole chunks of the layers' cube (`everything`: bands,
+    spreads, counts), each chunk computed once. With `keep`, each chunk is written to that folder
+    as it is computed, for the pass to read rather than compute again (see :attr:`kept`)."""
+
+    def __init__(self, everything: da.Array, with_spread: bool, keep: Path | None) -> None:
+        self.everything, self.with_spread, self.keep = everything, with_spread, keep
+        self.starts = [np.cumsum((0, *sizes)) for sizes in everything.chunks[1:]]
+        # the layers the sample reads: the spreads only when the test may use them
+        spreads = list(range(2 * _K, 4 * _K)) if with_spread else []
+        self.planes = [*range(2 * _K), *spreads, 4 * _K, 4 * _K + 1]
+        self.files: dict[tuple[int, int], Path] = {}
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, windows: Sequence[tuple[slice, slice]]) -> list[Sample]:
+        """The samples of `windows`, a couple of windows per dask call."""
+        out: list[Sample] = []
+        for k in range(0, len(windows), SAMPLE_WINDOWS_PER_CALL):
+            group = windows[k : k + SAMPLE_WINDOWS_PER_CALL]
+            out += [self._split(window) for window in self._windows(group)]
+        return out
+
+    def kept(self, use_spread: bool) -> dict[tuple[int, int], KeptChunk]:
+        """The chunks written so far, as chunks of the test's cube: with the spreads when the
+        test uses them, else without."""
+        layers = None if use_spread else (*range(2 * _K), 4 * _K, 4 * _K + 1)
+        return {k: KeptChunk(path, layers) for k, path in self.files.items()}
+
+    def _windows(self, group: Sequence[tuple[slice, slice]]) -> list[np.ndarray]:
+        """Each window of `group` with the sample's layers, joined from its parts in the
+        chunks it overlaps."""
+        spans = [[self._span(axis, part) for axis, part in enumerate(w)] for w in group]
+        chunks = list(dict.fromkeys((i, j) for rows, cols in spans for i in rows for j in cols))
+        tasks = [self._cut(i, j, self._cuts(i, j, group, spans)) for i, j in chunks]
+        parts = dict(zip(chunks, dask.compute(*tasks), strict=True))
+        return [
+            np.concatenate(
+                [np.concatenate([parts[i, j][n] for j in cols], axis=2) for i in rows], axis=1
+            )
+            for n, (rows, cols) in enumerate(spans)
+        ]
+
+    def _span(self, axis: int, part: slice) -> range:
+        """The chunks along `axis` (0: rows, 1: columns) that `part` overlaps."""
+        starts = self.starts[axis]
+        first = int(np.searchsorted(starts, part.start, side="right")) - 1
+        last = int(np.searchsorted(starts, part.stop, side="left")) - 1
+        return range(first, last + 1)
+
+    def _cuts(
+        self, i: int, j: int, group: Sequence[tuple[slice, slice]], spans: list[list[range]]
+    ) -> list[tuple[slice, slice] | None]:
+        """The part of each window of `group` in chunk (i, j), in the chunk's pixels; None
+        where the window does not reach the chunk."""
+        out: list[tuple[slice, slice] | None] = []
+        for window, (rows, cols) in zip(group, spans, strict=True):
+            if i not in rows or j not in cols:
+                out.append(None)
+                continue
+            y0, y1 = (int(v) for v in self.starts[0][i : i + 2])
+            x0, x1 = (int(v) for v in self.starts[1][j : j + 2])
+            ys, xs = window
+            inside_rows = slice(max(ys.start, y0) - y0, min(ys.stop, y1) - y0)
+            inside_cols = slice(max(xs.start, x0) - x0, min(xs.stop, x1) - x0)
+            out.append((inside_rows, inside_cols))
+        return out
+
+    def _cut(self, i: int, j: int, cuts: list[tuple[slice, slice] | None]) -> Any:
+        if (i, j) in self.files:  # a chunk of the first lattice, for the fallback one
+            return dask.delayed(_cut_kept, pure=True)(self.files[i, j], self.planes, cuts)
+        path = None if self.keep is None else self.keep / f"{i}-{j}.npy"
+        if path is not None:
+            self.files[i, j] = path
+        block = self.everything.blocks[0, i, j]
+        return dask.delayed(_cut_chunk, pure=True)(block, self.planes, cuts, path)
+
+    def _split(self, window: np.ndarray) -> Sample:
+        """A window of the sample's layers as a :data:`Sample`."""
+        spreads = (window[2 * _K : 3 * _K], window[3 * _K : 4 * _K])
+        counts = (window[-2:-1].astype(np.int16), window[-1:].astype(np.int16))
+        before, after = window[:_K], window[_K : 2 * _K]
+        if not self.with_spread:
+            return before, after, None, None, *counts
+        return before, after, *spreads, *counts
+
+
+def _cut_chunk(
+    block: np.ndarray,
+    planes: list[int],
+    cuts: list[tuple[slice, slice] | None],
+    path: Path | None,
+) -> list[np.ndarray | None]:
+    """The `planes` of the windows' parts in one chunk (`cuts`: each window's pixels in the
+    chunk, None where it does not reach it), the whole chunk written to `path` first."""
+    if path is not None:
+        save_chunk(path, block)
+    return [None if cut is None else block[:, cut[0], cut[1]][planes] for cut in cuts]
+
+
+def _cut_kept(
+    path: Path, planes: list[int], cuts: list[tuple[slice, slice] | None]
+) -> list[np.ndarray | None]:
+    block = np.load(path, mmap_mode="r", allow_pickle=False)
+    return [None if cut is None else block[:, cut[0], cut[1]][planes] for cut in cuts]
 
 
 class BlockChange(NamedTuple):
@@ -787,6 +899,9 @@ class ChangeInputs:
     observation counts (:func:`split_inputs` tells them apart by the number of layers)."""
 
     cube: da.Array
+    kept: Mapping[tuple[int, int], KeptChunk] = field(default_factory=dict)
+    """Chunks of `cube` (by their row and column in its grid of chunks) the statistics sample
+    computed already, as files to read instead."""
 
 
 def split_inputs(block: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -818,9 +933,14 @@ def prepare_change_test(
     support_size: int = DEFAULT_SUPPORT_SIZE,
     median_size: int = DEFAULT_MEDIAN_SIZE,
     use_spread: bool = True,
+    keep: Path | None = None,
 ) -> tuple[ChangeTest, ChangeInputs]:
     """Estimate the scene statistics (one eager pass over a bounded sample) and stack the lazy
-    inputs of the test. See :func:`detect_change` for the parameters."""
+    inputs of the test. See :func:`detect_change` for the parameters.
+
+    With `keep` (a scratch folder the caller removes), the whole chunks the sample computes
+    from the composites' one-call layers are written there and listed in the inputs'
+    :attr:`ChangeInputs.kept`, so that the pass reads them instead of computing them again."""
     if not 0.0 < false_alarm_rate < 1.0:
         raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
     if not 0.0 < support_level < 1.0:
@@ -828,9 +948,10 @@ def prepare_change_test(
     median_size = max(1, int(median_size)) | 1  # odd, so the filter stays centred
     support_size = max(1, int(support_size)) | 1
     if _has_layers(before) and _has_layers(after):
-        g, cube = _inputs_from_layers(before, after, median_size, use_spread)
+        g, inputs = _inputs_from_layers(before, after, median_size, use_spread, keep)
     else:
         g, cube = _inputs_from_bands(before, after, median_size, use_spread)
+        inputs = ChangeInputs(cube)
     test = ChangeTest(
         g.as_float32(),
         float(-np.log10(false_alarm_rate)),
@@ -838,7 +959,7 @@ def prepare_change_test(
         support_size,
         median_size,
     )
-    return test, ChangeInputs(cube)
+    return test, inputs
 
 
 def _inputs_from_bands(
@@ -857,7 +978,8 @@ def _inputs_from_bands(
     if sa is None and sb is not None:
         sa = da.full_like(sb, np.nan)
     counts = [_valid_count(c, chunks) for c in (before, after)]
-    g = _globals_for([b_cube, a_cube, sb, sa, *(c[None] for c in counts)], median_size)
+    cubes = [b_cube, a_cube, sb, sa, *(c[None] for c in counts)]
+    g = _globals_for(b_cube.shape[1:], functools.partial(_sample, cubes), median_size)
     # every layer of a chunk stacked by one copy (a stack-then-concatenate graph copies each
     # chunk three or four times, which costs as much as the test itself)
     composites = [before.bands, after.bands]
@@ -894,10 +1016,11 @@ def _has_layers(comp: Composite) -> bool:
 
 
 def _inputs_from_layers(
-    before: Composite, after: Composite, median_size: int, use_spread: bool
-) -> tuple[_Globals, da.Array]:
+    before: Composite, after: Composite, median_size: int, use_spread: bool, keep: Path | None
+) -> tuple[_Globals, ChangeInputs]:
     """:func:`_inputs_from_bands` from the composites' one-call layers: the same statistics and
-    cube, each chunk of the cube one task reading the stacks' chunks."""
+    cube, each chunk of the cube one task reading the stacks' chunks. With `keep`, the chunks
+    the sample computes are kept in that folder for the pass."""
     layers: list[CompositeLayers] = [before.layers, after.layers]
     chunks = layers[0].arrays[0].chunks[1:]
     if any(a.chunks[1:] != chunks for c in layers for a in c.arrays):
@@ -909,15 +1032,14 @@ def _inputs_from_layers(
         ]
     parts = [c.chunk for c in layers]
     # the sample reads every layer: bands, spreads (NaN for a window without one, as
-    # prepare_change_test fills them) and counts
+    # prepare_change_test fills them) and counts; its chunks are the cube's when the test uses
+    # the spreads, and hold the cube's layers when it does not
     everything = layer_blocks(_inputs_chunk, 4 * _K + 2, layers, parts=parts, use_spread=True)
-    spreads: list[da.Array | None] = [None, None]
-    if use_spread and any(p.has_spread for p in parts):
-        spreads = [everything[2 * _K : 3 * _K], everything[3 * _K : 4 * _K]]
-    counts = [everything[-2:-1].astype(np.int16), everything[-1:].astype(np.int16)]
-    g = _globals_for([everything[:_K], everything[_K : 2 * _K], *spreads, *counts], median_size)
+    sample = _ChunkSample(everything, use_spread and any(p.has_spread for p in parts), keep)
+    g = _globals_for(everything.shape[1:], sample, median_size)
     n_layers = (4 if g.use_spread else 2) * _K + 2
-    return g, layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
+    cube = layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
+    return g, ChangeInputs(cube, sample.kept(g.use_spread))
 
 
 def _inputs_chunk(
