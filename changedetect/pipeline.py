@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -601,6 +602,8 @@ def analyse(
                 f"bands, and fewer than {MIN_OBSERVATIONS} acquisitions for the multitemporal test"
             )
     det = options.detection
+    # the AOI's folder, if this run makes it, goes again when the run fails before publishing
+    made = not out_dir.parent.exists()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".work-{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -707,7 +710,14 @@ def analyse(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if made:
+            _remove_if_empty(out_dir.parent)
     return AoiResult(options.aoi, out_dir, clues, files, grid, patches=patches, alerts=alerts)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: something was published there
+        folder.rmdir()
 
 
 def _nothing_to_compare(aoi: str, before: Composite, after: Composite) -> NoValidDataError:
