@@ -216,3 +216,25 @@ def test_the_chunks_the_statistics_sample_computed_are_read_by_the_pass_not_comp
         kept, was = getattr(test.g, field.name), getattr(whole_test.g, field.name)
         assert np.asarray(kept).tobytes() == np.asarray(was).tobytes(), field.name
     _assert_same_pass(gathered, score, whole, whole_score)
+
+
+def test_the_sample_keeps_a_bounded_number_of_chunks_and_the_pass_computes_the_others(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
+    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
+    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    reads: Counter = Counter()
+    _, _, whole, whole_score = _layered_pass(tmp_path / "whole", 3, 3, False, reads)
+    twice = {k for k, n in reads.items() if n == 2}
+    monkeypatch.setattr(detect, "KEPT_SAMPLE_CHUNKS", 3)
+    reads.clear()
+    _, inputs, gathered, score = _layered_pass(tmp_path / "kept", 3, 3, True, reads)
+    assert len(inputs.kept) == 3
+    # the sample's five other chunks are read by the sample and again by the pass
+    assert {k[-2:] for k in twice} == {(i, j) for i in (0, 1) for j in (0, 1, 3, 4)}
+    assert {k[-2:] for k, n in reads.items() if n == 2} == {
+        (i, j) for i in (0, 1) for j in (0, 1, 3, 4)
+    } - set(inputs.kept)
+    _assert_same_pass(gathered, score, whole, whole_score)
+    assert not any((tmp_path / "kept" / "sample").iterdir())

@@ -9,8 +9,9 @@ its changed pixels and their features, which the pass gathers.
 
 The pass works in stripes of columns, so that memory does not grow with the AOI's width; the
 column of chunks just right of a stripe is computed for that stripe's halo, written to a scratch
-folder as it is, and read back from there by the next stripe, whose first column it is: a chunk's
-bands are read and decoded once, and a stripe holds no more than a row of its chunks.
+folder as it is, and read back from there by the next stripe, whose first column it is; the
+chunks the statistics sample computed are read from the files it wrote. So a chunk's bands are
+read and decoded once in a run, and a stripe holds no more than a row of its chunks.
 """
 
 from __future__ import annotations
@@ -197,11 +198,10 @@ class _Rows:
     """A stripe of the composites' chunks (`columns`) as a row-major stream: each chunk computed
     once (kept on the scheduler: in this process, or on a cluster's workers) and, once tested,
     shrunk to the halo strips its later neighbours still need. The chunks just right of the
-    stripe are read for their halo only, and let go row by row; those just left of it are not
-    read again: `carried` holds their right strips, kept by the stripe before. The chunks just
-    right of the stripe are the next stripe's first column: each is written to `handover` as it
-    is computed, and the next stripe reads its first column from there. The chunks in `kept`
-    (computed by the statistics sample) are read from their files, never computed."""
+    stripe are the next stripe's first column: each is written to `handover` as it is computed
+    for this stripe's halo, let go row by row, and read from there by the next stripe. Those just
+    left of it are not read again: `carried` holds their right strips, kept by the stripe
+    before. The chunks in `kept` (computed by the statistics sample) are read from their files."""
 
     def __init__(
         self,
@@ -249,7 +249,7 @@ class _Rows:
             chunk, name = _ChunkGraph(graph, key), self._load(i, j)
             kept = self.kept.get((i, j))
             if kept is not None:
-                # read for this stripe's halo, the file stays for the next stripe
+                # when read for this stripe's halo, the file stays: the next stripe reads it too
                 task = dask.delayed(_take_over, traverse=False)
                 out.append(task(chunk, kept, last=j != self.columns.stop, dask_key_name=name))
             elif j == self.columns.stop:
@@ -413,7 +413,7 @@ class _Gathering:
 
     def __init__(self, write: BlockWriter, what: str, total: int, spill: Path | None) -> None:
         self.write, self.what, self.total = write, what, total
-        self.kept = ValueSpill(spill) if spill is not None else ValueParts()
+        self.values = ValueSpill(spill) if spill is not None else ValueParts()
         self.flat_parts: list[np.ndarray] = []
         self.n_valid = self.done = 0
         report(what, 0, total)
@@ -421,7 +421,7 @@ class _Gathering:
     def take(self, block: Block) -> None:
         self.write(block)
         self.flat_parts.append(block.flat_index)
-        self.kept.append(block.values)
+        self.values.append(block.values)
         self.n_valid += block.n_valid
         self.done += 1
         report(self.what, self.done, self.total)
@@ -429,11 +429,11 @@ class _Gathering:
     def gathered(self, n_pixels: int) -> Gathered:
         parts = self.flat_parts
         flat_index = np.concatenate(parts) if parts else np.empty(0, np.int64)
-        return Gathered(flat_index, self.kept.columns(), self.n_valid, n_pixels)
+        return Gathered(flat_index, self.values.columns(), self.n_valid, n_pixels)
 
 
 #: The delayed tests of a step's chunks, with their pieces from the stripe's stream.
-StepTests = Callable[["_Rows", list[tuple[int, int]]], list[Delayed]]
+StepTests = Callable[[_Rows, list[tuple[int, int]]], list[Delayed]]
 
 
 def _test_stripe(stream: _Rows, tests_of: StepTests, gathering: _Gathering) -> None:

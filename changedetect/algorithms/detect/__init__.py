@@ -55,6 +55,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.delayed import Delayed
 from scipy import ndimage, special
 
 from ...engine.chunk_files import KeptChunk, save_chunk
@@ -683,6 +684,10 @@ def _spread_cube(comp: Composite, chunks: Any) -> da.Array | None:
     return _cube(comp.spread, chunks)
 
 
+#: At most this many of the sample's chunks are kept for the pass: the first lattice's windows
+#: overlap up to four chunks each, the denser fallback lattice's (for a cloudy scene) up to 256
+#: in all, which the pass computes again rather than the scratch disk holding them all.
+KEPT_SAMPLE_CHUNKS = 4 * SAMPLE_LATTICE**2
 #: Sample windows computed per dask call: a window reads the whole chunks it overlaps (up to
 #: four), so computing all nine at once held some 36 chunks of every layer at a time.
 SAMPLE_WINDOWS_PER_CALL = 2
@@ -786,12 +791,12 @@ class _ChunkSample:
             out.append((inside_rows, inside_cols))
         return out
 
-    def _cut(self, i: int, j: int, cuts: list[tuple[slice, slice] | None]) -> Any:
+    def _cut(self, i: int, j: int, cuts: list[tuple[slice, slice] | None]) -> Delayed:
         if (i, j) in self.files:  # a chunk of the first lattice, for the fallback one
             return dask.delayed(_cut_kept, pure=True)(self.files[i, j], self.planes, cuts)
-        path = None if self.keep is None else self.keep / f"{i}-{j}.npy"
-        if path is not None:
-            self.files[i, j] = path
+        path = None
+        if self.keep is not None and len(self.files) < KEPT_SAMPLE_CHUNKS:
+            path = self.files[i, j] = self.keep / f"{i}-{j}.npy"
         block = self.everything.blocks[0, i, j]
         return dask.delayed(_cut_chunk, pure=True)(block, self.planes, cuts, path)
 
