@@ -119,6 +119,8 @@ def test_stripes_hand_their_next_column_over_between_a_clusters_worker_processes
         ran = set(cluster.scheduler.task_prefixes)
     assert {"load_chunk", "finish_block"} <= ran
     _assert_same_pass(gathered, score, whole, whole_score)
+    # each file one worker wrote was read, and removed, by the task that took the chunk over
+    # (a chunk computed afresh instead would leave its file)
     assert list((tmp_path / "handover").iterdir()) == []
 
 

@@ -35,7 +35,7 @@ from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
 from ..algorithms.detect.features import kept_values
 from ..memory import release_freed_memory
 from ..progress import report
-from .chunk_files import KeptChunk, load_chunk, save_chunk
+from .chunks import ChunkGraph, KeptChunk, compute_chunk, load_chunk, save_chunk
 from .pixel_values import Column, ValueParts, ValueSpill
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
@@ -153,37 +153,22 @@ def _finish_block(
     )
 
 
-class _ChunkGraph:
-    """A chunk's own part of the composites' graph, opaque to dask (which would otherwise
-    schedule each of its forty steps as a task of its own)."""
-
-    __slots__ = ("graph", "key")
-
-    def __init__(self, graph: dict[Any, Any], key: Any) -> None:
-        self.graph, self.key = graph, key
-
-
-def _compute_chunk(chunk: _ChunkGraph) -> np.ndarray:
-    (block,) = dask.core.get(chunk.graph, [chunk.key])
-    return block
-
-
-def _compute_and_hand_over(chunk: _ChunkGraph, path: Path) -> np.ndarray:
+def _compute_and_hand_over(chunk: ChunkGraph, path: Path) -> np.ndarray:
     """Compute a chunk of the next stripe's first column and write it to `path` for that
     stripe."""
-    block = _compute_chunk(chunk)
+    block = compute_chunk(chunk)
     save_chunk(path, block)
     return block
 
 
-def _take_over(chunk: _ChunkGraph, kept: KeptChunk, *, last: bool) -> np.ndarray:
+def _take_over(chunk: ChunkGraph, kept: KeptChunk, *, last: bool) -> np.ndarray:
     """A chunk from the file a step before wrote, the file removed when this is its `last` read
     (the scratch holds about one column of chunks). Computed afresh when the file is not there:
     a task a cluster runs again after its first result was lost still gets the same chunk."""
     try:
         block = load_chunk(kept)
     except FileNotFoundError:
-        return _compute_chunk(chunk)
+        return compute_chunk(chunk)
     if last:
         kept.path.unlink(missing_ok=True)
     return block
@@ -246,7 +231,7 @@ class _Rows:
         for i, j in keys:
             key = (self.cube.name, 0, i, j)
             graph, _ = cull(self.graph, [key])
-            chunk, name = _ChunkGraph(graph, key), self._load(i, j)
+            chunk, name = ChunkGraph(graph, key), self._load(i, j)
             kept = self.kept.get((i, j))
             if kept is not None:
                 # when read for this stripe's halo, the file stays: the next stripe reads it too
@@ -260,7 +245,7 @@ class _Rows:
                 handed = KeptChunk(self._handed_over(i, j))
                 out.append(task(chunk, handed, last=True, dask_key_name=name))
             else:
-                task = dask.delayed(_compute_chunk, traverse=False)
+                task = dask.delayed(compute_chunk, traverse=False)
                 out.append(task(chunk, dask_key_name=name))
         return out
 

@@ -55,10 +55,11 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
 from dask.delayed import Delayed
 from scipy import ndimage, special
 
-from ...engine.chunk_files import KeptChunk, save_chunk
+from ...engine.chunks import ChunkGraph, KeptChunk, compute_chunk, save_chunk
 from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
@@ -730,6 +731,7 @@ class _ChunkSample:
 
     def __init__(self, everything: da.Array, with_spread: bool, keep: Path | None) -> None:
         self.everything, self.with_spread, self.keep = everything, with_spread, keep
+        self.name = tokenize(everything.name)
         self.starts = [np.cumsum((0, *sizes)) for sizes in everything.chunks[1:]]
         # the layers the sample reads: the spreads only when the test may use them
         spreads = list(range(2 * _K, 4 * _K)) if with_spread else []
@@ -793,12 +795,24 @@ class _ChunkSample:
 
     def _cut(self, i: int, j: int, cuts: list[tuple[slice, slice] | None]) -> Delayed:
         if (i, j) in self.files:  # a chunk of the first lattice, for the fallback one
-            return dask.delayed(_cut_kept, pure=True)(self.files[i, j], self.planes, cuts)
+            task = dask.delayed(_cut_kept, traverse=False)
+            return task(
+                self.files[i, j],
+                self.planes,
+                cuts,
+                dask_key_name=(f"sample_kept-{self.name}", i, j),
+            )
         path = None
         if self.keep is not None and len(self.files) < KEPT_SAMPLE_CHUNKS:
             path = self.files[i, j] = self.keep / f"{i}-{j}.npy"
-        block = self.everything.blocks[0, i, j]
-        return dask.delayed(_cut_chunk, pure=True)(block, self.planes, cuts, path)
+        key = (self.everything.name, 0, i, j)
+        # the chunk's own graph only: a few chunks of a large grid, whose whole graph is slow
+        # to build (the pass builds it once, for the cube it tests)
+        chunk = ChunkGraph(dict(self.everything.__dask_graph__().cull({key})), key)
+        task = dask.delayed(_cut_chunk, traverse=False)
+        return task(
+            chunk, self.planes, cuts, path, dask_key_name=(f"sample_chunk-{self.name}", i, j)
+        )
 
     def _split(self, window: np.ndarray) -> Sample:
         """A window of the sample's layers as a :data:`Sample`."""
@@ -811,13 +825,14 @@ class _ChunkSample:
 
 
 def _cut_chunk(
-    block: np.ndarray,
+    chunk: ChunkGraph,
     planes: list[int],
     cuts: list[tuple[slice, slice] | None],
     path: Path | None,
 ) -> list[np.ndarray | None]:
     """The `planes` of the windows' parts in one chunk (`cuts`: each window's pixels in the
     chunk, None where it does not reach it), the whole chunk written to `path` first."""
+    block = compute_chunk(chunk)
     if path is not None:
         save_chunk(path, block)
     return [None if cut is None else block[:, cut[0], cut[1]][planes] for cut in cuts]

@@ -1,6 +1,7 @@
-"""Computed chunks of the test's input cube kept as files in the run's scratch, so that a chunk
-computed by one step (the statistics sample, or a stripe of the pass for its halo) is read back
-by the step that needs it next instead of its bands being read and decoded again.
+"""One chunk of the test's input cube: computed by a task of its own, and kept as a file in the
+run's scratch, so that a chunk computed by one step (the statistics sample, or a stripe of the
+pass for its halo) is read back by the step that needs it next instead of its bands being read
+and decoded again.
 
 A file is written by a task on whichever worker computed the chunk and read by another task,
 maybe on another worker: the folder must be one every worker reads and writes (on one machine,
@@ -13,8 +14,26 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import dask
 import numpy as np
+
+
+class ChunkGraph:
+    """A chunk's own part of a lazy array's graph, opaque to dask (which would otherwise
+    schedule each of its forty steps as a task of its own): culled once, it spares each task
+    that computes a chunk a walk of the whole array's graph."""
+
+    __slots__ = ("graph", "key")
+
+    def __init__(self, graph: dict[Any, Any], key: Any) -> None:
+        self.graph, self.key = graph, key
+
+
+def compute_chunk(chunk: ChunkGraph) -> np.ndarray:
+    (block,) = dask.core.get(chunk.graph, [chunk.key])
+    return block
 
 
 @dataclass(frozen=True)
