@@ -57,6 +57,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
+from dask.optimization import cull
 from scipy import ndimage, special
 
 from ...engine.chunks import ChunkGraph, KeptChunk, compute_chunk, save_chunk
@@ -806,13 +807,19 @@ class _ChunkSample:
         if self.keep is not None and len(self.files) < KEPT_SAMPLE_CHUNKS:
             path = self.files[i, j] = self.keep / f"{i}-{j}.npy"
         key = (self.everything.name, 0, i, j)
-        # the chunk's own graph only: a few chunks of a large grid, whose whole graph is slow
-        # to build (the pass builds it once, for the cube it tests)
-        chunk = ChunkGraph(dict(self.everything.__dask_graph__().cull({key})), key)
+        chunk = ChunkGraph(self._graph_of(key), key)
         task = dask.delayed(_cut_chunk, traverse=False)
         return task(
             chunk, self.planes, cuts, path, dask_key_name=(f"sample_chunk-{self.name}", i, j)
         )
+
+    def _graph_of(self, key: tuple[str, int, int, int]) -> dict[Any, Any]:
+        """The tasks chunk `key` needs. Culled from the whole graph's layers first: the sample
+        reads a few chunks of a large grid, whose whole graph is slow to build (the pass builds
+        it once, for the cube it tests); and then task by task, as a layer keeps more than its
+        chunk needs (a neighbour's slices of a source's blocks)."""
+        layers = dict(self.everything.__dask_graph__().cull({key}))
+        return cull(layers, [key])[0]
 
     def _split(self, window: np.ndarray) -> Sample:
         """A window of the sample's layers as a :data:`Sample`."""
