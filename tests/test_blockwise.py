@@ -240,3 +240,26 @@ def test_the_sample_keeps_a_bounded_number_of_chunks_and_the_pass_computes_the_o
     } - set(inputs.kept)
     _assert_same_pass(gathered, score, whole, whole_score)
     assert not any((tmp_path / "kept" / "sample").iterdir())
+
+
+def test_each_stripe_materialises_the_graph_of_its_own_chunks_only(tmp_path, monkeypatch):
+    # the whole cube's graph, held through the pass, grew with the AOI: each stripe's is not
+    chunks = 40
+    monkeypatch.setattr(blockwise, "STRIPE_BYTES", 3 * 14 * chunks * chunks * 4)
+    seen: list[set[int]] = []
+    sizes: list[tuple[int, int]] = []
+    stripe_graph = blockwise._stripe_graph
+
+    def recorded(cube, columns):
+        graph = stripe_graph(cube, columns)
+        seen.append({k[3] for k in graph if isinstance(k, tuple) and k[0] == cube.name})
+        sizes.append((len(graph), len(dict(cube.__dask_graph__()))))
+        return graph
+
+    monkeypatch.setattr(blockwise, "_stripe_graph", recorded)
+    whole, whole_score, _, _ = pass_over(tmp_path, 512)
+    gathered, score, _, _ = pass_over(tmp_path / "striped", chunks)
+    _assert_same_pass(gathered, score, whole, whole_score)
+    # the stripes' columns, each with the column right of it (computed for its halo)
+    assert seen[1:] == [{0, 1, 2, 3}, {3, 4, 5, 6}, {6}]
+    assert all(part < whole for part, whole in sizes[1:])

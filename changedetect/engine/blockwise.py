@@ -365,6 +365,17 @@ def _stripes(cube: da.Array) -> list[range]:
     return [range(c, min(c + width, n_cols)) for c in range(0, n_cols, width)]
 
 
+def _stripe_graph(cube: da.Array, columns: range) -> dict[Any, Any]:
+    """The graph of the chunks a stripe computes (its columns and the one right of it, for the
+    halo), materialised for that stripe only: the whole cube's graph, some thirty entries a chunk,
+    is held while the pass runs and grows with the AOI (about 50 MB at 20,000² px)."""
+    right = min(columns.stop + 1, cube.numblocks[2])
+    keys = {
+        (cube.name, 0, i, j) for i in range(cube.numblocks[1]) for j in range(columns.start, right)
+    }
+    return dict(cube.__dask_graph__().cull(keys))
+
+
 def _halo_wide(cube: da.Array, halo: int) -> da.Array:
     """`cube` with a last row or column of chunks narrower than the halo joined to the one
     before it: a chunk's halo is taken from its next neighbour alone."""
@@ -472,7 +483,6 @@ def run_pass(
     height, width = cube.shape[1:]
     row_starts = np.cumsum((0, *cube.chunks[1][:-1]))
     col_starts = np.cumsum((0, *cube.chunks[2][:-1]))
-    graph = dict(cube.__dask_graph__())
     n_rows, n_cols = cube.numblocks[1:]
     # the sample's chunks are those of the cube as it came, before any rechunking for the halo
     kept = inputs.kept if cube is inputs.cube else {}
@@ -501,6 +511,7 @@ def run_pass(
             handover = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
         handover.mkdir(parents=True, exist_ok=True)
         for columns in _stripes(cube):
+            graph = _stripe_graph(cube, columns)
             stream = _Rows(cube, test.halo, graph, columns, handover, carried, kept)
             _test_stripe(stream, tests_of, gathering)
             carried = stream.carry()
