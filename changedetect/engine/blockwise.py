@@ -33,10 +33,11 @@ from dask.optimization import cull
 
 from ..algorithms.detect import ChangeInputs, ChangeTest, split_inputs
 from ..algorithms.detect.features import kept_values
+from ..algorithms.patches import PixelColumn
 from ..memory import release_freed_memory
 from ..progress import report
 from .chunks import ChunkGraph, KeptChunk, compute_chunk, load_chunk, save_chunk
-from .pixel_values import Column, ValueParts, ValueSpill
+from .pixel_values import ValueParts, ValueSpill
 
 #: Red, green, blue rows of the (band, y, x) analysis cube.
 
@@ -54,7 +55,7 @@ class Gathered:
     memory, or read from the files the pass spilled them to, a slice at a time."""
 
     flat_index: np.ndarray
-    values: Mapping[str, Column]
+    values: Mapping[str, PixelColumn]
     n_valid: int
     n_pixels: int
 

@@ -14,11 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..algorithms.patches import PixelColumn
-
-#: One value per gathered pixel, in pass order.
-Column = PixelColumn
-
 
 class SpilledColumn:
     """A :class:`PixelColumn` in a raw file: each slice is read from the file when asked for, so it
