@@ -211,3 +211,14 @@ def test_the_compiled_preview_is_numpys_to_the_byte():
     assert len(np.unique(fast)) > 200
     grid = np.linspace(-0.1, 0.6, 6 * 64 * 64, dtype=np.float32).reshape(6, 64, 64)
     assert np.array_equal(preview_bytes(grid, grid[::-1]), _preview_numpy(grid, grid[::-1]))
+
+
+def test_the_preview_of_a_block_trimmed_out_of_its_halo_is_that_of_its_copy():
+    # the pass hands the preview views cut out of a larger block, not arrays of their own
+    rng = np.random.default_rng(6)
+    before, after = (rng.uniform(0.0, 0.6, (6, 70, 66)).astype(np.float32) for _ in range(2))
+    view_b, view_a = before[:, 5:-5, 4:-4], after[:, 5:-5, 4:-4]
+    assert not view_b.flags.c_contiguous
+    expected = preview_bytes(view_b.copy(), view_a.copy())
+    assert np.array_equal(preview_bytes(view_b, view_a), expected)
+    assert expected.shape == (10, 60, 58)
