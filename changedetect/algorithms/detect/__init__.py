@@ -842,13 +842,19 @@ def _cut_chunk(
     block = compute_chunk(chunk)
     if path is not None:
         save_chunk(path, block)
-    return [None if cut is None else block[:, cut[0], cut[1]][planes] for cut in cuts]
+    return _window_parts(block, planes, cuts)
 
 
 def _cut_kept(
     path: Path, planes: list[int], cuts: list[tuple[slice, slice] | None]
 ) -> list[np.ndarray | None]:
-    block = np.load(path, mmap_mode="r", allow_pickle=False)
+    return _window_parts(np.load(path, mmap_mode="r", allow_pickle=False), planes, cuts)
+
+
+def _window_parts(
+    block: np.ndarray, planes: list[int], cuts: list[tuple[slice, slice] | None]
+) -> list[np.ndarray | None]:
+    """The `planes` of each window's part of a chunk (`cuts`), None where it has none."""
     return [None if cut is None else block[:, cut[0], cut[1]][planes] for cut in cuts]
 
 

@@ -618,24 +618,25 @@ def _read_chunk(
                 data = _read_aligned(
                     src, indexes, aligned, height, width, src_nodata, quality, scale, offset
                 )
-                return data[0] if squeeze else data
-            options.update(_resampling_scale(src, crs_wkt, transform, shape))
-            grid = GeoBox(shape, Affine(*transform[:6]), crs_wkt)
-            dst_transform = grid[row0:row1, col0:col1].transform
-            # Each band's no-data on its own (GDAL may otherwise need every band to be no-data).
-            options["UNIFIED_SRC_NODATA"] = "NO"
-            with WarpedVRT(
-                src,
-                crs=crs_wkt,
-                transform=dst_transform,
-                width=width,
-                height=height,
-                src_nodata=src_nodata,
-                tolerance=_WARP_TOLERANCE,
-                warp_mem_limit=_WARP_MEM_LIMIT_MB,
-                **options,
-            ) as vrt:
-                data = vrt.read(list(indexes))
+            else:
+                options.update(_resampling_scale(src, crs_wkt, transform, shape))
+                grid = GeoBox(shape, Affine(*transform[:6]), crs_wkt)
+                dst_transform = grid[row0:row1, col0:col1].transform
+                # Each band's no-data on its own (GDAL may otherwise need every band to be
+                # no-data).
+                options["UNIFIED_SRC_NODATA"] = "NO"
+                with WarpedVRT(
+                    src,
+                    crs=crs_wkt,
+                    transform=dst_transform,
+                    width=width,
+                    height=height,
+                    src_nodata=src_nodata,
+                    tolerance=_WARP_TOLERANCE,
+                    warp_mem_limit=_WARP_MEM_LIMIT_MB,
+                    **options,
+                ) as vrt:
+                    data = _finish(vrt.read(list(indexes)), quality, scale, offset)
     except FileNotFoundError:
         _forget_dataset(path, session)
         raise SourceError(f"raster {path} disappeared while loading; check the path") from None
@@ -648,7 +649,6 @@ def _read_chunk(
             f"raster {path} band(s) {', '.join(map(str, indexes))} cannot be read ({message}); "
             "the file is truncated or corrupt: re-download or re-export it"
         ) from None
-    data = _finish(data, quality, scale, offset)
     return data[0] if squeeze else data
 
 
