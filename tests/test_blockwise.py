@@ -13,7 +13,7 @@ from changedetect.algorithms import detect
 from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
 from changedetect.engine import blockwise
 from changedetect.engine.blockwise import run_pass
-from changedetect.io.sinks.chips import preview_bytes
+from changedetect.io.sinks.chips import PREVIEW_BANDS, preview_bytes
 from changedetect.io.sinks.rasters import ScratchRasters
 from changedetect.testing.rasters import make_grid
 
@@ -59,6 +59,16 @@ def pass_over(tmp_path, chunks: int, count: bool = False, spill: bool = False, h
     with rasterio.open(out / "score.tif") as src:
         score = src.read(1)
     return gathered, score, computed, inputs.cube.numblocks
+
+
+def test_the_preview_keeps_each_band_in_tiles_of_its_own(tmp_path):
+    # the report's overview reads the after-date RGB (3 of its bands) of the whole AOI: with
+    # pixel-interleaved tiles it would decode them all
+    with ScratchRasters(make_grid(shape=(70, 90)), tmp_path / "score.tif", tmp_path / "rgb.tif"):
+        pass
+    with rasterio.open(tmp_path / "rgb.tif") as src:
+        assert src.count == PREVIEW_BANDS
+        assert src.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "BAND"
 
 
 @pytest.mark.parametrize("chunks", [64, 100, 148, 150])

