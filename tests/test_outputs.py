@@ -10,6 +10,7 @@ import pyogrio.raw
 import pytest
 import rasterio
 import shapely
+from scipy import ndimage
 from shapely.geometry import box, shape
 from shapely.geometry.polygon import LinearRing
 
@@ -18,6 +19,7 @@ from changedetect.config import DetectionConfig
 from changedetect.errors import NoClearViewError, NoValidDataError
 from changedetect.io.sinks.chips import PANEL_GAP
 from changedetect.io.sinks.geojson import rfc7946_geometry
+from changedetect.io.sinks.rasters import scratch_profile, write_cog
 from changedetect.models import TimeWindow
 from changedetect.navigation import wgs84_to_gcj02
 from changedetect.pipeline import AnalysisOptions, analyse
@@ -379,3 +381,22 @@ def test_geojson_written_feature_by_feature_is_the_collection_dumped_whole(tmp_p
         whole = json.dumps(clues_feature_collection(clues[:n]), ensure_ascii=False, indent=1)
         assert written == whole.encode("utf-8"), n
         assert len(json.loads(written)["features"]) == n
+
+
+def test_the_change_cog_keeps_the_score_and_packs_its_zeros_tightly(tmp_path):
+    # 2.5 % of the pixels in patches of noisy scores, zeros around them, a strip of no data
+    rng = np.random.default_rng(1)
+    in_patches = ndimage.binary_dilation(rng.random((1024, 1024)) < 0.0004, iterations=5)
+    score = np.zeros(in_patches.shape, np.float32)
+    score[in_patches] = rng.uniform(0.5, 1.0, int(in_patches.sum()))
+    score[:, :40] = np.nan
+    grid = make_grid(*score.shape)
+    scratch = tmp_path / "score.tif"
+    with rasterio.open(scratch, "w", **scratch_profile(grid, 1, "float32", np.nan)) as dst:
+        dst.write(score, 1)
+    cog = write_cog(scratch, tmp_path / "change.tif")
+    with rasterio.open(cog) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        np.testing.assert_array_equal(src.read(1), score)
+    # 141 kB; 193 kB with the floating-point predictor
+    assert cog.stat().st_size < 165_000

