@@ -222,3 +222,173 @@ def test_the_preview_of_a_block_trimmed_out_of_its_halo_is_that_of_its_copy():
     expected = preview_bytes(view_b.copy(), view_a.copy())
     assert np.array_equal(preview_bytes(view_b, view_a), expected)
     assert expected.shape == (10, 60, 58)
+
+
+# --- the same chips, cheaper: each shortcut against what it stands for ---------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 49, 50, 51, 100, 101, 1000, 20_001])
+def test_percentiles_from_byte_counts_are_numpys_to_the_bit(size):
+    from changedetect.io.sinks.chips import byte_percentiles
+
+    rng = np.random.default_rng(size)
+    percentiles = (0.0, 2.0, 25.0, 49.9, 50.0, 75.0, 98.0, 100.0)
+    samples = [
+        rng.integers(0, 256, size),
+        rng.integers(60, 64, size),  # few values: ties across every rank
+        np.full(size, 255),
+        np.where(rng.random(size) < 0.5, 0, 255),
+        rng.binomial(255, 0.1, size),
+    ]
+    for values in samples:
+        values = values.astype(np.uint8)
+        ours = np.array(byte_percentiles(np.bincount(values, minlength=256), percentiles))
+        numpys = np.percentile(values, percentiles)
+        assert ours.dtype == numpys.dtype == np.float64
+        assert np.array_equal(ours.view(np.uint64), numpys.view(np.uint64)), (values, ours, numpys)
+
+
+def _stretch_by_percentile(before, after):
+    """The stretch as it is defined: np.percentile of the pixels with data of both dates, per
+    channel, each pixel mapped onto 1-255 (0 where no data)."""
+    valid = [(img[0] > 0) | (img[1] > 0) | (img[2] > 0) for img in (before, after)]
+    low, high = [], []
+    for c in range(3):
+        values = np.concatenate([before[c][valid[0]], after[c][valid[1]]])
+        lo, hi = np.percentile(values, (2.0, 98.0)) if values.size else (0.0, 255.0)
+        low.append(lo)
+        high.append(max(hi, lo + 1.0))
+    lo_a, hi_a = np.asarray(low)[:, None, None], np.asarray(high)[:, None, None]
+    out = []
+    for img, ok in zip((before, after), valid, strict=True):
+        scaled = np.clip((img - lo_a) / (hi_a - lo_a) * 254.0 + 1.0, 1.0, 255.0)
+        out.append(np.moveaxis(np.where(ok, scaled, 0).astype(np.uint8), 0, -1))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_stretch_by_tables_is_the_stretch_pixel_by_pixel(seed):
+    from changedetect.io.sinks.chips import _stretch
+
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 40, 2)
+    before, after = (rng.integers(0, 256, (3, h, w)).astype(np.uint8) for _ in range(2))
+    if seed % 2:  # narrow values: the percentiles fall between ties
+        before, after = before // 40 + 70, after // 50 + 60
+    before[:, rng.random((h, w)) < 0.2] = 0  # no data
+    after[0, rng.random((h, w)) < 0.2] = 0  # a band at 0 with data in the others
+    cases = [(before, after), (before, np.zeros_like(after)), (np.zeros_like(before),) * 2]
+    cases.append((np.full_like(before, 90), np.full_like(after, 90)))  # flat: lo + 1
+    for b, a in cases:
+        ours, expected = _stretch(b, a), _stretch_by_percentile(b, a)
+        for got, want in zip(ours, expected, strict=True):
+            assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
+def _pillow_scale_bar(image, metres_per_px):
+    """The scale bar as ImageDraw draws it: the rectangles, then the text with its stroke."""
+    from PIL import ImageDraw
+
+    from changedetect.io.sinks.chips import SCALE_BAR_M, _font, distance_label
+
+    width, height = image.size
+    fits = [m for m in SCALE_BAR_M if m / metres_per_px <= width * 0.3]
+    if not fits or height < 48:
+        return
+    metres = fits[-1]
+    length = round(metres / metres_per_px)
+    draw = ImageDraw.Draw(image)
+    x0, y1 = 4, height - 4
+    draw.rectangle((x0 - 1, y1 - 4, x0 + length + 1, y1 + 1), fill=(0, 0, 0))
+    draw.rectangle((x0, y1 - 3, x0 + length, y1), fill=(255, 255, 255))
+    draw.text(
+        (x0, y1 - 16),
+        distance_label(metres),
+        font=_font(),
+        fill=(255, 255, 255),
+        stroke_width=1,
+        stroke_fill=(0, 0, 0),
+    )
+
+
+def test_a_cached_label_draws_the_pixels_pillow_draws():
+    from PIL import Image, ImageDraw
+
+    from changedetect.io.sinks.chips import SCALE_BAR_M, _draw_label, _font, _label, distance_label
+
+    rng = np.random.default_rng(7)
+    for text in {distance_label(m) for m in SCALE_BAR_M}:
+        # anywhere on the panel, and cut off at each of its edges
+        for xy in [(4, 30), (0, 0), (-9, 5), (5, -7), (30, 40), (45, 12), (-40, -40), (60, 60)]:
+            panel = rng.integers(0, 256, (48, 52, 3)).astype(np.uint8)
+            panel[10:30, 5:25] = (255, 230, 0)  # flat colours, too
+            expected = Image.fromarray(panel.copy(), mode="RGB")
+            ImageDraw.Draw(expected).text(
+                xy, text, font=_font(), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0)
+            )
+            _draw_label(panel, xy, _label(text))
+            assert np.array_equal(panel, np.asarray(expected)), (text, xy)
+
+
+@pytest.mark.parametrize(
+    ("edge", "metres_per_px"), [(48, 10.0), (204, 5.0), (130, 0.5), (96, 80.0)]
+)
+def test_the_scale_bar_is_pillows_to_the_pixel(edge, metres_per_px):
+    from PIL import Image
+
+    from changedetect.io.sinks.chips import _scale_bar
+
+    rng = np.random.default_rng(edge)
+    panel = rng.integers(0, 256, (edge, edge, 3)).astype(np.uint8)
+    original = panel.copy()
+    expected = Image.fromarray(panel.copy(), mode="RGB")
+    _pillow_scale_bar(expected, metres_per_px)
+    _scale_bar(panel, metres_per_px)
+    assert np.array_equal(panel, np.asarray(expected))
+    assert not np.array_equal(panel, original)  # a bar was drawn
+
+
+def test_the_ring_is_scipys_dilation():
+    from scipy import ndimage
+
+    from changedetect.io.sinks.chips import _dilate
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (1, 7), (5, 1), (24, 24), (37, 51)]:
+        for density in (0.0, 0.02, 0.3, 1.0):
+            mask = rng.random(shape) < density
+            mask[0, -1] = density > 0.1  # at a corner and the edges, too
+            expected = ndimage.binary_dilation(mask, np.ones((3, 3), bool))
+            assert np.array_equal(_dilate(mask), expected)
+
+
+@pytest.mark.parametrize("zoom", [1, 2, 3, 5])
+def test_a_panel_upscaled_in_place_is_the_upscaled_image(zoom):
+    from changedetect.io.sinks.chips import _two_panels, _upscale, _upscale_into
+
+    rng = np.random.default_rng(zoom)
+    left, right = (rng.integers(0, 256, (7, 7, 3)).astype(np.uint8) for _ in range(2))
+    chip, panels = _two_panels((7 * zoom, 7 * zoom))
+    for image, panel in zip((left, right), panels, strict=True):
+        _upscale_into(image, zoom, panel)
+    gap = np.full((7 * zoom, PANEL_GAP, 3), 255, np.uint8)
+    expected = np.concatenate([_upscale(left, zoom), gap, _upscale(right, zoom)], axis=1)
+    assert np.array_equal(chip, expected)
+    assert np.array_equal(_upscale(left, zoom), np.kron(left, np.ones((zoom, zoom, 1), np.uint8)))
+
+
+def test_the_outline_slot_takes_exactly_the_outline_coloured_pixels():
+    from changedetect.io.sinks.palette import SLOT_OUTLINE, palette_image
+
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    rgb[5, :] = OUTLINE_RGB
+    rgb[:, 7] = OUTLINE_RGB
+    rgb[9, 3] = (255, 230, 1)  # one off in each channel: not outline
+    rgb[9, 4] = (254, 230, 0)
+    rgb[9, 5] = (255, 231, 0)
+    outline = np.all(rgb == OUTLINE_RGB, axis=-1)
+    assert np.array_equal(np.asarray(palette_image(rgb)) == SLOT_OUTLINE, outline)
+    plain = rgb.copy()
+    plain[outline] = (0, 0, 255)
+    assert not (np.asarray(palette_image(plain)) == SLOT_OUTLINE).any()

@@ -13,6 +13,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from ...algorithms.jit import ngjit
+
 #: The patch outline drawn on chips and on the overview.
 OUTLINE_RGB = (255, 230, 0)
 #: Colour of the protection-zone boundaries on the overview.
@@ -40,11 +42,25 @@ def palette_image(rgb: np.ndarray) -> Image.Image:
     for colour in OVERLAY:
         palette.extend(colour)
     image.putpalette(palette)
-    red, green, blue = OUTLINE_RGB
-    outline = (rgb[..., 0] == red) & (rgb[..., 1] == green) & (rgb[..., 2] == blue)
-    if outline.any():
-        image.paste(SLOT_OUTLINE, None, Image.fromarray(outline.astype(np.uint8) * 255, mode="L"))
+    outline, found = _colour_mask(rgb, *OUTLINE_RGB)
+    if found:
+        image.paste(SLOT_OUTLINE, None, Image.fromarray(outline, mode="L"))
     return image
+
+
+@ngjit
+def _colour_mask(rgb: np.ndarray, red: int, green: int, blue: int) -> tuple[np.ndarray, bool]:
+    # where an (h, w, 3) image is exactly one colour, as a paste mask (255 there, else 0), and
+    # whether it is anywhere: one pass instead of numpy's five over every chip
+    h, w, _ = rgb.shape
+    mask = np.zeros((h, w), np.uint8)
+    found = False
+    for y in range(h):
+        for x in range(w):
+            if rgb[y, x, 0] == red and rgb[y, x, 1] == green and rgb[y, x, 2] == blue:
+                mask[y, x] = 255
+                found = True
+    return mask, found
 
 
 def png_bytes(image: Image.Image) -> bytes:
