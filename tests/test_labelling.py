@@ -136,3 +136,95 @@ def test_larger_grids_with_many_strip_borders(monkeypatch, seed):
             expected, n = reference_label_changed_pixels(flat, shape, radius=radius, min_pixels=10)
             got = label_changed_pixels(flat, shape, radius=radius, min_pixels=10)
             assert_same(got, expected, n, f"seed {seed}, strips {strip_rows}, radius {radius}")
+
+
+def _bars(mask, row, cols, height=7):
+    for col in cols:
+        mask[row : row + height, col] = True
+
+
+def _spaced_bars(width: int) -> np.ndarray:
+    """Vertical bars 2 to 10 columns apart, so that for each radius some pairs are bridged by
+    the closing and some lie just as far apart as runs of columns start to be left out."""
+    mask = np.zeros((40, width), bool)
+    cols = np.cumsum(np.arange(2, 11)) - 1
+    _bars(mask, 3, cols)
+    _bars(mask, 22, cols + 1, height=12)  # across strip borders, shifted by a column
+    mask[18, cols[::2]] = True  # lone pixels above some of them
+    return mask
+
+
+def _edges() -> np.ndarray:
+    """Patches on the grid's left and right edges and 1 to 4 columns away from them."""
+    mask = np.zeros((50, 60), bool)
+    for band, gap in enumerate(range(5)):
+        row = 2 + 10 * band
+        mask[row : row + 6, gap : gap + 3] = True
+        mask[row : row + 6, 60 - gap - 3 : 60 - gap] = True
+        mask[row + 2, gap + 4] = mask[row + 3, 60 - gap - 5] = True
+    return mask
+
+
+def _empty_strips() -> np.ndarray:
+    """Patches with empty rows and strips between them, one open towards the empty rows below
+    it (a U upside down: its inside is not a hole) and one closed above them."""
+    mask = np.zeros((60, 80), bool)
+    mask[2:8, 10:20] = True
+    mask[3:6, 12:18] = False
+    mask[6:8, 13:17] = False  # the opening, towards the empty rows below
+    _ring(mask, 45, 60, 8, 4)
+    mask[57:60, 0:3] = True
+    return mask
+
+
+def _wide_holes() -> np.ndarray:
+    """A ring wider than a strip around empty columns, holding a blob and a ring with its own
+    hole; beside it a frame whose hole reaches the strip borders."""
+    mask = np.zeros((80, 120), bool)
+    _ring(mask, 38, 40, 36, 32)
+    mask[36:40, 30:33] = True  # in the hole, between columns left out
+    _ring(mask, 38, 52, 7, 4)  # its hole is the big ring's too
+    mask[10:13, 90:115] = mask[58:61, 90:115] = True
+    mask[10:61, 90:93] = mask[10:61, 112:115] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _spaced_bars(70),
+        _edges,
+        _empty_strips,
+        _wide_holes,
+        lambda: np.zeros((30, 200), bool),
+        lambda: np.ones((30, 40), bool),
+    ],
+    ids=["spaced bars", "edges", "empty strips", "wide holes", "no change", "all changed"],
+)
+def test_runs_of_columns_far_from_change_are_as_over_the_whole_width(monkeypatch, make):
+    mask = make()
+    flat = np.flatnonzero(mask)
+    for strip_rows in (1, 4, 8, 512):
+        monkeypatch.setattr(labelling, "STRIP_ROWS", strip_rows)
+        for radius in (0, 1, 2, 3):
+            for min_pixels in (1, 9):
+                what = f"strips of {strip_rows}, radius {radius}, unit {min_pixels}"
+                expected, n = reference_label_changed_pixels(
+                    flat, mask.shape, radius=radius, min_pixels=min_pixels
+                )
+                got = label_changed_pixels(flat, mask.shape, radius=radius, min_pixels=min_pixels)
+                assert_same(got, expected, n, what)
+        expected, n = reference_label_patches(mask, min_pixels=1, seed_radius=1)
+        got = label_pixels(flat, mask.shape, close_radius=0, seed_radius=1, min_pixels=1)
+        assert_same(got, expected, n, f"strips of {strip_rows}, seeds only")
+
+
+def test_a_hole_over_columns_left_out_is_filled(monkeypatch):
+    monkeypatch.setattr(labelling, "STRIP_ROWS", 8)
+    mask = _wide_holes()
+    pixels = label_changed_pixels(np.flatnonzero(mask), mask.shape, radius=1, min_pixels=1)
+    raster = pixels.raster()
+    assert pixels.n_labels == 4  # the big ring, the frame, the small ring, the blob
+    assert raster[38, 20] == raster[38, 60] == raster[38, 52] == 1
+    assert raster[38, 31] == 4 and raster[38, 45] == 3
+    assert raster[35, 102] == raster[10, 90] == 2

@@ -15,11 +15,12 @@ from shapely.geometry import box, shape
 from shapely.geometry.polygon import LinearRing
 
 from changedetect.algorithms.clues import load_clue_model, object_features
+from changedetect.algorithms.patch_pixels import PatchPixels
 from changedetect.config import DetectionConfig
 from changedetect.errors import NoClearViewError, NoValidDataError
 from changedetect.io.sinks.chips import PANEL_GAP
 from changedetect.io.sinks.geojson import rfc7946_geometry
-from changedetect.io.sinks.rasters import scratch_profile, write_cog
+from changedetect.io.sinks.rasters import mask_score_to_patches, scratch_profile, write_cog
 from changedetect.models import TimeWindow
 from changedetect.navigation import wgs84_to_gcj02
 from changedetect.pipeline import AnalysisOptions, analyse
@@ -400,3 +401,31 @@ def test_the_change_cog_keeps_the_score_and_packs_its_zeros_tightly(tmp_path):
         np.testing.assert_array_equal(src.read(1), score)
     # 141 kB; 193 kB with the floating-point predictor
     assert cog.stat().st_size < 165_000
+
+
+def test_score_masked_to_patches_window_by_window_is_the_rule_over_the_whole_raster(tmp_path):
+    rng = np.random.default_rng(5)
+    shape = (70, 50)
+    score = rng.choice(
+        np.float32([0.0, -0.0, np.nan, 0.4, -0.3]), shape, p=[0.6, 0.1, 0.2, 0.05, 0.05]
+    )
+    score[16:32] = np.where(rng.random((16, 50)) < 0.5, np.float32(0.0), np.float32(np.nan))
+    score[32:48] = -0.0  # nothing to change but the sign of zero
+    labels = np.zeros(shape, np.int32)
+    labels[2:9, 3:12] = 1
+    labels[50:66, 30:45] = 2  # across windows
+    labels[20:25, 0:5] = 3  # in the rows of only 0 and NaN
+    pixels = PatchPixels.from_raster(labels, 3)
+    patch_score = np.float32([0.0, 0.7, 0.2, 0.9])
+    path = tmp_path / "score.tif"
+    profile = scratch_profile(make_grid(*shape), 1, "float32", np.nan)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(score, 1)
+    mask_score_to_patches(path, pixels, patch_score, block_rows=16)
+    inside = labels > 0
+    expected = np.where(inside | np.isnan(score), score, np.float32(0.0))
+    weak = inside & ~(score > 0)
+    expected[weak] = patch_score[labels[weak]]
+    with rasterio.open(path) as src:
+        got = src.read(1)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))

@@ -24,6 +24,11 @@ def test_lookups_windows_boxes_and_masks_are_those_of_the_raster():
         r1, c1 = rng.integers(r0, labels.shape[0] + 1), rng.integers(c0, labels.shape[1] + 1)
         rows, cols = slice(int(r0), int(r1)), slice(int(c0), int(c1))
         np.testing.assert_array_equal(pixels.window(rows, cols), labels[rows, cols])
+    for r0, r1 in ((0, labels.shape[0]), (0, 1), (37, 90), (156, 157), (40, 40)):
+        at, label = pixels.in_rows(slice(r0, r1))
+        part = labels[r0:r1].ravel()
+        np.testing.assert_array_equal(at, np.flatnonzero(part))
+        np.testing.assert_array_equal(label, part[at])
     objects = ndimage.find_objects(labels)
     seen = []
     for label, (rows, cols), own in pixels.patches():

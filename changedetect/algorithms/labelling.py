@@ -8,6 +8,10 @@ the per-strip components, solved once). What is global is decided on the merged 
 size (summed over strips), the seed (any strip), the number (raster order of the first pixel),
 and the holes, which are the background components (4-connected, merged the same way) that do
 not touch the grid's edge. Only the closed pixels (sparse) and one strip at a time are held.
+
+A strip is worked on without the runs of columns far from its changed pixels (see
+:class:`_Columns`): with sparse change most of a strip's width is such runs, whose pixels are
+background and whose morphology and labels follow from the column beside them.
 """
 
 from __future__ import annotations
@@ -103,6 +107,89 @@ def label_changed_pixels(
     return label_pixels(
         flat_index, shape, close_radius=radius, seed_radius=radius, min_pixels=min_pixels
     )
+
+
+@dataclass(frozen=True, eq=False)
+class _Columns:
+    """The columns of a grid `width` wide that a strip's passes work on: `kept` (sorted, from 0
+    on), each standing for itself and the run of columns left out after it; None: all of them.
+
+    Kept are the columns up to the closing's radius from a changed pixel of the strip's context,
+    the column after each range of those, and the first column. The others are background in
+    every row of the closed strip (a closing adds no pixel farther than its radius from a changed
+    one: a disk centred on it misses them all), and so is the kept column before each run of
+    them. On the kept columns alone:
+
+    - the morphology is that of the whole width: the changed pixels on either side of a run left
+      out stay more than a disk's width apart, which a closing cannot bridge, and have no changed
+      pixel within the closing's reach on that side, as in the grid; the right edge, when left
+      out, is beyond that reach;
+    - the 8-connected patches are those of the whole width, a background column separating those
+      on either side of a run;
+    - a run left out joins, row by row, the background component of the column before it, which
+      comes first in raster order: the 4-connected background components, their numbering (raster
+      order of the first pixel, as ``ndimage.label`` numbers them), their first pixels and whether
+      they touch the grid's edge are those of the whole width.
+    """
+
+    kept: np.ndarray | None
+    width: int
+
+    @classmethod
+    def of(cls, changed_columns: np.ndarray, width: int, radius: int) -> _Columns:
+        """The columns to keep for a strip whose changed pixels lie in `changed_columns`, closed with
+        a disk of `radius` (0: not closed)."""
+        occupied = np.zeros(width, dtype=np.int64)
+        occupied[changed_columns] = 1
+        upto = np.concatenate(([0], np.cumsum(occupied)))  # changed columns left of each
+        column = np.arange(width)
+        # a changed pixel in [column - radius - 1, column + radius]: up to radius away from
+        # one, or the first column after those
+        start, stop = np.maximum(column - radius - 1, 0), np.minimum(column + radius + 1, width)
+        near = upto[stop] > upto[start]
+        # the kept columns stand for the whole width from the first on (a strip without change
+        # keeps one, for its background)
+        near[0] = True
+        if near.all():
+            return cls(None, width)
+        return cls(np.flatnonzero(near), width)
+
+    @property
+    def n(self) -> int:
+        return self.width if self.kept is None else self.kept.size
+
+    def local(self, columns: np.ndarray) -> np.ndarray:
+        """Where kept grid `columns` are among the kept columns."""
+        return columns if self.kept is None else np.searchsorted(self.kept, columns)
+
+    def repeats(self) -> np.ndarray:
+        """How many grid columns each kept column stands for (itself and the run after it)."""
+        assert self.kept is not None
+        return np.diff(np.append(self.kept, self.width))
+
+    def full(self, values: np.ndarray) -> np.ndarray:
+        """Values over the kept columns (last axis) spread over the whole width: a run left out
+        takes the value of the column before it (0 for labels of patches, that column's
+        background component for labels of the background)."""
+        return values if self.kept is None else np.repeat(values, self.repeats(), axis=-1)
+
+    def grid_positions(self, positions: np.ndarray, row0: int) -> np.ndarray:
+        """Raveled grid positions (int64) of raveled `positions` in a strip of the kept columns
+        starting at grid row `row0`."""
+        if self.kept is None:
+            return positions.astype(np.int64) + row0 * self.width
+        rows, at = np.divmod(positions.astype(np.int64), self.kept.size)
+        return (rows + row0) * self.width + self.kept[at]
+
+    def narrow(self, values: np.ndarray | None) -> np.ndarray | None:
+        """Values over the whole width (last axis) at the kept columns."""
+        return values if values is None or self.kept is None else values[..., self.kept]
+
+    def strip_positions(self, grid_positions: np.ndarray, row0: int) -> np.ndarray:
+        """Raveled positions in a strip of the kept columns starting at grid row `row0` of raveled
+        grid positions in kept columns."""
+        rows, columns = np.divmod(grid_positions - row0 * self.width, self.width)
+        return rows * self.n + self.local(columns)
 
 
 @dataclass
@@ -213,16 +300,20 @@ def label_pixels(
     label_of[keep] = np.arange(1, n_kept + 1, dtype=np.int32)  # components are in raster order
     node_label = label_of[component]
     first_pixel = np.concatenate(([-1], fg.first_pixel[first_node[keep]]))
-    hole_label = _hole_labels(fg.closed, node_label, first_pixel, strips, shape)
+    hole_label = _hole_labels(fg.closed, fg.columns, node_label, first_pixel, strips, shape)
     index_parts, label_parts = [], []
-    for closed, rows, holes in zip(fg.closed, strips, hole_label, strict=True):
-        strip = _kept_strip(closed, node_label, rows, width)
+    for closed, columns, rows, holes in zip(fg.closed, fg.columns, strips, hole_label, strict=True):
+        strip = _kept_strip(closed, node_label, rows, columns)
         if holes is not None:
             background, _ = ndimage.label(strip == 0, structure=_FOUR)
             strip += holes[background]
+            # a run left out is, in every row, in the component of the kept column before it
+            if columns.kept is not None and holes[background[0, columns.repeats() > 1]].any():
+                # a hole reaches into runs left out: they are filled too, over the whole width
+                strip, columns = columns.full(strip), _Columns(None, width)
             del background
         at = np.flatnonzero(strip)
-        index_parts.append(at.astype(np.int64) + rows.start * width)
+        index_parts.append(columns.grid_positions(at, rows.start))
         label_parts.append(strip.ravel()[at])
     return PatchPixels(
         shape,
@@ -235,10 +326,12 @@ def label_pixels(
 @dataclass
 class _Foreground:
     """The closed pixels strip by strip (the nodes of their per-strip components at raveled
-    positions in the strip), the graph of those components, and per node: its pixel count,
-    whether it holds a seed (1.0 or 0.0), and its first pixel (raveled, in the grid)."""
+    positions in the strip's kept columns), the columns kept in each strip, the graph of those
+    components, and per node: its pixel count, whether it holds a seed (1.0 or 0.0), and its
+    first pixel (raveled, in the grid)."""
 
     closed: list[tuple[np.ndarray, np.ndarray]]
+    columns: list[_Columns]
     graph: _Graph
     sizes: np.ndarray
     seeded: np.ndarray
@@ -256,15 +349,21 @@ def _foreground(
     height, width = shape
     reach = 2 * max(close_radius, 0) + max(seed_radius, 0)
     graph = _Graph()
-    closed = []
+    closed, kept_columns = [], []
     sizes, seeded, first_pixel = [np.zeros(1)], [np.zeros(1)], [np.full(1, -1, np.int64)]
     above = None
     for rows in strips:
         context, _ = _in_context(rows, reach, height)
         lo, hi = np.searchsorted(flat_index, (context.start * width, context.stop * width))
-        raw = np.zeros((context.stop - context.start) * width, dtype=bool)
-        raw[flat_index[lo:hi] - context.start * width] = True
-        raw = raw.reshape(-1, width)
+        changed = flat_index[lo:hi] - context.start * width
+        changed_columns = changed % width
+        columns = _Columns.of(changed_columns, width, max(close_radius, 0))
+        raw = np.zeros((context.stop - context.start, columns.n), dtype=bool)
+        if columns.kept is None:
+            raw.reshape(-1)[changed] = True
+        else:
+            raw[changed // width, columns.local(changed_columns)] = True
+        del changed, changed_columns
         # the closed rows up to seed_radius around the strip: the erosion's context
         ext, own = _in_context(rows, max(seed_radius, 0), height)
         cl = _closed(raw, close_radius) if close_radius >= 1 else raw
@@ -273,8 +372,8 @@ def _foreground(
         lab, k = ndimage.label(cl[own], structure=_EIGHT)
         offset = graph.add_strip(k)
         if above is not None:
-            graph.join(above, _nodes(lab[0], offset), (-1, 0, 1))
-        above = _nodes(lab[-1], offset)
+            graph.join(above, columns.full(_nodes(lab[0], offset)), (-1, 0, 1))
+        above = columns.full(_nodes(lab[-1], offset))
         sizes.append(np.bincount(lab.ravel(), minlength=k + 1)[1:].astype(np.float64))
         if seed_radius >= 1:
             core = _eroded(cl, seed_radius)[own]
@@ -283,14 +382,16 @@ def _foreground(
         else:
             seeded.append(np.ones(k))
         del cl
-        first_pixel.append(_first_pixels(lab) + rows.start * width)
+        first_pixel.append(columns.grid_positions(_first_pixels(lab), rows.start))
         at = np.flatnonzero(lab)
         # positions in a strip and node ids both count pixels: int32 unless the grid is huge
         small = np.int32 if height * width < 2**31 else np.int64
         closed.append((at.astype(small), (lab.ravel()[at] + offset).astype(small, copy=False)))
+        kept_columns.append(columns)
         del lab
     return _Foreground(
         closed,
+        kept_columns,
         graph,
         np.concatenate(sizes),
         np.concatenate(seeded),
@@ -299,26 +400,28 @@ def _foreground(
 
 
 def _kept_strip(
-    closed: tuple[np.ndarray, np.ndarray], node_label: np.ndarray, rows: slice, width: int
+    closed: tuple[np.ndarray, np.ndarray], node_label: np.ndarray, rows: slice, columns: _Columns
 ) -> np.ndarray:
-    """The int32 label raster of a strip's kept pixels (holes not filled)."""
+    """The int32 label raster of a strip's kept pixels (holes not filled), over its kept
+    columns."""
     at, node = closed
-    strip = np.zeros((rows.stop - rows.start) * width, dtype=np.int32)
+    strip = np.zeros((rows.stop - rows.start) * columns.n, dtype=np.int32)
     label = node_label[node]
     strip[at[label > 0]] = label[label > 0]
-    return strip.reshape(-1, width)
+    return strip.reshape(-1, columns.n)
 
 
 def _hole_labels(
     closed: list[tuple[np.ndarray, np.ndarray]],
+    kept_columns: list[_Columns],
     node_label: np.ndarray,
     first_pixel: np.ndarray,
     strips: list[slice],
     shape: tuple[int, int],
 ) -> list[np.ndarray | None]:
     """For each strip, the label that each of its background components (4-connected labels of
-    the strip's background, as ``ndimage.label`` numbers them) takes as a hole, 0 where it is
-    not one; None for a strip without a hole.
+    the strip's background over its kept columns, as ``ndimage.label`` numbers them) takes as a
+    hole, 0 where it is not one; None for a strip without a hole.
 
     The background components, merged across strips, and the patches form a tree: a bounded
     background component lies inside the patch just above its first pixel, a patch inside the
@@ -333,13 +436,13 @@ def _hole_labels(
     patch_above = [np.zeros(1, np.int64)]  # the patch above each node's first pixel (0: none)
     around = np.zeros(n_kept + 1, np.int64)  # the node above each patch's first pixel (0: none)
     above_nodes = above_labels = None
-    for s, rows in enumerate(strips):
-        strip = _kept_strip(closed[s], node_label, rows, width)
+    for s, (rows, columns) in enumerate(zip(strips, kept_columns, strict=True)):
+        strip = _kept_strip(closed[s], node_label, rows, columns)
         background, k = ndimage.label(strip == 0, structure=_FOUR)
         offset = graph.add_strip(k)
         offsets.append(offset)
         if above_nodes is not None:
-            graph.join(above_nodes, _nodes(background[0], offset), (0,))
+            graph.join(above_nodes, columns.full(_nodes(background[0], offset)), (0,))
         edge = np.zeros(k + 1, dtype=bool)
         edge[background[:, 0]] = edge[background[:, -1]] = True
         if rows.start == 0:
@@ -350,12 +453,14 @@ def _hole_labels(
         # what lies just above each first pixel: in the strip, or in the last row of the one above
         flat_strip, flat_background = strip.ravel(), background.ravel()
         first = _first_pixels(background)
-        patch_above.append(_above(first, flat_strip, above_labels, width))
+        patch_above.append(_above(first, flat_strip, columns.narrow(above_labels), columns.n))
         lo, hi = np.searchsorted(first_pixel[1:], (rows.start * width, rows.stop * width))
-        inside = first_pixel[1 + lo : 1 + hi] - rows.start * width
-        around[1 + lo : 1 + hi] = _above(inside, flat_background, above_nodes, width, offset)
-        above_nodes = _nodes(background[-1], offset)
-        above_labels = strip[-1].copy()
+        inside = columns.strip_positions(first_pixel[1 + lo : 1 + hi], rows.start)
+        around[1 + lo : 1 + hi] = _above(
+            inside, flat_background, columns.narrow(above_nodes), columns.n, offset
+        )
+        above_nodes = columns.full(_nodes(background[-1], offset))
+        above_labels = columns.full(strip[-1]).copy()
         del strip, background
     component, first_node = graph.merged()
     outside = np.bincount(component, weights=np.concatenate(exterior)) > 0

@@ -94,6 +94,13 @@ class PatchPixels:
         out[r[inside] - r0, c[inside] - c0] = self.labels[lo:hi][inside]
         return out
 
+    def in_rows(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The patch pixels in the grid rows `rows` (a plain slice inside the grid): their raveled
+        positions in those rows (int64, sorted) and their labels."""
+        width = self.shape[1]
+        lo, hi = np.searchsorted(self.index, (rows.start * width, rows.stop * width))
+        return self.index[lo:hi] - rows.start * width, self.labels[lo:hi]
+
     def patch(self, label: int) -> tuple[tuple[slice, slice], np.ndarray]:
         """One label's bounding box (row and column slices) and its pixels there (bool)."""
         order, starts = self._by_label

@@ -70,18 +70,31 @@ def mask_score_to_patches(
     grid once more before the COG copy.
 
     Inside a patch every pixel is change: where its own score is 0 or missing (a filled hole, a
-    closed gap) it takes its patch's score, `patch_score[label]`.
+    closed gap) it takes its patch's score, `patch_score[label]`. A window that comes out as it
+    was is not written again: with sparse change most hold only 0 and NaN and no patch.
     """
+    patch_score = np.asarray(patch_score, dtype=np.float32)
     with rasterio.open(score_path, "r+") as raster:
         for row in range(0, raster.height, block_rows):
             window = Window(0, row, raster.width, min(block_rows, raster.height - row))
             score = raster.read(1, window=window)
-            lab = pixels.window(slice(row, row + window.height), slice(0, raster.width))
-            inside = lab > 0
-            weak = inside & ~(score > 0)
-            out = np.where(inside | np.isnan(score), score, np.float32(0.0))
-            out[weak] = patch_score[lab[weak]]
-            raster.write(out.astype(np.float32, copy=False), 1, window=window)
+            at, label = pixels.in_rows(slice(row, row + window.height))
+            out = _published_score(score, at, label, patch_score)
+            # compared bit for bit: a -0.0 outside the patches is written as 0.0
+            if not np.array_equal(out.view(np.uint32), score.view(np.uint32)):
+                raster.write(out, 1, window=window)
+
+
+def _published_score(
+    score: np.ndarray, at: np.ndarray, label: np.ndarray, patch_score: np.ndarray
+) -> np.ndarray:
+    """A float32 window of the raw score with the patch pixels at raveled positions `at` (labels
+    `label`): NaN stays, 0 elsewhere outside the patches, the patch's score where a patch pixel's
+    own is not above 0."""
+    out = np.where(np.isnan(score), score, np.float32(0.0))
+    own = score.reshape(-1)[at]
+    out.reshape(-1)[at] = np.where(own > 0, own, patch_score[label])
+    return out
 
 
 class ScratchRasters:
