@@ -3,6 +3,7 @@ one by one and in whole runs (the same clues, with the same confidences and geom
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from scipy import ndimage
 from scipy.stats import chi2
 
 from bench.scenes import run_scene
+from changedetect.algorithms import composite_kernel
+from changedetect.algorithms.composite import CompositeChunk
 from changedetect.algorithms.detect import (
     _ABSORBING_INDEX,
     _B03,
@@ -22,10 +25,12 @@ from changedetect.algorithms.detect import (
     _evidence_table,
     kernels,
 )
+from changedetect.algorithms.masking import PixelMask
 from changedetect.demo import demo_config
 from changedetect.pipeline import run
 from changedetect.testing.kernel_references import (
     REFERENCES,
+    composite_chunk_reference,
     surface_state_reference,
 )
 from tests.factories import DATA
@@ -34,6 +39,7 @@ from tests.factories import DATA
 def with_references(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, reference in REFERENCES.items():
         monkeypatch.setattr(kernels, name, reference)
+    monkeypatch.setattr(CompositeChunk, "fill", composite_chunk_reference)
 
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (2, 3), (37, 53), (128, 96)]
@@ -374,3 +380,131 @@ def test_surface_rules_are_numpys_bit_for_bit(shape) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         logs = np.log(np.where(expected_ratio > 0, expected_ratio, np.nan))
     assert brightening.tobytes() == (0.5 * logs).astype(np.float32).tobytes()
+
+
+# --- a composite's chunk: the mask, count, medians and spreads in one pass --------------------
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_the_sorting_network_sorts_any_zeros_and_ones(n) -> None:
+    # the 0-1 principle: a network that sorts every sequence of 0s and 1s sorts any sequence
+    network = composite_kernel.sorting_network(n)
+    ones = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    columns = ones.T.astype(np.float32).copy()
+    composite_kernel._sort_columns(columns, network)
+    np.testing.assert_array_equal(columns, np.sort(ones, axis=1).T)
+
+
+COMPOSITE_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+CLASSES = (3, 8, 9, 10)
+
+
+def composite_blocks(n_times: int, quality: str | None, seed: int, shape=(19, 43)) -> list:
+    """A stack's chunks (time, y, x): 6 bands with ties, missing bands, pixels never valid,
+    infinities (alone, both signs, and values whose sum overflows: infinite medians), and the
+    quality layer (SCL classes, QA_PIXEL bits, or the valid mask itself: "given")."""
+    rng = np.random.default_rng(seed)
+    full = (n_times, *shape)
+    bands = [rng.normal(0.2, 0.1, full).astype(np.float32) for _ in COMPOSITE_BANDS]
+    for k, band in enumerate(bands):
+        band[rng.random(full) < 0.25] = np.float32(0.1 + 0.01 * k)  # ties
+        band[rng.random(full) < 0.08] = np.nan
+    for band in bands:
+        band[:, :2, :3] = np.nan  # no data in any acquisition
+        band[:, 2, :4] = [np.inf, -np.inf, np.float32(3e38), np.float32(-3e38)]
+        band[: n_times // 2, 3, :3] = [np.inf, np.float32(3e38), -np.inf]
+        band[n_times // 2 :, 3, :3] = [-np.inf, np.float32(2e38), np.float32(1e-42)]
+    blocks = list(bands)
+    if quality == "SCL":
+        blocks.append(rng.integers(0, 12, full).astype(np.uint8))
+    elif quality == "QA_PIXEL":
+        # each bit alone (the six rejected ones among them), and some together
+        flags = np.array([0, 0, *(1 << np.arange(16)), 1 << 4 | 1, 1 << 6 | 1 << 2], np.uint16)
+        blocks.append(rng.choice(flags, full))
+    elif quality == "given":
+        blocks.append(rng.random(full) < 0.7)  # not only where the bands have data
+    if quality is not None:
+        # the infinities kept, a few pixels rejected in every acquisition
+        blocks[-1][:, 2:4] = {"SCL": 4, "QA_PIXEL": 0, "given": True}[quality]
+        blocks[-1][:, 4, :5] = {"SCL": 9, "QA_PIXEL": 1 << 3, "given": False}[quality]
+    return blocks
+
+
+def composite_chunk(n_times: int, quality: str | None, members=None, min_valid=1):
+    names = COMPOSITE_BANDS if quality in (None, "given") else (*COMPOSITE_BANDS, quality)
+    mask = None if quality == "given" else PixelMask(COMPOSITE_BANDS, quality, CLASSES)
+    members = tuple(range(n_times)) if members is None else members
+    return CompositeChunk(names, len(COMPOSITE_BANDS), members, n_times, min_valid, mask)
+
+
+def filled(chunk, blocks, with_spread: bool = True, reference: bool = False) -> np.ndarray:
+    """The chunk's layers (medians, spreads, count), over a fill that shows what is left."""
+    k = chunk.n_bands
+    out = np.full((2 * k + 1, *blocks[0].shape[1:]), 7.0, np.float32)
+    spreads = out[k : 2 * k] if with_spread else None
+    if reference:
+        with np.errstate(invalid="ignore", over="ignore"):  # infinite medians, as planted
+            composite_chunk_reference(chunk, blocks, out[:k], spreads, out[2 * k])
+    else:
+        chunk.fill(blocks, out[:k], spreads, out[2 * k])
+    return out
+
+
+def assert_same_chunk(chunk, blocks, with_spread: bool = True) -> np.ndarray:
+    got = filled(chunk, blocks, with_spread)
+    expected = filled(chunk, blocks, with_spread, reference=True)
+    assert got.tobytes() == expected.tobytes()
+    return got
+
+
+@pytest.mark.parametrize("quality", ["SCL", "QA_PIXEL", None, "given"])
+@pytest.mark.parametrize("n_times", [1, 2, 3, 4, 9])
+@pytest.mark.parametrize("min_valid", [1, 2, 3])
+def test_composite_chunk_is_numpys_bit_for_bit(quality, n_times, min_valid) -> None:
+    blocks = composite_blocks(n_times, quality, seed=10 * n_times + min_valid)
+    chunk = composite_chunk(n_times, quality, min_valid=min_valid)
+    out = assert_same_chunk(chunk, blocks)
+    k = chunk.n_bands
+    assert np.isnan(out[:k, :2, :3]).all()
+    assert quality == "given" or (out[2 * k, :2, :3] == 0).all()
+    if n_times > 2:
+        assert np.isfinite(out[k : 2 * k]).any() and np.isnan(out[k : 2 * k]).any()
+        assert np.isinf(out[:k]).any()  # the infinite medians were taken
+    assert_same_chunk(chunk, blocks, with_spread=False)
+
+
+@pytest.mark.parametrize("quality", ["SCL", "QA_PIXEL", "given"])
+@pytest.mark.parametrize("members", [(2,), (0, 3), (1, 2, 4), (0, 2, 3, 4, 5, 6, 7, 9)])
+def test_composite_chunk_of_some_acquisitions_is_numpys(quality, members) -> None:
+    blocks = composite_blocks(10, quality, seed=len(members))
+    assert_same_chunk(composite_chunk(10, quality, members, min_valid=2), blocks)
+
+
+def test_composite_chunk_of_many_acquisitions_is_numpys() -> None:
+    blocks = composite_blocks(40, "SCL", seed=4, shape=(7, 33))
+    assert_same_chunk(composite_chunk(40, "SCL", min_valid=5), blocks)
+
+
+def test_composite_chunk_of_a_view_and_of_other_types_is_numpys() -> None:
+    blocks = composite_blocks(5, "SCL", seed=8, shape=(30, 50))
+    # views that are not contiguous (a rechunked stack's), and read-only ones
+    views = [b[:, 3:25, 1::2] for b in blocks]
+    views[1] = np.asfortranarray(views[1])
+    views[2].flags.writeable = False
+    chunk = composite_chunk(5, "SCL", min_valid=2)
+    assert_same_chunk(chunk, views)
+    # SCL in a wider type, a class beyond uint8 rejected
+    wide = [*blocks[:-1], blocks[-1].astype(np.int16)]
+    wide[-1][0, :5, :5] = 300
+    assert_same_chunk(
+        dataclasses.replace(chunk, mask=PixelMask(COMPOSITE_BANDS, "SCL", (9, 300))), wide
+    )
+    # bands in float64 (the medians computed in float64), and of two float types
+    double = [b.astype(np.float64) for b in blocks[:-1]] + [blocks[-1]]
+    assert_same_chunk(chunk, double)
+    mixed = [*double[:3], *blocks[3:]]
+    assert_same_chunk(chunk, mixed)
+    # a valid mask given with integer bands (NaN-free: numpy masks them as float64)
+    given = composite_chunk(5, "given", min_valid=2)
+    integers = [np.random.default_rng(k).integers(0, 50, (5, 30, 50), np.int16) for k in range(6)]
+    assert_same_chunk(given, [*integers, np.random.default_rng(1).random(integers[0].shape) < 0.6])

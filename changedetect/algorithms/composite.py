@@ -12,6 +12,7 @@ import xarray as xr
 
 from ..models import Composite, TimeWindow
 from .arrays import as_dask
+from .composite_kernel import masked_composite
 from .masking import PixelMask
 
 #: Consistency constant that turns a median absolute deviation into a normal standard deviation.
@@ -113,25 +114,78 @@ class CompositeChunk:
         (left as they are without a spread; None: not wanted) and its valid count into `count`
         (y, x), from the stack's chunks (time, y, x) of :attr:`names`."""
         by_name: Mapping[str, np.ndarray] = dict(zip(self.names, blocks, strict=False))
-        valid = self.mask(by_name) if self.mask is not None else blocks[-1]
-        everything = self.members == tuple(range(self.n_times))
-        index = slice(None) if everything else list(self.members)
-        valid = valid[index]
-        counted = valid.sum(axis=0).astype("int16")
-        count[...] = counted
-        enough = counted >= self.min_valid
-        nan = np.float32(np.nan)
-        # one observation is its own median: the value where valid and enough
-        alone = valid[0] & enough if len(self.members) == 1 else None
-        for i, band in enumerate(self.names[: self.n_bands]):
-            values = by_name[band][index]
-            if alone is not None:
-                bands[i] = np.where(alone, values[0], np.nan)
-                continue
-            med, mad = _nan_median_mad(np.where(valid, values, np.nan))
-            bands[i] = np.where(enough, med, nan)
-            if spreads is not None:
-                spreads[i] = np.where(counted >= 3, mad * MAD_TO_SIGMA, nan)
+        tested, quality, rejected = self._validity(by_name, blocks)
+        members = np.asarray(self.members, np.intp)
+        with_spread = spreads is not None and self.has_spread
+        values = [_kernel_input(by_name[band]) for band in self.names[: self.n_bands]]
+        # one call for the bands of one float type (all of them, from any source of ours)
+        groups = [range(len(values))] if _one_type(values) else [[i] for i in range(len(values))]
+        for group in groups:
+            part = slice(group[0], group[-1] + 1)
+            masked_composite(
+                tuple(values[i] for i in group),
+                tested if tested else _NOTHING_TESTED,
+                len(tested),
+                quality if quality is not None else _NO_QUALITY,
+                rejected,
+                quality is not None,
+                members,
+                self.min_valid,
+                np.float32(MAD_TO_SIGMA),
+                bands[part],
+                spreads[part] if with_spread else bands[part],
+                with_spread,
+                count,
+            )
+
+    def _validity(
+        self, by_name: Mapping[str, np.ndarray], blocks: Sequence[np.ndarray]
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray | None, np.ndarray]:
+        """How :func:`masked_composite` tells a valid observation: (the layers that must have
+        data, the quality layer or None, its table of rejected values)."""
+        mask = self.mask
+        if mask is not None:
+            tested = tuple(_kernel_input(by_name[band]) for band in mask.bands)
+            if _one_type(tested):
+                lookup = mask.rejected_lookup(by_name)
+                if lookup is None:
+                    return tested, None, _INVALID
+                layer, table = lookup
+                return tested, _read_only(np.ascontiguousarray(layer)), table
+            valid = mask(by_name)  # bands of several float types: no tuple of them
+        else:
+            valid = blocks[-1]
+        # the valid mask itself as the quality layer, its False rejected
+        layer = np.ascontiguousarray(valid, dtype=bool).view(np.uint8)
+        return (), _read_only(layer), _INVALID
+
+
+def _read_only(block: np.ndarray) -> np.ndarray:
+    view = block.view()
+    view.flags.writeable = False
+    return view
+
+
+#: Stand-ins for the kernel's arguments a chunk has no use for: no layer tested for data, no
+#: quality layer; and the table that rejects a valid mask's False.
+_NOTHING_TESTED = (_read_only(np.empty((0, 0, 0), np.float32)),)
+_NO_QUALITY = _read_only(np.zeros((0, 0, 0), np.uint8))
+_INVALID = _read_only(np.array([True, False]))
+
+
+def _kernel_input(block: np.ndarray) -> np.ndarray:
+    """A stack's chunk as :func:`masked_composite` reads it: C-contiguous and read-only (numba
+    types a tuple of arrays that differ in those flags as one type per array, which the
+    kernel cannot index), float32 or float64 (integers as the float64 numpy's NaN masking
+    made of them)."""
+    dtype = np.result_type(block.dtype, 1.0)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"a composite's bands must be float32 or float64 or integers, not {dtype}")
+    return _read_only(np.ascontiguousarray(block, dtype=dtype))
+
+
+def _one_type(blocks: Sequence[np.ndarray]) -> bool:
+    return len({b.dtype for b in blocks}) == 1
 
 
 @dataclass(frozen=True)

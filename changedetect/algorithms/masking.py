@@ -13,6 +13,7 @@ new construction and any change of illumination for cloud and shadow.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -161,6 +162,46 @@ class PixelMask:
             invalid = sum(1 << bit for bit in QA_INVALID_BITS)
             valid = valid & ((blocks["QA_PIXEL"].astype("uint16") & invalid) == 0)
         return valid
+
+    def rejected_lookup(
+        self, blocks: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cloud test of a block of `blocks` as a table: (layer, rejected), the observations
+        rejected where ``rejected[layer]`` (the layer's unsigned integers index the table);
+        None without a quality layer. A table lookup is one read per pixel where np.isin sorts,
+        and it lets a compiled kernel apply any of the tests."""
+        if self.quality == "SCL":
+            scl = blocks["SCL"]
+            if scl.dtype == np.uint8:
+                return scl, _scl_table(self.rejected)
+            # other integer types (and classes beyond 255): the classes tested here
+            return np.isin(scl, list(self.rejected)).view(np.uint8), _FLAGGED
+        if self.quality == "QA_PIXEL":
+            return blocks["QA_PIXEL"].astype("uint16", copy=False), _qa_pixel_table()
+        return None
+
+
+#: The table of a layer that is already the rejection (0 kept, 1 rejected).
+_FLAGGED = np.array([False, True])
+_FLAGGED.flags.writeable = False
+
+
+@functools.cache
+def _scl_table(classes: tuple[int, ...]) -> np.ndarray:
+    """Which of the 256 uint8 SCL values are among `classes`."""
+    table = np.zeros(256, bool)
+    table[[c for c in classes if 0 <= c < 256]] = True
+    table.flags.writeable = False
+    return table
+
+
+@functools.cache
+def _qa_pixel_table() -> np.ndarray:
+    """Which of the 65,536 QA_PIXEL values set one of the QA_INVALID_BITS."""
+    invalid = sum(1 << bit for bit in QA_INVALID_BITS)
+    table = (np.arange(1 << 16) & invalid) != 0
+    table.flags.writeable = False
+    return table
 
 
 def pixel_mask(

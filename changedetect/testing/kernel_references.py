@@ -1,12 +1,15 @@
 """The numpy and scipy compositions the change test's compiled kernels replaced
-(changedetect/algorithms/detect/kernels.py), kept as references: tests/test_kernels.py holds each
-kernel to its reference, and bench/kernels.py times one against the other."""
+(changedetect/algorithms/detect/kernels.py), and the composites' (`CompositeChunk.fill`, now
+changedetect/algorithms/composite_kernel.py), kept as references: tests/test_kernels.py holds
+each kernel to its reference, and bench/kernels.py and bench/composite_chunk.py time one against
+the other."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
+from ..algorithms.composite import MAD_TO_SIGMA, _nan_median_mad
 from ..algorithms.detect import kernels
 from ..algorithms.indices import mndwi, ndvi
 
@@ -109,3 +112,28 @@ REFERENCES = {
     "decision": decision_reference,
     "surface_rules": surface_rules_reference,
 }
+
+
+def composite_chunk_reference(chunk, blocks, bands, spreads, count) -> None:  # noqa: ANN001
+    """What `CompositeChunk.fill` computed in numpy (before `masked_composite`): the pixel
+    mask of the whole block, then the count, the `where`s and `_nan_median_mad` per band."""
+    by_name = dict(zip(chunk.names, blocks, strict=False))
+    valid = chunk.mask(by_name) if chunk.mask is not None else blocks[-1]
+    everything = chunk.members == tuple(range(chunk.n_times))
+    index = slice(None) if everything else list(chunk.members)
+    valid = valid[index]
+    counted = valid.sum(axis=0).astype("int16")
+    count[...] = counted
+    enough = counted >= chunk.min_valid
+    nan = np.float32(np.nan)
+    # one observation is its own median: the value where valid and enough
+    alone = valid[0] & enough if len(chunk.members) == 1 else None
+    for i, band in enumerate(chunk.names[: chunk.n_bands]):
+        values = by_name[band][index]
+        if alone is not None:
+            bands[i] = np.where(alone, values[0], np.nan)
+            continue
+        med, mad = _nan_median_mad(np.where(valid, values, np.nan))
+        bands[i] = np.where(enough, med, nan)
+        if spreads is not None:
+            spreads[i] = np.where(counted >= 3, mad * MAD_TO_SIGMA, nan)
