@@ -10,11 +10,12 @@ any folder), as the pass's changed-pixel spill already is.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import dask
 import numpy as np
@@ -55,8 +56,39 @@ def save_chunk(path: Path, block: np.ndarray) -> None:
 
 def load_chunk(kept: KeptChunk) -> np.ndarray:
     """The chunk `kept` holds, in memory (FileNotFoundError when its file is gone)."""
-    if kept.layers is None:
-        return np.load(kept.path, allow_pickle=False)
-    # only the cube's layers are read off the disk, and copied out of the map
-    whole = np.load(kept.path, mmap_mode="r", allow_pickle=False)
-    return np.ascontiguousarray(whole[list(kept.layers)])
+    if kept.layers is not None:
+        # only the cube's layers are read off the disk, and copied out of the map
+        return np.ascontiguousarray(map_chunk(kept.path)[list(kept.layers)])
+    with open(kept.path, "rb") as file:
+        shape, dtype, _ = _npy_header(file)
+        return np.fromfile(file, dtype, count=math.prod(shape)).reshape(shape)
+
+
+def map_chunk(path: Path) -> np.ndarray:
+    """The chunk file at `path` mapped read-only: only what is indexed is read off the disk."""
+    with open(path, "rb") as file:
+        shape, dtype, offset = _npy_header(file)
+    return np.memmap(path, dtype, mode="r", offset=offset, shape=shape)
+
+
+#: numpy parses a .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps
+#: its recursion depth per interpreter, not per thread: two threads parsing at once can fail
+#: with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905), which
+#: the pass's threads, loading chunks side by side, did. One header at a time, then.
+_HEADER_PARSE = threading.Lock()
+
+
+def _npy_header(file: BinaryIO) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of the .npy file open at its start, as save_chunk
+    wrote it (C order)."""
+    version = np.lib.format.read_magic(file)
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    with _HEADER_PARSE:
+        shape, fortran_order, dtype = read(file)
+    if fortran_order:
+        raise ValueError(f"{file.name}: a chunk file in Fortran order, not written by save_chunk")
+    return shape, dtype, file.tell()

@@ -60,7 +60,7 @@ from dask.delayed import Delayed
 from dask.optimization import cull
 from scipy import ndimage, special
 
-from ...engine.chunks import ChunkGraph, KeptChunk, compute_chunk, save_chunk
+from ...engine.chunks import ChunkGraph, KeptChunk, compute_chunk, map_chunk, save_chunk
 from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
@@ -848,7 +848,7 @@ def _cut_chunk(
 def _cut_kept(
     path: Path, planes: list[int], cuts: list[tuple[slice, slice] | None]
 ) -> list[np.ndarray | None]:
-    return _window_parts(np.load(path, mmap_mode="r", allow_pickle=False), planes, cuts)
+    return _window_parts(map_chunk(path), planes, cuts)
 
 
 def _window_parts(
