@@ -98,20 +98,9 @@ def _assemble(pieces: list[list[Piece]]) -> np.ndarray:
         [array[:, ys, xs] for array, (ys, xs) in (p for p in row if p is not None)]
         for row in pieces
     ]
-    rows = [row for row in rows if row]
-    # copied once into the block, not joined row by row and then the rows joined again
-    height = sum(row[0].shape[1] for row in rows)
-    width = sum(part.shape[2] for part in rows[0])
-    first = rows[0][0]
-    out = np.empty((first.shape[0], height, width), dtype=first.dtype)
-    y = 0
-    for row in rows:
-        x = 0
-        for part in row:
-            out[:, y : y + part.shape[1], x : x + part.shape[2]] = part
-            x += part.shape[2]
-        y += row[0].shape[1]
-    return out
+    # np.block copies a large block's pieces once into it, where joining each row and then the
+    # rows copied every pixel twice
+    return np.block([row for row in rows if row])
 
 
 #: Where each of the 3 x 3 pieces of :data:`Piece` comes from: the position of its array among

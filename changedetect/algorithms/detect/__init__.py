@@ -763,9 +763,7 @@ class _ChunkSample:
         tasks = [self._cut(i, j, self._cuts(i, j, group, spans)) for i, j in chunks]
         parts = dict(zip(chunks, dask.compute(*tasks), strict=True))
         return [
-            np.concatenate(
-                [np.concatenate([parts[i, j][n] for j in cols], axis=2) for i in rows], axis=1
-            )
+            np.block([[parts[i, j][n] for j in cols] for i in rows])
             for n, (rows, cols) in enumerate(spans)
         ]
 
