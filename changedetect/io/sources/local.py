@@ -27,6 +27,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -540,34 +541,54 @@ OPEN_FILES_PER_THREAD = 32
 _thread = threading.local()
 
 
-def _open_dataset(path: str, session: str) -> Any:
+@dataclass
+class _OpenDataset:
+    """A band file a worker thread keeps open, with what its reads keep asking of it."""
+
+    stamp: tuple[int, int, int]
+    src: Any
+    origins: dict[tuple[str, tuple[float, ...], tuple[int, int]], tuple[int, int] | None] = field(
+        default_factory=dict
+    )
+
+    def aligned_origin(
+        self, crs_wkt: str, transform: tuple[float, ...], shape: tuple[int, int]
+    ) -> tuple[int, int] | None:
+        # once per file and target grid: writing out the file's CRS costs a tenth of a chunk read
+        key = (crs_wkt, transform, shape)
+        if key not in self.origins:
+            self.origins[key] = _aligned_origin(self.src, crs_wkt, transform, shape)
+        return self.origins[key]
+
+
+def _open_dataset(path: str, session: str) -> _OpenDataset:
     """This thread's open dataset of `path` for a load `session`; opened again when the file
     changed on disk (a stat per read, which also tells a file that disappeared)."""
     st = os.stat(path)
     stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-    handles: OrderedDict[tuple[str, str], tuple[tuple[int, int, int], Any]] | None
+    handles: OrderedDict[tuple[str, str], _OpenDataset] | None
     handles = getattr(_thread, "handles", None)
     if handles is None:
         handles = _thread.handles = OrderedDict()
     key = (session, path)
     held = handles.pop(key, None)
-    if held is not None and held[0] == stamp:
+    if held is not None and held.stamp == stamp:
         handles[key] = held
-        return held[1]
+        return held
     if held is not None:
-        held[1].close()
+        held.src.close()
     with rasterio.Env(**GDAL_READ_OPTIONS):
-        src = rasterio.open(path)
-    handles[key] = (stamp, src)
+        opened = _OpenDataset(stamp, rasterio.open(path))
+    handles[key] = opened
     while len(handles) > OPEN_FILES_PER_THREAD:
-        handles.popitem(last=False)[1][1].close()
-    return src
+        handles.popitem(last=False)[1].src.close()
+    return opened
 
 
 def _forget_dataset(path: str, session: str) -> None:
     held = getattr(_thread, "handles", {}).pop((session, path), None)
     if held is not None:
-        held[1].close()
+        held.src.close()
 
 
 def _read_chunk(
@@ -598,7 +619,8 @@ def _read_chunk(
     row1, col1 = min(row0 + chunk[0], shape[0]), min(col0 + chunk[1], shape[1])
     height, width = row1 - row0, col1 - col0
     try:
-        src = _open_dataset(path, session)
+        held = _open_dataset(path, session)
+        src = held.src
         with rasterio.Env(**GDAL_READ_OPTIONS):
             file_nodata = src.nodatavals[indexes[0] - 1]
             if quality is not None:
@@ -612,7 +634,7 @@ def _read_chunk(
             else:
                 src_nodata = file_nodata if file_nodata is not None else nodata
                 options = {"resampling": Resampling.bilinear, "nodata": np.nan, "dtype": "float32"}
-            origin = _aligned_origin(src, crs_wkt, transform, shape)
+            origin = held.aligned_origin(crs_wkt, transform, tuple(shape))
             if origin is not None:
                 aligned = (origin[0] + row0, origin[1] + col0)
                 data = _read_aligned(
