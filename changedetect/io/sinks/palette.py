@@ -63,11 +63,17 @@ def _colour_mask(rgb: np.ndarray, red: int, green: int, blue: int) -> tuple[np.n
     return mask, found
 
 
+#: zlib level of every PNG written, 3 rather than Pillow's 6: a chip or report card encodes in a
+#: third of the time (1.37 -> 0.49 ms) for files 10 % larger; with 6,302 clues on the 10,000²
+#: bench scene the run took 140 -> 108 CPU-s.
+PNG_COMPRESS_LEVEL = 3
+
+
 def png_bytes(image: Image.Image) -> bytes:
     """`image` encoded as PNG: the one encoding of the chip files and the report's images."""
     buffer = io.BytesIO()
     # no `optimize`: ~10 % smaller files for ~10x the encoding time on a big overview
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
