@@ -149,29 +149,38 @@ def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
     counts as not passing. By running column sums, so the cost does not grow with `size`."""
     h, w = passing.shape
     r = size // 2
-    # column sums over the window's rows, updated row by row
+    # column sums over the window's rows, updated row by row; the columns inside the grid and
+    # those `size` ahead as slices of their own, whose loops index from 0: numba checks an
+    # index offset by a variable for being negative, which keeps the loops from vectorising
     column = np.zeros(w + 2 * r, np.int32)
+    inside, ahead = column[r : r + w], column[size:]
     for yy in range(0, min(r, h)):
-        for x in range(w):
-            column[x + r] += np.int32(passing[yy, x])
+        _add_row(inside, passing[yy], 1)
     out = np.empty((h, w), np.float32)
     area = np.float32(size * size)
     for y in range(h):
         enter, leave = y + r, y - r - 1
         if enter < h:
-            for x in range(w):
-                column[x + r] += np.int32(passing[enter, x])
+            _add_row(inside, passing[enter], 1)
         if leave >= 0:
-            for x in range(w):
-                column[x + r] -= np.int32(passing[leave, x])
+            _add_row(inside, passing[leave], -1)
         count = 0
         for x in range(size):
             count += column[x]
+        row = out[y]
         for x in range(w):
-            out[y, x] = np.float32(count) / area
+            row[x] = np.float32(count) / area
             if x + 1 < w:
-                count += column[x + size] - column[x]
+                count += ahead[x] - column[x]
     return out
+
+
+@ngjit_numpy_division
+def _add_row(column: np.ndarray, passing: np.ndarray, sign: int) -> None:
+    """`sign` times a row of `passing` added to the column sums."""
+    step = np.int32(sign)
+    for x in range(column.shape[0]):
+        column[x] += step * np.int32(passing[x])
 
 
 @ngjit_numpy_division
