@@ -532,7 +532,8 @@ def test_a_blocks_tiles_test_as_the_joined_block_does_step_by_step(monkeypatch, 
     monkeypatch.setattr(ChangeTest, "_compiled", lambda self, dtypes: False)
     steps = test.evaluate(*split_inputs(cube)[:4])
     assert steps.disturbed.any() and np.isnan(steps.score).any()
-    for result in [*(t.change() for t in fused), whole_block]:
+    joined = test.evaluate_tiles(tiled(cube, (5, 5, 5, 5), seed=9)).change()
+    for result in [*(t.change() for t in fused), whole_block, joined]:
         for got, expected in zip(result, steps, strict=True):
             assert got.tobytes() == expected.tobytes()
 
