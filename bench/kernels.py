@@ -23,9 +23,13 @@ from changedetect.algorithms.detect import (
     _B04,
     _B08,
     _B11,
+    _SURFACE_BANDS,
+    _SURFACE_LEVELS,
     _evidence_table,
+    _lookup,
     kernels,
 )
+from changedetect.algorithms.tiles import tiles_of
 from changedetect.testing.kernel_references import REFERENCES
 
 
@@ -60,7 +64,31 @@ def _cases(edge: int) -> dict[str, tuple[Any, ...]]:
         "evidence_lookup": (q, np.float32(1.1), step, grid, table, 300.0),
         "filtered_differences": (before, after, *_line(rng)),
         "decision": (evidence, evidence > 1.0, np.float32(6.0), loose, 9, np.float32(0.5)),
+        "block_test": _block_test_args(before, after, dark, rng),
     }
+
+
+def _block_test_args(
+    before: np.ndarray, after: np.ndarray, dark: np.ndarray, rng: np.random.Generator
+) -> tuple[Any, ...]:
+    """The fused test's arguments on a chunk and its halo in 3 x 3 tiles, as the pass reads it
+    (before, after and their two valid counts), a neighbour's halo 6 px wide."""
+    cube = np.concatenate([before, after, np.ones((2, *before.shape[1:]), np.float32)])
+    edge, halo = cube.shape[1], 6
+    cuts = [slice(0, halo), slice(halo, edge - halo), slice(edge - halo, edge)]
+    parts = [
+        [(np.ascontiguousarray(cube[:, ys, xs]), (slice(None),) * 2) for xs in cuts] for ys in cuts
+    ]
+    tiles = tiles_of(parts)
+    gain, mx, my = _line(rng)
+    k = before.shape[0]
+    sigma2 = np.full(k, 0.02**2, np.float32)
+    noise = (np.zeros(k, np.float32), sigma2, np.full(k, 0.01, np.float32), sigma2, sigma2)
+    return (
+        *tiles.geometry(), (tiles.arrays,) * 4, np.array([0, k, 0, 0], np.int64), False,
+        (gain, mx, my), noise, True, _lookup(1.1, 5.2), (dark, dark * np.float32(1.1)),
+        _SURFACE_BANDS, _ABSORBING_INDEX, _SURFACE_LEVELS,
+    )  # fmt: skip
 
 
 def _line(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

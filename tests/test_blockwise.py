@@ -11,6 +11,7 @@ import rasterio
 
 from changedetect.algorithms import detect
 from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
+from changedetect.algorithms.detect.features import kept_values
 from changedetect.engine import blockwise
 from changedetect.engine.blockwise import run_pass
 from changedetect.io.sinks.chips import PREVIEW_BANDS, preview_bytes
@@ -69,6 +70,88 @@ def test_the_preview_keeps_each_band_in_tiles_of_its_own(tmp_path):
     with rasterio.open(tmp_path / "rgb.tif") as src:
         assert src.count == PREVIEW_BANDS
         assert src.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "BAND"
+
+
+def _joined_block_test(test, cube, rows: slice, cols: slice, min_valid: int, width: int):
+    """What a chunk's task computed from its block joined with its halo: the test of the whole
+    block, trimmed, and the brightening of the whole block at the changed pixels."""
+    h = test.halo
+    y0, x0 = max(rows.start - h, 0), max(cols.start - h, 0)
+    expanded = cube[:, y0 : rows.stop + h, x0 : cols.stop + h]
+    ys = slice(rows.start - y0, rows.stop - y0)
+    xs = slice(cols.start - x0, cols.stop - x0)
+    b, a, sb, sa, counts = detect.split_inputs(expanded)
+    result = test.evaluate(b, a, sb, sa)
+    b, a, counts = b[:, ys, xs], a[:, ys, xs], counts[:, ys, xs]
+    valid = (counts[0] >= min_valid) & (counts[1] >= min_valid)
+    r, c = np.nonzero(result.disturbed[ys, xs] & valid)
+    values = {
+        "evidence": result.evidence[ys, xs][r, c],
+        "brightening": result.brightening[ys, xs][r, c],
+        "score": result.score[ys, xs][r, c],
+    }
+    flat = (r.astype(np.int64) + rows.start) * width + (c + cols.start)
+    preview = preview_bytes(b, a)
+    return result.score[ys, xs], preview, flat, kept_values(b[:, r, c], a[:, r, c], values), valid
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_a_chunk_tested_from_its_pieces_is_its_joined_block_tested(spread):
+    rng = np.random.default_rng(21)
+    patches = [
+        (disk(tuple(rng.integers(10, 110, 2)), rng.uniform(4, 10), (120, 130)), spectrum)
+        for spectrum in (ROCK, SOIL, SLASH)
+    ]
+    before, after = scene(FOREST, (120, 130), seed=22), scene(FOREST, (120, 130), patches, seed=23)
+    spreads = [rng.uniform(0.0, 0.02, before.shape).astype(np.float32) for _ in range(2)]
+    test, inputs = prepare_change_test(
+        composite(before, spread=spreads[0] if spread else None, count=3),
+        composite(after, spread=spreads[1] if spread else None, count=3),
+    )
+    assert test.g.use_spread == spread
+    cube = np.asarray(inputs.cube)
+    cube[-2:][rng.random((2, 120, 130)) < 0.1] = 1  # too few observations for min_valid
+    h, size, width = test.halo, 40, 130
+    starts = [(0, 40, 80), (0, 40, 80, 120)]  # the last column of chunks 10 px wide
+    changed = invalid = 0
+    for i, y0 in enumerate(starts[0]):
+        for j, x0 in enumerate(starts[1]):
+            rows, cols = slice(y0, min(y0 + size, 120)), slice(x0, min(x0 + size, width))
+
+            def chunk(i, j):
+                ys, xs = starts[0][i], starts[1][j]
+                return np.ascontiguousarray(cube[:, ys : ys + size, xs : xs + size])
+
+            pieces = [
+                [
+                    (
+                        chunk(i + di, j + dj),
+                        (
+                            slice(-h, None) if di < 0 else slice(None, h) if di else slice(None),
+                            slice(-h, None) if dj < 0 else slice(None, h) if dj else slice(None),
+                        ),
+                    )
+                    if 0 <= i + di < 3 and 0 <= j + dj < 4
+                    else None
+                    for dj in (-1, 0, 1)
+                ]
+                for di in (-1, 0, 1)
+            ]
+            block = blockwise._finish_block(
+                test, (y0, x0), width, 2, preview_bytes, *blockwise._laid_out(pieces)
+            )
+            score, preview, flat, values, valid = _joined_block_test(
+                test, cube, rows, cols, 2, width
+            )
+            assert block.score.tobytes() == np.ascontiguousarray(score).tobytes()
+            assert block.preview.tobytes() == preview.tobytes()
+            assert block.flat_index.tobytes() == flat.tobytes()
+            assert list(block.values) == list(values)
+            for name, column in values.items():
+                assert block.values[name].tobytes() == column.tobytes(), name
+            assert block.n_valid == np.count_nonzero(valid)
+            changed, invalid = changed + flat.size, invalid + np.count_nonzero(~valid)
+    assert changed > 200 and invalid > 200
 
 
 @pytest.mark.parametrize("chunks", [64, 100, 148, 150])

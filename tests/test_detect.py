@@ -471,3 +471,40 @@ def test_robust_location_scale_is_that_of_the_finite_values_to_the_bit():
     assert robust_location_scale(rows[2]) == of_the_finite_values(rows[2])
     assert robust_location_scale(rows) == of_the_finite_values(rows)
     assert robust_location_scale(np.full(5, np.nan)) == (0.0, 1.0)
+
+
+def test_the_brightening_of_a_few_pixels_is_that_of_the_whole_block():
+    # the pass takes the logarithm at the changed pixels only: numpy's float32 logarithm (SIMD
+    # loops, their tails masked) must give each value the same bits whatever the array's length,
+    # the value's place in it, the array's alignment or strides
+    from changedetect.algorithms.detect import brightening
+
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, 1.0, 2.0, np.inf, -np.inf, np.nan, 1e-45, 3.4e38, -1.0]
+    ratio = np.concatenate(
+        [
+            rng.lognormal(0.0, 1.0, 20_000),
+            rng.uniform(0.999, 1.001, 5_000),  # about 1, where the logarithm is about 0
+            np.exp(rng.uniform(-80.0, 80.0, 5_000)),
+            rng.uniform(1e-45, 1e-37, 1_000),  # subnormal
+            rng.uniform(-1.0, 1.0, 2_000),
+            np.repeat(special, 100),
+        ]
+    ).astype(np.float32)
+    bits = rng.integers(0, 2**32, 5_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ratio = np.concatenate([ratio, bits])
+    rng.shuffle(ratio)
+    block = np.resize(ratio, (211, 223))
+    whole = brightening(block)
+    buffer = np.empty(block.size + 16, np.float32)
+    for n in [*range(40), 63, 64, 65, 127, 128, 129, 1_000, 5_000]:
+        for _ in range(3):
+            rows, cols = rng.integers(0, 211, n), rng.integers(0, 223, n)
+            expected = whole[rows, cols].tobytes()
+            assert brightening(block[rows, cols]).tobytes() == expected
+            offset = int(rng.integers(0, 16))
+            buffer[offset : offset + n] = block[rows, cols]
+            assert brightening(buffer[offset : offset + n]).tobytes() == expected
+    view = block[3:, 1::3]
+    assert brightening(view).tobytes() == whole[3:, 1::3].tobytes()
+    assert brightening(view[::2]).tobytes() == whole[3:, 1::3][::2].tobytes()

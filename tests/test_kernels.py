@@ -26,6 +26,7 @@ from changedetect.algorithms.detect import (
     kernels,
 )
 from changedetect.algorithms.masking import PixelMask
+from changedetect.algorithms.tiles import Tiles, fetch_rows, tiles_of, whole
 from changedetect.demo import demo_config
 from changedetect.pipeline import run
 from changedetect.testing.kernel_references import (
@@ -126,6 +127,19 @@ def test_evidence_lookup_is_numpys_interp_bit_for_bit(dof: float) -> None:
     np.testing.assert_array_equal(out.ravel(), expected)
     # the table is the exact tail probability
     assert out.ravel()[0] == pytest.approx(-chi2.logsf(q[0] / scale, dof) / np.log(10), rel=1e-4)
+
+
+@pytest.mark.parametrize("dof", [6.0, 4.37, 5.2])
+def test_the_lookup_finds_the_cell_whatever_its_first_guess(dof: float) -> None:
+    # float64 values at, just below and just above every node, where the guess from the square
+    # root lands in the next cell or the one before (float32 ones seldom come that close)
+    grid, table = _evidence_table(dof)
+    step = float(np.sqrt(grid[-1]) / (len(grid) - 1))
+    x = np.concatenate([grid, np.nextafter(grid, 0), np.nextafter(grid, np.inf)])
+    out = np.empty_like(x)
+    one = np.float32(1.0)
+    kernels._interpolate(x, one, step, grid, table, kernels._slopes(grid, table), 300.0, out)
+    np.testing.assert_array_equal(out, np.interp(x, grid, table, right=300.0))
 
 
 # --- whole runs: the kernels change no clue ---------------------------------------------------
@@ -289,7 +303,7 @@ def test_a_block_tests_the_same_as_with_the_numpy_steps(monkeypatch) -> None:
         test = ChangeTest(g, 6.0, float(-np.log10(0.03)), support, 3)
         fast = test.evaluate(b, a)
         with monkeypatch.context() as patch:
-            for name in ("filtered_differences", "decision", "surface_rules"):
+            for name in ("filtered_differences", "decision", "surface_rules", "block_test"):
                 patch.setattr(kernels, name, REFERENCES[name])
             slow = test.evaluate(b, a)
         assert fast.disturbed.any()
@@ -380,6 +394,148 @@ def test_surface_rules_are_numpys_bit_for_bit(shape) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         logs = np.log(np.where(expected_ratio > 0, expected_ratio, np.nan))
     assert brightening.tobytes() == (0.5 * logs).astype(np.float32).tobytes()
+
+
+# --- the test's passes fused, a row at a time, read from a block's tiles ----------------------
+
+
+def tiled(block: np.ndarray, sides: tuple[int, int, int, int], seed: int) -> Tiles:
+    """`block` (layer, y, x) as the 3 x 3 tiles a chunk and its halo come in, `sides` the
+    (top, bottom, left, right) halo (0: none, a grid's edge): each tile part of a larger array
+    of its own, at a place given by slices counted from the start or from the end."""
+    rng = np.random.default_rng(seed)
+    top, bottom, left, right = sides
+    n_layers, h, w = block.shape
+    ys, xs = [0, top, h - bottom, h], [0, left, w - right, w]
+    parts: list[list] = []
+    for r in range(3):
+        parts.append([])
+        for c in range(3):
+            rows, cols = slice(ys[r], ys[r + 1]), slice(xs[c], xs[c + 1])
+            if rows.start == rows.stop or cols.start == cols.stop:
+                parts[-1].append(None)
+                continue
+            y0, x0, y_more, x_more = rng.integers(0, 4, 4)
+            ph, pw = rows.stop - rows.start, cols.stop - cols.start
+            array = rng.random((n_layers, y0 + ph + y_more, x0 + pw + x_more)).astype(block.dtype)
+            array[:, y0 : y0 + ph, x0 : x0 + pw] = block[:, rows, cols]
+            part_ys, part_xs = slice(y0, y0 + ph), slice(x0, x0 + pw)
+            if rng.random() < 0.5:  # a strip facing the chunk: counted from the array's end
+                end_y, end_x = y0 + ph - array.shape[1], x0 + pw - array.shape[2]
+                part_ys = slice(y0 - array.shape[1], end_y or None)
+                part_xs = slice(x0 - array.shape[2], end_x or None)
+            parts[-1].append((array, (part_ys, part_xs)))
+    return tiles_of(parts)
+
+
+TILINGS = [(0, 0, 0, 0), (5, 5, 5, 5), (0, 5, 0, 5), (5, 0, 5, 0), (2, 1, 0, 3), (1, 1, 1, 1)]
+
+
+def test_a_blocks_rows_are_read_from_its_tiles() -> None:
+    block = np.random.default_rng(1).random((5, 23, 31)).astype(np.float32)
+    for seed, sides in enumerate(TILINGS):
+        tiles = tiled(block, sides, seed)
+        assert tiles.shape == (23, 31)
+        assert tiles.joined().tobytes() == block.tobytes()
+        top, bottom, left, right = sides
+        assert tiles.core().tobytes() == block[:, top : 23 - bottom, left : 31 - right].tobytes()
+        out = np.full((3, 31), np.nan, np.float32)
+        for y in range(23):
+            fetch_rows(tiles.arrays, *tiles.geometry(), 2, y, out)
+            assert out.tobytes() == block[2:5, y].tobytes()
+    single = whole(block)
+    assert single.joined().tobytes() == single.core().tobytes() == block.tobytes()
+
+
+def block_inputs(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A cube of the test's inputs (before, after, their spreads, counts: (4 * 6 + 2, y, x)):
+    a site that changed, missing pixels, infinities, reflectance below the dark offsets and
+    bands at 0 (indices undefined), a band that did not change at all (ties in the medians)."""
+    rng = np.random.default_rng(seed)
+    b = (0.05 + 0.25 * rng.random((6, *shape))).astype(np.float32)
+    a = (b * 1.03 + 0.01 * rng.standard_normal(b.shape)).astype(np.float32)
+    h, w = shape
+    a[:, h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] += np.float32(0.2)
+    a[4] = b[4]
+    b[:, rng.random(shape) < 0.05] = np.nan
+    a[rng.random(a.shape) < 0.02] = np.nan
+    b[rng.random(b.shape) < 0.01] = np.inf
+    a[rng.random(a.shape) < 0.01] = -np.inf
+    b[rng.random(b.shape) < 0.03] = np.float32(0.001)  # below the dark offset: clipped to 0
+    a[2:4, rng.random(shape) < 0.03] = np.float32(0.0)  # red and NIR at 0: no NDVI
+    spreads = (0.03 * rng.random((12, *shape))).astype(np.float32)
+    spreads[rng.random(spreads.shape) < 0.1] = np.nan
+    spreads[rng.random(spreads.shape) < 0.01] = np.inf
+    counts = rng.integers(0, 5, (2, *shape)).astype(np.float32)
+    return np.concatenate([b, a, spreads, counts])
+
+
+def block_globals(seed: int, lever: bool, spread: bool):  # noqa: ANN201
+    from changedetect.algorithms.detect import _Globals
+
+    rng = np.random.default_rng(seed)
+    gain, mx, my = line_statistics(6, seed)
+
+    def f32(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32)
+
+    return _Globals(
+        gain, mx, my, f32(rng.uniform(0.0, 0.03, 6)), f32(rng.uniform(0.0, 0.03, 6)),
+        f32(rng.normal(0, 0.005, 6)), f32(rng.uniform(0.01, 0.03, 6)),
+        f32(rng.uniform(0.0, 0.02, 6)), f32(rng.uniform(0.0, 0.02, 6)), spread, 1.1, 5.2,
+        f32(rng.uniform(0.0, 0.05, 6) if lever else np.zeros(6)),
+    )  # fmt: skip
+
+
+def block_test_args(g, tiles: Tiles, spread: bool) -> tuple:  # noqa: ANN001
+    from changedetect.algorithms.detect import _SURFACE_BANDS, _SURFACE_LEVELS, _lookup
+
+    return (
+        *tiles.geometry(), (tiles.arrays,) * 4, np.array([0, 6, 12, 18], np.int64), spread,
+        (g.gain, g.mx, g.my),
+        (g.loc, g.sigma**2, g.gain_error, g.noise_before**2, g.noise_after**2),
+        bool(np.any(g.gain_error > 0)), _lookup(g.chi_scale, g.chi_dof),
+        (g.dark_before, g.dark_after), _SURFACE_BANDS, _ABSORBING_INDEX, _SURFACE_LEVELS,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, (3, 40), (40, 3)])
+@pytest.mark.parametrize(("lever", "spread"), [(True, False), (False, False), (True, True)])
+def test_the_fused_test_is_numpys_steps_bit_for_bit(shape, lever, spread) -> None:
+    cube = block_inputs(shape, seed=sum(shape))
+    g = block_globals(seed=len(shape), lever=lever, spread=spread)
+    for seed, sides in enumerate(TILINGS):
+        if sides[0] + sides[1] >= shape[0] or sides[2] + sides[3] >= shape[1]:
+            continue
+        args = block_test_args(g, tiled(cube, sides, seed), spread)
+        got = kernels.block_test(*args)
+        expected = REFERENCES["block_test"](*args)
+        for name, x, y in zip(("evidence", "plausible", "ratio"), got, expected, strict=True):
+            assert x.dtype == y.dtype and x.shape == shape, name
+            assert x.tobytes() == y.tobytes(), name
+    if shape[0] > 30:
+        evidence, plausible, ratio = got
+        assert np.isnan(evidence).any() and (evidence > 6).any() and not plausible.all()
+        assert np.isnan(ratio).any() and (ratio > 1).any() and (ratio < 1).any()
+
+
+@pytest.mark.parametrize(("lever", "spread"), [(True, False), (True, True)])
+def test_a_blocks_tiles_test_as_the_joined_block_does_step_by_step(monkeypatch, lever, spread):
+    from changedetect.algorithms.detect import ChangeTest, split_inputs
+
+    cube = block_inputs((48, 57), seed=4)
+    g = block_globals(seed=2, lever=lever, spread=spread)
+    test = ChangeTest(g, 6.0, float(-np.log10(0.03)), 9, 3)
+    fused = [test.evaluate_tiles(tiled(cube, sides, seed)) for seed, sides in enumerate(TILINGS)]
+    whole_block = test.evaluate(*split_inputs(cube)[:4])
+    # each step by its kernel, on the joined block
+    monkeypatch.setattr(ChangeTest, "_compiled", lambda self, dtypes: False)
+    steps = test.evaluate(*split_inputs(cube)[:4])
+    assert steps.disturbed.any() and np.isnan(steps.score).any()
+    joined = test.evaluate_tiles(tiled(cube, (5, 5, 5, 5), seed=9)).change()
+    for result in [*(t.change() for t in fused), whole_block, joined]:
+        for got, expected in zip(result, steps, strict=True):
+            assert got.tobytes() == expected.tobytes()
 
 
 # --- a composite's chunk: the mask, count, medians and spreads in one pass --------------------

@@ -12,6 +12,7 @@ from scipy import ndimage
 from ..algorithms.composite import MAD_TO_SIGMA, _nan_median_mad
 from ..algorithms.detect import kernels
 from ..algorithms.indices import mndwi, ndvi
+from ..algorithms.tiles import Tiles
 
 
 def median3x3_reference(image: np.ndarray, fill: float) -> np.ndarray:
@@ -101,6 +102,53 @@ def surface_rules_reference(state, vegetated, bare, water):  # noqa: ANN001, ANN
     return ~(vegetated_after | wet | faded), ratio
 
 
+def squared_z_sum_reference(
+    filtered, before, loc, variance, mx, gain, gain_error, lever, sb, sa, noise_b2, noise_a2, spread
+):  # noqa: ANN001, ANN201
+    """What `_Globals.z_scores` and then ``np.sum(z * z, axis=0)`` computed, from the arguments
+    of `kernels.squared_z_sum`."""
+    shape = (-1, 1, 1)
+    centred = filtered - loc.reshape(shape)
+    var = variance.reshape(shape)
+    # infinities made the largest finite values overflow as they did in the pass
+    with np.errstate(over="ignore", invalid="ignore"):
+        if lever:
+            distance = np.nan_to_num(before - mx.reshape(shape)) / gain.reshape(shape)
+            var = var + (distance * gain_error.reshape(shape)) ** 2
+        if spread:
+            vb = np.clip(np.nan_to_num(sb) ** 2 - noise_b2.reshape(shape), 0.0, None)
+            va = np.clip(np.nan_to_num(sa) ** 2 - noise_a2.reshape(shape), 0.0, None)
+            var = var + (vb + va)
+        z = centred / np.sqrt(var)
+        return np.sum(z * z, axis=0)
+
+
+def block_test_reference(
+    origin, heights, widths, layers, first, spread, line, noise, lever, lookup, dark, bands,
+    absorbing, levels,
+):  # noqa: ANN001, ANN201  # fmt: skip
+    """What `ChangeTest.evaluate` computed step by step in numpy before the decision, on the
+    block joined from its tiles (the boxes and the NDVI median from their kernels, or, swapped
+    in, their references)."""
+    k = line[0].shape[0]
+    b, a, sb, sa = (
+        Tiles(arrays, origin, heights, widths).joined()[start : start + k]
+        for arrays, start in zip(layers, first, strict=True)
+    )
+    gain, mx, my = line
+    loc, variance, gain_error, noise_b2, noise_a2 = noise
+    filtered = filtered_differences_reference(b, a, gain, mx, my)
+    q = squared_z_sum_reference(
+        filtered, b, loc, variance, mx, gain, gain_error, lever, sb, sa, noise_b2, noise_a2,
+        spread,
+    )  # fmt: skip
+    evidence = evidence_lookup_reference(q, *lookup)
+    green, red, nir, swir = bands
+    state = surface_state_reference(b, a, *dark, green, red, nir, swir, absorbing)
+    plausible, ratio = surface_rules_reference(state, *levels)
+    return evidence, plausible, ratio
+
+
 REFERENCES = {
     "surface_state": surface_state_reference,
     "median3x3": median3x3_reference,
@@ -111,6 +159,7 @@ REFERENCES = {
     "filtered_differences": filtered_differences_reference,
     "decision": decision_reference,
     "surface_rules": surface_rules_reference,
+    "block_test": block_test_reference,
 }
 
 

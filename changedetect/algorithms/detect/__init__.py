@@ -65,6 +65,7 @@ from ...models import Composite
 from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
 from ..composite import MAD_TO_SIGMA, CompositeChunk, CompositeLayers, layer_blocks
+from ..tiles import Tiles, whole
 from . import kernels
 from .features import index_features
 
@@ -126,6 +127,8 @@ _B03, _B04, _B08, _B11 = (ANALYSIS_BANDS.index(b) for b in ("B03", "B04", "B08",
 #: Bands where leaves absorb (chlorophyll in the visible, water in the SWIR).
 _ABSORBING = [ANALYSIS_BANDS.index(b) for b in ("B02", "B03", "B04", "B11", "B12")]
 _ABSORBING_INDEX = np.array(_ABSORBING, dtype=np.int64)
+#: Green, red, NIR and SWIR-1, as `kernels.block_test` reads them.
+_SURFACE_BANDS = np.array([_B03, _B04, _B08, _B11], dtype=np.int64)
 
 
 @dataclass
@@ -283,9 +286,15 @@ def _evidence(q: np.ndarray, scale: float, dof: float) -> np.ndarray:
 
     Interpolated in a table of the exact function (smooth and monotone; the table is dense where it
     bends), since evaluating the incomplete gamma function per pixel dominates the run time."""
+    return kernels.evidence_lookup(q, *_lookup(scale, dof))
+
+
+def _lookup(scale: float, dof: float) -> tuple[np.float32, float, np.ndarray, np.ndarray, float]:
+    """The arguments of :func:`kernels.evidence_lookup` after q: (scale, step, grid, table,
+    top)."""
     grid, table = _evidence_table(round(dof, 6))
     step = float(np.sqrt(grid[-1]) / (len(grid) - 1))
-    return kernels.evidence_lookup(q, np.float32(scale), step, grid, table, MAX_EVIDENCE)
+    return np.float32(scale), step, grid, table, MAX_EVIDENCE
 
 
 @functools.lru_cache(maxsize=16)
@@ -339,17 +348,28 @@ def _surface_rules(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     brightening of the ground: the log of the after / before ratio of the geometric mean of
     absorbing-band and NIR brightness over 3x3 boxes (> 0: brighter, as when a canopy is
     removed), from the layers of `_surface_state` (:func:`kernels.surface_rules`)."""
-    # numpy compares float32 layers with a Python float threshold in float32: so does the kernel
-    plausible, ratio = kernels.surface_rules(
-        np.ascontiguousarray(state, dtype=np.float32),
-        np.float32(VEGETATED_NDVI),
-        np.float32(BARE_AFTER_NDVI),
-        np.float32(WATER_MNDWI),
-    )
-    # numpy's logarithm, not the compiled one: the two may differ in the last bit
+    plausible, ratio = _surface_ratio(state)
+    return plausible, brightening(ratio)
+
+
+def _surface_ratio(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_surface_rules` with the brightness ratio in place of its logarithm."""
+    return kernels.surface_rules(np.ascontiguousarray(state, dtype=np.float32), *_SURFACE_LEVELS)
+
+
+#: The thresholds of the surface rules as the kernels take them: numpy compares float32 layers
+#: with a Python float threshold in float32.
+_SURFACE_LEVELS = (np.float32(VEGETATED_NDVI), np.float32(BARE_AFTER_NDVI), np.float32(WATER_MNDWI))
+
+
+def brightening(ratio: np.ndarray) -> np.ndarray:
+    """The brightening of the ground from its brightness ratio (:func:`_surface_rules`): half
+    its logarithm, NaN where the ratio is not positive. numpy's float32 logarithm, not the
+    compiled one (the two may differ in the last bit); numpy's takes each value alone, whatever
+    the array's length, alignment or strides (tests/test_detect.py), so the brightening of a few
+    pixels is that of the whole block at those pixels."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        brightening = (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
-    return plausible, brightening
+        return (0.5 * np.log(np.where(ratio > 0, ratio, np.nan))).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -865,6 +885,19 @@ class BlockChange(NamedTuple):
     brightening: np.ndarray
 
 
+class BlockTest(NamedTuple):
+    """:class:`BlockChange` with the brightness ratio in place of the brightening, which is
+    its logarithm (:func:`brightening`): taken where it is read, at the few changed pixels."""
+
+    score: np.ndarray
+    disturbed: np.ndarray
+    evidence: np.ndarray
+    ratio: np.ndarray
+
+    def change(self) -> BlockChange:
+        return BlockChange(self.score, self.disturbed, self.evidence, brightening(self.ratio))
+
+
 @dataclass(frozen=True)
 class ChangeTest:
     """The per-pixel test with the statistics of its scene: a pure function of a block of the
@@ -896,16 +929,80 @@ class ChangeTest:
     ) -> BlockChange:
         """The test on (band, y, x) composites (and spreads); results are exact `halo` pixels
         away from a block edge that is not the grid's edge."""
+        return self._evaluate(b, a, sb, sa).change()
+
+    def evaluate_tiles(self, tiles: Tiles) -> BlockTest:
+        """:meth:`evaluate` on a block of a :class:`ChangeInputs` cube's layers
+        (:func:`split_inputs`) given as the tiles it is joined from: read from the tiles
+        themselves where the compiled pass runs the test, joined otherwise."""
+        n_layers = tiles.arrays[4].shape[0]
+        spread = self.g.use_spread and n_layers >= 4 * _K + 2
+        if not self._compiled([tiles.dtype]):
+            b, a, sb, sa, _ = split_inputs(tiles.joined())
+            return self._evaluate(b, a, sb, sa)
+        first = np.array([0, _K, 2 * _K, 3 * _K], np.int64)
+        return self._compiled_test(tiles, (tiles.arrays,) * 4, first, spread)
+
+    def _evaluate(
+        self, b: np.ndarray, a: np.ndarray, sb: np.ndarray | None, sa: np.ndarray | None
+    ) -> BlockTest:
         g = self.g
+        spread = g.use_spread and sb is not None and sa is not None
+        inputs = [b, a, sb, sa] if spread else [b, a]
+        if self._compiled([np.asarray(x).dtype for x in inputs]):
+            parts = [whole(x) for x in inputs]  # type: ignore[arg-type]
+            layers = tuple(p.arrays for p in parts) + (parts[0].arrays,) * (4 - len(parts))
+            return self._compiled_test(parts[0], layers, np.zeros(4, np.int64), spread)
+        # step by step, where the statistics or the composites are not float32 or the median
+        # filter not 3x3
         diff = _filtered_differences(g, b, a, self.median_size)
         spreads = (sb, sa) if g.use_spread else (None, None)
         q = g.squared_z_sum(diff, *spreads, before=b)
         del diff
         evidence = _evidence(q, g.chi_scale, g.chi_dof)
         del q
-        plausible, brightening = _surface_rules(_surface_state(b, a, g.dark_before, g.dark_after))
+        plausible, ratio = _surface_ratio(_surface_state(b, a, g.dark_before, g.dark_after))
         score, disturbed = _decision(self, evidence, plausible)
-        return BlockChange(score, disturbed, evidence, brightening)
+        return BlockTest(score, disturbed, evidence, ratio)
+
+    def _compiled(self, dtypes: list[np.dtype]) -> bool:
+        """Whether :func:`kernels.block_test` runs the test: on float32 composites and
+        statistics (:meth:`_Globals.as_float32`) with a 3x3 median, where each step would run
+        its own compiled kernel, which it gives the results of."""
+        g = self.g
+        stats = (g.gain, g.mx, g.my, g.loc, g.sigma, g.gain_error, g.noise_before, g.noise_after)
+        return (
+            self.median_size == 3
+            and all(dtype == np.float32 for dtype in dtypes)
+            and all(np.asarray(v).dtype == np.float32 for v in stats)
+        )
+
+    def _compiled_test(
+        self,
+        tiles: Tiles,
+        layers: tuple[tuple[np.ndarray, ...], ...],
+        first: np.ndarray,
+        spread: bool,
+    ) -> BlockTest:
+        """The test by :func:`kernels.block_test` on before, after, and with `spread` their
+        spreads, each `layers[i]` from layer `first[i]` on, laid out as `tiles`."""
+        g = self.g
+        evidence, plausible, ratio = kernels.block_test(
+            *tiles.geometry(),
+            layers,
+            first,
+            spread,
+            (g.gain, g.mx, g.my),
+            (g.loc, g.sigma**2, g.gain_error, g.noise_before**2, g.noise_after**2),
+            bool(np.any(g.gain_error > 0)),
+            _lookup(g.chi_scale, g.chi_dof),
+            (np.asarray(g.dark_before, np.float32), np.asarray(g.dark_after, np.float32)),
+            _SURFACE_BANDS,
+            _ABSORBING_INDEX,
+            _SURFACE_LEVELS,
+        )
+        score, disturbed = _decision(self, evidence, plausible)
+        return BlockTest(score, disturbed, evidence, ratio)
 
 
 def _decision(

@@ -9,9 +9,12 @@ interpolates in the same cell with the same formula), the box means equal to flo
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..jit import ngjit_numpy_division
+from ..tiles import fetch_rows
 
 
 @ngjit_numpy_division
@@ -146,29 +149,38 @@ def share_passing(passing: np.ndarray, size: int) -> np.ndarray:
     counts as not passing. By running column sums, so the cost does not grow with `size`."""
     h, w = passing.shape
     r = size // 2
-    # column sums over the window's rows, updated row by row
+    # column sums over the window's rows, updated row by row; the columns inside the grid and
+    # those `size` ahead as slices of their own, whose loops index from 0: numba checks an
+    # index offset by a variable for being negative, which keeps the loops from vectorising
     column = np.zeros(w + 2 * r, np.int32)
+    inside, ahead = column[r : r + w], column[size:]
     for yy in range(0, min(r, h)):
-        for x in range(w):
-            column[x + r] += np.int32(passing[yy, x])
+        _add_row(inside, passing[yy], 1)
     out = np.empty((h, w), np.float32)
     area = np.float32(size * size)
     for y in range(h):
         enter, leave = y + r, y - r - 1
         if enter < h:
-            for x in range(w):
-                column[x + r] += np.int32(passing[enter, x])
+            _add_row(inside, passing[enter], 1)
         if leave >= 0:
-            for x in range(w):
-                column[x + r] -= np.int32(passing[leave, x])
+            _add_row(inside, passing[leave], -1)
         count = 0
         for x in range(size):
             count += column[x]
+        row = out[y]
         for x in range(w):
-            out[y, x] = np.float32(count) / area
+            row[x] = np.float32(count) / area
             if x + 1 < w:
-                count += column[x + size] - column[x]
+                count += ahead[x] - column[x]
     return out
+
+
+@ngjit_numpy_division
+def _add_row(column: np.ndarray, passing: np.ndarray, sign: int) -> None:
+    """`sign` times a row of `passing` added to the column sums."""
+    step = np.int32(sign)
+    for x in range(column.shape[0]):
+        column[x] += step * np.int32(passing[x])
 
 
 @ngjit_numpy_division
@@ -179,28 +191,52 @@ def evidence_lookup(
     not finite), the cell found directly: the grid's square roots are evenly spaced `step`
     apart."""
     out = np.empty(q.shape, np.float32)
-    flat_q, flat_out = q.ravel(), out.ravel()
+    _interpolate(q.ravel(), scale, step, grid, table, _slopes(grid, table), top, out.ravel())
+    return out
+
+
+@ngjit_numpy_division
+def _slopes(grid: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The slope of `table` over each cell of `grid`, as numpy's `interp` computes it."""
+    slopes = np.empty(grid.shape[0] - 1)
+    for j in range(slopes.shape[0]):
+        slopes[j] = (table[j + 1] - table[j]) / (grid[j + 1] - grid[j])
+    return slopes
+
+
+@ngjit_numpy_division
+def _interpolate(
+    q: np.ndarray,
+    scale: np.float32,
+    step: float,
+    grid: np.ndarray,
+    table: np.ndarray,
+    slopes: np.ndarray,
+    top: float,
+    out: np.ndarray,
+) -> None:
+    """:func:`evidence_lookup` of the values of 1-D `q` into `out` (`slopes`: :func:`_slopes`)."""
     last = grid.shape[0] - 1
-    for n in range(flat_q.shape[0]):
-        if not np.isfinite(flat_q[n]):
-            flat_out[n] = np.nan
+    # a product finds a first guess sooner than a quotient; the cell it leads to is the same
+    inverse = 1.0 / step
+    for n in range(q.shape[0]):
+        if not np.isfinite(q[n]):
+            out[n] = np.nan
             continue
-        x = np.float64(flat_q[n] / scale)
+        x = np.float64(q[n] / scale)
         if x >= grid[last]:
-            flat_out[n] = top if x > grid[last] else table[last]
+            out[n] = top if x > grid[last] else table[last]
             continue
         if x <= grid[0]:
-            flat_out[n] = table[0]
+            out[n] = table[0]
             continue
-        j = min(int(np.sqrt(x) / step), last - 1)
+        j = min(int(np.sqrt(x) * inverse), last - 1)
         # the square root may round across a cell's edge: step to the cell holding x
         while j > 0 and grid[j] > x:
             j -= 1
         while j < last - 1 and grid[j + 1] <= x:
             j += 1
-        slope = (table[j + 1] - table[j]) / (grid[j + 1] - grid[j])
-        flat_out[n] = slope * (x - grid[j]) + table[j]
-    return out
+        out[n] = slopes[j] * (x - grid[j]) + table[j]
 
 
 @ngjit_numpy_division
@@ -458,3 +494,279 @@ def surface_rules(
             plausible[y, x] = not (vegetated_after or wet or faded)
             ratio[y, x] = after / before
     return plausible, ratio
+
+
+# ----------------------------------------------------------------------------------------------
+# The test's passes over a block fused, a row at a time, read from the block's tiles
+# ----------------------------------------------------------------------------------------------
+
+
+@ngjit_numpy_division
+def block_test(
+    origin: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    layers: tuple[tuple[np.ndarray, ...], ...],
+    first: np.ndarray,
+    spread: bool,
+    line: tuple[np.ndarray, np.ndarray, np.ndarray],
+    noise: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    lever: bool,
+    lookup: tuple[np.float32, float, np.ndarray, np.ndarray, float],
+    dark: tuple[np.ndarray, np.ndarray],
+    bands: np.ndarray,
+    absorbing: np.ndarray,
+    levels: tuple[np.float32, np.float32, np.float32],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The change evidence, plausibility and brightness ratio of each pixel of a block whose
+    float32 (band, y, x) layers are read from tiles (`origin`, `heights`, `widths` as
+    `tiles.Tiles` holds them): before, after, and with `spread` their spreads, each from
+    ``layers[i]`` at layer ``first[i]`` onwards.
+
+    :func:`filtered_differences`, :func:`squared_z_sum` and :func:`evidence_lookup` in one (the
+    normalisation `line` (gain, mx, my); `noise` the (loc, variance, gain_error, noise_before2,
+    noise_after2) of `squared_z_sum`; `lookup` the (scale, step, grid, table, top) of
+    `evidence_lookup`), and :func:`surface_state` then :func:`surface_rules` in one (`dark` the
+    offsets before and after, `bands` green, red, NIR and SWIR, `levels` the rules' thresholds).
+    A row of each layer is read once, and what the filters and boxes need of the rows around
+    it is kept in rings of three rows, so no intermediate layer is stored whole. Each pixel sees
+    the same float32 operations in the same order as in those kernels, so their results to
+    the bit."""
+    h, w = heights.sum(), widths.sum()
+    n_bands = line[0].shape[0]
+    evidence = np.empty((h, w), np.float32)
+    plausible = np.empty((h, w), np.bool_)
+    ratio = np.empty((h, w), np.float32)
+    rows = np.empty((4, n_bands, w), np.float32)
+    ring = _Ring(
+        np.empty((n_bands, 3, w + 2), np.float32),
+        np.empty((n_bands, 3, w), np.bool_),
+        np.empty((n_bands, 3, w), np.float32),
+        np.empty((8, 3, w), np.float32),
+        np.empty((4, 3, w + 2), np.float32),
+        np.empty((4, 3, w + 2), np.float32),
+        np.empty((3, w + 2), np.float32),
+    )
+    clipped = np.empty((2, n_bands, w), np.float32)
+    total = np.empty(w, np.float32)
+    q = np.empty(w, np.float32)
+    boxes = np.empty((4, w), np.float32)
+    median = np.empty(w, np.float32)
+    scale, step, grid, table, most = lookup
+    slopes = _slopes(grid, table)
+    for y in range(h):
+        for yy in range(0 if y == 0 else y + 1, min(y + 2, h)):
+            for i in range(4 if spread else 2):
+                fetch_rows(layers[i], origin, heights, widths, first[i], yy, rows[i])
+            _differences_in(rows, spread, line, noise, lever, ring, yy % 3)
+            _surface_in(rows, dark, bands, absorbing, clipped, total, ring, yy % 3)
+        top, middle, bottom = max(y - 1, 0) % 3, y % 3, min(y + 1, h - 1) % 3
+        _squared_z_out(ring, noise[0], top, middle, bottom, q)
+        _interpolate(q, scale, step, grid, table, slopes, most, evidence[y])
+        _surface_out(ring, levels, top, middle, bottom, boxes, median, plausible[y], ratio[y])
+    return evidence, plausible, ratio
+
+
+class _Ring(NamedTuple):
+    """Rows of a block kept by :func:`block_test`, three of each (a row's slot: its index modulo
+    3), so that a row's 3x3 neighbourhood is at hand; padded ones with their edges mirrored."""
+
+    differences: np.ndarray  # (band, 3, x + 2): the normalised differences, 0 where missing
+    finite: np.ndarray  # (band, 3, x): where they are not missing
+    variance: np.ndarray  # (band, 3, x): of each band's difference (`squared_z_sum`)
+    state: np.ndarray  # (8, 3, x): the layers of `surface_state`
+    value: np.ndarray  # (4, 3, x + 2): its brightness layers (4-7), 0 where missing
+    weight: np.ndarray  # (4, 3, x + 2): 1 where they are not missing, else 0
+    ndvi_after: np.ndarray  # (3, x + 2): its NDVI after, 1 where missing
+
+
+@ngjit_numpy_division
+def _mirror_row(p: np.ndarray) -> None:
+    """The two padding pixels of a padded row (`_mirror_edges`)."""
+    w = p.shape[0] - 2
+    p[0] = p[1]
+    p[w + 1] = p[w]
+
+
+@ngjit_numpy_division
+def _differences_in(
+    rows: np.ndarray,
+    spread: bool,
+    line: tuple[np.ndarray, np.ndarray, np.ndarray],
+    noise: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    lever: bool,
+    ring: _Ring,
+    slot: int,
+) -> None:
+    """A row's normalised differences (:func:`filtered_differences`) and the variance of each
+    (:func:`squared_z_sum`) into the ring's `slot`, from its (before, after, spreads) `rows`."""
+    gain, mx, my = line
+    _, variance, gain_error, noise_before2, noise_after2 = noise
+    n_bands, w = rows.shape[1], rows.shape[2]
+    zero = np.float32(0.0)
+    big = np.float32(np.finfo(np.float32).max)
+    for k in range(n_bands):
+        g, cx, cy = gain[k], mx[k], my[k]
+        var0, e = variance[k], gain_error[k]
+        nb2, na2 = (noise_before2[k], noise_after2[k]) if spread else (zero, zero)
+        b_row, a_row, sb_row, sa_row = rows[0, k], rows[1, k], rows[2, k], rows[3, k]
+        p, ok_row, var_row = ring.differences[k, slot], ring.finite[k, slot], ring.variance[k, slot]
+        for x in range(w):
+            d = (a_row[x] - cy) / g + cx - b_row[x]
+            ok = np.isfinite(d)
+            ok_row[x] = ok
+            p[x + 1] = d if ok else zero
+            var = var0
+            if lever:
+                t = (_finite(b_row[x] - cx, big) / g) * e
+                var = var + t * t
+            if spread:
+                sb = _finite(sb_row[x], big)
+                sa = _finite(sa_row[x], big)
+                vb = sb * sb - nb2
+                va = sa * sa - na2
+                vb = zero if vb < zero else vb
+                va = zero if va < zero else va
+                var = var + (vb + va)
+            var_row[x] = var
+        _mirror_row(p)
+
+
+@ngjit_numpy_division
+def _squared_z_out(
+    ring: _Ring, loc: np.ndarray, top: int, middle: int, bottom: int, q: np.ndarray
+) -> None:
+    """The sum over bands of the squared z-scores of the middle row's median-filtered
+    differences (:func:`filtered_differences`, :func:`squared_z_sum`) into `q`."""
+    n_bands, w = ring.finite.shape[0], ring.finite.shape[2]
+    nan = np.float32(np.nan)
+    for x in range(w):
+        q[x] = np.float32(0.0)
+    for k in range(n_bands):
+        centre = loc[k]
+        pt, pm, pb = (
+            ring.differences[k, top],
+            ring.differences[k, middle],
+            ring.differences[k, bottom],
+        )
+        ok_row, var_row = ring.finite[k, middle], ring.variance[k, middle]
+        for x in range(w):
+            m = _median9(
+                pt[x], pt[x + 1], pt[x + 2],
+                pm[x], pm[x + 1], pm[x + 2],
+                pb[x], pb[x + 1], pb[x + 2],
+            )  # fmt: skip
+            f = m if ok_row[x] else nan
+            z = (f - centre) / np.sqrt(var_row[x])
+            q[x] = q[x] + z * z
+
+
+@ngjit_numpy_division
+def _surface_in(
+    rows: np.ndarray,
+    dark: tuple[np.ndarray, np.ndarray],
+    bands: np.ndarray,
+    absorbing: np.ndarray,
+    clipped: np.ndarray,
+    total: np.ndarray,
+    ring: _Ring,
+    slot: int,
+) -> None:
+    """A row's :func:`surface_state` layers into the ring's `slot`, and what the boxes and the
+    median of :func:`surface_rules` read of them."""
+    n_bands, w = rows.shape[1], rows.shape[2]
+    green, red, nir, swir = bands[0], bands[1], bands[2], bands[3]
+    n_abs = absorbing.shape[0]
+    count = np.float32(n_abs)
+    zero, one = np.float32(0.0), np.float32(1.0)
+    nan = np.float32(np.nan)
+    state = ring.state
+    for date in range(2):
+        offsets, c = dark[date], clipped[date]
+        for k in range(n_bands):
+            d, row, out = offsets[k], rows[date, k], c[k]
+            for x in range(w):
+                v = row[x] - d
+                out[x] = zero if v < zero else v
+        # the absorbing bands summed in order, a row at a time
+        for x in range(w):
+            total[x] = c[absorbing[0], x]
+        for i in range(1, n_abs):
+            band = c[absorbing[i]]
+            for x in range(w):
+                total[x] += band[x]
+        g_row, r_row, n_row, s_row = c[green], c[red], c[nir], c[swir]
+        ndvi, mndwi = state[date, slot], state[2 + date, slot]
+        brightness, nir_row = state[4 + date, slot], state[6 + date, slot]
+        for x in range(w):
+            g, r, n, s = g_row[x], r_row[x], n_row[x], s_row[x]
+            vegetation = n + r
+            water = g + s
+            ndvi[x] = (n - r) / vegetation if vegetation != 0 else nan
+            mndwi[x] = (g - s) / water if water != 0 else nan
+            brightness[x] = total[x] / count
+            nir_row[x] = n
+    for i in range(4):
+        layer, value, weight = state[4 + i, slot], ring.value[i, slot], ring.weight[i, slot]
+        for x in range(w):
+            v = layer[x]
+            ok = np.isfinite(v)
+            value[x + 1] = v if ok else zero
+            weight[x + 1] = one if ok else zero
+        _mirror_row(value)
+        _mirror_row(weight)
+    ndvi_after, padded = state[1, slot], ring.ndvi_after[slot]
+    for x in range(w):
+        v = ndvi_after[x]
+        padded[x + 1] = v if np.isfinite(v) else one
+    _mirror_row(padded)
+
+
+@ngjit_numpy_division
+def _surface_out(
+    ring: _Ring,
+    levels: tuple[np.float32, np.float32, np.float32],
+    top: int,
+    middle: int,
+    bottom: int,
+    boxes: np.ndarray,
+    median: np.ndarray,
+    plausible: np.ndarray,
+    ratio: np.ndarray,
+) -> None:
+    """:func:`surface_rules` of the middle row: its boxes (:func:`box_mean3x3`) and median
+    (:func:`median3x3`) from the rows around it."""
+    vegetated, bare, water = levels
+    w = plausible.shape[0]
+    zero = np.float32(0.0)
+    nan = np.float32(np.nan)
+    for i in range(4):
+        layer, out = ring.state[4 + i, middle], boxes[i]
+        vt, vm, vb = ring.value[i, top], ring.value[i, middle], ring.value[i, bottom]
+        wt, wm, wb = ring.weight[i, top], ring.weight[i, middle], ring.weight[i, bottom]
+        for x in range(w):
+            # the nine added from 0 row by row, as box_mean3x3 adds them
+            total = zero + vt[x] + vt[x + 1] + vt[x + 2]
+            total = total + vm[x] + vm[x + 1] + vm[x + 2]
+            total = total + vb[x] + vb[x + 1] + vb[x + 2]
+            n = zero + wt[x] + wt[x + 1] + wt[x + 2]
+            n = n + wm[x] + wm[x + 1] + wm[x + 2]
+            n = n + wb[x] + wb[x + 1] + wb[x + 2]
+            out[x] = total / n if np.isfinite(layer[x]) else nan
+    pt, pm, pb = ring.ndvi_after[top], ring.ndvi_after[middle], ring.ndvi_after[bottom]
+    for x in range(w):
+        median[x] = _median9(
+            pt[x], pt[x + 1], pt[x + 2],
+            pm[x], pm[x + 1], pm[x + 2],
+            pb[x], pb[x + 1], pb[x + 2],
+        )  # fmt: skip
+    state = ring.state
+    for x in range(w):
+        after = boxes[1, x] * boxes[3, x]
+        before = boxes[0, x] * boxes[2, x]
+        vegetated_after = state[1, middle, x] > vegetated
+        wet = state[2, middle, x] > water or state[3, middle, x] > water
+        bare_after = median[x] < bare
+        faded = state[0, middle, x] > vegetated and after <= before and not bare_after
+        plausible[x] = not (vegetated_after or wet or faded)
+        ratio[x] = after / before
