@@ -18,7 +18,7 @@ from changedetect.io.sinks.chips import PREVIEW_BANDS, preview_bytes
 from changedetect.io.sinks.rasters import ScratchRasters
 from changedetect.testing.rasters import make_grid
 
-from .test_composite_layers import SPRING, composite_of, stack
+from .test_composite_layers import SPRING, assert_same_test, composite_of, stack
 from .test_detect import BARE, FOREST, ROCK, SLASH, SOIL, composite, disk, scene
 
 SHAPE = (300, 280)
@@ -311,6 +311,59 @@ def test_the_chunks_the_statistics_sample_computed_are_read_by_the_pass_not_comp
         kept, was = getattr(test.g, field.name), getattr(whole_test.g, field.name)
         assert np.asarray(kept).tobytes() == np.asarray(was).tobytes(), field.name
     _assert_same_pass(gathered, score, whole, whole_score)
+
+
+@pytest.mark.parametrize(
+    ("n_before", "n_after", "use_spread", "layers"),
+    [(4, 3, True, 26), (1, 1, True, 14), (4, 3, False, 14), (4, 1, True, 26)],
+)
+def test_the_sample_computes_the_spreads_only_when_the_test_may_use_them(
+    tmp_path, monkeypatch, n_before, n_after, use_spread, layers
+):
+    # without a spread on either date (or with the test told not to use them) the sample's
+    # chunks are the test's cube as it is, not the cube with twelve empty layers
+    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
+    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
+    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    before = composite_of(stack(1, n_before), SPRING)
+    after = composite_of(stack(2, n_after, changed=True), SPRING)
+    test, inputs = prepare_change_test(
+        before, after, use_spread=use_spread, keep=tmp_path / "sample"
+    )
+    assert inputs.kept and test.g.use_spread == (layers == 26)
+    for (i, j), kept in inputs.kept.items():
+        assert kept.layers is None
+        chunk = np.load(kept.path)
+        assert chunk.shape[0] == layers == inputs.cube.shape[0]
+        rows, cols = (sum(c[:k]) for c, k in zip(inputs.cube.chunks[1:], (i, j), strict=True))
+        block = inputs.cube[:, rows : rows + chunk.shape[1], cols : cols + chunk.shape[2]]
+        assert chunk.tobytes() == block.compute().tobytes()
+
+
+@pytest.mark.parametrize(("n_before", "n_after"), [(4, 3), (1, 1)])
+def test_the_denser_lattice_reads_the_first_ones_kept_chunks_and_learns_the_same(
+    tmp_path, monkeypatch, n_before, n_after
+):
+    # the first lattice's four windows hold too few pixels: the denser one's sixteen read the
+    # chunks the first kept from their files, and the statistics are the xarray composites'
+    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
+    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
+    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    monkeypatch.setattr(detect, "MIN_SAMPLE_PIXELS", 1200)
+    monkeypatch.setattr(detect, "FALLBACK_LATTICE", 4)
+    monkeypatch.setattr(detect, "FALLBACK_WINDOW", 12)
+    read_kept = []
+    cut_kept = detect._cut_kept
+
+    def counted(path, cuts):
+        read_kept.append(path)
+        return cut_kept(path, cuts)
+
+    monkeypatch.setattr(detect, "_cut_kept", counted)
+    before = composite_of(stack(1, n_before), SPRING)
+    after = composite_of(stack(2, n_after, changed=True), SPRING)
+    test, _ = assert_same_test(before, after, keep=tmp_path / "sample")
+    assert read_kept and test.g.gain_error.any()
 
 
 def test_the_sample_keeps_a_bounded_number_of_chunks_and_the_pass_computes_the_others(

@@ -445,8 +445,115 @@ def test_median_is_numpys_to_the_bit():
         assert repr(median(np.abs(values))) == repr(float(np.median(np.abs(values)))), n
     with_nan = np.array([1.0, np.nan, 3.0])
     assert np.isnan(median(with_nan))
+    assert np.isnan(median(with_nan.astype(np.float32)))
+    for n in (1, 2, 3, 10, 11, 4096, 100_001, 100_000):
+        values = (rng.standard_normal(n) * 0.3 + 0.1).astype(np.float32)
+        values[: n // 3] = np.round(values[: n // 3], 2)
+        assert repr(median(values)) == repr(float(np.median(values))), n
+        # zeros of both signs in the middle: np.median's own choice of sign
+        values = np.round(rng.standard_normal(n) * 0.01, 2).astype(np.float32)
+        values[::2] = -values[::2]
+        assert repr(median(values)) == repr(float(np.median(values))), n
+    for values in (rng.standard_normal((200, 10)) * 0.3 + 0.1).astype(np.float32):
+        assert repr(median(values)) == repr(float(np.median(values)))  # float32's mean
     counts = np.array([3, 1, 2, 2], np.int16)
     assert median(counts) == float(np.median(counts)) == 2.0
+
+
+def test_median_and_robust_scale_overwriting_their_input_are_the_same_to_the_bit():
+    from changedetect.algorithms.detect import median, robust_location_scale
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.float64, np.float32):
+        for n in (1, 2, 7, 4096, 100_001):
+            values = np.round(rng.standard_normal(n) * 0.3, 2).astype(dtype)
+            values[::7] = -0.0
+            assert repr(median(values.copy(), overwrite=True)) == repr(median(values)), n
+            scale = robust_location_scale(values.copy(), overwrite=True)
+            assert scale == robust_location_scale(values), n
+            values[::3] = np.nan
+            assert robust_location_scale(values.copy(), overwrite=True) == (
+                robust_location_scale(values)
+            )
+    assert np.isnan(median(np.array([1.0, np.nan, 3.0, 4.0]), overwrite=True))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (37, 64), (64, 37)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_local_means_are_scipys_uniform_filter_bit_for_bit(shape, dtype):
+    from changedetect.algorithms.detect import statistics_kernels
+    from changedetect.testing.statistics_reference import local_means_reference
+
+    rng = np.random.default_rng(6)
+    for missing in (0.0, 0.002, 0.3):
+        window = (rng.standard_normal((6, *shape)) * 0.2 + 0.1).astype(dtype)
+        window[1, :, ::5] = np.round(window[1, :, ::5], 2)
+        window[2][rng.random(shape) < 0.3] = -0.0
+        window[3][rng.random(shape) < missing] = np.nan
+        window[4][rng.random(shape) < missing / 4] = np.inf
+        out = np.full((6, 3 + window[0].size), 7.0)
+        statistics_kernels.local_means(window, out, 2)
+        expected = local_means_reference(window)
+        assert out[:, 2:-1].tobytes() == expected.tobytes(), missing
+        assert (out[:, :2] == 7.0).all() and (out[:, -1] == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_group_sums_are_numpys_bincount_bit_for_bit(dtype):
+    from changedetect.algorithms.detect import statistics_kernels
+    from changedetect.testing.statistics_reference import group_sums_reference
+
+    rng = np.random.default_rng(7)
+    for m, n in ((1, 1), (5, 3), (10_001, 9), (40_000, 4)):
+        x = (rng.standard_normal((6, m)) * 0.2 + 0.3).astype(dtype)
+        y = (x * 1.02 + rng.standard_normal((6, m)) * 0.01).astype(dtype)
+        x[0, ::3] = 0.25
+        group = np.sort(rng.integers(0, n, m)) if m > 5 else rng.integers(0, n, m)
+        centres = np.median(x, axis=1), np.median(y, axis=1)
+        got = statistics_kernels.group_sums(x, y, *centres, group, n)
+        expected = group_sums_reference(x, y, *centres, group, n)
+        assert got.dtype == np.float64 and got.tobytes() == expected.tobytes(), (m, n)
+
+
+STATISTICS_CASES = {
+    "nine windows": {},
+    "clouds": {"clouds": True},
+    "scattered gaps: pixels": {"scattered": True, "shape": (32, 32)},
+    "one window, odd edges": {"windows": 1, "shape": (97, 131), "clouds": True},
+    "no spreads": {"spreads": None},
+    "the after date's spread only": {"spreads": (False, True), "clouds": True},
+    "no counts": {"counts": False},
+    "float64 windows": {"dtype": np.float64, "windows": 3},
+    "too few pixels": {"windows": 1, "shape": (20, 20)},
+}
+
+
+@pytest.mark.parametrize("case", STATISTICS_CASES.values(), ids=STATISTICS_CASES.keys())
+@pytest.mark.parametrize("median_size", [3, 1, 5])
+def test_the_scene_statistics_are_their_reference_to_the_bit(case, median_size):
+    from changedetect.algorithms.detect import estimate_globals
+    from changedetect.testing.statistics_reference import (
+        estimate_globals_reference,
+        statistics_sample,
+    )
+
+    samples = statistics_sample(3, **case)
+    given = [[None if v is None else v.copy() for v in s] for s in samples]
+    g = estimate_globals(samples, median_size)
+    expected = estimate_globals_reference(samples, median_size)
+    # the inputs are read, never reordered in place
+    for sample, was in zip(samples, given, strict=True):
+        for v, w in zip(sample, was, strict=True):
+            assert (v is None and w is None) or v.tobytes() == w.tobytes()
+    if expected is None:
+        assert g is None and case.get("shape") == (20, 20)
+        return
+    assert g is not None
+    assert g.use_spread == (case.get("spreads", ()) is not None)
+    for name, value in vars(expected).items():
+        got = np.asarray(getattr(g, name))
+        assert got.dtype == np.asarray(value).dtype, name
+        assert got.tobytes() == np.asarray(value).tobytes(), name
 
 
 def test_robust_location_scale_is_that_of_the_finite_values_to_the_bit():

@@ -66,7 +66,7 @@ from ...types import ANALYSIS_BANDS
 from ..arrays import as_dask
 from ..composite import MAD_TO_SIGMA, CompositeChunk, CompositeLayers, layer_blocks
 from ..tiles import Tiles, whole
-from . import kernels
+from . import kernels, statistics_kernels
 from .features import index_features
 
 #: Default per-pixel false-alarm rate of the stand-alone test (Gaussian no-change model). Real
@@ -156,29 +156,60 @@ class ChangeLayers:
 # ----------------------------------------------------------------------------------------------
 
 
-def median(values: np.ndarray) -> float:
-    """``float(np.median(values))`` to the bit, by one selection where `values` is 1-D float64:
-    numpy's median selects three ranks at once (the two middle ones and the last, to tell NaN),
-    several times slower on the half million values of the statistics sample. The middle value
-    or values are averaged by np.mean, as np.median does."""
+def median(values: np.ndarray, *, overwrite: bool = False) -> float:
+    """``float(np.median(values))`` to the bit, by one selection where `values` is 1-D float64
+    or float32: numpy's median selects three ranks at once (the two middle ones and the last,
+    to tell NaN), several times slower on the half million values of the statistics sample.
+    The middle value or values are averaged by np.mean, as np.median does. With `overwrite`,
+    float64 `values` (an array the caller no longer needs in its order) are partitioned in place
+    rather than copied, as np.median's `overwrite_input`."""
     a = np.asarray(values)
-    if a.ndim != 1 or a.dtype != np.float64 or a.size == 0 or np.isnan(a).any():
-        return float(np.median(a))
+    if a.ndim != 1 or a.size == 0 or a.dtype not in (np.float64, np.float32):
+        return float(np.median(a, overwrite_input=overwrite))
     k = a.size // 2
-    part = np.partition(a, k)
+    if a.dtype == np.float32:
+        return _median_float32(a, k)
+    if overwrite:
+        a.partition(k)
+        part = a
+    else:
+        part = np.partition(a, k)
+    # the selection orders NaN last: any NaN now lies at k or above, where max() meets it
+    if np.isnan(part[k:].max()):
+        return float("nan")
     middle = part[k : k + 1] if a.size % 2 else np.array([part[:k].max(), part[k]])
     return float(np.mean(middle))
 
 
-def robust_location_scale(sample: np.ndarray) -> tuple[float, float]:
-    """Median and MAD-based sigma of the finite values of `sample`."""
+def _median_float32(a: np.ndarray, k: int) -> float:
+    """:func:`median` of float32 `a` (k: half its size), np.median's own where a middle value is
+    zero: 0.0 and -0.0 compare equal, and which of them a selection leaves in the middle depends
+    on how it selects; other values are the same whichever rank selection finds them."""
+    part = np.partition(a, k)
+    if np.isnan(part[k:].max()):
+        return float("nan")
+    middle = part[k : k + 1] if a.size % 2 else np.array([part[:k].max(), part[k]])
+    if not middle.all():
+        return float(np.median(a))
+    return float(np.mean(middle))
+
+
+def robust_location_scale(sample: np.ndarray, *, overwrite: bool = False) -> tuple[float, float]:
+    """Median and MAD-based sigma of the finite values of `sample`. With `overwrite`, `sample`
+    may be reordered (see :func:`median`)."""
     ok = np.isfinite(sample)
     # the statistics' samples are mostly all finite: copy out the finite values only if not
-    finite = sample.reshape(-1) if ok.all() else sample[ok]
+    if ok.all():
+        finite = sample.reshape(-1)
+    else:
+        finite, overwrite = np.compress(ok.reshape(-1), sample.reshape(-1)), True
     if finite.size == 0:
         return 0.0, 1.0
-    med = median(finite)
-    sigma = median(np.abs(finite - med)) * MAD_TO_SIGMA
+    med = median(finite, overwrite=overwrite)
+    # the deviations' median does not depend on their order, so `finite` may be reordered
+    deviations = np.subtract(finite, med)
+    np.abs(deviations, out=deviations)
+    sigma = median(deviations, overwrite=True) * MAD_TO_SIGMA
     return med, max(sigma, 1e-6)
 
 
@@ -188,8 +219,8 @@ def robust_correlation(z: np.ndarray) -> np.ndarray:
     corr = np.eye(k)
     for i in range(k):
         for j in range(i + 1, k):
-            s_plus = robust_location_scale(z[i] + z[j])[1] ** 2
-            s_minus = robust_location_scale(z[i] - z[j])[1] ** 2
+            s_plus = robust_location_scale(z[i] + z[j], overwrite=True)[1] ** 2
+            s_minus = robust_location_scale(z[i] - z[j], overwrite=True)[1] ** 2
             corr[i, j] = corr[j, i] = (s_plus - s_minus) / (s_plus + s_minus)
     return corr
 
@@ -222,7 +253,11 @@ def _deming_line(x: np.ndarray, y: np.ndarray, noise_ratio: float) -> tuple[floa
     where the true ones are within 3 % (bench/timeseries.py scene), which turns a stable bright
     surface (an old quarry, a roof) into a "change" every night."""
     mx, my = median(x), median(y)
-    cov = np.cov(x - mx, y - my)
+    # np.cov(x - mx, y - my) stacks its two variables into one array: stacked here already
+    centred = np.empty((2, x.size))
+    np.subtract(x, mx, out=centred[0])
+    np.subtract(y, my, out=centred[1])
+    cov = np.cov(centred)
     gain = _deming_gain(cov[0, 0], cov[1, 1], cov[0, 1], noise_ratio)
     return float(gain), mx, my
 
@@ -238,13 +273,28 @@ def _deming_gain(sxx: Any, syy: Any, sxy: Any, noise_ratio: float) -> Any:
     return np.where(fails | (gain < 0.5) | (gain > 2.0), 1.0, gain)
 
 
-def _dark_offsets(flat: np.ndarray) -> np.ndarray:
-    """Dark-object value per band of (band, n) reflectance, not increasing with wavelength."""
-    ok = np.all(np.isfinite(flat), axis=0)
+def _dark_offsets(flat: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
+    """Dark-object value per band of (band, n) reflectance, not increasing with wavelength.
+    `ok`: the pixels finite in every band, when the caller knows them already."""
+    if ok is None:
+        ok = np.all(np.isfinite(flat), axis=0)
     if not ok.any():
         return np.zeros(flat.shape[0])
-    dark = np.percentile(flat[:, ok], DARK_PERCENTILE, axis=1)
+    values = _columns(flat, ok)
+    dark = np.percentile(values, DARK_PERCENTILE, axis=1, overwrite_input=values is not flat)
     return np.maximum(np.minimum.accumulate(dark), 0.0)
+
+
+def _columns(flat: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``flat[:, keep]`` by np.compress (several times faster than a boolean index on half a
+    million columns, and the same values in the same order); `flat` itself, not a copy, where
+    `keep` holds every column."""
+    return flat if keep.all() else np.compress(keep, flat, axis=1)
+
+
+def _all_finite(flat: np.ndarray) -> np.ndarray:
+    """The columns of (band, n) `flat` finite in every band."""
+    return np.all(np.isfinite(flat), axis=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -531,65 +581,71 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
     dates (clouds, no data).
     """
 
-    def flat(arrs: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate([x.reshape(_K, -1) for x in arrs], axis=1)
-
-    before = flat([s[0] for s in samples])
-    after = flat([s[1] for s in samples])
-    valid = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
-    b, a = before[:, valid], after[:, valid]
-    if b.shape[1] < MIN_SAMPLE_PIXELS:
+    before = _flat([s[0] for s in samples])
+    after = _flat([s[1] for s in samples])
+    finite_b, finite_a = _all_finite(before), _all_finite(after)
+    valid = finite_b & finite_a
+    if np.count_nonzero(valid) < MIN_SAMPLE_PIXELS:
         return None
 
     # 1. likely-unchanged pixels from the differences, then an errors-in-variables fit per band
     # weighted by how noisy each composite is (the median of its observations), refined; on the
-    # sample's 3x3 local means where enough of them are whole (see _local_means)
-    local_b = flat([_local_means(s[0]) for s in samples])
-    local_a = flat([_local_means(s[1]) for s in samples])
-    whole = np.all(np.isfinite(local_b), axis=0) & np.all(np.isfinite(local_a), axis=0)
-    if whole.sum() >= MIN_SAMPLE_PIXELS:
+    # sample's 3x3 local means where enough of them are whole (see _flat_local_means)
+    local_b = _flat_local_means([s[0] for s in samples])
+    local_a = _flat_local_means([s[1] for s in samples])
+    whole = _all_finite(local_b) & _all_finite(local_a)
+    if np.count_nonzero(whole) >= MIN_SAMPLE_PIXELS:
         valid = whole
-        b, a = local_b[:, whole], local_a[:, whole]
+        b, a = _columns(local_b, whole), _columns(local_a, whole)
+    else:
+        b, a = _columns(before, valid), _columns(after, valid)
     del local_b, local_a
     noise_ratio = _noise_ratio(samples, valid)
     gain, mx, my = np.ones(_K), np.zeros(_K), np.zeros(_K)
     diff = a - b
-    for _ in range(3):
+    for step in range(3):
         z2 = np.zeros(diff.shape[1])
         for i in range(_K):
-            loc, sig = robust_location_scale(diff[i])
-            z2 += ((diff[i] - loc) / sig) ** 2
+            z2 += _squared_z(diff[i])
         calm = z2 <= median(z2)
+        calm_b, calm_a = np.compress(calm, b, axis=1), np.compress(calm, a, axis=1)
         for i in range(_K):
-            gain[i], mx[i], my[i] = _deming_line(b[i, calm], a[i, calm], noise_ratio)
-        diff = (a - my[:, None]) / gain[:, None] + mx[:, None] - b
-    g = _Globals(gain, mx, my, _dark_offsets(before), _dark_offsets(after))
-    g.gain_error = _gain_errors(b, a, calm, _sample_groups(samples)[valid], noise_ratio, mx, my)
-    del b, a, diff, after
+            gain[i], mx[i], my[i] = _deming_line(calm_b[i], calm_a[i], noise_ratio)
+        if step < 2:  # the last fit's differences are not used
+            diff = a - my[:, None]
+            diff /= gain[:, None]
+            diff += mx[:, None]
+            diff -= b
+    g = _Globals(gain, mx, my, _dark_offsets(before, finite_b), _dark_offsets(after, finite_a))
+    groups = np.compress(calm, _columns(_sample_groups(samples)[None], valid)[0])
+    g.gain_error = _gain_errors(calm_b, calm_a, groups, noise_ratio, mx, my)
+    del b, a, diff, after, calm_b, calm_a
 
     # 2. the filtered differences as the lazy pass sees them (the filter runs inside each window)
-    filtered = flat([_median_bands(g.normalised_diff(s[0], s[1]), median_size) for s in samples])
-    ok = np.all(np.isfinite(filtered), axis=0)
+    filtered = _flat([_median_bands(g.normalised_diff(s[0], s[1]), median_size) for s in samples])
+    ok = _all_finite(filtered)
+    every = ok.all()
     for i in range(_K):
-        g.loc[i], g.sigma[i] = robust_location_scale(filtered[i, ok])
+        row = filtered[i] if every else np.compress(ok, filtered[i])
+        g.loc[i], g.sigma[i] = robust_location_scale(row, overwrite=not every)
 
     # 3. own temporal variability, where either composite has it (a night's single acquisition
     # has none, a multi-year seasonal baseline has the spread across those years)
     sb = sa = None
     if all(s[2] is not None and s[3] is not None for s in samples):
-        sb, sa = flat([s[2] for s in samples]), flat([s[3] for s in samples])  # type: ignore[misc]
-        has_b, has_a = np.all(np.isfinite(sb), axis=0), np.all(np.isfinite(sa), axis=0)
+        sb, sa = _flat([s[2] for s in samples]), _flat([s[3] for s in samples])  # type: ignore[misc]
+        has_b, has_a = _all_finite(sb), _all_finite(sa)
         if (has_b | has_a)[ok].mean() > 0.01:
             g.use_spread = True
             if has_b.any():
-                g.noise_before = np.percentile(sb[:, has_b], NOISE_PERCENTILE, axis=1)
+                g.noise_before = _percentiles(sb, has_b, NOISE_PERCENTILE)
             if has_a.any():
-                g.noise_after = np.percentile(sa[:, has_a], NOISE_PERCENTILE, axis=1)
-            sb, sa = sb[:, ok], sa[:, ok]
+                g.noise_after = _percentiles(sa, has_a, NOISE_PERCENTILE)
+            sb, sa = _columns(sb, ok), _columns(sa, ok)
 
     # 4. chi-square law of the sum of squares of the correlated z-scores, computed in parts
     # (the scene statistics are float64: whole, their temporaries held 150 MB more)
-    filtered, before = filtered[:, ok], before[:, ok]
+    filtered, before = _columns(filtered, ok), _columns(before, ok)
     z = np.empty(filtered.shape)
     for k in range(0, filtered.shape[1], Z_PART):
         part = slice(k, k + Z_PART)
@@ -603,13 +659,39 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
     return g
 
 
+def _flat(windows: Sequence[np.ndarray]) -> np.ndarray:
+    """(band, y, x) sample windows side by side as one (band, n) array."""
+    return np.concatenate([x.reshape(_K, -1) for x in windows], axis=1)
+
+
+def _squared_z(row: np.ndarray) -> np.ndarray:
+    """``((row - loc) / sig) ** 2`` with ``loc, sig = robust_location_scale(row)``, the
+    deviations computed once for the MAD and the z-scores."""
+    if not np.isfinite(row).all():
+        loc, sig = robust_location_scale(row)
+        return ((row - loc) / sig) ** 2
+    loc = median(row)
+    centred = row - loc
+    deviations = np.abs(centred)
+    sig = max(median(deviations, overwrite=True) * MAD_TO_SIGMA, 1e-6)
+    centred /= sig
+    return np.square(centred, out=centred)
+
+
+def _percentiles(flat: np.ndarray, keep: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(flat[:, keep], q, axis=1)``, selecting in the copy it makes anyway."""
+    values = _columns(flat, keep)
+    return np.percentile(values, q, axis=1, overwrite_input=values is not flat)
+
+
 #: Sample pixels per part of the z-scores' computation in :func:`estimate_globals`.
 Z_PART = 2**16
 
 
-def _local_means(window: np.ndarray) -> np.ndarray:
-    """3x3 means of each band of a (band, y, x) sample window, NaN where any of the nine pixels
-    of any band is missing: what the normalisation line is fitted on.
+def _flat_local_means(windows: Sequence[np.ndarray]) -> np.ndarray:
+    """3x3 means of each band of (band, y, x) sample windows, side by side as in :func:`_flat`,
+    NaN where any of the nine pixels of any band is missing: what the normalisation line is
+    fitted on (:func:`statistics_kernels.local_means`: scipy's uniform filter, in one pass).
 
     A gain and an offset between dates hold for local means as they hold for pixels (the
     relation is linear), but the mean of nine pixels carries a ninth of each date's sensor noise
@@ -618,14 +700,12 @@ def _local_means(window: np.ndarray) -> np.ndarray:
     with pixels, an error in that ratio on a scene of little contrast (hazy blue, winter
     farmland) tilted the line by 3-6 % and made bright unchanged ground a clue, with means it
     does not (tests/test_quality_planted.py: a second overpass of unchanged ground)."""
-    finite = np.isfinite(window)
-    whole = ndimage.minimum_filter(np.all(finite, axis=0), size=3, mode="nearest")
-    out = np.full(window.shape, np.nan)
-    for i in range(window.shape[0]):
-        # float64, as the rest of the scene statistics; a mean counts only where all nine are
-        # valid, so the zeros put in for missing pixels never enter one
-        means = ndimage.uniform_filter(np.where(finite[i], window[i], 0.0), size=3, mode="nearest")
-        out[i][whole] = means[whole]
+    # float64, as the rest of the scene statistics
+    out = np.empty((_K, sum(w[0].size for w in windows)))
+    start = 0
+    for window in windows:
+        statistics_kernels.local_means(np.ascontiguousarray(window), out, start)
+        start += window[0].size
     return out
 
 
@@ -644,36 +724,39 @@ def _sample_groups(samples: Sequence[Sample]) -> np.ndarray:
 
 
 def _gain_errors(
-    b: np.ndarray,
-    a: np.ndarray,
-    calm: np.ndarray,
+    calm_b: np.ndarray,
+    calm_a: np.ndarray,
     groups: np.ndarray,
     noise_ratio: float,
     mx: np.ndarray,
     my: np.ndarray,
 ) -> np.ndarray:
     """Standard error of each band's gain, by the delete-a-group jackknife over the sample's
-    parts. A calibration change is the same over the whole scene; a gain that moves when one part
-    of the scene is left out was set by what the ground did there (phenology, a harvest), not by
-    the sensor, and the test must not trust it at surfaces far from the scene's typical
-    reflectance. `mx` and `my` are the line's centres (the calm pixels' medians): the sums are
-    taken about them."""
-    ids, group = np.unique(groups[calm], return_inverse=True)
-    n = len(ids)
+    parts, from the calm pixels' (band, n) values and their group numbers (>= 0). A calibration
+    change is the same over the whole scene; a gain that moves when one part of the scene is
+    left out was set by what the ground did there (phenology, a harvest), not by the sensor, and
+    the test must not trust it at surfaces far from the scene's typical reflectance. `mx` and
+    `my` are the line's centres (the calm pixels' medians): the sums are taken about them."""
+    # the groups present and each pixel's rank among them (np.unique's, without its sort)
+    present = np.bincount(groups) > 0
+    n = int(np.count_nonzero(present))
     if n < 3:
-        return np.zeros(b.shape[0])
-    x, y = b[:, calm] - mx[:, None], a[:, calm] - my[:, None]
+        return np.zeros(calm_b.shape[0])
+    group = (np.cumsum(present) - 1)[groups]
 
-    def sums(v: np.ndarray) -> np.ndarray:  # per band and group, then left-out totals
-        per_group = np.stack([np.bincount(group, weights=row, minlength=n) for row in v])
+    def left_out(per_group: np.ndarray) -> np.ndarray:  # per band and group: the others' total
         return per_group.sum(axis=1, keepdims=True) - per_group
 
-    count = sums(np.ones((1, group.size)))
-    sx, sy, sxx, syy, sxy = (sums(v) for v in (x, y, x * x, y * y, x * y))
+    # sums of ones are the counts, exactly
+    count = left_out(np.bincount(group, minlength=n)[None].astype(np.float64))
+    sums = statistics_kernels.group_sums(
+        np.ascontiguousarray(calm_b), np.ascontiguousarray(calm_a), mx, my, group, n
+    )
+    sx, sy, sxx, syy, sxy = (left_out(v) for v in sums)
     cxx, cyy = sxx - sx * sx / count, syy - sy * sy / count
     cxy = sxy - sx * sy / count
-    left_out = _deming_gain(cxx, cyy, cxy, noise_ratio)
-    return np.sqrt((n - 1) / n * ((left_out - left_out.mean(axis=1, keepdims=True)) ** 2).sum(1))
+    gains = _deming_gain(cxx, cyy, cxy, noise_ratio)
+    return np.sqrt((n - 1) / n * ((gains - gains.mean(axis=1, keepdims=True)) ** 2).sum(1))
 
 
 def _noise_ratio(samples: Sequence[Sample], valid: np.ndarray) -> float:
@@ -683,8 +766,9 @@ def _noise_ratio(samples: Sequence[Sample], valid: np.ndarray) -> float:
     def typical(k: int) -> float:
         if any(s[k] is None for s in samples):
             return 1.0
-        counts = np.concatenate([np.asarray(s[k]).reshape(-1) for s in samples])[valid]
-        return float(np.median(counts)) if counts.size else 1.0
+        counts = np.concatenate([np.asarray(s[k]).reshape(-1) for s in samples])
+        counts = _columns(counts[None], valid)[0]  # a copy either way: selected in place
+        return float(np.median(counts, overwrite_input=True)) if counts.size else 1.0
 
     return median_variance(typical(5)) / median_variance(typical(4))
 
@@ -747,16 +831,16 @@ def _globals_for(shape: tuple[int, int], sample: Sampler, median_size: int) -> _
 
 class _ChunkSample:
     """The sample windows cut out of whole chunks of the layers' cube (`everything`: bands,
-    spreads, counts), each chunk computed once. With `keep`, each chunk is written to that folder
-    as it is computed, for the pass to read rather than compute again (see :attr:`kept`)."""
+    spreads when `with_spread`, counts), each chunk computed once. With `keep`, each chunk is
+    written to that folder as it is computed, for the pass to read rather than compute again
+    (see :attr:`kept`)."""
 
     def __init__(self, everything: da.Array, with_spread: bool, keep: Path | None) -> None:
         self.everything, self.with_spread, self.keep = everything, with_spread, keep
         self.name = tokenize(everything.name)
         self.starts = [np.cumsum((0, *sizes)) for sizes in everything.chunks[1:]]
-        # the layers the sample reads: the spreads only when the test may use them
-        spreads = list(range(2 * _K, 4 * _K)) if with_spread else []
-        self.planes = [*range(2 * _K), *spreads, 4 * _K, 4 * _K + 1]
+        if everything.shape[0] != (4 if with_spread else 2) * _K + 2:
+            raise ValueError(f"a sample cube of {everything.shape[0]} layers: not the inputs'")
         self.files: dict[tuple[int, int], Path] = {}
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
@@ -772,7 +856,8 @@ class _ChunkSample:
     def kept(self, use_spread: bool) -> dict[tuple[int, int], KeptChunk]:
         """The chunks written so far, as chunks of the test's cube: with the spreads when the
         test uses them, else without."""
-        layers = None if use_spread else (*range(2 * _K), 4 * _K, 4 * _K + 1)
+        whole = use_spread or not self.with_spread  # the files hold the cube's layers
+        layers = None if whole else (*range(2 * _K), 4 * _K, 4 * _K + 1)
         return {k: KeptChunk(path, layers) for k, path in self.files.items()}
 
     def _windows(self, group: Sequence[tuple[slice, slice]]) -> list[np.ndarray]:
@@ -815,21 +900,14 @@ class _ChunkSample:
     def _cut(self, i: int, j: int, cuts: list[tuple[slice, slice] | None]) -> Delayed:
         if (i, j) in self.files:  # a chunk of the first lattice, for the fallback one
             task = dask.delayed(_cut_kept, traverse=False)
-            return task(
-                self.files[i, j],
-                self.planes,
-                cuts,
-                dask_key_name=(f"sample_kept-{self.name}", i, j),
-            )
+            return task(self.files[i, j], cuts, dask_key_name=(f"sample_kept-{self.name}", i, j))
         path = None
         if self.keep is not None and len(self.files) < KEPT_SAMPLE_CHUNKS:
             path = self.files[i, j] = self.keep / f"{i}-{j}.npy"
         key = (self.everything.name, 0, i, j)
         chunk = ChunkGraph(self._graph_of(key), key)
         task = dask.delayed(_cut_chunk, traverse=False)
-        return task(
-            chunk, self.planes, cuts, path, dask_key_name=(f"sample_chunk-{self.name}", i, j)
-        )
+        return task(chunk, cuts, path, dask_key_name=(f"sample_chunk-{self.name}", i, j))
 
     def _graph_of(self, key: tuple[str, int, int, int]) -> dict[Any, Any]:
         """The tasks chunk `key` needs. Culled from the whole graph's layers first: the sample
@@ -850,30 +928,25 @@ class _ChunkSample:
 
 
 def _cut_chunk(
-    chunk: ChunkGraph,
-    planes: list[int],
-    cuts: list[tuple[slice, slice] | None],
-    path: Path | None,
+    chunk: ChunkGraph, cuts: list[tuple[slice, slice] | None], path: Path | None
 ) -> list[np.ndarray | None]:
-    """The `planes` of the windows' parts in one chunk (`cuts`: each window's pixels in the
-    chunk, None where it does not reach it), the whole chunk written to `path` first."""
+    """The windows' parts in one chunk (`cuts`: each window's pixels in the chunk, None where
+    it does not reach it), the whole chunk written to `path` first."""
     block = compute_chunk(chunk)
     if path is not None:
         save_chunk(path, block)
-    return _window_parts(block, planes, cuts)
+    return _window_parts(block, cuts)
 
 
-def _cut_kept(
-    path: Path, planes: list[int], cuts: list[tuple[slice, slice] | None]
-) -> list[np.ndarray | None]:
-    return _window_parts(map_chunk(path), planes, cuts)
+def _cut_kept(path: Path, cuts: list[tuple[slice, slice] | None]) -> list[np.ndarray | None]:
+    return _window_parts(map_chunk(path), cuts)
 
 
 def _window_parts(
-    block: np.ndarray, planes: list[int], cuts: list[tuple[slice, slice] | None]
+    block: np.ndarray, cuts: list[tuple[slice, slice] | None]
 ) -> list[np.ndarray | None]:
-    """The `planes` of each window's part of a chunk (`cuts`), None where it has none."""
-    return [None if cut is None else block[:, cut[0], cut[1]][planes] for cut in cuts]
+    """Each window's part of a chunk (`cuts`), copied out (None where it has none)."""
+    return [None if cut is None else np.array(block[:, cut[0], cut[1]]) for cut in cuts]
 
 
 class BlockChange(NamedTuple):
@@ -1160,13 +1233,19 @@ def _inputs_from_layers(
         ]
     parts = [c.chunk for c in layers]
     # the sample reads every layer: bands, spreads (NaN for a window without one, as
-    # prepare_change_test fills them) and counts; its chunks are the cube's when the test uses
-    # the spreads, and hold the cube's layers when it does not
-    everything = layer_blocks(_inputs_chunk, 4 * _K + 2, layers, parts=parts, use_spread=True)
-    sample = _ChunkSample(everything, use_spread and any(p.has_spread for p in parts), keep)
+    # prepare_change_test fills them) when either composite has them, and counts; its chunks
+    # are the cube's when the test uses the spreads, and hold the cube's layers when it does not
+    # (without spreads on either date, the test cannot use them: the chunks are the cube's)
+    with_spread = use_spread and any(p.has_spread for p in parts)
+    n_sampled = (4 if with_spread else 2) * _K + 2
+    everything = layer_blocks(_inputs_chunk, n_sampled, layers, parts=parts, use_spread=with_spread)
+    sample = _ChunkSample(everything, with_spread, keep)
     g = _globals_for(everything.shape[1:], sample, median_size)
     n_layers = (4 if g.use_spread else 2) * _K + 2
-    cube = layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
+    if n_layers == n_sampled:  # the same layers: the same graph
+        cube = everything
+    else:
+        cube = layer_blocks(_inputs_chunk, n_layers, layers, parts=parts, use_spread=g.use_spread)
     return g, ChangeInputs(cube, sample.kept(g.use_spread))
 
 
