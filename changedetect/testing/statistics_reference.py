@@ -23,6 +23,7 @@ from ..algorithms.detect import (
     _deming_gain,
     _Globals,
     _median_bands,
+    _sample_groups,
     median_variance,
     satterthwaite,
 )
@@ -107,7 +108,7 @@ def estimate_globals_reference(samples: Sequence[Sample], median_size: int) -> _
             gain[i], mx[i], my[i] = _deming_line_reference(b[i, calm], a[i, calm], noise_ratio)
         diff = (a - my[:, None]) / gain[:, None] + mx[:, None] - b
     g = _Globals(gain, mx, my, _dark_offsets_reference(before), _dark_offsets_reference(after))
-    groups = _sample_groups_reference(samples)[valid]
+    groups = _sample_groups(samples)[valid]
     g.gain_error = _gain_errors_reference(b, a, calm, groups, noise_ratio, mx, my)
     del b, a, diff, after
 
@@ -166,18 +167,6 @@ def group_sums_reference(x_values, y_values, x_centre, y_centre, group, n):  # n
             for v in (x, y, x * x, y * y, x * y)
         ]
     )
-
-
-def _sample_groups_reference(samples: Sequence[Sample]) -> np.ndarray:
-    groups = []
-    for k, sample in enumerate(samples):
-        h, w = sample[0].shape[1:]
-        if len(samples) > 1:
-            groups.append(np.full(h * w, k))
-        else:
-            rows, cols = np.indices((h, w))
-            groups.append(((3 * rows) // max(h, 1) * 3 + (3 * cols) // max(w, 1)).reshape(-1))
-    return np.concatenate(groups)
 
 
 def _gain_errors_reference(

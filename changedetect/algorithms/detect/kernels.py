@@ -336,21 +336,46 @@ def squared_z_sum(
             sb_row = spread_before[k, y] if spread else f_row
             sa_row = spread_after[k, y] if spread else f_row
             for x in range(w):
-                var = var0
-                if lever:
-                    t = (_finite(b_row[x] - m, big) / g) * e
-                    var = var + t * t
-                if spread:
-                    sb = _finite(sb_row[x], big)
-                    sa = _finite(sa_row[x], big)
-                    vb = sb * sb - nb2
-                    va = sa * sa - na2
-                    vb = zero if vb < zero else vb
-                    va = zero if va < zero else va
-                    var = var + (vb + va)
+                var = _pixel_variance(
+                    var0, b_row[x], m, g, e, lever, sb_row[x], sa_row[x], nb2, na2, spread, big
+                )
                 z = (f_row[x] - centre) / np.sqrt(var)
                 o_row[x] = o_row[x] + z * z
     return out
+
+
+@ngjit_numpy_division
+def _pixel_variance(
+    var0: np.float32,
+    before: np.float32,
+    mx: np.float32,
+    gain: np.float32,
+    gain_error: np.float32,
+    lever: bool,
+    spread_before: np.float32,
+    spread_after: np.float32,
+    nb2: np.float32,
+    na2: np.float32,
+    spread: bool,
+    big: np.float32,
+) -> np.float32:
+    """One pixel's variance of its normalised difference (:func:`squared_z_sum`): the band's
+    `var0`, with `lever` the normalisation's uncertainty at its `before` reflectance, with
+    `spread` each date's variability above its squared noise floor `nb2`, `na2`."""
+    zero = np.float32(0.0)
+    var = var0
+    if lever:
+        t = (_finite(before - mx, big) / gain) * gain_error
+        var = var + t * t
+    if spread:
+        sb = _finite(spread_before, big)
+        sa = _finite(spread_after, big)
+        vb = sb * sb - nb2
+        va = sa * sa - na2
+        vb = zero if vb < zero else vb
+        va = zero if va < zero else va
+        var = var + (vb + va)
+    return var
 
 
 @ngjit_numpy_division
@@ -616,19 +641,9 @@ def _differences_in(
             ok = np.isfinite(d)
             ok_row[x] = ok
             p[x + 1] = d if ok else zero
-            var = var0
-            if lever:
-                t = (_finite(b_row[x] - cx, big) / g) * e
-                var = var + t * t
-            if spread:
-                sb = _finite(sb_row[x], big)
-                sa = _finite(sa_row[x], big)
-                vb = sb * sb - nb2
-                va = sa * sa - na2
-                vb = zero if vb < zero else vb
-                va = zero if va < zero else va
-                var = var + (vb + va)
-            var_row[x] = var
+            var_row[x] = _pixel_variance(
+                var0, b_row[x], cx, g, e, lever, sb_row[x], sa_row[x], nb2, na2, spread, big
+            )
         _mirror_row(p)
 
 
