@@ -16,16 +16,8 @@ from ..atomic import atomic_path
 from .chips import PREVIEW_BANDS
 
 
-def scratch_profile(
-    grid: GeoBox, count: int, dtype: str, nodata: float | None, *, sparse: bool = False
-) -> dict:
-    """A tiled GeoTIFF profile for intermediate rasters written block by block: uncompressed,
-    or for a `sparse` raster (mostly one value, as a score is 0 away from change) zstd at its
-    fastest level."""
-    if sparse:
-        # a 10,000² score raster: 400 MB uncompressed, 57 kB in zstd, which writes, reads back
-        # and copies into the COG for 0.2 CPU-s less (and spares the disk its writing)
-        return {**scratch_profile(grid, count, dtype, nodata), "compress": "zstd", "zstd_level": 1}
+def scratch_profile(grid: GeoBox, count: int, dtype: str, nodata: float | None) -> dict:
+    """A tiled, uncompressed GeoTIFF profile for intermediate rasters written block by block."""
     return {
         "driver": "GTiff",
         "width": grid.width,
@@ -38,8 +30,7 @@ def scratch_profile(
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
-        # imagery in scratch files lives minutes: compressing it would cost more than the disk
-        # it saves (zstd's fastest level: 6x the CPU of writing a preview band as it is)
+        # scratch files live minutes: compressing them would cost more than the disk they save
         "compress": "none",
         # each band in tiles of its own: the report's overview reads 3 of the preview's 10 bands,
         # 6x cheaper than decoding pixel-interleaved tiles of all 10 (1.6 -> 0.25 CPU-s at 10,000²)
@@ -118,7 +109,7 @@ class ScratchRasters:
 
     def __enter__(self) -> ScratchRasters:
         self._score = rasterio.open(
-            self.score_path, "w", **scratch_profile(self.grid, 1, "float32", np.nan, sparse=True)
+            self.score_path, "w", **scratch_profile(self.grid, 1, "float32", np.nan)
         )
         self._preview = rasterio.open(
             self.preview_path, "w", **scratch_profile(self.grid, PREVIEW_BANDS, "uint8", None)
