@@ -81,12 +81,7 @@ BlockWriter = Callable[[Block], None]
 Preview = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-#: One of the 3 x 3 pieces of a chunk and its halo: a neighbour's array and the part of it that
-#: faces the chunk, or None beyond the grid's edges.
-Piece = TilePart
-
-
-#: Where each of the 3 x 3 pieces of :data:`Piece` comes from: the position of its array among
+#: Where each of the 3 x 3 pieces of a chunk and its halo (:data:`TilePart`) comes from: the position of its array among
 #: the task's arrays and the part of it, or None beyond the grid's edges.
 PieceLayout = tuple[int, tuple[slice, slice]] | None
 
@@ -247,13 +242,13 @@ class _Rows:
         """Record the computed chunks `done` of `keys`."""
         self.full.update(zip(keys, done, strict=True))
 
-    def pieces(self, i: int, j: int) -> list[list[Piece]]:
+    def pieces(self, i: int, j: int) -> list[list[TilePart]]:
         """The 3 x 3 pieces of chunk (i, j) and its halo: the chunk, then `halo` rows or columns
         of each neighbour (the part facing the chunk)."""
         h = self.halo
-        grid: list[list[Piece]] = []
+        grid: list[list[TilePart]] = []
         for di in (-1, 0, 1):
-            row: list[Piece] = []
+            row: list[TilePart] = []
             for dj in (-1, 0, 1):
                 k = (i + di, j + dj)
                 if not self.inside(*k) or (h == 0 and (di or dj)):
@@ -325,7 +320,7 @@ class _Rows:
         self.pending = []
 
 
-def _laid_out(pieces: list[list[Piece]]) -> tuple[list[list[PieceLayout]], ...]:
+def _laid_out(pieces: list[list[TilePart]]) -> tuple[list[list[PieceLayout]], ...]:
     """The layout of `pieces` and their arrays, for :func:`_finish_block`'s arguments."""
     arrays: list[Any] = []
     layout: list[list[PieceLayout]] = []

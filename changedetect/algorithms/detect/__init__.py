@@ -167,9 +167,8 @@ def median(values: np.ndarray, *, overwrite: bool = False) -> float:
     if a.ndim != 1 or a.size == 0 or a.dtype not in (np.float64, np.float32):
         return float(np.median(a, overwrite_input=overwrite))
     k = a.size // 2
-    if a.dtype == np.float32:
-        return _median_float32(a, k)
-    if overwrite:
+    # float32 is selected in a copy: np.median may have to take over (below) on the original
+    if overwrite and a.dtype == np.float64:
         a.partition(k)
         part = a
     else:
@@ -178,18 +177,10 @@ def median(values: np.ndarray, *, overwrite: bool = False) -> float:
     if np.isnan(part[k:].max()):
         return float("nan")
     middle = part[k : k + 1] if a.size % 2 else np.array([part[:k].max(), part[k]])
-    return float(np.mean(middle))
-
-
-def _median_float32(a: np.ndarray, k: int) -> float:
-    """:func:`median` of float32 `a` (k: half its size), np.median's own where a middle value is
-    zero: 0.0 and -0.0 compare equal, and which of them a selection leaves in the middle depends
-    on how it selects; other values are the same whichever rank selection finds them."""
-    part = np.partition(a, k)
-    if np.isnan(part[k:].max()):
-        return float("nan")
-    middle = part[k : k + 1] if a.size % 2 else np.array([part[:k].max(), part[k]])
-    if not middle.all():
+    # float32: 0.0 and -0.0 compare equal, and which of them a selection leaves in the middle
+    # depends on how it selects (other values are the same whichever finds them): np.median's
+    # own where a middle value is zero
+    if a.dtype == np.float32 and not middle.all():
         return float(np.median(a))
     return float(np.mean(middle))
 
@@ -209,8 +200,13 @@ def robust_location_scale(sample: np.ndarray, *, overwrite: bool = False) -> tup
     # the deviations' median does not depend on their order, so `finite` may be reordered
     deviations = np.subtract(finite, med)
     np.abs(deviations, out=deviations)
-    sigma = median(deviations, overwrite=True) * MAD_TO_SIGMA
-    return med, max(sigma, 1e-6)
+    return med, _mad_sigma(deviations)
+
+
+def _mad_sigma(deviations: np.ndarray) -> float:
+    """The MAD-based sigma of absolute deviations from the median (reordered in place), at
+    least 1e-6."""
+    return max(median(deviations, overwrite=True) * MAD_TO_SIGMA, 1e-6)
 
 
 def robust_correlation(z: np.ndarray) -> np.ndarray:
@@ -273,15 +269,12 @@ def _deming_gain(sxx: Any, syy: Any, sxy: Any, noise_ratio: float) -> Any:
     return np.where(fails | (gain < 0.5) | (gain > 2.0), 1.0, gain)
 
 
-def _dark_offsets(flat: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
-    """Dark-object value per band of (band, n) reflectance, not increasing with wavelength.
-    `ok`: the pixels finite in every band, when the caller knows them already."""
-    if ok is None:
-        ok = np.all(np.isfinite(flat), axis=0)
+def _dark_offsets(flat: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Dark-object value per band of (band, n) reflectance, not increasing with wavelength, from
+    the pixels `ok` (finite in every band)."""
     if not ok.any():
         return np.zeros(flat.shape[0])
-    values = _columns(flat, ok)
-    dark = np.percentile(values, DARK_PERCENTILE, axis=1, overwrite_input=values is not flat)
+    dark = _percentiles(flat, ok, DARK_PERCENTILE)
     return np.maximum(np.minimum.accumulate(dark), 0.0)
 
 
@@ -672,8 +665,7 @@ def _squared_z(row: np.ndarray) -> np.ndarray:
         return ((row - loc) / sig) ** 2
     loc = median(row)
     centred = row - loc
-    deviations = np.abs(centred)
-    sig = max(median(deviations, overwrite=True) * MAD_TO_SIGMA, 1e-6)
+    sig = _mad_sigma(np.abs(centred))
     centred /= sig
     return np.square(centred, out=centred)
 

@@ -510,15 +510,40 @@ def surface_rules(
     ratio = np.empty((h, w), np.float32)
     for y in range(h):
         for x in range(w):
-            after = boxes[1, y, x] * boxes[3, y, x]
-            before = boxes[0, y, x] * boxes[2, y, x]
-            vegetated_after = state[1, y, x] > vegetated
-            wet = state[2, y, x] > water or state[3, y, x] > water
-            bare_after = ndvi_after[y, x] < bare
-            faded = state[0, y, x] > vegetated and after <= before and not bare_after
-            plausible[y, x] = not (vegetated_after or wet or faded)
-            ratio[y, x] = after / before
+            plausible[y, x], ratio[y, x] = _rules_at(
+                state[0, y, x], state[1, y, x], state[2, y, x], state[3, y, x],
+                ndvi_after[y, x],
+                boxes[0, y, x], boxes[1, y, x], boxes[2, y, x], boxes[3, y, x],
+                vegetated, bare, water,
+            )  # fmt: skip
     return plausible, ratio
+
+
+@ngjit_numpy_division
+def _rules_at(
+    ndvi_before: np.float32,
+    ndvi_after: np.float32,
+    mndwi_before: np.float32,
+    mndwi_after: np.float32,
+    ndvi_after_median: np.float32,
+    brightness_before: np.float32,
+    brightness_after: np.float32,
+    nir_before: np.float32,
+    nir_after: np.float32,
+    vegetated: np.float32,
+    bare: np.float32,
+    water: np.float32,
+) -> tuple[bool, np.float32]:
+    """:func:`surface_rules` at one pixel, from its `surface_state` layers, the 3x3 median of
+    its NDVI after and the box means of its brightness layers: whether the change is
+    plausible, and the brightness ratio."""
+    after = brightness_after * nir_after
+    before = brightness_before * nir_before
+    vegetated_after = ndvi_after > vegetated
+    wet = mndwi_before > water or mndwi_after > water
+    bare_after = ndvi_after_median < bare
+    faded = ndvi_before > vegetated and after <= before and not bare_after
+    return not (vegetated_after or wet or faded), after / before
 
 
 # ----------------------------------------------------------------------------------------------
@@ -777,11 +802,9 @@ def _surface_out(
         )  # fmt: skip
     state = ring.state
     for x in range(w):
-        after = boxes[1, x] * boxes[3, x]
-        before = boxes[0, x] * boxes[2, x]
-        vegetated_after = state[1, middle, x] > vegetated
-        wet = state[2, middle, x] > water or state[3, middle, x] > water
-        bare_after = median[x] < bare
-        faded = state[0, middle, x] > vegetated and after <= before and not bare_after
-        plausible[x] = not (vegetated_after or wet or faded)
-        ratio[x] = after / before
+        plausible[x], ratio[x] = _rules_at(
+            state[0, middle, x], state[1, middle, x], state[2, middle, x], state[3, middle, x],
+            median[x],
+            boxes[0, x], boxes[1, x], boxes[2, x], boxes[3, x],
+            vegetated, bare, water,
+        )  # fmt: skip
