@@ -1,0 +1,193 @@
+"""Whether neighbourhood context in the per-pixel test lifts the OSCD F1, leave-one-city-out.
+
+    python bench/context_experiment.py [--data ../shared/data]
+
+Each OSCD city, and the Landsat Taizhou pair, goes through `detect_change` and the patch stage's
+cleaning as in bench/oscd_experiment.py and bench/landsat_experiment.py. The shipped decision (a pixel alone at the strict level, or at the
+loose level with a majority of its 9 x 9 neighbourhood) is printed first. Then context
+statistics, each at a grid of thresholds:
+
+Windows are given in metres of ground (odd pixel counts: 15 px at 10 m, 5 px at 30 m).
+
+- `evidence mean w`: the w x w local mean of the chi-square evidence (-log10 p, capped so that a
+  few saturated pixels do not carry a window), the context that carried a per-pixel
+  gradient-boosted model (the 7 px mean of the change magnitude, issue 11);
+- `swir spread`, `nir spread`, `all-band spread`: the local standard deviation of the robust-z
+  band differences (averaged over the bands named), the 15 px spread of the SWIR differences
+  being the other context that model leaned on.
+
+Each is used three ways: `alone` (the statistic replaces the decision; the plausibility rules
+still apply), `and` (it must agree with the shipped decision: a precision filter) and `or` (it
+adds pixels to the shipped decision). Per city the F1 at the threshold chosen on the other six
+cities (best mean F1 there) is the leave-one-city-out figure; `oracle` is each city at its own
+best threshold, a ceiling no rule without the labels reaches. Taizhou is scored at the threshold
+with the best mean F1 over all seven cities (its labelled pixels only), beside the shipped
+decision's F1 there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from changedetect.algorithms.detect import detect_change
+from changedetect.config import DetectionConfig
+from changedetect.types import ANALYSIS_BANDS
+
+try:  # run as `python bench/context_experiment.py` or imported
+    import landsat_experiment as landsat
+    from oscd_experiment import CITIES, as_composite, load_city, predicted_mask, scores
+except ImportError:  # pragma: no cover
+    from bench import landsat_experiment as landsat
+    from bench.oscd_experiment import CITIES, as_composite, load_city, predicted_mask, scores
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MAD_TO_SIGMA = 1.4826
+#: Minimum mapping unit (1000 m2) in pixels: 10 at 10 m, 2 at 30 m (the experiments' own).
+MIN_PIXELS = {10.0: 10, 30.0: landsat.MIN_PIXELS}
+
+
+class Scene:
+    """One scene's shipped decision, evidence, plausibility, robust-z band differences and
+    reference (`scored` marks the pixels the reference labels)."""
+
+    def __init__(
+        self,
+        name: str,
+        before: np.ndarray,
+        after: np.ndarray,
+        changed: np.ndarray,
+        scored: np.ndarray,
+        pixel_m: float,
+    ) -> None:
+        support = DetectionConfig().support_pixels(pixel_m)
+        layers = detect_change(
+            as_composite(before, dt.date(2016, 1, 1)),
+            as_composite(after, dt.date(2018, 1, 1)),
+            support_size=support,
+        )
+        self.name, self.changed, self.scored, self.pixel_m = name, changed, scored, pixel_m
+        self.decision = np.asarray(layers.disturbed.fillna(False).astype(bool).values)
+        self.evidence = np.nan_to_num(np.asarray(layers.features["evidence"].values))
+        self.plausible = np.nan_to_num(np.asarray(layers.score.values)) > 0
+        self.z = [robust_z(after[b] - before[b]) for b in range(len(ANALYSIS_BANDS))]
+
+    def pixels(self, metres: float) -> int:
+        """The odd window edge nearest to `metres` of ground."""
+        return max(1, 2 * round((metres / self.pixel_m - 1) / 2) + 1)
+
+    def f1(self, mask: np.ndarray) -> float:
+        kept = predicted_mask(mask, MIN_PIXELS[self.pixel_m])
+        return scores(kept[self.scored], self.changed[self.scored])[2]
+
+
+def oscd_scene(root: Path, name: str) -> Scene:
+    before, after, changed = load_city(root / "oscd", name)
+    return Scene(name, before, after, changed, np.ones_like(changed), 10.0)
+
+
+def taizhou_scene(root: Path) -> Scene:
+    before, after, changed, unchanged = landsat.load(root / "landsat-taizhou")
+    return Scene("taizhou", before, after, changed, changed | unchanged, landsat.PIXEL_M)
+
+
+def robust_z(diff: np.ndarray) -> np.ndarray:
+    med = np.nanmedian(diff)
+    sigma = max(float(np.nanmedian(np.abs(diff - med))) * MAD_TO_SIGMA, 1e-6)
+    return np.nan_to_num((diff - med) / sigma).astype(np.float64)
+
+
+Statistic = Callable[[Scene], np.ndarray]
+
+
+def evidence_mean(metres: float, cap: float) -> Statistic:
+    def stat(scene: Scene) -> np.ndarray:
+        capped = np.minimum(scene.evidence, cap).astype(np.float64)
+        return ndimage.uniform_filter(capped, scene.pixels(metres), mode="nearest")
+
+    return stat
+
+
+def spread(metres: float, bands: Sequence[str]) -> Statistic:
+    def stat(scene: Scene) -> np.ndarray:
+        size, spreads = scene.pixels(metres), []
+        for band in bands:
+            z = scene.z[ANALYSIS_BANDS.index(band)]
+            mean = ndimage.uniform_filter(z, size, mode="nearest")
+            square = ndimage.uniform_filter(z * z, size, mode="nearest")
+            spreads.append(np.sqrt(np.maximum(square - mean * mean, 0.0)))
+        return np.mean(spreads, axis=0)
+
+    return stat
+
+
+_EVIDENCE, _SPREAD = np.arange(0.5, 6.0, 0.5), np.arange(0.5, 5.01, 0.25)
+STATISTICS: dict[str, tuple[Statistic, np.ndarray]] = {
+    "evidence mean 30 m (cap 6)": (evidence_mean(30, 6.0), _EVIDENCE),
+    "evidence mean 70 m (cap 6)": (evidence_mean(70, 6.0), _EVIDENCE),
+    "evidence mean 150 m (cap 6)": (evidence_mean(150, 6.0), _EVIDENCE),
+    "evidence mean 70 m (cap 20)": (evidence_mean(70, 20.0), np.arange(0.5, 10.0, 0.5)),
+    "swir spread 150 m": (spread(150, ("B11", "B12")), _SPREAD),
+    "nir spread 150 m": (spread(150, ("B08",)), _SPREAD),
+    "all-band spread 150 m": (spread(150, ANALYSIS_BANDS), _SPREAD),
+}
+MODES = ("alone", "and", "or")
+
+
+def decide(scene: Scene, over: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "alone":
+        return over & scene.plausible
+    if mode == "and":
+        return scene.decision & over
+    return scene.decision | (over & scene.plausible)
+
+
+def leave_one_out(f1: np.ndarray) -> np.ndarray:
+    """Per city, its F1 at the threshold with the best mean F1 over the other cities."""
+    return np.array([f1[i, np.delete(f1, i, axis=0).mean(axis=0).argmax()] for i in range(len(f1))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    cities = [oscd_scene(args.data, name) for name in CITIES]
+    taizhou = taizhou_scene(args.data)
+    shipped = np.array([c.f1(c.decision) for c in cities])
+    names = " ".join(f"{c[:7]:>7s}" for c in CITIES)
+    print(f"{'':38s}{'mean':>6s}{'oracle':>7s}{'taizhou':>8s}  {names}")
+    print(
+        f"{'shipped decision':38s}{shipped.mean():6.3f}{'':7s}"
+        f"{taizhou.f1(taizhou.decision):8.3f}  {_row(shipped)}"
+    )
+    for name, (stat, thresholds) in STATISTICS.items():
+        values = [stat(c) for c in cities]
+        over_taizhou = stat(taizhou)
+        for mode in MODES:
+            f1 = np.array(
+                [
+                    [c.f1(decide(c, v >= t, mode)) for t in thresholds]
+                    for c, v in zip(cities, values, strict=True)
+                ]
+            )
+            held_out = leave_one_out(f1)
+            common = thresholds[f1.mean(axis=0).argmax()]
+            at_taizhou = taizhou.f1(decide(taizhou, over_taizhou >= common, mode))
+            label = f"{name}, {mode}"
+            print(
+                f"{label:38s}{held_out.mean():6.3f}{f1.max(axis=1).mean():7.3f}"
+                f"{at_taizhou:8.3f}  {_row(held_out)}"
+            )
+
+
+def _row(values: np.ndarray) -> str:
+    return " ".join(f"{v:7.3f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
