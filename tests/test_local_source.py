@@ -681,3 +681,45 @@ def test_a_band_files_chunk_is_one_graph_entry(tmp_path: Path) -> None:
     both = load(acqs, ["B04", "B08"], grid, chunk_size=32).compute()
     expected = seeded_reflectance(["B04"], grid.shape.yx, 3)["B04"] * np.float32(1e-4)
     np.testing.assert_allclose(both["B04"].values[0], expected, rtol=1e-6)
+
+
+def _in_new_thread(work):
+    import threading
+
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_reading_env_is_entered_once_per_thread_with_the_read_options() -> None:
+    import contextlib
+
+    from changedetect.io.raster import GDAL_READ_OPTIONS, reading_env
+
+    def first_and_second_read():
+        assert not rasterio.env.hasenv()
+        with reading_env():
+            during = rasterio.env.getenv()
+        after = rasterio.env.getenv()
+        return during, after, reading_env()
+
+    during, after, again = _in_new_thread(first_and_second_read)
+    for key, value in GDAL_READ_OPTIONS.items():
+        assert during[key] == value and after[key] == value
+    assert isinstance(again, contextlib.nullcontext)
+
+
+def test_reading_env_nests_inside_an_env_of_other_options() -> None:
+    from changedetect.io.raster import GDAL_READ_OPTIONS, reading_env
+
+    def read_inside_other_env():
+        with rasterio.Env(GDAL_CACHEMAX=64 * 2**20):
+            with reading_env():
+                during = rasterio.env.getenv()["GDAL_CACHEMAX"]
+            return during, rasterio.env.getenv()["GDAL_CACHEMAX"]
+
+    during, after = _in_new_thread(read_inside_other_env)
+    assert during == GDAL_READ_OPTIONS["GDAL_CACHEMAX"]
+    assert after == 64 * 2**20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -26,6 +27,25 @@ from ..errors import CorruptInputError, SourceError
 #: GDAL settings for every read: a small block cache (in bytes), so that memory stays bounded by
 #: the chunk size. (Directory listing stays on: ENVI and other formats find sidecar headers by it.)
 GDAL_READ_OPTIONS: dict[str, Any] = {"GDAL_CACHEMAX": 16 * 2**20}
+
+
+def reading_env() -> contextlib.AbstractContextManager[Any]:
+    """The GDAL environment of a read: GDAL_READ_OPTIONS in force for its duration.
+
+    A thread with no GDAL environment gets one with these options, entered now and kept for the
+    thread's life, so its later reads cost nothing here: starting and stopping an environment
+    per read cost 0.1 ms each, about 0.6 CPU-s over the 6,000 chunk reads of a 10,000² px
+    comparison. GDAL's block cache limit is process-wide, so it then holds for every thread,
+    which is what these options are for. A thread already in an environment of other options
+    gets a nested one per read, which puts them back when it ends."""
+    if not rasterio.env.hasenv():
+        rasterio.Env(**GDAL_READ_OPTIONS).__enter__()
+        return contextlib.nullcontext()
+    current = rasterio.env.getenv()
+    if all(current.get(k) == v for k, v in GDAL_READ_OPTIONS.items()):
+        return contextlib.nullcontext()
+    return rasterio.Env(**GDAL_READ_OPTIONS)
+
 
 #: Exceptions rasterio raises when GDAL cannot read or decode something.
 RASTER_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError)

@@ -59,11 +59,11 @@ from ...errors import (
 from ...models import Acquisition, TimeWindow
 from ...types import ANALYSIS_BANDS, QUALITY_BANDS
 from ..raster import (
-    GDAL_READ_OPTIONS,
     RASTER_ERRORS,
     grid_of,
     open_raster,
     overlap_fraction,
+    reading_env,
     verify_readable,
 )
 
@@ -577,7 +577,7 @@ def _open_dataset(path: str, session: str) -> _OpenDataset:
         return held
     if held is not None:
         held.src.close()
-    with rasterio.Env(**GDAL_READ_OPTIONS):
+    with reading_env():
         opened = _OpenDataset(stamp, rasterio.open(path))
     handles[key] = opened
     while len(handles) > OPEN_FILES_PER_THREAD:
@@ -621,7 +621,7 @@ def _read_chunk(
     try:
         held = _open_dataset(path, session)
         src = held.src
-        with rasterio.Env(**GDAL_READ_OPTIONS):
+        with reading_env():
             file_nodata = src.nodatavals[indexes[0] - 1]
             if quality is not None:
                 dtype, fill = QUALITY_BANDS[quality]
