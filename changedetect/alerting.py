@@ -101,10 +101,17 @@ class SiteView:
         anything bright; a before side of two acquisitions or fewer never shows a recurrence (its
         median is made of them). The price: building on a field that lay bare at that time of an
         earlier year looks like the bare field at first, and is found once it no longer does."""
-        if len(self.before_days) <= RECURRING_SIGHTINGS:
+        if not may_recur(len(self.before_days)):
             return False
         changed = sum(1 for _, seen in self.sightings("before") if seen == "changed")
         return changed >= RECURRING_SIGHTINGS
+
+
+def may_recur(before_acquisitions: int) -> bool:
+    """Whether a before side of this many acquisitions can show a recurrence
+    (:meth:`SiteView.recurs`): more than :data:`RECURRING_SIGHTINGS`, since the median of a side
+    of that many or fewer is made of the very acquisitions that would show it."""
+    return before_acquisitions > RECURRING_SIGHTINGS
 
 
 #: Chunks gathered per dask call in :func:`site_views`: their pieces are put in place and let
@@ -197,7 +204,13 @@ def site_findings(
     """:func:`site_views`' findings for each patch (by label), the after-side sightings only
     with `after`; the views gathered for a batch of patches (FINDINGS_BATCH_PIXELS, in label
     order) and let go before the next: memory stays flat however much changed, for a few chunks
-    read again where batches meet."""
+    read again where batches meet.
+
+    Without `after`, and with too few before-side acquisitions for any patch to recur (a
+    comparison of two dates), there is nothing to find and no chunk is read again: each patch
+    is found not recurring."""
+    if not after and not may_recur(sides[0][0].sizes["time"]):
+        return {p.label: SiteFindings(False, None) for p in patches}
     findings: dict[int, SiteFindings] = {}
     batch: list[Patch] = []
     held = 0

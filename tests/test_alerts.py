@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -526,3 +527,39 @@ def test_site_findings_are_the_views_findings_whatever_the_batch(monkeypatch, ba
     # a run that follows no alert asks for the recurrences only
     for label, seen in site_findings(patches, pixels, sides, after=False).items():
         assert seen.recurs == views[label].recurs() and seen.after is None
+
+
+@pytest.mark.parametrize("n_before", [1, 2, 3])
+def test_site_findings_read_nothing_when_nothing_can_be_found(monkeypatch, n_before):
+    """A run that follows no alert asks only whether patches recur, which a before side of two
+    acquisitions or fewer never shows (a comparison of two dates): then no chunk is read again.
+    With more before acquisitions, or with the after sightings asked for, the views are read."""
+    from changedetect import alerting
+    from changedetect.alerting import site_findings, site_views
+
+    _, n, pixels, patches, sides = _patches_and_sides()
+    stack, comp = sides[0]
+    before = (
+        stack.isel(time=slice(0, n_before)),
+        dataclasses.replace(
+            comp, valid=comp.valid.isel(dim_0=slice(0, n_before)), members=comp.members[:n_before]
+        ),
+    )
+    sides = [before, sides[1]]
+    calls = []
+    gather = alerting.site_views
+
+    def counted(batch_patches, *args):
+        calls.append(len(batch_patches))
+        return gather(batch_patches, *args)
+
+    monkeypatch.setattr(alerting, "site_views", counted)
+    found = site_findings(patches, pixels, sides, after=False)
+    assert set(found) == {p.label for p in patches}
+    views = site_views(patches, pixels, sides)
+    for label, seen in found.items():
+        assert seen.recurs == views[label].recurs() and seen.after is None
+    assert sum(calls) == (n if n_before > 2 else 0)
+    calls.clear()
+    site_findings(patches, pixels, sides, after=True)
+    assert sum(calls) == n

@@ -51,6 +51,36 @@ def test_compare_writes_outputs(pair, tmp_path, capsys):
     assert "1 clues (quarry: 1)" in capsys.readouterr().out
 
 
+def test_compare_reads_each_band_chunk_once(pair, tmp_path, monkeypatch):
+    """A two-date comparison decodes each chunk of each file once: the sample, the pass and
+    nothing after it (no patch can recur with one before acquisition, so no site is read
+    again)."""
+    import functools
+    from collections import Counter
+
+    import changedetect.io.sources.local as local
+
+    before, after, _ = pair
+    reads: Counter = Counter()
+    read_chunk = local._read_chunk
+
+    @functools.wraps(read_chunk)  # dask passes block_id to a function whose signature has it
+    def counted(*args, **kwargs):
+        reads[(kwargs["path"], kwargs["indexes"], kwargs["block_id"][-2:])] += 1
+        return read_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(local, "_read_chunk", counted)
+    out = tmp_path / "out"
+    argv = ["compare", str(before), str(after), "--out", str(out), "--quiet", "--chunk-size", "64"]
+    assert main(argv) == 0
+    assert len(json.loads((out / "clues.geojson").read_text())["features"]) == 1
+    every_chunk = {(i, j) for i in range(2) for j in range(2)}  # 96 x 112 px in 64 px chunks
+    for path in (before, after):
+        blocks = [key[2] for key in reads if key[0] == str(path)]
+        assert set(blocks) == every_chunk, (path, blocks)
+    assert set(reads.values()) == {1}, sorted(k for k, v in reads.items() if v > 1)
+
+
 def test_compare_dates_what_the_files_do_not_and_refuses_to_guess(tmp_path, capsys):
     grid = make_grid("EPSG:32649", shape=(96, 112))
     before, after = tmp_path / "old.tif", tmp_path / "new.tif"
