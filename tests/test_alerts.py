@@ -495,6 +495,21 @@ def test_site_views_read_each_patch_as_its_own_window_does(monkeypatch, per_call
     assert site_views([], pixels, sides) == {}
 
 
+def _count_site_views(monkeypatch) -> list[int]:
+    """The number of patches of each call of site_views from now on (the calls still made)."""
+    from changedetect import alerting
+
+    calls: list[int] = []
+    gather = alerting.site_views
+
+    def counted(batch_patches, *args):
+        calls.append(len(batch_patches))
+        return gather(batch_patches, *args)
+
+    monkeypatch.setattr(alerting, "site_views", counted)
+    return calls
+
+
 @pytest.mark.parametrize("batch", [1, 50, 10**9])
 def test_site_findings_are_the_views_findings_whatever_the_batch(monkeypatch, batch):
     """site_findings holds the views of a batch of patches at a time (`batch` pixels: one patch
@@ -504,14 +519,7 @@ def test_site_findings_are_the_views_findings_whatever_the_batch(monkeypatch, ba
 
     _, n, pixels, patches, sides = _patches_and_sides()
     views = site_views(patches, pixels, sides)
-    calls = []
-    gather = alerting.site_views
-
-    def counted(batch_patches, *args):
-        calls.append(len(batch_patches))
-        return gather(batch_patches, *args)
-
-    monkeypatch.setattr(alerting, "site_views", counted)
+    calls = _count_site_views(monkeypatch)
     monkeypatch.setattr(alerting, "FINDINGS_BATCH_PIXELS", batch)
     found = site_findings(patches, pixels, sides)
     assert sum(calls) == n
@@ -534,7 +542,6 @@ def test_site_findings_read_nothing_when_nothing_can_be_found(monkeypatch, n_bef
     """A run that follows no alert asks only whether patches recur, which a before side of two
     acquisitions or fewer never shows (a comparison of two dates): then no chunk is read again.
     With more before acquisitions, or with the after sightings asked for, the views are read."""
-    from changedetect import alerting
     from changedetect.alerting import site_findings, site_views
 
     _, n, pixels, patches, sides = _patches_and_sides()
@@ -546,14 +553,7 @@ def test_site_findings_read_nothing_when_nothing_can_be_found(monkeypatch, n_bef
         ),
     )
     sides = [before, sides[1]]
-    calls = []
-    gather = alerting.site_views
-
-    def counted(batch_patches, *args):
-        calls.append(len(batch_patches))
-        return gather(batch_patches, *args)
-
-    monkeypatch.setattr(alerting, "site_views", counted)
+    calls = _count_site_views(monkeypatch)
     found = site_findings(patches, pixels, sides, after=False)
     assert set(found) == {p.label for p in patches}
     views = site_views(patches, pixels, sides)
