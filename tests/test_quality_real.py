@@ -63,3 +63,14 @@ def test_context_experiment_chooses_each_threshold_without_its_city():
     # its 0.9; without city 0 the others prefer threshold 1, where city 0 scores 0.0
     f1 = np.array([[0.9, 0.0], [0.0, 0.5], [0.4, 0.6]])
     assert leave_one_out(f1).tolist() == [0.0, 0.0, 0.4]
+
+
+def test_context_experiment_auc_is_the_mann_whitney_probability():
+    from bench.context_experiment import auc
+
+    real = np.array([True, True, False, False])
+    assert auc(np.array([3.0, 4.0, 1.0, 2.0]), real) == 1.0
+    assert auc(np.array([1.0, 2.0, 3.0, 4.0]), real) == 0.0
+    assert auc(np.array([1.0, 4.0, 2.0, 3.0]), real) == 0.5
+    assert auc(np.array([2.0, 2.0, 2.0, 2.0]), real) == 0.5  # ties count half
+    assert auc(np.array([np.nan, 4.0, 1.0, np.nan]), real) == 1.0  # NaN left out
