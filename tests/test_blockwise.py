@@ -266,6 +266,14 @@ def _counted_stack(seed: int, n_times: int, reads: Counter, *, changed: bool = F
     )
 
 
+def _sample_four_windows(monkeypatch) -> None:
+    """The statistics sampled from a 2 x 2 lattice of 16 px windows (on these tests' grids, eight
+    of the ten chunks), though the grid is small enough to be sampled whole."""
+    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
+    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
+    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+
+
 def _layered_pass(tmp_path, n_before: int, n_after: int, keep: bool, reads: Counter):
     before = composite_of(_counted_stack(1, n_before, reads), SPRING)
     after = composite_of(_counted_stack(2, n_after, reads, changed=True), SPRING)
@@ -284,10 +292,7 @@ def _layered_pass(tmp_path, n_before: int, n_after: int, keep: bool, reads: Coun
 def test_the_chunks_the_statistics_sample_computed_are_read_by_the_pass_not_computed_again(
     tmp_path, monkeypatch, n_before, n_after
 ):
-    # a sample of four windows over eight of the ten chunks
-    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
-    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
-    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    _sample_four_windows(monkeypatch)
     reads: Counter = Counter()
     whole_test, _, whole, whole_score = _layered_pass(
         tmp_path / "whole", n_before, n_after, False, reads
@@ -322,9 +327,7 @@ def test_the_sample_computes_the_spreads_only_when_the_test_may_use_them(
 ):
     # without a spread on either date (or with the test told not to use them) the sample's
     # chunks are the test's cube as it is, not the cube with twelve empty layers
-    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
-    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
-    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    _sample_four_windows(monkeypatch)
     before = composite_of(stack(1, n_before), SPRING)
     after = composite_of(stack(2, n_after, changed=True), SPRING)
     test, inputs = prepare_change_test(
@@ -346,9 +349,7 @@ def test_the_denser_lattice_reads_the_first_ones_kept_chunks_and_learns_the_same
 ):
     # the first lattice's four windows hold too few pixels: the denser one's sixteen read the
     # chunks the first kept from their files, and the statistics are the xarray composites'
-    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
-    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
-    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    _sample_four_windows(monkeypatch)
     monkeypatch.setattr(detect, "MIN_SAMPLE_PIXELS", 1200)
     monkeypatch.setattr(detect, "FALLBACK_LATTICE", 4)
     monkeypatch.setattr(detect, "FALLBACK_WINDOW", 12)
@@ -369,9 +370,7 @@ def test_the_denser_lattice_reads_the_first_ones_kept_chunks_and_learns_the_same
 def test_the_sample_keeps_a_bounded_number_of_chunks_and_the_pass_computes_the_others(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(detect, "FULL_SAMPLE_PIXELS", 0)
-    monkeypatch.setattr(detect, "SAMPLE_LATTICE", 2)
-    monkeypatch.setattr(detect, "SAMPLE_WINDOW", 16)
+    _sample_four_windows(monkeypatch)
     reads: Counter = Counter()
     _, _, whole, whole_score = _layered_pass(tmp_path / "whole", 3, 3, False, reads)
     twice = {k for k, n in reads.items() if n == 2}

@@ -18,12 +18,12 @@ from ..algorithms.detect import (
     DARK_PERCENTILE,
     MIN_SAMPLE_PIXELS,
     NOISE_PERCENTILE,
-    Z_PART,
     Sample,
     _deming_gain,
     _Globals,
     _median_bands,
     _sample_groups,
+    _sample_z_scores,
     median_variance,
     satterthwaite,
 )
@@ -130,15 +130,7 @@ def estimate_globals_reference(samples: Sequence[Sample], median_size: int) -> _
             sb, sa = sb[:, ok], sa[:, ok]
 
     filtered, before = filtered[:, ok], before[:, ok]
-    z = np.empty(filtered.shape)
-    for k in range(0, filtered.shape[1], Z_PART):
-        part = slice(k, k + Z_PART)
-        z[:, part] = g.z_scores(
-            filtered[:, part],
-            sb[:, part] if sb is not None else None,
-            sa[:, part] if sa is not None else None,
-            before=before[:, part],
-        )
+    z = _sample_z_scores(g, filtered, before, sb, sa)
     g.chi_scale, g.chi_dof = satterthwaite(robust_correlation_reference(z))
     return g
 

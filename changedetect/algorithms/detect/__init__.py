@@ -639,6 +639,20 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
     # 4. chi-square law of the sum of squares of the correlated z-scores, computed in parts
     # (the scene statistics are float64: whole, their temporaries held 150 MB more)
     filtered, before = _columns(filtered, ok), _columns(before, ok)
+    z = _sample_z_scores(g, filtered, before, sb, sa)
+    g.chi_scale, g.chi_dof = satterthwaite(robust_correlation(z))
+    return g
+
+
+def _sample_z_scores(
+    g: _Globals,
+    filtered: np.ndarray,
+    before: np.ndarray,
+    sb: np.ndarray | None,
+    sa: np.ndarray | None,
+) -> np.ndarray:
+    """The z-scores of the sample's (band, n) filtered differences, :data:`Z_PART` columns at a
+    time."""
     z = np.empty(filtered.shape)
     for k in range(0, filtered.shape[1], Z_PART):
         part = slice(k, k + Z_PART)
@@ -648,8 +662,7 @@ def estimate_globals(samples: Sequence[Sample], median_size: int) -> _Globals | 
             sa[:, part] if sa is not None else None,
             before=before[:, part],
         )
-    g.chi_scale, g.chi_dof = satterthwaite(robust_correlation(z))
-    return g
+    return z
 
 
 def _flat(windows: Sequence[np.ndarray]) -> np.ndarray:
