@@ -63,7 +63,7 @@ from .io.sinks.rasters import ScratchRasters, mask_score_to_patches, write_cog
 from .io.sinks.report import write_report
 from .io.sources.base import ImagerySource
 from .io.zones import ProtectionZone, ZoneIndex, load_zones
-from .memory import release_freed_memory
+from .memory import release_freed_memory, set_aside_from_gc
 from .models import (
     Acquisition,
     AoiResult,
@@ -571,6 +571,7 @@ def composite_of(
     return built
 
 
+@set_aside_from_gc()
 def analyse(
     before_stack: xr.Dataset,
     after_stack: xr.Dataset,
