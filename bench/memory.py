@@ -16,7 +16,8 @@ pipeline also: band-file chunk reads done against those needed (each file's chun
 the time in each stage: `stats` (the sample pass for the scene statistics), `pass` (read, mask,
 composite and test every chunk, write scratch rasters), `patches` (clean, label, polygons,
 clues, site views), `outputs` (the score COG, GeoJSON, chips, report), and the peak resident
-memory reached by the end of each.
+memory reached by the end of each; then the CPU seconds of its parts (`PARTS`), each timed on
+the CPU clock of the thread that ran it, and of its main thread in all.
 
 `--heavy` plants about 5 % of the pixels as change (a few quarries otherwise): memory and time
 must not grow with the amount of change.
@@ -30,6 +31,7 @@ must not grow with the amount of change.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -199,6 +201,18 @@ STAGES = {
     ),
     "outputs": ("mask_score_to_patches", "publish"),
 }
+#: CPU seconds of the pipeline's parts, each timed by its threads' CPU clock (the load of other
+#: processes moves wall time, and the total, less): (module, attribute, what it is). The read
+#: includes its conversion to float32, timed again on its own.
+PARTS = (
+    ("changedetect.io.sources.local", "_reflectance", "converting to float32"),
+    ("changedetect.algorithms.composite", "masked_composite", "masking and compositing"),
+    ("changedetect.algorithms.detect", "ChangeTest.evaluate_tiles", "the test"),
+    ("changedetect.pipeline", "preview_bytes", "preview bytes"),
+    ("changedetect.io.sinks.rasters", "ScratchRasters.write", "scratch writes"),
+    ("changedetect.algorithms.detect", "estimate_globals", "sample statistics"),
+    ("changedetect.pipeline", "write_cog", "COG copy"),
+)
 
 
 def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
@@ -208,9 +222,11 @@ def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
     import changedetect.pipeline as pipeline
     from changedetect.cli import main
 
+    main_thread_start = time.thread_time()
     seconds = dict.fromkeys(STAGES, 0.0)
     peaks = dict.fromkeys(STAGES, 0.0)
-    reads: list[int] = []
+    reads: list[float] = []
+    cpu = dict.fromkeys([what for _, _, what in PARTS], 0.0)
 
     def timed(stage: str, function):  # type: ignore[no-untyped-def]
         @functools.wraps(function)
@@ -228,12 +244,33 @@ def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
     for stage, names in STAGES.items():
         for name in names:
             setattr(pipeline, name, timed(stage, getattr(pipeline, name)))
+
+    def on_cpu_clock(what: str, function):  # type: ignore[no-untyped-def]
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                cpu[what] += time.thread_time() - start
+
+        return wrapper
+
+    for module, name, what in PARTS:
+        owner = importlib.import_module(module)
+        *classes, attribute = name.split(".")
+        for cls in classes:
+            owner = getattr(owner, cls)
+        setattr(owner, attribute, on_cpu_clock(what, getattr(owner, attribute)))
     read_chunk = local._read_chunk
 
-    @functools.wraps(read_chunk)  # dask looks for its block_info parameter
+    @functools.wraps(read_chunk)  # dask looks for its block_id parameter
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        reads.append(1)
-        return read_chunk(*args, **kwargs)
+        start = time.thread_time()
+        try:
+            return read_chunk(*args, **kwargs)
+        finally:
+            reads.append(time.thread_time() - start)
 
     local._read_chunk = counted
     chunk = int(os.environ.get("BENCH_CHUNK", "512"))
@@ -259,6 +296,8 @@ def step_pipeline(before: Path, after: Path, out: Path) -> dict[str, object]:
         "reads_needed": n_chunks * 2 * len(BANDS),
         "stages": seconds,
         "peaks": peaks,
+        "cpu_parts": {"reading band chunks": sum(reads), **cpu},
+        "main_thread_cpu_s": time.thread_time() - main_thread_start,
     }
 
 
@@ -384,6 +423,10 @@ def main() -> None:
             + f", other {other:.1f} (start-up, imports, loading the plan)")  # fmt: skip
         print("peak RSS by the end of each stage (MB): " + ", ".join(
             f"{stage} {mb:.0f}" for stage, mb in run["peaks"].items()))  # fmt: skip
+        print("pipeline CPU s by part: " + ", ".join(
+            f"{what} {sec:.2f}" for what, sec in run["cpu_parts"].items())
+            + f"; the main thread in all {run['main_thread_cpu_s']:.1f} (imports, graphs, "
+            "scheduling, statistics, writes, patches, outputs)")  # fmt: skip
     if len(ratios) > 1:
         small, large = min(ratios), max(ratios)
         print(f"\ncpu x read at {large}: {ratios[large]:.2f}, at {small}: {ratios[small]:.2f} "
