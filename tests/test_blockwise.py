@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import Compression
+from rasterio.errors import RasterioIOError
 
 from changedetect.algorithms import detect
 from changedetect.algorithms.detect import ChangeInputs, prepare_change_test
@@ -70,6 +73,52 @@ def test_the_preview_keeps_each_band_in_tiles_of_its_own(tmp_path):
     with rasterio.open(tmp_path / "rgb.tif") as src:
         assert src.count == PREVIEW_BANDS
         assert src.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "BAND"
+
+
+def _write_one_block(tmp_path, score: np.ndarray) -> None:
+    height, width = score.shape
+    block = SimpleNamespace(
+        row0=0, col0=0, score=score, preview=np.zeros((PREVIEW_BANDS, height, width), np.uint8)
+    )
+    with ScratchRasters(
+        make_grid(shape=score.shape), tmp_path / "score.tif", tmp_path / "rgb.tif"
+    ) as scratch:
+        scratch.write(block)
+
+
+def _scratch_score() -> np.ndarray:
+    score = np.zeros((70, 90), np.float32)
+    score[10:20, 30:40] = 0.75
+    score[60:, :5] = np.nan
+    return score
+
+
+def test_the_score_is_packed_and_reads_back_as_written(tmp_path):
+    # zeros and NaN outside the changes: packed, they stay out of the page cache and off the disk
+    score = _scratch_score()
+    _write_one_block(tmp_path, score)
+    with rasterio.open(tmp_path / "score.tif") as src:
+        assert src.compression == Compression.zstd
+        np.testing.assert_array_equal(src.read(1), score)
+    with rasterio.open(tmp_path / "rgb.tif") as src:
+        assert src.compression is None  # imagery: packing it would cost more than it saves
+
+
+def test_a_gdal_without_zstd_writes_the_score_as_it_is(tmp_path, monkeypatch):
+    opened = rasterio.open
+
+    def without_zstd(path, mode="r", **kwargs):
+        if str(kwargs.get("compress", "")).lower() == "zstd":
+            raise RasterioIOError("Cannot create TIFF file due to missing codec for zstd.")
+        return opened(path, mode, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", without_zstd)
+    score = _scratch_score()
+    _write_one_block(tmp_path, score)
+    monkeypatch.undo()
+    with rasterio.open(tmp_path / "score.tif") as src:
+        assert src.compression is None
+        np.testing.assert_array_equal(src.read(1), score)
 
 
 def _joined_block_test(test, cube, rows: slice, cols: slice, min_valid: int, width: int):
