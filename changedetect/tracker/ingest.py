@@ -43,6 +43,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..memory import set_aside_from_gc
 from .clock import utc_now
 from .clues import Clue, ClueInput, RejectedClue, load_clues
 from .db import TrackerDB, lock_for_case_writes
@@ -181,8 +182,7 @@ def ingest(
     # the cyclic garbage collector: with a night's hundreds of thousands of containers, each of
     # its full collections walked them all again, a third of the ingest's time. A chunk's own
     # objects are collected as usual; everything is handed back at the end.
-    gc.freeze()
-    try:
+    with set_aside_from_gc():
         return _ingest(
             target,
             clues,
@@ -193,8 +193,6 @@ def ingest(
             chunk_clues=chunk_clues,
             on_chunk=on_chunk,
         )
-    finally:
-        gc.unfreeze()
 
 
 def _ingest(
